@@ -1,0 +1,221 @@
+//! The conformance agent for the Rust script side.
+//!
+//! Every script side (Rust, Perl, Python) has an agent that understands
+//! the same little language, so that one table of scenarios
+//! (tests/common/scenarios.rs) drives them all. Keep them in step.
+//!
+//! At initialisation (read from the environment of the first call):
+//!
+//! | variable             | effect                                            |
+//! |----------------------|---------------------------------------------------|
+//! | `AGENT_INIT_SLEEP`   | sleep this many seconds first                      |
+//! | `AGENT_INIT_PRINT`   | print this to stdout, without a newline            |
+//! | `AGENT_INIT_EXIT`    | print a message to stderr and exit with this code  |
+//! | `AGENT_MAX_SERVERS`  | max_servers (negative: no limit)                   |
+//! | `AGENT_IDLE_TIMEOUT` | idle_timeout in seconds                            |
+//! | `AGENT_RELOAD_EXTRA` | one extra file to watch for auto-reload            |
+//!
+//! Per call, each argument `@CMD` or `@CMD:PARAM` is a command, run in
+//! order; other arguments are data. Then exit 0.
+//!
+//! | command          | effect                                               |
+//! |------------------|------------------------------------------------------|
+//! | `@exit:N`        | exit with status N                                   |
+//! | `@args`          | print every argument in hex, one per line             |
+//! | `@env:NAME`      | print the variable's value in hex, or `unset`        |
+//! | `@envall`        | print every `NAME=value` in hex, sorted, one a line  |
+//! | `@cat`           | copy stdin to stdout                                 |
+//! | `@out:TEXT`      | print TEXT and a newline to stdout                   |
+//! | `@err:TEXT`      | print TEXT and a newline to stderr                   |
+//! | `@kill:SIG`      | send signal SIG (name without SIG) to itself         |
+//! | `@sleep:SECS`    | sleep                                                |
+//! | `@pid:FILE`      | write its pid to FILE                                |
+//! | `@server`        | print the server's pid (parent of its parent)        |
+//! | `@fds`           | print its open fds, space-separated                   |
+//! | `@fdlink:N`      | print where fd N points                               |
+//! | `@sigint`        | print SIGINT's disposition: default, ignore, handled  |
+//! | `@onint:FILE`    | on SIGINT, create FILE and die of SIGINT             |
+//! | `@time`          | print the wall-clock time in nanoseconds              |
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::process::exit;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn env_f64(name: &str) -> Option<f64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+static ONINT_PATH: OnceLock<CString> = OnceLock::new();
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    // Only async-signal-safe calls here.
+    if let Some(path) = ONINT_PATH.get() {
+        // SAFETY: open/close/signal/raise are async-signal-safe.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::raise(libc::SIGINT);
+        }
+    }
+}
+
+fn main() {
+    if let Some(secs) = env_f64("AGENT_INIT_SLEEP") {
+        std::thread::sleep(Duration::from_secs_f64(secs));
+    }
+    if let Some(text) = std::env::var_os("AGENT_INIT_PRINT") {
+        io::stdout().write_all(text.as_bytes()).unwrap();
+    }
+    if let Some(code) = std::env::var("AGENT_INIT_EXIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        eprintln!("agent: failing initialisation as asked");
+        exit(code);
+    }
+    let mut options = prefork_interp::Options::default();
+    if let Some(max) = env_f64("AGENT_MAX_SERVERS") {
+        options.max_servers = (max >= 0.0).then_some(max as usize);
+    }
+    if let Some(idle) = env_f64("AGENT_IDLE_TIMEOUT") {
+        options.idle_timeout = Some(Duration::from_secs_f64(idle));
+    }
+    if let Some(extra) = std::env::var_os("AGENT_RELOAD_EXTRA") {
+        options.autoreload_extra.push(extra.into());
+    }
+
+    let invocation = prefork_interp::initialisation_complete(options).unwrap_or_else(|e| {
+        eprintln!("agent: {e}");
+        exit(127)
+    });
+    let code = run(&invocation.args);
+    io::stdout().flush().unwrap();
+    exit(code);
+}
+
+fn run(args: &[OsString]) -> i32 {
+    let mut out = io::stdout().lock();
+    for arg in args {
+        let Some(command) = arg.as_bytes().strip_prefix(b"@") else {
+            continue;
+        };
+        let (name, param) = match command.iter().position(|&b| b == b':') {
+            Some(i) => (&command[..i], &command[i + 1..]),
+            None => (command, &b""[..]),
+        };
+        let param_str = String::from_utf8_lossy(param).into_owned();
+        match name {
+            b"exit" => return param_str.parse().expect("@exit:N"),
+            b"args" => {
+                for a in args {
+                    writeln!(out, "{}", hex(a.as_bytes())).unwrap();
+                }
+            }
+            b"env" => match std::env::var_os(OsStr::from_bytes(param)) {
+                Some(v) => writeln!(out, "{}", hex(v.as_bytes())).unwrap(),
+                None => writeln!(out, "unset").unwrap(),
+            },
+            b"envall" => {
+                let mut all: Vec<Vec<u8>> = std::env::vars_os()
+                    .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
+                    .collect();
+                all.sort();
+                for e in all {
+                    writeln!(out, "{}", hex(&e)).unwrap();
+                }
+            }
+            b"cat" => {
+                let mut data = Vec::new();
+                io::stdin().read_to_end(&mut data).unwrap();
+                out.write_all(&data).unwrap();
+            }
+            b"out" => writeln!(out, "{param_str}").unwrap(),
+            b"err" => {
+                out.flush().unwrap();
+                eprintln!("{param_str}");
+            }
+            b"kill" => {
+                out.flush().unwrap();
+                let sig: nix::sys::signal::Signal =
+                    format!("SIG{param_str}").parse().expect("@kill:SIGNAL");
+                nix::sys::signal::raise(sig).unwrap();
+                // Ignored or handled: carry on.
+            }
+            b"sleep" => std::thread::sleep(Duration::from_secs_f64(param_str.parse().unwrap())),
+            b"pid" => {
+                let tmp = format!("{param_str}.tmp");
+                std::fs::write(&tmp, std::process::id().to_string()).unwrap();
+                std::fs::rename(&tmp, &param_str).unwrap();
+            }
+            b"server" => {
+                let monitor = parent_of(std::os::unix::process::parent_id());
+                writeln!(out, "{monitor}").unwrap();
+            }
+            b"fds" => {
+                let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+                    .unwrap()
+                    .filter_map(|e| e.ok())
+                    .filter(|e| {
+                        // Leave out the fd this listing itself holds.
+                        std::fs::read_link(e.path())
+                            .map(|t| !t.to_string_lossy().ends_with("/fd"))
+                            .unwrap_or(false)
+                    })
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                    .collect();
+                fds.sort();
+                let fds: Vec<String> = fds.iter().map(i32::to_string).collect();
+                writeln!(out, "{}", fds.join(" ")).unwrap();
+            }
+            b"fdlink" => {
+                let target = std::fs::read_link(format!("/proc/self/fd/{param_str}")).unwrap();
+                writeln!(out, "{}", target.display()).unwrap();
+            }
+            b"sigint" => {
+                // SAFETY: querying the disposition without changing it.
+                let current = unsafe {
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old);
+                    old.sa_sigaction
+                };
+                let word = match current {
+                    libc::SIG_DFL => "default",
+                    libc::SIG_IGN => "ignore",
+                    _ => "handled",
+                };
+                writeln!(out, "{word}").unwrap();
+            }
+            b"onint" => {
+                ONINT_PATH.set(CString::new(param).unwrap()).unwrap();
+                // SAFETY: installing a handler that is async-signal-safe.
+                unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+            }
+            b"time" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                writeln!(out, "{}", now.as_nanos()).unwrap();
+            }
+            other => panic!("agent: unknown command @{}", String::from_utf8_lossy(other)),
+        }
+    }
+    0
+}
+
+/// The parent pid of `pid`, from /proc (field 4 of stat, after the
+/// parenthesised command name, which may itself hold spaces).
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}

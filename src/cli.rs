@@ -1,0 +1,373 @@
+//! The client's command line.
+//!
+//! Linux hands everything after the `#!` program to it as ONE argument,
+//! so options reach us in a combined form:
+//!
+//! ```text
+//! prefork-interp [OPTION ...] INTERP [SCRIPT [ARG ...]]
+//! prefork-interp OPTION,...,INTERP[,INTERP-ARG...] SCRIPT [ARG ...]
+//! prefork-interp 'OPTION ... INTERP [INTERP-ARG ...]' SCRIPT [ARG ...]
+//! ```
+//!
+//! The first argument is split (on spaces if it has any, else on commas)
+//! when it starts with `-` and holds a separator. Options are read up to
+//! the first word that is not one; that word is the interpreter and the
+//! rest of the split argument are the interpreter's own arguments, so
+//! `-U,perl,-w` runs `perl -w SCRIPT ARG...`.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+use clap::{Arg, ArgAction, Command};
+
+use crate::rundir::IdentityItem;
+
+/// Exit status for usage errors and the client's own failures.
+pub const EXIT_FAILURE: i32 = 127;
+
+/// What the client is asked to do with the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Use the running server, creating one if there is none.
+    Normal,
+    /// `-f`: start a new server even if one runs; the old one quits.
+    Fresh,
+    /// `--kill`: tear down any server for this identity; run nothing.
+    Kill,
+}
+
+/// A parsed command line that asks for a call (or a kill).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientArgs {
+    pub mode: Mode,
+    /// `-E` and `-G` options in command-line order.
+    pub identity_items: Vec<IdentityItem>,
+    /// `-g IDENT`.
+    pub given_identity: Option<OsString>,
+    /// The interpreter and its own arguments; empty only for `--kill -g`.
+    pub interpreter: Vec<OsString>,
+    pub script: Option<OsString>,
+    /// The caller's arguments after the script: what the executor gets.
+    pub args: Vec<OsString>,
+}
+
+/// The outcome of parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Run(ClientArgs),
+    /// `--help` or `--version`: print this to stdout and exit 0.
+    Print(String),
+}
+
+const ABOUT: &str = "Runs a script through a server that has done its initialisation once; \
+every call is a fork of the initialised server.";
+
+const EXIT_STATUS_HELP: &str = "\
+Forms (the kernel passes a #! line's options as one argument):
+  prefork-interp [OPTION ...] INTERP [SCRIPT [ARG ...]]
+  #!/usr/bin/prefork-interp -U,INTERP[,INTERP-ARG...]
+  #!/usr/bin/prefork-interp -U INTERP [INTERP-ARG...]
+
+Exit status:
+  N      the script's own exit status (0..255)
+  death  the script was killed by INT, TERM, HUP, PIPE or KILL: the same
+         signal kills prefork-interp
+  N      the script's initialisation failed with exit status N (a message
+         says so)
+  127    usage error, failure of prefork-interp itself, or the script was
+         killed by another signal or dumped core (a message says which)
+  0      --kill, --help, --version";
+
+fn command() -> Command {
+    Command::new("prefork-interp")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(ABOUT)
+        .override_usage("prefork-interp [OPTION ...] INTERP [SCRIPT [ARG ...]]")
+        .after_help(EXIT_STATUS_HELP)
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("version")
+                .long("version")
+                .action(ArgAction::Version)
+                .help("Print the version and exit"),
+        )
+        .arg(
+            Arg::new("unlaundered")
+                .short('U')
+                .action(ArgAction::SetTrue)
+                .help("Unlaundered: the script gets all the caller's arguments and environment (required)"),
+        )
+        .arg(
+            Arg::new("fresh")
+                .short('f')
+                .action(ArgAction::SetTrue)
+                .help("Start a fresh server even if one runs (the old one quits after its calls)"),
+        )
+        .arg(
+            Arg::new("kill")
+                .long("kill")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("fresh")
+                .help("Tear down any server for this identity and run nothing"),
+        )
+        .arg(
+            Arg::new("env")
+                .short('E')
+                .value_name("VAR")
+                .action(ArgAction::Append)
+                .value_parser(clap::value_parser!(OsString))
+                .help("Identity includes environment variable VAR (its value or absence)"),
+        )
+        .arg(
+            Arg::new("string")
+                .short('G')
+                .value_name("STRING")
+                .action(ArgAction::Append)
+                .value_parser(clap::value_parser!(OsString))
+                .help("Identity includes STRING"),
+        )
+        .arg(
+            Arg::new("ident")
+                .short('g')
+                .value_name("IDENT")
+                .value_parser(clap::value_parser!(OsString))
+                .help("Use IDENT as the identity instead of the hash"),
+        )
+        .arg(
+            Arg::new("command")
+                .value_name("INTERP")
+                .num_args(0..)
+                .trailing_var_arg(true)
+                .value_parser(clap::value_parser!(OsString)),
+        )
+}
+
+/// Splits the first argument of the combined forms, or `None` when the
+/// command line is in the plain form.
+fn split_combined(first: &OsStr) -> Option<Vec<OsString>> {
+    let bytes = first.as_bytes();
+    if bytes.first() != Some(&b'-') {
+        return None;
+    }
+    let words: Vec<OsString> = if bytes.iter().any(|b| b.is_ascii_whitespace()) {
+        bytes
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(|w| OsStr::from_bytes(w).to_owned())
+            .collect()
+    } else if bytes.contains(&b',') {
+        bytes
+            .split(|&b| b == b',')
+            .map(|w| OsStr::from_bytes(w).to_owned())
+            .collect()
+    } else {
+        return None;
+    };
+    Some(words)
+}
+
+/// Parses the client's whole argv (including argv\[0\]).
+pub fn parse(argv: Vec<OsString>) -> Result<Parsed, String> {
+    let mut argv = argv.into_iter();
+    let argv0 = argv.next().unwrap_or_else(|| "prefork-interp".into());
+    let rest: Vec<OsString> = argv.collect();
+
+    let combined = rest.first().and_then(|first| split_combined(first));
+    let (clap_args, after): (Vec<OsString>, Vec<OsString>) = match combined {
+        Some(words) => (words, rest[1..].to_vec()),
+        None => (rest, Vec::new()),
+    };
+
+    let matches = match command().try_get_matches_from(std::iter::once(argv0).chain(clap_args)) {
+        Ok(m) => m,
+        Err(e) => {
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Ok(Parsed::Print(e.render().to_string()))
+                }
+                _ => Err(one_line_usage_error(&e)),
+            };
+        }
+    };
+
+    let mut command: Vec<OsString> = matches
+        .get_many::<OsString>("command")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let given_identity = matches.get_one::<OsString>("ident").cloned();
+    let mode = if matches.get_flag("kill") {
+        Mode::Kill
+    } else if matches.get_flag("fresh") {
+        Mode::Fresh
+    } else {
+        Mode::Normal
+    };
+    if !matches.get_flag("unlaundered") {
+        return Err(
+            "usage error: -U is required (unlaundered is the only mode); \
+                    see prefork-interp --help"
+                .into(),
+        );
+    }
+
+    // -E and -G interleave in command-line order.
+    let mut identity_items: Vec<(usize, IdentityItem)> = Vec::new();
+    for (id, make) in [
+        ("env", IdentityItem::EnvVar as fn(OsString) -> IdentityItem),
+        ("string", IdentityItem::String),
+    ] {
+        if let (Some(values), Some(indices)) =
+            (matches.get_many::<OsString>(id), matches.indices_of(id))
+        {
+            for (v, i) in values.zip(indices) {
+                identity_items.push((i, make(v.clone())));
+            }
+        }
+    }
+    identity_items.sort_by_key(|(i, _)| *i);
+    let identity_items = identity_items.into_iter().map(|(_, item)| item).collect();
+
+    let (interpreter, script, args) = if after.is_empty() && !command.is_empty() {
+        // Plain form, or a combined form with no script after it.
+        let interp = command.remove(0);
+        let script = (!command.is_empty()).then(|| command.remove(0));
+        (vec![interp], script, command)
+    } else {
+        let mut after = after.into_iter();
+        (command, after.next(), after.collect())
+    };
+    if interpreter.is_empty() && !(mode == Mode::Kill && given_identity.is_some()) {
+        return Err("usage error: no interpreter given; see prefork-interp --help".into());
+    }
+    if interpreter.first().is_some_and(|i| i.is_empty()) {
+        return Err("usage error: the interpreter name is empty".into());
+    }
+
+    Ok(Parsed::Run(ClientArgs {
+        mode,
+        identity_items,
+        given_identity,
+        interpreter,
+        script,
+        args,
+    }))
+}
+
+/// clap's errors are several lines; we promise one.
+fn one_line_usage_error(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("bad usage");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("usage error: {first}; see prefork-interp --help")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> ClientArgs {
+        let argv = std::iter::once("prefork-interp")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        match parse(argv) {
+            Ok(Parsed::Run(a)) => a,
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    fn err(args: &[&str]) -> String {
+        let argv = std::iter::once("prefork-interp")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        parse(argv).unwrap_err()
+    }
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn plain_form() {
+        let a = run(&["-U", "perl", "s.pl", "a", "-x"]);
+        assert_eq!(a.mode, Mode::Normal);
+        assert_eq!(a.interpreter, os(&["perl"]));
+        assert_eq!(a.script, Some("s.pl".into()));
+        assert_eq!(a.args, os(&["a", "-x"]));
+    }
+
+    #[test]
+    fn comma_form_keeps_interpreter_arguments() {
+        let a = run(&["-U,perl,-w", "s.pl", "a", "b"]);
+        assert_eq!(a.interpreter, os(&["perl", "-w"]));
+        assert_eq!(a.script, Some("s.pl".into()));
+        assert_eq!(a.args, os(&["a", "b"]));
+    }
+
+    #[test]
+    fn space_form() {
+        let a = run(&["-U -f -E HOME perl -w", "s.pl"]);
+        assert_eq!(a.mode, Mode::Fresh);
+        assert_eq!(a.identity_items, vec![IdentityItem::EnvVar("HOME".into())]);
+        assert_eq!(a.interpreter, os(&["perl", "-w"]));
+        assert_eq!(a.script, Some("s.pl".into()));
+        assert!(a.args.is_empty());
+    }
+
+    #[test]
+    fn identity_options_keep_their_order() {
+        let a = run(&["-U,-Gx,-E,V,-G,y,perl", "s"]);
+        assert_eq!(
+            a.identity_items,
+            vec![
+                IdentityItem::String("x".into()),
+                IdentityItem::EnvVar("V".into()),
+                IdentityItem::String("y".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn script_is_optional() {
+        let a = run(&["-U", "/bin/prog"]);
+        assert_eq!(a.interpreter, os(&["/bin/prog"]));
+        assert_eq!(a.script, None);
+    }
+
+    #[test]
+    fn kill_by_given_identity_needs_no_interpreter() {
+        let a = run(&["-U", "--kill", "-g", "web"]);
+        assert_eq!(a.mode, Mode::Kill);
+        assert_eq!(a.given_identity, Some("web".into()));
+        assert!(a.interpreter.is_empty());
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        for e in [
+            err(&["perl", "s"]),
+            err(&["-U"]),
+            err(&["-U", "--bogus", "perl"]),
+            err(&["-U,-f,--kill,perl", "s"]),
+            err(&["-U,-E"]),
+        ] {
+            assert!(e.starts_with("usage error: "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        assert!(err(&["perl", "s"]).contains("-U is required"));
+    }
+
+    #[test]
+    fn help_and_version() {
+        let argv = os(&["prefork-interp", "--help"]);
+        match parse(argv).unwrap() {
+            Parsed::Print(s) => assert!(s.contains("Exit status") && s.contains("--kill")),
+            other => panic!("{other:?}"),
+        }
+        match parse(os(&["prefork-interp", "--version"])).unwrap() {
+            Parsed::Print(s) => assert!(s.contains(env!("CARGO_PKG_VERSION"))),
+            other => panic!("{other:?}"),
+        }
+    }
+}

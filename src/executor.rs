@@ -1,0 +1,62 @@
+//! The executor: the script itself again, one per call.
+//!
+//! ```text
+//! fd 0, 1, 2   the caller's stdin, stdout, stderr (received by SCM_RIGHTS)
+//! environment  exactly the caller's
+//! SIGINT       default (the first caller may have ignored it; we must not
+//!              inherit that: a killed client's executor must die)
+//! ```
+//!
+//! No protocol fd survives into it: the server closed the listening socket
+//! and watcher pipes in the monitor, and here the call socket and the
+//! received copies go.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+
+use crate::protocol;
+use crate::server::Invocation;
+use crate::sys;
+
+/// Turns this freshly forked child of a monitor into the call's executor.
+pub(crate) fn enter(
+    call: UnixStream,
+    stdio: Vec<OwnedFd>,
+    request: &protocol::Payload,
+) -> Invocation {
+    sys::set_signal(libc::SIGINT, false);
+    for (target, fd) in stdio.iter().enumerate() {
+        if sys::dup2(fd.as_raw_fd(), target as i32).is_err() {
+            sys::exit_now(127);
+        }
+    }
+    drop((stdio, call));
+
+    // SAFETY: this process is single-threaded (checked at initialisation).
+    unsafe { libc::clearenv() };
+    let mut env = Vec::with_capacity(request.env.len());
+    for entry in &request.env {
+        // setenv cannot express a name holding '='; such entries (which
+        // only a hand-made environment has) are left out.
+        if let Some((name, value)) = protocol::split_env_entry(entry)
+            && !name.contains(&b'=')
+        {
+            let (name, value) = (OsStr::from_bytes(name), OsStr::from_bytes(value));
+            // SAFETY: single-threaded, as above.
+            unsafe { std::env::set_var(name, value) };
+            env.push((name.to_owned(), value.to_owned()));
+        }
+    }
+    let args: Vec<OsString> = request
+        .args
+        .iter()
+        .map(|a| OsStr::from_bytes(a).to_owned())
+        .collect();
+    Invocation {
+        args,
+        env,
+        served: true,
+    }
+}

@@ -1,0 +1,72 @@
+//! prefork-interp: pay a script's start-up once; run every call as a fork
+//! of the initialised process.
+//!
+//! Put it in a script's `#!` line; the script calls its language's
+//! "initialisation complete" function after its expensive set-up. The first
+//! call starts a server; every later call connects to it, passes its
+//! stdin/stdout/stderr, arguments and environment, and gets back the exit
+//! status of a fresh fork of the initialised script.
+//!
+//! # Processes and file descriptors
+//!
+//! ```text
+//!   CALLER
+//!     │ fork/exec (the kernel, from the #! line)
+//!   CLIENT  (src/bin, [`client`])
+//!     │ connect BASE/s<ident>, read greeting; if none: lock, and
+//!     │ [`spawn`] a server:  ─fork─fork─> WATCHER ([`watcher`], daemon)
+//!     │                      ─fork/exec─> SETUP (the script, initialising)
+//!     │                                     │ initialisation complete:
+//!     │                                     │ fork, exit 0
+//!     │                                   SERVER ([`server`], daemon)
+//!     │                                     │ fork per call
+//!     │   fd 0,1,2 by SCM_RIGHTS,        MONITOR ([`monitor`], own pgrp)
+//!     │   env + args ─────────────────────> │ fork
+//!     │ <──────────────── wait status ──  EXECUTOR ([`executor`]): the
+//!     │                                     script again, with the
+//!   exit N / die of the same signal         caller's fds, args and env
+//! ```
+//!
+//! ```text
+//!                      listening socket      watcher stderr (WATCHE)
+//!   CLIENT ══call════╗       │      SERVER ──────────────── WATCHER
+//!     0 1 2 ─passed─╗║       └───── SERVER ──────────────── WATCHER
+//!                   ║╚══════════ MONITOR   watcher stdin (WATCHI)  │
+//!                   ║              │ pidfd                     inotify
+//!                   ╚═══ 0 1 2 ─ EXECUTOR                    socket path
+//! ```
+//!
+//! Causality, which is what makes teardown need no bookkeeping:
+//! - socket path removed or replaced (`--kill`, `-f`) → watcher exits →
+//!   WATCHE reaches EOF → server quits; calls in flight finish, because
+//!   monitors are separate processes.
+//! - server dies → WATCHI reaches EOF → watcher exits.
+//! - client dies (^C, kill) → call socket EOF → monitor SIGINTs its process
+//!   group (the executor and whatever it started) and reaps the executor.
+//! - executor exits → its pidfd is readable → monitor reaps it (real
+//!   status), SIGINTs what it left behind, sends the status.
+//!
+//! # Modules
+//!
+//! - [`protocol`]: the wire format (pure encode/decode; the contract).
+//! - [`rundir`]: run directory, identity hash, socket and lock paths.
+//! - [`cli`], [`client`], [`spawn`], [`watcher`]: the client binary's roles.
+//! - [`server`], [`monitor`], [`executor`]: the Rust script side; the API
+//!   is [`initialisation_complete`], [`Options`], [`Invocation`].
+//!
+//! The wire contract is written down in `man/prefork-interp.7` and in the
+//! project's PROTOCOL notes; it is compatible with chiark-utils'
+//! prefork-interp in both directions.
+
+pub mod cli;
+pub mod client;
+pub mod executor;
+pub mod monitor;
+pub mod protocol;
+pub mod rundir;
+pub mod server;
+pub mod spawn;
+pub mod sys;
+pub mod watcher;
+
+pub use server::{Invocation, Options, initialisation_complete};

@@ -1,0 +1,425 @@
+//! The wire format, and nothing else: pure encode/decode functions.
+//!
+//! Everything that crosses a process boundary as bytes is defined here, so
+//! that the client, the script-side libraries and the fuzz/property tests
+//! share one definition. Nothing in this module does I/O.
+//!
+//! ```text
+//! setup environment   PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHE,WATCHI
+//! monitor -> client   greeting: "PFI\n" u32be(len) xdata[len]
+//! client -> monitor   0x00, then three one-byte messages carrying fd 0, 1, 2
+//!                     (SCM_RIGHTS), then u32be(len) payload[len] where
+//!                     payload = ("NAME=value\0")* "\0" ("arg\0")*
+//! monitor -> client   u32be(wait status of the executor)
+//! ```
+//!
+//! All integers are big-endian. Environment entries and arguments are
+//! arbitrary bytes without NUL: nothing here assumes UTF-8.
+
+use std::fmt;
+
+/// Name of the environment variable that hands the setup run its fds.
+pub const ENV_VAR: &str = "PREFORK_INTERP";
+
+/// The only version of the environment variable and greeting we speak.
+pub const VERSION: &str = "v1";
+
+/// First four bytes of every greeting.
+pub const GREETING_MAGIC: &[u8; 4] = b"PFI\n";
+
+/// Length of the fixed part of the greeting: magic and xdata length.
+pub const GREETING_HEADER_LEN: usize = 8;
+
+/// Largest greeting xdata a client accepts. v1 servers send none; anything
+/// this large is not a server of ours.
+pub const MAX_XDATA_LEN: u32 = 64 * 1024;
+
+/// Largest request payload a monitor accepts. Linux limits the arguments
+/// and environment of one exec to well under this (ARG_MAX is a quarter
+/// of the stack limit, 2 MiB by default), so a real caller never hits it.
+pub const MAX_PAYLOAD_LEN: u32 = 64 * 1024 * 1024;
+
+/// A malformed message. Each variant names what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The greeting did not start with `PFI\n`.
+    BadGreetingMagic([u8; 4]),
+    /// The greeting announced more xdata than [`MAX_XDATA_LEN`].
+    XdataTooLong(u32),
+    /// The request payload announced more than [`MAX_PAYLOAD_LEN`].
+    PayloadTooLong(u32),
+    /// The payload does not end with a NUL (a truncated last string).
+    PayloadUnterminated,
+    /// The payload has no empty string ending the environment.
+    PayloadNoEnvEnd,
+    /// The request did not start with the zero byte.
+    BadRequestByte(u8),
+    /// `PREFORK_INTERP` is not of the form described in the module docs.
+    BadSetupEnv(String),
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::BadGreetingMagic(m) => {
+                write!(
+                    f,
+                    "bad greeting from server: {:?}",
+                    String::from_utf8_lossy(m)
+                )
+            }
+            ProtocolError::XdataTooLong(n) => {
+                write!(
+                    f,
+                    "greeting extra data too long ({n} bytes, at most {MAX_XDATA_LEN})"
+                )
+            }
+            ProtocolError::PayloadTooLong(n) => {
+                write!(f, "request too long ({n} bytes, at most {MAX_PAYLOAD_LEN})")
+            }
+            ProtocolError::PayloadUnterminated => {
+                write!(f, "request payload does not end with a NUL")
+            }
+            ProtocolError::PayloadNoEnvEnd => {
+                write!(
+                    f,
+                    "request payload has no empty string ending the environment"
+                )
+            }
+            ProtocolError::BadRequestByte(b) => {
+                write!(f, "request starts with byte {b:#04x}, expected 0x00")
+            }
+            ProtocolError::BadSetupEnv(why) => write!(f, "bad {ENV_VAR}: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+// ---------------------------------------------------------------- greeting
+
+/// The whole greeting a monitor sends: magic, length, xdata.
+pub fn encode_greeting(xdata: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(xdata.len()).expect("xdata fits in u32");
+    let mut out = Vec::with_capacity(GREETING_HEADER_LEN + xdata.len());
+    out.extend_from_slice(GREETING_MAGIC);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(xdata);
+    out
+}
+
+/// Checks the fixed greeting header; returns how many xdata bytes follow.
+pub fn decode_greeting_header(header: &[u8; GREETING_HEADER_LEN]) -> Result<u32, ProtocolError> {
+    let (magic, len) = header.split_at(4);
+    if magic != GREETING_MAGIC {
+        return Err(ProtocolError::BadGreetingMagic(magic.try_into().unwrap()));
+    }
+    let len = u32::from_be_bytes(len.try_into().unwrap());
+    if len > MAX_XDATA_LEN {
+        return Err(ProtocolError::XdataTooLong(len));
+    }
+    Ok(len)
+}
+
+// ----------------------------------------------------------------- request
+
+/// The zero byte that opens every request.
+pub const REQUEST_BYTE: u8 = 0;
+
+/// Checks the byte that opens a request.
+pub fn check_request_byte(byte: u8) -> Result<(), ProtocolError> {
+    if byte == REQUEST_BYTE {
+        Ok(())
+    } else {
+        Err(ProtocolError::BadRequestByte(byte))
+    }
+}
+
+/// The length-prefixed part of a request: environment entries (each
+/// `NAME=value`) and arguments. Entries must not contain NUL, and an
+/// environment entry must not be empty (the empty string ends the list).
+pub fn encode_request_payload<'a, E, A>(env: E, args: A) -> Vec<u8>
+where
+    E: IntoIterator<Item = &'a [u8]>,
+    A: IntoIterator<Item = &'a [u8]>,
+{
+    let mut out = vec![0u8; 4];
+    for entry in env {
+        debug_assert!(!entry.is_empty() && !entry.contains(&0));
+        out.extend_from_slice(entry);
+        out.push(0);
+    }
+    out.push(0);
+    for arg in args {
+        debug_assert!(!arg.contains(&0));
+        out.extend_from_slice(arg);
+        out.push(0);
+    }
+    let len = u32::try_from(out.len() - 4).expect("payload fits in u32");
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out
+}
+
+/// Checks a payload length prefix against [`MAX_PAYLOAD_LEN`].
+pub fn decode_payload_len(prefix: [u8; 4]) -> Result<u32, ProtocolError> {
+    let len = u32::from_be_bytes(prefix);
+    if len > MAX_PAYLOAD_LEN {
+        return Err(ProtocolError::PayloadTooLong(len));
+    }
+    Ok(len)
+}
+
+/// A decoded request payload, borrowing from the received bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload<'a> {
+    /// Environment entries as sent, normally `NAME=value`.
+    pub env: Vec<&'a [u8]>,
+    /// The caller's arguments (after the script).
+    pub args: Vec<&'a [u8]>,
+}
+
+/// Splits a payload (without its length prefix) into env and args.
+pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, ProtocolError> {
+    let body = payload
+        .strip_suffix(&[0])
+        .ok_or(ProtocolError::PayloadUnterminated)?;
+    let mut strings = body.split(|&b| b == 0);
+    let mut env = Vec::new();
+    loop {
+        match strings.next() {
+            Some([]) => break,
+            Some(entry) => env.push(entry),
+            None => return Err(ProtocolError::PayloadNoEnvEnd),
+        }
+    }
+    Ok(Payload {
+        env,
+        args: strings.collect(),
+    })
+}
+
+/// Splits an environment entry at its first `=` (a leading `=` belongs to
+/// the name, as in glibc). `None` for an entry with no `=` at all.
+pub fn split_env_entry(entry: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = entry.iter().skip(1).position(|&b| b == b'=')? + 1;
+    Some((&entry[..eq], &entry[eq + 1..]))
+}
+
+// ------------------------------------------------------------------ status
+
+/// A raw `waitpid` status on the wire.
+pub fn encode_status(wait_status: i32) -> [u8; 4] {
+    (wait_status as u32).to_be_bytes()
+}
+
+/// The raw `waitpid` status from its wire form.
+pub fn decode_status(bytes: [u8; 4]) -> i32 {
+    u32::from_be_bytes(bytes) as i32
+}
+
+// ------------------------------------------------------- setup environment
+
+/// What `PREFORK_INTERP` tells the setup run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetupEnv {
+    /// Seconds part of the fresh socket's mtime: "the server started at".
+    pub started_secs: i64,
+    /// Nanoseconds part, 0..1e9.
+    pub started_nsecs: u32,
+    /// The listening socket (nonblocking).
+    pub listen: i32,
+    /// The server end of the first call's socketpair.
+    pub call: i32,
+    /// Read end of the watcher's stderr (nonblocking): EOF or text = quit.
+    pub watch_err: i32,
+    /// Write end of the watcher's stdin: the watcher quits when it closes.
+    pub watch_in: i32,
+}
+
+/// Formats the value of `PREFORK_INTERP`.
+pub fn encode_setup_env(e: &SetupEnv) -> String {
+    format!(
+        "{VERSION},{}.{:09} {},{},{},{}",
+        e.started_secs, e.started_nsecs, e.listen, e.call, e.watch_err, e.watch_in
+    )
+}
+
+/// Parses the value of `PREFORK_INTERP`. Extra words and extra
+/// comma-separated items are ignored, for forward compatibility.
+pub fn decode_setup_env(value: &[u8]) -> Result<SetupEnv, ProtocolError> {
+    let bad = |why: &str| ProtocolError::BadSetupEnv(why.to_string());
+    let mut words = value.split(|&b| b == b' ');
+    let first = words.next().unwrap_or_default();
+    let second = words.next().ok_or_else(|| bad("expected two words"))?;
+
+    let mut items = first.split(|&b| b == b',');
+    let version = items.next().unwrap_or_default();
+    if version != VERSION.as_bytes() {
+        return Err(bad(&format!(
+            "unsupported version {:?} (expected {VERSION})",
+            String::from_utf8_lossy(version)
+        )));
+    }
+    let time = items.next().ok_or_else(|| bad("no start time"))?;
+    let (secs, nsecs) = split_once(time, b'.').ok_or_else(|| bad("start time has no '.'"))?;
+    let started_secs = parse_decimal(secs)
+        .and_then(|s| i64::try_from(s).ok())
+        .ok_or_else(|| bad("start time seconds are not a number"))?;
+    if nsecs.len() != 9 {
+        return Err(bad("start time nanoseconds must have exactly 9 digits"));
+    }
+    let started_nsecs = parse_decimal(nsecs)
+        .map(|n| n as u32)
+        .ok_or_else(|| bad("start time nanoseconds are not a number"))?;
+
+    let mut fds = second.split(|&b| b == b',').map(|f| {
+        parse_decimal(f)
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| bad("file descriptors must be four non-negative numbers"))
+    });
+    let mut next_fd = || {
+        fds.next()
+            .unwrap_or_else(|| Err(bad("expected four file descriptors")))
+    };
+    Ok(SetupEnv {
+        started_secs,
+        started_nsecs,
+        listen: next_fd()?,
+        call: next_fd()?,
+        watch_err: next_fd()?,
+        watch_in: next_fd()?,
+    })
+}
+
+fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+    let i = s.iter().position(|&b| b == sep)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// A non-empty run of ASCII digits that fits in u64.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greeting_round_trip() {
+        let g = encode_greeting(b"caps");
+        let header: [u8; 8] = g[..8].try_into().unwrap();
+        assert_eq!(decode_greeting_header(&header), Ok(4));
+        assert_eq!(&g[8..], b"caps");
+        assert_eq!(encode_greeting(b""), b"PFI\n\0\0\0\0");
+    }
+
+    #[test]
+    fn greeting_rejects_garbage() {
+        assert!(matches!(
+            decode_greeting_header(b"HTTP/1.1"),
+            Err(ProtocolError::BadGreetingMagic(_))
+        ));
+        assert_eq!(
+            decode_greeting_header(b"PFI\n\xff\xff\xff\xff"),
+            Err(ProtocolError::XdataTooLong(u32::MAX))
+        );
+    }
+
+    #[test]
+    fn payload_round_trip_with_non_utf8() {
+        let env: Vec<&[u8]> = vec![b"A=1", b"B=\xff\xfe", b"=weird=x"];
+        let args: Vec<&[u8]> = vec![b"", b"a b", b"\x80"];
+        let p = encode_request_payload(env.clone(), args.clone());
+        let len = decode_payload_len(p[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len as usize, p.len() - 4);
+        let d = decode_payload(&p[4..]).unwrap();
+        assert_eq!(d.env, env);
+        assert_eq!(d.args, args);
+    }
+
+    #[test]
+    fn payload_empty_lists() {
+        let p = encode_request_payload(std::iter::empty(), std::iter::empty());
+        assert_eq!(p, b"\0\0\0\x01\0");
+        let d = decode_payload(&p[4..]).unwrap();
+        assert!(d.env.is_empty() && d.args.is_empty());
+    }
+
+    #[test]
+    fn payload_rejects_malformed() {
+        assert_eq!(decode_payload(b""), Err(ProtocolError::PayloadUnterminated));
+        assert_eq!(
+            decode_payload(b"A=1\0x"),
+            Err(ProtocolError::PayloadUnterminated)
+        );
+        assert_eq!(
+            decode_payload(b"A=1\0"),
+            Err(ProtocolError::PayloadNoEnvEnd)
+        );
+        assert_eq!(
+            decode_payload_len([0xff; 4]),
+            Err(ProtocolError::PayloadTooLong(u32::MAX))
+        );
+        assert_eq!(check_request_byte(1), Err(ProtocolError::BadRequestByte(1)));
+    }
+
+    #[test]
+    fn env_entry_split() {
+        assert_eq!(split_env_entry(b"A=b=c"), Some((&b"A"[..], &b"b=c"[..])));
+        assert_eq!(split_env_entry(b"=A=b"), Some((&b"=A"[..], &b"b"[..])));
+        assert_eq!(split_env_entry(b"A="), Some((&b"A"[..], &b""[..])));
+        assert_eq!(split_env_entry(b"novalue"), None);
+    }
+
+    #[test]
+    fn status_round_trip() {
+        for s in [0, 3 << 8, 2, 0x8b, -1, i32::MIN] {
+            assert_eq!(decode_status(encode_status(s)), s);
+        }
+    }
+
+    #[test]
+    fn setup_env_round_trip() {
+        let e = SetupEnv {
+            started_secs: 1_700_000_000,
+            started_nsecs: 5,
+            listen: 3,
+            call: 4,
+            watch_err: 5,
+            watch_in: 6,
+        };
+        let s = encode_setup_env(&e);
+        assert_eq!(s, "v1,1700000000.000000005 3,4,5,6");
+        assert_eq!(decode_setup_env(s.as_bytes()), Ok(e));
+        // Extra items and words are ignored.
+        assert_eq!(
+            decode_setup_env(b"v1,1700000000.000000005,x 3,4,5,6,7 more"),
+            Ok(e)
+        );
+    }
+
+    #[test]
+    fn setup_env_rejects_malformed() {
+        for bad in [
+            &b""[..],
+            b"v1,1.000000000",
+            b"v2,1.000000000 3,4,5,6",
+            b"v1,1.0 3,4,5,6",
+            b"v1,1 3,4,5,6",
+            b"v1,x.000000000 3,4,5,6",
+            b"v1,1.000000000 3,4,5",
+            b"v1,1.000000000 3,4,-5,6",
+            b"v1,1.000000000 3,4,,6",
+        ] {
+            assert!(
+                matches!(decode_setup_env(bad), Err(ProtocolError::BadSetupEnv(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

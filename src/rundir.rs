@@ -1,0 +1,449 @@
+//! The run directory, identities, and the per-identity socket and lock.
+//!
+//! ```text
+//! BASE/s<ident>   the server's listening socket (its mtime is the
+//!                 server's start time, passed to the script)
+//! BASE/l<ident>   lock file, flock(2)ed while a client creates, replaces
+//!                 or removes the server
+//! ```
+//!
+//! BASE is the first usable of `$XDG_RUNTIME_DIR/prefork-interp`,
+//! `/run/user/UID/prefork-interp` and `~/.prefork-interp/HOST`. A runtime
+//! directory is usable when it is a real directory (not a symlink) owned by
+//! us with no group or other permissions. BASE itself is created mode 0700,
+//! and refused, with an error naming it, when it is a symlink, owned by
+//! someone else, or open to group or other.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Longest socket path `bind(2)` accepts: `sun_path` less its NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Fewest hex digits of the hash we cut an identity to.
+pub const MIN_IDENT_HEX: usize = 33;
+
+/// How many identities BASE keeps before the least recently used go.
+pub const MAX_IDENTITIES: usize = 100;
+
+/// Finds (creating it if need be) this user's run directory.
+pub fn base_dir() -> Result<PathBuf, String> {
+    let uid = nix::unistd::getuid().as_raw();
+    if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
+        let xdg = PathBuf::from(xdg);
+        if xdg.is_absolute() && usable_runtime_dir(&xdg, uid) {
+            return ensure_private_dir(&xdg.join("prefork-interp"), uid);
+        }
+    }
+    let run_user = PathBuf::from(format!("/run/user/{uid}"));
+    if usable_runtime_dir(&run_user, uid) {
+        return ensure_private_dir(&run_user.join("prefork-interp"), uid);
+    }
+    let home = home_dir(uid)?;
+    let top = ensure_private_dir(&home.join(".prefork-interp"), uid)?;
+    ensure_private_dir(&top.join(short_hostname()), uid)
+}
+
+fn usable_runtime_dir(dir: &Path, uid: u32) -> bool {
+    match fs::symlink_metadata(dir) {
+        Ok(m) => m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0,
+        Err(_) => false,
+    }
+}
+
+/// Creates `dir` mode 0700 unless it exists, then checks it is safe.
+fn ensure_private_dir(dir: &Path, uid: u32) -> Result<PathBuf, String> {
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot create run directory {}: {e}",
+                dir.display()
+            ));
+        }
+    }
+    let m = fs::symlink_metadata(dir)
+        .map_err(|e| format!("cannot examine run directory {}: {e}", dir.display()))?;
+    let problem = if m.file_type().is_symlink() {
+        Some("is a symbolic link".to_string())
+    } else if !m.is_dir() {
+        Some("is not a directory".to_string())
+    } else if m.uid() != uid {
+        Some(format!("is owned by uid {}, not {uid}", m.uid()))
+    } else if m.mode() & 0o077 != 0 {
+        Some(format!(
+            "has mode {:04o} (group or other may use it)",
+            m.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(format!(
+            "run directory {} {p}; refusing to use it",
+            dir.display()
+        )),
+        None => Ok(dir.to_path_buf()),
+    }
+}
+
+fn home_dir(uid: u32) -> Result<PathBuf, String> {
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        return Ok(PathBuf::from(home));
+    }
+    match nix::unistd::User::from_uid(uid.into()) {
+        Ok(Some(u)) => Ok(u.dir),
+        _ => Err(format!(
+            "no usable runtime directory, HOME is not set and uid {uid} has no home directory"
+        )),
+    }
+}
+
+fn short_hostname() -> OsString {
+    let name = nix::unistd::gethostname().unwrap_or_else(|_| "localhost".into());
+    let bytes = name.as_bytes();
+    let short = bytes.split(|&b| b == b'.').next().unwrap_or(bytes);
+    let short = &short[..short.len().min(32)];
+    let short = if short.is_empty() || short.contains(&b'/') {
+        &b"localhost"[..]
+    } else {
+        short
+    };
+    OsStr::from_bytes(short).to_owned()
+}
+
+// ---------------------------------------------------------------- identity
+
+/// One `-E` or `-G` option, in command-line order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityItem {
+    /// `-E VAR`: the variable's value, or its absence, is part of it.
+    EnvVar(OsString),
+    /// `-G STRING`: the string is part of it.
+    String(OsString),
+}
+
+/// Everything a server's identity is made of, bar the machine facts that
+/// [`identity_hash`] reads itself.
+#[derive(Debug, Clone)]
+pub struct IdentitySpec<'a> {
+    pub items: &'a [IdentityItem],
+    /// The interpreter and its own arguments (from the combined #! form).
+    pub interpreter: &'a [OsString],
+    pub script: Option<&'a OsStr>,
+}
+
+/// Hex SHA-256 (64 digits) of the identity: uname, device and inode of `.`
+/// and `/`, each `-E`/`-G` in order, the interpreter, the script. Every
+/// field is length-prefixed and tagged, so no two inputs collide by
+/// concatenation.
+pub fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut field = |tag: u8, bytes: &[u8]| {
+        h.update([tag]);
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    let u = nix::sys::utsname::uname()?;
+    for part in [
+        u.sysname(),
+        u.nodename(),
+        u.release(),
+        u.version(),
+        u.machine(),
+    ] {
+        field(b'u', part.as_bytes());
+    }
+    for dir in [".", "/"] {
+        let m = fs::metadata(dir)?;
+        field(b'd', &m.dev().to_be_bytes());
+        field(b'i', &m.ino().to_be_bytes());
+    }
+    for item in spec.items {
+        match item {
+            IdentityItem::EnvVar(name) => {
+                field(b'E', name.as_bytes());
+                match std::env::var_os(name) {
+                    Some(v) => field(b'v', v.as_bytes()),
+                    None => field(b'n', b""),
+                }
+            }
+            IdentityItem::String(s) => field(b'G', s.as_bytes()),
+        }
+    }
+    field(b'I', &(spec.interpreter.len() as u64).to_be_bytes());
+    for word in spec.interpreter {
+        field(b'a', word.as_bytes());
+    }
+    match spec.script {
+        Some(s) => field(b'S', s.as_bytes()),
+        None => field(b'N', b""),
+    }
+    let digest = h.finalize();
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The socket and lock paths of one identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityPaths {
+    pub ident: String,
+    pub socket: PathBuf,
+    pub lock: PathBuf,
+}
+
+impl IdentityPaths {
+    /// Paths for a hashed identity, cut so the socket path fits `sun_path`.
+    pub fn for_hash(base: &Path, hash_hex: &str) -> Result<Self, String> {
+        let room = MAX_SOCKET_PATH.saturating_sub(base.as_os_str().len() + 2);
+        if room < MIN_IDENT_HEX {
+            return Err(format!(
+                "run directory path {} is too long: a socket name there would keep only \
+                 {room} hex digits of the identity, fewer than {MIN_IDENT_HEX}",
+                base.display()
+            ));
+        }
+        Ok(Self::new(base, &hash_hex[..room.min(hash_hex.len())]))
+    }
+
+    /// Paths for an identity given with `-g`, which is used as it is.
+    pub fn for_given(base: &Path, ident: &OsStr) -> Result<Self, String> {
+        let bytes = ident.as_bytes();
+        if bytes.is_empty() || bytes.contains(&b'/') {
+            return Err(format!(
+                "bad identity {:?} for -g: it must be non-empty and contain no '/'",
+                ident
+            ));
+        }
+        let ident = std::str::from_utf8(bytes)
+            .map_err(|_| format!("bad identity {ident:?} for -g: it must be valid UTF-8"))?;
+        let paths = Self::new(base, ident);
+        if paths.socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(format!(
+                "identity {ident:?} for -g is too long: socket path {} exceeds {MAX_SOCKET_PATH} bytes",
+                paths.socket.display()
+            ));
+        }
+        Ok(paths)
+    }
+
+    fn new(base: &Path, ident: &str) -> Self {
+        IdentityPaths {
+            ident: ident.to_string(),
+            socket: base.join(format!("s{ident}")),
+            lock: base.join(format!("l{ident}")),
+        }
+    }
+}
+
+// -------------------------------------------------------------------- lock
+
+/// An exclusive flock on an identity's lock file, released on drop.
+#[derive(Debug)]
+pub struct IdentityLock {
+    _file: File,
+}
+
+impl IdentityLock {
+    /// Blocks until the lock is ours. If the lock file is removed or
+    /// replaced while we wait (`--kill` removes it), locks the new one.
+    pub fn acquire(path: &Path) -> io::Result<Self> {
+        Self::lock(path, true).map(|l| l.expect("blocking lock always returns a lock"))
+    }
+
+    /// Like [`acquire`](Self::acquire), but `None` at once if it is held.
+    pub fn try_acquire(path: &Path) -> io::Result<Option<Self>> {
+        Self::lock(path, false)
+    }
+
+    fn lock(path: &Path, block: bool) -> io::Result<Option<Self>> {
+        loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)?;
+            let op = if block {
+                libc::LOCK_EX
+            } else {
+                libc::LOCK_EX | libc::LOCK_NB
+            };
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EWOULDBLOCK) if !block => return Ok(None),
+                    _ => return Err(e),
+                }
+            }
+            let held = file.metadata()?;
+            match fs::symlink_metadata(path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                    return Ok(Some(IdentityLock { _file: file }));
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Removes a file, counting "already gone" as success.
+pub fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+// --------------------------------------------------------------- pre-clean
+
+/// Keeps BASE to at most `keep` identities before a new one is added:
+/// deletes the sockets (and locks) least recently used by socket atime,
+/// each under its own lock. An identity whose lock is held (being
+/// created or killed right now, including our own) is skipped.
+pub fn preclean(base: &Path, keep: usize) -> io::Result<()> {
+    let mut sockets = Vec::new();
+    for entry in fs::read_dir(base)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.as_bytes().first() != Some(&b's') {
+            continue;
+        }
+        let m = match entry.metadata() {
+            Ok(m) if m.file_type().is_socket() => m,
+            _ => continue,
+        };
+        sockets.push(((m.atime(), m.atime_nsec()), name));
+    }
+    // The new socket will make one more.
+    if sockets.len() < keep {
+        return Ok(());
+    }
+    sockets.sort();
+    let excess = sockets.len() + 1 - keep;
+    for (_, name) in sockets.into_iter().take(excess) {
+        let ident = OsStr::from_bytes(&name.as_bytes()[1..]);
+        let mut lock_name = OsString::from("l");
+        lock_name.push(ident);
+        let lock_path = base.join(&lock_name);
+        if let Some(_lock) = IdentityLock::try_acquire(&lock_path)? {
+            remove_if_exists(&base.join(&name))?;
+            remove_if_exists(&lock_path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(items: &'a [IdentityItem], interp: &'a [OsString]) -> IdentitySpec<'a> {
+        IdentitySpec {
+            items,
+            interpreter: interp,
+            script: Some(OsStr::new("/x/script")),
+        }
+    }
+
+    #[test]
+    fn identity_depends_on_every_input() {
+        let perl = [OsString::from("perl")];
+        let perl_w = [OsString::from("perl"), OsString::from("-w")];
+        let g1 = [IdentityItem::String("a".into())];
+        let g2 = [IdentityItem::String("b".into())];
+        let base = identity_hash(&spec(&[], &perl)).unwrap();
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, identity_hash(&spec(&[], &perl)).unwrap());
+        assert_ne!(base, identity_hash(&spec(&[], &perl_w)).unwrap());
+        assert_ne!(base, identity_hash(&spec(&g1, &perl)).unwrap());
+        assert_ne!(
+            identity_hash(&spec(&g1, &perl)).unwrap(),
+            identity_hash(&spec(&g2, &perl)).unwrap()
+        );
+        let mut no_script = spec(&[], &perl);
+        no_script.script = None;
+        assert_ne!(base, identity_hash(&no_script).unwrap());
+    }
+
+    #[test]
+    fn socket_path_fits_sun_path() {
+        let hash = "0123456789abcdef".repeat(4);
+        let p = IdentityPaths::for_hash(Path::new("/run/user/1000/prefork-interp"), &hash).unwrap();
+        assert_eq!(p.ident.len(), 64);
+        let long = PathBuf::from(format!("/{}", "d".repeat(60)));
+        let p = IdentityPaths::for_hash(&long, &hash).unwrap();
+        assert_eq!(p.socket.as_os_str().len(), MAX_SOCKET_PATH);
+        assert!(p.ident.len() >= MIN_IDENT_HEX);
+        let too_long = PathBuf::from(format!("/{}", "d".repeat(80)));
+        let err = IdentityPaths::for_hash(&too_long, &hash).unwrap_err();
+        assert!(err.contains("too long"), "{err}");
+    }
+
+    #[test]
+    fn given_identity_is_checked() {
+        let base = Path::new("/tmp/x");
+        assert_eq!(
+            IdentityPaths::for_given(base, OsStr::new("web"))
+                .unwrap()
+                .socket,
+            Path::new("/tmp/x/sweb")
+        );
+        assert!(IdentityPaths::for_given(base, OsStr::new("")).is_err());
+        assert!(IdentityPaths::for_given(base, OsStr::new("a/b")).is_err());
+        assert!(IdentityPaths::for_given(base, OsStr::new(&"x".repeat(200))).is_err());
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_follows_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lident");
+        let held = IdentityLock::acquire(&path).unwrap();
+        assert!(IdentityLock::try_acquire(&path).unwrap().is_none());
+        // Removing the file (as --kill does) lets a new lock be taken.
+        fs::remove_file(&path).unwrap();
+        assert!(IdentityLock::try_acquire(&path).unwrap().is_some());
+        drop(held);
+    }
+
+    #[test]
+    fn preclean_removes_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = Vec::new();
+        for i in 0..5 {
+            let s = dir.path().join(format!("s{i}"));
+            listeners.push(std::os::unix::net::UnixListener::bind(&s).unwrap());
+            let t = nix::sys::time::TimeSpec::new(1000 + i, 0);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &s,
+                &t,
+                &t,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+            File::create(dir.path().join(format!("l{i}"))).unwrap();
+        }
+        // Identity 1's lock is busy: it is skipped, not waited for.
+        let _busy = IdentityLock::acquire(&dir.path().join("l1")).unwrap();
+        preclean(dir.path(), 3).unwrap();
+        let left: Vec<bool> = (0..5)
+            .map(|i| dir.path().join(format!("s{i}")).exists())
+            .collect();
+        assert_eq!(left, [false, true, false, true, true]);
+        assert!(!dir.path().join("l0").exists());
+        assert!(dir.path().join("l1").exists());
+    }
+}

@@ -1,0 +1,171 @@
+//! Creating a server: the client's work while it holds the identity lock.
+//!
+//! ```text
+//! client ── bind+listen BASE/s<ident> (nonblocking) ─────────── LISTEN
+//!    │      pipe  watcher stdin   (read end: watcher; write end: WATCHI)
+//!    │      pipe  watcher stderr  (write end: watcher; read end: WATCHE)
+//!    ├─fork─ intermediate ─fork─ watcher (setsid; fd0 WATCHI's pipe,
+//!    │        exits at once        fd2 WATCHE's pipe, fd1 /dev/null)
+//!    │      (reaped here)
+//!    │      socketpair: client end kept, server end ──────────── CALL
+//!    ├─fork+exec─ setup: INTERP [INTERP-ARGS] [SCRIPT] ARGS...
+//!    │             fd0 /dev/null, fd1+fd2 the caller's stderr, no
+//!    │             other fd of the caller's,
+//!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHE,WATCHI
+//!    │             (the script initialises, forks the server, exits 0)
+//!    ├─ wait for the setup: non-zero is the script's failure, reported
+//!    └─ read the greeting on the client end: that is the first call
+//! ```
+//!
+//! On any failure the socket and lock are removed, which also makes the
+//! watcher (and so any half-made server) quit: nothing is left behind.
+
+use std::fs::{self, File};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use nix::fcntl::OFlag;
+
+use crate::cli::ClientArgs;
+use crate::client::{Failure, read_greeting, report_status};
+use crate::protocol::{self, SetupEnv};
+use crate::rundir::{self, IdentityPaths};
+use crate::sys;
+use crate::watcher;
+
+/// Removes the socket and lock unless the server came up.
+struct Cleanup<'a> {
+    paths: &'a IdentityPaths,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = rundir::remove_if_exists(&self.paths.socket);
+            let _ = rundir::remove_if_exists(&self.paths.lock);
+        }
+    }
+}
+
+/// Creates a new server for `paths` (replacing any old one) and returns
+/// the first call's connection, greeting already read.
+pub fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<UnixStream, Failure> {
+    let socket = &paths.socket;
+    let io_fail = |what: &str, e: std::io::Error| Failure::new(format!("{what}: {e}"));
+
+    rundir::remove_if_exists(socket)
+        .map_err(|e| io_fail(&format!("cannot remove old socket {}", socket.display()), e))?;
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| io_fail(&format!("cannot create socket {}", socket.display()), e))?;
+    let mut cleanup = Cleanup { paths, armed: true };
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| io_fail("cannot make the socket nonblocking", e))?;
+    let meta = fs::symlink_metadata(socket)
+        .map_err(|e| io_fail(&format!("cannot examine {}", socket.display()), e))?;
+
+    let pipe = || {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_fail("cannot make a pipe", e.into()))
+    };
+    let (watch_in_read, watch_in_write) = pipe()?;
+    let (watch_err_read, watch_err_write) = pipe()?;
+    sys::set_nonblocking(watch_err_read.as_raw_fd(), true)
+        .map_err(|e| io_fail("cannot make a pipe nonblocking", e))?;
+    watcher::spawn(
+        socket,
+        meta.dev(),
+        meta.ino(),
+        watch_in_read,
+        watch_err_write,
+    )
+    .map_err(|e| io_fail("cannot start the watcher", e))?;
+
+    let (conn, call_server) =
+        UnixStream::pair().map_err(|e| io_fail("cannot make a socket pair", e))?;
+    let setup_env = protocol::encode_setup_env(&SetupEnv {
+        started_secs: meta.mtime(),
+        started_nsecs: meta.mtime_nsec() as u32,
+        listen: listener.as_raw_fd(),
+        call: call_server.as_raw_fd(),
+        watch_err: watch_err_read.as_raw_fd(),
+        watch_in: watch_in_write.as_raw_fd(),
+    });
+    let stderr_copy: OwnedFd = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| io_fail("cannot duplicate stderr", e))?;
+
+    let interpreter = &args.interpreter;
+    let mut command = Command::new(&interpreter[0]);
+    command
+        .args(&interpreter[1..])
+        .args(args.script.iter())
+        .args(&args.args)
+        .stdin(Stdio::null())
+        .stdout(File::from(stderr_copy))
+        .env(protocol::ENV_VAR, setup_env);
+    let inherited = [
+        listener.as_raw_fd(),
+        call_server.as_raw_fd(),
+        watch_err_read.as_raw_fd(),
+        watch_in_write.as_raw_fd(),
+    ];
+    // The setup (and so the server, for its whole life) gets fds 0..2 and
+    // the protocol's four, nothing else: any other fd of the first caller
+    // (a pipe, say) must not be held open by a long-lived server.
+    // SAFETY: the closure only calls close_range and fcntl, which are
+    // async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            sys::cloexec_from(3)?;
+            for fd in inherited {
+                sys::clear_cloexec(fd)?;
+            }
+            Ok(())
+        });
+    }
+    let mut setup = command.spawn().map_err(|e| {
+        Failure::new(format!(
+            "cannot run interpreter {}: {e}",
+            interpreter[0].to_string_lossy()
+        ))
+    })?;
+    // The server holds these now; ours would keep the watcher and the
+    // first call alive past the server's death.
+    drop((listener, call_server, watch_err_read, watch_in_write));
+
+    let status = setup
+        .wait()
+        .map_err(|e| io_fail("cannot wait for the script's initialisation", e))?;
+    let raw = std::os::unix::process::ExitStatusExt::into_raw(status);
+    if !status.success() {
+        if let Some(code) = status.code() {
+            return Err(Failure {
+                message: format!(
+                    "script initialisation failed: {}",
+                    sys::describe_status(raw)
+                ),
+                exit_code: code,
+            });
+        }
+        // Killed: die of the same signal where a direct run would have.
+        drop(cleanup);
+        report_status(raw)?;
+        return Err(Failure::new(format!(
+            "script initialisation failed: {}",
+            sys::describe_status(raw)
+        )));
+    }
+    if !read_greeting(&conn, socket)? {
+        return Err(Failure::new(
+            "script finished its initialisation run without starting a server \
+             (does it call the prefork-interp library's initialisation-complete function?)",
+        ));
+    }
+    cleanup.armed = false;
+    Ok(conn)
+}

@@ -1,0 +1,368 @@
+//! Thin wrappers over the system calls the process roles share.
+//!
+//! Every `fork` in this crate happens in a process that is single-threaded
+//! by design (the client; a script-side server that checked it has no other
+//! threads), so the child may go on to run ordinary Rust code.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+pub use nix::unistd::Pid;
+
+/// Which side of a fork we are on.
+pub enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// `fork(2)`. Callers are single-threaded (see the module docs).
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: the process is single-threaded at every call site, so the
+    // child has consistent copies of all locks and may run normal code.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Ends this process at once: no atexit handlers, no stdio flushing, no
+/// destructors. For server, monitor and intermediate processes, whose
+/// copies of the script's state must not run its exit-time code.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// A pidfd for our own child `pid` (it cannot have been reaped yet).
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: plain system call; on success the result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits for child `pid` and returns its raw wait status.
+pub fn wait_status(pid: Pid, options: libc::c_int) -> io::Result<Option<i32>> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid with a valid pointer.
+        let r = unsafe { libc::waitpid(pid.as_raw(), &mut status, options) };
+        if r > 0 {
+            return Ok(Some(status));
+        }
+        if r == 0 {
+            return Ok(None);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// Duplicates `from` onto `to` (which loses close-on-exec).
+pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on integers; the kernel validates them.
+    if unsafe { libc::dup2(from, to) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Closes a raw fd we own but do not hold as an `OwnedFd`.
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller owns fd and nothing else uses it after this.
+    unsafe { libc::close(fd) };
+}
+
+/// Closes every fd from `first` up.
+pub fn close_from(first: RawFd) {
+    // SAFETY: close_range on a range of integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    if r != 0 {
+        // Very old kernels: close them one by one.
+        let max = nix::unistd::sysconf(nix::unistd::SysconfVar::OPEN_MAX)
+            .ok()
+            .flatten()
+            .unwrap_or(1024) as RawFd;
+        for fd in first..max {
+            close(fd);
+        }
+    }
+}
+
+/// Marks every fd from `first` up close-on-exec. Async-signal-safe.
+pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with the CLOEXEC flag only changes fd flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Points stdin, stdout and stderr at /dev/null.
+pub fn null_stdio() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in 0..3 {
+        dup2(null.as_raw_fd(), fd)?;
+    }
+    Ok(())
+}
+
+/// Sets or clears `O_NONBLOCK`.
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl on an integer fd.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = if on {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Clears close-on-exec so that `fd` survives into an exec'd program.
+/// Async-signal-safe: usable between fork and exec.
+pub fn clear_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an integer fd.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Is `fd` open?
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on an integer fd has no effect.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Sets a signal's disposition to default or ignore, and unblocks it.
+pub fn set_signal(sig: libc::c_int, ignore: bool) {
+    // SAFETY: installing SIG_DFL/SIG_IGN and changing our own mask.
+    unsafe {
+        libc::signal(sig, if ignore { libc::SIG_IGN } else { libc::SIG_DFL });
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// How many threads this process has (from /proc/self/task).
+pub fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// The name of a signal, e.g. "SIGTERM", or its number.
+pub fn signal_name(sig: i32) -> String {
+    match nix::sys::signal::Signal::try_from(sig) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("signal {sig}"),
+    }
+}
+
+/// Describes a raw wait status for messages.
+pub fn describe_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        let core = if libc::WCOREDUMP(status) {
+            " (core dumped)"
+        } else {
+            ""
+        };
+        format!(
+            "was killed by {}{core}",
+            signal_name(libc::WTERMSIG(status))
+        )
+    } else {
+        format!("has wait status {status:#x}")
+    }
+}
+
+// ------------------------------------------------------------------ syslog
+
+/// Script-side logging: syslog with the configured facility, or nothing.
+pub mod log {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static ENABLED: AtomicBool = AtomicBool::new(false);
+
+    /// Maps a facility name ("user", "daemon", "local0".."local7", ...).
+    pub fn facility(name: &str) -> Option<libc::c_int> {
+        Some(match name {
+            "auth" => libc::LOG_AUTH,
+            "authpriv" => libc::LOG_AUTHPRIV,
+            "cron" => libc::LOG_CRON,
+            "daemon" => libc::LOG_DAEMON,
+            "ftp" => libc::LOG_FTP,
+            "lpr" => libc::LOG_LPR,
+            "mail" => libc::LOG_MAIL,
+            "news" => libc::LOG_NEWS,
+            "syslog" => libc::LOG_SYSLOG,
+            "user" => libc::LOG_USER,
+            "uucp" => libc::LOG_UUCP,
+            "local0" => libc::LOG_LOCAL0,
+            "local1" => libc::LOG_LOCAL1,
+            "local2" => libc::LOG_LOCAL2,
+            "local3" => libc::LOG_LOCAL3,
+            "local4" => libc::LOG_LOCAL4,
+            "local5" => libc::LOG_LOCAL5,
+            "local6" => libc::LOG_LOCAL6,
+            "local7" => libc::LOG_LOCAL7,
+            _ => return None,
+        })
+    }
+
+    /// Opens syslog under `ident` (kept alive for the process's life).
+    pub fn open(ident: &str, facility: libc::c_int) {
+        let ident = CString::new(ident.replace('\0', "")).unwrap_or_default();
+        // openlog keeps the pointer: leak it deliberately.
+        let ident: &'static std::ffi::CStr = Box::leak(ident.into_boxed_c_str());
+        // SAFETY: ident lives for the rest of the process.
+        unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, facility) };
+        ENABLED.store(true, Ordering::Relaxed);
+    }
+
+    /// Drops the syslog connection (reopened on the next message). Called
+    /// before fds are shuffled so that syslog never writes to a reused fd.
+    pub fn close() {
+        if ENABLED.load(Ordering::Relaxed) {
+            // SAFETY: closelog is always safe.
+            unsafe { libc::closelog() };
+        }
+    }
+
+    fn emit(priority: libc::c_int, msg: &str) {
+        if !ENABLED.load(Ordering::Relaxed) {
+            return;
+        }
+        let msg = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+        // SAFETY: format string and argument are valid C strings.
+        unsafe { libc::syslog(priority, c"%s".as_ptr(), msg.as_ptr()) };
+    }
+
+    pub fn error(msg: &str) {
+        emit(libc::LOG_ERR, msg)
+    }
+
+    pub fn info(msg: &str) {
+        emit(libc::LOG_INFO, msg)
+    }
+}
+
+// ------------------------------------------------------------ fd passing
+
+/// Sends one byte carrying one fd (SCM_RIGHTS), without SIGPIPE.
+pub fn send_byte_with_fd(sock: RawFd, byte: u8, fd: RawFd) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let iov = [io::IoSlice::new(std::slice::from_ref(&byte))];
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    loop {
+        match sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short send")),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one byte that must carry exactly one fd (made close-on-exec).
+pub fn recv_byte_with_fd(sock: RawFd) -> io::Result<(u8, OwnedFd)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut byte = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let msg = loop {
+        match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(m) => break m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: the kernel installed these fds for us.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
+            );
+        }
+    }
+    let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    if msg.bytes == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
+    }
+    if msg.flags.contains(MsgFlags::MSG_CTRUNC) {
+        return Err(bad("too many file descriptors in one message".into()));
+    }
+    if fds.len() != 1 {
+        return Err(bad(format!(
+            "expected one file descriptor, got {}",
+            fds.len()
+        )));
+    }
+    Ok((byte[0], fds.pop().unwrap()))
+}
+
+/// Writes all of `buf` to a socket, without SIGPIPE.
+pub fn send_all(sock: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    use nix::sys::socket::{MsgFlags, send};
+    while !buf.is_empty() {
+        match send(sock, buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short send")),
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Sets close-on-exec, so that an fd stays out of programs an executor runs.
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an integer fd.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
