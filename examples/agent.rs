@@ -27,7 +27,8 @@
 //! | `@cat`           | copy stdin to stdout                                 |
 //! | `@out:TEXT`      | print TEXT and a newline to stdout                   |
 //! | `@err:TEXT`      | print TEXT and a newline to stderr                   |
-//! | `@kill:SIG`      | send signal SIG (name without SIG) to itself         |
+//! | `@kill:SIG`      | die of signal SIG (name without SIG): set it to its  |
+//! |                  | default action, then send it to itself              |
 //! | `@sleep:SECS`    | sleep                                                |
 //! | `@pid:FILE`      | write its pid to FILE                                |
 //! | `@server`        | print the server's pid (parent of its parent)        |
@@ -148,8 +149,11 @@ fn run(args: &[OsString]) -> i32 {
                 out.flush().unwrap();
                 let sig: nix::sys::signal::Signal =
                     format!("SIG{param_str}").parse().expect("@kill:SIGNAL");
+                // SAFETY: restoring the default action of a signal. (KILL
+                // and STOP refuse, and need no reset.)
+                let _ =
+                    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
                 nix::sys::signal::raise(sig).unwrap();
-                // Ignored or handled: carry on.
             }
             b"sleep" => std::thread::sleep(Duration::from_secs_f64(param_str.parse().unwrap())),
             b"pid" => {

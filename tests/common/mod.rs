@@ -1,0 +1,432 @@
+//! Test harness shared by the conformance suites and the client tests.
+//!
+//! A [`Harness`] is one private world: a temporary directory holding the
+//! run directory (`XDG_RUNTIME_DIR`), `HOME`, and an executable `#!` script
+//! whose interpreter is the real `prefork-interp` binary and whose
+//! script side is the agent of one [`Side`]. Calls run that script through
+//! the kernel, exactly as a user would. [`Harness::finish`] tears the
+//! server down and fails the test if any process or run-directory file of
+//! this world is left behind.
+
+#![allow(dead_code)]
+
+pub mod scenarios;
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The client binary under test.
+pub fn client() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_prefork-interp"))
+}
+
+/// A built example program (cargo builds examples for `cargo test` and
+/// `cargo nextest run`).
+pub fn example(name: &str) -> PathBuf {
+    let path = client().parent().unwrap().join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the examples (cargo test and cargo nextest run do)",
+        path.display()
+    );
+    path
+}
+
+/// A script-side implementation under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The Rust library, through examples/agent.rs.
+    Rust,
+}
+
+impl Side {
+    /// The interpreter words of the #! line (after `-U,`).
+    fn interpreter(&self, program: &Path) -> Vec<OsString> {
+        match self {
+            Side::Rust => vec![program.as_os_str().to_owned()],
+        }
+    }
+
+    /// The program file whose change must make the server reload.
+    fn default_program(&self) -> PathBuf {
+        match self {
+            Side::Rust => example("agent"),
+        }
+    }
+
+    /// The text of the script after its #! line.
+    fn script_body(&self) -> &'static str {
+        match self {
+            Side::Rust => "",
+        }
+    }
+}
+
+pub struct Harness {
+    pub side: Side,
+    dir: tempfile::TempDir,
+    /// The executable #! script.
+    pub script: PathBuf,
+    /// The file whose change means "reload" (the agent program or script).
+    pub program: PathBuf,
+    interpreter: Vec<OsString>,
+    finished: bool,
+}
+
+impl Harness {
+    pub fn new(side: Side) -> Self {
+        Self::build(side, false)
+    }
+
+    /// Like [`new`](Self::new), but the program is a private copy that
+    /// the test may touch without disturbing other tests' servers.
+    pub fn with_private_program(side: Side) -> Self {
+        Self::build(side, true)
+    }
+
+    fn build(side: Side, private: bool) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pfi-test-")
+            .tempdir()
+            .unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::create_dir(dir.path().join("home")).unwrap();
+        let script = dir.path().join("agent-script");
+        let mut program = side.default_program();
+        if private && side == Side::Rust {
+            let copy = dir.path().join("agent-copy");
+            std::fs::copy(&program, &copy).unwrap();
+            program = copy;
+        }
+        let interpreter = side.interpreter(&program);
+        let mut text = Vec::new();
+        text.extend_from_slice(b"#!");
+        text.extend_from_slice(client().as_os_str().as_bytes());
+        text.extend_from_slice(b" -U,");
+        text.extend_from_slice(&join_commas(&interpreter));
+        text.push(b'\n');
+        text.extend_from_slice(side.script_body().as_bytes());
+        std::fs::write(&script, text).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if side != Side::Rust {
+            program = script.clone();
+        }
+        Harness {
+            side,
+            dir,
+            script,
+            program,
+            interpreter,
+            finished: false,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The run directory (BASE) the client uses in this world.
+    pub fn base(&self) -> PathBuf {
+        self.path("run").join("prefork-interp")
+    }
+
+    /// The environment every call gets, unless a test adds to it.
+    pub fn base_env(&self) -> Vec<(OsString, OsString)> {
+        vec![
+            ("PATH".into(), std::env::var_os("PATH").unwrap_or_default()),
+            ("HOME".into(), self.path("home").into()),
+            ("XDG_RUNTIME_DIR".into(), self.path("run").into()),
+        ]
+    }
+
+    fn prepare(&self, mut cmd: Command) -> Call {
+        cmd.env_clear()
+            .envs(self.base_env())
+            .current_dir(self.dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Call { cmd, stdin: None }
+    }
+
+    /// A call of the script, through the kernel's #! handling.
+    pub fn call<S: AsRef<OsStr>>(&self, args: &[S]) -> Call {
+        let mut cmd = Command::new(&self.script);
+        cmd.args(args);
+        self.prepare(cmd)
+    }
+
+    /// The client run by hand with extra options in the combined form
+    /// (`-U,OPTIONS...,INTERP SCRIPT ARGS`): same identity as [`call`].
+    pub fn call_with_options<S: AsRef<OsStr>>(&self, options: &[&str], args: &[S]) -> Call {
+        let mut first = b"-U,".to_vec();
+        for o in options {
+            first.extend_from_slice(o.as_bytes());
+            first.push(b',');
+        }
+        first.extend_from_slice(&join_commas(&self.interpreter));
+        let mut cmd = Command::new(client());
+        cmd.arg(OsStr::from_bytes(&first))
+            .arg(&self.script)
+            .args(args);
+        self.prepare(cmd)
+    }
+
+    /// Runs the script side standalone (no prefork-interp).
+    pub fn direct<S: AsRef<OsStr>>(&self, args: &[S]) -> Call {
+        let mut cmd = match self.side {
+            Side::Rust => Command::new(&self.program),
+        };
+        cmd.args(args);
+        self.prepare(cmd)
+    }
+
+    /// `--kill` for this world's server.
+    pub fn kill_server(&self) -> Output {
+        self.call_with_options(&["--kill"], &[] as &[&str]).run()
+    }
+
+    /// The server's pid, asked of a call.
+    pub fn server_pid(&self) -> u32 {
+        let out = self.call(&["@server"]).run();
+        assert_success(&out);
+        stdout_str(&out).trim().parse().unwrap()
+    }
+
+    /// Live (non-zombie) processes of this world: any whose command line
+    /// mentions its directory (client, watcher, server, monitors,
+    /// executors all do, through the script's path).
+    pub fn processes(&self) -> Vec<(u32, String)> {
+        let needle = self.dir().as_os_str().as_bytes();
+        let me = std::process::id();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == me || !alive(pid) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            if cmdline.windows(needle.len()).any(|w| w == needle) {
+                let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                found.push((pid, shown));
+            }
+        }
+        found
+    }
+
+    /// Files left in the run directory.
+    pub fn run_dir_entries(&self) -> Vec<String> {
+        match std::fs::read_dir(self.base()) {
+            Ok(rd) => rd
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Tears the server down and checks nothing of this world is left.
+    pub fn finish(mut self) {
+        self.finished = true;
+        let out = self.kill_server();
+        assert_success(&out);
+        wait_until(
+            "every process of the test to exit",
+            Duration::from_secs(10),
+            || self.processes().is_empty(),
+        )
+        .unwrap_or_else(|e| panic!("{e}: {:#?}", self.processes()));
+        assert_eq!(
+            self.run_dir_entries(),
+            Vec::<String>::new(),
+            "run directory not empty"
+        );
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.kill_server();
+            std::thread::sleep(Duration::from_millis(100));
+            for (pid, _) in self.processes() {
+                // SAFETY: killing a test process by pid.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+fn join_commas(words: &[OsString]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(w.as_bytes());
+    }
+    out
+}
+
+/// One call being set up.
+pub struct Call {
+    pub cmd: Command,
+    stdin: Option<Vec<u8>>,
+}
+
+impl Call {
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    pub fn stdin_bytes(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.cmd.stdin(Stdio::piped());
+        self.stdin = Some(data.into());
+        self
+    }
+
+    /// Starts the client with SIGINT ignored, as a background job of a
+    /// non-interactive shell is.
+    pub fn ignoring_sigint(mut self) -> Self {
+        // SAFETY: signal() is async-signal-safe.
+        unsafe {
+            self.cmd.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        self
+    }
+
+    pub fn spawn(mut self) -> Child {
+        let mut child = self.cmd.spawn().unwrap();
+        if let Some(data) = self.stdin.take() {
+            let mut stdin = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&data);
+            });
+        }
+        child
+    }
+
+    pub fn run(self) -> Output {
+        self.spawn().wait_with_output().unwrap()
+    }
+}
+
+pub fn stdout_str(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr_str(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[track_caller]
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "call failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout_str(out),
+        stderr_str(out)
+    );
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Is `pid` running (present and not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
+            state != Some('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Has `pid` been reaped (no trace left, not even a zombie)?
+pub fn reaped(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits for a condition that the system reaches by itself (a process
+/// exiting, a file appearing). Not a timing assertion: the limit only
+/// stops a broken build from hanging.
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            return Err(format!("timed out after {limit:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Runs every scenario of the conformance table as its own test, for one
+/// side. The list of scenarios lives here, once, for all sides.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($side:expr) => {
+        $crate::conformance_suite!(@tests $side;
+            exit_codes_all,
+            signal_deaths,
+            args_byte_exact,
+            env_byte_exact,
+            env_is_per_call,
+            stdio_are_the_callers,
+            stdin_to_stdout_large,
+            no_protocol_fds_in_executor,
+            sigint_default_in_executor,
+            init_output_not_duplicated,
+            concurrent_first_calls_start_one_server,
+            max_servers_queues_calls,
+            kill_tears_down,
+            kill_with_call_in_flight,
+            fresh_replaces_server,
+            idle_timeout,
+            autoreload_program,
+            autoreload_extra_file,
+            setup_failure,
+            client_killed_mid_call,
+            standalone_run,
+        );
+    };
+    (@tests $side:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                common::scenarios::$name($side);
+            }
+        )*
+    };
+}

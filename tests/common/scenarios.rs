@@ -1,0 +1,470 @@
+//! The conformance table: every scenario, written once, for every script
+//! side. Each takes the [`Side`] and speaks to its agent only through the
+//! agent language (examples/agent.rs documents it). Add a scenario here
+//! and to the list in `conformance_suite!`; every side then runs it.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use super::*;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+pub fn exit_codes_all(side: Side) {
+    let h = Harness::new(side);
+    for code in 0..=255 {
+        let out = h.call(&[format!("@exit:{code}")]).run();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "stderr: {}",
+            stderr_str(&out)
+        );
+        assert!(out.stderr.is_empty(), "{}", stderr_str(&out));
+    }
+    h.finish();
+}
+
+pub fn signal_deaths(side: Side) {
+    let h = Harness::new(side);
+    // These the client re-raises: the caller sees the same death.
+    for (name, sig) in [
+        ("INT", libc::SIGINT),
+        ("TERM", libc::SIGTERM),
+        ("HUP", libc::SIGHUP),
+        ("PIPE", libc::SIGPIPE),
+        ("KILL", libc::SIGKILL),
+    ] {
+        let out = h
+            .call(&["@out:before".to_string(), format!("@kill:{name}")])
+            .run();
+        assert_eq!(out.status.signal(), Some(sig), "{name}: {:?}", out.status);
+        assert_eq!(
+            stdout_str(&out),
+            "before\n",
+            "{name}: output before death kept"
+        );
+    }
+    // Others: a message naming the signal, and 127.
+    for name in ["USR1", "ALRM"] {
+        let out = h.call(&[format!("@kill:{name}")]).run();
+        assert_eq!(out.status.code(), Some(127), "{name}");
+        let err = stderr_str(&out);
+        assert!(
+            err.starts_with("prefork-interp: ") && err.contains(&format!("SIG{name}")),
+            "{name}: {err}"
+        );
+    }
+    h.finish();
+}
+
+pub fn args_byte_exact(side: Side) {
+    let h = Harness::new(side);
+    let mut args: Vec<OsString> = vec!["@args".into()];
+    for a in [
+        &b""[..],
+        b" ",
+        b"two words",
+        b"tab\there",
+        b"new\nline",
+        b"\xff\xfe\x80 not utf-8",
+        b"-",
+        b"--",
+        b"-x",
+        b"=",
+        b"\xc3\xa9t\xc3\xa9",
+    ] {
+        args.push(OsString::from_vec(a.to_vec()));
+    }
+    args.push(OsString::from("x".repeat(100_000)));
+    let expected: String = args.iter().map(|a| hex(a.as_bytes()) + "\n").collect();
+    // First call (creates the server) and a warm one.
+    for _ in 0..2 {
+        let out = h.call(&args).run();
+        assert_success(&out);
+        assert_eq!(stdout_str(&out), expected);
+    }
+    // No arguments at all.
+    let out = h.call(&[] as &[&str]).run();
+    assert_success(&out);
+    assert_eq!(stdout_str(&out), "");
+    h.finish();
+}
+
+pub fn env_byte_exact(side: Side) {
+    let h = Harness::new(side);
+    let extra: Vec<(OsString, OsString)> = vec![
+        ("PFI_PLAIN".into(), "hello".into()),
+        ("PFI_EMPTY".into(), "".into()),
+        (
+            "PFI_BYTES".into(),
+            OsString::from_vec(b"\xff\x80\x01".to_vec()),
+        ),
+        ("PFI_NEWLINE".into(), "a\nb".into()),
+        ("PFI_EQUALS".into(), "x=y=z".into()),
+        ("PFI_LONG".into(), "v".repeat(50_000).into()),
+    ];
+    let mut expected: Vec<Vec<u8>> = h
+        .base_env()
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
+        .collect();
+    expected.sort();
+    let expected: String = expected.iter().map(|e| hex(e) + "\n").collect();
+    for _ in 0..2 {
+        let mut call = h.call(&["@envall"]);
+        for (k, v) in &extra {
+            call = call.env(k, v);
+        }
+        let out = call.run();
+        assert_success(&out);
+        assert_eq!(
+            stdout_str(&out),
+            expected,
+            "environment differs (PREFORK_INTERP leaked?)"
+        );
+    }
+    h.finish();
+}
+
+pub fn env_is_per_call(side: Side) {
+    let h = Harness::new(side);
+    let out = h
+        .call(&["@env:PFI_ONLY_FIRST"])
+        .env("PFI_ONLY_FIRST", "one")
+        .run();
+    assert_eq!(stdout_str(&out), format!("{}\n", hex(b"one")));
+    let out = h
+        .call(&["@env:PFI_ONLY_FIRST", "@env:PREFORK_INTERP"])
+        .run();
+    assert_eq!(stdout_str(&out), "unset\nunset\n");
+    let out = h
+        .call(&["@env:PFI_ONLY_FIRST"])
+        .env("PFI_ONLY_FIRST", "two")
+        .run();
+    assert_eq!(stdout_str(&out), format!("{}\n", hex(b"two")));
+    h.finish();
+}
+
+pub fn stdio_are_the_callers(side: Side) {
+    let h = Harness::new(side);
+    let (input, output, errors) = (h.path("in.txt"), h.path("out.txt"), h.path("err.txt"));
+    std::fs::write(&input, "input").unwrap();
+    for _ in 0..2 {
+        let mut call = h.call(&["@fdlink:0", "@fdlink:1", "@fdlink:2", "@err:to-stderr"]);
+        call.cmd
+            .stdin(std::fs::File::open(&input).unwrap())
+            .stdout(std::fs::File::create(&output).unwrap())
+            .stderr(std::fs::File::create(&errors).unwrap());
+        let out = call.run();
+        assert_success(&out);
+        let lines = std::fs::read_to_string(&output).unwrap();
+        let expected = format!(
+            "{}\n{}\n{}\n",
+            input.display(),
+            output.display(),
+            errors.display()
+        );
+        assert_eq!(lines, expected);
+        assert_eq!(std::fs::read_to_string(&errors).unwrap(), "to-stderr\n");
+    }
+    h.finish();
+}
+
+pub fn stdin_to_stdout_large(side: Side) {
+    let h = Harness::new(side);
+    let data: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    for _ in 0..2 {
+        let out = h.call(&["@cat"]).stdin_bytes(data.clone()).run();
+        assert_success(&out);
+        assert!(out.stdout == data, "stdin did not reach stdout intact");
+    }
+    h.finish();
+}
+
+pub fn no_protocol_fds_in_executor(side: Side) {
+    let h = Harness::new(side);
+    for _ in 0..2 {
+        let out = h.call(&["@fds"]).run();
+        assert_success(&out);
+        assert_eq!(stdout_str(&out), "0 1 2\n");
+    }
+    h.finish();
+}
+
+pub fn sigint_default_in_executor(side: Side) {
+    let h = Harness::new(side);
+    // The first call, which starts the server, comes from a context that
+    // ignores SIGINT (a background job of a non-interactive shell).
+    let out = h.call(&["@sigint"]).ignoring_sigint().run();
+    assert_eq!(stdout_str(&out), "default\n");
+    let out = h.call(&["@sigint"]).run();
+    assert_eq!(stdout_str(&out), "default\n");
+    h.finish();
+}
+
+pub fn init_output_not_duplicated(side: Side) {
+    let h = Harness::new(side);
+    let out = h
+        .call(&["@out:call"])
+        .env("AGENT_INIT_PRINT", "init-says-hi")
+        .run();
+    assert_success(&out);
+    assert_eq!(stdout_str(&out), "call\n");
+    assert_eq!(
+        stderr_str(&out).matches("init-says-hi").count(),
+        1,
+        "{}",
+        stderr_str(&out)
+    );
+    for _ in 0..2 {
+        let out = h.call(&["@out:call"]).run();
+        assert_eq!(stdout_str(&out), "call\n");
+        assert_eq!(stderr_str(&out), "");
+    }
+    h.finish();
+}
+
+pub fn concurrent_first_calls_start_one_server(side: Side) {
+    let h = Harness::new(side);
+    let children: Vec<_> = (0..8)
+        .map(|_| h.call(&["@server"]).env("AGENT_INIT_SLEEP", "0.3").spawn())
+        .collect();
+    let pids: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert_success(&out);
+            stdout_str(&out)
+        })
+        .collect();
+    assert!(
+        pids.iter().all(|p| *p == pids[0]),
+        "several servers: {pids:?}"
+    );
+    h.finish();
+}
+
+pub fn max_servers_queues_calls(side: Side) {
+    let h = Harness::new(side);
+    // Start the server with a limit of one call at a time.
+    assert_success(&h.call(&["@out:x"]).env("AGENT_MAX_SERVERS", "1").run());
+    let children: Vec<_> = (0..3)
+        .map(|_| h.call(&["@time", "@sleep:0.3", "@time"]).spawn())
+        .collect();
+    let mut spans: Vec<(u128, u128)> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert_success(&out);
+            let t: Vec<u128> = stdout_str(&out)
+                .lines()
+                .map(|l| l.parse().unwrap())
+                .collect();
+            (t[0], t[1])
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "calls overlapped despite max_servers=1: {spans:?}"
+        );
+    }
+    h.finish();
+}
+
+pub fn kill_tears_down(side: Side) {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    assert!(!h.run_dir_entries().is_empty());
+    let out = h.kill_server();
+    assert_success(&out);
+    assert_eq!(
+        h.run_dir_entries(),
+        Vec::<String>::new(),
+        "--kill left files"
+    );
+    wait_until("the old server to quit", LIMIT, || !alive(server)).unwrap();
+    wait_until("the watcher to quit", LIMIT, || h.processes().is_empty()).unwrap();
+    // --kill with nothing running is fine too.
+    assert_success(&h.kill_server());
+    assert_ne!(h.server_pid(), server);
+    h.finish();
+}
+
+/// Starts a call that runs until told to finish, and waits until its
+/// executor is running. Returns the child and the go-ahead file.
+fn start_long_call(h: &Harness, name: &str) -> (std::process::Child, std::path::PathBuf) {
+    let pid_file = h.path(&format!("{name}.pid"));
+    let child = h
+        .call(&[
+            format!("@pid:{}", pid_file.display()),
+            "@sleep:1".into(),
+            "@out:finished".into(),
+        ])
+        .spawn();
+    wait_until("the long call to start", LIMIT, || pid_file.exists()).unwrap();
+    (child, pid_file)
+}
+
+pub fn kill_with_call_in_flight(side: Side) {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let (long, _) = start_long_call(&h, "long");
+    assert_success(&h.kill_server());
+    wait_until("the old server to quit", LIMIT, || !alive(server)).unwrap();
+    let out = long.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(
+        stdout_str(&out),
+        "finished\n",
+        "in-flight call must finish normally"
+    );
+    assert_ne!(h.server_pid(), server);
+    h.finish();
+}
+
+pub fn fresh_replaces_server(side: Side) {
+    let h = Harness::new(side);
+    let old = h.server_pid();
+    let (long, _) = start_long_call(&h, "long");
+    let out = h.call_with_options(&["-f"], &["@server"]).run();
+    assert_success(&out);
+    let new: u32 = stdout_str(&out).trim().parse().unwrap();
+    assert_ne!(new, old);
+    wait_until("the old server to quit", LIMIT, || !alive(old)).unwrap();
+    let out = long.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(stdout_str(&out), "finished\n");
+    assert_eq!(h.server_pid(), new, "later calls use the fresh server");
+    h.finish();
+}
+
+pub fn idle_timeout(side: Side) {
+    let h = Harness::new(side);
+    let out = h.call(&["@server"]).env("AGENT_IDLE_TIMEOUT", "0.5").run();
+    let server: u32 = stdout_str(&out).trim().parse().unwrap();
+    wait_until("the idle server to quit", LIMIT, || !alive(server)).unwrap();
+    wait_until("the watcher to quit", LIMIT, || h.processes().is_empty()).unwrap();
+    assert_ne!(
+        h.server_pid(),
+        server,
+        "a call after the timeout starts a new server"
+    );
+    h.finish();
+}
+
+/// Sets a file's mtime to the kernel's "now", as a real edit would (the
+/// kernel stamps files with a coarse clock; a finer user-space time could
+/// lie ahead of the next server's start). Waits a moment first, so the
+/// server's start and the touch are not in the same clock tick.
+fn touch(path: &std::path::Path) {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    std::thread::sleep(Duration::from_millis(50));
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::UTIME_NOW,
+        &TimeSpec::UTIME_NOW,
+        UtimensatFlags::FollowSymlink,
+    )
+    .unwrap();
+}
+
+pub fn autoreload_program(side: Side) {
+    let h = Harness::with_private_program(side);
+    let old = h.server_pid();
+    assert_eq!(h.server_pid(), old);
+    touch(&h.program);
+    let new = h.server_pid();
+    assert_ne!(new, old, "changing the program must start a new server");
+    wait_until("the old server to quit", LIMIT, || !alive(old)).unwrap();
+    assert_eq!(h.server_pid(), new, "and the new one stays");
+    h.finish();
+}
+
+pub fn autoreload_extra_file(side: Side) {
+    let h = Harness::new(side);
+    let extra = h.path("config");
+    std::fs::write(&extra, "x").unwrap();
+    let out = h.call(&["@server"]).env("AGENT_RELOAD_EXTRA", &extra).run();
+    let old: u32 = stdout_str(&out).trim().parse().unwrap();
+    assert_eq!(h.server_pid(), old);
+    touch(&extra);
+    assert_ne!(
+        h.server_pid(),
+        old,
+        "changing an extra file must start a new server"
+    );
+    h.finish();
+}
+
+pub fn setup_failure(side: Side) {
+    let h = Harness::new(side);
+    let out = h.call(&["@out:never"]).env("AGENT_INIT_EXIT", "3").run();
+    assert_eq!(out.status.code(), Some(3), "the script's own status");
+    assert_eq!(stdout_str(&out), "");
+    let err = stderr_str(&out);
+    assert!(
+        err.contains("agent: failing initialisation as asked"),
+        "script's stderr shown: {err}"
+    );
+    assert!(
+        err.contains("prefork-interp: script initialisation failed: exited with status 3"),
+        "{err}"
+    );
+    assert_eq!(
+        h.run_dir_entries(),
+        Vec::<String>::new(),
+        "failed setup left files"
+    );
+    wait_until("the watcher to quit", LIMIT, || h.processes().is_empty()).unwrap();
+    let out = h.call(&["@out:works"]).run();
+    assert_eq!(stdout_str(&out), "works\n");
+    h.finish();
+}
+
+pub fn client_killed_mid_call(side: Side) {
+    let h = Harness::new(side);
+    let (marker, pid_file) = (h.path("got-sigint"), h.path("executor.pid"));
+    let mut client = h
+        .call(&[
+            format!("@onint:{}", marker.display()),
+            format!("@pid:{}", pid_file.display()),
+            "@sleep:30".into(),
+        ])
+        .spawn();
+    wait_until("the executor to start", LIMIT, || pid_file.exists()).unwrap();
+    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    client.kill().unwrap();
+    client.wait().unwrap();
+    wait_until("the executor to get SIGINT", LIMIT, || marker.exists()).unwrap();
+    wait_until("the executor to be reaped", LIMIT, || reaped(executor)).unwrap();
+    // The server carries on.
+    let out = h.call(&["@out:still-here"]).run();
+    assert_eq!(stdout_str(&out), "still-here\n");
+    h.finish();
+}
+
+pub fn standalone_run(side: Side) {
+    let h = Harness::new(side);
+    let args = ["@args", "a b", "@env:PREFORK_INTERP", "@exit:4"];
+    let expected: String = args.iter().map(|a| hex(a.as_bytes()) + "\n").collect();
+    let expected = expected + "unset\n";
+    let out = h.direct(&args).run();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr_str(&out));
+    assert_eq!(stdout_str(&out), expected);
+    assert_eq!(
+        h.run_dir_entries(),
+        Vec::<String>::new(),
+        "standalone must not start a server"
+    );
+    h.finish();
+}
