@@ -319,6 +319,22 @@ impl Call {
         self
     }
 
+    /// Gives the client an extra inheritable fd (7, a /dev/null), as a
+    /// caller may leak one: it must not reach the server or the script.
+    pub fn with_stray_fd(mut self) -> Self {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup2 is async-signal-safe; `null` outlives the spawn.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                if libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 7) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     pub fn spawn(mut self) -> Child {
         let mut child = self.cmd.spawn().unwrap();
         if let Some(data) = self.stdin.take() {

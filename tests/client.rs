@@ -1,0 +1,295 @@
+//! The client on its own: command line, bad input, run directory safety,
+//! interpreter arguments from the combined #! form.
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::net::UnixListener;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+fn client_cmd(h: &Harness) -> Command {
+    let mut cmd = Command::new(client());
+    cmd.env_clear().envs(h.base_env()).current_dir(h.dir());
+    cmd
+}
+
+#[track_caller]
+fn assert_one_line_failure(out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    let err = stderr_str(out);
+    assert!(err.starts_with("prefork-interp: "), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains(needle), "{needle:?} not in {err}");
+}
+
+#[test]
+fn help_documents_every_option_and_exit_status() {
+    let h = Harness::new(Side::Rust);
+    let out = client_cmd(&h).arg("--help").output().unwrap();
+    assert_success(&out);
+    let help = stdout_str(&out);
+    for option in [
+        "-U",
+        "-f",
+        "--kill",
+        "-E",
+        "-G",
+        "-g",
+        "--help",
+        "--version",
+        "Exit status",
+        "127",
+    ] {
+        assert!(help.contains(option), "--help lacks {option}: {help}");
+    }
+    let out = client_cmd(&h).arg("--version").output().unwrap();
+    assert_success(&out);
+    assert!(stdout_str(&out).contains(env!("CARGO_PKG_VERSION")));
+    h.finish();
+}
+
+#[test]
+fn usage_errors() {
+    let h = Harness::new(Side::Rust);
+    let cases: [(&[&str], &str); 4] = [
+        (&["perl", "x"], "-U is required"),
+        (&[], "-U is required"),
+        (&["-U"], "no interpreter"),
+        (&["-U,--frobnicate,perl", "x"], "--frobnicate"),
+    ];
+    for (args, needle) in cases {
+        let out = client_cmd(&h).args(args).output().unwrap();
+        assert_one_line_failure(&out, needle);
+    }
+    h.finish();
+}
+
+#[test]
+fn missing_interpreter_is_named_and_leaves_nothing() {
+    let h = Harness::new(Side::Rust);
+    let script = h.path("bad-interp");
+    let text = format!("#!{} -U,/nonexistent/interp\n", client().display());
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = client_cmd(&h)
+        .arg("-U,/nonexistent/interp")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_one_line_failure(&out, "cannot run interpreter /nonexistent/interp");
+    assert_eq!(h.run_dir_entries(), Vec::<String>::new());
+    wait_until(
+        "the watcher to quit",
+        std::time::Duration::from_secs(10),
+        || h.processes().is_empty(),
+    )
+    .unwrap();
+    h.finish();
+}
+
+#[test]
+fn script_that_never_starts_a_server() {
+    // /bin/true "initialises" and exits 0 without the library's call.
+    let h = Harness::new(Side::Rust);
+    let out = client_cmd(&h)
+        .args(["-U", "/bin/true", "script"])
+        .output()
+        .unwrap();
+    assert_one_line_failure(&out, "without starting a server");
+    assert_eq!(h.run_dir_entries(), Vec::<String>::new());
+    h.finish();
+}
+
+#[test]
+fn interpreter_arguments_from_the_combined_form_reach_the_interpreter() {
+    // The original looks for an interpreter called "perl,-w". We run
+    // `perl -w SCRIPT`: the script reports $^W (set by -w) and fails its
+    // initialisation, so the setup's stderr and status come back to us.
+    let h = Harness::new(Side::Rust);
+    let script = h.path("warn.pl");
+    std::fs::write(&script, "print STDERR \"W=$^W ARGV=@ARGV\\n\"; exit 5;\n").unwrap();
+    let out = client_cmd(&h)
+        .args(["-U,perl,-w"])
+        .arg(&script)
+        .args(["a", "b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr_str(&out));
+    assert!(
+        stderr_str(&out).contains("W=1 ARGV=a b"),
+        "{}",
+        stderr_str(&out)
+    );
+    // The space-separated combined form too.
+    let out = client_cmd(&h)
+        .args(["-U perl -w"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        stderr_str(&out).contains("W=1 ARGV=\n"),
+        "{}",
+        stderr_str(&out)
+    );
+    h.finish();
+}
+
+#[test]
+fn closed_stdin_is_refused() {
+    let h = Harness::new(Side::Rust);
+    let mut cmd = client_cmd(&h);
+    cmd.arg("-U,/bin/true").arg("x");
+    // SAFETY: close() is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::close(0);
+            Ok(())
+        });
+    }
+    let out = cmd.stdin(Stdio::inherit()).output().unwrap();
+    assert_one_line_failure(&out, "standard input (fd 0) is closed");
+    h.finish();
+}
+
+#[test]
+fn unsafe_run_directory_is_refused() {
+    let h = Harness::new(Side::Rust);
+    let base = h.base();
+    // Open to group and other.
+    std::fs::create_dir(&base).unwrap();
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = h.call(&["@out:x"]).run();
+    assert_one_line_failure(&out, "has mode 0777");
+    assert!(stderr_str(&out).contains(&base.display().to_string()));
+    std::fs::remove_dir(&base).unwrap();
+    // A symlink to a directory we own.
+    let elsewhere = h.path("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
+    symlink(&elsewhere, &base).unwrap();
+    let out = h.call(&["@out:x"]).run();
+    assert_one_line_failure(&out, "is a symbolic link");
+    std::fs::remove_file(&base).unwrap();
+    h.finish();
+}
+
+#[test]
+fn home_directory_fallback() {
+    // XDG_RUNTIME_DIR unusable (group-writable) and /run/user/UID taken
+    // out of play by pointing the check at a directory we control is not
+    // possible, so only run this where /run/user/UID does not exist.
+    let uid = nix::unistd::getuid();
+    if std::path::Path::new(&format!("/run/user/{uid}")).exists() {
+        eprintln!("skipped: /run/user/{uid} exists and would be used");
+        return;
+    }
+    let h = Harness::new(Side::Rust);
+    let xdg = h.path("run");
+    std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = h.call(&["@out:via-home"]).run();
+    assert_eq!(stdout_str(&out), "via-home\n", "{}", stderr_str(&out));
+    let host_dirs: Vec<_> = std::fs::read_dir(h.path("home").join(".prefork-interp"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(host_dirs.len(), 1);
+    let mode = host_dirs[0].metadata().unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    // Kill through the same fallback directory.
+    let out = h.kill_server();
+    assert_success(&out);
+    std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    h.finish();
+}
+
+#[test]
+fn stale_socket_is_replaced() {
+    let h = Harness::new(Side::Rust);
+    // A server that died without cleaning up leaves its socket behind.
+    let old = h.server_pid();
+    let socket = std::fs::read_dir(h.base())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with('s'))
+        .unwrap()
+        .path();
+    // SAFETY: killing our own test's server.
+    unsafe { libc::kill(old as i32, libc::SIGKILL) };
+    wait_until(
+        "the server to die",
+        std::time::Duration::from_secs(10),
+        || !alive(old),
+    )
+    .unwrap();
+    assert!(socket.exists());
+    let out = h.call(&["@out:recovered"]).run();
+    assert_eq!(stdout_str(&out), "recovered\n", "{}", stderr_str(&out));
+    h.finish();
+}
+
+#[test]
+fn given_identity_shares_a_server_and_kills_by_name() {
+    let h = Harness::new(Side::Rust);
+    let agent = example("agent");
+    let run = |args: &[&str]| {
+        let mut cmd = client_cmd(&h);
+        cmd.arg(format!("-U,-g,shared,{}", agent.display()))
+            .args(args);
+        cmd.output().unwrap()
+    };
+    // Different "scripts", one given identity: one server.
+    let a = run(&["script-a", "@server"]);
+    let b = run(&["script-b", "@server"]);
+    assert_success(&a);
+    assert_eq!(stdout_str(&a), stdout_str(&b));
+    assert!(h.base().join("sshared").exists());
+    let server: u32 = stdout_str(&a).trim().parse().unwrap();
+    // --kill -g needs no interpreter.
+    let out = client_cmd(&h)
+        .args(["-U", "--kill", "-g", "shared"])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    wait_until(
+        "the server to quit",
+        std::time::Duration::from_secs(10),
+        || !alive(server),
+    )
+    .unwrap();
+    assert_eq!(h.run_dir_entries(), Vec::<String>::new());
+    // A bad given identity is refused.
+    let out = client_cmd(&h)
+        .args(["-U", "-g", "a/b", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_one_line_failure(&out, "bad identity");
+    h.finish();
+}
+
+#[test]
+fn identity_follows_env_option() {
+    let h = Harness::new(Side::Rust);
+    let agent = example("agent");
+    let run = |value: &str| {
+        let mut cmd = client_cmd(&h);
+        cmd.arg(format!("-U,-E,PFI_MODE,{}", agent.display()))
+            .arg(&h.script)
+            .arg("@server")
+            .env("PFI_MODE", value);
+        let out = cmd.output().unwrap();
+        assert_success(&out);
+        stdout_str(&out)
+    };
+    let (a1, b, a2) = (run("a"), run("b"), run("a"));
+    assert_eq!(a1, a2, "same value, same server");
+    assert_ne!(a1, b, "-E makes the value part of the identity");
+    for value in ["a", "b"] {
+        let mut cmd = client_cmd(&h);
+        cmd.arg(format!("-U,--kill,-E,PFI_MODE,{}", agent.display()))
+            .arg(&h.script)
+            .env("PFI_MODE", value);
+        assert_success(&cmd.output().unwrap());
+    }
+    h.finish();
+}
