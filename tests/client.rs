@@ -3,7 +3,6 @@
 mod common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::os::unix::net::UnixListener;
 use std::process::{Command, Stdio};
 
 use common::*;
