@@ -54,9 +54,8 @@
 //! - [`server`], [`monitor`], [`executor`]: the Rust script side; the API
 //!   is [`initialisation_complete`], [`Options`], [`Invocation`].
 //!
-//! The wire contract is written down in `man/prefork-interp.7` and in the
-//! project's PROTOCOL notes; it is compatible with chiark-utils'
-//! prefork-interp in both directions.
+//! The wire contract is [`protocol`]'s module documentation; it is
+//! compatible with chiark-utils' prefork-interp in both directions.
 
 pub mod cli;
 pub mod client;
