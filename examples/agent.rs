@@ -14,6 +14,8 @@
 //! | `AGENT_MAX_SERVERS`  | max_servers (negative: no limit)                   |
 //! | `AGENT_IDLE_TIMEOUT` | idle_timeout in seconds                            |
 //! | `AGENT_RELOAD_EXTRA` | one extra file to watch for auto-reload            |
+//! | `AGENT_INIT_THREAD`  | start a thread that stays, then initialise (which  |
+//! |                      | must refuse: the agent then exits 127)             |
 //!
 //! Per call, each argument `@CMD` or `@CMD:PARAM` is a command, run in
 //! order; other arguments are data. Then exit 0.
@@ -83,6 +85,9 @@ fn main() {
     {
         eprintln!("agent: failing initialisation as asked");
         exit(code);
+    }
+    if std::env::var_os("AGENT_INIT_THREAD").is_some() {
+        std::thread::spawn(|| std::thread::sleep(Duration::from_secs(3600)));
     }
     let mut options = prefork_interp::Options::default();
     if let Some(max) = env_f64("AGENT_MAX_SERVERS") {

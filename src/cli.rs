@@ -136,6 +136,7 @@ fn command() -> Command {
         .arg(
             Arg::new("command")
                 .value_name("INTERP")
+                .help("The interpreter, then the script and the caller's arguments")
                 .num_args(0..)
                 .trailing_var_arg(true)
                 .value_parser(clap::value_parser!(OsString)),

@@ -97,7 +97,12 @@ fn ensure_private_dir(dir: &Path, uid: u32) -> Result<PathBuf, String> {
 
 fn home_dir(uid: u32) -> Result<PathBuf, String> {
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return Ok(PathBuf::from(home));
+        let home = PathBuf::from(home);
+        // Daemons chdir to /; every path we hand out must be absolute.
+        if !home.is_absolute() {
+            return Err(format!("HOME ({}) is not an absolute path", home.display()));
+        }
+        return Ok(home);
     }
     match nix::unistd::User::from_uid(uid.into()) {
         Ok(Some(u)) => Ok(u.dir),

@@ -52,6 +52,8 @@ pub fn spawn(socket: &Path, dev: u64, ino: u64, stdin: OwnedFd, stderr: OwnedFd)
 
 fn become_watcher(socket: &Path, dev: u64, ino: u64, stdin: OwnedFd, stderr: OwnedFd) -> ! {
     let _ = nix::unistd::setsid();
+    // A daemon must not keep the caller's directory (or its mount) busy.
+    let _ = std::env::set_current_dir("/");
     let plumbed = (|| {
         sys::dup2(stdin.as_raw_fd(), 0)?;
         sys::dup2(stderr.as_raw_fd(), 2)?;

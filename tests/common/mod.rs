@@ -433,6 +433,7 @@ macro_rules! conformance_suite {
             autoreload_program,
             autoreload_extra_file,
             setup_failure,
+            threads_refused,
             client_killed_mid_call,
             standalone_run,
         );

@@ -469,3 +469,21 @@ pub fn standalone_run(side: Side) {
     );
     h.finish();
 }
+
+pub fn threads_refused(side: Side) {
+    let h = Harness::new(side);
+    let out = h.call(&["@out:never"]).env("AGENT_INIT_THREAD", "1").run();
+    assert_eq!(out.status.code(), Some(127), "{}", stderr_str(&out));
+    assert_eq!(stdout_str(&out), "");
+    let err = stderr_str(&out);
+    assert!(
+        err.contains("threads are running"),
+        "names the problem: {err}"
+    );
+    assert!(
+        err.contains("prefork-interp: script initialisation failed"),
+        "{err}"
+    );
+    assert_eq!(h.run_dir_entries(), Vec::<String>::new());
+    h.finish();
+}
