@@ -23,8 +23,6 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-
 use crate::executor;
 use crate::protocol;
 use crate::server::Invocation;
@@ -90,23 +88,7 @@ fn handle(mut call: UnixStream) -> io::Result<Option<Invocation>> {
     drop(stdio);
     let pidfd = sys::pidfd_open(executor)?;
 
-    let executor_gone = loop {
-        let mut fds = [
-            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(call.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        if fds[0].any().unwrap_or(false) {
-            break true;
-        }
-        if fds[1].any().unwrap_or(false) {
-            break false;
-        }
-    };
+    let [executor_gone, _client_gone] = sys::wait_readable([pidfd.as_fd(), call.as_fd()])?;
 
     if executor_gone {
         let status = sys::wait_status(executor, 0)?.unwrap_or(0);

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 pub use nix::unistd::Pid;
 
@@ -130,6 +130,20 @@ pub fn null_stdio() -> io::Result<()> {
         dup2(null.as_raw_fd(), fd)?;
     }
     Ok(())
+}
+
+/// Blocks until at least one of `fds` is readable or hung up, and says
+/// which. Retries on EINTR.
+pub fn wait_readable<const N: usize>(fds: [BorrowedFd<'_>; N]) -> io::Result<[bool; N]> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut polled = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+    loop {
+        match poll(&mut polled, PollTimeout::NONE) {
+            Ok(_) => return Ok(polled.each_ref().map(|p| p.any().unwrap_or(false))),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Sets or clears `O_NONBLOCK`.

@@ -23,7 +23,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use inotify::{EventMask, Inotify, WatchMask};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::sys::{self, Forked};
 
@@ -105,16 +104,8 @@ fn watch(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
     // SAFETY: fd 0 stays open for the life of this process.
     let stdin = unsafe { BorrowedFd::borrow_raw(0) };
     loop {
-        let mut fds = [
-            PollFd::new(stdin, PollFlags::POLLIN),
-            PollFd::new(inotify.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        if fds[0].any().unwrap_or(true) {
+        let [stdin_ready, inotify_ready] = sys::wait_readable([stdin, inotify.as_fd()])?;
+        if stdin_ready {
             let mut byte = [0u8; 64];
             match nix::unistd::read(stdin, &mut byte) {
                 Ok(0) => return Ok(()),
@@ -122,7 +113,7 @@ fn watch(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
-        if fds[1].any().unwrap_or(false) {
+        if inotify_ready {
             let mut check = false;
             match inotify.read_events(&mut buffer) {
                 Ok(events) => {
