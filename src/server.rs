@@ -77,6 +77,10 @@ impl Default for Options {
 /// What one call of the script gets: the caller's arguments and
 /// environment. File descriptors 0, 1 and 2 are already the caller's, and
 /// the process environment is already replaced by `env`.
+///
+/// `std::env::args()` cannot be changed after start-up: in an executor it
+/// still shows the arguments of the run that started the server. Use
+/// [`Invocation::args`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
     /// The caller's arguments: under prefork-interp, those after the
