@@ -173,11 +173,21 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
     // A caller that ignored SIGCHLD would make every wait fail.
     sys::set_signal(libc::SIGCHLD, false);
 
-    let mut server = Server::new(&setup, &options, reload)?;
+    // From here on we are the daemon: the script's own code must never run
+    // here, so a failure is logged and ends this process (the waiting
+    // client then sees no greeting and says so).
+    let mut server = match Server::new(&setup, &options, reload).and_then(|s| {
+        sys::null_stdio()?;
+        Ok(s)
+    }) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error(&format!("cannot start the server: {e}"));
+            sys::exit_now(1)
+        }
+    };
     // SAFETY: the fd is the first call's socket, ours alone from here on.
-    let first_call = unsafe { OwnedFd::from_raw_fd(setup.call) };
-    sys::null_stdio()?;
-    let mut next = first_call;
+    let mut next = unsafe { OwnedFd::from_raw_fd(setup.call) };
     loop {
         match sys::fork() {
             Ok(Forked::Child) => {
