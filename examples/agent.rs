@@ -16,6 +16,8 @@
 //! | `AGENT_RELOAD_EXTRA` | one extra file to watch for auto-reload            |
 //! | `AGENT_INIT_THREAD`  | start a thread that stays, then initialise (which  |
 //! |                      | must refuse: the agent then exits 127)             |
+//! | `AGENT_INIT_ATEXIT`  | register an exit handler (atexit, END, ...) that   |
+//! |                      | appends the line `exit` to this file               |
 //!
 //! Per call, each argument `@CMD` or `@CMD:PARAM` is a command, run in
 //! order; other arguments are data. Then exit 0.
@@ -39,6 +41,9 @@
 //! | `@sigint`        | print SIGINT's disposition: default, ignore, handled  |
 //! | `@onint:FILE`    | on SIGINT, create FILE and die of SIGINT             |
 //! | `@time`          | print the wall-clock time in nanoseconds              |
+//! | `@tty`           | print isatty of fds 0, 1, 2 as `1`/`0`, spaced        |
+//! | `@die:TEXT`      | fail the language's own way (panic, die, raise)       |
+//! | `@_exit:N`       | exit at once with N: no flushing, no exit handlers    |
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
@@ -56,6 +61,24 @@ fn env_f64(name: &str) -> Option<f64> {
 }
 
 static ONINT_PATH: OnceLock<CString> = OnceLock::new();
+static ATEXIT_PATH: OnceLock<CString> = OnceLock::new();
+
+extern "C" fn at_exit() {
+    if let Some(path) = ATEXIT_PATH.get() {
+        // SAFETY: plain system calls on a valid C string.
+        unsafe {
+            let fd = libc::open(
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+                0o600,
+            );
+            if fd >= 0 {
+                libc::write(fd, b"exit\n".as_ptr().cast(), 5);
+                libc::close(fd);
+            }
+        }
+    }
+}
 
 extern "C" fn on_sigint(_: libc::c_int) {
     // Only async-signal-safe calls here.
@@ -73,6 +96,16 @@ extern "C" fn on_sigint(_: libc::c_int) {
 }
 
 fn main() {
+    // Panics (`@die`) print the same text in every run: the default hook
+    // names the thread's id, which differs between runs.
+    std::panic::set_hook(Box::new(|info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        eprintln!("agent panicked: {text}");
+    }));
     if let Some(secs) = env_f64("AGENT_INIT_SLEEP") {
         std::thread::sleep(Duration::from_secs_f64(secs));
     }
@@ -88,6 +121,13 @@ fn main() {
     }
     if std::env::var_os("AGENT_INIT_THREAD").is_some() {
         std::thread::spawn(|| std::thread::sleep(Duration::from_secs(3600)));
+    }
+    if let Some(path) = std::env::var_os("AGENT_INIT_ATEXIT") {
+        ATEXIT_PATH
+            .set(CString::new(path.as_bytes()).unwrap())
+            .unwrap();
+        // SAFETY: registering a plain extern "C" function.
+        unsafe { libc::atexit(at_exit) };
     }
     let mut options = prefork_interp::Options::default();
     if let Some(max) = env_f64("AGENT_MAX_SERVERS") {
@@ -214,6 +254,18 @@ fn run(args: &[OsString]) -> i32 {
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap();
                 writeln!(out, "{}", now.as_nanos()).unwrap();
+            }
+            b"tty" => {
+                // SAFETY: isatty on small integers.
+                let t: Vec<String> = (0..3)
+                    .map(|fd| unsafe { libc::isatty(fd) }.to_string())
+                    .collect();
+                writeln!(out, "{}", t.join(" ")).unwrap();
+            }
+            b"die" => panic!("{param_str}"),
+            b"_exit" => {
+                // SAFETY: _exit is always safe.
+                unsafe { libc::_exit(param_str.parse().expect("@_exit:N")) }
             }
             other => panic!("agent: unknown command @{}", String::from_utf8_lossy(other)),
         }

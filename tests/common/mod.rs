@@ -43,6 +43,14 @@ pub fn example(name: &str) -> PathBuf {
 pub enum Side {
     /// The Rust library, through examples/agent.rs.
     Rust,
+    /// scripts/perl/Proc/Prefork/Interp.pm, through tests/agents/agent.pl,
+    /// as `#!prefork-interp -U,perl,-w`.
+    Perl,
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 impl Side {
@@ -50,20 +58,27 @@ impl Side {
     fn interpreter(&self, program: &Path) -> Vec<OsString> {
         match self {
             Side::Rust => vec![program.as_os_str().to_owned()],
+            Side::Perl => vec!["perl".into(), "-w".into()],
         }
     }
 
-    /// The program file whose change must make the server reload.
-    fn default_program(&self) -> PathBuf {
+    /// The agent program for sides whose program is not the script.
+    fn agent_program(&self) -> Option<PathBuf> {
         match self {
-            Side::Rust => example("agent"),
+            Side::Rust => Some(example("agent")),
+            Side::Perl => None,
         }
     }
 
     /// The text of the script after its #! line.
-    fn script_body(&self) -> &'static str {
+    fn script_body(&self) -> String {
         match self {
-            Side::Rust => "",
+            Side::Rust => String::new(),
+            Side::Perl => format!(
+                "use lib '{}';\n{}",
+                repo().join("scripts/perl").display(),
+                include_str!("../agents/agent.pl")
+            ),
         }
     }
 }
@@ -100,12 +115,17 @@ impl Harness {
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::create_dir(dir.path().join("home")).unwrap();
         let script = dir.path().join("agent-script");
-        let mut program = side.default_program();
-        if private && side == Side::Rust {
-            let copy = dir.path().join("agent-copy");
-            std::fs::copy(&program, &copy).unwrap();
-            program = copy;
-        }
+        // The file whose change means "reload": the agent program, or the
+        // script itself for interpreted sides.
+        let program = match side.agent_program() {
+            Some(agent) if private => {
+                let copy = dir.path().join("agent-copy");
+                std::fs::copy(&agent, &copy).unwrap();
+                copy
+            }
+            Some(agent) => agent,
+            None => script.clone(),
+        };
         let interpreter = side.interpreter(&program);
         let mut text = Vec::new();
         text.extend_from_slice(b"#!");
@@ -116,9 +136,6 @@ impl Harness {
         text.extend_from_slice(side.script_body().as_bytes());
         std::fs::write(&script, text).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        if side != Side::Rust {
-            program = script.clone();
-        }
         Harness {
             side,
             dir,
@@ -188,6 +205,11 @@ impl Harness {
     pub fn direct<S: AsRef<OsStr>>(&self, args: &[S]) -> Call {
         let mut cmd = match self.side {
             Side::Rust => Command::new(&self.program),
+            Side::Perl => {
+                let mut c = Command::new("perl");
+                c.arg("-w").arg(&self.script);
+                c
+            }
         };
         cmd.args(args);
         self.prepare(cmd)
@@ -434,6 +456,10 @@ macro_rules! conformance_suite {
             autoreload_extra_file,
             setup_failure,
             threads_refused,
+            behaves_like_direct_run,
+            exit_status_under_load,
+            exit_handlers_run_in_executor_only,
+            terminal_like_direct_run,
             client_killed_mid_call,
             standalone_run,
         );

@@ -487,3 +487,136 @@ pub fn threads_refused(side: Side) {
     assert_eq!(h.run_dir_entries(), Vec::<String>::new());
     h.finish();
 }
+
+/// Status, stdout and stderr of a call through prefork-interp must be those
+/// of running the program directly: this covers each language's own ways
+/// to fail (die, panic, exceptions) and its buffering at exit.
+pub fn behaves_like_direct_run(side: Side) {
+    let h = Harness::new(side);
+    let cases: [&[&str]; 7] = [
+        &["@out:a"],
+        &["@out:a", "@exit:77"],
+        &["@err:e1", "@out:o1", "@exit:2"],
+        &["@out:partial", "@die:boom"],
+        &["@out:kept-or-lost", "@_exit:5"],
+        &["@out:before-kill", "@kill:KILL"],
+        &["@out:before-term", "@kill:TERM"],
+    ];
+    for args in cases {
+        let direct = h.direct(args).run();
+        let served = h.call(args).run();
+        assert_eq!(served.status.code(), direct.status.code(), "{args:?}");
+        assert_eq!(served.status.signal(), direct.status.signal(), "{args:?}");
+        assert_eq!(stdout_str(&served), stdout_str(&direct), "{args:?}");
+        assert_eq!(stderr_str(&served), stderr_str(&direct), "{args:?}");
+    }
+    h.finish();
+}
+
+/// A plain exit with status N is N, every time, with calls in parallel
+/// (the original reports many of them as killed by SIGINT).
+pub fn exit_status_under_load(side: Side) {
+    let h = Harness::new(side);
+    assert_success(&h.call(&["@out:start"]).run());
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                for _ in 0..25 {
+                    let out = h.call(&["@out:payload", "@exit:3"]).run();
+                    assert_eq!(
+                        out.status.code(),
+                        Some(3),
+                        "{:?} {}",
+                        out.status,
+                        stderr_str(&out)
+                    );
+                    assert_eq!(stdout_str(&out), "payload\n");
+                }
+            });
+        }
+    });
+    h.finish();
+}
+
+/// Exit handlers registered during initialisation (atexit, END blocks)
+/// run once per call, in the executor; never in the setup run, the
+/// server or a monitor.
+pub fn exit_handlers_run_in_executor_only(side: Side) {
+    let h = Harness::new(side);
+    let record = h.path("exits");
+    let out = h
+        .call(&["@out:one"])
+        .env("AGENT_INIT_ATEXIT", &record)
+        .run();
+    assert_success(&out);
+    assert_success(&h.call(&["@out:two"]).run());
+    assert_eq!(h.call(&["@exit:3"]).run().status.code(), Some(3));
+    // Let the server and every monitor end (an exit handler run there
+    // would add a line), then count.
+    assert_success(&h.kill_server());
+    wait_until("every process to exit", LIMIT, || h.processes().is_empty()).unwrap();
+    let lines = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        lines,
+        "exit\n".repeat(3),
+        "one exit handler run per call, none elsewhere"
+    );
+    h.finish();
+}
+
+/// Runs a call with a terminal (a pty) as stdin, stdout and stderr;
+/// returns its status and everything it wrote.
+fn on_terminal(mut call: Call) -> (std::process::ExitStatus, Vec<u8>) {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    for stdio in 0..3 {
+        let slave = std::process::Stdio::from(pty.slave.try_clone().unwrap());
+        match stdio {
+            0 => call.cmd.stdin(slave),
+            1 => call.cmd.stdout(slave),
+            _ => call.cmd.stderr(slave),
+        };
+    }
+    let mut child = call.spawn();
+    // Our copy must go, or the terminal never reports its end.
+    drop(pty.slave);
+    let mut master = std::fs::File::from(pty.master);
+    let mut output = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => output.extend_from_slice(&buf[..n]),
+            // EIO: every holder of the terminal's other side is gone.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => panic!("reading the terminal: {e}"),
+        }
+    }
+    (child.wait().unwrap(), output)
+}
+
+/// On a terminal, a call looks like a direct run: isatty is true, and
+/// stdout is line-buffered as the language makes it (a line printed just
+/// before a sudden death is seen).
+pub fn terminal_like_direct_run(side: Side) {
+    let h = Harness::new(side);
+    let cases: [&[&str]; 3] = [
+        &["@tty"],
+        &["@out:line", "@kill:KILL"],
+        &["@out:x", "@_exit:0"],
+    ];
+    for args in cases {
+        let (direct_status, direct) = on_terminal(h.direct(args));
+        let (served_status, served) = on_terminal(h.call(args));
+        assert_eq!(served_status.code(), direct_status.code(), "{args:?}");
+        assert_eq!(served_status.signal(), direct_status.signal(), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&served),
+            String::from_utf8_lossy(&direct),
+            "{args:?}"
+        );
+    }
+    let (_, tty) = on_terminal(h.call(&["@tty"]));
+    assert_eq!(String::from_utf8_lossy(&tty), "1 1 1\r\n");
+    h.finish();
+}

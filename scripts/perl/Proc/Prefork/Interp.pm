@@ -1,0 +1,612 @@
+package Proc::Prefork::Interp;
+
+# The Perl script side of prefork-interp. Process roles, as in the Rust
+# library (src/server.rs, src/monitor.rs, src/executor.rs):
+#
+#   setup run --fork--> server (setsid; stdio /dev/null; syslog)
+#     exit 0              | select on LISTEN, WATCHE and the monitors'
+#                         | pidfds; quits on watcher EOF, idle, reload
+#                         +--fork--> monitor (own process group; per call)
+#                                      | greeting, fds, env and args
+#                                      +--fork--> executor: returns from
+#                                      |          prefork_initialisation_complete
+#                                      | waits on the executor's pidfd,
+#                                      | REAPS IT FIRST, then SIGINTs what is
+#                                      | left of its group, sends the status
+#
+# Server and monitor leave with POSIX::_exit: END blocks and destructors
+# run in executors only.
+
+use strict;
+use warnings;
+
+use Exporter qw(import);
+use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC);
+use IO::FDPass;
+use IO::Handle;
+use POSIX qw(:errno_h :signal_h :sys_wait_h);
+use Socket qw(MSG_NOSIGNAL);
+use Sys::Syslog ();
+use Time::HiRes ();
+
+our $VERSION = '0.1.0';
+our @EXPORT  = qw(prefork_initialisation_complete prefork_autoreload_also_check);
+
+# pidfd_open(2) has this number on every Linux architecture (since 5.3).
+use constant SYS_pidfd_open => 434;
+use constant MAX_PAYLOAD    => 64 * 1024 * 1024;
+
+my @also_check;
+my $logging = 0;
+
+sub prefork_autoreload_also_check {
+    push @also_check, @_;
+    return;
+}
+
+sub _log {
+    my ($priority, $message) = @_;
+    return unless $logging;
+    eval { Sys::Syslog::syslog($priority, '%s', $message) };
+    return;
+}
+
+# ------------------------------------------------------------ protocol
+
+# PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHE,WATCHI (extra words and
+# items are ignored).
+sub _parse_setup {
+    my ($value) = @_;
+    my $bad = sub { die "prefork-interp: bad PREFORK_INTERP: $_[0]\n" };
+    my @words = split / /, $value, -1;
+    $bad->('expected two words') unless @words >= 2;
+    my ($version, $time) = split /,/, $words[0], -1;
+    $bad->('unsupported version ' . ($version // '') . ' (expected v1)')
+        unless defined $version && $version eq 'v1';
+    $bad->('start time must be SECS.NSECS with 9 digits of nanoseconds')
+        unless defined $time && $time =~ /\A([0-9]+)\.([0-9]{9})\z/;
+    my ($secs, $nsecs) = ($1, $2);
+    my @fds = split /,/, $words[1], -1;
+    $bad->('file descriptors must be four non-negative numbers')
+        unless @fds >= 4 && !grep { !/\A[0-9]+\z/ } @fds[0 .. 3];
+    return {
+        started  => $secs + $nsecs / 1e9,
+        listen   => $fds[0] + 0,
+        call     => $fds[1] + 0,
+        watch_err => $fds[2] + 0,
+        watch_in => $fds[3] + 0,
+    };
+}
+
+# Splits a request payload ("NAME=value\0"... "\0" "arg\0"...).
+sub _decode_payload {
+    my ($payload) = @_;
+    die "request payload does not end with a NUL\n"
+        unless length $payload && substr($payload, -1) eq "\0";
+    my @strings = split /\0/, substr($payload, 0, -1), -1;
+    my @env;
+    while (1) {
+        die "request payload has no empty string ending the environment\n"
+            unless @strings;
+        my $entry = shift @strings;
+        last if $entry eq '';
+        push @env, $entry;
+    }
+    return (\@env, \@strings);
+}
+
+sub _read_exact {
+    my ($fh, $length) = @_;
+    my $data = '';
+    while (length $data < $length) {
+        my $got = sysread($fh, $data, $length - length $data, length $data);
+        if (!defined $got) {
+            next if $! == EINTR;
+            die "read failed: $!\n";
+        }
+        die "hung up\n" if $got == 0;
+    }
+    return $data;
+}
+
+sub _send_all {
+    my ($fh, $data) = @_;
+    while (length $data) {
+        my $sent = send($fh, $data, MSG_NOSIGNAL);
+        if (!defined $sent) {
+            next if $! == EINTR;
+            die $! == EPIPE || $! == ECONNRESET ? "hung up\n" : "send failed: $!\n";
+        }
+        substr($data, 0, $sent) = '';
+    }
+    return;
+}
+
+# ------------------------------------------------------- small helpers
+
+sub _fd_is_open {
+    my ($fd) = @_;
+    my $copy = POSIX::dup($fd);
+    return 0 unless defined $copy;
+    POSIX::close($copy);
+    return 1;
+}
+
+sub _thread_count {
+    opendir(my $dir, '/proc/self/task') or return 1;
+    my $n = grep { !/\A\./ } readdir $dir;
+    closedir $dir;
+    return $n;
+}
+
+sub _fdopen {
+    my ($fd, $mode) = @_;
+    open(my $fh, "$mode&=", $fd) or die "cannot use fd $fd: $!\n";
+    return $fh;
+}
+
+sub _set_cloexec {
+    my ($fh) = @_;
+    my $flags = fcntl($fh, F_GETFD, 0) or die "fcntl: $!\n";
+    fcntl($fh, F_SETFD, $flags | FD_CLOEXEC) or die "fcntl: $!\n";
+    return;
+}
+
+sub _pidfd_open {
+    my ($pid) = @_;
+    my $fd = syscall(SYS_pidfd_open, $pid + 0, 0);
+    die "pidfd_open($pid) failed: $! (Linux 5.3 or later is needed)\n" if $fd < 0;
+    return _fdopen($fd, '<');
+}
+
+sub _describe_status {
+    my ($status) = @_;
+    return 'exited with status ' . WEXITSTATUS($status) if WIFEXITED($status);
+    if (WIFSIGNALED($status)) {
+        my $core = $status & 0x80 ? ' (core dumped)' : '';
+        return 'was killed by signal ' . WTERMSIG($status) . $core;
+    }
+    return sprintf 'has wait status %#x', $status;
+}
+
+# Files whose change since SECS.NSECS means "quit; the next call starts
+# a fresh server". A missing file is no reason; an unreadable one is.
+sub _changed_file {
+    my ($files, $started) = @_;
+    for my $file (@$files) {
+        my @st = Time::HiRes::stat($file);
+        if (!@st) {
+            next if $! == ENOENT;
+            _log('err', "cannot check $file: $!");
+            return $file;
+        }
+        return $file if $st[9] > $started;
+    }
+    return;
+}
+
+# -------------------------------------------------------------- server
+
+sub prefork_initialisation_complete {
+    my %opts = @_;
+    my $value = delete $ENV{PREFORK_INTERP};
+    return unless defined $value;    # standalone: nothing to do
+
+    my $threads = _thread_count();
+    die "prefork-interp: $threads threads are running; "
+        . "prefork_initialisation_complete must be called before any other thread "
+        . "starts (a fork would lose them)\n"
+        if $threads != 1;
+    my $setup = _parse_setup($value);
+    for my $fd (@$setup{qw(listen call watch_err watch_in)}) {
+        die "prefork-interp: PREFORK_INTERP names fd $fd, which is not open\n"
+            unless $fd >= 3 && _fd_is_open($fd);
+    }
+
+    my $max_servers = $opts{max_servers} // 4;
+    die "prefork-interp: max_servers must not be 0 (negative for no limit)\n"
+        if $max_servers == 0;
+    $max_servers = undef if $max_servers < 0;
+    my $idle_timeout = $opts{idle_timeout} // 1_000_000;
+    $idle_timeout = undef if $idle_timeout < 0;
+    my $max_errors = $opts{max_errors} // 100;
+    my $facility = $opts{log_facility} // 'LOG_USER';
+
+    my @reload = @{ $opts{autoreload_extra} // [] };
+    push @reload, @also_check;
+    if ($opts{autoreload_inc} // 1) {
+        unshift @reload, $0, grep { defined && !ref } values %INC;
+    }
+
+    # What the script printed goes to the caller's stderr now, once, not
+    # into every executor's buffers.
+    STDOUT->flush;
+    STDERR->flush;
+    if (length $facility) {
+        # libc's syslog: connects on the first message, never over a network.
+        Sys::Syslog::setlogsock('native');
+        Sys::Syslog::openlog("prefork-interp $0", 'nofatal,pid', $facility);
+        $logging = 1;
+    }
+
+    my $pid = fork;
+    die "prefork-interp: cannot fork the server: $!\n" unless defined $pid;
+    POSIX::_exit(0) if $pid;    # the setup run ends; the client waits for it
+
+    # The daemon. From here the script's own code must never run except
+    # in executors: any failure is logged and ends the process.
+    my $server = eval {
+        POSIX::setsid();
+        $SIG{CHLD} = 'DEFAULT';    # a caller ignoring it would break waitpid
+        my %s = (
+            listen       => _fdopen($setup->{listen},   '+<'),
+            watch_err    => _fdopen($setup->{watch_err}, '<'),
+            watch_in     => _fdopen($setup->{watch_in},  '>'),
+            started      => $setup->{started},
+            max_servers  => $max_servers,
+            idle_timeout => $idle_timeout,
+            max_errors   => $max_errors,
+            reload       => \@reload,
+            monitors     => {},
+            errors       => 0,
+            idle_since   => Time::HiRes::time(),
+        );
+        _set_cloexec($s{$_}) for qw(listen watch_err watch_in);
+        $s{listen}->blocking(0);
+        $s{watch_err}->blocking(0);
+        open(STDIN,  '<', '/dev/null') or die "cannot reopen stdin: $!\n";
+        open(STDOUT, '>', '/dev/null') or die "cannot reopen stdout: $!\n";
+        open(STDERR, '>', '/dev/null') or die "cannot reopen stderr: $!\n";
+        \%s;
+    };
+    if (!$server) {
+        _log('err', "cannot start the server: $@");
+        POSIX::_exit(1);
+    }
+
+    my $next = _fdopen($setup->{call}, '+<');
+    my $invocation = eval {
+        while (1) {
+            my $monitor = fork;
+            if (!defined $monitor) {
+                _server_error($server, "cannot fork a monitor: $!");
+            } elsif ($monitor == 0) {
+                close $_ for @$server{qw(listen watch_err watch_in)};
+                close $_ for values %{ $server->{monitors} };
+                return _monitor($next);
+            } elsif (my $pidfd = eval { _pidfd_open($monitor) }) {
+                $server->{monitors}{$monitor} = $pidfd;
+            } else {
+                # Unwatchable: wait for it, which keeps the limit true.
+                _server_error($server, $@);
+                waitpid($monitor, 0);
+            }
+            close $next;
+            $next = _next_call($server);
+        }
+    };
+    if (!$invocation) {
+        _log('err', "server failed: $@");
+        POSIX::_exit(1);
+    }
+    return;    # in an executor, into the script
+}
+
+sub _quit {
+    my ($why) = @_;
+    _log('info', "server quitting: $why");
+    POSIX::_exit(0);
+}
+
+sub _server_error {
+    my ($server, $message) = @_;
+    chomp $message;
+    _log('err', $message);
+    _quit("more than $server->{max_errors} errors")
+        if ++$server->{errors} > $server->{max_errors};
+    return;
+}
+
+# Waits for the next call to serve; handles everything else meanwhile.
+sub _next_call {
+    my ($s) = @_;
+    while (1) {
+        my $monitors = $s->{monitors};
+        my $listening = !defined $s->{max_servers} || keys %$monitors < $s->{max_servers};
+        my $rin = '';
+        vec($rin, fileno $s->{watch_err}, 1) = 1;
+        vec($rin, fileno $_, 1) = 1 for values %$monitors;
+        vec($rin, fileno $s->{listen}, 1) = 1 if $listening;
+        my $timeout;
+        if (defined $s->{idle_timeout} && !%$monitors) {
+            $timeout = $s->{idle_timeout} - (Time::HiRes::time() - $s->{idle_since});
+            _quit('idle timeout') if $timeout <= 0;
+        }
+        my $ready = select(my $rout = $rin, undef, undef, $timeout);
+        if ($ready < 0) {
+            _server_error($s, "select failed: $!") unless $! == EINTR;
+            next;
+        }
+        next if $ready == 0;
+
+        if (vec($rout, fileno $s->{watch_err}, 1)) {
+            my $got = sysread($s->{watch_err}, my $text, 1024);
+            if (!defined $got) {
+                _quit("cannot read from the watcher: $!") unless $! == EAGAIN || $! == EINTR;
+            } elsif ($got == 0) {
+                _quit('socket replaced or removed (watcher exited)');
+            } else {
+                $text =~ s/\s+\z//;
+                _quit("watcher reported: $text");
+            }
+        }
+        for my $pid (keys %$monitors) {
+            next unless vec($rout, fileno $monitors->{$pid}, 1);
+            close delete $monitors->{$pid};
+            if (waitpid($pid, 0) == $pid && ${^CHILD_ERROR_NATIVE} != 0) {
+                _server_error($s, "monitor $pid " . _describe_status(${^CHILD_ERROR_NATIVE}));
+            }
+            $s->{idle_since} = Time::HiRes::time() unless %$monitors;
+        }
+        if ($listening && vec($rout, fileno $s->{listen}, 1)) {
+            if (accept(my $conn, $s->{listen})) {
+                $s->{idle_since} = Time::HiRes::time();
+                if (defined(my $file = _changed_file($s->{reload}, $s->{started}))) {
+                    # Dropping the call makes its client start a fresh server.
+                    _quit("$file changed");
+                }
+                return $conn;
+            }
+            _server_error($s, "accept failed: $!")
+                unless $! == EAGAIN || $! == EWOULDBLOCK || $! == EINTR;
+        }
+    }
+}
+
+# ------------------------------------------------------------- monitor
+
+# Serves one call. Returns (true) only in the executor.
+sub _monitor {
+    my ($call) = @_;
+    # Reopened lazily if we log: no syslog fd must reach the executor.
+    Sys::Syslog::closelog() if $logging;
+    POSIX::setpgid(0, 0);
+    $SIG{INT} = 'IGNORE';
+
+    my ($fds, $env, $args);
+    my $ok = eval {
+        _send_all($call, "PFI\n" . pack('N', 0));
+        my $byte = _read_exact($call, 1);
+        die sprintf("request starts with byte %#04x, expected 0x00\n", ord $byte)
+            unless $byte eq "\0";
+        $fds = [];
+        for (1 .. 3) {
+            my $fd = IO::FDPass::recv(fileno $call);
+            die "cannot receive a file descriptor: $!\n" if $fd < 0;
+            push @$fds, $fd;
+        }
+        my $length = unpack 'N', _read_exact($call, 4);
+        die "request too long ($length bytes, at most " . MAX_PAYLOAD . ")\n"
+            if $length > MAX_PAYLOAD;
+        ($env, $args) = _decode_payload(_read_exact($call, $length));
+        1;
+    };
+    if (!$ok) {
+        if ($@ eq "hung up\n") {
+            _log('info', 'client went away before sending its call');
+            POSIX::_exit(0);
+        }
+        _log('err', "call failed: $@");
+        POSIX::_exit(1);
+    }
+
+    my $executor = fork;
+    if (!defined $executor) {
+        _log('err', "cannot fork the executor: $!");
+        POSIX::_exit(1);
+    }
+    return _become_executor($call, $fds, $env, $args) if $executor == 0;
+
+    POSIX::close($_) for @$fds;
+    my $pidfd = eval { _pidfd_open($executor) };
+    my $executor_gone = 1;
+    if ($pidfd) {
+        my $rin = '';
+        vec($rin, fileno $pidfd, 1) = 1;
+        vec($rin, fileno $call,  1) = 1;
+        my $rout;
+        while (select($rout = $rin, undef, undef, undef) < 0) {
+            die "select failed: $!\n" unless $! == EINTR;
+        }
+        $executor_gone = vec($rout, fileno $pidfd, 1);
+    } else {
+        _log('err', "$@; waiting for the executor without watching the client");
+    }
+    my $pgrp = getpgrp();
+    if ($executor_gone) {
+        waitpid($executor, 0);
+        my $status = ${^CHILD_ERROR_NATIVE};
+        kill 'INT', -$pgrp;    # what it left behind; we ignore SIGINT
+        eval { _send_all($call, pack('N', $status)) };
+    } else {
+        kill 'INT', -$pgrp;
+        waitpid($executor, 0);
+        _log('info', 'client went away; script interrupted, it '
+            . _describe_status(${^CHILD_ERROR_NATIVE}));
+    }
+    POSIX::_exit(0);
+}
+
+# ------------------------------------------------------------ executor
+
+sub _become_executor {
+    my ($call, $fds, $env, $args) = @_;
+    $SIG{INT}  = 'DEFAULT';
+    $SIG{PIPE} = 'DEFAULT';
+    POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGINT, SIGPIPE));
+    # Reopening a standard handle keeps its fd number (0, 1, 2), and
+    # PerlIO looks afresh at whether it is a terminal (line buffering).
+    open(STDIN,  '<&', $fds->[0]) or POSIX::_exit(127);
+    open(STDOUT, '>&', $fds->[1]) or POSIX::_exit(127);
+    open(STDERR, '>&', $fds->[2]) or POSIX::_exit(127);
+    POSIX::close($_) for @$fds;
+    close $call;
+
+    %ENV = ();
+    for my $entry (@$env) {
+        # A name holding '=' cannot be set; only a hand-made environment
+        # has one.
+        $ENV{$1} = $2 if $entry =~ /\A([^=]+)=(.*)\z/s;
+    }
+    @ARGV = @$args;
+    # As a fresh run starts: `die` exits with $! when it is set, and ours
+    # (from the handle juggling above) is no business of the script's.
+    ($!, $?, $@) = (0, 0, '');
+    return 1;
+}
+
+1;
+
+__END__
+
+=head1 NAME
+
+Proc::Prefork::Interp - script side of prefork-interp, for Perl
+
+=head1 SYNOPSIS
+
+    #!/usr/bin/prefork-interp -U,perl,-w
+    use strict;
+    use Proc::Prefork::Interp;
+    use Heavy::Module;              # paid once, by the server
+    my $table = load_big_table();   # likewise
+
+    prefork_initialisation_complete();
+
+    # Once per call, in a fresh fork of the initialised script:
+    # @ARGV, %ENV, STDIN, STDOUT and STDERR are the caller's.
+    print answer($table, @ARGV);
+
+=head1 DESCRIPTION
+
+prefork-interp(1) runs a script through a server that has done the
+script's initialisation once; each call of the script is then a fork of
+that server. This module is the Perl side: the script calls
+C<prefork_initialisation_complete> after its expensive set-up.
+
+It is a drop-in replacement for the module of the same name in
+chiark-utils (Debian package chiark-scripts), with the same functions and
+options, and it works with both prefork-interp clients (this project's
+and chiark-utils'). It corrects the original where the original is
+wrong:
+
+=over
+
+=item *
+
+the caller gets the script's real exit status: a plain C<exit 3> is
+reported as 3 (the original reports death by SIGINT), C<die> as 255, a
+death by signal as that signal;
+
+=item *
+
+SIGINT and SIGPIPE have their default actions in every call, even when
+the call that started the server came from a context that ignored them;
+
+=item *
+
+with this project's client, C<@ARGV> holds only the caller's arguments.
+
+=back
+
+=head1 FUNCTIONS
+
+=over
+
+=item C<< prefork_initialisation_complete( I<%options> ) >>
+
+When the script was not started by prefork-interp (no C<PREFORK_INTERP>
+in the environment), does nothing and returns: the script then runs
+normally, which is useful for testing.
+
+Otherwise turns the script into a server and returns once per call, each
+time in a new process (the "executor") whose STDIN, STDOUT, STDERR,
+C<@ARGV> and C<%ENV> are those of the call. C<$0> is the script's path.
+It dies, with a message naming the problem, when other threads are
+running or C<PREFORK_INTERP> is malformed.
+
+Options:
+
+=over
+
+=item C<< max_servers => I<N> >>
+
+How many calls are served at once; more callers wait their turn.
+Negative: no limit. Default 4.
+
+=item C<< idle_timeout => I<SECONDS> >>
+
+Quit after this long with no call running or arriving; the next call
+starts a new server. Negative: never. Default 1000000.
+
+=item C<< autoreload_inc => I<BOOL> >>
+
+Whether the script (C<$0>) and every file in C<%INC> are checked for
+changes. Default true.
+
+=item C<< autoreload_extra => [ I<PATHS> ] >>
+
+More files to check.
+
+=item C<< max_errors => I<N> >>
+
+Quit after more than this many server errors. Default 100.
+
+=item C<< log_facility => I<FACILITY> >>
+
+Syslog facility for the server's messages, as C<Sys::Syslog::openlog>
+takes it (C<LOG_USER>, C<local0>...). The empty string: no logging.
+Default C<LOG_USER>.
+
+=back
+
+=item C<< prefork_autoreload_also_check( I<PATHS> ) >>
+
+Also check these files for changes. Call it before
+C<prefork_initialisation_complete>.
+
+=back
+
+=head1 AUTOMATIC RELOADING
+
+When a call arrives, the server checks whether any watched file has a
+modification time later than the server's start. If so it quits, and the
+call starts a fresh server, which runs the script from the top. A file
+that does not exist is no reason to reload.
+
+=head1 STATE AND CONTEXT
+
+Before C<prefork_initialisation_complete> the script's stdin is
+F</dev/null> and its stdout is the caller's stderr; it should not look at
+per-call arguments or environment yet. Output printed during
+initialisation appears once, on the first caller's stderr.
+
+Each executor inherits everything set up before the call: modules, data,
+open files, signal handlers (except SIGINT and SIGPIPE, reset to their
+defaults). Do not open connections to other servers (databases) before
+initialisation is complete: every call would share them.
+
+END blocks and object destructors run in executors only, once per call;
+never in the server or its per-call monitors. If the caller is killed,
+the executor gets SIGINT and should stop promptly.
+
+=head1 REQUIREMENTS
+
+Linux 5.3 or later (pidfd_open), and IO::FDPass (Debian package
+libio-fdpass-perl, or from CPAN).
+
+=head1 SEE ALSO
+
+prefork-interp(1)
+
+=cut

@@ -1,0 +1,114 @@
+# The conformance agent for the Perl script side. The harness
+# (tests/common/mod.rs) makes a script of it: a #! line, a `use lib` line
+# for scripts/perl, then this file. Its language (initialisation variables
+# AGENT_*, per-call commands @CMD[:PARAM]) is documented in
+# examples/agent.rs; keep the agents in step.
+use strict;
+use warnings;
+
+use POSIX ();
+use Time::HiRes ();
+use Proc::Prefork::Interp;
+
+Time::HiRes::sleep($ENV{AGENT_INIT_SLEEP}) if defined $ENV{AGENT_INIT_SLEEP};
+print $ENV{AGENT_INIT_PRINT} if defined $ENV{AGENT_INIT_PRINT};
+if (defined $ENV{AGENT_INIT_EXIT}) {
+    print STDERR "agent: failing initialisation as asked\n";
+    exit $ENV{AGENT_INIT_EXIT};
+}
+if (defined $ENV{AGENT_INIT_THREAD}) {
+    require threads;
+    threads->create(sub { sleep 3600 })->detach;
+}
+if (defined(my $file = $ENV{AGENT_INIT_ATEXIT})) {
+    eval 'END { open my $f, ">>", $file or die; print $f "exit\n"; close $f } 1' or die $@;
+}
+my %options;
+$options{max_servers}      = $ENV{AGENT_MAX_SERVERS}    if defined $ENV{AGENT_MAX_SERVERS};
+$options{idle_timeout}     = $ENV{AGENT_IDLE_TIMEOUT}   if defined $ENV{AGENT_IDLE_TIMEOUT};
+$options{autoreload_extra} = [ $ENV{AGENT_RELOAD_EXTRA} ] if defined $ENV{AGENT_RELOAD_EXTRA};
+
+eval { prefork_initialisation_complete(%options); 1 } or do {
+    print STDERR "agent: $@";
+    exit 127;
+};
+
+sub parent_of {
+    my ($pid) = @_;
+    open my $f, '<', "/proc/$pid/stat" or die "stat of $pid: $!";
+    my $stat = <$f>;
+    $stat =~ /\)\s+\S+\s+(\d+)/ or die "bad stat: $stat";
+    return $1;
+}
+
+binmode STDIN;
+binmode STDOUT;
+for my $arg (@ARGV) {
+    next unless $arg =~ /\A\@([^:]*)(?::(.*))?\z/s;
+    my ($name, $param) = ($1, $2 // '');
+    if ($name eq 'exit') {
+        exit $param;
+    } elsif ($name eq 'args') {
+        print unpack('H*', $_), "\n" for @ARGV;
+    } elsif ($name eq 'env') {
+        print exists $ENV{$param} ? unpack('H*', $ENV{$param}) : 'unset', "\n";
+    } elsif ($name eq 'envall') {
+        print unpack('H*', $_), "\n" for sort map {"$_=$ENV{$_}"} keys %ENV;
+    } elsif ($name eq 'cat') {
+        local $/;
+        my $data = <STDIN>;
+        print $data if defined $data;
+    } elsif ($name eq 'out') {
+        print "$param\n";
+    } elsif ($name eq 'err') {
+        STDOUT->flush;
+        print STDERR "$param\n";
+    } elsif ($name eq 'kill') {
+        STDOUT->flush;
+        $SIG{$param} = 'DEFAULT' unless $param eq 'KILL' || $param eq 'STOP';
+        kill $param, $$;
+    } elsif ($name eq 'sleep') {
+        Time::HiRes::sleep($param);
+    } elsif ($name eq 'pid') {
+        open my $f, '>', "$param.tmp" or die "$param.tmp: $!";
+        print $f $$;
+        close $f;
+        rename "$param.tmp", $param or die "rename: $!";
+    } elsif ($name eq 'server') {
+        print parent_of(getppid()), "\n";
+    } elsif ($name eq 'fds') {
+        opendir my $d, '/proc/self/fd' or die;
+        my @fds = sort { $a <=> $b }
+            grep { my $t = readlink "/proc/self/fd/$_"; defined $t && $t !~ m{/fd\z} }
+            grep {/\A\d+\z/} readdir $d;
+        closedir $d;
+        print "@fds\n";
+    } elsif ($name eq 'fdlink') {
+        print readlink("/proc/self/fd/$param"), "\n";
+    } elsif ($name eq 'sigint') {
+        my $old = POSIX::SigAction->new;
+        POSIX::sigaction(POSIX::SIGINT(), undef, $old);
+        my $h = $old->handler;
+        print +(ref $h ? 'handled' : $h eq 'IGNORE' ? 'ignore' : 'default'), "\n";
+    } elsif ($name eq 'onint') {
+        my $file = $param;
+        $SIG{INT} = sub {
+            open my $f, '>', $file;
+            close $f;
+            $SIG{INT} = 'DEFAULT';
+            kill 'INT', $$;
+        };
+    } elsif ($name eq 'time') {
+        my ($s, $us) = Time::HiRes::gettimeofday();
+        printf "%d%09d\n", $s, $us * 1000;
+    } elsif ($name eq 'tty') {
+        print join(' ', map { -t $_ ? 1 : 0 } \*STDIN, \*STDOUT, \*STDERR), "\n";
+    } elsif ($name eq 'die') {
+        die "$param\n";
+    } elsif ($name eq '_exit') {
+        POSIX::_exit($param);
+    } else {
+        die "agent: unknown command \@$name\n";
+    }
+}
+exit 0;
