@@ -38,7 +38,7 @@
 //! | `@server`        | print the server's pid (parent of its parent)        |
 //! | `@fds`           | print its open fds, space-separated                   |
 //! | `@fdlink:N`      | print where fd N points                               |
-//! | `@sigint`        | print SIGINT's disposition: default, ignore, handled  |
+//! | `@sigdisp:SIG`   | print SIG's disposition: default, ignore or handled  |
 //! | `@onint:FILE`    | on SIGINT, create FILE and die of SIGINT             |
 //! | `@time`          | print the wall-clock time in nanoseconds              |
 //! | `@tty`           | print isatty of fds 0, 1, 2 as `1`/`0`, spaced        |
@@ -230,11 +230,13 @@ fn run(args: &[OsString]) -> i32 {
                 let target = std::fs::read_link(format!("/proc/self/fd/{param_str}")).unwrap();
                 writeln!(out, "{}", target.display()).unwrap();
             }
-            b"sigint" => {
+            b"sigdisp" => {
+                let sig: nix::sys::signal::Signal =
+                    format!("SIG{param_str}").parse().expect("@sigdisp:SIGNAL");
                 // SAFETY: querying the disposition without changing it.
                 let current = unsafe {
                     let mut old: libc::sigaction = std::mem::zeroed();
-                    libc::sigaction(libc::SIGINT, std::ptr::null(), &mut old);
+                    libc::sigaction(sig as libc::c_int, std::ptr::null(), &mut old);
                     old.sa_sigaction
                 };
                 let word = match current {

@@ -85,9 +85,9 @@ for my $arg (@ARGV) {
         print "@fds\n";
     } elsif ($name eq 'fdlink') {
         print readlink("/proc/self/fd/$param"), "\n";
-    } elsif ($name eq 'sigint') {
+    } elsif ($name eq 'sigdisp') {
         my $old = POSIX::SigAction->new;
-        POSIX::sigaction(POSIX::SIGINT(), undef, $old);
+        POSIX::sigaction(POSIX->can("SIG$param")->(), undef, $old);
         my $h = $old->handler;
         print +(ref $h ? 'handled' : $h eq 'IGNORE' ? 'ignore' : 'default'), "\n";
     } elsif ($name eq 'onint') {

@@ -53,6 +53,17 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The Perl agent's script text (after the #! line). With `ours`, it loads
+/// this project's module; without, whichever `Proc::Prefork::Interp` perl
+/// finds (chiark-scripts' in /usr/share/perl5).
+pub fn perl_agent_body(ours: bool) -> String {
+    let mut body = String::new();
+    if ours {
+        body += &format!("use lib '{}';\n", repo().join("scripts/perl").display());
+    }
+    body + include_str!("../agents/agent.pl")
+}
+
 impl Side {
     /// The interpreter words of the #! line (after `-U,`).
     fn interpreter(&self, program: &Path) -> Vec<OsString> {
@@ -74,11 +85,7 @@ impl Side {
     fn script_body(&self) -> String {
         match self {
             Side::Rust => String::new(),
-            Side::Perl => format!(
-                "use lib '{}';\n{}",
-                repo().join("scripts/perl").display(),
-                include_str!("../agents/agent.pl")
-            ),
+            Side::Perl => perl_agent_body(true),
         }
     }
 }
@@ -90,6 +97,11 @@ pub struct Harness {
     pub script: PathBuf,
     /// The file whose change means "reload" (the agent program or script).
     pub program: PathBuf,
+    /// The client in the script's #! line.
+    pub client: PathBuf,
+    /// Run every call in its own mount namespace with this directory
+    /// bound over /run (see [`Harness::with_private_run`]).
+    private_run: Option<PathBuf>,
     interpreter: Vec<OsString>,
     finished: bool,
 }
@@ -106,15 +118,7 @@ impl Harness {
     }
 
     fn build(side: Side, private: bool) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("pfi-test-")
-            .tempdir()
-            .unwrap();
-        let run = dir.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
-        std::fs::create_dir(dir.path().join("home")).unwrap();
-        let script = dir.path().join("agent-script");
+        let dir = new_world_dir();
         // The file whose change means "reload": the agent program, or the
         // script itself for interpreted sides.
         let program = match side.agent_program() {
@@ -124,16 +128,49 @@ impl Harness {
                 copy
             }
             Some(agent) => agent,
-            None => script.clone(),
+            None => dir.path().join("agent-script"),
         };
         let interpreter = side.interpreter(&program);
+        Self::assemble(
+            side,
+            dir,
+            client(),
+            interpreter,
+            program,
+            &side.script_body(),
+        )
+    }
+
+    /// A world whose script uses another client (chiark's, say) or other
+    /// script text. `program` is the file whose change means "reload".
+    pub fn custom(
+        side: Side,
+        client: PathBuf,
+        interpreter: Vec<OsString>,
+        program: Option<PathBuf>,
+        body: &str,
+    ) -> Self {
+        let dir = new_world_dir();
+        let program = program.unwrap_or_else(|| dir.path().join("agent-script"));
+        Self::assemble(side, dir, client, interpreter, program, body)
+    }
+
+    fn assemble(
+        side: Side,
+        dir: tempfile::TempDir,
+        client: PathBuf,
+        interpreter: Vec<OsString>,
+        program: PathBuf,
+        body: &str,
+    ) -> Self {
+        let script = dir.path().join("agent-script");
         let mut text = Vec::new();
         text.extend_from_slice(b"#!");
-        text.extend_from_slice(client().as_os_str().as_bytes());
+        text.extend_from_slice(client.as_os_str().as_bytes());
         text.extend_from_slice(b" -U,");
         text.extend_from_slice(&join_commas(&interpreter));
         text.push(b'\n');
-        text.extend_from_slice(side.script_body().as_bytes());
+        text.extend_from_slice(body.as_bytes());
         std::fs::write(&script, text).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         Harness {
@@ -141,8 +178,38 @@ impl Harness {
             dir,
             script,
             program,
+            client,
+            private_run: None,
             interpreter,
             finished: false,
+        }
+    }
+
+    /// Makes every call see a private /run holding `/run/user/UID` (mode
+    /// 0700), through a mount namespace per call (root only). For clients
+    /// that, like chiark's, use /var/run/user/UID or the password
+    /// database's home and cannot be pointed elsewhere.
+    pub fn with_private_run(mut self) -> Self {
+        let run = self.path("private-run");
+        let user = run.join("user").join(nix::unistd::getuid().to_string());
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::set_permissions(&user, std::fs::Permissions::from_mode(0o700)).unwrap();
+        self.private_run = Some(run);
+        self
+    }
+
+    /// A command for `program`, inside the private /run if there is one.
+    fn command(&self, program: &OsStr) -> Command {
+        match &self.private_run {
+            None => Command::new(program),
+            Some(run) => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg("mount --bind \"$0\" /run && exec \"$@\"")
+                    .arg(run)
+                    .arg(program);
+                cmd
+            }
         }
     }
 
@@ -180,7 +247,7 @@ impl Harness {
 
     /// A call of the script, through the kernel's #! handling.
     pub fn call<S: AsRef<OsStr>>(&self, args: &[S]) -> Call {
-        let mut cmd = Command::new(&self.script);
+        let mut cmd = self.command(self.script.as_os_str());
         cmd.args(args);
         self.prepare(cmd)
     }
@@ -194,7 +261,7 @@ impl Harness {
             first.push(b',');
         }
         first.extend_from_slice(&join_commas(&self.interpreter));
-        let mut cmd = Command::new(client());
+        let mut cmd = self.command(self.client.as_os_str());
         cmd.arg(OsStr::from_bytes(&first))
             .arg(&self.script)
             .args(args);
@@ -299,6 +366,18 @@ impl Drop for Harness {
     }
 }
 
+fn new_world_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("pfi-test-")
+        .tempdir()
+        .unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir(dir.path().join("home")).unwrap();
+    dir
+}
+
 fn join_commas(words: &[OsString]) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, w) in words.iter().enumerate() {
@@ -330,11 +409,16 @@ impl Call {
 
     /// Starts the client with SIGINT ignored, as a background job of a
     /// non-interactive shell is.
-    pub fn ignoring_sigint(mut self) -> Self {
+    pub fn ignoring_sigint(self) -> Self {
+        self.ignoring(libc::SIGINT)
+    }
+
+    /// Starts the client with `signal` ignored.
+    pub fn ignoring(mut self, signal: libc::c_int) -> Self {
         // SAFETY: signal() is async-signal-safe.
         unsafe {
-            self.cmd.pre_exec(|| {
-                libc::signal(libc::SIGINT, libc::SIG_IGN);
+            self.cmd.pre_exec(move || {
+                libc::signal(signal, libc::SIG_IGN);
                 Ok(())
             });
         }

@@ -202,9 +202,9 @@ pub fn sigint_default_in_executor(side: Side) {
     let h = Harness::new(side);
     // The first call, which starts the server, comes from a context that
     // ignores SIGINT (a background job of a non-interactive shell).
-    let out = h.call(&["@sigint"]).ignoring_sigint().run();
+    let out = h.call(&["@sigdisp:INT"]).ignoring_sigint().run();
     assert_eq!(stdout_str(&out), "default\n");
-    let out = h.call(&["@sigint"]).run();
+    let out = h.call(&["@sigdisp:INT"]).run();
     assert_eq!(stdout_str(&out), "default\n");
     h.finish();
 }

@@ -1,0 +1,197 @@
+//! Perl-only behaviour of scripts/perl/Proc/Prefork/Interp.pm, beyond the
+//! shared conformance table: $0, destructors, %INC auto-reload, SIGPIPE,
+//! and the module's own hygiene (perl -c, podchecker, its manual page).
+mod common;
+
+use std::ffi::OsString;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// A world whose script is `body` after our module's `use lib` line.
+fn perl_world(body: &str) -> Harness {
+    let text = format!(
+        "use lib '{}';\n{body}",
+        repo().join("scripts/perl").display()
+    );
+    Harness::custom(
+        Side::Perl,
+        client(),
+        vec![OsString::from("perl"), OsString::from("-w")],
+        None,
+        &text,
+    )
+}
+
+#[test]
+fn dollar_zero_is_the_script_path() {
+    let h = perl_world(
+        "use Proc::Prefork::Interp;\nprefork_initialisation_complete();\nprint \"$0\\n\";\n",
+    );
+    for _ in 0..2 {
+        let out = h.call(&[] as &[&str]).run();
+        assert_success(&out);
+        assert_eq!(stdout_str(&out), format!("{}\n", h.script.display()));
+    }
+    h.finish();
+}
+
+#[test]
+fn destructors_and_end_blocks_run_once_per_call_in_the_executor() {
+    let h = perl_world(
+        r#"use Proc::Prefork::Interp;
+package Guard;
+sub new { my ($class, $file) = @_; bless { file => $file }, $class }
+sub DESTROY { my $s = shift; open my $f, '>>', $s->{file} or die; print $f "destroy\n" }
+package main;
+my $record = $ENV{PFI_RECORD};
+our $guard = Guard->new($record);
+END { open my $f, '>>', $record or die; print $f "end\n" }
+prefork_initialisation_complete();
+print "call\n";
+"#,
+    );
+    let record = h.path("record");
+    assert_success(&h.call(&[] as &[&str]).env("PFI_RECORD", &record).run());
+    assert_success(&h.call(&[] as &[&str]).run());
+    assert_success(&h.kill_server());
+    wait_until("every process to exit", Duration::from_secs(10), || {
+        h.processes().is_empty()
+    })
+    .unwrap();
+    let lines = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(lines, "end\ndestroy\n".repeat(2));
+    h.finish();
+}
+
+const SERVER_PID_BODY: &str = r#"use Proc::Prefork::Interp;
+use PfiTestModule;
+prefork_initialisation_complete(%PfiTestModule::OPTIONS);
+open my $f, '<', '/proc/' . getppid() . '/stat' or die;
+(<$f> =~ /\)\s+\S+\s+(\d+)/) or die;
+print "$1\n";
+"#;
+
+fn module_world(options: &str) -> (Harness, std::path::PathBuf) {
+    let h = perl_world(&format!("use lib '{}';\n{SERVER_PID_BODY}", "LIBDIR"));
+    let lib = h.path("lib");
+    std::fs::create_dir(&lib).unwrap();
+    let module = lib.join("PfiTestModule.pm");
+    std::fs::write(
+        &module,
+        format!("package PfiTestModule;\nour %OPTIONS = ({options});\n1;\n"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&h.script)
+        .unwrap()
+        .replace("LIBDIR", lib.to_str().unwrap());
+    std::fs::write(&h.script, text).unwrap();
+    (h, module)
+}
+
+fn server_of(h: &Harness) -> String {
+    let out = h.call(&[] as &[&str]).run();
+    assert_success(&out);
+    stdout_str(&out)
+}
+
+/// Sets a file's mtime to the kernel's "now", as an edit would.
+fn touch(path: &std::path::Path) {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    std::thread::sleep(Duration::from_millis(50));
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::UTIME_NOW,
+        &TimeSpec::UTIME_NOW,
+        UtimensatFlags::FollowSymlink,
+    )
+    .unwrap();
+}
+
+#[test]
+fn editing_a_loaded_module_restarts_the_server() {
+    let (h, module) = module_world("");
+    let old = server_of(&h);
+    assert_eq!(server_of(&h), old);
+    touch(&module);
+    let new = server_of(&h);
+    assert_ne!(new, old, "a module in %INC changed");
+    assert_eq!(server_of(&h), new);
+    h.finish();
+}
+
+#[test]
+fn autoreload_inc_off_ignores_modules() {
+    let (h, module) = module_world("autoreload_inc => 0");
+    let old = server_of(&h);
+    touch(&module);
+    assert_eq!(
+        server_of(&h),
+        old,
+        "autoreload_inc => 0: modules are not watched"
+    );
+    h.finish();
+}
+
+#[test]
+fn sigpipe_default_even_when_the_first_caller_ignored_it() {
+    let h = Harness::new(Side::Perl);
+    let out = h.call(&["@sigdisp:PIPE"]).ignoring(libc::SIGPIPE).run();
+    assert_eq!(stdout_str(&out), "default\n");
+    let out = h.call(&["@sigdisp:PIPE"]).run();
+    assert_eq!(stdout_str(&out), "default\n");
+    h.finish();
+}
+
+#[test]
+fn standalone_script_runs_normally() {
+    let h = Harness::new(Side::Perl);
+    let out = h.direct(&["@args", "x"]).run();
+    assert_success(&out);
+    assert_eq!(
+        stdout_str(&out),
+        format!("{}\n{}\n", hex(b"@args"), hex(b"x"))
+    );
+    h.finish();
+}
+
+const MODULE: &str = "scripts/perl/Proc/Prefork/Interp.pm";
+
+#[test]
+fn module_compiles_and_its_pod_is_clean() {
+    let out = Command::new("perl")
+        .args(["-c", "-I", "scripts/perl"])
+        .arg(MODULE)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "perl -c: {}", stderr_str(&out));
+    let out = Command::new("podchecker")
+        .arg(MODULE)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "podchecker: {}", stderr_str(&out));
+    let all = stdout_str(&out) + &stderr_str(&out);
+    assert!(!all.contains("WARNING"), "podchecker warnings: {all}");
+}
+
+/// The manual page is the POD rendered by `scripts/render-man`: it must
+/// be in step with the module.
+#[test]
+fn manual_page_matches_the_pod() {
+    let out = Command::new("scripts/render-man")
+        .arg("--stdout")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    let committed = std::fs::read(repo().join("man/Proc::Prefork::Interp.3pm")).unwrap();
+    assert!(
+        out.stdout == committed,
+        "man/Proc::Prefork::Interp.3pm is out of date: run scripts/render-man"
+    );
+}
