@@ -1,22 +1,34 @@
-//! Times whole calls, side by side: `/bin/true` (the floor for anything
-//! started from a #! line), examples/primes run directly, and the same
-//! program through prefork-interp cold (server start + initialisation)
-//! and warm (a fork of the initialised server). Prints one table of
-//! medians with ratios. Run by `./quickstart`, or:
+//! Times whole calls, side by side, and prints tables of medians with
+//! ratios to `/bin/true` (the floor for anything started from a #! line).
 //!
 //! ```text
 //! cargo build --release --bins --examples
-//! target/release/examples/callbench [WARM_RUNS]
+//! target/release/examples/callbench [WARM_RUNS]         # ./quickstart
+//! target/release/examples/callbench perl [WARM_RUNS]    # ./bench-perl
 //! ```
+//!
+//! Default: examples/primes run directly, and through prefork-interp cold
+//! (server start + initialisation) and warm (a fork of the initialised
+//! server).
+//!
+//! `perl`: a Perl script loading 20 modules, run directly; through our
+//! client and module; through chiark-utils' client and module (Debian
+//! chiark-utils-bin, chiark-scripts), and the two mixed pairs; and the
+//! cost of the per-call auto-reload check with 300 modules loaded. Every
+//! script ends with POSIX::_exit, so that the original module's
+//! exit-status defect does not distort its row. The chiark client keeps
+//! its servers in its own run directory (~/.prefork-interp), as it always
+//! does; they are killed at the end.
 //!
 //! Every row is measured the same way (spawn, wait, in this process), in
 //! a private run directory that is removed afterwards.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Runs a command `runs` times (after `between()` each time), sorted times.
 fn time_runs(
     runs: usize,
     mut make: impl FnMut() -> Command,
@@ -40,93 +52,22 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn main() {
-    let warm_runs: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse().expect("WARM_RUNS"))
-        .unwrap_or(300);
-    let slow_runs = (warm_runs / 30).max(5);
-    let bin_dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let client = bin_dir.join("prefork-interp");
-    let primes = bin_dir.join("examples").join("primes");
-    for p in [&client, &primes] {
-        assert!(
-            p.exists(),
-            "{} missing: cargo build --release --bins --examples",
-            p.display()
-        );
-    }
+fn median(times: &[Duration]) -> f64 {
+    ms(times[times.len() / 2])
+}
 
-    let dir = std::env::temp_dir().join(format!("pfi-callbench-{}", std::process::id()));
-    let run_dir = dir.join("run");
-    std::fs::create_dir_all(&run_dir).unwrap();
-    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let script = dir.join("primes-script");
-    std::fs::write(
-        &script,
-        format!("#!{} -U,{}\n", client.display(), primes.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-
-    let with_env = |program: &Path| {
-        let mut c = Command::new(program);
-        c.env("XDG_RUNTIME_DIR", &run_dir).arg("1000003");
-        c
-    };
-    let kill = || {
-        let status = Command::new(&client)
-            .env("XDG_RUNTIME_DIR", &run_dir)
-            .arg(format!("-U,--kill,{}", primes.display()))
-            .arg(&script)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-
-    let check = with_env(&script).output().unwrap();
-    println!(
-        "the script says: {}",
-        String::from_utf8_lossy(&check.stdout).trim()
-    );
-
-    let rows: Vec<(&str, Vec<Duration>)> = vec![
-        (
-            "/bin/true (exec floor)",
-            time_runs(warm_runs, || Command::new("/bin/true"), || {}),
-        ),
-        (
-            "primes run directly",
-            time_runs(slow_runs, || with_env(&primes), || {}),
-        ),
-        (
-            "primes via prefork-interp, cold",
-            time_runs(slow_runs, || with_env(&script), kill),
-        ),
-        ("primes via prefork-interp, warm", {
-            with_env(&script).stdout(Stdio::null()).status().unwrap();
-            time_runs(warm_runs, || with_env(&script), || {})
-        }),
-    ];
-    kill();
-    std::fs::remove_dir_all(&dir).unwrap();
-
-    let floor = ms(rows[0].1[rows[0].1.len() / 2]);
+/// Prints rows of timings; the first row is the floor for the ratios.
+fn print_table(rows: &[(String, Vec<Duration>)]) {
+    let floor = median(&rows[0].1);
     println!();
     println!(
-        "{:<34} {:>6} {:>10} {:>10} {:>10} {:>10}",
+        "{:<48} {:>6} {:>10} {:>10} {:>10} {:>11}",
         "call", "runs", "median ms", "p10 ms", "p90 ms", "x /bin/true"
     );
-    for (name, times) in &rows {
+    for (name, times) in rows {
         let pick = |q: f64| ms(times[((times.len() - 1) as f64 * q).round() as usize]);
         println!(
-            "{:<34} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>10.1}",
+            "{:<48} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>11.1}",
             name,
             times.len(),
             pick(0.5),
@@ -135,4 +76,315 @@ fn main() {
             pick(0.5) / floor
         );
     }
+}
+
+/// A private directory with a run directory for our client.
+struct World {
+    dir: PathBuf,
+    run_dir: PathBuf,
+    bin_dir: PathBuf,
+    kills: Vec<Command>,
+}
+
+impl World {
+    fn new(name: &str) -> Self {
+        let bin_dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let dir = std::env::temp_dir().join(format!("pfi-{name}-{}", std::process::id()));
+        let run_dir = dir.join("run");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        World {
+            dir,
+            run_dir,
+            bin_dir,
+            kills: Vec::new(),
+        }
+    }
+
+    fn client(&self) -> PathBuf {
+        let client = self.bin_dir.join("prefork-interp");
+        assert!(
+            client.exists(),
+            "{} missing: cargo build --release --bins --examples",
+            client.display()
+        );
+        client
+    }
+
+    /// Writes an executable script; remembers how to kill its server.
+    fn script(&mut self, name: &str, client: &Path, interpreter: &str, body: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(
+            &path,
+            format!("#!{} -U,{interpreter}\n{body}", client.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut kill = self.command(client);
+        kill.arg(format!("-U,--kill,{interpreter}")).arg(&path);
+        self.kills.push(kill);
+        path
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new(program);
+        c.env("XDG_RUNTIME_DIR", &self.run_dir);
+        c
+    }
+
+    fn kill_all(&mut self) {
+        for kill in &mut self.kills {
+            assert!(kill.status().unwrap().success(), "{kill:?}");
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let perl = args.first().is_some_and(|a| a == "perl");
+    if perl {
+        args.remove(0);
+    }
+    let warm_runs: usize = args
+        .first()
+        .map(|a| a.parse().expect("WARM_RUNS"))
+        .unwrap_or(300);
+    if perl {
+        perl_tables(warm_runs)
+    } else {
+        primes_table(warm_runs)
+    }
+}
+
+fn primes_table(warm_runs: usize) {
+    let slow_runs = (warm_runs / 30).max(5);
+    let mut world = World::new("callbench");
+    let client = world.client();
+    let primes = world.bin_dir.join("examples").join("primes");
+    let script = world.script("primes-script", &client, primes.to_str().unwrap(), "");
+    let with_arg = |program: &Path| {
+        let mut c = world.command(program);
+        c.arg("1000003");
+        c
+    };
+    let check = with_arg(&script).output().unwrap();
+    println!(
+        "the script says: {}",
+        String::from_utf8_lossy(&check.stdout).trim()
+    );
+    let kill = || {
+        let status = world
+            .command(&client)
+            .arg(format!("-U,--kill,{}", primes.display()))
+            .arg(&script)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let rows = vec![
+        (
+            "/bin/true (exec floor)".to_string(),
+            time_runs(warm_runs, || Command::new("/bin/true"), || {}),
+        ),
+        (
+            "primes run directly".into(),
+            time_runs(slow_runs, || with_arg(&primes), || {}),
+        ),
+        (
+            "primes via prefork-interp, cold".into(),
+            time_runs(slow_runs, || with_arg(&script), kill),
+        ),
+        ("primes via prefork-interp, warm".into(), {
+            with_arg(&script).stdout(Stdio::null()).status().unwrap();
+            time_runs(warm_runs, || with_arg(&script), || {})
+        }),
+    ];
+    world.kill_all();
+    print_table(&rows);
+}
+
+/// Twenty modules from Perl's core library: a typical script's start-up.
+const PERL_MODULES: [&str; 20] = [
+    "POSIX",
+    "Data::Dumper",
+    "Storable",
+    "List::Util",
+    "File::Spec",
+    "File::Temp",
+    "File::Path",
+    "Getopt::Long",
+    "Text::Wrap",
+    "Time::Local",
+    "Digest::SHA",
+    "MIME::Base64",
+    "Encode",
+    "JSON::PP",
+    "IO::Socket::INET",
+    "Math::BigInt",
+    "HTTP::Tiny",
+    "Pod::Usage",
+    "Text::Balanced",
+    "File::Find",
+];
+
+const CHIARK_CLIENT: &str = "/usr/bin/prefork-interp";
+const CHIARK_MODULE: &str = "/usr/share/perl5/Proc/Prefork/Interp.pm";
+
+fn perl_tables(warm_runs: usize) {
+    let slow_runs = (warm_runs / 30).max(5);
+    let mut world = World::new("perlbench");
+    let client = world.client();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let ours = format!("use lib '{repo}/scripts/perl';\n");
+    let uses: String = PERL_MODULES
+        .iter()
+        .map(|m| format!("use {m} ();\n"))
+        .collect();
+    let body = |with_our_module: bool, extra: &str, options: &str| {
+        format!(
+            "{}use Proc::Prefork::Interp;\n{uses}{extra}prefork_initialisation_complete({options});\n\
+             print \"ok\\n\"; STDOUT->flush; POSIX::_exit(0);\n",
+            if with_our_module { ours.as_str() } else { "" }
+        )
+    };
+    let chiark = Path::new(CHIARK_CLIENT).exists() && Path::new(CHIARK_MODULE).exists();
+    let chiark_client = Path::new(CHIARK_CLIENT);
+
+    // 300 more (tiny) modules, for the cost of auto-reload checks.
+    let lib = world.dir.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let mut many = format!("use lib '{}';\n", lib.display());
+    for i in 0..300 {
+        std::fs::write(
+            lib.join(format!("PfiBench{i}.pm")),
+            format!("package PfiBench{i};\nour $x = {i};\n1;\n"),
+        )
+        .unwrap();
+        many += &format!("use PfiBench{i} ();\n");
+    }
+
+    let ours_script = world.script("ours", &client, "perl", &body(true, "", ""));
+    let pairs = if chiark {
+        vec![
+            (
+                "chiark client + chiark module, warm",
+                world.script("chiark", chiark_client, "perl", &body(false, "", "")),
+            ),
+            (
+                "chiark client + our module, warm",
+                world.script("c-ours", chiark_client, "perl", &body(true, "", "")),
+            ),
+            (
+                "our client + chiark module, warm",
+                world.script("ours-c", &client, "perl", &body(false, "", "")),
+            ),
+        ]
+    } else {
+        println!("(chiark-utils-bin and chiark-scripts are not installed: no chiark rows)");
+        Vec::new()
+    };
+    let reload_on = world.script("reload-on", &client, "perl", &body(true, &many, ""));
+    let reload_off = world.script(
+        "reload-off",
+        &client,
+        "perl",
+        &body(true, &many, "autoreload_inc => 0"),
+    );
+
+    let warm = |script: &Path| {
+        world
+            .command(script)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        time_runs(warm_runs, || world.command(script), || {})
+    };
+    let mut rows = vec![
+        (
+            "/bin/true (exec floor)".to_string(),
+            time_runs(warm_runs, || Command::new("/bin/true"), || {}),
+        ),
+        (
+            "perl, 20 modules, run directly".into(),
+            time_runs(
+                slow_runs,
+                || {
+                    let mut c = Command::new("perl");
+                    c.arg(&ours_script);
+                    c
+                },
+                || {},
+            ),
+        ),
+        (
+            "our client + our module, cold".into(),
+            time_runs(
+                slow_runs,
+                || world.command(&ours_script),
+                || {
+                    world
+                        .command(&client)
+                        .arg("-U,--kill,perl")
+                        .arg(&ours_script)
+                        .status()
+                        .unwrap();
+                },
+            ),
+        ),
+        ("our client + our module, warm".into(), warm(&ours_script)),
+    ];
+    for (name, script) in &pairs {
+        rows.push((name.to_string(), warm(script)));
+    }
+    rows.push((
+        "our pair, 320 modules, reload check on, warm".into(),
+        warm(&reload_on),
+    ));
+    rows.push((
+        "our pair, 320 modules, reload check off, warm".into(),
+        warm(&reload_off),
+    ));
+    world.kill_all();
+    print_table(&rows);
+    let n = rows.len();
+    println!(
+        "\nreload check, end to end: {:+.3} ms per call (on minus off, medians)",
+        median(&rows[n - 2].1) - median(&rows[n - 1].1)
+    );
+
+    // The check itself, timed inside perl: stat of $0 and every %INC file.
+    let micro = Command::new("perl")
+        .arg(format!("-I{repo}/scripts/perl"))
+        .arg(format!("-I{}", lib.display()))
+        .arg("-e")
+        .arg(format!(
+            "use Proc::Prefork::Interp; use Time::HiRes; {}\
+             my @f = grep {{ defined }} values %INC; my $n = 2000; my $t = Time::HiRes::time();\
+             Proc::Prefork::Interp::_changed_file(\\@f, 9e9) for 1..$n;\
+             printf \"reload check, inside perl: %.1f us per call for %d files\\n\", \
+             (Time::HiRes::time() - $t) / $n * 1e6, scalar @f;",
+            (0..300)
+                .map(|i| format!("use PfiBench{i} (); "))
+                .collect::<String>()
+                + &PERL_MODULES
+                    .iter()
+                    .map(|m| format!("use {m} (); "))
+                    .collect::<String>()
+        ))
+        .output()
+        .unwrap();
+    print!("{}", String::from_utf8_lossy(&micro.stdout));
+    eprint!("{}", String::from_utf8_lossy(&micro.stderr));
 }

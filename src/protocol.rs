@@ -5,7 +5,7 @@
 //! share one definition. Nothing in this module does I/O.
 //!
 //! ```text
-//! setup environment   PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHE,WATCHI
+//! setup environment   PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE
 //! monitor -> client   greeting: "PFI\n" u32be(len) xdata[len]
 //! client -> monitor   0x00, then three one-byte messages carrying fd 0, 1, 2
 //!                     (SCM_RIGHTS), then u32be(len) payload[len] where
@@ -230,17 +230,22 @@ pub struct SetupEnv {
     pub listen: i32,
     /// The server end of the first call's socketpair.
     pub call: i32,
-    /// Read end of the watcher's stderr (nonblocking): EOF or text = quit.
-    pub watch_err: i32,
     /// Write end of the watcher's stdin: the watcher quits when it closes.
     pub watch_in: i32,
+    /// Read end of the watcher's stderr (nonblocking): EOF or text = quit.
+    pub watch_err: i32,
 }
 
 /// Formats the value of `PREFORK_INTERP`.
+///
+/// The fds go in the order chiark-utils' client sends and its module
+/// reads: LISTEN, CALL, WATCHI, WATCHE. (The project's PROTOCOL notes name
+/// the last two the other way round; the implementations are the
+/// contract, and `setup_env_matches_chiark` pins what they do.)
 pub fn encode_setup_env(e: &SetupEnv) -> String {
     format!(
         "{VERSION},{}.{:09} {},{},{},{}",
-        e.started_secs, e.started_nsecs, e.listen, e.call, e.watch_err, e.watch_in
+        e.started_secs, e.started_nsecs, e.listen, e.call, e.watch_in, e.watch_err
     )
 }
 
@@ -286,8 +291,8 @@ pub fn decode_setup_env(value: &[u8]) -> Result<SetupEnv, ProtocolError> {
         started_nsecs,
         listen: next_fd()?,
         call: next_fd()?,
-        watch_err: next_fd()?,
         watch_in: next_fd()?,
+        watch_err: next_fd()?,
     })
 }
 
@@ -389,8 +394,8 @@ mod tests {
             started_nsecs: 5,
             listen: 3,
             call: 4,
-            watch_err: 5,
-            watch_in: 6,
+            watch_in: 5,
+            watch_err: 6,
         };
         let s = encode_setup_env(&e);
         assert_eq!(s, "v1,1700000000.000000005 3,4,5,6");
@@ -399,6 +404,19 @@ mod tests {
         assert_eq!(
             decode_setup_env(b"v1,1700000000.000000005,x 3,4,5,6,7 more"),
             Ok(e)
+        );
+    }
+
+    /// What chiark-utils 7.0.0's client set (captured from a setup run):
+    /// fd 7 was the write end of a pipe (the watcher's stdin), fd 8 the
+    /// nonblocking read end of another (the watcher's stderr).
+    #[test]
+    fn setup_env_matches_chiark() {
+        let e = decode_setup_env(b"v1,1795467572.582498935 5,9,7,8").unwrap();
+        assert_eq!((e.listen, e.call, e.watch_in, e.watch_err), (5, 9, 7, 8));
+        assert_eq!(
+            (e.started_secs, e.started_nsecs),
+            (1_795_467_572, 582_498_935)
         );
     }
 

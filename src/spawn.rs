@@ -11,7 +11,7 @@
 //!    ├─fork+exec─ setup: INTERP [INTERP-ARGS] [SCRIPT] ARGS...
 //!    │             fd0 /dev/null, fd1+fd2 the caller's stderr, no
 //!    │             other fd of the caller's,
-//!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHE,WATCHI
+//!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHI,WATCHE
 //!    │             (the script initialises, forks the server, exits 0)
 //!    ├─ wait for the setup: non-zero is the script's failure, reported
 //!    └─ read the greeting on the client end: that is the first call

@@ -84,8 +84,16 @@ fn hex_lines(words: &[&[u8]]) -> String {
     words.iter().map(|w| hex(w) + "\n").collect()
 }
 
-/// Exit statuses, death by signal, stdin to stdout, environment.
+/// Exit statuses, death by signal, stdin to stdout, environment; and one
+/// server serves them all (a script side that misreads PREFORK_INTERP
+/// quits after each call, and every call pays for a cold start).
 fn check_basic_calls(h: &Harness, exit: &str) {
+    let server = |h: &Harness| {
+        let out = h.call(&["@server", "@err:.", &format!("@{exit}:0")]).run();
+        assert_success(&out);
+        stdout_str(&out)
+    };
+    let first = server(h);
     for code in [0, 1, 3, 255] {
         let out = h
             .call(&["@out:x".to_string(), format!("@{exit}:{code}")])
@@ -108,6 +116,7 @@ fn check_basic_calls(h: &Harness, exit: &str) {
         stdout_str(&out),
         format!("{}\n", hex("\u{e9}\u{e8}".as_bytes()))
     );
+    assert_eq!(server(h), first, "every call served by the same server");
 }
 
 #[test]

@@ -195,3 +195,19 @@ fn manual_page_matches_the_pod() {
         "man/Proc::Prefork::Interp.3pm is out of date: run scripts/render-man"
     );
 }
+
+/// The fd order of PREFORK_INTERP is chiark-utils' (captured from its
+/// client): LISTEN, CALL, WATCHI (a pipe's write end), WATCHE.
+#[test]
+fn setup_variable_is_read_in_chiarks_order() {
+    let out = Command::new("perl")
+        .args(["-I", "scripts/perl", "-MProc::Prefork::Interp", "-e"])
+        .arg(
+            "my $s = Proc::Prefork::Interp::_parse_setup('v1,1795467572.582498935 5,9,7,8');\
+             print join(' ', @$s{qw(listen call watch_in watch_err)}), \"\\n\";",
+        )
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(stdout_str(&out), "5 9 7 8\n", "{}", stderr_str(&out));
+}

@@ -53,8 +53,10 @@ sub _log {
 
 # ------------------------------------------------------------ protocol
 
-# PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHE,WATCHI (extra words and
-# items are ignored).
+# PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE (extra words and
+# items are ignored). This is the order chiark-utils' client sends: WATCHI
+# is the write end of the watcher's stdin, WATCHE the read end of its
+# stderr.
 sub _parse_setup {
     my ($value) = @_;
     my $bad = sub { die "prefork-interp: bad PREFORK_INTERP: $_[0]\n" };
@@ -73,8 +75,8 @@ sub _parse_setup {
         started  => $secs + $nsecs / 1e9,
         listen   => $fds[0] + 0,
         call     => $fds[1] + 0,
-        watch_err => $fds[2] + 0,
-        watch_in => $fds[3] + 0,
+        watch_in => $fds[2] + 0,
+        watch_err => $fds[3] + 0,
     };
 }
 
@@ -198,7 +200,7 @@ sub prefork_initialisation_complete {
         . "starts (a fork would lose them)\n"
         if $threads != 1;
     my $setup = _parse_setup($value);
-    for my $fd (@$setup{qw(listen call watch_err watch_in)}) {
+    for my $fd (@$setup{qw(listen call watch_in watch_err)}) {
         die "prefork-interp: PREFORK_INTERP names fd $fd, which is not open\n"
             unless $fd >= 3 && _fd_is_open($fd);
     }
