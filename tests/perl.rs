@@ -211,3 +211,59 @@ fn setup_variable_is_read_in_chiarks_order() {
         .unwrap();
     assert_eq!(stdout_str(&out), "5 9 7 8\n", "{}", stderr_str(&out));
 }
+
+#[test]
+fn module_replaced_by_rename_restarts_the_server() {
+    // Editors save by writing a new file and renaming it over the old.
+    let (h, module) = module_world("");
+    let old = server_of(&h);
+    std::thread::sleep(Duration::from_millis(50));
+    let new_copy = module.with_extension("new");
+    std::fs::write(
+        &new_copy,
+        "package PfiTestModule;\nour %OPTIONS = ();\n1;\n",
+    )
+    .unwrap();
+    std::fs::rename(&new_copy, &module).unwrap();
+    assert_ne!(server_of(&h), old, "a module replaced by rename");
+    h.finish();
+}
+
+#[test]
+fn watches_survive_events_that_change_nothing() {
+    // chmod fires an event but leaves the mtime; a copy with an old mtime
+    // (cp -p) renamed over the module replaces the watched inode. Neither
+    // is a change: the server stays, and its re-armed watches still see a
+    // later edit of the new file.
+    let (h, module) = module_world("");
+    let old = server_of(&h);
+    std::fs::set_permissions(&module, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    assert_eq!(server_of(&h), old);
+    let copy = module.with_extension("copy");
+    std::fs::copy(&module, &copy).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::open(&copy)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+    std::fs::rename(&copy, &module).unwrap();
+    assert_eq!(server_of(&h), old, "same contents, old mtime: no reload");
+    assert_eq!(server_of(&h), old);
+    touch(&module);
+    assert_ne!(server_of(&h), old, "an edit after the replacement is seen");
+    h.finish();
+}
+
+#[test]
+fn server_watches_files_with_inotify() {
+    let (h, _) = module_world("");
+    let server = server_of(&h);
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", server.trim()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    assert!(fds.iter().any(|t| t == "anon_inode:inotify"), "{fds:?}");
+    h.finish();
+}
