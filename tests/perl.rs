@@ -96,21 +96,6 @@ fn server_of(h: &Harness) -> String {
     stdout_str(&out)
 }
 
-/// Sets a file's mtime to the kernel's "now", as an edit would.
-fn touch(path: &std::path::Path) {
-    use nix::sys::stat::{UtimensatFlags, utimensat};
-    use nix::sys::time::TimeSpec;
-    std::thread::sleep(Duration::from_millis(50));
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &TimeSpec::UTIME_NOW,
-        &TimeSpec::UTIME_NOW,
-        UtimensatFlags::FollowSymlink,
-    )
-    .unwrap();
-}
-
 #[test]
 fn editing_a_loaded_module_restarts_the_server() {
     let (h, module) = module_world("");

@@ -480,6 +480,24 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Sets a file's mtime to the kernel's "now", as a real edit would (the
+/// kernel stamps files with a coarse clock; a finer user-space time could
+/// lie ahead of the next server's start). Waits a moment first, so the
+/// server's start and the touch are not in the same clock tick.
+pub fn touch(path: &std::path::Path) {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    std::thread::sleep(Duration::from_millis(50));
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &TimeSpec::UTIME_NOW,
+        &TimeSpec::UTIME_NOW,
+        UtimensatFlags::FollowSymlink,
+    )
+    .unwrap();
+}
+
 /// Is `pid` running (present and not a zombie)?
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

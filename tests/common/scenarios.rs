@@ -361,24 +361,6 @@ pub fn idle_timeout(side: Side) {
     h.finish();
 }
 
-/// Sets a file's mtime to the kernel's "now", as a real edit would (the
-/// kernel stamps files with a coarse clock; a finer user-space time could
-/// lie ahead of the next server's start). Waits a moment first, so the
-/// server's start and the touch are not in the same clock tick.
-fn touch(path: &std::path::Path) {
-    use nix::sys::stat::{UtimensatFlags, utimensat};
-    use nix::sys::time::TimeSpec;
-    std::thread::sleep(Duration::from_millis(50));
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &TimeSpec::UTIME_NOW,
-        &TimeSpec::UTIME_NOW,
-        UtimensatFlags::FollowSymlink,
-    )
-    .unwrap();
-}
-
 pub fn autoreload_program(side: Side) {
     let h = Harness::with_private_program(side);
     let old = h.server_pid();
