@@ -7,7 +7,7 @@
 //!
 //! | client   | script side         | expected                                      |
 //! |----------|---------------------|-----------------------------------------------|
-//! | chiark C | ours (Perl or Rust) | works; @ARGV starts with the interpreter and  |
+//! | chiark C | ours (any language) | works; @ARGV starts with the interpreter and  |
 //! |          |                     | script path (the C client sends them); exit   |
 //! |          |                     | statuses exact, even a plain `exit` under load|
 //! | ours     | chiark Perl module  | works; @ARGV exact; statuses exact with       |
@@ -64,6 +64,19 @@ fn our_client_chiark_perl() -> Harness {
         None,
         &perl_agent_body(false),
     )
+}
+
+/// chiark's client with our Python module.
+fn chiark_client_our_python() -> Harness {
+    require_chiark();
+    Harness::custom(
+        Side::Python,
+        PathBuf::from(CHIARK_CLIENT),
+        vec![python().into()],
+        None,
+        &python_agent_body(),
+    )
+    .with_private_run()
 }
 
 /// chiark's client with our Rust library.
@@ -149,6 +162,24 @@ fn chiark_client_with_our_perl_module_plain_exit_under_load() {
             });
         }
     });
+    h.finish();
+}
+
+#[test]
+fn chiark_client_with_our_python_module() {
+    let h = chiark_client_our_python();
+    check_basic_calls(&h, "exit");
+    // An uncaught exception: 1, as in a normal run.
+    assert_eq!(h.call(&["@die:boom"]).run().status.code(), Some(1));
+    // sys.argv[1:] starts with the interpreter and the script path, which
+    // the C client sends as arguments.
+    let out = h.call(&["@args"]).run();
+    let python = python();
+    let script = h.script.to_str().unwrap().as_bytes();
+    assert_eq!(
+        stdout_str(&out),
+        hex_lines(&[python.to_str().unwrap().as_bytes(), script, b"@args"])
+    );
     h.finish();
 }
 

@@ -46,6 +46,33 @@ pub enum Side {
     /// scripts/perl/Proc/Prefork/Interp.pm, through tests/agents/agent.pl,
     /// as `#!prefork-interp -U,perl,-w`.
     Perl,
+    /// scripts/python/prefork_interp, through tests/agents/agent.py, as
+    /// `#!prefork-interp -U,PYTHON` (the real executable: a pyenv shim on
+    /// PATH would need the real HOME, which the tests replace).
+    Python,
+}
+
+/// The python3 executable itself (not a wrapper script).
+pub fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let out = Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+                .expect("python3 is needed for the Python tests");
+            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        })
+        .clone()
+}
+
+/// The Python agent's script text (after the #! line).
+pub fn python_agent_body() -> String {
+    format!(
+        "import sys; sys.path.insert(0, '{}')\n{}",
+        repo().join("scripts/python").display(),
+        include_str!("../agents/agent.py")
+    )
 }
 
 /// The repository's root.
@@ -70,6 +97,7 @@ impl Side {
         match self {
             Side::Rust => vec![program.as_os_str().to_owned()],
             Side::Perl => vec!["perl".into(), "-w".into()],
+            Side::Python => vec![python().into()],
         }
     }
 
@@ -77,7 +105,7 @@ impl Side {
     fn agent_program(&self) -> Option<PathBuf> {
         match self {
             Side::Rust => Some(example("agent")),
-            Side::Perl => None,
+            Side::Perl | Side::Python => None,
         }
     }
 
@@ -86,6 +114,7 @@ impl Side {
         match self {
             Side::Rust => String::new(),
             Side::Perl => perl_agent_body(true),
+            Side::Python => python_agent_body(),
         }
     }
 }
@@ -275,6 +304,11 @@ impl Harness {
             Side::Perl => {
                 let mut c = Command::new("perl");
                 c.arg("-w").arg(&self.script);
+                c
+            }
+            Side::Python => {
+                let mut c = Command::new(python());
+                c.arg(&self.script);
                 c
             }
         };

@@ -1,0 +1,607 @@
+"""prefork-interp for Python scripts: pay the start-up once, fork per call.
+
+::
+
+    #!/usr/bin/prefork-interp -U,python3
+    import heavy_things                         # paid once, by the server
+    import prefork_interp
+    prefork_interp.initialisation_complete()    # returns once per call
+    main()                                      # sys.argv, os.environ and
+                                                # sys.std* are the caller's
+
+Process roles (as in the Rust and Perl script sides)::
+
+    setup run --fork--> server (setsid; stdio /dev/null; syslog)
+      exit 0              | selectors on LISTEN, WATCHE, the monitors'
+                          | pidfds and an inotify watch of the modules;
+                          | quits on watcher EOF, idle timeout, reload
+                          +--fork--> monitor (own process group; per call)
+                                       | greeting, fds, env and args
+                                       +--fork--> executor: returns from
+                                       |          initialisation_complete()
+                                       | waits on the executor's pidfd,
+                                       | REAPS IT FIRST, then SIGINTs what is
+                                       | left of its group, sends the status
+
+Server and monitor leave with os._exit: atexit handlers and finalisers
+run in executors only. Standard library only; Linux 5.3 or later
+(pidfd_open); Python 3.9 or later (socket.recv_fds, os.pidfd_open).
+"""
+
+import ctypes
+import errno
+import io
+import os
+import select
+import selectors
+import signal
+import socket
+import struct
+import sys
+import syslog
+import time
+
+__all__ = ["initialisation_complete", "autoreload_also_check"]
+__version__ = "0.1.0"
+
+ENV_VAR = "PREFORK_INTERP"
+MAX_PAYLOAD = 64 * 1024 * 1024
+
+_also_check = []
+_logging = False
+
+
+def autoreload_also_check(*paths):
+    """Also restart the server when any of these files changes.
+
+    Call it before initialisation_complete().
+    """
+    _also_check.extend(os.fspath(p) for p in paths)
+
+
+def _log(priority, message):
+    if _logging:
+        try:
+            syslog.syslog(priority, message)
+        except Exception:
+            pass
+
+
+class _Hangup(Exception):
+    """The client went away."""
+
+
+# ---------------------------------------------------------------- protocol
+
+
+def _parse_setup(value):
+    """PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE.
+
+    The fd order is chiark-utils' client's: WATCHI is the write end of the
+    watcher's stdin, WATCHE the read end of its stderr. Extra words and
+    items are ignored.
+    """
+
+    def bad(why):
+        return ValueError("prefork-interp: bad %s: %s" % (ENV_VAR, why))
+
+    words = value.split(b" ")
+    if len(words) < 2:
+        raise bad("expected two words")
+    items = words[0].split(b",")
+    if items[0] != b"v1":
+        raise bad("unsupported version %r (expected v1)" % items[0].decode("ascii", "replace"))
+    if len(items) < 2:
+        raise bad("no start time")
+    secs, dot, nsecs = items[1].partition(b".")
+    if not (dot and secs.isdigit() and nsecs.isdigit() and len(nsecs) == 9):
+        raise bad("start time must be SECS.NSECS with 9 digits of nanoseconds")
+    fds = words[1].split(b",")
+    if len(fds) < 4 or not all(f.isdigit() for f in fds[:4]):
+        raise bad("file descriptors must be four non-negative numbers")
+    listen, call, watch_in, watch_err = (int(f) for f in fds[:4])
+    return {
+        "started_ns": int(secs) * 1_000_000_000 + int(nsecs),
+        "listen": listen,
+        "call": call,
+        "watch_in": watch_in,
+        "watch_err": watch_err,
+    }
+
+
+def _decode_payload(payload):
+    """Splits "NAME=value\\0"... "\\0" "arg\\0"... into (env, args)."""
+    if not payload.endswith(b"\0"):
+        raise ValueError("request payload does not end with a NUL")
+    strings = payload[:-1].split(b"\0")
+    try:
+        end = strings.index(b"")
+    except ValueError:
+        raise ValueError("request payload has no empty string ending the environment")
+    return strings[:end], strings[end + 1 :]
+
+
+def _read_exact(sock, length):
+    data = bytearray()
+    while len(data) < length:
+        try:
+            chunk = sock.recv(length - len(data))
+        except (ConnectionResetError, BrokenPipeError):
+            raise _Hangup()
+        if not chunk:
+            raise _Hangup()
+        data += chunk
+    return bytes(data)
+
+
+def _send_all(sock, data):
+    try:
+        while data:
+            sent = sock.send(data, socket.MSG_NOSIGNAL)
+            data = data[sent:]
+    except (ConnectionResetError, BrokenPipeError):
+        raise _Hangup()
+
+
+def _describe_status(status):
+    if os.WIFEXITED(status):
+        return "exited with status %d" % os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return "was killed by signal %d%s" % (os.WTERMSIG(status), core)
+    return "has wait status %#x" % status
+
+
+# ---------------------------------------------------------- auto-reload
+
+
+class _ReloadWatch:
+    """Files whose change since the server's start means "quit; the next
+    call starts a fresh server". They are watched with inotify, so a call
+    costs nothing unless one was touched; then every file is checked again
+    (and the watches re-armed: editors replace files by rename). Without
+    inotify, every call checks every file, as the original does."""
+
+    MASK = 0x2 | 0x4 | 0x8 | 0x400 | 0x800  # MODIFY ATTRIB CLOSE_WRITE DELETE_SELF MOVE_SELF
+
+    def __init__(self, files, started_ns):
+        self.files = files
+        self.started_ns = started_ns
+        # Watches first, then the first call checks every file: nothing
+        # changed between the two is missed.
+        self.dirty = True
+        self.fd = None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            self._add = libc.inotify_add_watch
+            self._add.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd >= 0:
+                self.fd = fd
+                if not self._arm():
+                    self.close()
+        except (OSError, AttributeError):
+            self.close()
+
+    def _arm(self):
+        for path in self.files:
+            if self._add(self.fd, os.fsencode(path), self.MASK) < 0:
+                err = ctypes.get_errno()
+                if err == errno.ENOENT:
+                    continue  # a missing file is no reason to reload
+                _log(syslog.LOG_ERR, "cannot watch %s: %s; checking every call instead"
+                     % (path, os.strerror(err)))
+                return False
+        return True
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def drain(self):
+        """The inotify fd is readable: something may have changed."""
+        try:
+            while os.read(self.fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+        self.dirty = True
+
+    def changed(self):
+        """The first changed file, or None. Cheap unless dirty."""
+        if self.fd is not None and not self.dirty:
+            return None
+        for path in self.files:
+            try:
+                if os.stat(path).st_mtime_ns > self.started_ns:
+                    return path
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                _log(syslog.LOG_ERR, "cannot check %s: %s" % (path, e))
+                return path
+        if self.fd is not None:
+            self.dirty = False
+            if not self._arm():
+                self.close()
+        return None
+
+
+def _reload_files(autoreload_modules, autoreload_extra):
+    files = [os.path.abspath(sys.argv[0])] if sys.argv and sys.argv[0] else []
+    if autoreload_modules:
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str):
+                files.append(path)
+    files.extend(os.fspath(p) for p in autoreload_extra)
+    files.extend(_also_check)
+    return list(dict.fromkeys(files))
+
+
+# ------------------------------------------------------------------ server
+
+
+def _thread_count():
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 1
+
+
+def _fd_is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _facility(name):
+    if name is None or name == "":
+        return None
+    if isinstance(name, int):
+        return name
+    key = name.upper()
+    if not key.startswith("LOG_"):
+        key = "LOG_" + key
+    value = getattr(syslog, key, None)
+    if not isinstance(value, int):
+        raise ValueError("prefork-interp: unknown syslog facility %r" % (name,))
+    return value
+
+
+def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modules=True,
+                            autoreload_extra=(), max_errors=100, log_facility="user"):
+    """Ends the script's initialisation.
+
+    Standalone (not started by prefork-interp, no PREFORK_INTERP in the
+    environment): returns at once, and the script runs normally.
+
+    Under prefork-interp: turns the script into a server and returns once
+    per call, each time in a new process whose sys.argv, os.environ and
+    sys.stdin/stdout/stderr are the call's. Raises (in the setup run,
+    whose stderr the caller sees) if other threads are running or
+    PREFORK_INTERP is malformed.
+
+    max_servers: calls served at once, more callers queue (negative or
+    None: no limit). idle_timeout: seconds with nothing to do before the
+    server quits (negative or None: never). autoreload_modules: restart
+    the server when the script or any imported module's file changes;
+    autoreload_extra: more files. max_errors: server errors tolerated.
+    log_facility: syslog facility for the server's messages ("user",
+    "daemon", "local0"..., or a syslog.LOG_* value); None or "": none.
+    """
+    global _logging
+    value = os.environb.pop(ENV_VAR.encode(), None)
+    if value is None:
+        return
+    threads = _thread_count()
+    if threads != 1:
+        raise RuntimeError(
+            "prefork-interp: %d threads are running; initialisation_complete must be called "
+            "before any other thread starts (a fork would lose them)" % threads)
+    setup = _parse_setup(value)
+    for fd in (setup["listen"], setup["call"], setup["watch_in"], setup["watch_err"]):
+        if fd < 3 or not _fd_is_open(fd):
+            raise ValueError("prefork-interp: %s names fd %d, which is not open" % (ENV_VAR, fd))
+    if max_servers == 0:
+        raise ValueError("prefork-interp: max_servers must not be 0 (negative for no limit)")
+    if max_servers is not None and max_servers < 0:
+        max_servers = None
+    if idle_timeout is not None and idle_timeout < 0:
+        idle_timeout = None
+    facility = _facility(log_facility)
+    reload_files = _reload_files(autoreload_modules, autoreload_extra)
+
+    # What the script printed goes to the caller's stderr now, once, not
+    # into every executor's buffers.
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    if facility is not None:
+        syslog.openlog("prefork-interp %s" % (sys.argv[0] if sys.argv else "python"),
+                       syslog.LOG_PID, facility)
+        _logging = True
+
+    if os.fork():
+        os._exit(0)  # the setup run ends; the client is waiting for it
+
+    # The daemon. The script's own code must never run here except in
+    # executors: any failure is logged and ends the process.
+    try:
+        os.setsid()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a caller ignoring it breaks waitpid
+        server = _Server(setup, max_servers, idle_timeout, max_errors,
+                         _ReloadWatch(reload_files, setup["started_ns"]))
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        conn = socket.socket(fileno=setup["call"])
+        while True:
+            pid = os.fork()
+            if pid == 0:
+                server.close()
+                break
+            server.add_monitor(pid)
+            conn.close()
+            conn = server.next_call()
+    except BaseException as e:
+        _log(syslog.LOG_ERR, "server failed: %r" % (e,))
+        os._exit(1)
+    # A monitor: serve the call; returns only in the executor.
+    try:
+        _monitor(conn)
+    except BaseException as e:
+        _log(syslog.LOG_ERR, "call failed: %r" % (e,))
+        os._exit(1)
+
+
+class _Server:
+    def __init__(self, setup, max_servers, idle_timeout, max_errors, reload):
+        self.listen = socket.socket(fileno=setup["listen"])
+        self.listen.setblocking(False)
+        self.watch_err = setup["watch_err"]
+        self.watch_in = setup["watch_in"]
+        os.set_blocking(self.watch_err, False)
+        for fd in (self.listen.fileno(), self.watch_err, self.watch_in):
+            os.set_inheritable(fd, False)
+        self.started_ns = setup["started_ns"]
+        self.max_servers = max_servers
+        self.idle_timeout = idle_timeout
+        self.max_errors = max_errors
+        self.errors = 0
+        self.reload = reload
+        self.monitors = {}  # pid -> pidfd
+        self.idle_since = time.monotonic()
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.watch_err, selectors.EVENT_READ, "watcher")
+        self.listening = False
+        if reload.fd is not None:
+            self.selector.register(reload.fd, selectors.EVENT_READ, "reload")
+
+    def close(self):
+        """In a monitor: drop everything of the server's."""
+        self.selector.close()
+        self.listen.close()
+        for fd in [self.watch_err, self.watch_in] + list(self.monitors.values()):
+            os.close(fd)
+        self.reload.close()
+
+    def quit(self, why):
+        _log(syslog.LOG_INFO, "server quitting: %s" % why)
+        os._exit(0)
+
+    def error(self, message):
+        _log(syslog.LOG_ERR, message)
+        self.errors += 1
+        if self.errors > self.max_errors:
+            self.quit("more than %d errors" % self.max_errors)
+
+    def add_monitor(self, pid):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as e:
+            # Unwatchable: wait for it, which keeps the limit true.
+            self.error("cannot open a pidfd for monitor %d: %s" % (pid, e))
+            os.waitpid(pid, 0)
+            return
+        self.monitors[pid] = pidfd
+        self.selector.register(pidfd, selectors.EVENT_READ, pid)
+
+    def reap(self, pid):
+        pidfd = self.monitors.pop(pid)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        if status != 0:
+            self.error("monitor %d %s" % (pid, _describe_status(status)))
+        if not self.monitors:
+            self.idle_since = time.monotonic()
+
+    def set_listening(self, on):
+        if on != self.listening:
+            if on:
+                self.selector.register(self.listen, selectors.EVENT_READ, "listen")
+            else:
+                self.selector.unregister(self.listen)
+            self.listening = on
+
+    def next_call(self):
+        """Waits for the next call to serve; handles everything else."""
+        while True:
+            self.set_listening(self.max_servers is None or len(self.monitors) < self.max_servers)
+            timeout = None
+            if self.idle_timeout is not None and not self.monitors:
+                timeout = self.idle_timeout - (time.monotonic() - self.idle_since)
+                if timeout <= 0:
+                    self.quit("idle timeout")
+            for key, _ in self.selector.select(timeout):
+                what = key.data
+                if what == "watcher":
+                    self.check_watcher()
+                elif what == "reload":
+                    self.reload.drain()
+                elif what == "listen":
+                    try:
+                        conn, _ = self.listen.accept()
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as e:
+                        self.error("accept failed: %s" % e)
+                        continue
+                    self.idle_since = time.monotonic()
+                    changed = self.reload.changed()
+                    if changed is not None:
+                        # Dropping the call makes its client start afresh.
+                        self.quit("%s changed" % changed)
+                    conn.setblocking(True)
+                    return conn
+                else:
+                    self.reap(what)
+
+    def check_watcher(self):
+        # The watcher says nothing unless something is wrong; EOF means
+        # the socket path changed or the watcher died. Either way: quit.
+        try:
+            text = os.read(self.watch_err, 1024)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            self.quit("cannot read from the watcher: %s" % e)
+        if not text:
+            self.quit("socket replaced or removed (watcher exited)")
+        self.quit("watcher reported: %s" % text.decode("utf-8", "replace").strip())
+
+
+# ----------------------------------------------------------------- monitor
+
+
+def _monitor(conn):
+    """Serves one call; returns only in the executor."""
+    if _logging:
+        syslog.closelog()  # reopened if we log: no syslog fd in the executor
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fds = []
+    try:
+        _send_all(conn, b"PFI\n" + struct.pack(">I", 0))
+        byte = _read_exact(conn, 1)
+        if byte != b"\0":
+            raise ValueError("request starts with byte %#04x, expected 0x00" % byte[0])
+        for _ in range(3):
+            try:
+                data, received, _, _ = socket.recv_fds(conn, 1, 1, socket.MSG_CMSG_CLOEXEC)
+            except (ConnectionResetError, BrokenPipeError):
+                raise _Hangup()
+            fds.extend(received)
+            if not data:
+                raise _Hangup()
+            if len(received) != 1:
+                raise ValueError("expected one file descriptor, got %d" % len(received))
+        (length,) = struct.unpack(">I", _read_exact(conn, 4))
+        if length > MAX_PAYLOAD:
+            raise ValueError("request too long (%d bytes, at most %d)" % (length, MAX_PAYLOAD))
+        env, args = _decode_payload(_read_exact(conn, length))
+    except _Hangup:
+        _log(syslog.LOG_INFO, "client went away before sending its call")
+        os._exit(0)
+
+    executor = os.fork()
+    if executor == 0:
+        try:
+            _become_executor(conn, fds, env, args)
+        except BaseException:
+            os._exit(127)
+        return
+    for fd in fds:
+        os.close(fd)
+    try:
+        pidfd = os.pidfd_open(executor)
+    except OSError as e:
+        _log(syslog.LOG_ERR, "cannot watch the executor (%s): waiting for it without "
+             "watching the client" % e)
+        executor_gone = True
+    else:
+        while True:
+            try:
+                ready, _, _ = select.select([pidfd, conn], [], [])
+                break
+            except InterruptedError:
+                continue
+        executor_gone = pidfd in ready
+    group = os.getpgrp()
+    if executor_gone:
+        _, status = os.waitpid(executor, 0)
+        _interrupt_group(group)  # what it left behind; we ignore SIGINT
+        try:
+            _send_all(conn, struct.pack(">I", status & 0xFFFFFFFF))
+        except _Hangup:
+            pass
+    else:
+        _interrupt_group(group)
+        _, status = os.waitpid(executor, 0)
+        _log(syslog.LOG_INFO, "client went away; script interrupted, it %s"
+             % _describe_status(status))
+    os._exit(0)
+
+
+def _interrupt_group(group):
+    try:
+        os.killpg(group, signal.SIGINT)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- executor
+
+
+def _std_stream(fd, old, write, env):
+    """A sys.std* for fd built as CPython builds one at start-up: line
+    buffering on a terminal (stderr: always), the call's PYTHONUNBUFFERED
+    and PYTHONIOENCODING honoured; otherwise the encoding and error
+    handler of the server's stream (use `-E LANG` in the #! line to have
+    one server per locale)."""
+    unbuffered = write and bool(env.get(b"PYTHONUNBUFFERED"))
+    encoding = getattr(old, "encoding", None) or "utf-8"
+    errors = getattr(old, "errors", None) or "strict"
+    io_encoding = env.get(b"PYTHONIOENCODING")
+    if io_encoding:
+        name, _, handler = os.fsdecode(io_encoding).partition(":")
+        encoding = name or encoding
+        errors = handler or errors
+    raw = io.FileIO(fd, "wb" if write else "rb", closefd=False)
+    raw.name = ("<stdin>", "<stdout>", "<stderr>")[fd]
+    buffer = raw if unbuffered else (io.BufferedWriter(raw) if write else io.BufferedReader(raw))
+    line_buffering = write and not unbuffered and (fd == 2 or os.isatty(fd))
+    stream = io.TextIOWrapper(buffer, encoding=encoding, errors=errors, newline="\n",
+                              line_buffering=line_buffering, write_through=unbuffered)
+    stream.mode = "w" if write else "r"
+    return stream
+
+
+def _become_executor(conn, fds, env, args):
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    conn.close()
+
+    os.environb.clear()
+    environ = {}
+    for entry in env:
+        name, eq, value = entry.partition(b"=")
+        # A name holding '=' (or empty) cannot be set; only a hand-made
+        # environment has one.
+        if eq and name:
+            os.environb[name] = value
+            environ[name] = value
+    sys.argv[1:] = [os.fsdecode(a) for a in args]
+
+    old = (sys.stdin, sys.stdout, sys.stderr)
+    sys.stdin = sys.__stdin__ = _std_stream(0, old[0], False, environ)
+    sys.stdout = sys.__stdout__ = _std_stream(1, old[1], True, environ)
+    sys.stderr = sys.__stderr__ = _std_stream(2, old[2], True, environ)

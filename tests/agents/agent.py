@@ -1,0 +1,137 @@
+# The conformance agent for the Python script side. The harness
+# (tests/common/mod.rs) makes a script of it: a #! line, a sys.path line
+# for scripts/python, then this file. Its language (initialisation
+# variables AGENT_*, per-call commands @CMD[:PARAM]) is documented in
+# examples/agent.rs; keep the agents in step.
+import atexit
+import os
+import signal
+import sys
+import threading
+import time
+
+import prefork_interp
+
+environ = os.environ
+if "AGENT_INIT_SLEEP" in environ:
+    time.sleep(float(environ["AGENT_INIT_SLEEP"]))
+if "AGENT_INIT_PRINT" in environ:
+    sys.stdout.write(environ["AGENT_INIT_PRINT"])
+if "AGENT_INIT_EXIT" in environ:
+    print("agent: failing initialisation as asked", file=sys.stderr)
+    sys.exit(int(environ["AGENT_INIT_EXIT"]))
+if "AGENT_INIT_THREAD" in environ:
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+if "AGENT_INIT_ATEXIT" in environ:
+    record = environ["AGENT_INIT_ATEXIT"]
+
+    def _record_exit():
+        with open(record, "a") as f:
+            f.write("exit\n")
+
+    atexit.register(_record_exit)
+options = {}
+if "AGENT_MAX_SERVERS" in environ:
+    options["max_servers"] = int(environ["AGENT_MAX_SERVERS"])
+if "AGENT_IDLE_TIMEOUT" in environ:
+    options["idle_timeout"] = float(environ["AGENT_IDLE_TIMEOUT"])
+if "AGENT_RELOAD_EXTRA" in environ:
+    options["autoreload_extra"] = [environ["AGENT_RELOAD_EXTRA"]]
+
+try:
+    prefork_interp.initialisation_complete(**options)
+except Exception as e:
+    print("agent: %s" % e, file=sys.stderr)
+    sys.exit(127)
+
+
+def parent_of(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def disposition(handler):
+    if handler in (signal.SIG_DFL, signal.default_int_handler):
+        return "default"
+    if handler == signal.SIG_IGN:
+        return "ignore"
+    return "handled"
+
+
+def main():
+    args = sys.argv[1:]
+    for arg in args:
+        if not arg.startswith("@"):
+            continue
+        name, _, param = arg[1:].partition(":")
+        if name == "exit":
+            sys.exit(int(param))
+        elif name == "args":
+            for a in args:
+                print(os.fsencode(a).hex())
+        elif name == "env":
+            value = os.environb.get(os.fsencode(param))
+            print("unset" if value is None else value.hex())
+        elif name == "envall":
+            for entry in sorted(k + b"=" + v for k, v in os.environb.items()):
+                print(entry.hex())
+        elif name == "cat":
+            sys.stdout.flush()
+            sys.stdout.buffer.write(sys.stdin.buffer.read())
+            sys.stdout.buffer.flush()
+        elif name == "out":
+            print(param)
+        elif name == "err":
+            sys.stdout.flush()
+            print(param, file=sys.stderr)
+        elif name == "kill":
+            sys.stdout.flush()
+            sig = getattr(signal, "SIG" + param)
+            if param not in ("KILL", "STOP"):
+                signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        elif name == "sleep":
+            time.sleep(float(param))
+        elif name == "pid":
+            with open(param + ".tmp", "w") as f:
+                f.write(str(os.getpid()))
+            os.rename(param + ".tmp", param)
+        elif name == "server":
+            print(parent_of(os.getppid()))
+        elif name == "fds":
+            fds = []
+            for entry in os.listdir("/proc/self/fd"):
+                try:
+                    target = os.readlink("/proc/self/fd/" + entry)
+                except OSError:
+                    continue
+                if not target.endswith("/fd"):
+                    fds.append(int(entry))
+            print(" ".join(str(fd) for fd in sorted(fds)))
+        elif name == "fdlink":
+            print(os.readlink("/proc/self/fd/" + param))
+        elif name == "sigdisp":
+            print(disposition(signal.getsignal(getattr(signal, "SIG" + param))))
+        elif name == "onint":
+            path = param
+
+            def on_int(signum, frame, path=path):
+                open(path, "w").close()
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
+
+            signal.signal(signal.SIGINT, on_int)
+        elif name == "time":
+            print(time.time_ns())
+        elif name == "tty":
+            print(" ".join("1" if os.isatty(fd) else "0" for fd in range(3)))
+        elif name == "die":
+            raise RuntimeError(param)
+        elif name == "_exit":
+            os._exit(int(param))
+        else:
+            raise RuntimeError("agent: unknown command @" + name)
+
+
+main()

@@ -1,0 +1,253 @@
+//! Python-only behaviour of scripts/python/prefork_interp, beyond the
+//! shared conformance table: KeyboardInterrupt, per-call stream settings,
+//! sys.argv[0], module auto-reload, packaging and the manual page.
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// SIGINT to the script (Ctrl-C in a terminal reaches it this way when
+/// it runs directly) ends it as a normal Python run ends: a
+/// KeyboardInterrupt traceback, then death by SIGINT, which the caller
+/// sees.
+#[test]
+fn sigint_ends_the_script_like_a_normal_run() {
+    let h = Harness::new(Side::Python);
+    let mut outcomes = Vec::new();
+    for served in [false, true] {
+        let pid_file = h.path(if served { "served.pid" } else { "direct.pid" });
+        let args = [format!("@pid:{}", pid_file.display()), "@sleep:30".into()];
+        let child = if served {
+            h.call(&args)
+        } else {
+            h.direct(&args)
+        }
+        .spawn();
+        wait_until("the script to start", LIMIT, || pid_file.exists()).unwrap();
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+        // SAFETY: signalling our own test's script.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let out = child.wait_with_output().unwrap();
+        let err = stderr_str(&out);
+        assert!(err.contains("KeyboardInterrupt"), "served={served}: {err}");
+        outcomes.push(out.status.signal());
+    }
+    assert_eq!(outcomes, [Some(libc::SIGINT), Some(libc::SIGINT)]);
+    h.finish();
+}
+
+/// The caller's PYTHONUNBUFFERED and PYTHONIOENCODING apply per call, as
+/// they would to a direct run.
+#[test]
+fn per_call_stream_settings_like_a_direct_run() {
+    let h = Harness::new(Side::Python);
+    // Start the server without them.
+    assert_success(&h.call(&["@out:x"]).run());
+    let cases: [(&str, &str, &[&str]); 3] = [
+        // Unbuffered: the line survives an immediate _exit.
+        ("PYTHONUNBUFFERED", "1", &["@out:kept", "@_exit:0"]),
+        ("PYTHONIOENCODING", "latin-1", &["@out:\u{e9}t\u{e9}"]),
+        (
+            "PYTHONIOENCODING",
+            "ascii:backslashreplace",
+            &["@out:\u{e9}t\u{e9}"],
+        ),
+    ];
+    for (name, value, args) in cases {
+        let direct = h.direct(args).env(name, value).run();
+        let served = h.call(args).env(name, value).run();
+        assert_eq!(served.stdout, direct.stdout, "{name}={value} {args:?}");
+        assert_eq!(served.status.code(), direct.status.code());
+    }
+    // Without them again: block-buffered to a pipe, so _exit loses it.
+    let out = h.call(&["@out:lost", "@_exit:0"]).run();
+    assert_eq!(stdout_str(&out), "");
+    h.finish();
+}
+
+fn python_world(body: &str) -> Harness {
+    let text = format!(
+        "import sys; sys.path.insert(0, '{}')\n{body}",
+        repo().join("scripts/python").display()
+    );
+    Harness::custom(Side::Python, client(), vec![python().into()], None, &text)
+}
+
+#[test]
+fn argv_zero_is_the_script_path() {
+    let h = python_world(
+        "import prefork_interp\nprefork_interp.initialisation_complete()\nprint(sys.argv)\n",
+    );
+    for _ in 0..2 {
+        let out = h.call(&["a"]).run();
+        assert_success(&out);
+        assert_eq!(
+            stdout_str(&out),
+            format!("['{}', 'a']\n", h.script.display())
+        );
+    }
+    h.finish();
+}
+
+const SERVER_PID_BODY: &str = "import sys, os
+sys.path.insert(0, 'LIBDIR')
+import pfi_test_module
+import prefork_interp
+prefork_interp.initialisation_complete(**pfi_test_module.OPTIONS)
+stat = open('/proc/%d/stat' % os.getppid()).read()
+print(stat[stat.rindex(')') + 2:].split()[1])
+";
+
+fn module_world(options: &str) -> (Harness, std::path::PathBuf) {
+    let h = python_world("");
+    let lib = h.path("lib");
+    std::fs::create_dir(&lib).unwrap();
+    let module = lib.join("pfi_test_module.py");
+    std::fs::write(&module, format!("OPTIONS = dict({options})\n")).unwrap();
+    let mut text = std::fs::read_to_string(&h.script).unwrap();
+    text += &SERVER_PID_BODY.replace("LIBDIR", lib.to_str().unwrap());
+    std::fs::write(&h.script, text).unwrap();
+    (h, module)
+}
+
+fn server_of(h: &Harness) -> String {
+    let out = h.call(&[] as &[&str]).run();
+    assert_success(&out);
+    stdout_str(&out)
+}
+
+#[test]
+fn editing_an_imported_module_restarts_the_server() {
+    let (h, module) = module_world("");
+    let old = server_of(&h);
+    assert_eq!(server_of(&h), old);
+    touch(&module);
+    let new = server_of(&h);
+    assert_ne!(new, old, "a module in sys.modules changed");
+    // Replaced by rename, as editors save.
+    std::thread::sleep(Duration::from_millis(50));
+    let copy = module.with_extension("new");
+    std::fs::write(&copy, "OPTIONS = dict()\n").unwrap();
+    std::fs::rename(&copy, &module).unwrap();
+    assert_ne!(server_of(&h), new, "a module replaced by rename");
+    h.finish();
+}
+
+#[test]
+fn autoreload_modules_off_ignores_modules() {
+    let (h, module) = module_world("autoreload_modules=False");
+    let old = server_of(&h);
+    touch(&module);
+    assert_eq!(server_of(&h), old);
+    h.finish();
+}
+
+#[test]
+fn server_watches_modules_with_inotify() {
+    let (h, _) = module_world("");
+    let server = server_of(&h);
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", server.trim()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.display().to_string())
+        .collect();
+    assert!(fds.iter().any(|t| t == "anon_inode:inotify"), "{fds:?}");
+    h.finish();
+}
+
+#[test]
+fn setup_variable_is_read_in_chiarks_order() {
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import prefork_interp as p; s = p._parse_setup(b'v1,1795467572.582498935 5,9,7,8'); \
+                print(s['listen'], s['call'], s['watch_in'], s['watch_err'], s['started_ns'])",
+        ])
+        .env("PYTHONPATH", repo().join("scripts/python"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout_str(&out),
+        "5 9 7 8 1795467572582498935\n",
+        "{}",
+        stderr_str(&out)
+    );
+}
+
+/// `pip install` from the repository works (pip fetches the build
+/// backend from PyPI).
+#[test]
+fn pip_installs_the_module() {
+    let target = tempfile::tempdir().unwrap();
+    let source = tempfile::tempdir().unwrap();
+    // Build from a copy, so that no build/ or egg-info/ lands in the tree.
+    for file in ["pyproject.toml", "README.md", "prefork_interp/__init__.py"] {
+        let to = source.path().join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(repo().join("scripts/python").join(file), to).unwrap();
+    }
+    let out = Command::new(python())
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--target",
+        ])
+        .arg(target.path())
+        .arg(source.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pip: {}", stderr_str(&out));
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import prefork_interp; print(prefork_interp.__file__)",
+        ])
+        .env("PYTHONPATH", target.path())
+        .output()
+        .unwrap();
+    assert!(
+        stdout_str(&out).starts_with(target.path().to_str().unwrap()),
+        "{}",
+        stderr_str(&out)
+    );
+}
+
+/// The manual page documents every parameter of every public function.
+#[test]
+fn manual_page_documents_the_api() {
+    let page = std::fs::read_to_string(repo().join("man/prefork_interp.3")).unwrap();
+    let out = Command::new(python())
+        .args([
+            "-c",
+            "import inspect, prefork_interp as p\n\
+                for f in p.__all__:\n    print(f)\n    \
+                for n in inspect.signature(getattr(p, f)).parameters: print(n)",
+        ])
+        .env("PYTHONPATH", repo().join("scripts/python"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    for name in stdout_str(&out).lines() {
+        assert!(
+            page.contains(name),
+            "man/prefork_interp.3 does not mention {name}"
+        );
+    }
+    // groff -ww: every warning (groff-base is installed by ./test).
+    let out = Command::new("groff")
+        .args(["-ww", "-man", "-Tutf8", "-z"])
+        .arg(repo().join("man/prefork_interp.3"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    assert_eq!(stderr_str(&out), "", "man page warnings");
+}
