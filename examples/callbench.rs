@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! cargo build --release --bins --examples
-//! target/release/examples/callbench [WARM_RUNS]         # ./quickstart
-//! target/release/examples/callbench perl [WARM_RUNS]    # ./bench-perl
+//! target/release/examples/callbench [WARM_RUNS]          # ./quickstart
+//! target/release/examples/callbench perl [WARM_RUNS]     # ./bench perl
+//! target/release/examples/callbench python [WARM_RUNS]   # ./bench python
 //! ```
 //!
 //! Default: examples/primes run directly, and through prefork-interp cold
@@ -19,6 +20,10 @@
 //! exit-status defect does not distort its row. The chiark client keeps
 //! its servers in its own run directory (~/.prefork-interp), as it always
 //! does; they are killed at the end.
+//!
+//! `python`: a Python script importing a heavy set of standard modules,
+//! run directly, through our client and module cold and warm, and
+//! through chiark-utils' client with our module.
 //!
 //! Every row is measured the same way (spawn, wait, in this process), in
 //! a private run directory that is removed afterwards.
@@ -153,18 +158,22 @@ impl Drop for World {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let perl = args.first().is_some_and(|a| a == "perl");
-    if perl {
-        args.remove(0);
-    }
+    let mode = match args.first().map(String::as_str) {
+        Some(m @ ("perl" | "python")) => {
+            let m = m.to_string();
+            args.remove(0);
+            m
+        }
+        _ => "primes".to_string(),
+    };
     let warm_runs: usize = args
         .first()
         .map(|a| a.parse().expect("WARM_RUNS"))
         .unwrap_or(300);
-    if perl {
-        perl_tables(warm_runs)
-    } else {
-        primes_table(warm_runs)
+    match mode.as_str() {
+        "perl" => perl_tables(warm_runs),
+        "python" => python_table(warm_runs),
+        _ => primes_table(warm_runs),
     }
 }
 
@@ -387,4 +396,78 @@ fn perl_tables(warm_runs: usize) {
         .unwrap();
     print!("{}", String::from_utf8_lossy(&micro.stdout));
     eprint!("{}", String::from_utf8_lossy(&micro.stderr));
+}
+
+/// The heavy standard modules the Python benchmark imports.
+const PYTHON_IMPORTS: &str = "import email, email.mime.multipart, email.mime.text, email.parser, json, \
+asyncio, decimal, http.client, xml.etree.ElementTree, urllib.request, logging, argparse, \
+dataclasses, typing\n";
+
+fn python_table(warm_runs: usize) {
+    let slow_runs = (warm_runs / 30).max(5);
+    let mut world = World::new("pybench");
+    let client = world.client();
+    // The interpreter itself, not a wrapper (a pyenv shim costs ~50 ms).
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let body = format!(
+        "import sys; sys.path.insert(0, '{repo}/scripts/python')\n{PYTHON_IMPORTS}\
+         import prefork_interp\nprefork_interp.initialisation_complete()\nprint('ok')\n"
+    );
+    let ours = world.script("ours", &client, &python, &body);
+    let chiark = Path::new(CHIARK_CLIENT)
+        .exists()
+        .then(|| world.script("chiark-client", Path::new(CHIARK_CLIENT), &python, &body));
+
+    let warm = |script: &Path| {
+        world
+            .command(script)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        time_runs(warm_runs, || world.command(script), || {})
+    };
+    let mut rows = vec![
+        (
+            "/bin/true (exec floor)".to_string(),
+            time_runs(warm_runs, || Command::new("/bin/true"), || {}),
+        ),
+        (
+            "python3, heavy imports, run directly".into(),
+            time_runs(
+                slow_runs,
+                || {
+                    let mut c = Command::new(&python);
+                    c.arg(&ours);
+                    c
+                },
+                || {},
+            ),
+        ),
+        (
+            "our client + our module, cold".into(),
+            time_runs(
+                slow_runs,
+                || world.command(&ours),
+                || {
+                    world
+                        .command(&client)
+                        .arg(format!("-U,--kill,{python}"))
+                        .arg(&ours)
+                        .status()
+                        .unwrap();
+                },
+            ),
+        ),
+        ("our client + our module, warm".into(), warm(&ours)),
+    ];
+    if let Some(script) = &chiark {
+        rows.push(("chiark client + our module, warm".into(), warm(script)));
+    }
+    world.kill_all();
+    print_table(&rows);
 }
