@@ -61,6 +61,14 @@ fn median(times: &[Duration]) -> f64 {
     ms(times[times.len() / 2])
 }
 
+/// The first row of every table: exec of /bin/true, the floor.
+fn floor_row(runs: usize) -> (String, Vec<Duration>) {
+    (
+        "/bin/true (exec floor)".to_string(),
+        time_runs(runs, || Command::new("/bin/true"), || {}),
+    )
+}
+
 /// Prints rows of timings; the first row is the floor for the ratios.
 fn print_table(rows: &[(String, Vec<Duration>)]) {
     let floor = median(&rows[0].1);
@@ -143,6 +151,12 @@ impl World {
         c
     }
 
+    /// Warm calls of `script`: one to start its server, then `runs` timed.
+    fn warm(&self, script: &Path, runs: usize) -> Vec<Duration> {
+        self.command(script).stdout(Stdio::null()).status().unwrap();
+        time_runs(runs, || self.command(script), || {})
+    }
+
     fn kill_all(&mut self) {
         for kill in &mut self.kills {
             assert!(kill.status().unwrap().success(), "{kill:?}");
@@ -203,10 +217,7 @@ fn primes_table(warm_runs: usize) {
         assert!(status.success());
     };
     let rows = vec![
-        (
-            "/bin/true (exec floor)".to_string(),
-            time_runs(warm_runs, || Command::new("/bin/true"), || {}),
-        ),
+        floor_row(warm_runs),
         (
             "primes run directly".into(),
             time_runs(slow_runs, || with_arg(&primes), || {}),
@@ -312,19 +323,8 @@ fn perl_tables(warm_runs: usize) {
         &body(true, &many, "autoreload_inc => 0"),
     );
 
-    let warm = |script: &Path| {
-        world
-            .command(script)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        time_runs(warm_runs, || world.command(script), || {})
-    };
     let mut rows = vec![
-        (
-            "/bin/true (exec floor)".to_string(),
-            time_runs(warm_runs, || Command::new("/bin/true"), || {}),
-        ),
+        floor_row(warm_runs),
         (
             "perl, 20 modules, run directly".into(),
             time_runs(
@@ -352,18 +352,21 @@ fn perl_tables(warm_runs: usize) {
                 },
             ),
         ),
-        ("our client + our module, warm".into(), warm(&ours_script)),
+        (
+            "our client + our module, warm".into(),
+            world.warm(&ours_script, warm_runs),
+        ),
     ];
     for (name, script) in &pairs {
-        rows.push((name.to_string(), warm(script)));
+        rows.push((name.to_string(), world.warm(script, warm_runs)));
     }
     rows.push((
         "our pair, 320 modules, reload check on, warm".into(),
-        warm(&reload_on),
+        world.warm(&reload_on, warm_runs),
     ));
     rows.push((
         "our pair, 320 modules, reload check off, warm".into(),
-        warm(&reload_off),
+        world.warm(&reload_off, warm_runs),
     ));
     world.kill_all();
     print_table(&rows);
@@ -423,19 +426,8 @@ fn python_table(warm_runs: usize) {
         .exists()
         .then(|| world.script("chiark-client", Path::new(CHIARK_CLIENT), &python, &body));
 
-    let warm = |script: &Path| {
-        world
-            .command(script)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        time_runs(warm_runs, || world.command(script), || {})
-    };
     let mut rows = vec![
-        (
-            "/bin/true (exec floor)".to_string(),
-            time_runs(warm_runs, || Command::new("/bin/true"), || {}),
-        ),
+        floor_row(warm_runs),
         (
             "python3, heavy imports, run directly".into(),
             time_runs(
@@ -463,10 +455,16 @@ fn python_table(warm_runs: usize) {
                 },
             ),
         ),
-        ("our client + our module, warm".into(), warm(&ours)),
+        (
+            "our client + our module, warm".into(),
+            world.warm(&ours, warm_runs),
+        ),
     ];
     if let Some(script) = &chiark {
-        rows.push(("chiark client + our module, warm".into(), warm(script)));
+        rows.push((
+            "chiark client + our module, warm".into(),
+            world.warm(script, warm_runs),
+        ));
     }
     world.kill_all();
     print_table(&rows);

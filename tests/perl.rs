@@ -90,31 +90,25 @@ fn module_world(options: &str) -> (Harness, std::path::PathBuf) {
     (h, module)
 }
 
-fn server_of(h: &Harness) -> String {
-    let out = h.call(&[] as &[&str]).run();
-    assert_success(&out);
-    stdout_str(&out)
-}
-
 #[test]
 fn editing_a_loaded_module_restarts_the_server() {
     let (h, module) = module_world("");
-    let old = server_of(&h);
-    assert_eq!(server_of(&h), old);
+    let old = h.plain_call();
+    assert_eq!(h.plain_call(), old);
     touch(&module);
-    let new = server_of(&h);
+    let new = h.plain_call();
     assert_ne!(new, old, "a module in %INC changed");
-    assert_eq!(server_of(&h), new);
+    assert_eq!(h.plain_call(), new);
     h.finish();
 }
 
 #[test]
 fn autoreload_inc_off_ignores_modules() {
     let (h, module) = module_world("autoreload_inc => 0");
-    let old = server_of(&h);
+    let old = h.plain_call();
     touch(&module);
     assert_eq!(
-        server_of(&h),
+        h.plain_call(),
         old,
         "autoreload_inc => 0: modules are not watched"
     );
@@ -201,7 +195,7 @@ fn setup_variable_is_read_in_chiarks_order() {
 fn module_replaced_by_rename_restarts_the_server() {
     // Editors save by writing a new file and renaming it over the old.
     let (h, module) = module_world("");
-    let old = server_of(&h);
+    let old = h.plain_call();
     std::thread::sleep(Duration::from_millis(50));
     let new_copy = module.with_extension("new");
     std::fs::write(
@@ -210,7 +204,7 @@ fn module_replaced_by_rename_restarts_the_server() {
     )
     .unwrap();
     std::fs::rename(&new_copy, &module).unwrap();
-    assert_ne!(server_of(&h), old, "a module replaced by rename");
+    assert_ne!(h.plain_call(), old, "a module replaced by rename");
     h.finish();
 }
 
@@ -221,9 +215,9 @@ fn watches_survive_events_that_change_nothing() {
     // is a change: the server stays, and its re-armed watches still see a
     // later edit of the new file.
     let (h, module) = module_world("");
-    let old = server_of(&h);
+    let old = h.plain_call();
     std::fs::set_permissions(&module, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    assert_eq!(server_of(&h), old);
+    assert_eq!(h.plain_call(), old);
     let copy = module.with_extension("copy");
     std::fs::copy(&module, &copy).unwrap();
     let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
@@ -232,23 +226,16 @@ fn watches_survive_events_that_change_nothing() {
         .set_modified(an_hour_ago)
         .unwrap();
     std::fs::rename(&copy, &module).unwrap();
-    assert_eq!(server_of(&h), old, "same contents, old mtime: no reload");
-    assert_eq!(server_of(&h), old);
+    assert_eq!(h.plain_call(), old, "same contents, old mtime: no reload");
+    assert_eq!(h.plain_call(), old);
     touch(&module);
-    assert_ne!(server_of(&h), old, "an edit after the replacement is seen");
+    assert_ne!(h.plain_call(), old, "an edit after the replacement is seen");
     h.finish();
 }
 
 #[test]
 fn server_watches_files_with_inotify() {
     let (h, _) = module_world("");
-    let server = server_of(&h);
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", server.trim()))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .map(|t| t.display().to_string())
-        .collect();
-    assert!(fds.iter().any(|t| t == "anon_inode:inotify"), "{fds:?}");
+    assert!(holds_inotify(&h.plain_call()));
     h.finish();
 }

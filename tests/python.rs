@@ -115,49 +115,36 @@ fn module_world(options: &str) -> (Harness, std::path::PathBuf) {
     (h, module)
 }
 
-fn server_of(h: &Harness) -> String {
-    let out = h.call(&[] as &[&str]).run();
-    assert_success(&out);
-    stdout_str(&out)
-}
-
 #[test]
 fn editing_an_imported_module_restarts_the_server() {
     let (h, module) = module_world("");
-    let old = server_of(&h);
-    assert_eq!(server_of(&h), old);
+    let old = h.plain_call();
+    assert_eq!(h.plain_call(), old);
     touch(&module);
-    let new = server_of(&h);
+    let new = h.plain_call();
     assert_ne!(new, old, "a module in sys.modules changed");
     // Replaced by rename, as editors save.
     std::thread::sleep(Duration::from_millis(50));
     let copy = module.with_extension("new");
     std::fs::write(&copy, "OPTIONS = dict()\n").unwrap();
     std::fs::rename(&copy, &module).unwrap();
-    assert_ne!(server_of(&h), new, "a module replaced by rename");
+    assert_ne!(h.plain_call(), new, "a module replaced by rename");
     h.finish();
 }
 
 #[test]
 fn autoreload_modules_off_ignores_modules() {
     let (h, module) = module_world("autoreload_modules=False");
-    let old = server_of(&h);
+    let old = h.plain_call();
     touch(&module);
-    assert_eq!(server_of(&h), old);
+    assert_eq!(h.plain_call(), old);
     h.finish();
 }
 
 #[test]
 fn server_watches_modules_with_inotify() {
     let (h, _) = module_world("");
-    let server = server_of(&h);
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", server.trim()))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .map(|t| t.display().to_string())
-        .collect();
-    assert!(fds.iter().any(|t| t == "anon_inode:inotify"), "{fds:?}");
+    assert!(holds_inotify(&h.plain_call()));
     h.finish();
 }
 

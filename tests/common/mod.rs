@@ -328,6 +328,14 @@ impl Harness {
         stdout_str(&out).trim().parse().unwrap()
     }
 
+    /// The stdout of a successful call with no arguments (scripts made by
+    /// [`Harness::custom`] that print something of their own).
+    pub fn plain_call(&self) -> String {
+        let out = self.call(&[] as &[&str]).run();
+        assert_success(&out);
+        stdout_str(&out)
+    }
+
     /// Live (non-zombie) processes of this world: any whose command line
     /// mentions its directory (client, watcher, server, monitors,
     /// executors all do, through the script's path).
@@ -530,6 +538,15 @@ pub fn touch(path: &std::path::Path) {
         UtimensatFlags::FollowSymlink,
     )
     .unwrap();
+}
+
+/// Does process `pid` hold an inotify instance (a server watching files)?
+pub fn holds_inotify(pid: &str) -> bool {
+    std::fs::read_dir(format!("/proc/{}/fd", pid.trim()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|t| t.as_os_str() == "anon_inode:inotify")
 }
 
 /// Is `pid` running (present and not a zombie)?
