@@ -40,6 +40,7 @@
 //! | `@fdlink:N`      | print where fd N points                               |
 //! | `@sigdisp:SIG`   | print SIG's disposition: default, ignore or handled  |
 //! | `@onint:FILE`    | on SIGINT, create FILE and die of SIGINT             |
+//! | `@trap:SIG`      | on SIG, print `caught SIG` and exit 0                |
 //! | `@time`          | print the wall-clock time in nanoseconds              |
 //! | `@tty`           | print isatty of fds 0, 1, 2 as `1`/`0`, spaced        |
 //! | `@die:TEXT`      | fail the language's own way (panic, die, raise)       |
@@ -62,6 +63,17 @@ fn env_f64(name: &str) -> Option<f64> {
 
 static ONINT_PATH: OnceLock<CString> = OnceLock::new();
 static ATEXIT_PATH: OnceLock<CString> = OnceLock::new();
+static TRAP_MESSAGE: OnceLock<Vec<u8>> = OnceLock::new();
+
+extern "C" fn on_trapped(_: libc::c_int) {
+    if let Some(message) = TRAP_MESSAGE.get() {
+        // SAFETY: write and _exit are async-signal-safe.
+        unsafe {
+            libc::write(1, message.as_ptr().cast(), message.len());
+            libc::_exit(0);
+        }
+    }
+}
 
 extern "C" fn at_exit() {
     if let Some(path) = ATEXIT_PATH.get() {
@@ -250,6 +262,21 @@ fn run(args: &[OsString]) -> i32 {
                 ONINT_PATH.set(CString::new(param).unwrap()).unwrap();
                 // SAFETY: installing a handler that is async-signal-safe.
                 unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+            }
+            b"trap" => {
+                out.flush().unwrap();
+                let sig: nix::sys::signal::Signal =
+                    format!("SIG{param_str}").parse().expect("@trap:SIGNAL");
+                TRAP_MESSAGE
+                    .set(format!("caught {param_str}\n").into_bytes())
+                    .unwrap();
+                // SAFETY: installing a handler that is async-signal-safe.
+                unsafe {
+                    libc::signal(
+                        sig as libc::c_int,
+                        on_trapped as *const () as libc::sighandler_t,
+                    )
+                };
             }
             b"time" => {
                 let now = std::time::SystemTime::now()

@@ -70,8 +70,8 @@ Forms (the kernel passes a #! line's options as one argument):
 
 Exit status:
   N      the script's own exit status (0..255)
-  death  the script was killed by INT, TERM, HUP, PIPE or KILL: the same
-         signal kills prefork-interp
+  death  the script was killed by INT, TERM, HUP, PIPE, KILL, USR1, USR2 or
+         ALRM: the same signal kills prefork-interp
   N      the script's initialisation failed with exit status N (a message
          says so)
   127    usage error, failure of prefork-interp itself, or the script was

@@ -12,6 +12,13 @@
 //! request: 0x00, fd 0, fd 1, fd 2 (SCM_RIGHTS), env and args ──> monitor
 //! status <── monitor: exit with it, or die of the same signal
 //! ```
+//!
+//! When the greeting advertises `signals`, the request opens with 0x01
+//! and the call goes on in frames: the forwardable signals sent to us are
+//! blocked, read from a signalfd and passed on ('S'); the monitor tells us
+//! the executor's pid ('P') and, last, its status ('X'). SIGTSTP is
+//! passed on and then stops us too, so the shell sees a stopped job; the
+//! SIGCONT of `fg` is passed on in turn.
 
 use std::ffi::CStr;
 use std::io::{self, Read, Write};
@@ -80,9 +87,9 @@ fn run() -> Result<i32, Failure> {
     let paths = identity_paths(&base, &args)?;
 
     if args.mode == Mode::Normal
-        && let Some(conn) = connect(&paths.socket)?
+        && let Some((conn, caps)) = connect(&paths.socket)?
     {
-        return call(conn, &args);
+        return call(conn, &caps, &args);
     }
 
     let lock = IdentityLock::acquire(&paths.lock)
@@ -96,9 +103,9 @@ fn run() -> Result<i32, Failure> {
             return Ok(0);
         }
         Mode::Normal => {
-            if let Some(conn) = connect(&paths.socket)? {
+            if let Some((conn, caps)) = connect(&paths.socket)? {
                 drop(lock);
-                return call(conn, &args);
+                return call(conn, &caps, &args);
             }
         }
         Mode::Fresh => {}
@@ -106,9 +113,9 @@ fn run() -> Result<i32, Failure> {
 
     // Best effort: a directory we cannot tidy fails clearly just below.
     let _ = rundir::preclean(&base, rundir::MAX_IDENTITIES);
-    let conn = spawn::create_server(&paths, &args)?;
+    let (conn, caps) = spawn::create_server(&paths, &args)?;
     drop(lock);
-    call(conn, &args)
+    call(conn, &caps, &args)
 }
 
 fn identity_paths(base: &Path, args: &ClientArgs) -> Result<IdentityPaths, Failure> {
@@ -126,10 +133,11 @@ fn identity_paths(base: &Path, args: &ClientArgs) -> Result<IdentityPaths, Failu
     }
 }
 
-/// Connects to a server and reads its greeting. `None` when there is no
-/// live server there (no socket, nobody listening, or EOF before the
-/// greeting from a server that is quitting).
-fn connect(socket: &Path) -> Result<Option<UnixStream>, Failure> {
+/// Connects to a server and reads its greeting; returns the connection
+/// and the capabilities it advertised. `None` when there is no live
+/// server there (no socket, nobody listening, or EOF before the greeting
+/// from a server that is quitting).
+fn connect(socket: &Path) -> Result<Option<(UnixStream, Vec<String>)>, Failure> {
     let conn = match UnixStream::connect(socket) {
         Ok(c) => c,
         Err(e) => {
@@ -142,11 +150,15 @@ fn connect(socket: &Path) -> Result<Option<UnixStream>, Failure> {
             };
         }
     };
-    Ok(read_greeting(&conn, socket)?.then_some(conn))
+    Ok(read_greeting(&conn, socket)?.map(|caps| (conn, caps)))
 }
 
-/// Reads a greeting; `false` if the connection ended before it.
-pub(crate) fn read_greeting(mut conn: &UnixStream, socket: &Path) -> Result<bool, Failure> {
+/// Reads a greeting and returns the capabilities it advertises; `None` if
+/// the connection ended before it.
+pub(crate) fn read_greeting(
+    mut conn: &UnixStream,
+    socket: &Path,
+) -> Result<Option<Vec<String>>, Failure> {
     let stale = |e: &io::Error| {
         matches!(
             e.kind(),
@@ -156,7 +168,7 @@ pub(crate) fn read_greeting(mut conn: &UnixStream, socket: &Path) -> Result<bool
     let mut header = [0u8; protocol::GREETING_HEADER_LEN];
     match conn.read_exact(&mut header) {
         Ok(()) => {}
-        Err(e) if stale(&e) => return Ok(false),
+        Err(e) if stale(&e) => return Ok(None),
         Err(e) => {
             return Err(Failure::new(format!(
                 "cannot read greeting from {}: {e}",
@@ -166,11 +178,10 @@ pub(crate) fn read_greeting(mut conn: &UnixStream, socket: &Path) -> Result<bool
     }
     let xdata_len = protocol::decode_greeting_header(&header)
         .map_err(|e| Failure::new(format!("{}: {e}", socket.display())))?;
-    // v1 defines no xdata: read it and let it go.
     let mut xdata = vec![0u8; xdata_len as usize];
     match conn.read_exact(&mut xdata) {
-        Ok(()) => Ok(true),
-        Err(e) if stale(&e) => Ok(false),
+        Ok(()) => Ok(Some(protocol::decode_caps(&xdata))),
+        Err(e) if stale(&e) => Ok(None),
         Err(e) => Err(Failure::new(format!(
             "cannot read greeting from {}: {e}",
             socket.display()
@@ -200,10 +211,22 @@ fn environ_entries() -> Vec<&'static [u8]> {
 }
 
 /// Sends the request on a greeted connection and reports the status.
-fn call(mut conn: UnixStream, args: &ClientArgs) -> Result<i32, Failure> {
+fn call(mut conn: UnixStream, caps: &[String], args: &ClientArgs) -> Result<i32, Failure> {
+    let extended = caps.iter().any(|c| c == protocol::CAP_SIGNALS);
+    // Before the request: from now on no forwardable signal kills us.
+    let signals = if extended {
+        Some(ForwardedSignals::block()?)
+    } else {
+        None
+    };
     let sock = conn.as_raw_fd();
     let sent = (|| {
-        sys::send_all(sock, &[protocol::REQUEST_BYTE])?;
+        let first = if extended {
+            protocol::REQUEST_BYTE_EXTENDED
+        } else {
+            protocol::REQUEST_BYTE
+        };
+        sys::send_all(sock, &[first])?;
         for fd in 0..3 {
             sys::send_byte_with_fd(sock, 0, fd)?;
         }
@@ -221,9 +244,16 @@ fn call(mut conn: UnixStream, args: &ClientArgs) -> Result<i32, Failure> {
         )));
     }
 
-    let mut status = [0u8; 4];
-    match conn.read_exact(&mut status) {
-        Ok(()) => report_status(protocol::decode_status(status)),
+    let status = match signals {
+        None => {
+            let mut status = [0u8; 4];
+            conn.read_exact(&mut status)
+                .map(|()| protocol::decode_status(status))
+        }
+        Some(signals) => relay(&mut conn, &signals),
+    };
+    match status {
+        Ok(status) => report_status(status),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Failure::new(
             "monitor quit unexpectedly (no exit status for the script)",
         )),
@@ -233,14 +263,75 @@ fn call(mut conn: UnixStream, args: &ClientArgs) -> Result<i32, Failure> {
     }
 }
 
+/// The forwardable signals, blocked and readable from a signalfd.
+struct ForwardedSignals {
+    fd: nix::sys::signalfd::SignalFd,
+}
+
+impl ForwardedSignals {
+    fn block() -> Result<Self, Failure> {
+        use nix::sys::signal::{SigSet, Signal};
+        let mut set = SigSet::empty();
+        for &sig in &protocol::FORWARDED_SIGNALS {
+            set.add(Signal::try_from(sig).expect("a real signal"));
+        }
+        let fail = |e: nix::Error| Failure::new(format!("cannot set up signal forwarding: {e}"));
+        set.thread_block().map_err(fail)?;
+        let fd = nix::sys::signalfd::SignalFd::with_flags(
+            &set,
+            nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+        )
+        .map_err(fail)?;
+        Ok(ForwardedSignals { fd })
+    }
+}
+
+/// An extended call's frames: passes our signals on until the status
+/// comes.
+fn relay(conn: &mut UnixStream, signals: &ForwardedSignals) -> io::Result<i32> {
+    use std::os::fd::AsFd;
+    let sock = conn.as_raw_fd();
+    loop {
+        let [signalled, from_monitor] = sys::wait_readable([signals.fd.as_fd(), conn.as_fd()])?;
+        if signalled {
+            while let Ok(Some(info)) = signals.fd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                let frame = protocol::encode_frame(protocol::FRAME_SIGNAL, sig as u32);
+                // The monitor may be gone; its EOF says so below.
+                let _ = sys::send_all(sock, &frame);
+                if sig == libc::SIGTSTP {
+                    // Stop as a direct run would; `fg` continues us, and
+                    // the SIGCONT that brings is passed on in turn.
+                    // SAFETY: raising a signal at ourselves.
+                    unsafe { libc::raise(libc::SIGSTOP) };
+                }
+            }
+        }
+        if from_monitor {
+            let mut frame = [0u8; protocol::FRAME_LEN];
+            conn.read_exact(&mut frame)?;
+            // Other kinds: the executor's pid, or a kind from a later version.
+            if let (protocol::FRAME_STATUS, status) = protocol::decode_frame(frame) {
+                return Ok(status as i32);
+            }
+        }
+    }
+}
+
 /// Signals we die of ourselves when the script died of them, so that the
-/// caller sees what a direct run would have shown.
-const RERAISED: [libc::c_int; 5] = [
+/// caller sees what a direct run would have shown: those whose default
+/// action is to end the process without a core dump. (The original
+/// re-raises the first five; with signal forwarding a script may die of
+/// any forwarded signal.) Others, and core dumps: a message and 127.
+const RERAISED: [libc::c_int; 8] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
     libc::SIGPIPE,
     libc::SIGKILL,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
 ];
 
 /// Turns a wait status into our exit status, or dies of its signal.

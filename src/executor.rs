@@ -3,15 +3,22 @@
 //! ```text
 //! fd 0, 1, 2   the caller's stdin, stdout, stderr (received by SCM_RIGHTS)
 //! environment  exactly the caller's
-//! SIGINT       default (the first caller may have ignored it; we must not
-//!              inherit that: a killed client's executor must die)
+//! signals      what the server had (the monitor ignored the forwardable
+//!              ones), except SIGINT: default (the first caller may have
+//!              ignored it; we must not inherit that: a killed client's
+//!              executor must die)
 //! ```
+//!
+//! For an extended call, once its signals are in place it tells the
+//! monitor "ready" and waits to be let go, so that the client knows its
+//! pid before any per-call code runs, and no forwarded signal is lost.
 //!
 //! No protocol fd survives into it: the server closed the listening socket
 //! and watcher pipes in the monitor, and here the call socket and the
 //! received copies go.
 
 use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
@@ -25,8 +32,18 @@ pub(crate) fn enter(
     call: UnixStream,
     stdio: Vec<OwnedFd>,
     request: &protocol::Payload,
+    saved: &sys::SavedSignals,
+    handshake: Option<UnixStream>,
 ) -> Invocation {
+    saved.restore();
     sys::set_signal(libc::SIGINT, false);
+    if let Some(mut monitor) = handshake {
+        let mut go = [0u8; 1];
+        // Failure means the monitor is gone; the call is over anyway.
+        if sys::send_all(monitor.as_raw_fd(), b"r").is_err() || monitor.read(&mut go).is_err() {
+            sys::exit_now(127);
+        }
+    }
     for (target, fd) in stdio.iter().enumerate() {
         if sys::dup2(fd.as_raw_fd(), target as i32).is_err() {
             sys::exit_now(127);

@@ -1,16 +1,21 @@
 //! The monitor: one per call, forked by the server, talking to the client.
 //!
 //! ```text
-//! monitor (own process group; SIGINT ignored)
-//!   │  greeting ──> client
-//!   │  <── 0x00, fd 0, fd 1, fd 2, u32be length, env and args
+//! monitor (own process group; forwardable signals ignored)
+//!   │  greeting (advertising `signals`) ──> client
+//!   │  <── 0x00 or 0x01 (extended), fd 0, fd 1, fd 2, u32be length, env, args
 //!   ├─fork─> executor (see `executor`): returns into the script
+//!   │  extended: executor says "ready" (its dispositions restored) on a
+//!   │    socketpair; we send 'P' pid, then let it go: no forwarded signal
+//!   │    can reach it while it still ignores them as we do
 //!   │  wait (poll) for either:
 //!   │    pidfd readable: the executor is gone. Reap it FIRST, so the status
 //!   │       is its real one, then SIGINT what is left of the group
 //!   │       (children it left behind), then send the status.
-//!   │    call socket readable: the client is gone (killed, ^C). SIGINT the
-//!   │       group, reap the executor, log its fate.
+//!   │    call socket readable: extended, an 'S' frame: deliver that signal
+//!   │       to the group, and wait again. Otherwise (EOF, or any data in
+//!   │       v1) the client is gone (killed, ^C): SIGINT the group, reap the
+//!   │       executor, log its fate.
 //!   └─ _exit(0)
 //! ```
 //!
@@ -28,9 +33,10 @@ use crate::protocol;
 use crate::server::Invocation;
 use crate::sys::{self, Forked, log};
 
-/// Serves one call on `call`. Returns only in the executor.
-pub(crate) fn serve(call: OwnedFd) -> Invocation {
-    match handle(UnixStream::from(call)) {
+/// Serves one call on `call`, offering the `signals` extension if
+/// `offer_signals`. Returns only in the executor.
+pub(crate) fn serve(call: OwnedFd, offer_signals: bool) -> Invocation {
+    match handle(UnixStream::from(call), offer_signals) {
         Ok(Some(invocation)) => invocation,
         Ok(None) => sys::exit_now(0),
         Err(e) => {
@@ -49,16 +55,23 @@ fn hung_up(e: &io::Error) -> bool {
     )
 }
 
-fn handle(mut call: UnixStream) -> io::Result<Option<Invocation>> {
+fn handle(mut call: UnixStream, offer_signals: bool) -> io::Result<Option<Invocation>> {
     let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
-    sys::set_signal(libc::SIGINT, true);
+    // We deliver these to our group; they must not hurt us. The executor
+    // gets back what the server had.
+    let saved = sys::ignore_signals(&protocol::FORWARDED_SIGNALS);
     let sock = call.as_raw_fd();
 
     let request = (|| {
-        sys::send_all(sock, &protocol::encode_greeting(&[]))?;
+        let caps = if offer_signals {
+            protocol::encode_caps(&[protocol::CAP_SIGNALS])
+        } else {
+            Vec::new()
+        };
+        sys::send_all(sock, &protocol::encode_greeting(&caps))?;
         let mut byte = [0u8; 1];
         call.read_exact(&mut byte)?;
-        protocol::check_request_byte(byte[0]).map_err(invalid)?;
+        let extended = protocol::check_request_byte(byte[0]).map_err(invalid)?;
         let mut stdio = Vec::with_capacity(3);
         for _ in 0..3 {
             stdio.push(sys::recv_byte_with_fd(sock)?.1);
@@ -68,9 +81,9 @@ fn handle(mut call: UnixStream) -> io::Result<Option<Invocation>> {
         let len = protocol::decode_payload_len(len).map_err(invalid)?;
         let mut payload = vec![0u8; len as usize];
         call.read_exact(&mut payload)?;
-        Ok::<_, io::Error>((stdio, payload))
+        Ok::<_, io::Error>((extended, stdio, payload))
     })();
-    let (stdio, payload) = match request {
+    let (extended, stdio, payload) = match request {
         Ok(r) => r,
         Err(e) if hung_up(&e) => {
             log::info("client went away before sending its call");
@@ -80,21 +93,67 @@ fn handle(mut call: UnixStream) -> io::Result<Option<Invocation>> {
     };
 
     let request = protocol::decode_payload(&payload).map_err(invalid)?;
+    let handshake = if extended {
+        Some(UnixStream::pair()?)
+    } else {
+        None
+    };
     let executor = match sys::fork()? {
-        Forked::Child => return Ok(Some(executor::enter(call, stdio, &request))),
+        Forked::Child => {
+            let handshake = handshake.map(|(_, theirs)| theirs);
+            return Ok(Some(executor::enter(
+                call, stdio, &request, &saved, handshake,
+            )));
+        }
         Forked::Parent(pid) => pid,
     };
     // The caller's stdio is the executor's business, not ours.
     drop(stdio);
     let pidfd = sys::pidfd_open(executor)?;
+    if let Some((mut ours, theirs)) = handshake {
+        drop(theirs);
+        // EOF instead of "ready": it died already; its status says how.
+        let mut ready = [0u8; 1];
+        let _ = ours.read(&mut ready);
+        let pid_frame =
+            protocol::encode_frame(protocol::FRAME_EXECUTOR_PID, executor.as_raw() as u32);
+        if let Err(e) = sys::send_all(sock, &pid_frame)
+            && !hung_up(&e)
+        {
+            return Err(e);
+        }
+        let _ = sys::send_all(ours.as_raw_fd(), b"g");
+    }
 
-    let [executor_gone, _client_gone] = sys::wait_readable([pidfd.as_fd(), call.as_fd()])?;
+    let executor_gone = loop {
+        let [gone, client] = sys::wait_readable([pidfd.as_fd(), call.as_fd()])?;
+        if gone {
+            break true;
+        }
+        if !client {
+            continue;
+        }
+        if !extended {
+            break false; // v1: the client has nothing more to say; it left
+        }
+        let mut frame = [0u8; protocol::FRAME_LEN];
+        match call.read_exact(&mut frame) {
+            Ok(()) => forward(protocol::decode_frame(frame)),
+            Err(e) if hung_up(&e) => break false,
+            Err(e) => return Err(e),
+        }
+    };
 
     if executor_gone {
         let status = sys::wait_status(executor, 0)?.unwrap_or(0);
         interrupt_group();
+        let message = if extended {
+            protocol::encode_frame(protocol::FRAME_STATUS, status as u32).to_vec()
+        } else {
+            protocol::encode_status(status).to_vec()
+        };
         // A client that left just now needs no status.
-        if let Err(e) = sys::send_all(sock, &protocol::encode_status(status))
+        if let Err(e) = sys::send_all(sock, &message)
             && !hung_up(&e)
         {
             return Err(e);
@@ -108,6 +167,16 @@ fn handle(mut call: UnixStream) -> io::Result<Option<Invocation>> {
         ));
     }
     Ok(None)
+}
+
+/// Acts on a frame from the client: a signal for our group. Anything else
+/// (a kind from a later version) is ignored.
+fn forward((kind, value): (u8, u32)) {
+    let signal = value as i32;
+    if kind == protocol::FRAME_SIGNAL && protocol::FORWARDED_SIGNALS.contains(&signal) {
+        // SAFETY: kill(2) on our own process group.
+        unsafe { libc::killpg(libc::getpgrp(), signal) };
+    }
 }
 
 /// SIGINT to our process group: the executor and anything it left behind.

@@ -13,6 +13,23 @@
 //! monitor -> client   u32be(wait status of the executor)
 //! ```
 //!
+//! Extensions are negotiated (man/prefork-interp.7 is the full text):
+//!
+//! ```text
+//! setup environment   a third word "pfi-caps=NAME[,NAME...]": the client
+//!                     that creates the server reads our greeting xdata
+//!                     (chiark-utils' client misreads any non-empty xdata,
+//!                     so a server offers it only when told so)
+//! greeting xdata      "pfi-caps 1\n" then "caps NAME[,NAME...]\n" (other
+//!                     lines: ignore); a v1 server sends none
+//! extended request    0x01 instead of 0x00, then fds and payload as in v1,
+//!                     only when the server advertised `signals`
+//! then, frames        5 bytes each: kind, u32be value
+//!   client -> monitor 'S' signal: deliver it to the executor's group
+//!   monitor -> client 'P' executor pid (before its per-call code runs),
+//!                     'X' wait status (last)
+//! ```
+//!
 //! All integers are big-endian. Environment entries and arguments are
 //! arbitrary bytes without NUL: nothing here assumes UTF-8.
 
@@ -121,18 +138,90 @@ pub fn decode_greeting_header(header: &[u8; GREETING_HEADER_LEN]) -> Result<u32,
     Ok(len)
 }
 
+// ------------------------------------------------------------ capabilities
+
+/// First line of our greeting xdata.
+pub const CAPS_MAGIC: &str = "pfi-caps 1";
+
+/// Capability: extended requests with signal forwarding and frames.
+pub const CAP_SIGNALS: &str = "signals";
+
+/// Greeting xdata advertising `caps`.
+pub fn encode_caps(caps: &[&str]) -> Vec<u8> {
+    format!("{CAPS_MAGIC}\ncaps {}\n", caps.join(",")).into_bytes()
+}
+
+/// The capabilities a greeting's xdata advertises (none for v1 servers,
+/// or xdata we do not understand).
+pub fn decode_caps(xdata: &[u8]) -> Vec<String> {
+    let mut lines = xdata.split(|&b| b == b'\n');
+    if lines.next() != Some(CAPS_MAGIC.as_bytes()) {
+        return Vec::new();
+    }
+    lines
+        .filter_map(|line| line.strip_prefix(b"caps "))
+        .flat_map(|list| list.split(|&b| b == b','))
+        .filter(|cap| !cap.is_empty())
+        .map(|cap| String::from_utf8_lossy(cap).into_owned())
+        .collect()
+}
+
 // ----------------------------------------------------------------- request
 
-/// The zero byte that opens every request.
+/// The zero byte that opens every v1 request.
 pub const REQUEST_BYTE: u8 = 0;
 
-/// Checks the byte that opens a request.
-pub fn check_request_byte(byte: u8) -> Result<(), ProtocolError> {
-    if byte == REQUEST_BYTE {
-        Ok(())
-    } else {
-        Err(ProtocolError::BadRequestByte(byte))
+/// The byte that opens an extended request (after `signals` was offered).
+pub const REQUEST_BYTE_EXTENDED: u8 = 1;
+
+/// Checks the byte that opens a request; `true` for an extended one.
+pub fn check_request_byte(byte: u8) -> Result<bool, ProtocolError> {
+    match byte {
+        REQUEST_BYTE => Ok(false),
+        REQUEST_BYTE_EXTENDED => Ok(true),
+        _ => Err(ProtocolError::BadRequestByte(byte)),
     }
+}
+
+// ------------------------------------------------------------------ frames
+
+/// Length of every frame of an extended call.
+pub const FRAME_LEN: usize = 5;
+
+/// Client to monitor: deliver this signal to the executor's group.
+pub const FRAME_SIGNAL: u8 = b'S';
+/// Monitor to client: the executor's pid, before its per-call code runs.
+pub const FRAME_EXECUTOR_PID: u8 = b'P';
+/// Monitor to client: the executor's wait status; the last frame.
+pub const FRAME_STATUS: u8 = b'X';
+
+/// Signals a client may have delivered to the executor's process group.
+pub const FORWARDED_SIGNALS: [i32; 10] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGALRM,
+    libc::SIGTSTP,
+    libc::SIGCONT,
+];
+
+/// One frame.
+pub fn encode_frame(kind: u8, value: u32) -> [u8; FRAME_LEN] {
+    let v = value.to_be_bytes();
+    [kind, v[0], v[1], v[2], v[3]]
+}
+
+/// Splits a frame into its kind and value. Unknown kinds are the
+/// caller's to judge (a monitor ignores them, for forward compatibility).
+pub fn decode_frame(frame: [u8; FRAME_LEN]) -> (u8, u32) {
+    (
+        frame[0],
+        u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]),
+    )
 }
 
 /// The length-prefixed part of a request: environment entries (each
@@ -220,7 +309,7 @@ pub fn decode_status(bytes: [u8; 4]) -> i32 {
 // ------------------------------------------------------- setup environment
 
 /// What `PREFORK_INTERP` tells the setup run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetupEnv {
     /// Seconds part of the fresh socket's mtime: "the server started at".
     pub started_secs: i64,
@@ -234,7 +323,13 @@ pub struct SetupEnv {
     pub watch_in: i32,
     /// Read end of the watcher's stderr (nonblocking): EOF or text = quit.
     pub watch_err: i32,
+    /// The creating client reads greeting xdata and speaks these
+    /// extensions (third word `pfi-caps=...`; empty from a v1 client).
+    pub client_caps: Vec<String>,
 }
+
+/// The third word of `PREFORK_INTERP` that our client adds.
+pub const SETUP_CAPS_PREFIX: &str = "pfi-caps=";
 
 /// Formats the value of `PREFORK_INTERP`.
 ///
@@ -243,10 +338,14 @@ pub struct SetupEnv {
 /// the last two the other way round; the implementations are the
 /// contract, and `setup_env_matches_chiark` pins what they do.)
 pub fn encode_setup_env(e: &SetupEnv) -> String {
-    format!(
+    let mut value = format!(
         "{VERSION},{}.{:09} {},{},{},{}",
         e.started_secs, e.started_nsecs, e.listen, e.call, e.watch_in, e.watch_err
-    )
+    );
+    if !e.client_caps.is_empty() {
+        value += &format!(" {SETUP_CAPS_PREFIX}{}", e.client_caps.join(","));
+    }
+    value
 }
 
 /// Parses the value of `PREFORK_INTERP`. Extra words and extra
@@ -256,6 +355,15 @@ pub fn decode_setup_env(value: &[u8]) -> Result<SetupEnv, ProtocolError> {
     let mut words = value.split(|&b| b == b' ');
     let first = words.next().unwrap_or_default();
     let second = words.next().ok_or_else(|| bad("expected two words"))?;
+    let client_caps = words
+        .find_map(|w| w.strip_prefix(SETUP_CAPS_PREFIX.as_bytes()))
+        .map(|list| {
+            list.split(|&b| b == b',')
+                .filter(|c| !c.is_empty())
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
 
     let mut items = first.split(|&b| b == b',');
     let version = items.next().unwrap_or_default();
@@ -293,6 +401,7 @@ pub fn decode_setup_env(value: &[u8]) -> Result<SetupEnv, ProtocolError> {
         call: next_fd()?,
         watch_in: next_fd()?,
         watch_err: next_fd()?,
+        client_caps,
     })
 }
 
@@ -369,7 +478,9 @@ mod tests {
             decode_payload_len([0xff; 4]),
             Err(ProtocolError::PayloadTooLong(u32::MAX))
         );
-        assert_eq!(check_request_byte(1), Err(ProtocolError::BadRequestByte(1)));
+        assert_eq!(check_request_byte(2), Err(ProtocolError::BadRequestByte(2)));
+        assert_eq!(check_request_byte(0), Ok(false));
+        assert_eq!(check_request_byte(1), Ok(true));
     }
 
     #[test]
@@ -378,6 +489,27 @@ mod tests {
         assert_eq!(split_env_entry(b"=A=b"), Some((&b"=A"[..], &b"b"[..])));
         assert_eq!(split_env_entry(b"A="), Some((&b"A"[..], &b""[..])));
         assert_eq!(split_env_entry(b"novalue"), None);
+    }
+
+    #[test]
+    fn caps_round_trip_and_tolerance() {
+        let x = encode_caps(&[CAP_SIGNALS, "future"]);
+        assert_eq!(x, b"pfi-caps 1\ncaps signals,future\n");
+        assert_eq!(decode_caps(&x), vec!["signals", "future"]);
+        // v1 (no xdata), someone else's xdata, extra lines.
+        assert!(decode_caps(b"").is_empty());
+        assert!(decode_caps(b"something else\ncaps signals\n").is_empty());
+        assert_eq!(
+            decode_caps(b"pfi-caps 1\nversion 9\ncaps a\ncaps b,,c\n"),
+            vec!["a", "b", "c"]
+        );
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let f = encode_frame(FRAME_STATUS, 0x0300);
+        assert_eq!(f, [b'X', 0, 0, 3, 0]);
+        assert_eq!(decode_frame(f), (FRAME_STATUS, 0x0300));
     }
 
     #[test]
@@ -396,10 +528,18 @@ mod tests {
             call: 4,
             watch_in: 5,
             watch_err: 6,
+            client_caps: Vec::new(),
         };
         let s = encode_setup_env(&e);
         assert_eq!(s, "v1,1700000000.000000005 3,4,5,6");
-        assert_eq!(decode_setup_env(s.as_bytes()), Ok(e));
+        assert_eq!(decode_setup_env(s.as_bytes()), Ok(e.clone()));
+        let ours = SetupEnv {
+            client_caps: vec![CAP_SIGNALS.into()],
+            ..e.clone()
+        };
+        let s = encode_setup_env(&ours);
+        assert_eq!(s, "v1,1700000000.000000005 3,4,5,6 pfi-caps=signals");
+        assert_eq!(decode_setup_env(s.as_bytes()), Ok(ours));
         // Extra items and words are ignored.
         assert_eq!(
             decode_setup_env(b"v1,1700000000.000000005,x 3,4,5,6,7 more"),

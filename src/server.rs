@@ -188,11 +188,14 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
     };
     // SAFETY: the fd is the first call's socket, ours alone from here on.
     let mut next = unsafe { OwnedFd::from_raw_fd(setup.call) };
+    // Only a client that said it reads greeting xdata is offered our
+    // extensions (chiark-utils' client misreads any non-empty xdata).
+    let offer_signals = setup.client_caps.iter().any(|c| c == protocol::CAP_SIGNALS);
     loop {
         match sys::fork() {
             Ok(Forked::Child) => {
                 drop(server);
-                return Ok(monitor::serve(next));
+                return Ok(monitor::serve(next, offer_signals));
             }
             Ok(Forked::Parent(pid)) => {
                 drop(next);

@@ -11,7 +11,7 @@
 //!    ├─fork+exec─ setup: INTERP [INTERP-ARGS] [SCRIPT] ARGS...
 //!    │             fd0 /dev/null, fd1+fd2 the caller's stderr, no
 //!    │             other fd of the caller's,
-//!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHI,WATCHE
+//!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHI,WATCHE pfi-caps=signals
 //!    │             (the script initialises, forks the server, exits 0)
 //!    ├─ wait for the setup: non-zero is the script's failure, reported
 //!    └─ read the greeting on the client end: that is the first call
@@ -52,8 +52,12 @@ impl Drop for Cleanup<'_> {
 }
 
 /// Creates a new server for `paths` (replacing any old one) and returns
-/// the first call's connection, greeting already read.
-pub fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<UnixStream, Failure> {
+/// the first call's connection, greeting already read, with the
+/// capabilities it advertised.
+pub fn create_server(
+    paths: &IdentityPaths,
+    args: &ClientArgs,
+) -> Result<(UnixStream, Vec<String>), Failure> {
     let socket = &paths.socket;
     let io_fail = |what: &str, e: std::io::Error| Failure::new(format!("{what}: {e}"));
 
@@ -91,8 +95,10 @@ pub fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<UnixStr
         started_nsecs: meta.mtime_nsec() as u32,
         listen: listener.as_raw_fd(),
         call: call_server.as_raw_fd(),
-        watch_err: watch_err_read.as_raw_fd(),
         watch_in: watch_in_write.as_raw_fd(),
+        watch_err: watch_err_read.as_raw_fd(),
+        // We read greeting xdata: the server may offer its extensions.
+        client_caps: vec![protocol::CAP_SIGNALS.to_string()],
     });
     let stderr_copy: OwnedFd = std::io::stderr()
         .as_fd()
@@ -160,12 +166,12 @@ pub fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<UnixStr
             sys::describe_status(raw)
         )));
     }
-    if !read_greeting(&conn, socket)? {
+    let Some(caps) = read_greeting(&conn, socket)? else {
         return Err(Failure::new(
             "script finished its initialisation run without starting a server \
              (does it call the prefork-interp library's initialisation-complete function?)",
         ));
-    }
+    };
     cleanup.armed = false;
-    Ok(conn)
+    Ok((conn, caps))
 }

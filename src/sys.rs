@@ -380,3 +380,36 @@ pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+// --------------------------------------------------------------- signals
+
+/// Dispositions taken away from a set of signals, to be given back.
+pub struct SavedSignals(Vec<(libc::c_int, libc::sigaction)>);
+
+/// Ignores `signals`, remembering what they were. A monitor does this so
+/// that signals it forwards to its process group do not hurt it.
+pub fn ignore_signals(signals: &[libc::c_int]) -> SavedSignals {
+    let mut saved = Vec::with_capacity(signals.len());
+    for &sig in signals {
+        // SAFETY: sigaction with valid pointers; SIG_IGN needs no handler.
+        unsafe {
+            let mut ignore: libc::sigaction = std::mem::zeroed();
+            ignore.sa_sigaction = libc::SIG_IGN;
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, &ignore, &mut old) == 0 {
+                saved.push((sig, old));
+            }
+        }
+    }
+    SavedSignals(saved)
+}
+
+impl SavedSignals {
+    /// Gives the signals back what they had (an executor does this).
+    pub fn restore(&self) {
+        for (sig, old) in &self.0 {
+            // SAFETY: reinstating a disposition sigaction gave us.
+            unsafe { libc::sigaction(*sig, old, std::ptr::null_mut()) };
+        }
+    }
+}

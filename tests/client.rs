@@ -292,3 +292,26 @@ fn identity_follows_env_option() {
     }
     h.finish();
 }
+
+/// Every manual page renders without a warning (groff -ww; ./test
+/// installs groff-base).
+#[test]
+fn manual_pages_render_cleanly() {
+    let mut pages = 0;
+    for entry in std::fs::read_dir(repo().join("man")).unwrap().flatten() {
+        let out = Command::new("groff")
+            .args(["-ww", "-man", "-Tutf8", "-z"])
+            .arg(entry.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            entry.path().display(),
+            stderr_str(&out)
+        );
+        assert_eq!(stderr_str(&out), "", "{}", entry.path().display());
+        pages += 1;
+    }
+    assert!(pages >= 3, "expected the manual pages in man/");
+}

@@ -219,3 +219,28 @@ fn our_client_with_chiark_perl_module() {
     );
     h.finish();
 }
+
+/// chiark's module offers no extensions, so our client speaks pure v1 to
+/// it: a signal sent to the client is not forwarded; the client dies of
+/// it, and the executor gets SIGINT (the v1 fate of an orphaned call).
+#[test]
+fn our_client_with_chiark_perl_module_degrades_to_v1_signals() {
+    let h = our_client_chiark_perl();
+    let pid_file = h.path("executor.pid");
+    let marker = h.path("got-sigint");
+    let client = h
+        .call(&[
+            format!("@onint:{}", marker.display()),
+            format!("@pid:{}", pid_file.display()),
+            "@sleep:30".into(),
+        ])
+        .spawn();
+    let limit = std::time::Duration::from_secs(10);
+    wait_until("the executor to start", limit, || pid_file.exists()).unwrap();
+    // SAFETY: signalling our own test's client.
+    unsafe { libc::kill(client.id() as i32, libc::SIGTERM) };
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGTERM));
+    wait_until("the executor to get SIGINT", limit, || marker.exists()).unwrap();
+    h.finish();
+}

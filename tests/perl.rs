@@ -182,13 +182,21 @@ fn setup_variable_is_read_in_chiarks_order() {
     let out = Command::new("perl")
         .args(["-I", "scripts/perl", "-MProc::Prefork::Interp", "-e"])
         .arg(
-            "my $s = Proc::Prefork::Interp::_parse_setup('v1,1795467572.582498935 5,9,7,8');\
-             print join(' ', @$s{qw(listen call watch_in watch_err)}), \"\\n\";",
+            "for my $v ('v1,1795467572.582498935 5,9,7,8', \
+                        'v1,1795467572.582498935 5,9,7,8 pfi-caps=signals,later') {\
+               my $s = Proc::Prefork::Interp::_parse_setup($v);\
+               print join(' ', @$s{qw(listen call watch_in watch_err)}, sort keys %{$s->{client_caps}}), \"\\n\";\
+             }",
         )
         .current_dir(repo())
         .output()
         .unwrap();
-    assert_eq!(stdout_str(&out), "5 9 7 8\n", "{}", stderr_str(&out));
+    assert_eq!(
+        stdout_str(&out),
+        "5 9 7 8\n5 9 7 8 later signals\n",
+        "{}",
+        stderr_str(&out)
+    );
 }
 
 #[test]

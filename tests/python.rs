@@ -153,15 +153,19 @@ fn setup_variable_is_read_in_chiarks_order() {
     let out = Command::new(python())
         .args([
             "-c",
-            "import prefork_interp as p; s = p._parse_setup(b'v1,1795467572.582498935 5,9,7,8'); \
-                print(s['listen'], s['call'], s['watch_in'], s['watch_err'], s['started_ns'])",
+            "import prefork_interp as p\n\
+             for v in (b'v1,1795467572.582498935 5,9,7,8',\n\
+                       b'v1,1795467572.582498935 5,9,7,8 pfi-caps=signals'):\n\
+             \x20   s = p._parse_setup(v)\n\
+             \x20   print(s['listen'], s['call'], s['watch_in'], s['watch_err'], s['started_ns'], \
+                    sorted(s['client_caps']))",
         ])
         .env("PYTHONPATH", repo().join("scripts/python"))
         .output()
         .unwrap();
     assert_eq!(
         stdout_str(&out),
-        "5 9 7 8 1795467572582498935\n",
+        "5 9 7 8 1795467572582498935 []\n5 9 7 8 1795467572582498935 ['signals']\n",
         "{}",
         stderr_str(&out)
     );

@@ -98,6 +98,10 @@ for my $arg (@ARGV) {
             $SIG{INT} = 'DEFAULT';
             kill 'INT', $$;
         };
+    } elsif ($name eq 'trap') {
+        STDOUT->flush;
+        my $sig = $param;
+        $SIG{$sig} = sub { print "caught $sig\n"; STDOUT->flush; exit 0 };
     } elsif ($name eq 'time') {
         my ($s, $us) = Time::HiRes::gettimeofday();
         printf "%d%09d\n", $s, $us * 1000;

@@ -122,6 +122,14 @@ def main():
                 os.kill(os.getpid(), signal.SIGINT)
 
             signal.signal(signal.SIGINT, on_int)
+        elif name == "trap":
+            sys.stdout.flush()
+
+            def on_trap(signum, frame, name=param):
+                print("caught " + name, flush=True)
+                sys.exit(0)
+
+            signal.signal(getattr(signal, "SIG" + param), on_trap)
         elif name == "time":
             print(time.time_ns())
         elif name == "tty":

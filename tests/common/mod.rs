@@ -613,6 +613,8 @@ macro_rules! conformance_suite {
             exit_status_under_load,
             exit_handlers_run_in_executor_only,
             terminal_like_direct_run,
+            signals_forwarded_to_the_script,
+            forwarded_signal_death_is_the_callers,
             client_killed_mid_call,
             standalone_run,
         );

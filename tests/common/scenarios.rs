@@ -36,6 +36,9 @@ pub fn signal_deaths(side: Side) {
         ("HUP", libc::SIGHUP),
         ("PIPE", libc::SIGPIPE),
         ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("ALRM", libc::SIGALRM),
     ] {
         let out = h
             .call(&["@out:before".to_string(), format!("@kill:{name}")])
@@ -47,16 +50,14 @@ pub fn signal_deaths(side: Side) {
             "{name}: output before death kept"
         );
     }
-    // Others: a message naming the signal, and 127.
-    for name in ["USR1", "ALRM"] {
-        let out = h.call(&[format!("@kill:{name}")]).run();
-        assert_eq!(out.status.code(), Some(127), "{name}");
-        let err = stderr_str(&out);
-        assert!(
-            err.starts_with("prefork-interp: ") && err.contains(&format!("SIG{name}")),
-            "{name}: {err}"
-        );
-    }
+    // Core-dumping ones: a message naming the signal, and 127.
+    let out = h.call(&["@kill:SEGV"]).run();
+    assert_eq!(out.status.code(), Some(127));
+    let err = stderr_str(&out);
+    assert!(
+        err.starts_with("prefork-interp: ") && err.contains("SIGSEGV"),
+        "{err}"
+    );
     h.finish();
 }
 
@@ -600,5 +601,67 @@ pub fn terminal_like_direct_run(side: Side) {
     }
     let (_, tty) = on_terminal(h.call(&["@tty"]));
     assert_eq!(String::from_utf8_lossy(&tty), "1 1 1\r\n");
+    h.finish();
+}
+
+/// Starts a call whose executor runs `args` then sleeps; returns the
+/// client once the executor is running.
+fn start_sleeper(h: &Harness, name: &str, args: &[&str]) -> (std::process::Child, u32) {
+    let pid_file = h.path(&format!("{name}.pid"));
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.push(format!("@pid:{}", pid_file.display()));
+    all.push("@sleep:30".into());
+    let child = h.call(&all).spawn();
+    wait_until("the executor to start", LIMIT, || pid_file.exists()).unwrap();
+    let pid = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    (child, pid)
+}
+
+/// Signals sent to the client reach the script, which decides its fate:
+/// a script that traps one and exits 0 gives 0.
+pub fn signals_forwarded_to_the_script(side: Side) {
+    let h = Harness::new(side);
+    for (name, sig) in [
+        ("TERM", libc::SIGTERM),
+        ("INT", libc::SIGINT),
+        ("HUP", libc::SIGHUP),
+        ("QUIT", libc::SIGQUIT),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("WINCH", libc::SIGWINCH),
+        ("ALRM", libc::SIGALRM),
+    ] {
+        let (client, _) = start_sleeper(&h, name, &[&format!("@trap:{name}")]);
+        // SAFETY: signalling our own test's client.
+        unsafe { libc::kill(client.id() as i32, sig) };
+        let out = client.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {:?} {}",
+            out.status,
+            stderr_str(&out)
+        );
+        assert_eq!(stdout_str(&out), format!("caught {name}\n"));
+    }
+    h.finish();
+}
+
+/// A forwarded signal the script does not handle kills it, and the
+/// client dies of the same signal; the executor is reaped.
+pub fn forwarded_signal_death_is_the_callers(side: Side) {
+    let h = Harness::new(side);
+    for (name, sig) in [
+        ("TERM", libc::SIGTERM),
+        ("HUP", libc::SIGHUP),
+        ("USR1", libc::SIGUSR1),
+    ] {
+        let (client, executor) = start_sleeper(&h, name, &[]);
+        // SAFETY: signalling our own test's client.
+        unsafe { libc::kill(client.id() as i32, sig) };
+        let out = client.wait_with_output().unwrap();
+        assert_eq!(out.status.signal(), Some(sig), "{name}: {:?}", out.status);
+        wait_until("the executor to be reaped", LIMIT, || reaped(executor)).unwrap();
+    }
     h.finish();
 }

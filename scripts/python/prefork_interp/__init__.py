@@ -47,6 +47,12 @@ __version__ = "0.1.0"
 
 ENV_VAR = "PREFORK_INTERP"
 MAX_PAYLOAD = 64 * 1024 * 1024
+# Negotiated extensions (man/prefork-interp.7): we offer `signals`.
+CAPS = b"pfi-caps 1\ncaps signals\n"
+# Signals an extended client may have delivered to the executor's group;
+# the monitor ignores them, the executor gets back what the server had.
+FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
+                  ("INT", "TERM", "HUP", "QUIT", "USR1", "USR2", "WINCH", "ALRM", "TSTP", "CONT"))
 
 _also_check = []
 _logging = False
@@ -101,7 +107,13 @@ def _parse_setup(value):
     if len(fds) < 4 or not all(f.isdigit() for f in fds[:4]):
         raise bad("file descriptors must be four non-negative numbers")
     listen, call, watch_in, watch_err = (int(f) for f in fds[:4])
+    # Our client adds "pfi-caps=NAME,...": it reads greeting xdata.
+    client_caps = set()
+    for word in words[2:]:
+        if word.startswith(b"pfi-caps="):
+            client_caps.update(c.decode("ascii", "replace") for c in word[9:].split(b",") if c)
     return {
+        "client_caps": client_caps,
         "started_ns": int(secs) * 1_000_000_000 + int(nsecs),
         "listen": listen,
         "call": call,
@@ -348,6 +360,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
             os.dup2(null, fd)
         os.close(null)
         conn = socket.socket(fileno=setup["call"])
+        # Only a client that said it reads greeting xdata is offered our
+        # extensions (chiark-utils' misreads any).
+        offer_signals = "signals" in setup["client_caps"]
         while True:
             pid = os.fork()
             if pid == 0:
@@ -361,7 +376,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         os._exit(1)
     # A monitor: serve the call; returns only in the executor.
     try:
-        _monitor(conn)
+        _monitor(conn, offer_signals)
     except BaseException as e:
         _log(syslog.LOG_ERR, "call failed: %r" % (e,))
         os._exit(1)
@@ -487,18 +502,21 @@ class _Server:
 # ----------------------------------------------------------------- monitor
 
 
-def _monitor(conn):
+def _monitor(conn, offer_signals):
     """Serves one call; returns only in the executor."""
     if _logging:
         syslog.closelog()  # reopened if we log: no syslog fd in the executor
     os.setpgid(0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # We deliver these to our group; they must not hurt us.
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED}
     fds = []
     try:
-        _send_all(conn, b"PFI\n" + struct.pack(">I", 0))
+        xdata = CAPS if offer_signals else b""
+        _send_all(conn, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
         byte = _read_exact(conn, 1)
-        if byte != b"\0":
-            raise ValueError("request starts with byte %#04x, expected 0x00" % byte[0])
+        if byte not in (b"\0", b"\1"):
+            raise ValueError("request starts with byte %#04x, expected 0x00 or 0x01" % byte[0])
+        extended = byte == b"\1"
         for _ in range(3):
             try:
                 data, received, _, _ = socket.recv_fds(conn, 1, 1, socket.MSG_CMSG_CLOEXEC)
@@ -517,10 +535,15 @@ def _monitor(conn):
         _log(syslog.LOG_INFO, "client went away before sending its call")
         os._exit(0)
 
+    # Extended: the executor says "ready" once its signals are back, and
+    # waits for us to have sent its pid.
+    ours, theirs = socket.socketpair() if extended else (None, None)
     executor = os.fork()
     if executor == 0:
         try:
-            _become_executor(conn, fds, env, args)
+            if ours is not None:
+                ours.close()
+            _become_executor(conn, fds, env, args, saved, theirs)
         except BaseException:
             os._exit(127)
         return
@@ -531,21 +554,45 @@ def _monitor(conn):
     except OSError as e:
         _log(syslog.LOG_ERR, "cannot watch the executor (%s): waiting for it without "
              "watching the client" % e)
-        executor_gone = True
-    else:
-        while True:
-            try:
-                ready, _, _ = select.select([pidfd, conn], [], [])
-                break
-            except InterruptedError:
-                continue
-        executor_gone = pidfd in ready
+        pidfd = None
+    if extended:
+        theirs.close()
+        ours.recv(1)  # EOF: it died already
+        try:
+            _send_all(conn, b"P" + struct.pack(">I", executor))
+        except _Hangup:
+            pass
+        try:
+            ours.send(b"g")
+        except OSError:
+            pass
+        ours.close()
+    executor_gone = True
+    while pidfd is not None:
+        try:
+            ready, _, _ = select.select([pidfd, conn], [], [])
+        except InterruptedError:
+            continue
+        if pidfd in ready:
+            break
+        if not extended:
+            executor_gone = False  # v1: the client has nothing more to say
+            break
+        try:
+            kind, value = struct.unpack(">cI", _read_exact(conn, 5))
+        except _Hangup:
+            executor_gone = False  # the client left
+            break
+        if kind == b"S" and value in FORWARDED:
+            _interrupt_group(os.getpgrp(), value)
     group = os.getpgrp()
     if executor_gone:
         _, status = os.waitpid(executor, 0)
         _interrupt_group(group)  # what it left behind; we ignore SIGINT
+        status &= 0xFFFFFFFF
+        message = b"X" + struct.pack(">I", status) if extended else struct.pack(">I", status)
         try:
-            _send_all(conn, struct.pack(">I", status & 0xFFFFFFFF))
+            _send_all(conn, message)
         except _Hangup:
             pass
     else:
@@ -556,9 +603,9 @@ def _monitor(conn):
     os._exit(0)
 
 
-def _interrupt_group(group):
+def _interrupt_group(group, sig=signal.SIGINT):
     try:
-        os.killpg(group, signal.SIGINT)
+        os.killpg(group, sig)
     except OSError:
         pass
 
@@ -590,9 +637,18 @@ def _std_stream(fd, old, write, env):
     return stream
 
 
-def _become_executor(conn, fds, env, args):
+def _become_executor(conn, fds, env, args, saved, monitor):
+    # What the server had; SIGINT: Python's own handler (KeyboardInterrupt),
+    # even if the call that started the server ignored it.
+    for sig, handler in saved.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if monitor is not None:
+        # Ready; then wait until the client knows our pid.
+        monitor.send(b"r")
+        monitor.recv(1)
+        monitor.close()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)

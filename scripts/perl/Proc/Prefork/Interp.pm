@@ -26,7 +26,7 @@ use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC);
 use IO::FDPass;
 use IO::Handle;
 use POSIX qw(:errno_h :signal_h :sys_wait_h);
-use Socket qw(MSG_NOSIGNAL);
+use Socket qw(AF_UNIX MSG_NOSIGNAL PF_UNSPEC SOCK_STREAM);
 use Sys::Syslog ();
 use Time::HiRes ();
 
@@ -47,6 +47,15 @@ use constant {
     IN_NONBLOCK    => 0x800,      # O_NONBLOCK
     IN_CLOEXEC     => 0x80000,    # O_CLOEXEC
 };
+# Negotiated extensions (man/prefork-interp.7): we offer `signals`.
+use constant CAPS => "pfi-caps 1\ncaps signals\n";
+# Signals an extended client may have delivered to the executor's group;
+# the monitor ignores them, the executor gets back what the server had.
+my @FORWARDED = qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
+my %SIGNAL_NUMBER;    # POSIX lacks some (WINCH); perl's own table has all
+@SIGNAL_NUMBER{ split ' ', $Config::Config{sig_name} } = split ' ', $Config::Config{sig_num};
+my %FORWARDED_NUMBER = map { ($SIGNAL_NUMBER{$_} => 1) } @FORWARDED;
+
 use constant WATCH_MASK =>
     IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
 
@@ -85,7 +94,10 @@ sub _parse_setup {
     my @fds = split /,/, $words[1], -1;
     $bad->('file descriptors must be four non-negative numbers')
         unless @fds >= 4 && !grep { !/\A[0-9]+\z/ } @fds[0 .. 3];
+    # Our client adds "pfi-caps=NAME,...": it reads greeting xdata.
+    my ($caps) = map { /\Apfi-caps=(.*)\z/s ? $1 : () } @words[2 .. $#words];
     return {
+        client_caps => { map { ($_ => 1) } grep {length} split /,/, $caps // '' },
         started  => $secs + $nsecs / 1e9,
         listen   => $fds[0] + 0,
         call     => $fds[1] + 0,
@@ -296,6 +308,9 @@ sub prefork_initialisation_complete {
             watch_err    => _fdopen($setup->{watch_err}, '<'),
             watch_in     => _fdopen($setup->{watch_in},  '>'),
             started      => $setup->{started},
+            # Only a client that said it reads greeting xdata is offered
+            # our extensions (chiark-utils' misreads any).
+            offer_signals => $setup->{client_caps}{signals} ? 1 : 0,
             max_servers  => $max_servers,
             idle_timeout => $idle_timeout,
             max_errors   => $max_errors,
@@ -330,7 +345,7 @@ sub prefork_initialisation_complete {
             } elsif ($monitor == 0) {
                 close $_ for grep {defined} @$server{qw(listen watch_err watch_in watch)};
                 close $_ for values %{ $server->{monitors} };
-                return _monitor($next);
+                return _monitor($next, $server->{offer_signals});
             } elsif (my $pidfd = eval { _pidfd_open($monitor) }) {
                 $server->{monitors}{$monitor} = $pidfd;
             } else {
@@ -435,18 +450,26 @@ sub _next_call {
 
 # Serves one call. Returns (true) only in the executor.
 sub _monitor {
-    my ($call) = @_;
+    my ($call, $offer_signals) = @_;
     # Reopened lazily if we log: no syslog fd must reach the executor.
     Sys::Syslog::closelog() if $logging;
     POSIX::setpgid(0, 0);
-    $SIG{INT} = 'IGNORE';
+    # We deliver these to our group; they must not hurt us.
+    my %saved;
+    for my $name (@FORWARDED) {
+        my $old = POSIX::SigAction->new;
+        POSIX::sigaction($SIGNAL_NUMBER{$name}, POSIX::SigAction->new('IGNORE'), $old);
+        $saved{$name} = $old;
+    }
 
-    my ($fds, $env, $args);
+    my ($extended, $fds, $env, $args);
     my $ok = eval {
-        _send_all($call, "PFI\n" . pack('N', 0));
+        my $xdata = $offer_signals ? CAPS : '';
+        _send_all($call, "PFI\n" . pack('N', length $xdata) . $xdata);
         my $byte = _read_exact($call, 1);
-        die sprintf("request starts with byte %#04x, expected 0x00\n", ord $byte)
-            unless $byte eq "\0";
+        die sprintf("request starts with byte %#04x, expected 0x00 or 0x01\n", ord $byte)
+            unless $byte eq "\0" || $byte eq "\1";
+        $extended = $byte eq "\1";
         $fds = [];
         for (1 .. 3) {
             my $fd = IO::FDPass::recv(fileno $call);
@@ -468,25 +491,57 @@ sub _monitor {
         POSIX::_exit(1);
     }
 
+    # Extended: the executor says "ready" once its signals are back, and
+    # waits for us to have sent its pid.
+    my ($ours, $theirs);
+    if ($extended) {
+        socketpair($ours, $theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
+            or do { _log('err', "socketpair: $!"); POSIX::_exit(1) };
+    }
     my $executor = fork;
     if (!defined $executor) {
         _log('err', "cannot fork the executor: $!");
         POSIX::_exit(1);
     }
-    return _become_executor($call, $fds, $env, $args) if $executor == 0;
+    if ($executor == 0) {
+        close $ours if $ours;
+        return _become_executor($call, $fds, $env, $args, \%saved, $theirs);
+    }
 
     POSIX::close($_) for @$fds;
     my $pidfd = eval { _pidfd_open($executor) };
+    if ($extended) {
+        close $theirs;
+        sysread($ours, my $ready, 1);    # EOF: it died already
+        eval { _send_all($call, 'P' . pack('N', $executor)) };
+        syswrite($ours, 'g');
+        close $ours;
+    }
     my $executor_gone = 1;
     if ($pidfd) {
         my $rin = '';
         vec($rin, fileno $pidfd, 1) = 1;
         vec($rin, fileno $call,  1) = 1;
-        my $rout;
-        while (select($rout = $rin, undef, undef, undef) < 0) {
-            die "select failed: $!\n" unless $! == EINTR;
+        while (1) {
+            my $rout;
+            if (select($rout = $rin, undef, undef, undef) < 0) {
+                next if $! == EINTR;
+                die "select failed: $!\n";
+            }
+            last if vec($rout, fileno $pidfd, 1);
+            next unless vec($rout, fileno $call, 1);
+            if (!$extended) {
+                $executor_gone = 0;    # v1: the client has nothing more to say
+                last;
+            }
+            my $frame = eval { _read_exact($call, 5) };
+            if (!defined $frame) {
+                $executor_gone = 0;    # the client left
+                last;
+            }
+            my ($kind, $signal) = unpack 'a N', $frame;
+            kill $signal, -getpgrp() if $kind eq 'S' && $FORWARDED_NUMBER{$signal};
         }
-        $executor_gone = vec($rout, fileno $pidfd, 1);
     } else {
         _log('err', "$@; waiting for the executor without watching the client");
     }
@@ -495,7 +550,7 @@ sub _monitor {
         waitpid($executor, 0);
         my $status = ${^CHILD_ERROR_NATIVE};
         kill 'INT', -$pgrp;    # what it left behind; we ignore SIGINT
-        eval { _send_all($call, pack('N', $status)) };
+        eval { _send_all($call, $extended ? 'X' . pack('N', $status) : pack('N', $status)) };
     } else {
         kill 'INT', -$pgrp;
         waitpid($executor, 0);
@@ -508,10 +563,17 @@ sub _monitor {
 # ------------------------------------------------------------ executor
 
 sub _become_executor {
-    my ($call, $fds, $env, $args) = @_;
+    my ($call, $fds, $env, $args, $saved, $monitor) = @_;
+    # What the server had, but SIGINT and SIGPIPE: default.
+    POSIX::sigaction($SIGNAL_NUMBER{$_}, $saved->{$_}) for keys %$saved;
     $SIG{INT}  = 'DEFAULT';
     $SIG{PIPE} = 'DEFAULT';
     POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGINT, SIGPIPE));
+    if ($monitor) {
+        # Ready; then wait until the client knows our pid.
+        (syswrite($monitor, 'r') && sysread($monitor, my $go, 1)) or POSIX::_exit(127);
+        close $monitor;
+    }
     # Reopening a standard handle keeps its fd number (0, 1, 2), and
     # PerlIO looks afresh at whether it is a terminal (line buffering).
     open(STDIN,  '<&', $fds->[0]) or POSIX::_exit(127);
