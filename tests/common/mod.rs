@@ -540,6 +540,107 @@ pub fn touch(path: &std::path::Path) {
     .unwrap();
 }
 
+/// An interactive bash on a pty, driven as a person at a terminal would:
+/// job control, ^C and ^Z go through the real terminal line discipline.
+pub struct Terminal {
+    master: std::fs::File,
+    shell: Child,
+    seen: Vec<u8>,
+    /// How much of `seen` earlier `expect`s consumed.
+    mark: usize,
+}
+
+impl Terminal {
+    pub fn shell(h: &Harness) -> Terminal {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut cmd = Command::new("bash");
+        cmd.args(["--norc", "--noprofile", "-i"])
+            .env_clear()
+            .envs(h.base_env())
+            .env("PS1", "PROMPT> ")
+            .env("TERM", "dumb")
+            .env("HISTFILE", "/dev/null")
+            .current_dir(h.dir());
+        for fd in 0..3 {
+            let slave = Stdio::from(pty.slave.try_clone().unwrap());
+            match fd {
+                0 => cmd.stdin(slave),
+                1 => cmd.stdout(slave),
+                _ => cmd.stderr(slave),
+            };
+        }
+        // SAFETY: setsid and ioctl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let shell = cmd.spawn().unwrap();
+        drop(pty.slave);
+        let mut t = Terminal {
+            master: std::fs::File::from(pty.master),
+            shell,
+            seen: Vec::new(),
+            mark: 0,
+        };
+        t.expect("PROMPT> ");
+        t
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        std::io::Write::write_all(&mut self.master, bytes).unwrap();
+    }
+
+    /// Waits (up to 10 s) until `needle` appears after what earlier calls
+    /// consumed; consumes up to its end.
+    pub fn expect(&mut self, needle: &str) {
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let fresh = &self.seen[self.mark..];
+            if let Some(at) = fresh
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+            {
+                self.mark += at + needle.len();
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "terminal: no {needle:?} in {:?}",
+                String::from_utf8_lossy(&self.seen[self.mark..])
+            );
+            let mut fds = [nix::poll::PollFd::new(
+                self.master.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let ms = left.as_millis().min(1000) as u16;
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            let mut buf = [0u8; 4096];
+            match std::io::Read::read(&mut self.master, &mut buf) {
+                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("terminal closed while waiting for {needle:?}: {e}"),
+            }
+        }
+    }
+
+    /// Runs a shell command line and waits for the next prompt.
+    pub fn run(&mut self, line: &str) {
+        self.send(format!("{line}\n").as_bytes());
+        self.expect("PROMPT> ");
+    }
+
+    pub fn exit(mut self) {
+        self.send(b"exit\n");
+        self.shell.wait().unwrap();
+    }
+}
+
 /// Does process `pid` hold an inotify instance (a server watching files)?
 pub fn holds_inotify(pid: &str) -> bool {
     std::fs::read_dir(format!("/proc/{}/fd", pid.trim()))
@@ -615,6 +716,7 @@ macro_rules! conformance_suite {
             terminal_like_direct_run,
             signals_forwarded_to_the_script,
             forwarded_signal_death_is_the_callers,
+            terminal_job_control,
             client_killed_mid_call,
             standalone_run,
         );

@@ -665,3 +665,53 @@ pub fn forwarded_signal_death_is_the_callers(side: Side) {
     }
     h.finish();
 }
+
+/// A person at a terminal: ^Z stops the script and the client, `fg`
+/// resumes both and the script finishes normally; ^C ends a script as a
+/// direct run would (death by SIGINT, status 130 in the shell).
+pub fn terminal_job_control(side: Side) {
+    let h = Harness::new(side);
+    let script = h.script.display().to_string();
+    let pid_file = h.path("executor.pid");
+    let mut t = Terminal::shell(&h);
+    // The server first, so that timings below are a warm call's.
+    t.run(&format!("{script} @out:warm"));
+
+    t.send(
+        format!(
+            "{script} @pid:{} @out:BEFORE @sleep:1.5 @out:AFTER\n",
+            pid_file.display()
+        )
+        .as_bytes(),
+    );
+    t.expect("\nBEFORE\r");
+    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    t.send(b"\x1a");
+    t.expect("Stopped");
+    t.expect("PROMPT> ");
+    let state = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+    };
+    assert_eq!(state(executor), 'T', "the script is stopped too");
+    t.send(b"fg\n");
+    t.expect("\nAFTER\r");
+    t.expect("PROMPT> ");
+    t.run("echo status=$?");
+    assert!(String::from_utf8_lossy(&t.seen).contains("status=0"));
+
+    std::fs::remove_file(&pid_file).unwrap();
+    t.send(format!("{script} @pid:{} @sleep:30\n", pid_file.display()).as_bytes());
+    wait_until("the script to start", LIMIT, || pid_file.exists()).unwrap();
+    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    t.send(b"\x03");
+    t.expect("PROMPT> ");
+    t.send(b"echo status=$?\n");
+    t.expect("status=130");
+    wait_until("the interrupted script to be reaped", LIMIT, || {
+        reaped(executor)
+    })
+    .unwrap();
+    t.exit();
+    h.finish();
+}
