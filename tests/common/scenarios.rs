@@ -693,7 +693,9 @@ pub fn terminal_job_control(side: Side) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
     };
-    assert_eq!(state(executor), 'T', "the script is stopped too");
+    // The client passes ^Z on and stops; the monitor delivers it to the
+    // script a moment later.
+    wait_until("the script to stop too", LIMIT, || state(executor) == 'T').unwrap();
     t.send(b"fg\n");
     t.expect("\nAFTER\r");
     t.expect("PROMPT> ");
