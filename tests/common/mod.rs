@@ -717,6 +717,7 @@ macro_rules! conformance_suite {
             signals_forwarded_to_the_script,
             forwarded_signal_death_is_the_callers,
             terminal_job_control,
+            wire_extended_and_v1_calls,
             client_killed_mid_call,
             standalone_run,
         );

@@ -717,3 +717,78 @@ pub fn terminal_job_control(side: Side) {
     t.exit();
     h.finish();
 }
+
+/// The wire itself, as a fourth implementation would speak it: the server
+/// (created by our client) offers `signals`; an extended call gets 'P'
+/// with the executor's pid, then 'X' with its status; a v1 call on the
+/// same server gets a bare status.
+pub fn wire_extended_and_v1_calls(side: Side) {
+    use prefork_interp::{protocol, sys};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    let h = Harness::new(side);
+    h.server_pid(); // creates the server
+    let socket = std::fs::read_dir(h.base())
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with('s'))
+        .unwrap()
+        .path();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let pid_file = h.path("executor.pid");
+    let call = |extended: bool| {
+        let mut conn = UnixStream::connect(&socket).unwrap();
+        let mut header = [0u8; protocol::GREETING_HEADER_LEN];
+        conn.read_exact(&mut header).unwrap();
+        let mut xdata = vec![0u8; protocol::decode_greeting_header(&header).unwrap() as usize];
+        conn.read_exact(&mut xdata).unwrap();
+        assert_eq!(protocol::decode_caps(&xdata), vec![protocol::CAP_SIGNALS]);
+        let sock = conn.as_raw_fd();
+        let first = if extended {
+            protocol::REQUEST_BYTE_EXTENDED
+        } else {
+            protocol::REQUEST_BYTE
+        };
+        sys::send_all(sock, &[first]).unwrap();
+        for _ in 0..3 {
+            sys::send_byte_with_fd(sock, 0, null.as_raw_fd()).unwrap();
+        }
+        let env = h.base_env();
+        let entries: Vec<Vec<u8>> = env
+            .iter()
+            .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
+            .collect();
+        let pid_arg = format!("@pid:{}", pid_file.display());
+        let args: [&[u8]; 2] = [pid_arg.as_bytes(), b"@exit:3"];
+        let payload = protocol::encode_request_payload(entries.iter().map(Vec::as_slice), args);
+        sys::send_all(sock, &payload).unwrap();
+        conn
+    };
+
+    let mut conn = call(true);
+    let mut frame = [0u8; protocol::FRAME_LEN];
+    conn.read_exact(&mut frame).unwrap();
+    let (kind, pid) = protocol::decode_frame(frame);
+    assert_eq!(kind, protocol::FRAME_EXECUTOR_PID);
+    conn.read_exact(&mut frame).unwrap();
+    let (kind, status) = protocol::decode_frame(frame);
+    assert_eq!(kind, protocol::FRAME_STATUS);
+    assert_eq!(status as i32, 3 << 8, "exit status 3");
+    let written: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_eq!(pid, written, "the 'P' frame names the executor");
+    assert_eq!(conn.read(&mut frame).unwrap(), 0, "'X' is the last frame");
+
+    std::fs::remove_file(&pid_file).unwrap();
+    let mut conn = call(false);
+    let mut status = [0u8; 4];
+    conn.read_exact(&mut status).unwrap();
+    assert_eq!(protocol::decode_status(status), 3 << 8);
+    assert_eq!(
+        conn.read(&mut status).unwrap(),
+        0,
+        "v1: the status and nothing else"
+    );
+    h.finish();
+}
