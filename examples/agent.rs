@@ -41,6 +41,8 @@
 //! | `@sigdisp:SIG`   | print SIG's disposition: default, ignore or handled  |
 //! | `@onint:FILE`    | on SIGINT, create FILE and die of SIGINT             |
 //! | `@trap:SIG`      | on SIG, print `caught SIG` and exit 0                |
+//! | `@cwd`           | print the current directory                          |
+//! | `@umask`         | print the umask, four octal digits                   |
 //! | `@time`          | print the wall-clock time in nanoseconds              |
 //! | `@tty`           | print isatty of fds 0, 1, 2 as `1`/`0`, spaced        |
 //! | `@die:TEXT`      | fail the language's own way (panic, die, raise)       |
@@ -277,6 +279,16 @@ fn run(args: &[OsString]) -> i32 {
                         on_trapped as *const () as libc::sighandler_t,
                     )
                 };
+            }
+            b"cwd" => writeln!(out, "{}", std::env::current_dir().unwrap().display()).unwrap(),
+            b"umask" => {
+                // SAFETY: umask always succeeds; the value goes back at once.
+                let mask = unsafe {
+                    let mask = libc::umask(0);
+                    libc::umask(mask);
+                    mask
+                };
+                writeln!(out, "{mask:04o}").unwrap();
             }
             b"time" => {
                 let now = std::time::SystemTime::now()

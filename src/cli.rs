@@ -44,6 +44,9 @@ pub struct ClientArgs {
     pub identity_items: Vec<IdentityItem>,
     /// `-g IDENT`.
     pub given_identity: Option<OsString>,
+    /// `--caller-dir`: the identity leaves out the current directory (each
+    /// call runs in its caller's directory; needs capability `context`).
+    pub caller_dir: bool,
     /// The interpreter and its own arguments; empty only for `--kill -g`.
     pub interpreter: Vec<OsString>,
     pub script: Option<OsString>,
@@ -109,6 +112,12 @@ fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .conflicts_with("fresh")
                 .help("Tear down any server for this identity and run nothing"),
+        )
+        .arg(
+            Arg::new("caller_dir")
+                .long("caller-dir")
+                .action(ArgAction::SetTrue)
+                .help("Identity leaves out the current directory: one server serves every directory, each call running in its caller's (needs a script side of this project's)"),
         )
         .arg(
             Arg::new("env")
@@ -248,6 +257,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, String> {
         mode,
         identity_items,
         given_identity,
+        caller_dir: matches.get_flag("caller_dir"),
         interpreter,
         script,
         args,

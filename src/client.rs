@@ -23,6 +23,7 @@
 use std::ffi::CStr;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -114,6 +115,12 @@ fn run() -> Result<i32, Failure> {
     // Best effort: a directory we cannot tidy fails clearly just below.
     let _ = rundir::preclean(&base, rundir::MAX_IDENTITIES);
     let (conn, caps) = spawn::create_server(&paths, &args)?;
+    if args.caller_dir && !caps.iter().any(|c| c == protocol::CAP_CONTEXT) {
+        // Useless to anyone: take the new server down again (we hold the
+        // lock, so its file may go too).
+        let _ = rundir::remove_if_exists(&paths.socket);
+        let _ = rundir::remove_if_exists(&paths.lock);
+    }
     drop(lock);
     call(conn, &caps, &args)
 }
@@ -126,6 +133,7 @@ fn identity_paths(base: &Path, args: &ClientArgs) -> Result<IdentityPaths, Failu
                 items: &args.identity_items,
                 interpreter: &args.interpreter,
                 script: args.script.as_deref(),
+                include_cwd: !args.caller_dir,
             })
             .map_err(|e| Failure::new(format!("cannot compute the server identity: {e}")))?;
             IdentityPaths::for_hash(base, &hash).map_err(Failure::new)
@@ -212,7 +220,15 @@ fn environ_entries() -> Vec<&'static [u8]> {
 
 /// Sends the request on a greeted connection and reports the status.
 fn call(mut conn: UnixStream, caps: &[String], args: &ClientArgs) -> Result<i32, Failure> {
-    let extended = caps.iter().any(|c| c == protocol::CAP_SIGNALS);
+    let offered = |cap: &str| caps.iter().any(|c| c == cap);
+    let extended = offered(protocol::CAP_SIGNALS);
+    let context = extended && offered(protocol::CAP_CONTEXT);
+    if args.caller_dir && !context {
+        return Err(Failure::new(
+            "--caller-dir needs a script side that runs each call in its caller's directory \
+             (capability \"context\", this project's libraries); this server does not offer it",
+        ));
+    }
     // Before the request: from now on no forwardable signal kills us.
     let signals = if extended {
         Some(ForwardedSignals::block()?)
@@ -221,11 +237,7 @@ fn call(mut conn: UnixStream, caps: &[String], args: &ClientArgs) -> Result<i32,
     };
     let sock = conn.as_raw_fd();
     let sent = (|| {
-        let first = if extended {
-            protocol::REQUEST_BYTE_EXTENDED
-        } else {
-            protocol::REQUEST_BYTE
-        };
+        let first = protocol::encode_request_byte(protocol::RequestKind { extended, context });
         sys::send_all(sock, &[first])?;
         for fd in 0..3 {
             sys::send_byte_with_fd(sock, 0, fd)?;
@@ -236,7 +248,19 @@ fn call(mut conn: UnixStream, caps: &[String], args: &ClientArgs) -> Result<i32,
                 .iter()
                 .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())),
         );
-        sys::send_all(sock, &payload)
+        sys::send_all(sock, &payload)?;
+        if context {
+            let cwd = std::fs::File::open(".").or_else(|_| {
+                // Unreadable: O_PATH needs no permission on it.
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                    .open(".")
+            })?;
+            sys::send_byte_with_fd(sock, protocol::CONTEXT_BYTE, cwd.as_raw_fd())?;
+            sys::send_all(sock, &sys::current_umask().to_be_bytes())?;
+        }
+        Ok::<(), io::Error>(())
     })();
     if let Err(e) = sent {
         return Err(Failure::new(format!(

@@ -9,6 +9,9 @@
 //!              executor must die)
 //! ```
 //!
+//! With capability `context`, it runs in the caller's current directory
+//! (received as an fd; fchdir) with the caller's umask.
+//!
 //! For an extended call, once its signals are in place it tells the
 //! monitor "ready" and waits to be let go, so that the client knows its
 //! pid before any per-call code runs, and no forwarded signal is lost.
@@ -27,15 +30,31 @@ use crate::protocol;
 use crate::server::Invocation;
 use crate::sys;
 
+/// The caller's current directory and umask (capability `context`).
+pub(crate) struct CallerContext {
+    pub cwd: OwnedFd,
+    pub umask: u32,
+}
+
 /// Turns this freshly forked child of a monitor into the call's executor.
 pub(crate) fn enter(
     call: UnixStream,
     stdio: Vec<OwnedFd>,
     request: &protocol::Payload,
+    context: Option<CallerContext>,
     saved: &sys::SavedSignals,
     handshake: Option<UnixStream>,
 ) -> Invocation {
     saved.restore();
+    if let Some(context) = context {
+        // SAFETY: fchdir and umask on values we own.
+        unsafe {
+            if libc::fchdir(context.cwd.as_raw_fd()) != 0 {
+                sys::exit_now(127);
+            }
+            libc::umask(context.umask as libc::mode_t);
+        }
+    }
     sys::set_signal(libc::SIGINT, false);
     if let Some(mut monitor) = handshake {
         let mut go = [0u8; 1];

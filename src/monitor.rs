@@ -33,10 +33,10 @@ use crate::protocol;
 use crate::server::Invocation;
 use crate::sys::{self, Forked, log};
 
-/// Serves one call on `call`, offering the `signals` extension if
-/// `offer_signals`. Returns only in the executor.
-pub(crate) fn serve(call: OwnedFd, offer_signals: bool) -> Invocation {
-    match handle(UnixStream::from(call), offer_signals) {
+/// Serves one call on `call`, offering the extensions `offered`. Returns
+/// only in the executor.
+pub(crate) fn serve(call: OwnedFd, offered: &[&str]) -> Invocation {
+    match handle(UnixStream::from(call), offered) {
         Ok(Some(invocation)) => invocation,
         Ok(None) => sys::exit_now(0),
         Err(e) => {
@@ -55,7 +55,7 @@ fn hung_up(e: &io::Error) -> bool {
     )
 }
 
-fn handle(mut call: UnixStream, offer_signals: bool) -> io::Result<Option<Invocation>> {
+fn handle(mut call: UnixStream, offered: &[&str]) -> io::Result<Option<Invocation>> {
     let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
     // We deliver these to our group; they must not hurt us. The executor
     // gets back what the server had.
@@ -63,15 +63,15 @@ fn handle(mut call: UnixStream, offer_signals: bool) -> io::Result<Option<Invoca
     let sock = call.as_raw_fd();
 
     let request = (|| {
-        let caps = if offer_signals {
-            protocol::encode_caps(&[protocol::CAP_SIGNALS])
-        } else {
+        let caps = if offered.is_empty() {
             Vec::new()
+        } else {
+            protocol::encode_caps(offered)
         };
         sys::send_all(sock, &protocol::encode_greeting(&caps))?;
         let mut byte = [0u8; 1];
         call.read_exact(&mut byte)?;
-        let extended = protocol::check_request_byte(byte[0]).map_err(invalid)?;
+        let kind = protocol::check_request_byte(byte[0]).map_err(invalid)?;
         let mut stdio = Vec::with_capacity(3);
         for _ in 0..3 {
             stdio.push(sys::recv_byte_with_fd(sock)?.1);
@@ -81,9 +81,20 @@ fn handle(mut call: UnixStream, offer_signals: bool) -> io::Result<Option<Invoca
         let len = protocol::decode_payload_len(len).map_err(invalid)?;
         let mut payload = vec![0u8; len as usize];
         call.read_exact(&mut payload)?;
-        Ok::<_, io::Error>((extended, stdio, payload))
+        let context = if kind.context {
+            let (_, cwd) = sys::recv_byte_with_fd(sock)?;
+            let mut umask = [0u8; 4];
+            call.read_exact(&mut umask)?;
+            Some(executor::CallerContext {
+                cwd,
+                umask: u32::from_be_bytes(umask),
+            })
+        } else {
+            None
+        };
+        Ok::<_, io::Error>((kind.extended, stdio, payload, context))
     })();
-    let (extended, stdio, payload) = match request {
+    let (extended, stdio, payload, context) = match request {
         Ok(r) => r,
         Err(e) if hung_up(&e) => {
             log::info("client went away before sending its call");
@@ -102,13 +113,13 @@ fn handle(mut call: UnixStream, offer_signals: bool) -> io::Result<Option<Invoca
         Forked::Child => {
             let handshake = handshake.map(|(_, theirs)| theirs);
             return Ok(Some(executor::enter(
-                call, stdio, &request, &saved, handshake,
+                call, stdio, &request, context, &saved, handshake,
             )));
         }
         Forked::Parent(pid) => pid,
     };
-    // The caller's stdio is the executor's business, not ours.
-    drop(stdio);
+    // The caller's stdio and directory are the executor's business.
+    drop((stdio, context));
     let pidfd = sys::pidfd_open(executor)?;
     if let Some((mut ours, theirs)) = handshake {
         drop(theirs);

@@ -146,6 +146,12 @@ pub const CAPS_MAGIC: &str = "pfi-caps 1";
 /// Capability: extended requests with signal forwarding and frames.
 pub const CAP_SIGNALS: &str = "signals";
 
+/// Capability: the executor runs in the caller's directory and umask.
+pub const CAP_CONTEXT: &str = "context";
+
+/// The extensions this implementation speaks, in both roles.
+pub const OUR_CAPS: [&str; 2] = [CAP_SIGNALS, CAP_CONTEXT];
+
 /// Greeting xdata advertising `caps`.
 pub fn encode_caps(caps: &[&str]) -> Vec<u8> {
     format!("{CAPS_MAGIC}\ncaps {}\n", caps.join(",")).into_bytes()
@@ -171,14 +177,54 @@ pub fn decode_caps(xdata: &[u8]) -> Vec<String> {
 /// The zero byte that opens every v1 request.
 pub const REQUEST_BYTE: u8 = 0;
 
-/// The byte that opens an extended request (after `signals` was offered).
+/// Request flag: an extended call, in frames (needs `signals` offered).
 pub const REQUEST_BYTE_EXTENDED: u8 = 1;
 
-/// Checks the byte that opens a request; `true` for an extended one.
-pub fn check_request_byte(byte: u8) -> Result<bool, ProtocolError> {
+/// Request flag, with [`REQUEST_BYTE_EXTENDED`]: a context message follows
+/// the payload (needs `context` offered): one byte 0x00 carrying the
+/// caller's current directory (SCM_RIGHTS), then u32be umask.
+pub const REQUEST_FLAG_CONTEXT: u8 = 2;
+
+/// The byte that carries the caller's directory. Zero, as for the stdio
+/// fds: Perl's IO::FDPass refuses (EDOM) any other.
+pub const CONTEXT_BYTE: u8 = 0;
+
+/// What the request byte asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestKind {
+    /// Frames after the request ('S', 'P', 'X').
+    pub extended: bool,
+    /// A context message after the payload.
+    pub context: bool,
+}
+
+/// The byte that opens a request of this kind.
+pub fn encode_request_byte(kind: RequestKind) -> u8 {
+    let mut byte = REQUEST_BYTE;
+    if kind.extended {
+        byte |= REQUEST_BYTE_EXTENDED;
+        if kind.context {
+            byte |= REQUEST_FLAG_CONTEXT;
+        }
+    }
+    byte
+}
+
+/// Checks the byte that opens a request.
+pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
     match byte {
-        REQUEST_BYTE => Ok(false),
-        REQUEST_BYTE_EXTENDED => Ok(true),
+        0 => Ok(RequestKind {
+            extended: false,
+            context: false,
+        }),
+        1 => Ok(RequestKind {
+            extended: true,
+            context: false,
+        }),
+        3 => Ok(RequestKind {
+            extended: true,
+            context: true,
+        }),
         _ => Err(ProtocolError::BadRequestByte(byte)),
     }
 }
@@ -479,8 +525,16 @@ mod tests {
             Err(ProtocolError::PayloadTooLong(u32::MAX))
         );
         assert_eq!(check_request_byte(2), Err(ProtocolError::BadRequestByte(2)));
-        assert_eq!(check_request_byte(0), Ok(false));
-        assert_eq!(check_request_byte(1), Ok(true));
+        assert_eq!(check_request_byte(4), Err(ProtocolError::BadRequestByte(4)));
+        for extended in [false, true] {
+            for context in [false, true] {
+                let kind = RequestKind {
+                    extended,
+                    context: context && extended,
+                };
+                assert_eq!(check_request_byte(encode_request_byte(kind)), Ok(kind));
+            }
+        }
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub struct IdentitySpec<'a> {
     /// The interpreter and its own arguments (from the combined #! form).
     pub interpreter: &'a [OsString],
     pub script: Option<&'a OsStr>,
+    /// Whether the current directory is part of it (not with --caller-dir).
+    pub include_cwd: bool,
 }
 
 /// Hex SHA-256 (64 digits) of the identity: uname, device and inode of `.`
@@ -167,10 +169,18 @@ pub fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
     ] {
         field(b'u', part.as_bytes());
     }
-    for dir in [".", "/"] {
+    let dirs: &[&str] = if spec.include_cwd {
+        &[".", "/"]
+    } else {
+        &["/"]
+    };
+    for dir in dirs {
         let m = fs::metadata(dir)?;
         field(b'd', &m.dev().to_be_bytes());
         field(b'i', &m.ino().to_be_bytes());
+    }
+    if !spec.include_cwd {
+        field(b'C', b"caller-dir");
     }
     for item in spec.items {
         match item {
@@ -360,6 +370,7 @@ mod tests {
             items,
             interpreter: interp,
             script: Some(OsStr::new("/x/script")),
+            include_cwd: true,
         }
     }
 
@@ -381,6 +392,9 @@ mod tests {
         let mut no_script = spec(&[], &perl);
         no_script.script = None;
         assert_ne!(base, identity_hash(&no_script).unwrap());
+        let mut any_dir = spec(&[], &perl);
+        any_dir.include_cwd = false;
+        assert_ne!(base, identity_hash(&any_dir).unwrap());
     }
 
     #[test]

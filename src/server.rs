@@ -189,13 +189,17 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
     // SAFETY: the fd is the first call's socket, ours alone from here on.
     let mut next = unsafe { OwnedFd::from_raw_fd(setup.call) };
     // Only a client that said it reads greeting xdata is offered our
-    // extensions (chiark-utils' client misreads any non-empty xdata).
-    let offer_signals = setup.client_caps.iter().any(|c| c == protocol::CAP_SIGNALS);
+    // extensions, and only those it speaks (chiark-utils' client misreads
+    // any non-empty xdata).
+    let offered: Vec<&str> = protocol::OUR_CAPS
+        .into_iter()
+        .filter(|cap| setup.client_caps.iter().any(|c| c == cap))
+        .collect();
     loop {
         match sys::fork() {
             Ok(Forked::Child) => {
                 drop(server);
-                return Ok(monitor::serve(next, offer_signals));
+                return Ok(monitor::serve(next, &offered));
             }
             Ok(Forked::Parent(pid)) => {
                 drop(next);

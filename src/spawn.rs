@@ -11,7 +11,7 @@
 //!    ├─fork+exec─ setup: INTERP [INTERP-ARGS] [SCRIPT] ARGS...
 //!    │             fd0 /dev/null, fd1+fd2 the caller's stderr, no
 //!    │             other fd of the caller's,
-//!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHI,WATCHE pfi-caps=signals
+//!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHI,WATCHE pfi-caps=signals,context
 //!    │             (the script initialises, forks the server, exits 0)
 //!    ├─ wait for the setup: non-zero is the script's failure, reported
 //!    └─ read the greeting on the client end: that is the first call
@@ -98,7 +98,7 @@ pub fn create_server(
         watch_in: watch_in_write.as_raw_fd(),
         watch_err: watch_err_read.as_raw_fd(),
         // We read greeting xdata: the server may offer its extensions.
-        client_caps: vec![protocol::CAP_SIGNALS.to_string()],
+        client_caps: protocol::OUR_CAPS.iter().map(|c| c.to_string()).collect(),
     });
     let stderr_copy: OwnedFd = std::io::stderr()
         .as_fd()

@@ -413,3 +413,13 @@ impl SavedSignals {
         }
     }
 }
+
+/// This process's umask (set and put back: single-threaded callers).
+pub fn current_umask() -> u32 {
+    // SAFETY: umask always succeeds; we restore the value at once.
+    unsafe {
+        let mask = libc::umask(0o022);
+        libc::umask(mask);
+        mask as u32
+    }
+}

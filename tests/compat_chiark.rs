@@ -244,3 +244,22 @@ fn our_client_with_chiark_perl_module_degrades_to_v1_signals() {
     wait_until("the executor to get SIGINT", limit, || marker.exists()).unwrap();
     h.finish();
 }
+
+/// `--caller-dir` needs capability "context", which chiark's module does
+/// not offer: a clear error, and the server made for it is gone again.
+#[test]
+fn caller_dir_with_chiark_perl_module_is_refused() {
+    let h = our_client_chiark_perl();
+    let out = h.call_with_options(&["--caller-dir"], &["@out:x"]).run();
+    assert_eq!(out.status.code(), Some(127));
+    let err = stderr_str(&out);
+    assert!(err.contains("--caller-dir needs a script side"), "{err}");
+    assert_eq!(stdout_str(&out), "");
+    wait_until(
+        "the server to go",
+        std::time::Duration::from_secs(10),
+        || h.processes().is_empty(),
+    )
+    .unwrap();
+    h.finish();
+}

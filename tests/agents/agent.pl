@@ -102,6 +102,11 @@ for my $arg (@ARGV) {
         STDOUT->flush;
         my $sig = $param;
         $SIG{$sig} = sub { print "caught $sig\n"; STDOUT->flush; exit 0 };
+    } elsif ($name eq 'cwd') {
+        require Cwd;
+        print Cwd::getcwd(), "\n";
+    } elsif ($name eq 'umask') {
+        printf "%04o\n", umask;
     } elsif ($name eq 'time') {
         my ($s, $us) = Time::HiRes::gettimeofday();
         printf "%d%09d\n", $s, $us * 1000;

@@ -130,6 +130,12 @@ def main():
                 sys.exit(0)
 
             signal.signal(getattr(signal, "SIG" + param), on_trap)
+        elif name == "cwd":
+            print(os.getcwd())
+        elif name == "umask":
+            mask = os.umask(0)
+            os.umask(mask)
+            print("%04o" % mask)
         elif name == "time":
             print(time.time_ns())
         elif name == "tty":

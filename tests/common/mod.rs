@@ -718,6 +718,7 @@ macro_rules! conformance_suite {
             forwarded_signal_death_is_the_callers,
             terminal_job_control,
             wire_extended_and_v1_calls,
+            runs_in_callers_directory_and_umask,
             client_killed_mid_call,
             standalone_run,
         );

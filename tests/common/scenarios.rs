@@ -744,7 +744,7 @@ pub fn wire_extended_and_v1_calls(side: Side) {
         conn.read_exact(&mut header).unwrap();
         let mut xdata = vec![0u8; protocol::decode_greeting_header(&header).unwrap() as usize];
         conn.read_exact(&mut xdata).unwrap();
-        assert_eq!(protocol::decode_caps(&xdata), vec![protocol::CAP_SIGNALS]);
+        assert_eq!(protocol::decode_caps(&xdata), protocol::OUR_CAPS);
         let sock = conn.as_raw_fd();
         let first = if extended {
             protocol::REQUEST_BYTE_EXTENDED
@@ -789,6 +789,52 @@ pub fn wire_extended_and_v1_calls(side: Side) {
         conn.read(&mut status).unwrap(),
         0,
         "v1: the status and nothing else"
+    );
+    h.finish();
+}
+
+/// Each call runs in its caller's directory with its caller's umask; with
+/// `--caller-dir` the identity leaves the directory out, so one server
+/// serves callers in different directories.
+pub fn runs_in_callers_directory_and_umask(side: Side) {
+    use std::os::unix::process::CommandExt;
+    let h = Harness::new(side);
+    let run = |options: &[&str], dir: &std::path::Path, mask: libc::mode_t| {
+        let mut call = h.call_with_options(options, &["@cwd", "@umask", "@server"]);
+        call.cmd.current_dir(dir);
+        // SAFETY: umask is async-signal-safe.
+        unsafe {
+            call.cmd.pre_exec(move || {
+                libc::umask(mask);
+                Ok(())
+            });
+        }
+        let out = call.run();
+        assert_success(&out);
+        stdout_str(&out)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (h.path("dir-a"), h.path("dir-b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let from_a = run(&["--caller-dir"], &a, 0o027);
+    assert_eq!(from_a[..2], [a.display().to_string(), "0027".to_string()]);
+    let from_b = run(&["--caller-dir"], &b, 0o077);
+    assert_eq!(from_b[..2], [b.display().to_string(), "0077".to_string()]);
+    assert_eq!(from_a[2], from_b[2], "one server for both directories");
+    // Without --caller-dir: one server per directory, and the umask is
+    // still the caller's.
+    let plain = run(&[], h.dir(), 0o002);
+    assert_eq!(
+        plain[..2],
+        [h.dir().display().to_string(), "0002".to_string()]
+    );
+    assert_ne!(plain[2], from_a[2]);
+    assert_success(
+        &h.call_with_options(&["--caller-dir", "--kill"], &[] as &[&str])
+            .run(),
     );
     h.finish();
 }

@@ -47,8 +47,9 @@ __version__ = "0.1.0"
 
 ENV_VAR = "PREFORK_INTERP"
 MAX_PAYLOAD = 64 * 1024 * 1024
-# Negotiated extensions (man/prefork-interp.7): we offer `signals`.
-CAPS = b"pfi-caps 1\ncaps signals\n"
+# Negotiated extensions (man/prefork-interp.7), offered to a client that
+# declared them.
+OUR_CAPS = ("signals", "context")
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
@@ -361,8 +362,8 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         os.close(null)
         conn = socket.socket(fileno=setup["call"])
         # Only a client that said it reads greeting xdata is offered our
-        # extensions (chiark-utils' misreads any).
-        offer_signals = "signals" in setup["client_caps"]
+        # extensions, those it speaks (chiark-utils' misreads any).
+        offered = [cap for cap in OUR_CAPS if cap in setup["client_caps"]]
         while True:
             pid = os.fork()
             if pid == 0:
@@ -376,7 +377,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         os._exit(1)
     # A monitor: serve the call; returns only in the executor.
     try:
-        _monitor(conn, offer_signals)
+        _monitor(conn, offered)
     except BaseException as e:
         _log(syslog.LOG_ERR, "call failed: %r" % (e,))
         os._exit(1)
@@ -502,7 +503,7 @@ class _Server:
 # ----------------------------------------------------------------- monitor
 
 
-def _monitor(conn, offer_signals):
+def _monitor(conn, offered):
     """Serves one call; returns only in the executor."""
     if _logging:
         syslog.closelog()  # reopened if we log: no syslog fd in the executor
@@ -511,12 +512,13 @@ def _monitor(conn, offer_signals):
     saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED}
     fds = []
     try:
-        xdata = CAPS if offer_signals else b""
+        xdata = ("pfi-caps 1\ncaps %s\n" % ",".join(offered)).encode() if offered else b""
         _send_all(conn, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
-        byte = _read_exact(conn, 1)
-        if byte not in (b"\0", b"\1"):
-            raise ValueError("request starts with byte %#04x, expected 0x00 or 0x01" % byte[0])
-        extended = byte == b"\1"
+        byte = _read_exact(conn, 1)[0]
+        if byte not in (0, 1, 3):
+            raise ValueError("request starts with byte %#04x, expected 0x00, 0x01 or 0x03" % byte)
+        extended = bool(byte & 1)
+        with_context = bool(byte & 2)
         for _ in range(3):
             try:
                 data, received, _, _ = socket.recv_fds(conn, 1, 1, socket.MSG_CMSG_CLOEXEC)
@@ -531,6 +533,13 @@ def _monitor(conn, offer_signals):
         if length > MAX_PAYLOAD:
             raise ValueError("request too long (%d bytes, at most %d)" % (length, MAX_PAYLOAD))
         env, args = _decode_payload(_read_exact(conn, length))
+        context = None
+        if with_context:
+            _, received, _, _ = socket.recv_fds(conn, 1, 1, socket.MSG_CMSG_CLOEXEC)
+            if len(received) != 1:
+                raise ValueError("no directory in the context message")
+            (umask,) = struct.unpack(">I", _read_exact(conn, 4))
+            context = (received[0], umask)
     except _Hangup:
         _log(syslog.LOG_INFO, "client went away before sending its call")
         os._exit(0)
@@ -543,11 +552,11 @@ def _monitor(conn, offer_signals):
         try:
             if ours is not None:
                 ours.close()
-            _become_executor(conn, fds, env, args, saved, theirs)
+            _become_executor(conn, fds, env, args, context, saved, theirs)
         except BaseException:
             os._exit(127)
         return
-    for fd in fds:
+    for fd in fds + ([context[0]] if context else []):
         os.close(fd)
     try:
         pidfd = os.pidfd_open(executor)
@@ -637,7 +646,13 @@ def _std_stream(fd, old, write, env):
     return stream
 
 
-def _become_executor(conn, fds, env, args, saved, monitor):
+def _become_executor(conn, fds, env, args, context, saved, monitor):
+    if context is not None:
+        # The caller's directory and umask (capability "context").
+        cwd, umask = context
+        os.fchdir(cwd)
+        os.close(cwd)
+        os.umask(umask)
     # What the server had; SIGINT: Python's own handler (KeyboardInterrupt),
     # even if the call that started the server ignored it.
     for sig, handler in saved.items():

@@ -47,8 +47,9 @@ use constant {
     IN_NONBLOCK    => 0x800,      # O_NONBLOCK
     IN_CLOEXEC     => 0x80000,    # O_CLOEXEC
 };
-# Negotiated extensions (man/prefork-interp.7): we offer `signals`.
-use constant CAPS => "pfi-caps 1\ncaps signals\n";
+# Negotiated extensions (man/prefork-interp.7), offered to a client that
+# declared them.
+my @OUR_CAPS = qw(signals context);
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 my @FORWARDED = qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
@@ -309,8 +310,8 @@ sub prefork_initialisation_complete {
             watch_in     => _fdopen($setup->{watch_in},  '>'),
             started      => $setup->{started},
             # Only a client that said it reads greeting xdata is offered
-            # our extensions (chiark-utils' misreads any).
-            offer_signals => $setup->{client_caps}{signals} ? 1 : 0,
+            # our extensions, those it speaks (chiark-utils' misreads any).
+            offered => [ grep { $setup->{client_caps}{$_} } @OUR_CAPS ],
             max_servers  => $max_servers,
             idle_timeout => $idle_timeout,
             max_errors   => $max_errors,
@@ -345,7 +346,7 @@ sub prefork_initialisation_complete {
             } elsif ($monitor == 0) {
                 close $_ for grep {defined} @$server{qw(listen watch_err watch_in watch)};
                 close $_ for values %{ $server->{monitors} };
-                return _monitor($next, $server->{offer_signals});
+                return _monitor($next, $server->{offered});
             } elsif (my $pidfd = eval { _pidfd_open($monitor) }) {
                 $server->{monitors}{$monitor} = $pidfd;
             } else {
@@ -450,7 +451,7 @@ sub _next_call {
 
 # Serves one call. Returns (true) only in the executor.
 sub _monitor {
-    my ($call, $offer_signals) = @_;
+    my ($call, $offered) = @_;
     # Reopened lazily if we log: no syslog fd must reach the executor.
     Sys::Syslog::closelog() if $logging;
     POSIX::setpgid(0, 0);
@@ -462,14 +463,15 @@ sub _monitor {
         $saved{$name} = $old;
     }
 
-    my ($extended, $fds, $env, $args);
+    my ($extended, $with_context, $context, $fds, $env, $args);
     my $ok = eval {
-        my $xdata = $offer_signals ? CAPS : '';
+        my $xdata = @$offered ? "pfi-caps 1\ncaps " . join(',', @$offered) . "\n" : '';
         _send_all($call, "PFI\n" . pack('N', length $xdata) . $xdata);
-        my $byte = _read_exact($call, 1);
-        die sprintf("request starts with byte %#04x, expected 0x00 or 0x01\n", ord $byte)
-            unless $byte eq "\0" || $byte eq "\1";
-        $extended = $byte eq "\1";
+        my $byte = ord _read_exact($call, 1);
+        die sprintf("request starts with byte %#04x, expected 0x00, 0x01 or 0x03\n", $byte)
+            unless $byte == 0 || $byte == 1 || $byte == 3;
+        $extended = $byte & 1;
+        $with_context = $byte & 2;
         $fds = [];
         for (1 .. 3) {
             my $fd = IO::FDPass::recv(fileno $call);
@@ -480,6 +482,11 @@ sub _monitor {
         die "request too long ($length bytes, at most " . MAX_PAYLOAD . ")\n"
             if $length > MAX_PAYLOAD;
         ($env, $args) = _decode_payload(_read_exact($call, $length));
+        if ($with_context) {
+            my $cwd = IO::FDPass::recv(fileno $call);
+            die "cannot receive the caller's directory: $!\n" if $cwd < 0;
+            $context = { cwd => $cwd, umask => unpack('N', _read_exact($call, 4)) };
+        }
         1;
     };
     if (!$ok) {
@@ -505,10 +512,10 @@ sub _monitor {
     }
     if ($executor == 0) {
         close $ours if $ours;
-        return _become_executor($call, $fds, $env, $args, \%saved, $theirs);
+        return _become_executor($call, $fds, $env, $args, $context, \%saved, $theirs);
     }
 
-    POSIX::close($_) for @$fds;
+    POSIX::close($_) for @$fds, ($context ? $context->{cwd} : ());
     my $pidfd = eval { _pidfd_open($executor) };
     if ($extended) {
         close $theirs;
@@ -563,7 +570,14 @@ sub _monitor {
 # ------------------------------------------------------------ executor
 
 sub _become_executor {
-    my ($call, $fds, $env, $args, $saved, $monitor) = @_;
+    my ($call, $fds, $env, $args, $context, $saved, $monitor) = @_;
+    if ($context) {
+        # The caller's directory and umask (capability "context").
+        open(my $cwd, '<&=', $context->{cwd}) or POSIX::_exit(127);
+        chdir($cwd) or POSIX::_exit(127);
+        close $cwd;
+        umask $context->{umask};
+    }
     # What the server had, but SIGINT and SIGPIPE: default.
     POSIX::sigaction($SIGNAL_NUMBER{$_}, $saved->{$_}) for keys %$saved;
     $SIG{INT}  = 'DEFAULT';
