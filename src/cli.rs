@@ -34,6 +34,8 @@ pub enum Mode {
     Fresh,
     /// `--kill`: tear down any server for this identity; run nothing.
     Kill,
+    /// `--list`: show this user's servers; run nothing.
+    List,
 }
 
 /// A parsed command line that asks for a call (or a kill).
@@ -79,7 +81,7 @@ Exit status:
          says so)
   127    usage error, failure of prefork-interp itself, or the script was
          killed by another signal or dumped core (a message says which)
-  0      --kill, --help, --version";
+  0      --kill, --list, --help, --version";
 
 fn command() -> Command {
     Command::new("prefork-interp")
@@ -112,6 +114,13 @@ fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .conflicts_with("fresh")
                 .help("Tear down any server for this identity and run nothing"),
+        )
+        .arg(
+            Arg::new("list")
+                .long("list")
+                .action(ArgAction::SetTrue)
+                .conflicts_with_all(["kill", "fresh"])
+                .help("List this user's servers (identity, pid, start, calls, protocol, command); the identity works with --kill -g"),
         )
         .arg(
             Arg::new("caller_dir")
@@ -205,14 +214,16 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, String> {
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
     let given_identity = matches.get_one::<OsString>("ident").cloned();
-    let mode = if matches.get_flag("kill") {
+    let mode = if matches.get_flag("list") {
+        Mode::List
+    } else if matches.get_flag("kill") {
         Mode::Kill
     } else if matches.get_flag("fresh") {
         Mode::Fresh
     } else {
         Mode::Normal
     };
-    if !matches.get_flag("unlaundered") {
+    if !matches.get_flag("unlaundered") && mode != Mode::List {
         return Err(
             "usage error: -U is required (unlaundered is the only mode); \
                     see prefork-interp --help"
@@ -246,7 +257,9 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, String> {
         let mut after = after.into_iter();
         (command, after.next(), after.collect())
     };
-    if interpreter.is_empty() && !(mode == Mode::Kill && given_identity.is_some()) {
+    let needs_interpreter =
+        !(mode == Mode::List || (mode == Mode::Kill && given_identity.is_some()));
+    if interpreter.is_empty() && needs_interpreter {
         return Err("usage error: no interpreter given; see prefork-interp --help".into());
     }
     if interpreter.first().is_some_and(|i| i.is_empty()) {

@@ -71,7 +71,7 @@ fn run() -> Result<i32, Failure> {
         }
         Parsed::Run(args) => args,
     };
-    if args.mode != Mode::Kill {
+    if !matches!(args.mode, Mode::Kill | Mode::List) {
         // A closed fd 0..2 would be reused by our own sockets and sent on.
         for (fd, name) in [
             (0, "standard input"),
@@ -85,6 +85,9 @@ fn run() -> Result<i32, Failure> {
     }
 
     let base = rundir::base_dir().map_err(Failure::new)?;
+    if args.mode == Mode::List {
+        return crate::list::print(&base).map(|()| 0);
+    }
     let paths = identity_paths(&base, &args)?;
 
     if args.mode == Mode::Normal
@@ -109,7 +112,8 @@ fn run() -> Result<i32, Failure> {
                 return call(conn, &caps, &args);
             }
         }
-        Mode::Fresh => {}
+        // (--list returned above.)
+        Mode::Fresh | Mode::List => {}
     }
 
     // Best effort: a directory we cannot tidy fails clearly just below.

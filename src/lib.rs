@@ -50,7 +50,8 @@
 //!
 //! - [`protocol`]: the wire format (pure encode/decode; the contract).
 //! - [`rundir`]: run directory, identity hash, socket and lock paths.
-//! - [`cli`], [`client`], [`spawn`], [`watcher`]: the client binary's roles.
+//! - [`cli`], [`client`], [`spawn`], [`watcher`], [`list`]: the client
+//!   binary's roles.
 //! - [`server`], [`monitor`], [`executor`]: the Rust script side; the API
 //!   is [`initialisation_complete`], [`Options`], [`Invocation`].
 //!
@@ -60,6 +61,7 @@
 pub mod cli;
 pub mod client;
 pub mod executor;
+pub mod list;
 pub mod monitor;
 pub mod protocol;
 pub mod rundir;

@@ -33,10 +33,16 @@ use crate::protocol;
 use crate::server::Invocation;
 use crate::sys::{self, Forked, log};
 
+/// The server's counters when it forked this monitor (for `--list`).
+pub(crate) struct ServerStats {
+    pub served: u64,
+    pub running: u64,
+}
+
 /// Serves one call on `call`, offering the extensions `offered`. Returns
 /// only in the executor.
-pub(crate) fn serve(call: OwnedFd, offered: &[&str]) -> Invocation {
-    match handle(UnixStream::from(call), offered) {
+pub(crate) fn serve(call: OwnedFd, offered: &[&str], stats: ServerStats) -> Invocation {
+    match handle(UnixStream::from(call), offered, stats) {
         Ok(Some(invocation)) => invocation,
         Ok(None) => sys::exit_now(0),
         Err(e) => {
@@ -55,7 +61,11 @@ fn hung_up(e: &io::Error) -> bool {
     )
 }
 
-fn handle(mut call: UnixStream, offered: &[&str]) -> io::Result<Option<Invocation>> {
+fn handle(
+    mut call: UnixStream,
+    offered: &[&str],
+    stats: ServerStats,
+) -> io::Result<Option<Invocation>> {
     let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
     // We deliver these to our group; they must not hurt us. The executor
     // gets back what the server had.
@@ -66,7 +76,9 @@ fn handle(mut call: UnixStream, offered: &[&str]) -> io::Result<Option<Invocatio
         let caps = if offered.is_empty() {
             Vec::new()
         } else {
-            protocol::encode_caps(offered)
+            let mut xdata = protocol::encode_caps(offered);
+            xdata.extend(protocol::encode_stats(stats.served, stats.running));
+            xdata
         };
         sys::send_all(sock, &protocol::encode_greeting(&caps))?;
         let mut byte = [0u8; 1];

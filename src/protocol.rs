@@ -157,6 +157,24 @@ pub fn encode_caps(caps: &[&str]) -> Vec<u8> {
     format!("{CAPS_MAGIC}\ncaps {}\n", caps.join(",")).into_bytes()
 }
 
+/// The server's counters, as greeting xdata lines (read by `--list`):
+/// connections accepted before this one, and calls then running.
+pub fn encode_stats(served: u64, running: u64) -> Vec<u8> {
+    format!("served {served}\nrunning {running}\n").into_bytes()
+}
+
+/// A numeric line `NAME N` of our greeting xdata, if there is one.
+pub fn decode_xdata_number(xdata: &[u8], name: &str) -> Option<u64> {
+    let mut lines = xdata.split(|&b| b == b'\n');
+    if lines.next() != Some(CAPS_MAGIC.as_bytes()) {
+        return None;
+    }
+    lines.find_map(|line| {
+        let rest = line.strip_prefix(name.as_bytes())?.strip_prefix(b" ")?;
+        std::str::from_utf8(rest).ok()?.parse().ok()
+    })
+}
+
 /// The capabilities a greeting's xdata advertises (none for v1 servers,
 /// or xdata we do not understand).
 pub fn decode_caps(xdata: &[u8]) -> Vec<String> {
@@ -557,6 +575,17 @@ mod tests {
             decode_caps(b"pfi-caps 1\nversion 9\ncaps a\ncaps b,,c\n"),
             vec!["a", "b", "c"]
         );
+    }
+
+    #[test]
+    fn stats_in_xdata() {
+        let mut x = encode_caps(&[CAP_SIGNALS]);
+        x.extend(encode_stats(12, 3));
+        assert_eq!(decode_caps(&x), vec!["signals"]);
+        assert_eq!(decode_xdata_number(&x, "served"), Some(12));
+        assert_eq!(decode_xdata_number(&x, "running"), Some(3));
+        assert_eq!(decode_xdata_number(&x, "other"), None);
+        assert_eq!(decode_xdata_number(b"served 1\n", "served"), None);
     }
 
     #[test]

@@ -195,14 +195,20 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
         .into_iter()
         .filter(|cap| setup.client_caps.iter().any(|c| c == cap))
         .collect();
+    let mut served = 0;
     loop {
+        let stats = monitor::ServerStats {
+            served,
+            running: server.monitors.len() as u64,
+        };
         match sys::fork() {
             Ok(Forked::Child) => {
                 drop(server);
-                return Ok(monitor::serve(next, &offered));
+                return Ok(monitor::serve(next, &offered, stats));
             }
             Ok(Forked::Parent(pid)) => {
                 drop(next);
+                served += 1;
                 server.add_monitor(pid);
             }
             Err(e) => {

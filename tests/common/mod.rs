@@ -297,6 +297,25 @@ impl Harness {
         self.prepare(cmd)
     }
 
+    /// The client run by hand with these arguments, in this world.
+    pub fn client_call<S: AsRef<OsStr>>(&self, args: &[S]) -> Call {
+        let mut cmd = Command::new(&self.client);
+        cmd.args(args);
+        self.prepare(cmd)
+    }
+
+    /// `--list`'s line for the server whose pid is `pid`, split in columns.
+    pub fn listed(&self, pid: u32) -> Vec<String> {
+        let out = self.client_call(&["--list"]).run();
+        assert_success(&out);
+        let text = stdout_str(&out);
+        assert!(text.starts_with("IDENT "), "{text}");
+        text.lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .find(|cols| cols.get(1) == Some(&pid.to_string()))
+            .unwrap_or_else(|| panic!("server {pid} not listed:\n{text}"))
+    }
+
     /// Runs the script side standalone (no prefork-interp).
     pub fn direct<S: AsRef<OsStr>>(&self, args: &[S]) -> Call {
         let mut cmd = match self.side {
@@ -719,6 +738,7 @@ macro_rules! conformance_suite {
             terminal_job_control,
             wire_extended_and_v1_calls,
             runs_in_callers_directory_and_umask,
+            list_and_kill_by_identity,
             client_killed_mid_call,
             standalone_run,
         );

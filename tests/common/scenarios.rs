@@ -838,3 +838,33 @@ pub fn runs_in_callers_directory_and_umask(side: Side) {
     );
     h.finish();
 }
+
+/// `--list` shows the server: identity, pid, start, calls served and
+/// running, protocol, command; `--kill -g IDENT` takes the listed identity.
+pub fn list_and_kill_by_identity(side: Side) {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    assert_success(&h.call(&["@out:x"]).run());
+    let cols = h.listed(server);
+    let socket_names = h.run_dir_entries();
+    assert!(
+        socket_names.contains(&format!("s{}", cols[0])),
+        "{cols:?} {socket_names:?}"
+    );
+    assert_eq!(
+        cols[3], "2",
+        "two calls accepted before the listing: {cols:?}"
+    );
+    assert_eq!(cols[4], "0", "none running: {cols:?}");
+    assert_eq!(cols[5], "signals,context");
+    assert!(
+        cols[6..]
+            .join(" ")
+            .contains(&h.script.display().to_string()),
+        "{cols:?}"
+    );
+    let out = h.client_call(&["-U", "--kill", "-g", &cols[0]]).run();
+    assert_success(&out);
+    wait_until("the server to quit", LIMIT, || !alive(server)).unwrap();
+    h.finish();
+}

@@ -365,10 +365,12 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         # extensions, those it speaks (chiark-utils' misreads any).
         offered = [cap for cap in OUR_CAPS if cap in setup["client_caps"]]
         while True:
+            stats = "served %d\nrunning %d\n" % (server.served, len(server.monitors))
             pid = os.fork()
             if pid == 0:
                 server.close()
                 break
+            server.served += 1
             server.add_monitor(pid)
             conn.close()
             conn = server.next_call()
@@ -377,7 +379,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         os._exit(1)
     # A monitor: serve the call; returns only in the executor.
     try:
-        _monitor(conn, offered)
+        _monitor(conn, offered, stats)
     except BaseException as e:
         _log(syslog.LOG_ERR, "call failed: %r" % (e,))
         os._exit(1)
@@ -399,6 +401,7 @@ class _Server:
         self.errors = 0
         self.reload = reload
         self.monitors = {}  # pid -> pidfd
+        self.served = 0
         self.idle_since = time.monotonic()
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.watch_err, selectors.EVENT_READ, "watcher")
@@ -503,7 +506,7 @@ class _Server:
 # ----------------------------------------------------------------- monitor
 
 
-def _monitor(conn, offered):
+def _monitor(conn, offered, stats):
     """Serves one call; returns only in the executor."""
     if _logging:
         syslog.closelog()  # reopened if we log: no syslog fd in the executor
@@ -512,7 +515,7 @@ def _monitor(conn, offered):
     saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED}
     fds = []
     try:
-        xdata = ("pfi-caps 1\ncaps %s\n" % ",".join(offered)).encode() if offered else b""
+        xdata = ("pfi-caps 1\ncaps %s\n%s" % (",".join(offered), stats)).encode() if offered else b""
         _send_all(conn, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
         byte = _read_exact(conn, 1)[0]
         if byte not in (0, 1, 3):

@@ -321,6 +321,7 @@ sub prefork_initialisation_complete {
             watch        => _watch_files(\@reload),
             dirty        => 1,
             monitors     => {},
+            served       => 0,
             errors       => 0,
             idle_since   => Time::HiRes::time(),
         );
@@ -346,8 +347,10 @@ sub prefork_initialisation_complete {
             } elsif ($monitor == 0) {
                 close $_ for grep {defined} @$server{qw(listen watch_err watch_in watch)};
                 close $_ for values %{ $server->{monitors} };
-                return _monitor($next, $server->{offered});
+                return _monitor($next, $server->{offered},
+                    "served $server->{served}\nrunning " . (keys %{ $server->{monitors} }) . "\n");
             } elsif (my $pidfd = eval { _pidfd_open($monitor) }) {
+                $server->{served}++;
                 $server->{monitors}{$monitor} = $pidfd;
             } else {
                 # Unwatchable: wait for it, which keeps the limit true.
@@ -451,7 +454,7 @@ sub _next_call {
 
 # Serves one call. Returns (true) only in the executor.
 sub _monitor {
-    my ($call, $offered) = @_;
+    my ($call, $offered, $stats) = @_;
     # Reopened lazily if we log: no syslog fd must reach the executor.
     Sys::Syslog::closelog() if $logging;
     POSIX::setpgid(0, 0);
@@ -465,7 +468,7 @@ sub _monitor {
 
     my ($extended, $with_context, $context, $fds, $env, $args);
     my $ok = eval {
-        my $xdata = @$offered ? "pfi-caps 1\ncaps " . join(',', @$offered) . "\n" : '';
+        my $xdata = @$offered ? "pfi-caps 1\ncaps " . join(',', @$offered) . "\n$stats" : '';
         _send_all($call, "PFI\n" . pack('N', length $xdata) . $xdata);
         my $byte = ord _read_exact($call, 1);
         die sprintf("request starts with byte %#04x, expected 0x00, 0x01 or 0x03\n", $byte)

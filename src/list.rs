@@ -1,0 +1,208 @@
+//! `prefork-interp --list`: this user's servers, one line each.
+//!
+//! ```text
+//! IDENT  PID  STARTED  SERVED  RUNNING  PROTOCOL  COMMAND
+//! ```
+//!
+//! What every server shows, v1 ones included: the identity (the socket's
+//! name; `--kill -g IDENT` takes it), the start (the socket's mtime), the
+//! server's pid (the process holding the listening socket, found through
+//! /proc/net/unix and /proc/PID/fd: SO_PEERCRED would name the client that
+//! called listen(), long gone) and its command line. Servers of this
+//! project add, in their greeting, how many connections they had accepted
+//! and how many calls were running. A server at its call limit answers no
+//! greeting for now ("busy"); a socket nobody listens on is "stale".
+//!
+//! Looking costs each live server one monitor that finds no request and
+//! quits.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::client::Failure;
+use crate::protocol;
+
+/// How long a live server may take to greet us before it counts as busy.
+const GREETING_WAIT: Duration = Duration::from_millis(500);
+
+enum State {
+    Stale,
+    Busy,
+    /// Greeted; our servers' xdata says more.
+    Live {
+        xdata: Vec<u8>,
+    },
+}
+
+/// Prints the table for the run directory `base`.
+pub fn print(base: &Path) -> Result<(), Failure> {
+    let fail = |e: io::Error| Failure::new(format!("cannot list {}: {e}", base.display()));
+    let mut sockets: Vec<(String, PathBuf, i64)> = std::fs::read_dir(base)
+        .map_err(fail)?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let ident = name.strip_prefix('s')?.to_string();
+            let meta = e.metadata().ok()?;
+            meta.file_type()
+                .is_socket()
+                .then(|| (ident, e.path(), meta.mtime()))
+        })
+        .collect();
+    sockets.sort();
+    let listening = listening_sockets();
+    let mut out = io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<64}  {:>7}  {:<20}  {:>6}  {:>7}  {:<16}  COMMAND",
+        "IDENT", "PID", "STARTED", "SERVED", "RUNNING", "PROTOCOL"
+    );
+    for (ident, path, mtime) in sockets {
+        let pid = listening.get(&path).and_then(|&inode| holder_of(inode));
+        let command = pid.map(command_line).unwrap_or_default();
+        let (served, running, protocol) = match probe(&path) {
+            State::Stale => ("-".into(), "-".into(), "stale".to_string()),
+            State::Busy => ("?".into(), "?".into(), "busy".into()),
+            State::Live { xdata } => {
+                let number = |name| {
+                    protocol::decode_xdata_number(&xdata, name)
+                        .map_or_else(|| "?".to_string(), |n| n.to_string())
+                };
+                let caps = protocol::decode_caps(&xdata);
+                let protocol = if caps.is_empty() {
+                    "v1".to_string()
+                } else {
+                    caps.join(",")
+                };
+                (number("served"), number("running"), protocol)
+            }
+        };
+        let pid = pid.map_or_else(|| "-".to_string(), |p| p.to_string());
+        let _ = writeln!(
+            out,
+            "{ident:<64}  {pid:>7}  {:<20}  {served:>6}  {running:>7}  {protocol:<16}  {command}",
+            utc(mtime)
+        );
+    }
+    out.flush().map_err(fail)
+}
+
+/// Connects and reads the greeting, then hangs up.
+fn probe(path: &Path) -> State {
+    let Ok(mut conn) = UnixStream::connect(path) else {
+        return State::Stale;
+    };
+    let _ = conn.set_read_timeout(Some(GREETING_WAIT));
+    let mut header = [0u8; protocol::GREETING_HEADER_LEN];
+    match conn.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return State::Busy;
+        }
+        Err(_) => return State::Stale,
+    }
+    let Ok(len) = protocol::decode_greeting_header(&header) else {
+        return State::Stale;
+    };
+    let mut xdata = vec![0u8; len as usize];
+    if conn.read_exact(&mut xdata).is_err() {
+        return State::Busy;
+    }
+    State::Live { xdata }
+}
+
+/// Listening Unix sockets by path: their socket inodes (/proc/net/unix).
+fn listening_sockets() -> HashMap<PathBuf, u64> {
+    const ACCEPTING: u32 = 0x0001_0000; // __SO_ACCEPTCON
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
+            let inode = fields.get(6)?.parse().ok()?;
+            let path = fields.get(7)?;
+            (flags & ACCEPTING != 0).then(|| (PathBuf::from(path), inode))
+        })
+        .collect()
+}
+
+/// The process (of ours) holding socket `inode`: the server.
+fn holder_of(inode: u64) -> Option<u32> {
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|proc_entry| {
+            let pid: u32 = proc_entry.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(proc_entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
+                })
+                .then_some(pid)
+        })
+}
+
+/// A process's command line, arguments separated by spaces.
+fn command_line(pid: u32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let words: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    words.join(" ")
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc(secs: i64) -> String {
+    // SAFETY: gmtime_r with valid pointers.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::gmtime_r(&secs, &mut tm);
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_795_467_572), "2026-11-23T20:59:32Z");
+    }
+
+    #[test]
+    fn finds_a_listening_socket_and_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let inode = *listening_sockets()
+            .get(&path)
+            .expect("listed in /proc/net/unix");
+        assert_eq!(holder_of(inode), Some(std::process::id()));
+        drop(listener);
+    }
+}
