@@ -207,12 +207,7 @@ fn stale_socket_is_replaced() {
     let h = Harness::new(Side::Rust);
     // A server that died without cleaning up leaves its socket behind.
     let old = h.server_pid();
-    let socket = std::fs::read_dir(h.base())
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with('s'))
-        .unwrap()
-        .path();
+    let socket = h.socket();
     // SAFETY: killing our own test's server.
     unsafe { libc::kill(old as i32, libc::SIGKILL) };
     wait_until(

@@ -384,6 +384,18 @@ impl Harness {
         found
     }
 
+    /// The server socket of this world (there must be exactly one).
+    pub fn socket(&self) -> PathBuf {
+        let sockets: Vec<PathBuf> = std::fs::read_dir(self.base())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('s'))
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(sockets.len(), 1, "{sockets:?}");
+        sockets[0].clone()
+    }
+
     /// Files left in the run directory.
     pub fn run_dir_entries(&self) -> Vec<String> {
         match std::fs::read_dir(self.base()) {

@@ -730,12 +730,7 @@ pub fn wire_extended_and_v1_calls(side: Side) {
 
     let h = Harness::new(side);
     h.server_pid(); // creates the server
-    let socket = std::fs::read_dir(h.base())
-        .unwrap()
-        .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with('s'))
-        .unwrap()
-        .path();
+    let socket = h.socket();
     let null = std::fs::File::open("/dev/null").unwrap();
     let pid_file = h.path("executor.pid");
     let call = |extended: bool| {
