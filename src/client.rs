@@ -370,7 +370,7 @@ pub(crate) fn report_status(status: i32) -> Result<i32, Failure> {
     if libc::WIFSIGNALED(status) {
         let sig = libc::WTERMSIG(status);
         if !libc::WCOREDUMP(status) && RERAISED.contains(&sig) {
-            sys::set_signal(sig, false);
+            sys::default_signal(sig);
             // SAFETY: raising a signal at ourselves.
             unsafe { libc::raise(sig) };
         }

@@ -55,7 +55,7 @@ pub(crate) fn enter(
             libc::umask(context.umask as libc::mode_t);
         }
     }
-    sys::set_signal(libc::SIGINT, false);
+    sys::default_signal(libc::SIGINT);
     if let Some(mut monitor) = handshake {
         let mut go = [0u8; 1];
         // Failure means the monitor is gone; the call is over anyway.

@@ -171,7 +171,7 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
     }
     let _ = nix::unistd::setsid();
     // A caller that ignored SIGCHLD would make every wait fail.
-    sys::set_signal(libc::SIGCHLD, false);
+    sys::default_signal(libc::SIGCHLD);
 
     // From here on we are the daemon: the script's own code must never run
     // here, so a failure is logged and ends this process (the waiting

@@ -181,11 +181,11 @@ pub fn fd_is_open(fd: RawFd) -> bool {
     unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
-/// Sets a signal's disposition to default or ignore, and unblocks it.
-pub fn set_signal(sig: libc::c_int, ignore: bool) {
-    // SAFETY: installing SIG_DFL/SIG_IGN and changing our own mask.
+/// Gives a signal its default disposition, and unblocks it.
+pub fn default_signal(sig: libc::c_int) {
+    // SAFETY: installing SIG_DFL and changing our own mask.
     unsafe {
-        libc::signal(sig, if ignore { libc::SIG_IGN } else { libc::SIG_DFL });
+        libc::signal(sig, libc::SIG_DFL);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, sig);
