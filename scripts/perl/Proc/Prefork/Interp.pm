@@ -736,6 +736,18 @@ unless one of them was touched since the last; then every file is
 checked again. (On Linux ABIs other than x86_64, aarch64, riscv64 and
 loongarch64, every call stats every file, as the original does.)
 
+=head1 BEYOND THE ORIGINAL
+
+With this project's prefork-interp client (negotiated, so either end may
+be chiark-utils' and calls stay plain v1): signals sent to the client
+(INT, TERM, HUP, QUIT, USR1, USR2, WINCH, ALRM) reach the script's
+process group, and the caller sees what the script made of them;
+Ctrl-Z stops the script and C<fg> resumes it; each call runs in its
+caller's current directory with its caller's umask; and
+C<prefork-interp --list> shows the server with its call counts. Signal
+handlers the script set up during initialisation are in place in every
+call (SIGINT and SIGPIPE excepted: default). See prefork-interp(7).
+
 =head1 STATE AND CONTEXT
 
 Before C<prefork_initialisation_complete> the script's stdin is
