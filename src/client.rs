@@ -165,35 +165,37 @@ fn connect(socket: &Path) -> Result<Option<(UnixStream, Vec<String>)>, Failure> 
     Ok(read_greeting(&conn, socket)?.map(|caps| (conn, caps)))
 }
 
+/// Reads a whole greeting and returns its xdata. A malformed header is an
+/// `InvalidData` error carrying the [`protocol::ProtocolError`].
+pub(crate) fn read_greeting_xdata(mut conn: &UnixStream) -> io::Result<Vec<u8>> {
+    let mut header = [0u8; protocol::GREETING_HEADER_LEN];
+    conn.read_exact(&mut header)?;
+    let len = protocol::decode_greeting_header(&header)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut xdata = vec![0u8; len as usize];
+    conn.read_exact(&mut xdata)?;
+    Ok(xdata)
+}
+
 /// Reads a greeting and returns the capabilities it advertises; `None` if
 /// the connection ended before it.
 pub(crate) fn read_greeting(
-    mut conn: &UnixStream,
+    conn: &UnixStream,
     socket: &Path,
 ) -> Result<Option<Vec<String>>, Failure> {
-    let stale = |e: &io::Error| {
-        matches!(
-            e.kind(),
-            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-        )
-    };
-    let mut header = [0u8; protocol::GREETING_HEADER_LEN];
-    match conn.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(e) if stale(&e) => return Ok(None),
-        Err(e) => {
-            return Err(Failure::new(format!(
-                "cannot read greeting from {}: {e}",
-                socket.display()
-            )));
+    match read_greeting_xdata(conn) {
+        Ok(xdata) => Ok(Some(protocol::decode_caps(&xdata))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            Ok(None)
         }
-    }
-    let xdata_len = protocol::decode_greeting_header(&header)
-        .map_err(|e| Failure::new(format!("{}: {e}", socket.display())))?;
-    let mut xdata = vec![0u8; xdata_len as usize];
-    match conn.read_exact(&mut xdata) {
-        Ok(()) => Ok(Some(protocol::decode_caps(&xdata))),
-        Err(e) if stale(&e) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(Failure::new(format!("{}: {e}", socket.display())))
+        }
         Err(e) => Err(Failure::new(format!(
             "cannot read greeting from {}: {e}",
             socket.display()

@@ -17,7 +17,7 @@
 //! quits.
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -93,31 +93,22 @@ pub fn print(base: &Path) -> Result<(), Failure> {
 
 /// Connects and reads the greeting, then hangs up.
 fn probe(path: &Path) -> State {
-    let Ok(mut conn) = UnixStream::connect(path) else {
+    let Ok(conn) = UnixStream::connect(path) else {
         return State::Stale;
     };
     let _ = conn.set_read_timeout(Some(GREETING_WAIT));
-    let mut header = [0u8; protocol::GREETING_HEADER_LEN];
-    match conn.read_exact(&mut header) {
-        Ok(()) => {}
+    match crate::client::read_greeting_xdata(&conn) {
+        Ok(xdata) => State::Live { xdata },
         Err(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
             ) =>
         {
-            return State::Busy;
+            State::Busy
         }
-        Err(_) => return State::Stale,
+        Err(_) => State::Stale,
     }
-    let Ok(len) = protocol::decode_greeting_header(&header) else {
-        return State::Stale;
-    };
-    let mut xdata = vec![0u8; len as usize];
-    if conn.read_exact(&mut xdata).is_err() {
-        return State::Busy;
-    }
-    State::Live { xdata }
 }
 
 /// Listening Unix sockets by path: their socket inodes (/proc/net/unix).

@@ -140,11 +140,7 @@ fn handle(
         let _ = ours.read(&mut ready);
         let pid_frame =
             protocol::encode_frame(protocol::FRAME_EXECUTOR_PID, executor.as_raw() as u32);
-        if let Err(e) = sys::send_all(sock, &pid_frame)
-            && !hung_up(&e)
-        {
-            return Err(e);
-        }
+        send_to_client(sock, &pid_frame)?;
         let _ = sys::send_all(ours.as_raw_fd(), b"g");
     }
 
@@ -175,12 +171,7 @@ fn handle(
         } else {
             protocol::encode_status(status).to_vec()
         };
-        // A client that left just now needs no status.
-        if let Err(e) = sys::send_all(sock, &message)
-            && !hung_up(&e)
-        {
-            return Err(e);
-        }
+        send_to_client(sock, &message)?;
     } else {
         interrupt_group();
         let status = sys::wait_status(executor, 0)?.unwrap_or(0);
@@ -197,15 +188,28 @@ fn handle(
 fn forward((kind, value): (u8, u32)) {
     let signal = value as i32;
     if kind == protocol::FRAME_SIGNAL && protocol::FORWARDED_SIGNALS.contains(&signal) {
-        // SAFETY: kill(2) on our own process group.
-        unsafe { libc::killpg(libc::getpgrp(), signal) };
+        signal_group(signal);
+    }
+}
+
+/// Sends to the client; one that has just left needs nothing more.
+fn send_to_client(sock: std::os::fd::RawFd, data: &[u8]) -> io::Result<()> {
+    match sys::send_all(sock, data) {
+        Err(e) if !hung_up(&e) => Err(e),
+        _ => Ok(()),
     }
 }
 
 /// SIGINT to our process group: the executor and anything it left behind.
 /// We ignore SIGINT ourselves.
 fn interrupt_group() {
-    let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), nix::sys::signal::Signal::SIGINT);
+    signal_group(libc::SIGINT);
+}
+
+/// A signal to our process group (the executor and what it started).
+fn signal_group(signal: libc::c_int) {
+    // SAFETY: kill(2) on our own process group.
+    unsafe { libc::killpg(libc::getpgrp(), signal) };
 }
 
 fn invalid(e: protocol::ProtocolError) -> io::Error {
