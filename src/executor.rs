@@ -1,52 +1,86 @@
-//! The executor: the script itself again, one per call.
+//! The executor: the script itself again, one per call. Forked by its
+//! monitor before the call arrives; it waits on the hand-over socket.
 //!
 //! ```text
 //! fd 0, 1, 2   the caller's stdin, stdout, stderr (received by SCM_RIGHTS)
 //! environment  exactly the caller's
-//! signals      what the server had (the monitor ignored the forwardable
+//! signals      what the server had (the monitor ignores the forwardable
 //!              ones), except SIGINT: default (the first caller may have
 //!              ignored it; we must not inherit that: a killed client's
 //!              executor must die)
 //! ```
 //!
+//! It reads the request from the call socket itself (the monitor passes it
+//! on), tells the monitor "ready" with the request byte, and waits to be
+//! let go, so that the client knows its pid before any per-call code runs.
+//!
 //! With capability `context`, it runs in the caller's current directory
 //! (received as an fd; fchdir) with the caller's umask.
 //!
-//! For an extended call, once its signals are in place it tells the
-//! monitor "ready" and waits to be let go, so that the client knows its
-//! pid before any per-call code runs, and no forwarded signal is lost.
-//!
-//! No protocol fd survives into it: the server closed the listening socket
-//! and watcher pipes in the monitor, and here the call socket and the
-//! received copies go.
+//! No protocol fd survives into it: the monitor closed the listening
+//! socket, watcher pipes and control socket before forking it, and here
+//! the call socket, the hand-over socket and the received copies go.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
+use crate::monitor;
 use crate::protocol;
 use crate::server::Invocation;
-use crate::sys;
+use crate::sys::{self, log};
 
 /// The caller's current directory and umask (capability `context`).
-pub(crate) struct CallerContext {
-    pub cwd: OwnedFd,
-    pub umask: u32,
+struct CallerContext {
+    cwd: OwnedFd,
+    umask: u32,
 }
 
-/// Turns this freshly forked child of a monitor into the call's executor.
-pub(crate) fn enter(
-    call: UnixStream,
+/// A request as read from the call socket.
+struct Request {
+    kind: protocol::RequestKind,
     stdio: Vec<OwnedFd>,
-    request: &protocol::Payload,
+    payload: Vec<u8>,
     context: Option<CallerContext>,
-    saved: &sys::SavedSignals,
-    handshake: Option<UnixStream>,
-) -> Invocation {
+}
+
+/// Turns this freshly forked child of a monitor into an executor: waits
+/// for a call, and returns into the script with the caller's fds,
+/// arguments and environment. Leaves quietly if the monitor goes first.
+pub(crate) fn run(mut monitor: UnixStream, saved: &sys::SavedSignals) -> Invocation {
     saved.restore();
-    if let Some(context) = context {
+    sys::default_signal(libc::SIGINT);
+    let Ok((_, call)) = sys::recv_byte_with_fd(monitor.as_raw_fd()) else {
+        sys::exit_now(0)
+    };
+    let mut call = UnixStream::from(call);
+    let request = match read_request(&mut call) {
+        Ok(request) => request,
+        Err(e) if monitor::hung_up(&e) => {
+            log::info("client went away before sending its call");
+            sys::exit_now(0)
+        }
+        Err(e) => {
+            log::error(&format!("call failed: {e}"));
+            sys::exit_now(1)
+        }
+    };
+    let payload = match protocol::decode_payload(&request.payload) {
+        Ok(payload) => payload,
+        Err(e) => {
+            log::error(&format!("call failed: {e}"));
+            sys::exit_now(1)
+        }
+    };
+    let ready = protocol::encode_executor_ready(request.kind);
+    let mut go = [0u8; 1];
+    // Failure means the monitor is gone; the call is over anyway.
+    if sys::send_all(monitor.as_raw_fd(), &ready).is_err() || monitor.read_exact(&mut go).is_err() {
+        sys::exit_now(127);
+    }
+    if let Some(context) = request.context {
         // SAFETY: fchdir and umask on values we own.
         unsafe {
             if libc::fchdir(context.cwd.as_raw_fd()) != 0 {
@@ -55,25 +89,19 @@ pub(crate) fn enter(
             libc::umask(context.umask as libc::mode_t);
         }
     }
-    sys::default_signal(libc::SIGINT);
-    if let Some(mut monitor) = handshake {
-        let mut go = [0u8; 1];
-        // Failure means the monitor is gone; the call is over anyway.
-        if sys::send_all(monitor.as_raw_fd(), b"r").is_err() || monitor.read(&mut go).is_err() {
-            sys::exit_now(127);
-        }
-    }
-    for (target, fd) in stdio.iter().enumerate() {
+    for (target, fd) in request.stdio.iter().enumerate() {
         if sys::dup2(fd.as_raw_fd(), target as i32).is_err() {
             sys::exit_now(127);
         }
     }
-    drop((stdio, call));
+    drop((request.stdio, call, monitor));
+    // The server's syslog connection, if it had one, is not the script's.
+    log::close();
 
     // SAFETY: this process is single-threaded (checked at initialisation).
     unsafe { libc::clearenv() };
-    let mut env = Vec::with_capacity(request.env.len());
-    for entry in &request.env {
+    let mut env = Vec::with_capacity(payload.env.len());
+    for entry in &payload.env {
         // setenv cannot express a name holding '='; such entries (which
         // only a hand-made environment has) are left out.
         if let Some((name, value)) = protocol::split_env_entry(entry)
@@ -85,7 +113,7 @@ pub(crate) fn enter(
             env.push((name.to_owned(), value.to_owned()));
         }
     }
-    let args: Vec<OsString> = request
+    let args: Vec<OsString> = payload
         .args
         .iter()
         .map(|a| OsStr::from_bytes(a).to_owned())
@@ -95,4 +123,39 @@ pub(crate) fn enter(
         env,
         served: true,
     }
+}
+
+/// Reads a request: its byte, fd 0, 1, 2, the payload, and with
+/// `context` the caller's directory and umask.
+fn read_request(call: &mut UnixStream) -> io::Result<Request> {
+    let sock = call.as_raw_fd();
+    let mut byte = [0u8; 1];
+    call.read_exact(&mut byte)?;
+    let kind = protocol::check_request_byte(byte[0]).map_err(monitor::invalid)?;
+    let mut stdio = Vec::with_capacity(3);
+    for _ in 0..3 {
+        stdio.push(sys::recv_byte_with_fd(sock)?.1);
+    }
+    let mut len = [0u8; 4];
+    call.read_exact(&mut len)?;
+    let len = protocol::decode_payload_len(len).map_err(monitor::invalid)?;
+    let mut payload = vec![0u8; len as usize];
+    call.read_exact(&mut payload)?;
+    let context = if kind.context {
+        let (_, cwd) = sys::recv_byte_with_fd(sock)?;
+        let mut umask = [0u8; 4];
+        call.read_exact(&mut umask)?;
+        Some(CallerContext {
+            cwd,
+            umask: u32::from_be_bytes(umask),
+        })
+    } else {
+        None
+    };
+    Ok(Request {
+        kind,
+        stdio,
+        payload,
+        context,
+    })
 }

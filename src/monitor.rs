@@ -1,13 +1,22 @@
-//! The monitor: one per call, forked by the server, talking to the client.
+//! The monitor: one per call, forked by the server *before* the call
+//! arrives, together with its executor, so that no fork is left on a
+//! call's critical path.
 //!
 //! ```text
 //! monitor (own process group; forwardable signals ignored)
-//!   │  greeting (advertising `signals`) ──> client
-//!   │  <── 0x00 or 0x01 (extended), fd 0, fd 1, fd 2, u32be length, env, args
-//!   ├─fork─> executor (see `executor`): returns into the script
-//!   │  extended: executor says "ready" (its dispositions restored) on a
-//!   │    socketpair; we send 'P' pid, then let it go: no forwarded signal
-//!   │    can reach it while it still ignores them as we do
+//!   ├─fork─> executor-to-be (see `executor`): dispositions restored,
+//!   │        waits on the hand-over socket
+//!   │  idle: wait for either
+//!   │    control socket: 0x00 + the call socket (greeting already sent
+//!   │       by the server), or EOF: the server is gone or has no more
+//!   │       use for us: exit, and the executor with us (its EOF)
+//!   │    pidfd: the executor died while idle: exit; the server forks
+//!   │       another pair
+//!   │  0x00 + call socket ──> executor, which reads the request itself
+//!   │  <── 'r', request byte (or EOF: bad request, client gone: logged
+//!   │       by the executor; we close the call without a status)
+//!   │  extended: 'P' pid ──> client, then 'g' ──> executor: no forwarded
+//!   │       signal and no per-call code before the client knows its pid
 //!   │  wait (poll) for either:
 //!   │    pidfd readable: the executor is gone. Reap it FIRST, so the status
 //!   │       is its real one, then SIGINT what is left of the group
@@ -25,7 +34,7 @@
 //! pidfd avoids that race: its readiness means the process has exited.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use crate::executor;
@@ -33,117 +42,114 @@ use crate::protocol;
 use crate::server::Invocation;
 use crate::sys::{self, Forked, log};
 
-/// The server's counters when it forked this monitor (for `--list`).
-pub(crate) struct ServerStats {
-    pub served: u64,
-    pub running: u64,
-}
-
-/// Serves one call on `call`, offering the extensions `offered`. Returns
+/// Runs in a freshly forked child of the server: becomes a monitor with
+/// its executor-to-be, serves one call handed over on `control`. Returns
 /// only in the executor.
-pub(crate) fn serve(call: OwnedFd, offered: &[&str], stats: ServerStats) -> Invocation {
-    match handle(UnixStream::from(call), offered, stats) {
-        Ok(Some(invocation)) => invocation,
-        Ok(None) => sys::exit_now(0),
+pub(crate) fn run(control: UnixStream) -> Invocation {
+    let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
+    // We deliver these to our group; they must not hurt us. The executor
+    // gets back what the server had.
+    let saved = sys::ignore_signals(&protocol::FORWARDED_SIGNALS);
+    let (to_executor, theirs) = match UnixStream::pair() {
+        Ok(pair) => pair,
+        Err(e) => {
+            log::error(&format!("cannot make a socket pair: {e}"));
+            sys::exit_now(1)
+        }
+    };
+    let executor = match sys::fork() {
+        Ok(Forked::Child) => {
+            drop((control, to_executor));
+            return executor::run(theirs, &saved);
+        }
+        Ok(Forked::Parent(pid)) => pid,
+        Err(e) => {
+            log::error(&format!("cannot fork an executor: {e}"));
+            sys::exit_now(1)
+        }
+    };
+    drop(theirs);
+    match handle(control, to_executor, executor) {
+        Ok(()) => sys::exit_now(0),
         Err(e) => {
             log::error(&format!("call failed: {e}"));
+            // Whatever happened, the executor must not outlive us unseen.
+            interrupt_group();
+            let _ = sys::wait_status(executor, 0);
             sys::exit_now(1)
         }
     }
 }
 
-/// A client that hangs up before sending its request is not an error
-/// worth a log line beyond info: it was killed or lost interest.
-fn hung_up(e: &io::Error) -> bool {
+/// A peer that hangs up is not an error worth more than an info line: it
+/// was killed or lost interest.
+pub(crate) fn hung_up(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
     )
 }
 
-fn handle(
-    mut call: UnixStream,
-    offered: &[&str],
-    stats: ServerStats,
-) -> io::Result<Option<Invocation>> {
-    let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
-    // We deliver these to our group; they must not hurt us. The executor
-    // gets back what the server had.
-    let saved = sys::ignore_signals(&protocol::FORWARDED_SIGNALS);
-    let sock = call.as_raw_fd();
+fn handle(control: UnixStream, mut to_executor: UnixStream, executor: sys::Pid) -> io::Result<()> {
+    let pidfd = sys::pidfd_open(executor)?;
 
-    let request = (|| {
-        let caps = if offered.is_empty() {
-            Vec::new()
-        } else {
-            let mut xdata = protocol::encode_caps(offered);
-            xdata.extend(protocol::encode_stats(stats.served, stats.running));
-            xdata
-        };
-        sys::send_all(sock, &protocol::encode_greeting(&caps))?;
-        let mut byte = [0u8; 1];
-        call.read_exact(&mut byte)?;
-        let kind = protocol::check_request_byte(byte[0]).map_err(invalid)?;
-        let mut stdio = Vec::with_capacity(3);
-        for _ in 0..3 {
-            stdio.push(sys::recv_byte_with_fd(sock)?.1);
-        }
-        let mut len = [0u8; 4];
-        call.read_exact(&mut len)?;
-        let len = protocol::decode_payload_len(len).map_err(invalid)?;
-        let mut payload = vec![0u8; len as usize];
-        call.read_exact(&mut payload)?;
-        let context = if kind.context {
-            let (_, cwd) = sys::recv_byte_with_fd(sock)?;
-            let mut umask = [0u8; 4];
-            call.read_exact(&mut umask)?;
-            Some(executor::CallerContext {
-                cwd,
-                umask: u32::from_be_bytes(umask),
-            })
-        } else {
-            None
-        };
-        Ok::<_, io::Error>((kind.extended, stdio, payload, context))
-    })();
-    let (extended, stdio, payload, context) = match request {
-        Ok(r) => r,
+    // Idle until the server hands us a call.
+    let [_, executor_died] = sys::wait_readable([control.as_fd(), pidfd.as_fd()])?;
+    if executor_died {
+        let status = sys::wait_status(executor, 0)?.unwrap_or(0);
+        log::error(&format!(
+            "idle executor {executor} {}",
+            sys::describe_status(status)
+        ));
+        return Ok(());
+    }
+    let call = match sys::recv_byte_with_fd(control.as_raw_fd()) {
+        Ok((_, call)) => UnixStream::from(call),
         Err(e) if hung_up(&e) => {
-            log::info("client went away before sending its call");
-            return Ok(None);
+            // Not needed any more: our executor leaves on our EOF.
+            drop(to_executor);
+            let _ = sys::wait_status(executor, 0);
+            return Ok(());
         }
         Err(e) => return Err(e),
     };
+    drop(control);
+    let sock = call.as_raw_fd();
 
-    let request = protocol::decode_payload(&payload).map_err(invalid)?;
-    let handshake = if extended {
-        Some(UnixStream::pair()?)
-    } else {
-        None
-    };
-    let executor = match sys::fork()? {
-        Forked::Child => {
-            let handshake = handshake.map(|(_, theirs)| theirs);
-            return Ok(Some(executor::enter(
-                call, stdio, &request, context, &saved, handshake,
-            )));
+    sys::send_byte_with_fd(to_executor.as_raw_fd(), 0, sock)?;
+    let mut ready = [0u8; 2];
+    if to_executor.read_exact(&mut ready).is_err() {
+        // It could not read the request (and logged why) or died.
+        let status = sys::wait_status(executor, 0)?.unwrap_or(0);
+        if status != 0 {
+            log::error(&format!(
+                "executor {executor} failed before its call: it {}",
+                sys::describe_status(status)
+            ));
         }
-        Forked::Parent(pid) => pid,
-    };
-    // The caller's stdio and directory are the executor's business.
-    drop((stdio, context));
-    let pidfd = sys::pidfd_open(executor)?;
-    if let Some((mut ours, theirs)) = handshake {
-        drop(theirs);
-        // EOF instead of "ready": it died already; its status says how.
-        let mut ready = [0u8; 1];
-        let _ = ours.read(&mut ready);
+        return Ok(());
+    }
+    let kind = protocol::decode_executor_ready(ready).map_err(invalid)?;
+    if kind.extended {
         let pid_frame =
             protocol::encode_frame(protocol::FRAME_EXECUTOR_PID, executor.as_raw() as u32);
         send_to_client(sock, &pid_frame)?;
-        let _ = sys::send_all(ours.as_raw_fd(), b"g");
     }
+    // EOF for the executor instead: it has died already; its status says how.
+    let _ = sys::send_all(to_executor.as_raw_fd(), &[protocol::EXECUTOR_GO]);
+    drop(to_executor);
 
+    watch(call, pidfd, executor, kind.extended)
+}
+
+/// Waits for the executor's end or the client's, relaying signal frames.
+fn watch(
+    mut call: UnixStream,
+    pidfd: OwnedFd,
+    executor: sys::Pid,
+    extended: bool,
+) -> io::Result<()> {
+    let sock = call.as_raw_fd();
     let executor_gone = loop {
         let [gone, client] = sys::wait_readable([pidfd.as_fd(), call.as_fd()])?;
         if gone {
@@ -180,7 +186,7 @@ fn handle(
             sys::describe_status(status)
         ));
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Acts on a frame from the client: a signal for our group. Anything else
@@ -193,7 +199,7 @@ fn forward((kind, value): (u8, u32)) {
 }
 
 /// Sends to the client; one that has just left needs nothing more.
-fn send_to_client(sock: std::os::fd::RawFd, data: &[u8]) -> io::Result<()> {
+fn send_to_client(sock: RawFd, data: &[u8]) -> io::Result<()> {
     match sys::send_all(sock, data) {
         Err(e) if !hung_up(&e) => Err(e),
         _ => Ok(()),
@@ -212,6 +218,6 @@ fn signal_group(signal: libc::c_int) {
     unsafe { libc::killpg(libc::getpgrp(), signal) };
 }
 
-fn invalid(e: protocol::ProtocolError) -> io::Error {
+pub(crate) fn invalid(e: protocol::ProtocolError) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }

@@ -71,6 +71,8 @@ pub enum ProtocolError {
     PayloadNoEnvEnd,
     /// The request did not start with the zero byte.
     BadRequestByte(u8),
+    /// An executor's message to its monitor was not "ready".
+    BadExecutorMessage(u8),
     /// `PREFORK_INTERP` is not of the form described in the module docs.
     BadSetupEnv(String),
 }
@@ -105,6 +107,9 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::BadRequestByte(b) => {
                 write!(f, "request starts with byte {b:#04x}, expected 0x00")
+            }
+            ProtocolError::BadExecutorMessage(b) => {
+                write!(f, "executor sent byte {b:#04x}, expected 'r' (ready)")
             }
             ProtocolError::BadSetupEnv(why) => write!(f, "bad {ENV_VAR}: {why}"),
         }
@@ -245,6 +250,35 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
         }),
         _ => Err(ProtocolError::BadRequestByte(byte)),
     }
+}
+
+// --------------------------------------------- script side, internal
+
+// Not on the wire between client and server: how one script side's own
+// processes hand a call along. Every side (Rust, Perl, Python) uses the
+// same bytes, so that the three stay alike.
+//
+//   server ── 0x00 + call socket (SCM_RIGHTS) ──> idle monitor (pre-forked)
+//   monitor ─ 0x00 + call socket (SCM_RIGHTS) ──> its executor (pre-forked)
+//   executor reads the request itself, then ── 'r', request byte ──> monitor
+//   monitor sends 'P' (extended calls), then ── 'g' ──> executor: go.
+
+/// Executor to monitor: the request is read; the request byte follows.
+pub const EXECUTOR_READY: u8 = b'r';
+/// Monitor to executor: the client knows your pid; run the call.
+pub const EXECUTOR_GO: u8 = b'g';
+
+/// The executor's "ready" message for a request of this kind.
+pub fn encode_executor_ready(kind: RequestKind) -> [u8; 2] {
+    [EXECUTOR_READY, encode_request_byte(kind)]
+}
+
+/// Decodes an executor's "ready" message.
+pub fn decode_executor_ready(message: [u8; 2]) -> Result<RequestKind, ProtocolError> {
+    if message[0] != EXECUTOR_READY {
+        return Err(ProtocolError::BadExecutorMessage(message[0]));
+    }
+    check_request_byte(message[1])
 }
 
 // ------------------------------------------------------------------ frames

@@ -30,7 +30,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,10 @@ pub struct Options {
     pub autoreload_extra: Vec<PathBuf>,
     /// Quit after this many failures to accept or fork.
     pub max_errors: u32,
+    /// Call handlers (a monitor and its executor, forked in advance) kept
+    /// waiting for the next call, so that no fork is on a call's critical
+    /// path. At least 1.
+    pub spare_handlers: usize,
     /// Syslog facility name ("user", "daemon", "local0" ...) for the
     /// server's and monitors' messages; `None` discards them.
     pub log_facility: Option<String>,
@@ -69,6 +73,7 @@ impl Default for Options {
             autoreload: true,
             autoreload_extra: Vec::new(),
             max_errors: 100,
+            spare_handlers: 1,
             log_facility: Some("user".into()),
         }
     }
@@ -138,6 +143,12 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
             "prefork-interp: max_servers must be at least 1 (None for no limit)",
         ));
     }
+    if options.spare_handlers == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "prefork-interp: spare_handlers must be at least 1",
+        ));
+    }
     let facility = match &options.log_facility {
         None => None,
         Some(name) => Some(log::facility(name).ok_or_else(|| {
@@ -187,7 +198,7 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
         }
     };
     // SAFETY: the fd is the first call's socket, ours alone from here on.
-    let mut next = unsafe { OwnedFd::from_raw_fd(setup.call) };
+    let mut pending = Some(unsafe { OwnedFd::from_raw_fd(setup.call) });
     // Only a client that said it reads greeting xdata is offered our
     // extensions, and only those it speaks (chiark-utils' client misreads
     // any non-empty xdata).
@@ -195,29 +206,47 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
         .into_iter()
         .filter(|cap| setup.client_caps.iter().any(|c| c == cap))
         .collect();
-    let mut served = 0;
     loop {
-        let stats = monitor::ServerStats {
-            served,
-            running: server.monitors.len() as u64,
-        };
-        match sys::fork() {
-            Ok(Forked::Child) => {
-                drop(server);
-                return Ok(monitor::serve(next, &offered, stats));
+        // Hand the call to an idle handler first (forking one only if
+        // none is waiting), then make up the spares, off its critical path.
+        if let Some(call) = pending.take() {
+            if server.idle.is_empty()
+                && let Spawned::Child(control) = server.spawn_handler()
+            {
+                drop((call, server));
+                return Ok(monitor::run(control));
             }
-            Ok(Forked::Parent(pid)) => {
-                drop(next);
-                served += 1;
-                server.add_monitor(pid);
-            }
-            Err(e) => {
-                drop(next);
-                server.error(&format!("cannot fork a monitor: {e}"));
+            server.hand_over(call, &offered);
+        }
+        while server.idle.len() < server.spare {
+            match server.spawn_handler() {
+                Spawned::Child(control) => {
+                    drop(server);
+                    return Ok(monitor::run(control));
+                }
+                Spawned::Handler => {}
+                Spawned::Failed => break,
             }
         }
-        next = server.next_call();
+        pending = Some(server.next_call());
     }
+}
+
+/// What [`Server::spawn_handler`] made of this process.
+enum Spawned {
+    /// We are the new handler's monitor; its end of the control socket.
+    Child(UnixStream),
+    /// We are the server, with one more idle handler.
+    Handler,
+    /// We are the server; the fork failed (logged).
+    Failed,
+}
+
+/// An idle call handler (a monitor, and its executor-to-be) as the server
+/// sees it: a pid and the socket to hand it a call on.
+struct Handler {
+    pid: i32,
+    control: UnixStream,
 }
 
 /// Files whose change since the server started means "quit, a fresh server
@@ -261,8 +290,13 @@ struct Server {
     _watch_in: OwnedFd,
     poll: Poll,
     events: Events,
-    /// pid -> pidfd of each running monitor.
+    /// pid -> pidfd of each monitor, idle or busy.
     monitors: HashMap<i32, OwnedFd>,
+    /// The idle ones, waiting for a call.
+    idle: Vec<Handler>,
+    spare: usize,
+    /// Calls handed over so far.
+    served: u64,
     max_servers: Option<usize>,
     idle_timeout: Option<Duration>,
     idle_since: Instant,
@@ -310,6 +344,9 @@ impl Server {
             poll,
             events: Events::with_capacity(64),
             monitors: HashMap::new(),
+            idle: Vec::new(),
+            spare: options.spare_handlers,
+            served: 0,
             max_servers: options.max_servers,
             idle_timeout: options.idle_timeout,
             idle_since: Instant::now(),
@@ -333,7 +370,74 @@ impl Server {
         }
     }
 
-    fn add_monitor(&mut self, pid: sys::Pid) {
+    /// Forks a call handler (see `monitor`). In the child, the caller
+    /// must drop the server (closing every fd it holds, other handlers'
+    /// control sockets included) and run the monitor.
+    fn spawn_handler(&mut self) -> Spawned {
+        let (ours, theirs) = match UnixStream::pair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.error(&format!("cannot make a socket pair: {e}"));
+                return Spawned::Failed;
+            }
+        };
+        match sys::fork() {
+            Ok(Forked::Child) => {
+                drop(ours);
+                Spawned::Child(theirs)
+            }
+            Ok(Forked::Parent(pid)) => {
+                drop(theirs);
+                if self.add_monitor(pid) {
+                    self.idle.push(Handler {
+                        pid: pid.as_raw(),
+                        control: ours,
+                    });
+                }
+                Spawned::Handler
+            }
+            Err(e) => {
+                self.error(&format!("cannot fork a call handler: {e}"));
+                Spawned::Failed
+            }
+        }
+    }
+
+    /// Greets the caller and hands the call to an idle handler. Without
+    /// one (a fork failed) the call is dropped: its client says so.
+    fn hand_over(&mut self, call: OwnedFd, offered: &[&str]) {
+        let xdata = if offered.is_empty() {
+            Vec::new()
+        } else {
+            let mut xdata = protocol::encode_caps(offered);
+            xdata.extend(protocol::encode_stats(self.served, self.busy() as u64));
+            xdata
+        };
+        if let Err(e) = sys::send_all(call.as_raw_fd(), &protocol::encode_greeting(&xdata)) {
+            log::info(&format!("caller went away before its greeting: {e}"));
+            return;
+        }
+        while let Some(handler) = self.idle.pop() {
+            match sys::send_byte_with_fd(handler.control.as_raw_fd(), 0, call.as_raw_fd()) {
+                Ok(()) => {
+                    self.served += 1;
+                    return;
+                }
+                // It died idle; its pidfd will say so.
+                Err(e) => log::error(&format!("call handler {}: {e}", handler.pid)),
+            }
+        }
+        self.error("no call handler to take a call");
+    }
+
+    /// Handlers serving a call.
+    fn busy(&self) -> usize {
+        self.monitors.len() - self.idle.len()
+    }
+
+    /// Watches a new monitor's pidfd; false if we cannot (then it has been
+    /// reaped already).
+    fn add_monitor(&mut self, pid: sys::Pid) -> bool {
         match sys::pidfd_open(pid) {
             Ok(pidfd) => {
                 let token = Token(pid.as_raw() as usize);
@@ -344,18 +448,17 @@ impl Server {
                 ) {
                     Ok(()) => {
                         self.monitors.insert(pid.as_raw(), pidfd);
+                        return true;
                     }
-                    Err(e) => {
-                        self.error(&format!("cannot watch monitor {pid}: {e}"));
-                        self.reap_blocking(pid);
-                    }
+                    Err(e) => self.error(&format!("cannot watch monitor {pid}: {e}")),
                 }
             }
-            Err(e) => {
-                self.error(&format!("cannot open a pidfd for monitor {pid}: {e}"));
-                self.reap_blocking(pid);
-            }
+            Err(e) => self.error(&format!("cannot open a pidfd for monitor {pid}: {e}")),
         }
+        // Unwatchable: it must not serve. Its control socket is gone, so
+        // it leaves at once; wait for that.
+        self.reap_blocking(pid);
+        false
     }
 
     /// Without a pidfd we cannot watch it: wait for it instead, which
@@ -381,17 +484,17 @@ impl Server {
             .registry()
             .deregister(&mut SourceFd(&pidfd.as_raw_fd()));
         drop(pidfd);
+        self.idle.retain(|h| h.pid != pid);
         if let Ok(Some(status)) = sys::wait_status(sys::Pid::from_raw(pid), 0) {
             self.note_monitor_exit(pid, status);
         }
-        if self.monitors.is_empty() {
+        if self.busy() == 0 {
             self.idle_since = Instant::now();
         }
     }
 
     fn at_limit(&self) -> bool {
-        self.max_servers
-            .is_some_and(|max| self.monitors.len() >= max)
+        self.max_servers.is_some_and(|max| self.busy() >= max)
     }
 
     /// Waits for the next call to serve, and handles everything else
@@ -416,7 +519,7 @@ impl Server {
                 continue;
             }
             let timeout = match self.idle_timeout {
-                Some(idle) if self.monitors.is_empty() => {
+                Some(idle) if self.busy() == 0 => {
                     let left = idle.saturating_sub(self.idle_since.elapsed());
                     if left.is_zero() {
                         self.quit("idle timeout");
