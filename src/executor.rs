@@ -10,9 +10,11 @@
 //!              executor must die)
 //! ```
 //!
-//! It reads the request from the call socket itself (the monitor passes it
-//! on), tells the monitor "ready" with the request byte, and waits to be
-//! let go, so that the client knows its pid before any per-call code runs.
+//! The server hands it the call socket (greeting sent). It reads the
+//! request itself, sends an extended call's 'P' frame with its own pid
+//! (so the client knows it before any per-call code runs), and tells its
+//! monitor 'r' with the request byte: from then on only the monitor reads
+//! from, or writes to, the call socket.
 //!
 //! With capability `context`, it runs in the caller's current directory
 //! (received as an fd; fchdir) with the caller's umask.
@@ -49,10 +51,14 @@ struct Request {
 /// Turns this freshly forked child of a monitor into an executor: waits
 /// for a call, and returns into the script with the caller's fds,
 /// arguments and environment. Leaves quietly if the monitor goes first.
-pub(crate) fn run(mut monitor: UnixStream, saved: &sys::SavedSignals) -> Invocation {
+pub(crate) fn run(
+    handover: UnixStream,
+    monitor: UnixStream,
+    saved: &sys::SavedSignals,
+) -> Invocation {
     saved.restore();
     sys::default_signal(libc::SIGINT);
-    let Ok((_, call)) = sys::recv_byte_with_fd(monitor.as_raw_fd()) else {
+    let Ok((_, call)) = sys::recv_byte_with_fd(handover.as_raw_fd()) else {
         sys::exit_now(0)
     };
     let mut call = UnixStream::from(call);
@@ -74,10 +80,16 @@ pub(crate) fn run(mut monitor: UnixStream, saved: &sys::SavedSignals) -> Invocat
             sys::exit_now(1)
         }
     };
+    if request.kind.extended {
+        let pid_frame = protocol::encode_frame(protocol::FRAME_EXECUTOR_PID, std::process::id());
+        if sys::send_all(call.as_raw_fd(), &pid_frame).is_err() {
+            log::info("client went away before its call started");
+            sys::exit_now(0);
+        }
+    }
+    // Failure means the monitor is gone: nobody could report our status.
     let ready = protocol::encode_executor_ready(request.kind);
-    let mut go = [0u8; 1];
-    // Failure means the monitor is gone; the call is over anyway.
-    if sys::send_all(monitor.as_raw_fd(), &ready).is_err() || monitor.read_exact(&mut go).is_err() {
+    if sys::send_all(monitor.as_raw_fd(), &ready).is_err() {
         sys::exit_now(127);
     }
     if let Some(context) = request.context {
@@ -94,7 +106,7 @@ pub(crate) fn run(mut monitor: UnixStream, saved: &sys::SavedSignals) -> Invocat
             sys::exit_now(127);
         }
     }
-    drop((request.stdio, call, monitor));
+    drop((request.stdio, call, monitor, handover));
     // The server's syslog connection, if it had one, is not the script's.
     log::close();
 

@@ -3,30 +3,36 @@
 //! call's critical path.
 //!
 //! ```text
-//! monitor (own process group; forwardable signals ignored)
-//!   ├─fork─> executor-to-be (see `executor`): dispositions restored,
-//!   │        waits on the hand-over socket
-//!   │  idle: wait for either
-//!   │    control socket: 0x00 + the call socket (greeting already sent
-//!   │       by the server), or EOF: the server is gone or has no more
-//!   │       use for us: exit, and the executor with us (its EOF)
-//!   │    pidfd: the executor died while idle: exit; the server forks
-//!   │       another pair
-//!   │  0x00 + call socket ──> executor, which reads the request itself
-//!   │  <── 'r', request byte (or EOF: bad request, client gone: logged
-//!   │       by the executor; we close the call without a status)
-//!   │  extended: 'P' pid ──> client, then 'g' ──> executor: no forwarded
-//!   │       signal and no per-call code before the client knows its pid
-//!   │  wait (poll) for either:
-//!   │    pidfd readable: the executor is gone. Reap it FIRST, so the status
-//!   │       is its real one, then SIGINT what is left of the group
-//!   │       (children it left behind), then send the status.
-//!   │    call socket readable: extended, an 'S' frame: deliver that signal
-//!   │       to the group, and wait again. Otherwise (EOF, or any data in
-//!   │       v1) the client is gone (killed, ^C): SIGINT the group, reap the
-//!   │       executor, log its fate.
-//!   └─ _exit(0)
+//! server ══control══ monitor (own process group; forwardable signals
+//!    ║                 │      ignored)
+//!    ╚════hand-over════╪═══ executor-to-be (see `executor`): forked by
+//!                      │    the monitor, dispositions restored; waits
+//!                      │    for the call on the hand-over socket
+//!   idle: wait for either
+//!     control socket: 0x00 + the call socket (the server has greeted the
+//!        caller; it hands the same socket to the executor next), or EOF: the
+//!        server is gone or has no more use for us: exit (the executor
+//!        sees EOF too, and exits)
+//!     pidfd: the executor died while idle: exit; the server forks
+//!        another pair
+//!   <── 'r', request byte, from the executor once it has read the request
+//!        (and, extended, sent 'P' with its pid); EOF instead: bad
+//!        request or client gone, logged by the executor: close the call
+//!        without a status
+//!   wait (poll) for either:
+//!     pidfd readable: the executor is gone. Reap it FIRST, so the status
+//!        is its real one, then SIGINT what is left of the group
+//!        (children it left behind), then send the status.
+//!     call socket readable: extended, an 'S' frame: deliver that signal
+//!        to the group, and wait again. Otherwise (EOF, or any data in
+//!        v1) the client is gone (killed, ^C): SIGINT the group, reap the
+//!        executor, log its fate.
+//!   _exit(0)
 //! ```
+//!
+//! The call's critical path is client → server (accept, greeting, two
+//! sends) → executor (request, 'P', 'r') → the script; the monitor wakes
+//! alongside, and only its status message follows the script's exit.
 //!
 //! The original watched an EXECTERM pipe for the executor's end and took
 //! its EOF as death; a script that closes fds while still exiting (Perl
@@ -42,15 +48,15 @@ use crate::protocol;
 use crate::server::Invocation;
 use crate::sys::{self, Forked, log};
 
-/// Runs in a freshly forked child of the server: becomes a monitor with
-/// its executor-to-be, serves one call handed over on `control`. Returns
-/// only in the executor.
-pub(crate) fn run(control: UnixStream) -> Invocation {
+/// Runs in a freshly forked child of the server: becomes a monitor,
+/// forks its executor-to-be (which keeps `handover`), and serves the call
+/// handed over on `control`. Returns only in the executor.
+pub(crate) fn run(control: UnixStream, handover: UnixStream) -> Invocation {
     let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
     // We deliver these to our group; they must not hurt us. The executor
     // gets back what the server had.
     let saved = sys::ignore_signals(&protocol::FORWARDED_SIGNALS);
-    let (to_executor, theirs) = match UnixStream::pair() {
+    let (from_executor, theirs) = match UnixStream::pair() {
         Ok(pair) => pair,
         Err(e) => {
             log::error(&format!("cannot make a socket pair: {e}"));
@@ -59,8 +65,8 @@ pub(crate) fn run(control: UnixStream) -> Invocation {
     };
     let executor = match sys::fork() {
         Ok(Forked::Child) => {
-            drop((control, to_executor));
-            return executor::run(theirs, &saved);
+            drop((control, from_executor));
+            return executor::run(handover, theirs, &saved);
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => {
@@ -68,8 +74,8 @@ pub(crate) fn run(control: UnixStream) -> Invocation {
             sys::exit_now(1)
         }
     };
-    drop(theirs);
-    match handle(control, to_executor, executor) {
+    drop((theirs, handover));
+    match handle(control, from_executor, executor) {
         Ok(()) => sys::exit_now(0),
         Err(e) => {
             log::error(&format!("call failed: {e}"));
@@ -90,12 +96,19 @@ pub(crate) fn hung_up(e: &io::Error) -> bool {
     )
 }
 
-fn handle(control: UnixStream, mut to_executor: UnixStream, executor: sys::Pid) -> io::Result<()> {
+fn handle(
+    control: UnixStream,
+    mut from_executor: UnixStream,
+    executor: sys::Pid,
+) -> io::Result<()> {
     let pidfd = sys::pidfd_open(executor)?;
 
     // Idle until the server hands us a call.
-    let [_, executor_died] = sys::wait_readable([control.as_fd(), pidfd.as_fd()])?;
-    if executor_died {
+    // (Both may be ready: the server hands us the call before the
+    // executor, which can finish it before we look. Only an executor gone
+    // with no call handed over died idle.)
+    let [called, executor_died] = sys::wait_readable([control.as_fd(), pidfd.as_fd()])?;
+    if executor_died && !called {
         let status = sys::wait_status(executor, 0)?.unwrap_or(0);
         log::error(&format!(
             "idle executor {executor} {}",
@@ -106,19 +119,16 @@ fn handle(control: UnixStream, mut to_executor: UnixStream, executor: sys::Pid) 
     let call = match sys::recv_byte_with_fd(control.as_raw_fd()) {
         Ok((_, call)) => UnixStream::from(call),
         Err(e) if hung_up(&e) => {
-            // Not needed any more: our executor leaves on our EOF.
-            drop(to_executor);
+            // Not needed any more: our executor leaves on its own EOF.
             let _ = sys::wait_status(executor, 0);
             return Ok(());
         }
         Err(e) => return Err(e),
     };
     drop(control);
-    let sock = call.as_raw_fd();
 
-    sys::send_byte_with_fd(to_executor.as_raw_fd(), 0, sock)?;
     let mut ready = [0u8; 2];
-    if to_executor.read_exact(&mut ready).is_err() {
+    if from_executor.read_exact(&mut ready).is_err() {
         // It could not read the request (and logged why) or died.
         let status = sys::wait_status(executor, 0)?.unwrap_or(0);
         if status != 0 {
@@ -129,16 +139,8 @@ fn handle(control: UnixStream, mut to_executor: UnixStream, executor: sys::Pid) 
         }
         return Ok(());
     }
+    drop(from_executor);
     let kind = protocol::decode_executor_ready(ready).map_err(invalid)?;
-    if kind.extended {
-        let pid_frame =
-            protocol::encode_frame(protocol::FRAME_EXECUTOR_PID, executor.as_raw() as u32);
-        send_to_client(sock, &pid_frame)?;
-    }
-    // EOF for the executor instead: it has died already; its status says how.
-    let _ = sys::send_all(to_executor.as_raw_fd(), &[protocol::EXECUTOR_GO]);
-    drop(to_executor);
-
     watch(call, pidfd, executor, kind.extended)
 }
 

@@ -258,15 +258,14 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
 // processes hand a call along. Every side (Rust, Perl, Python) uses the
 // same bytes, so that the three stay alike.
 //
-//   server ── 0x00 + call socket (SCM_RIGHTS) ──> idle monitor (pre-forked)
-//   monitor ─ 0x00 + call socket (SCM_RIGHTS) ──> its executor (pre-forked)
-//   executor reads the request itself, then ── 'r', request byte ──> monitor
-//   monitor sends 'P' (extended calls), then ── 'g' ──> executor: go.
+//   server ── greeting ──> caller
+//   server ── 0x00 + call socket (SCM_RIGHTS) ──> idle executor (pre-forked)
+//   server ── 0x00 + call socket (SCM_RIGHTS) ──> its monitor (pre-forked)
+//   executor reads the request, sends 'P' (extended calls),
+//            then ── 'r', request byte ──> monitor; runs the call
 
 /// Executor to monitor: the request is read; the request byte follows.
 pub const EXECUTOR_READY: u8 = b'r';
-/// Monitor to executor: the client knows your pid; run the call.
-pub const EXECUTOR_GO: u8 = b'g';
 
 /// The executor's "ready" message for a request of this kind.
 pub fn encode_executor_ready(kind: RequestKind) -> [u8; 2] {

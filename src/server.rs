@@ -211,18 +211,18 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
         // none is waiting), then make up the spares, off its critical path.
         if let Some(call) = pending.take() {
             if server.idle.is_empty()
-                && let Spawned::Child(control) = server.spawn_handler()
+                && let Spawned::Child(control, handover) = server.spawn_handler()
             {
                 drop((call, server));
-                return Ok(monitor::run(control));
+                return Ok(monitor::run(control, handover));
             }
             server.hand_over(call, &offered);
         }
         while server.idle.len() < server.spare {
             match server.spawn_handler() {
-                Spawned::Child(control) => {
+                Spawned::Child(control, handover) => {
                     drop(server);
-                    return Ok(monitor::run(control));
+                    return Ok(monitor::run(control, handover));
                 }
                 Spawned::Handler => {}
                 Spawned::Failed => break,
@@ -234,8 +234,9 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
 
 /// What [`Server::spawn_handler`] made of this process.
 enum Spawned {
-    /// We are the new handler's monitor; its end of the control socket.
-    Child(UnixStream),
+    /// We are the new handler's monitor: its ends of the control and
+    /// hand-over sockets.
+    Child(UnixStream, UnixStream),
     /// We are the server, with one more idle handler.
     Handler,
     /// We are the server; the fork failed (logged).
@@ -247,6 +248,7 @@ enum Spawned {
 struct Handler {
     pid: i32,
     control: UnixStream,
+    handover: UnixStream,
 }
 
 /// Files whose change since the server started means "quit, a fresh server
@@ -374,8 +376,9 @@ impl Server {
     /// must drop the server (closing every fd it holds, other handlers'
     /// control sockets included) and run the monitor.
     fn spawn_handler(&mut self) -> Spawned {
-        let (ours, theirs) = match UnixStream::pair() {
-            Ok(pair) => pair,
+        let pairs = UnixStream::pair().and_then(|c| Ok((c, UnixStream::pair()?)));
+        let ((control, control_theirs), (handover, handover_theirs)) = match pairs {
+            Ok(pairs) => pairs,
             Err(e) => {
                 self.error(&format!("cannot make a socket pair: {e}"));
                 return Spawned::Failed;
@@ -383,15 +386,16 @@ impl Server {
         };
         match sys::fork() {
             Ok(Forked::Child) => {
-                drop(ours);
-                Spawned::Child(theirs)
+                drop((control, handover));
+                Spawned::Child(control_theirs, handover_theirs)
             }
             Ok(Forked::Parent(pid)) => {
-                drop(theirs);
+                drop((control_theirs, handover_theirs));
                 if self.add_monitor(pid) {
                     self.idle.push(Handler {
                         pid: pid.as_raw(),
-                        control: ours,
+                        control,
+                        handover,
                     });
                 }
                 Spawned::Handler
@@ -418,7 +422,14 @@ impl Server {
             return;
         }
         while let Some(handler) = self.idle.pop() {
-            match sys::send_byte_with_fd(handler.control.as_raw_fd(), 0, call.as_raw_fd()) {
+            // The monitor first: an executor handed the call first could
+            // finish it before the monitor knew it had one, and look to it
+            // like an executor that died idle.
+            let sent = sys::send_byte_with_fd(handler.control.as_raw_fd(), 0, call.as_raw_fd())
+                .and_then(|()| {
+                    sys::send_byte_with_fd(handler.handover.as_raw_fd(), 0, call.as_raw_fd())
+                });
+            match sent {
                 Ok(()) => {
                     self.served += 1;
                     return;
