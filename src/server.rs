@@ -176,7 +176,9 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
             .unwrap_or_else(|| "prefork-interp".into());
         log::open(&ident, facility);
     }
-    // The setup run ends here: the client is waiting for it.
+    // The setup run ends here: the client is waiting for it. (The server
+    // keeps a pidfd of it, to know when its pages are the server's alone.)
+    let setup_run = sys::pidfd_open(nix::unistd::getpid()).ok();
     if let Forked::Parent(_) = sys::fork()? {
         sys::exit_now(0);
     }
@@ -187,7 +189,7 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
     // From here on we are the daemon: the script's own code must never run
     // here, so a failure is logged and ends this process (the waiting
     // client then sees no greeting and says so).
-    let mut server = match Server::new(&setup, &options, reload).and_then(|s| {
+    let mut server = match Server::new(&setup, &options, reload, setup_run).and_then(|s| {
         sys::null_stdio()?;
         Ok(s)
     }) {
@@ -217,6 +219,14 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
                 return Ok(monitor::run(control, handover));
             }
             server.hand_over(call, &offered);
+            if let Some(setup_run) = server.setup_run.take() {
+                // Once: see sys::collapse_into_huge_pages. (Pages still
+                // shared with the setup run would be split again by our
+                // own writes.)
+                sys::wait_for_exit(setup_run);
+                let collapsed = sys::collapse_into_huge_pages();
+                log::info(&format!("{} MB of heap in huge pages", collapsed >> 20));
+            }
         }
         while server.idle.len() < server.spare {
             match server.spawn_handler() {
@@ -296,6 +306,8 @@ struct Server {
     monitors: HashMap<i32, OwnedFd>,
     /// The idle ones, waiting for a call.
     idle: Vec<Handler>,
+    /// A pidfd of the setup run (our parent), until it has been waited for.
+    setup_run: Option<OwnedFd>,
     spare: usize,
     /// Calls handed over so far.
     served: u64,
@@ -311,7 +323,12 @@ struct Server {
 }
 
 impl Server {
-    fn new(setup: &SetupEnv, options: &Options, reload: ReloadCheck) -> io::Result<Self> {
+    fn new(
+        setup: &SetupEnv,
+        options: &Options,
+        reload: ReloadCheck,
+        setup_run: Option<OwnedFd>,
+    ) -> io::Result<Self> {
         let own = |fd: RawFd| {
             // SAFETY: the client passed us these fds for our exclusive use.
             unsafe { OwnedFd::from_raw_fd(fd) }
@@ -348,6 +365,7 @@ impl Server {
             monitors: HashMap::new(),
             idle: Vec::new(),
             spare: options.spare_handlers,
+            setup_run,
             served: 0,
             max_servers: options.max_servers,
             idle_timeout: options.idle_timeout,

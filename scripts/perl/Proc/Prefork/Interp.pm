@@ -276,6 +276,8 @@ sub prefork_initialisation_complete {
     my $idle_timeout = $opts{idle_timeout} // 1_000_000;
     $idle_timeout = undef if $idle_timeout < 0;
     my $max_errors = $opts{max_errors} // 100;
+    my $spare = $opts{spare_handlers} // 1;
+    die "prefork-interp: spare_handlers must be at least 1\n" unless $spare >= 1;
     my $facility = $opts{log_facility} // 'LOG_USER';
 
     my @reload = @{ $opts{autoreload_extra} // [] };
@@ -320,7 +322,9 @@ sub prefork_initialisation_complete {
             # file (dirty): nothing changed between the two is missed.
             watch        => _watch_files(\@reload),
             dirty        => 1,
-            monitors     => {},
+            monitors     => {},    # pid => pidfd, idle or busy
+            idle         => [],    # [pid, control, handover] waiting
+            spare        => $spare,
             served       => 0,
             errors       => 0,
             idle_since   => Time::HiRes::time(),
@@ -338,27 +342,27 @@ sub prefork_initialisation_complete {
         POSIX::_exit(1);
     }
 
-    my $next = _fdopen($setup->{call}, '+<');
+    # Hand each call to an idle handler (a monitor and its executor,
+    # forked in advance: no fork on a call's critical path), forking one
+    # only if none is waiting; then make up the spares.
+    my $pending = _fdopen($setup->{call}, '+<');
     my $invocation = eval {
         while (1) {
-            my $monitor = fork;
-            if (!defined $monitor) {
-                _server_error($server, "cannot fork a monitor: $!");
-            } elsif ($monitor == 0) {
-                close $_ for grep {defined} @$server{qw(listen watch_err watch_in watch)};
-                close $_ for values %{ $server->{monitors} };
-                return _monitor($next, $server->{offered},
-                    "served $server->{served}\nrunning " . (keys %{ $server->{monitors} }) . "\n");
-            } elsif (my $pidfd = eval { _pidfd_open($monitor) }) {
-                $server->{served}++;
-                $server->{monitors}{$monitor} = $pidfd;
-            } else {
-                # Unwatchable: wait for it, which keeps the limit true.
-                _server_error($server, $@);
-                waitpid($monitor, 0);
+            if ($pending) {
+                if (!@{ $server->{idle} }) {
+                    my @child = _spawn_handler($server, $pending);
+                    return _monitor(@child) if @child;
+                }
+                _hand_over($server, $pending);
+                close $pending;
+                undef $pending;
             }
-            close $next;
-            $next = _next_call($server);
+            while (@{ $server->{idle} } < $server->{spare}) {
+                my @child = _spawn_handler($server);
+                return _monitor(@child) if @child;
+                last if $server->{spawn_failed};
+            }
+            $pending = _next_call($server);
         }
     };
     if (!$invocation) {
@@ -366,6 +370,79 @@ sub prefork_initialisation_complete {
         POSIX::_exit(1);
     }
     return;    # in an executor, into the script
+}
+
+# Forks a call handler. Returns (control, handover) in the child, which
+# has closed every fd of the server's (other handlers' sockets, and
+# @close); nothing in the server.
+sub _spawn_handler {
+    my ($s, @close) = @_;
+    delete $s->{spawn_failed};
+    my ($control, $control_theirs, $handover, $handover_theirs);
+    if (!socketpair($control, $control_theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
+        || !socketpair($handover, $handover_theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC))
+    {
+        _server_error($s, "socketpair: $!");
+        $s->{spawn_failed} = 1;
+        return;
+    }
+    my $pid = fork;
+    if (!defined $pid) {
+        _server_error($s, "cannot fork a call handler: $!");
+        $s->{spawn_failed} = 1;
+        return;
+    }
+    if ($pid == 0) {
+        close $_ for grep {defined} @$s{qw(listen watch_err watch_in watch)}, @close,
+            $control, $handover;
+        close $_ for values %{ $s->{monitors} };
+        close $_ for map { @$_[1, 2] } @{ $s->{idle} };
+        return ($control_theirs, $handover_theirs);
+    }
+    close $control_theirs;
+    close $handover_theirs;
+    if (my $pidfd = eval { _pidfd_open($pid) }) {
+        $s->{monitors}{$pid} = $pidfd;
+        push @{ $s->{idle} }, [ $pid, $control, $handover ];
+    } else {
+        # Unwatchable: it must not serve. Without its control socket it
+        # leaves at once.
+        _server_error($s, $@);
+        close $control;
+        close $handover;
+        waitpid($pid, 0);
+    }
+    return;
+}
+
+# Greets the caller and hands the call to an idle handler: its monitor
+# first (an executor handed the call first could finish it before the
+# monitor knew it had one), then its executor.
+sub _hand_over {
+    my ($s, $call) = @_;
+    my $busy = (keys %{ $s->{monitors} }) - @{ $s->{idle} };
+    my @offered = @{ $s->{offered} };
+    my $xdata = @offered
+        ? "pfi-caps 1\ncaps " . join(',', @offered) . "\nserved $s->{served}\nrunning $busy\n"
+        : '';
+    if (!eval { _send_all($call, "PFI\n" . pack('N', length $xdata) . $xdata); 1 }) {
+        _log('info', "caller went away before its greeting: $@");
+        return;
+    }
+    while (my $handler = pop @{ $s->{idle} }) {
+        my ($pid, $control, $handover) = @$handler;
+        my $ok = IO::FDPass::send(fileno $control, fileno $call)
+            && IO::FDPass::send(fileno $handover, fileno $call);
+        close $control;
+        close $handover;
+        if ($ok) {
+            $s->{served}++;
+            return;
+        }
+        _log('err', "call handler $pid: $!");    # died idle; its pidfd says so
+    }
+    _server_error($s, 'no call handler to take a call');
+    return;
 }
 
 sub _quit {
@@ -388,14 +465,15 @@ sub _next_call {
     my ($s) = @_;
     while (1) {
         my $monitors = $s->{monitors};
-        my $listening = !defined $s->{max_servers} || keys %$monitors < $s->{max_servers};
+        my $busy = (keys %$monitors) - @{ $s->{idle} };
+        my $listening = !defined $s->{max_servers} || $busy < $s->{max_servers};
         my $rin = '';
         vec($rin, fileno $s->{watch_err}, 1) = 1;
         vec($rin, fileno $s->{watch}, 1) = 1 if $s->{watch};
         vec($rin, fileno $_, 1) = 1 for values %$monitors;
         vec($rin, fileno $s->{listen}, 1) = 1 if $listening;
         my $timeout;
-        if (defined $s->{idle_timeout} && !%$monitors) {
+        if (defined $s->{idle_timeout} && !$busy) {
             $timeout = $s->{idle_timeout} - (Time::HiRes::time() - $s->{idle_since});
             _quit('idle timeout') if $timeout <= 0;
         }
@@ -424,10 +502,12 @@ sub _next_call {
         for my $pid (keys %$monitors) {
             next unless vec($rout, fileno $monitors->{$pid}, 1);
             close delete $monitors->{$pid};
+            @{ $s->{idle} } = grep { $_->[0] != $pid } @{ $s->{idle} };
             if (waitpid($pid, 0) == $pid && ${^CHILD_ERROR_NATIVE} != 0) {
                 _server_error($s, "monitor $pid " . _describe_status(${^CHILD_ERROR_NATIVE}));
             }
-            $s->{idle_since} = Time::HiRes::time() unless %$monitors;
+            $s->{idle_since} = Time::HiRes::time()
+                unless (keys %$monitors) - @{ $s->{idle} };
         }
         if ($listening && vec($rout, fileno $s->{listen}, 1)) {
             if (accept(my $conn, $s->{listen})) {
@@ -452,9 +532,11 @@ sub _next_call {
 
 # ------------------------------------------------------------- monitor
 
-# Serves one call. Returns (true) only in the executor.
+# Runs in a freshly forked child of the server: forks the executor-to-be
+# (which keeps $handover), waits for the call the server hands over on
+# $control, and serves it. Returns (true) only in the executor.
 sub _monitor {
-    my ($call, $offered, $stats) = @_;
+    my ($control, $handover) = @_;
     # Reopened lazily if we log: no syslog fd must reach the executor.
     Sys::Syslog::closelog() if $logging;
     POSIX::setpgid(0, 0);
@@ -465,95 +547,91 @@ sub _monitor {
         POSIX::sigaction($SIGNAL_NUMBER{$name}, POSIX::SigAction->new('IGNORE'), $old);
         $saved{$name} = $old;
     }
-
-    my ($extended, $with_context, $context, $fds, $env, $args);
-    my $ok = eval {
-        my $xdata = @$offered ? "pfi-caps 1\ncaps " . join(',', @$offered) . "\n$stats" : '';
-        _send_all($call, "PFI\n" . pack('N', length $xdata) . $xdata);
-        my $byte = ord _read_exact($call, 1);
-        die sprintf("request starts with byte %#04x, expected 0x00, 0x01 or 0x03\n", $byte)
-            unless $byte == 0 || $byte == 1 || $byte == 3;
-        $extended = $byte & 1;
-        $with_context = $byte & 2;
-        $fds = [];
-        for (1 .. 3) {
-            my $fd = IO::FDPass::recv(fileno $call);
-            die "cannot receive a file descriptor: $!\n" if $fd < 0;
-            push @$fds, $fd;
-        }
-        my $length = unpack 'N', _read_exact($call, 4);
-        die "request too long ($length bytes, at most " . MAX_PAYLOAD . ")\n"
-            if $length > MAX_PAYLOAD;
-        ($env, $args) = _decode_payload(_read_exact($call, $length));
-        if ($with_context) {
-            my $cwd = IO::FDPass::recv(fileno $call);
-            die "cannot receive the caller's directory: $!\n" if $cwd < 0;
-            $context = { cwd => $cwd, umask => unpack('N', _read_exact($call, 4)) };
-        }
-        1;
-    };
-    if (!$ok) {
-        if ($@ eq "hung up\n") {
-            _log('info', 'client went away before sending its call');
-            POSIX::_exit(0);
-        }
-        _log('err', "call failed: $@");
-        POSIX::_exit(1);
-    }
-
-    # Extended: the executor says "ready" once its signals are back, and
-    # waits for us to have sent its pid.
-    my ($ours, $theirs);
-    if ($extended) {
-        socketpair($ours, $theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
-            or do { _log('err', "socketpair: $!"); POSIX::_exit(1) };
-    }
+    socketpair(my $from_executor, my $theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
+        or do { _log('err', "socketpair: $!"); POSIX::_exit(1) };
     my $executor = fork;
     if (!defined $executor) {
         _log('err', "cannot fork the executor: $!");
         POSIX::_exit(1);
     }
     if ($executor == 0) {
-        close $ours if $ours;
-        return _become_executor($call, $fds, $env, $args, $context, \%saved, $theirs);
+        close $control;
+        close $from_executor;
+        return _executor($handover, $theirs, \%saved);
+    }
+    close $theirs;
+    close $handover;
+    my $pidfd = eval { _pidfd_open($executor) };
+    if (!$pidfd) {
+        _log('err', $@);
+        kill 'KILL', $executor;
+        waitpid($executor, 0);
+        POSIX::_exit(1);
     }
 
-    POSIX::close($_) for @$fds, ($context ? $context->{cwd} : ());
-    my $pidfd = eval { _pidfd_open($executor) };
-    if ($extended) {
-        close $theirs;
-        sysread($ours, my $ready, 1);    # EOF: it died already
-        eval { _send_all($call, 'P' . pack('N', $executor)) };
-        syswrite($ours, 'g');
-        close $ours;
+    # Idle until the server hands us a call. (Both may be ready: the
+    # executor may finish a whole call before we look. Only an executor
+    # gone with no call handed over died idle.)
+    my $rin = '';
+    vec($rin, fileno $control, 1) = 1;
+    vec($rin, fileno $pidfd,   1) = 1;
+    my $rout;
+    while (select($rout = $rin, undef, undef, undef) < 0) {
+        next if $! == EINTR;
+        _log('err', "select failed: $!");
+        POSIX::_exit(1);
     }
+    if (!vec($rout, fileno $control, 1)) {
+        waitpid($executor, 0);
+        _log('err', "idle executor $executor " . _describe_status(${^CHILD_ERROR_NATIVE}));
+        POSIX::_exit(0);
+    }
+    my $fd = IO::FDPass::recv(fileno $control);
+    if ($fd < 0) {
+        # The server is gone or needs us no more; our executor leaves on
+        # its own EOF.
+        waitpid($executor, 0);
+        POSIX::_exit(0);
+    }
+    close $control;
+    my $call = _fdopen($fd, '+<');
+
+    # The executor reads the request, sends 'P' (extended), then says 'r'
+    # and the request byte. EOF instead: it could not (and logged why).
+    my $ready = eval { _read_exact($from_executor, 2) };
+    close $from_executor;
+    if (!defined $ready || substr($ready, 0, 1) ne 'r') {
+        waitpid($executor, 0);
+        _log('err', "executor $executor failed before its call: it "
+            . _describe_status(${^CHILD_ERROR_NATIVE}))
+            if ${^CHILD_ERROR_NATIVE};
+        POSIX::_exit(0);
+    }
+    my $extended = ord(substr($ready, 1, 1)) & 1;
+
     my $executor_gone = 1;
-    if ($pidfd) {
-        my $rin = '';
-        vec($rin, fileno $pidfd, 1) = 1;
-        vec($rin, fileno $call,  1) = 1;
-        while (1) {
-            my $rout;
-            if (select($rout = $rin, undef, undef, undef) < 0) {
-                next if $! == EINTR;
-                die "select failed: $!\n";
-            }
-            last if vec($rout, fileno $pidfd, 1);
-            next unless vec($rout, fileno $call, 1);
-            if (!$extended) {
-                $executor_gone = 0;    # v1: the client has nothing more to say
-                last;
-            }
-            my $frame = eval { _read_exact($call, 5) };
-            if (!defined $frame) {
-                $executor_gone = 0;    # the client left
-                last;
-            }
-            my ($kind, $signal) = unpack 'a N', $frame;
-            kill $signal, -getpgrp() if $kind eq 'S' && $FORWARDED_NUMBER{$signal};
+    $rin = '';
+    vec($rin, fileno $pidfd, 1) = 1;
+    vec($rin, fileno $call,  1) = 1;
+    while (1) {
+        if (select($rout = $rin, undef, undef, undef) < 0) {
+            next if $! == EINTR;
+            _log('err', "select failed: $!");
+            last;
         }
-    } else {
-        _log('err', "$@; waiting for the executor without watching the client");
+        last if vec($rout, fileno $pidfd, 1);
+        next unless vec($rout, fileno $call, 1);
+        if (!$extended) {
+            $executor_gone = 0;    # v1: the client has nothing more to say
+            last;
+        }
+        my $frame = eval { _read_exact($call, 5) };
+        if (!defined $frame) {
+            $executor_gone = 0;    # the client left
+            last;
+        }
+        my ($kind, $signal) = unpack 'a N', $frame;
+        kill $signal, -getpgrp() if $kind eq 'S' && $FORWARDED_NUMBER{$signal};
     }
     my $pgrp = getpgrp();
     if ($executor_gone) {
@@ -572,24 +650,61 @@ sub _monitor {
 
 # ------------------------------------------------------------ executor
 
-sub _become_executor {
-    my ($call, $fds, $env, $args, $context, $saved, $monitor) = @_;
+# Forked by the monitor before the call; dispositions are the server's
+# (SIGINT and SIGPIPE: default) from the start. Gets the call socket from
+# the server, reads the request itself, sends an extended call's 'P' with
+# its own pid (before any per-call code), tells the monitor 'r', and
+# returns into the script.
+sub _executor {
+    my ($handover, $monitor, $saved) = @_;
+    POSIX::sigaction($SIGNAL_NUMBER{$_}, $saved->{$_}) for keys %$saved;
+    $SIG{INT}  = 'DEFAULT';
+    $SIG{PIPE} = 'DEFAULT';
+    POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGINT, SIGPIPE));
+    my $fd = IO::FDPass::recv(fileno $handover);
+    POSIX::_exit(0) if $fd < 0;    # the monitor is gone, or never got a call
+    my $call = _fdopen($fd, '+<');
+
+    my ($byte, $fds, $env, $args, $context);
+    my $ok = eval {
+        $byte = ord _read_exact($call, 1);
+        die sprintf("request starts with byte %#04x, expected 0x00, 0x01 or 0x03\n", $byte)
+            unless $byte == 0 || $byte == 1 || $byte == 3;
+        $fds = [];
+        for (1 .. 3) {
+            my $fd = IO::FDPass::recv(fileno $call);
+            die "cannot receive a file descriptor: $!\n" if $fd < 0;
+            push @$fds, $fd;
+        }
+        my $length = unpack 'N', _read_exact($call, 4);
+        die "request too long ($length bytes, at most " . MAX_PAYLOAD . ")\n"
+            if $length > MAX_PAYLOAD;
+        ($env, $args) = _decode_payload(_read_exact($call, $length));
+        if ($byte & 2) {
+            my $cwd = IO::FDPass::recv(fileno $call);
+            die "cannot receive the caller's directory: $!\n" if $cwd < 0;
+            $context = { cwd => $cwd, umask => unpack('N', _read_exact($call, 4)) };
+        }
+        _send_all($call, 'P' . pack('N', $$)) if $byte & 1;
+        1;
+    };
+    if (!$ok) {
+        if ($@ eq "hung up\n") {
+            _log('info', 'client went away before its call started');
+            POSIX::_exit(0);
+        }
+        _log('err', "call failed: $@");
+        POSIX::_exit(1);
+    }
+    # Nobody could report our status without the monitor.
+    syswrite($monitor, 'r' . chr($byte)) == 2 or POSIX::_exit(127);
+
     if ($context) {
         # The caller's directory and umask (capability "context").
         open(my $cwd, '<&=', $context->{cwd}) or POSIX::_exit(127);
         chdir($cwd) or POSIX::_exit(127);
         close $cwd;
         umask $context->{umask};
-    }
-    # What the server had, but SIGINT and SIGPIPE: default.
-    POSIX::sigaction($SIGNAL_NUMBER{$_}, $saved->{$_}) for keys %$saved;
-    $SIG{INT}  = 'DEFAULT';
-    $SIG{PIPE} = 'DEFAULT';
-    POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGINT, SIGPIPE));
-    if ($monitor) {
-        # Ready; then wait until the client knows our pid.
-        (syswrite($monitor, 'r') && sysread($monitor, my $go, 1)) or POSIX::_exit(127);
-        close $monitor;
     }
     # Reopening a standard handle keeps its fd number (0, 1, 2), and
     # PerlIO looks afresh at whether it is a terminal (line buffering).
@@ -598,6 +713,8 @@ sub _become_executor {
     open(STDERR, '>&', $fds->[2]) or POSIX::_exit(127);
     POSIX::close($_) for @$fds;
     close $call;
+    close $handover;
+    close $monitor;
 
     %ENV = ();
     for my $entry (@$env) {
