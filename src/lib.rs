@@ -19,12 +19,15 @@
 //!     │                                     │ initialisation complete:
 //!     │                                     │ fork, exit 0
 //!     │                                   SERVER ([`server`], daemon)
-//!     │                                     │ fork per call
+//!     │                                     │ fork in advance (a spare
+//!     │                                     │ call handler, ready before
+//!     │                                     │ the call it will serve)
 //!     │   fd 0,1,2 by SCM_RIGHTS,        MONITOR ([`monitor`], own pgrp)
-//!     │   env + args ─────────────────────> │ fork
-//!     │ <──────────────── wait status ──  EXECUTOR ([`executor`]): the
-//!     │                                     script again, with the
-//!   exit N / die of the same signal         caller's fds, args and env
+//!     │   env + args ───────────╮           │ fork in advance
+//!     │ <──────────────── wait  ╰───────> EXECUTOR ([`executor`]): the
+//!     │                   status from       script again, with the
+//!   exit N / die of the     the monitor     caller's fds, args and env
+//!   same signal
 //! ```
 //!
 //! ```text
@@ -32,9 +35,14 @@
 //!   CLIENT ══call════╗       │      SERVER ──────────────── WATCHER
 //!     0 1 2 ─passed─╗║       └───── SERVER ──────────────── WATCHER
 //!                   ║╚══════════ MONITOR   watcher stdin (WATCHI)  │
-//!                   ║              │ pidfd                     inotify
+//!                   ║╚═════════╗   │ pidfd                     inotify
 //!                   ╚═══ 0 1 2 ─ EXECUTOR                    socket path
 //! ```
+//!
+//! The server accepts a call, greets the caller and hands the call socket
+//! to an idle monitor and to its executor (forked before the call came);
+//! the executor reads the request itself. No fork is on a call's critical
+//! path: the server forks the next spare handler while the call runs.
 //!
 //! Causality, which is what makes teardown need no bookkeeping:
 //! - socket path removed or replaced (`--kill`, `-f`) → watcher exits →

@@ -15,9 +15,14 @@
 //!   exit 0              │  loop: mio on LISTEN + WATCHE + monitors' pidfds
 //!                       │        WATCHE EOF/text: quit; idle: quit;
 //!                       │        script changed: quit (at next accept)
-//!                       ├─fork─> monitor (first call, on CALL)
-//!                       └─fork─> monitor (per accepted call, at most
-//!                                max_servers at once; the rest queue)
+//!                       ├─fork─> call handler: monitor + executor-to-be
+//!                       │        (`spare_handlers` of them kept idle)
+//!                       │  per call (at most max_servers at once; the
+//!                       │  rest queue): accept, greeting, call socket to
+//!                       │  an idle handler's monitor, then its executor;
+//!                       │  fork the next spare
+//!                       └─ once, after the first call: wait for the setup
+//!                          run's exit, then MADV_COLLAPSE the heap
 //! ```
 //!
 //! The server never runs the script's code after initialisation: no exit

@@ -12,16 +12,20 @@
 Process roles (as in the Rust and Perl script sides)::
 
     setup run --fork--> server (setsid; stdio /dev/null; syslog)
-      exit 0              | selectors on LISTEN, WATCHE, the monitors'
-                          | pidfds and an inotify watch of the modules;
-                          | quits on watcher EOF, idle timeout, reload
-                          +--fork--> monitor (own process group; per call)
-                                       | greeting, fds, env and args
-                                       +--fork--> executor: returns from
-                                       |          initialisation_complete()
-                                       | waits on the executor's pidfd,
-                                       | REAPS IT FIRST, then SIGINTs what is
-                                       | left of its group, sends the status
+      exit 0              | waits on LISTEN, WATCHE, the monitors' pidfds
+                          | (and an inotify watch of the modules); quits on
+                          | watcher EOF, idle timeout, reload
+                          +--fork--> monitor (own process group), in advance
+                          |            +--fork--> executor-to-be: the server's
+                          |                       signals back; waits
+                          | per call: accept, greeting, then the call socket
+                          | to the idle monitor and to its executor, which
+                          | reads the request, sends 'P' (extended), tells
+                          | the monitor 'r' and returns from
+                          | initialisation_complete(); the monitor waits on its
+                          | pidfd, REAPS IT FIRST, then SIGINTs what is left
+                          | of its group, sends the status. The server forks
+                          | the next spare handler meanwhile.
 
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
@@ -287,7 +291,8 @@ def _facility(name):
 
 
 def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modules=True,
-                            autoreload_extra=(), max_errors=100, log_facility="user"):
+                            autoreload_extra=(), max_errors=100, log_facility="user",
+                            spare_handlers=1):
     """Ends the script's initialisation.
 
     Standalone (not started by prefork-interp, no PREFORK_INTERP in the
@@ -306,6 +311,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     autoreload_extra: more files. max_errors: server errors tolerated.
     log_facility: syslog facility for the server's messages ("user",
     "daemon", "local0"..., or a syslog.LOG_* value); None or "": none.
+    spare_handlers: call handlers (a monitor and its executor, forked in
+    advance so that no fork is on a call's critical path) kept waiting;
+    at least 1.
     """
     global _logging
     value = os.environb.pop(ENV_VAR.encode(), None)
@@ -324,6 +332,8 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         raise ValueError("prefork-interp: max_servers must not be 0 (negative for no limit)")
     if max_servers is not None and max_servers < 0:
         max_servers = None
+    if spare_handlers < 1:
+        raise ValueError("prefork-interp: spare_handlers must be at least 1")
     if idle_timeout is not None and idle_timeout < 0:
         idle_timeout = None
     facility = _facility(log_facility)
@@ -355,38 +365,47 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a caller ignoring it breaks waitpid
         server = _Server(setup, max_servers, idle_timeout, max_errors,
-                         _ReloadWatch(reload_files, setup["started_ns"]))
+                         _ReloadWatch(reload_files, setup["started_ns"]), spare_handlers)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         os.close(null)
-        conn = socket.socket(fileno=setup["call"])
         # Only a client that said it reads greeting xdata is offered our
         # extensions, those it speaks (chiark-utils' misreads any).
         offered = [cap for cap in OUR_CAPS if cap in setup["client_caps"]]
-        while True:
-            stats = "served %d\nrunning %d\n" % (server.served, len(server.monitors))
-            pid = os.fork()
-            if pid == 0:
-                server.close()
-                break
-            server.served += 1
-            server.add_monitor(pid)
-            conn.close()
-            conn = server.next_call()
+        # Hand each call to an idle handler (forked in advance: no fork on
+        # a call's critical path), forking one only if none is waiting;
+        # then make up the spares.
+        pending = socket.socket(fileno=setup["call"])
+        child = None
+        while child is None:
+            if pending is not None:
+                if not server.idle:
+                    child = server.spawn_handler(pending)
+                    if child is not None:
+                        break
+                server.hand_over(pending, offered)
+                pending.close()
+                pending = None
+            while child is None and len(server.idle) < server.spare:
+                child = server.spawn_handler()
+                if server.spawn_failed:
+                    break
+            if child is None:
+                pending = server.next_call()
     except BaseException as e:
         _log(syslog.LOG_ERR, "server failed: %r" % (e,))
         os._exit(1)
-    # A monitor: serve the call; returns only in the executor.
+    # A call handler's monitor: returns only in the executor.
     try:
-        _monitor(conn, offered, stats)
+        _monitor(*child)
     except BaseException as e:
         _log(syslog.LOG_ERR, "call failed: %r" % (e,))
         os._exit(1)
 
 
 class _Server:
-    def __init__(self, setup, max_servers, idle_timeout, max_errors, reload):
+    def __init__(self, setup, max_servers, idle_timeout, max_errors, reload, spare):
         self.listen = socket.socket(fileno=setup["listen"])
         self.listen.setblocking(False)
         self.watch_err = setup["watch_err"]
@@ -400,7 +419,10 @@ class _Server:
         self.max_errors = max_errors
         self.errors = 0
         self.reload = reload
-        self.monitors = {}  # pid -> pidfd
+        self.monitors = {}  # pid -> pidfd, idle or busy
+        self.idle = []  # (pid, control, handover) of those waiting for a call
+        self.spare = spare
+        self.spawn_failed = False
         self.served = 0
         self.idle_since = time.monotonic()
         self.selector = selectors.DefaultSelector()
@@ -415,7 +437,75 @@ class _Server:
         self.listen.close()
         for fd in [self.watch_err, self.watch_in] + list(self.monitors.values()):
             os.close(fd)
+        for _, control, handover in self.idle:
+            control.close()
+            handover.close()
         self.reload.close()
+
+    def busy(self):
+        return len(self.monitors) - len(self.idle)
+
+    def spawn_handler(self, *close):
+        """Forks a call handler. In the child, which has closed every fd
+        of the server's (and those in close), returns its (control,
+        handover) sockets; in the server None."""
+        self.spawn_failed = False
+        try:
+            control, control_theirs = socket.socketpair()
+            handover, handover_theirs = socket.socketpair()
+            pid = os.fork()
+        except OSError as e:
+            self.error("cannot fork a call handler: %s" % e)
+            self.spawn_failed = True
+            return None
+        if pid == 0:
+            self.close()
+            for sock in close + (control, handover):
+                sock.close()
+            return control_theirs, handover_theirs
+        control_theirs.close()
+        handover_theirs.close()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as e:
+            # Unwatchable: it must not serve. Without its control socket
+            # it leaves at once.
+            self.error("cannot open a pidfd for call handler %d: %s" % (pid, e))
+            control.close()
+            handover.close()
+            os.waitpid(pid, 0)
+            return None
+        self.monitors[pid] = pidfd
+        self.selector.register(pidfd, selectors.EVENT_READ, pid)
+        self.idle.append((pid, control, handover))
+        return None
+
+    def hand_over(self, call, offered):
+        """Greets the caller and hands the call to an idle handler: its
+        monitor first (an executor handed the call first could finish it
+        before the monitor knew it had one), then its executor."""
+        xdata = b""
+        if offered:
+            xdata = ("pfi-caps 1\ncaps %s\nserved %d\nrunning %d\n"
+                     % (",".join(offered), self.served, self.busy())).encode()
+        try:
+            _send_all(call, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
+        except (_Hangup, OSError) as e:
+            _log(syslog.LOG_INFO, "caller went away before its greeting: %r" % (e,))
+            return
+        while self.idle:
+            pid, control, handover = self.idle.pop()
+            try:
+                socket.send_fds(control, [b"\0"], [call.fileno()])
+                socket.send_fds(handover, [b"\0"], [call.fileno()])
+                self.served += 1
+                return
+            except OSError as e:
+                _log(syslog.LOG_ERR, "call handler %d: %s" % (pid, e))  # died idle
+            finally:
+                control.close()
+                handover.close()
+        self.error("no call handler to take a call")
 
     def quit(self, why):
         _log(syslog.LOG_INFO, "server quitting: %s" % why)
@@ -442,10 +532,14 @@ class _Server:
         pidfd = self.monitors.pop(pid)
         self.selector.unregister(pidfd)
         os.close(pidfd)
+        for handler in [h for h in self.idle if h[0] == pid]:
+            self.idle.remove(handler)
+            handler[1].close()
+            handler[2].close()
         _, status = os.waitpid(pid, 0)
         if status != 0:
             self.error("monitor %d %s" % (pid, _describe_status(status)))
-        if not self.monitors:
+        if not self.busy():
             self.idle_since = time.monotonic()
 
     def set_listening(self, on):
@@ -459,9 +553,9 @@ class _Server:
     def next_call(self):
         """Waits for the next call to serve; handles everything else."""
         while True:
-            self.set_listening(self.max_servers is None or len(self.monitors) < self.max_servers)
+            self.set_listening(self.max_servers is None or self.busy() < self.max_servers)
             timeout = None
-            if self.idle_timeout is not None and not self.monitors:
+            if self.idle_timeout is not None and not self.busy():
                 timeout = self.idle_timeout - (time.monotonic() - self.idle_since)
                 if timeout <= 0:
                     self.quit("idle timeout")
@@ -506,81 +600,79 @@ class _Server:
 # ----------------------------------------------------------------- monitor
 
 
-def _monitor(conn, offered, stats):
-    """Serves one call; returns only in the executor."""
+def _monitor(control, handover):
+    """Runs in a freshly forked child of the server: forks the
+    executor-to-be (which keeps handover), waits for the call the server
+    hands over on control, and serves it. Returns only in the executor."""
     if _logging:
         syslog.closelog()  # reopened if we log: no syslog fd in the executor
     os.setpgid(0, 0)
     # We deliver these to our group; they must not hurt us.
     saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED}
-    fds = []
-    try:
-        xdata = ("pfi-caps 1\ncaps %s\n%s" % (",".join(offered), stats)).encode() if offered else b""
-        _send_all(conn, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
-        byte = _read_exact(conn, 1)[0]
-        if byte not in (0, 1, 3):
-            raise ValueError("request starts with byte %#04x, expected 0x00, 0x01 or 0x03" % byte)
-        extended = bool(byte & 1)
-        with_context = bool(byte & 2)
-        for _ in range(3):
-            try:
-                data, received, _, _ = socket.recv_fds(conn, 1, 1, socket.MSG_CMSG_CLOEXEC)
-            except (ConnectionResetError, BrokenPipeError):
-                raise _Hangup()
-            fds.extend(received)
-            if not data:
-                raise _Hangup()
-            if len(received) != 1:
-                raise ValueError("expected one file descriptor, got %d" % len(received))
-        (length,) = struct.unpack(">I", _read_exact(conn, 4))
-        if length > MAX_PAYLOAD:
-            raise ValueError("request too long (%d bytes, at most %d)" % (length, MAX_PAYLOAD))
-        env, args = _decode_payload(_read_exact(conn, length))
-        context = None
-        if with_context:
-            _, received, _, _ = socket.recv_fds(conn, 1, 1, socket.MSG_CMSG_CLOEXEC)
-            if len(received) != 1:
-                raise ValueError("no directory in the context message")
-            (umask,) = struct.unpack(">I", _read_exact(conn, 4))
-            context = (received[0], umask)
-    except _Hangup:
-        _log(syslog.LOG_INFO, "client went away before sending its call")
-        os._exit(0)
-
-    # Extended: the executor says "ready" once its signals are back, and
-    # waits for us to have sent its pid.
-    ours, theirs = socket.socketpair() if extended else (None, None)
+    from_executor, theirs = socket.socketpair()
     executor = os.fork()
     if executor == 0:
         try:
-            if ours is not None:
-                ours.close()
-            _become_executor(conn, fds, env, args, context, saved, theirs)
+            control.close()
+            from_executor.close()
+            _executor(handover, theirs, saved)
         except BaseException:
             os._exit(127)
         return
-    for fd in fds + ([context[0]] if context else []):
-        os.close(fd)
+    theirs.close()
+    handover.close()
     try:
         pidfd = os.pidfd_open(executor)
     except OSError as e:
-        _log(syslog.LOG_ERR, "cannot watch the executor (%s): waiting for it without "
-             "watching the client" % e)
-        pidfd = None
-    if extended:
-        theirs.close()
-        ours.recv(1)  # EOF: it died already
+        _log(syslog.LOG_ERR, "cannot watch the executor: %s" % e)
+        os.kill(executor, signal.SIGKILL)
+        os.waitpid(executor, 0)
+        os._exit(1)
+
+    # Idle until the server hands us a call. (Both may be ready: the
+    # executor may finish a whole call before we look. Only an executor
+    # gone with no call handed over died idle.)
+    while True:
         try:
-            _send_all(conn, b"P" + struct.pack(">I", executor))
-        except _Hangup:
-            pass
-        try:
-            ours.send(b"g")
-        except OSError:
-            pass
-        ours.close()
+            ready, _, _ = select.select([control, pidfd], [], [])
+            break
+        except InterruptedError:
+            continue
+    if control not in ready:
+        _, status = os.waitpid(executor, 0)
+        _log(syslog.LOG_ERR, "idle executor %d %s" % (executor, _describe_status(status)))
+        os._exit(0)
+    try:
+        data, received, _, _ = socket.recv_fds(control, 1, 1, socket.MSG_CMSG_CLOEXEC)
+    except OSError:
+        data, received = b"", []
+    if not data or len(received) != 1:
+        # The server is gone or needs us no more; our executor leaves on
+        # its own EOF.
+        for fd in received:
+            os.close(fd)
+        os.waitpid(executor, 0)
+        os._exit(0)
+    control.close()
+    conn = socket.socket(fileno=received[0])
+
+    # The executor reads the request, sends 'P' (extended), then says 'r'
+    # and the request byte. EOF instead: it could not (and logged why).
+    try:
+        message = _read_exact(from_executor, 2)
+    except (_Hangup, OSError):
+        message = b""
+    from_executor.close()
+    if message[:1] != b"r":
+        _, status = os.waitpid(executor, 0)
+        if status:
+            _log(syslog.LOG_ERR, "executor %d failed before its call: it %s"
+                 % (executor, _describe_status(status)))
+        os._exit(0)
+    extended = bool(message[1] & 1)
+
     executor_gone = True
-    while pidfd is not None:
+    while True:
         try:
             ready, _, _ = select.select([pidfd, conn], [], [])
         except InterruptedError:
@@ -649,28 +741,82 @@ def _std_stream(fd, old, write, env):
     return stream
 
 
-def _become_executor(conn, fds, env, args, context, saved, monitor):
+def _read_request(conn):
+    """Reads a request: its byte, fd 0, 1, 2, the payload, and with
+    context the caller's directory and umask."""
+    byte = _read_exact(conn, 1)[0]
+    if byte not in (0, 1, 3):
+        raise ValueError("request starts with byte %#04x, expected 0x00, 0x01 or 0x03" % byte)
+    fds = []
+    for _ in range(3):
+        try:
+            data, received, _, _ = socket.recv_fds(conn, 1, 1, socket.MSG_CMSG_CLOEXEC)
+        except (ConnectionResetError, BrokenPipeError):
+            raise _Hangup()
+        fds.extend(received)
+        if not data:
+            raise _Hangup()
+        if len(received) != 1:
+            raise ValueError("expected one file descriptor, got %d" % len(received))
+    (length,) = struct.unpack(">I", _read_exact(conn, 4))
+    if length > MAX_PAYLOAD:
+        raise ValueError("request too long (%d bytes, at most %d)" % (length, MAX_PAYLOAD))
+    env, args = _decode_payload(_read_exact(conn, length))
+    context = None
+    if byte & 2:
+        _, received, _, _ = socket.recv_fds(conn, 1, 1, socket.MSG_CMSG_CLOEXEC)
+        if len(received) != 1:
+            raise ValueError("no directory in the context message")
+        (umask,) = struct.unpack(">I", _read_exact(conn, 4))
+        context = (received[0], umask)
+    return byte, fds, env, args, context
+
+
+def _executor(handover, monitor, saved):
+    """Forked by the monitor before the call, with the server's signal
+    dispositions (SIGINT: Python's own handler, KeyboardInterrupt, even if
+    the call that started the server ignored it). Gets the call socket
+    from the server, reads the request itself, sends an extended call's
+    'P' with its own pid (before any per-call code), tells the monitor
+    'r', and returns into the script."""
+    for sig, handler in saved.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        data, received, _, _ = socket.recv_fds(handover, 1, 1, socket.MSG_CMSG_CLOEXEC)
+    except OSError:
+        os._exit(0)
+    if not data or len(received) != 1:
+        os._exit(0)  # the monitor is gone, or never got a call
+    conn = socket.socket(fileno=received[0])
+    try:
+        byte, fds, env, args, context = _read_request(conn)
+        if byte & 1:
+            _send_all(conn, b"P" + struct.pack(">I", os.getpid()))
+    except _Hangup:
+        _log(syslog.LOG_INFO, "client went away before its call started")
+        os._exit(0)
+    except Exception as e:
+        _log(syslog.LOG_ERR, "call failed: %r" % (e,))
+        os._exit(1)
+    try:
+        _send_all(monitor, b"r" + bytes([byte]))
+    except (_Hangup, OSError):
+        os._exit(127)  # nobody could report our status without the monitor
+
     if context is not None:
         # The caller's directory and umask (capability "context").
         cwd, umask = context
         os.fchdir(cwd)
         os.close(cwd)
         os.umask(umask)
-    # What the server had; SIGINT: Python's own handler (KeyboardInterrupt),
-    # even if the call that started the server ignored it.
-    for sig, handler in saved.items():
-        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    if monitor is not None:
-        # Ready; then wait until the client knows our pid.
-        monitor.send(b"r")
-        monitor.recv(1)
-        monitor.close()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
     conn.close()
+    handover.close()
+    monitor.close()
 
     os.environb.clear()
     environ = {}

@@ -4,15 +4,20 @@ package Proc::Prefork::Interp;
 # library (src/server.rs, src/monitor.rs, src/executor.rs):
 #
 #   setup run --fork--> server (setsid; stdio /dev/null; syslog)
-#     exit 0              | select on LISTEN, WATCHE and the monitors'
-#                         | pidfds; quits on watcher EOF, idle, reload
-#                         +--fork--> monitor (own process group; per call)
-#                                      | greeting, fds, env and args
-#                                      +--fork--> executor: returns from
-#                                      |          prefork_initialisation_complete
-#                                      | waits on the executor's pidfd,
-#                                      | REAPS IT FIRST, then SIGINTs what is
-#                                      | left of its group, sends the status
+#     exit 0              | waits on LISTEN, WATCHE, the monitors' pidfds
+#                         | (and an inotify watch of the modules); quits on
+#                         | watcher EOF, idle timeout, reload
+#                         +--fork--> monitor (own process group), in advance
+#                         |            +--fork--> executor-to-be: the server's
+#                         |                       signals back; waits
+#                         | per call: accept, greeting, then the call socket
+#                         | to the idle monitor and to its executor, which
+#                         | reads the request, sends 'P' (extended), tells
+#                         | the monitor 'r' and returns from
+#                         | prefork_initialisation_complete; the monitor waits on its
+#                         | pidfd, REAPS IT FIRST, then SIGINTs what is left
+#                         | of its group, sends the status. The server forks
+#                         | the next spare handler meanwhile.
 #
 # Server and monitor leave with POSIX::_exit: END blocks and destructors
 # run in executors only.
@@ -831,6 +836,13 @@ Quit after more than this many server errors. Default 100.
 Syslog facility for the server's messages, as C<Sys::Syslog::openlog>
 takes it (C<LOG_USER>, C<local0>...). The empty string: no logging.
 Default C<LOG_USER>.
+
+=item C<< spare_handlers => I<N> >>
+
+Call handlers (a monitor and its executor, forked in advance, so that no
+fork is on a call's critical path) kept waiting for the next call; at
+least 1. More absorb bursts of simultaneous calls; each idle one is two
+processes sharing the server's memory. Default 1.
 
 =back
 
