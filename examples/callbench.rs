@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo build --release --bins --examples
+//! target/release/examples/callbench all [WARM_RUNS]      # ./bench
 //! target/release/examples/callbench [WARM_RUNS]          # ./quickstart
 //! target/release/examples/callbench perl [WARM_RUNS]     # ./bench perl
 //! target/release/examples/callbench python [WARM_RUNS]   # ./bench python
@@ -24,6 +25,12 @@
 //! `python`: a Python script importing a heavy set of standard modules,
 //! run directly, through our client and module cold and warm, and
 //! through chiark-utils' client with our module.
+//!
+//! `all`: everything side by side in one run: latency of each script side
+//! (the Rust example, Perl, Python) cold, warm and run directly, the
+//! chiark-utils pairs, throughput with 1, 2, 8 and 32 parallel callers,
+//! server and client memory, the auto-reload check with 320 Perl modules,
+//! and the instructions of the client's own path (callgrind).
 //!
 //! Every row is measured the same way (spawn, wait, in this process), in
 //! a private run directory that is removed afterwards.
@@ -173,7 +180,7 @@ impl Drop for World {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some(m @ ("perl" | "python")) => {
+        Some(m @ ("perl" | "python" | "all")) => {
             let m = m.to_string();
             args.remove(0);
             m
@@ -185,8 +192,9 @@ fn main() {
         .map(|a| a.parse().expect("WARM_RUNS"))
         .unwrap_or(300);
     match mode.as_str() {
-        "perl" => perl_tables(warm_runs),
+        "perl" => perl_tables(warm_runs, false),
         "python" => python_table(warm_runs),
+        "all" => full_table(warm_runs),
         _ => primes_table(warm_runs),
     }
 }
@@ -262,7 +270,8 @@ const PERL_MODULES: [&str; 20] = [
 const CHIARK_CLIENT: &str = "/usr/bin/prefork-interp";
 const CHIARK_MODULE: &str = "/usr/share/perl5/Proc/Prefork/Interp.pm";
 
-fn perl_tables(warm_runs: usize) {
+/// `reload_only`: just the auto-reload rows (for `all`, which has the rest).
+fn perl_tables(warm_runs: usize, reload_only: bool) {
     let slow_runs = (warm_runs / 30).max(5);
     let mut world = World::new("perlbench");
     let client = world.client();
@@ -296,7 +305,9 @@ fn perl_tables(warm_runs: usize) {
     }
 
     let ours_script = world.script("ours", &client, "perl", &body(true, "", ""));
-    let pairs = if chiark {
+    let pairs = if reload_only {
+        Vec::new()
+    } else if chiark {
         vec![
             (
                 "chiark client + chiark module, warm",
@@ -323,40 +334,42 @@ fn perl_tables(warm_runs: usize) {
         &body(true, &many, "autoreload_inc => 0"),
     );
 
-    let mut rows = vec![
-        floor_row(warm_runs),
-        (
-            "perl, 20 modules, run directly".into(),
-            time_runs(
-                slow_runs,
-                || {
-                    let mut c = Command::new("perl");
-                    c.arg(&ours_script);
-                    c
-                },
-                || {},
+    let mut rows = vec![floor_row(warm_runs)];
+    if !reload_only {
+        rows.extend([
+            (
+                "perl, 20 modules, run directly".into(),
+                time_runs(
+                    slow_runs,
+                    || {
+                        let mut c = Command::new("perl");
+                        c.arg(&ours_script);
+                        c
+                    },
+                    || {},
+                ),
             ),
-        ),
-        (
-            "our client + our module, cold".into(),
-            time_runs(
-                slow_runs,
-                || world.command(&ours_script),
-                || {
-                    world
-                        .command(&client)
-                        .arg("-U,--kill,perl")
-                        .arg(&ours_script)
-                        .status()
-                        .unwrap();
-                },
+            (
+                "our client + our module, cold".into(),
+                time_runs(
+                    slow_runs,
+                    || world.command(&ours_script),
+                    || {
+                        world
+                            .command(&client)
+                            .arg("-U,--kill,perl")
+                            .arg(&ours_script)
+                            .status()
+                            .unwrap();
+                    },
+                ),
             ),
-        ),
-        (
-            "our client + our module, warm".into(),
-            world.warm(&ours_script, warm_runs),
-        ),
-    ];
+            (
+                "our client + our module, warm".into(),
+                world.warm(&ours_script, warm_runs),
+            ),
+        ]);
+    }
     for (name, script) in &pairs {
         rows.push((name.to_string(), world.warm(script, warm_runs)));
     }
@@ -468,4 +481,309 @@ fn python_table(warm_runs: usize) {
     }
     world.kill_all();
     print_table(&rows);
+}
+
+// ------------------------------------------------------------------ all
+
+/// Calls per second with `parallel` callers making `total` calls in all.
+fn throughput(parallel: usize, total: usize, program: &Path, run_dir: &Path) -> f64 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let issued = AtomicUsize::new(0);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..parallel {
+            scope.spawn(|| {
+                while issued.fetch_add(1, Ordering::Relaxed) < total {
+                    let status = Command::new(program)
+                        .env("XDG_RUNTIME_DIR", run_dir)
+                        .stdout(Stdio::null())
+                        .status()
+                        .expect("spawn");
+                    assert!(status.success(), "{}: {status}", program.display());
+                }
+            });
+        }
+    });
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Peak RSS (kB) of one run of `program`, as GNU time reports it. (The
+/// rusage of a child of ours would report our own size: the kernel
+/// counts the pre-exec memory of a forked or vforked child.)
+fn peak_rss_kb(program: &Path, run_dir: &Path) -> Option<u64> {
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(program)
+        .env("XDG_RUNTIME_DIR", run_dir)
+        .stdout(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The server of `script`: the process running it whose parent does not
+/// (idle call handlers run it too), leaving out clients (argv[0] a
+/// prefork-interp) and watchers.
+fn server_pid(script: &Path) -> Option<u32> {
+    let script = script.as_os_str().as_encoded_bytes();
+    let mut matching = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+        if argv0.ends_with(b"prefork-interp") || !cmdline.windows(script.len()).any(|w| w == script)
+        {
+            continue;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid: u32 = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        matching.push((pid, ppid));
+    }
+    let pids: Vec<u32> = matching.iter().map(|&(pid, _)| pid).collect();
+    matching
+        .iter()
+        .find(|(_, ppid)| !pids.contains(ppid))
+        .map(|&(pid, _)| pid)
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Instructions (callgrind) of the process that runs `script`: the
+/// client's own path, the server's work excluded.
+fn client_instructions(script: &Path, run_dir: &Path) -> Option<u64> {
+    let out = Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(script)
+        .env("XDG_RUNTIME_DIR", run_dir)
+        .stdout(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let line = text.lines().find(|l| l.contains("Collected :"))?;
+    line.rsplit(':').next()?.trim().parse().ok()
+}
+
+fn full_table(warm_runs: usize) {
+    let slow_runs = (warm_runs / 30).max(5);
+    let mut world = World::new("fullbench");
+    let client = world.client();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let chiark = Path::new(CHIARK_CLIENT).exists() && Path::new(CHIARK_MODULE).exists();
+    let chiark_client = Path::new(CHIARK_CLIENT);
+
+    // The three script sides.
+    let primes = world.bin_dir.join("examples").join("primes");
+    let rust = world.script("rust", &client, primes.to_str().unwrap(), "");
+    let uses: String = PERL_MODULES
+        .iter()
+        .map(|m| format!("use {m} ();\n"))
+        .collect();
+    let perl_body = |ours: bool| {
+        format!(
+            "{}use Proc::Prefork::Interp;\n{uses}prefork_initialisation_complete();\n\
+             print \"ok\\n\"; STDOUT->flush; POSIX::_exit(0);\n",
+            if ours {
+                format!("use lib '{repo}/scripts/perl';\n")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let perl = world.script("perl", &client, "perl", &perl_body(true));
+    let perl_chiark =
+        chiark.then(|| world.script("perl-chiark", chiark_client, "perl", &perl_body(false)));
+    let perl_chiark_ours =
+        chiark.then(|| world.script("perl-c-ours", chiark_client, "perl", &perl_body(true)));
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    let python_bin = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let python = world.script(
+        "python",
+        &client,
+        &python_bin,
+        &format!(
+            "import sys; sys.path.insert(0, '{repo}/scripts/python')\n{PYTHON_IMPORTS}\
+             import prefork_interp\nprefork_interp.initialisation_complete()\nprint('ok')\n"
+        ),
+    );
+    let kill = |script: &Path, interpreter: &str| {
+        world
+            .command(&client)
+            .arg(format!("-U,--kill,{interpreter}"))
+            .arg(script)
+            .status()
+            .unwrap();
+    };
+    let direct = |interpreter: &Path, script: &Path| {
+        let (interpreter, script) = (interpreter.to_path_buf(), script.to_path_buf());
+        move || {
+            let mut c = Command::new(&interpreter);
+            c.arg(&script);
+            c
+        }
+    };
+
+    println!("== latency: one caller, calls one after another (ms) ==");
+    let mut rows = vec![floor_row(warm_runs)];
+    rows.push((
+        "Rust example (primes), run directly".into(),
+        time_runs(slow_runs, || Command::new(&primes), || {}),
+    ));
+    rows.push((
+        "Rust example, cold".into(),
+        time_runs(
+            slow_runs,
+            || world.command(&rust),
+            || kill(&rust, primes.to_str().unwrap()),
+        ),
+    ));
+    rows.push(("Rust example, warm".into(), world.warm(&rust, warm_runs)));
+    rows.push((
+        "Perl, 20 modules, run directly".into(),
+        time_runs(slow_runs, direct(Path::new("perl"), &perl), || {}),
+    ));
+    rows.push((
+        "Perl, our pair, cold".into(),
+        time_runs(slow_runs, || world.command(&perl), || kill(&perl, "perl")),
+    ));
+    rows.push(("Perl, our pair, warm".into(), world.warm(&perl, warm_runs)));
+    if let (Some(c), Some(co)) = (&perl_chiark, &perl_chiark_ours) {
+        rows.push(("Perl, chiark pair, warm".into(), world.warm(c, warm_runs)));
+        rows.push((
+            "Perl, chiark client + our module, warm".into(),
+            world.warm(co, warm_runs),
+        ));
+    }
+    rows.push((
+        "Python, heavy imports, run directly".into(),
+        time_runs(slow_runs, direct(Path::new(&python_bin), &python), || {}),
+    ));
+    rows.push((
+        "Python, cold".into(),
+        time_runs(
+            slow_runs,
+            || world.command(&python),
+            || kill(&python, &python_bin),
+        ),
+    ));
+    rows.push(("Python, warm".into(), world.warm(&python, warm_runs)));
+    print_table(&rows);
+    let row = |name: &str| rows.iter().find(|(n, _)| n == name).map(|(_, t)| median(t));
+    if let (Some(ours), Some(theirs)) =
+        (row("Perl, our pair, warm"), row("Perl, chiark pair, warm"))
+    {
+        println!(
+            "\nPerl warm call, our pair / chiark pair: {:.2}",
+            ours / theirs
+        );
+    }
+
+    println!("\n== throughput: calls per second, N callers in parallel ==");
+    let total = warm_runs.max(64);
+    let mut sides: Vec<(&str, &Path)> =
+        vec![("Rust example, ours", &rust), ("Perl, our pair", &perl)];
+    if let Some(c) = &perl_chiark {
+        sides.push(("Perl, chiark pair", c));
+    }
+    sides.push(("Python, ours", &python));
+    println!(
+        "{:<48} {:>9} {:>9} {:>9} {:>9}",
+        "script", "1", "2", "8", "32"
+    );
+    let mut at8 = Vec::new();
+    for (name, script) in &sides {
+        let rates: Vec<f64> = [1, 2, 8, 32]
+            .iter()
+            .map(|&n| {
+                throughput(
+                    n,
+                    if name.starts_with("Python") {
+                        total / 4
+                    } else {
+                        total
+                    },
+                    script,
+                    &world.run_dir,
+                )
+            })
+            .collect();
+        at8.push((*name, rates[2]));
+        println!(
+            "{:<48} {:>9.0} {:>9.0} {:>9.0} {:>9.0}",
+            name, rates[0], rates[1], rates[2], rates[3]
+        );
+    }
+    let rate = |name: &str| at8.iter().find(|(n, _)| *n == name).map(|&(_, r)| r);
+    if let (Some(ours), Some(theirs)) = (rate("Perl, our pair"), rate("Perl, chiark pair")) {
+        println!(
+            "\nPerl, 8 callers, our pair / chiark pair: {:.2}x",
+            ours / theirs
+        );
+    }
+
+    println!("\n== memory ==");
+    for (name, script) in &sides {
+        match server_pid(script).and_then(rss_kb) {
+            Some(kb) => println!("{:<48} {:>7} kB  server RSS", name, kb),
+            None => println!("{:<48} {:>7}     server RSS", name, "?"),
+        }
+    }
+    let mut peaks = vec![
+        ("/bin/true", Path::new("/bin/true")),
+        ("our client (Perl, warm call)", perl.as_path()),
+    ];
+    if let Some(c) = &perl_chiark {
+        peaks.push(("chiark's client (Perl, warm call)", c.as_path()));
+    }
+    for (name, program) in peaks {
+        match peak_rss_kb(program, &world.run_dir) {
+            Some(kb) => println!("{:<48} {:>7} kB  peak RSS", name, kb),
+            None => println!(
+                "{:<48} {:>7}     peak RSS (GNU time not installed)",
+                name, "?"
+            ),
+        }
+    }
+
+    println!("\n== the client's own path: instructions (callgrind), a warm call ==");
+    let mut counted = vec![(
+        "our client (Perl server)",
+        client_instructions(&perl, &world.run_dir),
+    )];
+    if let Some(c) = &perl_chiark {
+        counted.push((
+            "chiark's client (Perl server)",
+            client_instructions(c, &world.run_dir),
+        ));
+    }
+    for (name, count) in counted {
+        match count {
+            Some(n) => println!("{:<48} {:>9}", name, n),
+            None => println!("{:<48} {:>9}  (valgrind not installed)", name, "?"),
+        }
+    }
+    world.kill_all();
+
+    println!("\n== auto-reload check, Perl (our pair), 320 modules in %INC ==");
+    perl_tables(warm_runs, true);
 }
