@@ -162,6 +162,25 @@ fn connect(socket: &Path) -> Result<Option<(UnixStream, Vec<String>)>, Failure> 
             };
         }
     };
+    // Our stdin, stdout and stderr go to our own servers only: a socket
+    // someone else listens on (planted, or a directory we were pointed
+    // at) gets nothing, not even a read of its greeting.
+    let our_uid = nix::unistd::getuid().as_raw();
+    match sys::peer_credentials(conn.as_raw_fd()) {
+        Ok((uid, _)) if uid == our_uid => {}
+        Ok((uid, pid)) => {
+            return Err(Failure::new(format!(
+                "{} belongs to a server of uid {uid} (pid {pid}), not ours ({our_uid}): nothing sent",
+                socket.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Failure::new(format!(
+                "cannot check who listens on {}: {e}",
+                socket.display()
+            )));
+        }
+    }
     Ok(read_greeting(&conn, socket)?.map(|caps| (conn, caps)))
 }
 

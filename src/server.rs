@@ -538,6 +538,13 @@ impl Server {
             if self.accept_pending && !self.at_limit() {
                 match self.listener.accept() {
                     Ok((conn, _)) => {
+                        if let Some(refusal) = other_user(conn.as_raw_fd()) {
+                            // Another user reached our socket (a run
+                            // directory opened up by hand): they get
+                            // nothing, and it is worth a log line.
+                            log::error(&refusal);
+                            continue;
+                        }
                         self.idle_since = Instant::now();
                         if let Some(file) = self.reload.changed() {
                             // Dropping the call makes its client start a
@@ -595,5 +602,17 @@ impl Server {
                 Err(e) => self.quit(&format!("cannot read from the watcher: {e}")),
             }
         }
+    }
+}
+
+/// Why a call on `conn` must be refused: its caller is not our user.
+fn other_user(conn: RawFd) -> Option<String> {
+    let ours = nix::unistd::getuid().as_raw();
+    match sys::peer_credentials(conn) {
+        Ok((uid, _)) if uid == ours => None,
+        Ok((uid, pid)) => Some(format!(
+            "refused a call from uid {uid} (pid {pid}): this server is uid {ours}'s"
+        )),
+        Err(e) => Some(format!("refused a call whose caller is unknown: {e}")),
     }
 }

@@ -492,6 +492,27 @@ pub fn wait_for_exit(pidfd: OwnedFd) {
     let _ = wait_readable([pidfd.as_fd()]);
 }
 
+/// The uid and pid of the process at the other end of a Unix socket, as
+/// the kernel recorded them at connect() or listen() (SO_PEERCRED).
+pub fn peer_credentials(sock: RawFd) -> io::Result<(u32, i32)> {
+    // SAFETY: getsockopt with a correctly sized ucred buffer.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        if libc::getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((cred.uid, cred.pid))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::huge_page_ranges;

@@ -310,3 +310,81 @@ fn manual_pages_render_cleanly() {
     }
     assert!(pages >= 3, "expected the manual pages in man/");
 }
+
+/// A socket in our run directory that another uid listens on (planted by
+/// root here) gets nothing from the client: no byte, no fd, and the
+/// client says whose it is. (Root only: the client runs as a second user.)
+#[test]
+fn a_server_of_another_uid_gets_nothing() {
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+    let (uid, gid) = other_user();
+    let run = dir_owned_by(uid, gid);
+    let base = run.path().join("prefork-interp");
+    std::fs::create_dir(&base).unwrap();
+    std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
+    set_mode(&base, 0o700);
+    let planted = UnixListener::bind(base.join("splanted")).unwrap();
+    set_mode(&base.join("splanted"), 0o777);
+
+    let out = as_user(uid, gid, client())
+        .args(["-U", "-g", "planted", "/bin/true"])
+        .env("XDG_RUNTIME_DIR", run.path())
+        .env("HOME", run.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{}", stderr_str(&out));
+    let err = stderr_str(&out);
+    assert!(
+        err.contains("splanted") && err.contains("uid 0") && err.contains("nothing sent"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    planted.set_nonblocking(true).unwrap();
+    let (mut conn, _) = planted.accept().expect("the client did connect");
+    conn.set_nonblocking(false).unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty(), "the client sent {got:?}");
+}
+
+/// Another user can neither reach, list, kill nor replace our servers,
+/// even when pointed at our run directory (it is refused as not theirs,
+/// and they fall back to their own). (Root only.)
+#[test]
+fn another_user_cannot_list_or_kill_our_servers() {
+    let h = Harness::new(Side::Rust);
+    let server = h.server_pid();
+    let socket = h.socket();
+    let ident = socket.file_name().unwrap().to_string_lossy()[1..].to_string();
+    let (uid, gid) = other_user();
+    let theirs = dir_owned_by(uid, gid);
+    let as_other = |args: &[&str]| {
+        as_user(uid, gid, client())
+            .args(args)
+            .env("XDG_RUNTIME_DIR", h.path("run"))
+            .env("HOME", theirs.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let list = as_other(&["--list"]);
+    assert_success(&list);
+    assert!(!stdout_str(&list).contains(&ident), "{}", stdout_str(&list));
+    assert_success(&as_other(&["-U", "--kill", "-g", &ident]));
+    // -f starts a server of their own, in their own directory (here one
+    // that fails: /bin/true is no script side).
+    let fresh = as_other(&["-U", "-f", "-g", &ident, "/bin/true"]);
+    assert_eq!(fresh.status.code(), Some(127), "{}", stderr_str(&fresh));
+    assert!(
+        stderr_str(&fresh).contains("without starting a server"),
+        "{}",
+        stderr_str(&fresh)
+    );
+    assert!(alive(server));
+    assert!(socket.exists());
+    assert_eq!(h.server_pid(), server, "still our server, still serving");
+    h.finish();
+}

@@ -717,6 +717,68 @@ pub fn wait_until(
 
 /// Runs every scenario of the conformance table as its own test, for one
 /// side. The list of scenarios lives here, once, for all sides.
+/// The second user the cross-user tests act as (made on first use; the
+/// tests need root, as CI has). Returns its uid and gid.
+pub fn other_user() -> (u32, u32) {
+    const NAME: &str = "pfi-other";
+    let lookup = || {
+        let id = |flag: &str| {
+            let out = Command::new("id").args([flag, NAME]).output().ok()?;
+            String::from_utf8(out.stdout)
+                .ok()?
+                .trim()
+                .parse::<u32>()
+                .ok()
+        };
+        Some((id("-u")?, id("-g")?))
+    };
+    // Test processes run in parallel: useradd may lose a race for
+    // /etc/passwd's lock, or find the user made meanwhile.
+    for _ in 0..100 {
+        if let Some(ids) = lookup() {
+            return ids;
+        }
+        let _ = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                NAME,
+            ])
+            .stderr(Stdio::null())
+            .status();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("cannot make user {NAME} (these tests need root)");
+}
+
+/// `program`, to be run as `uid`/`gid` with no supplementary groups.
+pub fn as_user(uid: u32, gid: u32, program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--"])
+        .arg(program);
+    cmd
+}
+
+/// A private directory (mode 0700) owned by `uid`/`gid`, under /tmp so
+/// that its user can reach it.
+pub fn dir_owned_by(uid: u32, gid: u32) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("pfi-user-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    set_mode(dir.path(), 0o700);
+    dir
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
 #[macro_export]
 macro_rules! conformance_suite {
     ($side:expr) => {
@@ -753,6 +815,7 @@ macro_rules! conformance_suite {
             list_and_kill_by_identity,
             client_killed_mid_call,
             standalone_run,
+            calls_from_another_uid_are_refused,
         );
     };
     (@tests $side:expr; $($name:ident),* $(,)?) => {

@@ -5,6 +5,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
@@ -861,5 +862,45 @@ pub fn list_and_kill_by_identity(side: Side) {
     let out = h.client_call(&["-U", "--kill", "-g", &cols[0]]).run();
     assert_success(&out);
     wait_until("the server to quit", LIMIT, || !alive(server)).unwrap();
+    h.finish();
+}
+
+/// A connection from another uid that reaches the socket (its directories
+/// opened up by hand) is refused before the greeting, and the server goes
+/// on serving its own user. (Root only: it acts as a second user.)
+pub fn calls_from_another_uid_are_refused(side: Side) {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let socket = h.socket();
+    let (uid, gid) = other_user();
+    let opened = [h.dir().to_path_buf(), h.path("run"), h.base()];
+    for dir in &opened {
+        set_mode(dir, 0o711);
+    }
+    let socket_mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    set_mode(&socket, 0o777);
+    let out = as_user(uid, gid, python())
+        .args([
+            "-c",
+            "import socket, sys\n\
+             s = socket.socket(socket.AF_UNIX)\n\
+             s.settimeout(10)\n\
+             s.connect(sys.argv[1])\n\
+             print('connected, got %d bytes' % len(s.recv(100)))\n",
+        ])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    for dir in &opened {
+        set_mode(dir, 0o700);
+    }
+    set_mode(&socket, socket_mode & 0o7777);
+    assert_success(&out);
+    assert_eq!(
+        stdout_str(&out).trim(),
+        "connected, got 0 bytes",
+        "no greeting for another uid"
+    );
+    assert_eq!(h.server_pid(), server, "the same server serves its user");
     h.finish();
 }

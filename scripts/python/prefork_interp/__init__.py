@@ -404,6 +404,18 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         os._exit(1)
 
 
+def _other_user(conn):
+    """Why a call on conn must be refused (its caller is not our user), or None."""
+    try:
+        pid, uid, _ = struct.unpack(
+            "iII", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII")))
+    except OSError as e:
+        return "refused a call whose caller is unknown: %s" % e
+    if uid == os.getuid():
+        return None
+    return "refused a call from uid %d (pid %d): this server is uid %d's" % (uid, pid, os.getuid())
+
+
 class _Server:
     def __init__(self, setup, max_servers, idle_timeout, max_errors, reload, spare):
         self.listen = socket.socket(fileno=setup["listen"])
@@ -572,6 +584,13 @@ class _Server:
                         continue
                     except OSError as e:
                         self.error("accept failed: %s" % e)
+                        continue
+                    refusal = _other_user(conn)
+                    if refusal is not None:
+                        # Another user reached our socket (a run directory
+                        # opened up by hand): they get nothing, and a log line.
+                        _log(syslog.LOG_ERR, refusal)
+                        conn.close()
                         continue
                     self.idle_since = time.monotonic()
                     changed = self.reload.changed()

@@ -31,7 +31,7 @@ use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC);
 use IO::FDPass;
 use IO::Handle;
 use POSIX qw(:errno_h :signal_h :sys_wait_h);
-use Socket qw(AF_UNIX MSG_NOSIGNAL PF_UNSPEC SOCK_STREAM);
+use Socket qw(AF_UNIX MSG_NOSIGNAL PF_UNSPEC SOCK_STREAM SOL_SOCKET SO_PEERCRED);
 use Sys::Syslog ();
 use Time::HiRes ();
 
@@ -516,6 +516,17 @@ sub _next_call {
         }
         if ($listening && vec($rout, fileno $s->{listen}, 1)) {
             if (accept(my $conn, $s->{listen})) {
+                # Another user reached our socket (a run directory opened
+                # up by hand): they get nothing, and a log line.
+                my $cred = getsockopt($conn, SOL_SOCKET, SO_PEERCRED);
+                my ($peer_pid, $peer_uid) = $cred ? unpack('i I', $cred) : ();
+                if (!defined $peer_uid || $peer_uid != $<) {
+                    _log('err', defined $peer_uid
+                        ? "refused a call from uid $peer_uid (pid $peer_pid): this server is uid $<'s"
+                        : "refused a call whose caller is unknown: $!");
+                    close $conn;
+                    next;
+                }
                 $s->{idle_since} = Time::HiRes::time();
                 if ($s->{dirty} || !$s->{watch}) {
                     if (defined(my $file = _changed_file($s->{reload}, $s->{started}))) {
@@ -892,6 +903,12 @@ initialisation is complete: every call would share them.
 END blocks and object destructors run in executors only, once per call;
 never in the server or its per-call monitors. If the caller is killed,
 the executor gets SIGINT and should stop promptly.
+
+=head1 SECURITY
+
+The server serves its own user only: a connection from another uid
+(SO_PEERCRED), which can reach the socket only if someone opened the run
+directory up by hand, is closed without a greeting and logged.
 
 =head1 REQUIREMENTS
 
