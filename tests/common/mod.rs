@@ -816,6 +816,7 @@ macro_rules! conformance_suite {
             client_killed_mid_call,
             standalone_run,
             calls_from_another_uid_are_refused,
+            load_2000_calls_32_parallel,
         );
     };
     (@tests $side:expr; $($name:ident),* $(,)?) => {

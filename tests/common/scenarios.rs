@@ -904,3 +904,93 @@ pub fn calls_from_another_uid_are_refused(side: Side) {
     assert_eq!(h.server_pid(), server, "the same server serves its user");
     h.finish();
 }
+
+/// Load: 2,000 calls from 32 parallel callers. No call fails, every
+/// output byte and exit status is exact, calls beyond the limit
+/// (max_servers, 4) queue instead of being refused, and one server serves
+/// them all without growing: RSS within 10% of its size after the first
+/// 100 calls, the same fds.
+pub fn load_2000_calls_32_parallel(side: Side) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let one_call = |i: usize| {
+        let text = format!("call-{i}-{}", "x".repeat(i % 200));
+        let out = h
+            .call(&[
+                format!("@out:{text}"),
+                format!("@err:{i}"),
+                format!("@exit:{}", i % 256),
+            ])
+            .run();
+        assert_eq!(
+            out.status.code(),
+            Some((i % 256) as i32),
+            "call {i}: {:?} {}",
+            out.status,
+            stderr_str(&out)
+        );
+        assert_eq!(stdout_str(&out), format!("{text}\n"), "call {i}");
+        assert_eq!(stderr_str(&out), format!("{i}\n"), "call {i}");
+    };
+    let calls = |from: usize, to: usize| {
+        let next = AtomicUsize::new(from);
+        std::thread::scope(|scope| {
+            for _ in 0..32 {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= to {
+                            break;
+                        }
+                        one_call(i);
+                    }
+                });
+            }
+        });
+    };
+    // Between bursts the server reaps the last monitors and forks its
+    // spares: measure once that has settled.
+    let settled = || {
+        let mut last = (0, 0);
+        wait_until("the server to settle", LIMIT, || {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = (fd_count(server), rss_kb(server));
+            let same = now.0 == last.0;
+            last = now;
+            same
+        })
+        .unwrap();
+        last
+    };
+    let start = std::time::Instant::now();
+    calls(0, 100);
+    let (fds_100, rss_100) = settled();
+    calls(100, 2000);
+    let (fds_2000, rss_2000) = settled();
+    // For the record (shown with --no-capture).
+    eprintln!(
+        "{side:?}: 2000 calls, 32 callers, {:.1} s; server fds {fds_100} -> {fds_2000}, \
+         RSS {rss_100} -> {rss_2000} kB",
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(fds_2000, fds_100, "server fds after 100 and 2000 calls");
+    assert!(
+        rss_2000 * 10 <= rss_100 * 11,
+        "server RSS {rss_100} kB after 100 calls, {rss_2000} kB after 2000"
+    );
+    assert_eq!(h.server_pid(), server, "one server for every call");
+    h.finish();
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
