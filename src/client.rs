@@ -96,8 +96,7 @@ fn run() -> Result<i32, Failure> {
         return call(conn, &caps, &args);
     }
 
-    let lock = IdentityLock::acquire(&paths.lock)
-        .map_err(|e| Failure::new(format!("cannot lock {}: {e}", paths.lock.display())))?;
+    let lock = lock_identity(&paths.lock)?;
     match args.mode {
         Mode::Kill => {
             for path in [&paths.socket, &paths.lock] {
@@ -127,6 +126,42 @@ fn run() -> Result<i32, Failure> {
     }
     drop(lock);
     call(conn, &caps, &args)
+}
+
+/// How long the lock may take before we say what we are waiting for.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes the identity lock. If that takes more than [`LOCK_PATIENCE`]
+/// (another client is starting a slow server, or a stuck process holds
+/// the lock) it says so once on stderr, naming the holder, and goes on
+/// waiting: a caller is never left hanging without a word.
+fn lock_identity(path: &Path) -> Result<IdentityLock, Failure> {
+    let failed = |e: io::Error| Failure::new(format!("cannot lock {}: {e}", path.display()));
+    if let Some(lock) = IdentityLock::try_acquire(path).map_err(failed)? {
+        return Ok(lock);
+    }
+    let (done, patience) = std::sync::mpsc::channel::<()>();
+    let shown = path.to_owned();
+    let announcer = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            patience.recv_timeout(LOCK_PATIENCE)
+        {
+            let holder = match rundir::lock_holder(&shown) {
+                Some((pid, name)) => format!("held by pid {pid} ({name})"),
+                None => "held by another process".into(),
+            };
+            eprintln!(
+                "prefork-interp: waiting for {}, {holder}: a server is starting; if it is stuck, \
+                 kill that process or remove the lock",
+                shown.display()
+            );
+        }
+    });
+    let lock = IdentityLock::acquire(path);
+    // Single-threaded again before anything forks.
+    drop(done);
+    let _ = announcer.join();
+    lock.map_err(failed)
 }
 
 fn identity_paths(base: &Path, args: &ClientArgs) -> Result<IdentityPaths, Failure> {

@@ -19,6 +19,9 @@
 //! With capability `context`, it runs in the caller's current directory
 //! (received as an fd; fchdir) with the caller's umask.
 //!
+//! If its monitor dies, it gets SIGINT (PR_SET_PDEATHSIG), as when its
+//! client goes: no call runs on unwatched.
+//!
 //! No protocol fd survives into it: the monitor closed the listening
 //! socket, watcher pipes and control socket before forking it, and here
 //! the call socket, the hand-over socket and the received copies go.
@@ -55,7 +58,15 @@ pub(crate) fn run(
     handover: UnixStream,
     monitor: UnixStream,
     saved: &sys::SavedSignals,
+    monitor_pid: sys::Pid,
 ) -> Invocation {
+    // A monitor killed mid-call leaves the call with nobody to report its
+    // end: it ends as when its client goes, with SIGINT.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) };
+    if nix::unistd::getppid() != monitor_pid {
+        sys::exit_now(0); // it died before we could ask
+    }
     saved.restore();
     sys::default_signal(libc::SIGINT);
     let Ok((_, call)) = sys::recv_byte_with_fd(handover.as_raw_fd()) else {

@@ -63,10 +63,11 @@ pub(crate) fn run(control: UnixStream, handover: UnixStream) -> Invocation {
             sys::exit_now(1)
         }
     };
+    let monitor = nix::unistd::getpid();
     let executor = match sys::fork() {
         Ok(Forked::Child) => {
             drop((control, from_executor));
-            return executor::run(handover, theirs, &saved);
+            return executor::run(handover, theirs, &saved, monitor);
         }
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => {

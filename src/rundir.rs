@@ -266,6 +266,27 @@ pub struct IdentityLock {
     _file: File,
 }
 
+/// Who holds the flock on `path`, from /proc/locks: pid and command name.
+pub fn lock_holder(path: &Path) -> Option<(u32, String)> {
+    let meta = fs::metadata(path).ok()?;
+    let ours = (libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    let pid = locks.lines().find_map(|line| {
+        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF": major and
+        // minor in hex, inode in decimal.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (pid, file) = (words.get(4)?, words.get(5)?);
+        let mut parts = file.split(':');
+        let major = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let minor = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let ino: u64 = parts.next()?.parse().ok()?;
+        (words.get(1) == Some(&"FLOCK") && (major, minor, ino) == ours)
+            .then(|| pid.parse::<u32>().ok())?
+    })?;
+    let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    Some((pid, name.trim().to_string()))
+}
+
 impl IdentityLock {
     /// Blocks until the lock is ours. If the lock file is removed or
     /// replaced while we wait (`--kill` removes it), locks the new one.

@@ -388,3 +388,39 @@ fn another_user_cannot_list_or_kill_our_servers() {
     assert_eq!(h.server_pid(), server, "still our server, still serving");
     h.finish();
 }
+
+/// A lock held by a stuck process: the client says, once, what it is
+/// waiting for and who holds it, and goes on when the lock is free.
+#[test]
+fn lock_held_by_a_stuck_process_is_named() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let h = Harness::new(Side::Rust);
+    h.server_pid();
+    let ident = h.socket().file_name().unwrap().to_string_lossy()[1..].to_string();
+    assert_success(&h.kill_server());
+    let lock_path = h.base().join(format!("l{ident}"));
+    let held = std::fs::File::create(&lock_path).unwrap();
+    // The stuck process is this test.
+    // SAFETY: flock on an fd we own.
+    assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let mut call = h.call(&["@out:at-last"]).spawn();
+    let mut stderr = call.stderr.take().unwrap();
+    let mut said = Vec::new();
+    let mut byte = [0u8; 1];
+    while !said.ends_with(b"\n") {
+        assert_eq!(stderr.read(&mut byte).unwrap(), 1, "stderr ended: {said:?}");
+        said.push(byte[0]);
+    }
+    let said = String::from_utf8(said).unwrap();
+    assert!(
+        said.contains(&lock_path.display().to_string())
+            && said.contains(&format!("pid {}", std::process::id())),
+        "{said}"
+    );
+    drop(held);
+    let out = call.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(stdout_str(&out), "at-last\n");
+    h.finish();
+}

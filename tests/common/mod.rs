@@ -817,6 +817,10 @@ macro_rules! conformance_suite {
             standalone_run,
             calls_from_another_uid_are_refused,
             load_2000_calls_32_parallel,
+            server_killed_mid_call,
+            monitor_killed_mid_call,
+            watcher_killed,
+            socket_removed_or_replaced_by_hand,
         );
     };
     (@tests $side:expr; $($name:ident),* $(,)?) => {

@@ -994,3 +994,129 @@ fn rss_kb(pid: u32) -> u64 {
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = stat.rsplit(')').next().unwrap();
+    after_name
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn sigkill(pid: u32) {
+    // SAFETY: kill(2) on a test process.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// The first call that works after a fault, and how long it took to get
+/// there (printed for the record: shown with --no-capture).
+fn recovered(h: &Harness, fault: &str, since: std::time::Instant) -> u32 {
+    let server = h.server_pid();
+    eprintln!(
+        "{:?}: {fault}: served again after {:.1} ms",
+        h.side,
+        since.elapsed().as_secs_f64() * 1000.0
+    );
+    server
+}
+
+/// Fault: the server is SIGKILLed while a call runs. The call in flight
+/// ends as it would have (its monitor is a process of its own); the next
+/// call finds nobody listening and starts a new server; the old server's
+/// watcher and idle call handler leave.
+pub fn server_killed_mid_call(side: Side) {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let (long, _) = start_long_call(&h, "long");
+    sigkill(server);
+    let killed = std::time::Instant::now();
+    let out = long.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(stdout_str(&out), "finished\n");
+    let new = recovered(&h, "server killed", killed);
+    assert_ne!(new, server);
+    h.finish();
+}
+
+/// Fault: a call's monitor is SIGKILLed. The client says so at once (one
+/// line, 127); the executor, with nobody left to report its end, gets
+/// SIGINT; the server serves on.
+pub fn monitor_killed_mid_call(side: Side) {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let (marker, pid_file) = (h.path("got-sigint"), h.path("executor.pid"));
+    let client = h
+        .call(&[
+            format!("@onint:{}", marker.display()),
+            format!("@pid:{}", pid_file.display()),
+            "@sleep:30".into(),
+        ])
+        .spawn();
+    wait_until("the executor to start", LIMIT, || pid_file.exists()).unwrap();
+    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let monitor = parent_of(executor);
+    assert_ne!(monitor, server);
+    sigkill(monitor);
+    let killed = std::time::Instant::now();
+    let out = client.wait_with_output().unwrap();
+    eprintln!(
+        "{side:?}: monitor killed: the client reported it after {:.1} ms",
+        killed.elapsed().as_secs_f64() * 1000.0
+    );
+    assert_eq!(out.status.code(), Some(127), "{}", stderr_str(&out));
+    assert_eq!(stderr_str(&out).lines().count(), 1, "{}", stderr_str(&out));
+    wait_until("the executor to get SIGINT", LIMIT, || marker.exists()).unwrap();
+    wait_until("the executor to end", LIMIT, || !alive(executor)).unwrap();
+    assert_eq!(recovered(&h, "monitor killed", killed), server);
+    h.finish();
+}
+
+/// Fault: the watcher is SIGKILLed. The server takes its pipe's EOF as
+/// the end of its socket and quits; the next call starts a new server.
+pub fn watcher_killed(side: Side) {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let client = h.client.display().to_string();
+    let watchers: Vec<u32> = h
+        .processes()
+        .into_iter()
+        .filter(|(_, cmd)| cmd.starts_with(&client))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(watchers.len(), 1, "{:#?}", h.processes());
+    sigkill(watchers[0]);
+    let killed = std::time::Instant::now();
+    wait_until("the server to quit", LIMIT, || !alive(server)).unwrap();
+    assert_ne!(recovered(&h, "watcher killed", killed), server);
+    h.finish();
+}
+
+/// Fault: the socket file is removed, or replaced by another file, by
+/// hand. The server quits (its watcher saw it); the next call replaces
+/// whatever is there with a new server.
+pub fn socket_removed_or_replaced_by_hand(side: Side) {
+    let h = Harness::new(side);
+    for replace in [false, true] {
+        let server = h.server_pid();
+        let socket = h.socket();
+        if replace {
+            let other = h.base().join("not-a-socket");
+            std::fs::write(&other, "x").unwrap();
+            std::fs::rename(&other, &socket).unwrap();
+        } else {
+            std::fs::remove_file(&socket).unwrap();
+        }
+        let changed = std::time::Instant::now();
+        wait_until("the server to quit", LIMIT, || !alive(server)).unwrap();
+        let fault = if replace {
+            "socket replaced"
+        } else {
+            "socket removed"
+        };
+        assert_ne!(recovered(&h, fault, changed), server);
+    }
+    h.finish();
+}

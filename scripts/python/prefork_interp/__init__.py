@@ -634,7 +634,7 @@ def _monitor(control, handover):
         try:
             control.close()
             from_executor.close()
-            _executor(handover, theirs, saved)
+            _executor(handover, theirs, saved, os.getppid())
         except BaseException:
             os._exit(127)
         return
@@ -791,13 +791,18 @@ def _read_request(conn):
     return byte, fds, env, args, context
 
 
-def _executor(handover, monitor, saved):
+def _executor(handover, monitor, saved, monitor_pid):
     """Forked by the monitor before the call, with the server's signal
     dispositions (SIGINT: Python's own handler, KeyboardInterrupt, even if
     the call that started the server ignored it). Gets the call socket
     from the server, reads the request itself, sends an extended call's
     'P' with its own pid (before any per-call code), tells the monitor
     'r', and returns into the script."""
+    # A monitor killed mid-call leaves the call with nobody to report its
+    # end: it ends as when its client goes, with SIGINT.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != monitor_pid:
+        os._exit(0)  # it died before we asked
     for sig, handler in saved.items():
         signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)

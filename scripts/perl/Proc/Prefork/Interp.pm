@@ -224,6 +224,13 @@ sub _changed_file {
 # Elsewhere there is no watch, and every call stats every file (as the
 # original always does). (syscall.ph would know, but costs every cold
 # start ~9 ms to load.)
+sub _prctl_number {
+    my $arch = $Config::Config{archname} // '';
+    return 157 if $arch =~ /\Ax86_64-linux/;
+    return 167 if $arch =~ /\A(?:aarch64|riscv64|loongarch64)-linux/;
+    return;
+}
+
 sub _inotify_numbers {
     my $arch = $Config::Config{archname} // '';
     return (294, 254) if $arch =~ /\Ax86_64-linux/;
@@ -573,7 +580,7 @@ sub _monitor {
     if ($executor == 0) {
         close $control;
         close $from_executor;
-        return _executor($handover, $theirs, \%saved);
+        return _executor($handover, $theirs, \%saved, getppid());
     }
     close $theirs;
     close $handover;
@@ -672,7 +679,12 @@ sub _monitor {
 # its own pid (before any per-call code), tells the monitor 'r', and
 # returns into the script.
 sub _executor {
-    my ($handover, $monitor, $saved) = @_;
+    my ($handover, $monitor, $saved, $monitor_pid) = @_;
+    # A monitor killed mid-call leaves the call with nobody to report its
+    # end: it ends as when its client goes, with SIGINT.
+    my $prctl = _prctl_number();
+    syscall($prctl, 1, SIGINT) if defined $prctl;    # PR_SET_PDEATHSIG
+    POSIX::_exit(0) if getppid() != $monitor_pid;    # it died before we asked
     POSIX::sigaction($SIGNAL_NUMBER{$_}, $saved->{$_}) for keys %$saved;
     $SIG{INT}  = 'DEFAULT';
     $SIG{PIPE} = 'DEFAULT';
