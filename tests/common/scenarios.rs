@@ -1033,11 +1033,11 @@ pub fn server_killed_mid_call(side: Side) {
     let (long, _) = start_long_call(&h, "long");
     sigkill(server);
     let killed = std::time::Instant::now();
+    let new = recovered(&h, "server killed", killed);
+    assert_ne!(new, server);
     let out = long.wait_with_output().unwrap();
     assert_success(&out);
     assert_eq!(stdout_str(&out), "finished\n");
-    let new = recovered(&h, "server killed", killed);
-    assert_ne!(new, server);
     h.finish();
 }
 
