@@ -424,3 +424,35 @@ fn lock_held_by_a_stuck_process_is_named() {
     assert_eq!(stdout_str(&out), "at-last\n");
     h.finish();
 }
+
+/// A garbage greeting (bad magic, or an xdata length over the limit) from
+/// what listens on our socket: one clear line, 127, and nothing sent.
+#[test]
+fn garbage_greetings_are_refused() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    for (greeting, expected) in [
+        (b"XYZ\n\0\0\0\0".to_vec(), "bad greeting"),
+        (b"PFI\n\xff\xff\xff\xff".to_vec(), "too long"),
+    ] {
+        let h = Harness::new(Side::Rust);
+        std::fs::create_dir_all(h.base()).unwrap();
+        set_mode(&h.base(), 0o700);
+        let planted = UnixListener::bind(h.base().join("sfake")).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = planted.accept().unwrap();
+            conn.write_all(&greeting).unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).unwrap();
+            got
+        });
+        let out = h.client_call(&["-U", "-g", "fake", "/bin/true"]).run();
+        assert_eq!(out.status.code(), Some(127), "{}", stderr_str(&out));
+        let err = stderr_str(&out);
+        assert!(err.contains(expected), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(server.join().unwrap().is_empty(), "the client sent nothing");
+        std::fs::remove_file(h.base().join("sfake")).unwrap();
+        h.finish();
+    }
+}

@@ -821,6 +821,7 @@ macro_rules! conformance_suite {
             monitor_killed_mid_call,
             watcher_killed,
             socket_removed_or_replaced_by_hand,
+            bad_requests_are_dropped,
         );
     };
     (@tests $side:expr; $($name:ident),* $(,)?) => {

@@ -1120,3 +1120,87 @@ pub fn socket_removed_or_replaced_by_hand(side: Side) {
     }
     h.finish();
 }
+
+/// Hostile or broken requests: a bad request byte, a byte with no fd, an
+/// oversized length, a truncated payload, a payload with no final NUL, a
+/// caller that hangs up at once. Each call is dropped (no status, no
+/// crash) and the same server goes on serving.
+pub fn bad_requests_are_dropped(side: Side) {
+    use prefork_interp::protocol;
+    use prefork_interp::sys::send_byte_with_fd;
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let with_fds = |conn: &UnixStream| {
+        for _ in 0..3 {
+            send_byte_with_fd(conn.as_raw_fd(), 0, null.as_raw_fd()).unwrap();
+        }
+    };
+    type Send<'a> = Box<dyn Fn(&mut UnixStream) + 'a>;
+    let cases: Vec<(&str, Send<'_>)> = vec![
+        ("bad request byte", Box::new(|c| c.write_all(&[7]).unwrap())),
+        (
+            "a byte without its fd",
+            Box::new(|c| c.write_all(&[0, 0, 0, 0]).unwrap()),
+        ),
+        (
+            "oversized length",
+            Box::new(|c| {
+                c.write_all(&[0]).unwrap();
+                with_fds(c);
+                c.write_all(&(protocol::MAX_PAYLOAD_LEN + 1).to_be_bytes())
+                    .unwrap();
+            }),
+        ),
+        (
+            "truncated payload",
+            Box::new(|c| {
+                c.write_all(&[0]).unwrap();
+                with_fds(c);
+                c.write_all(&10u32.to_be_bytes()).unwrap();
+                c.write_all(b"A=1\0").unwrap();
+                c.shutdown(std::net::Shutdown::Write).unwrap();
+            }),
+        ),
+        (
+            "payload without its final NUL",
+            Box::new(|c| {
+                c.write_all(&[0]).unwrap();
+                with_fds(c);
+                c.write_all(&3u32.to_be_bytes()).unwrap();
+                c.write_all(b"abc").unwrap();
+            }),
+        ),
+        (
+            "hang-up before the request",
+            Box::new(|c| c.shutdown(std::net::Shutdown::Write).unwrap()),
+        ),
+    ];
+    for (name, send) in cases {
+        let mut conn = UnixStream::connect(h.socket()).unwrap();
+        conn.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut header = [0u8; protocol::GREETING_HEADER_LEN];
+        conn.read_exact(&mut header).unwrap();
+        let len = protocol::decode_greeting_header(&header).unwrap();
+        let mut xdata = vec![0u8; len as usize];
+        conn.read_exact(&mut xdata).unwrap();
+        send(&mut conn);
+        let mut rest = Vec::new();
+        // Closed with our bytes still unread on its side: a reset.
+        let got = conn.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty()
+                && match &got {
+                    Ok(n) => *n == 0,
+                    Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                },
+            "{name}: expected the call dropped, got {got:?} {rest:?}"
+        );
+        assert_eq!(h.server_pid(), server, "{name}: the same server serves on");
+    }
+    h.finish();
+}
