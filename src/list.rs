@@ -16,7 +16,6 @@
 //! Looking costs each live server one monitor that finds no request and
 //! quits.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
@@ -54,7 +53,7 @@ pub fn print(base: &Path) -> Result<(), Failure> {
         })
         .collect();
     sockets.sort();
-    let listening = listening_sockets();
+    let listening = crate::rundir::listening_sockets();
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
@@ -109,23 +108,6 @@ fn probe(path: &Path) -> State {
         }
         Err(_) => State::Stale,
     }
-}
-
-/// Listening Unix sockets by path: their socket inodes (/proc/net/unix).
-fn listening_sockets() -> HashMap<PathBuf, u64> {
-    const ACCEPTING: u32 = 0x0001_0000; // __SO_ACCEPTCON
-    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
-            let inode = fields.get(6)?.parse().ok()?;
-            let path = fields.get(7)?;
-            (flags & ACCEPTING != 0).then(|| (PathBuf::from(path), inode))
-        })
-        .collect()
 }
 
 /// The process (of ours) holding socket `inode`: the server.
@@ -190,7 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sock");
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let inode = *listening_sockets()
+        let inode = *crate::rundir::listening_sockets()
             .get(&path)
             .expect("listed in /proc/net/unix");
         assert_eq!(holder_of(inode), Some(std::process::id()));

@@ -14,6 +14,7 @@
 //! and refused, with an error naming it, when it is a symlink, owned by
 //! someone else, or open to group or other.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
@@ -345,11 +346,31 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
 
 // --------------------------------------------------------------- pre-clean
 
+/// Listening Unix sockets by path: their socket inodes (/proc/net/unix).
+pub fn listening_sockets() -> HashMap<PathBuf, u64> {
+    const ACCEPTING: u32 = 0x0001_0000; // __SO_ACCEPTCON
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
+            let inode = fields.get(6)?.parse().ok()?;
+            let path = fields.get(7)?;
+            (flags & ACCEPTING != 0).then(|| (PathBuf::from(path), inode))
+        })
+        .collect()
+}
+
 /// Keeps BASE to at most `keep` identities before a new one is added:
-/// deletes the sockets (and locks) least recently used by socket atime,
-/// each under its own lock. An identity whose lock is held (being
-/// created or killed right now, including our own) is skipped.
+/// deletes sockets (and their locks), each under its own lock: first
+/// those nobody listens on (their servers are gone), then the least
+/// recently used by socket atime (their servers quit once their calls in
+/// flight finish). An identity whose lock is held (being created or
+/// killed right now, including our own) is skipped.
 pub fn preclean(base: &Path, keep: usize) -> io::Result<()> {
+    let listening = listening_sockets();
     let mut sockets = Vec::new();
     for entry in fs::read_dir(base)? {
         let entry = entry?;
@@ -361,7 +382,8 @@ pub fn preclean(base: &Path, keep: usize) -> io::Result<()> {
             Ok(m) if m.file_type().is_socket() => m,
             _ => continue,
         };
-        sockets.push(((m.atime(), m.atime_nsec()), name));
+        let live = listening.contains_key(&base.join(&name));
+        sockets.push(((live, m.atime(), m.atime_nsec()), name));
     }
     // The new socket will make one more.
     if sockets.len() < keep {

@@ -456,3 +456,36 @@ fn garbage_greetings_are_refused() {
         h.finish();
     }
 }
+
+/// More than 100 identities: creating a new server first removes sockets
+/// nobody listens on, so the directory stays bounded and a live server
+/// (here the oldest socket there) keeps serving.
+#[test]
+fn precleaning_bounds_the_directory_and_spares_live_servers() {
+    use std::os::unix::net::UnixListener;
+    let h = Harness::new(Side::Rust);
+    let live = h.server_pid();
+    for i in 0..110 {
+        drop(UnixListener::bind(h.base().join(format!("sstale{i:03}"))).unwrap());
+    }
+    let sockets = || {
+        std::fs::read_dir(h.base())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with('s'))
+            .count()
+    };
+    assert_eq!(sockets(), 111);
+    let other = h.call_with_options(&["-G", "other"], &["@server"]).run();
+    assert_success(&other);
+    assert!(sockets() <= 100, "{} sockets", sockets());
+    assert_eq!(h.server_pid(), live, "the live server still serves");
+    let killed = h.call_with_options(&["-G", "other", "--kill"], &[] as &[&str]).run();
+    assert_success(&killed);
+    for entry in std::fs::read_dir(h.base()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("sstale") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    h.finish();
+}
