@@ -35,6 +35,11 @@
 //! |                  | default action, then send it to itself              |
 //! | `@sleep:SECS`    | sleep                                                |
 //! | `@pid:FILE`      | write its pid to FILE                                |
+//! | `@spawn:FILE`    | start `sleep 30` with its stdio, not waited for;     |
+//! |                  | write that child's pid to FILE                       |
+//! | `@daemon:FILE`   | start a daemon (`setsid`, stdio on /dev/null) that   |
+//! |                  | writes its pid to FILE and sleeps 30 s; return once  |
+//! |                  | FILE exists (the daemon is detached)                 |
 //! | `@server`        | print the server's pid (parent of its parent)        |
 //! | `@fds`           | print its open fds, space-separated                   |
 //! | `@fdlink:N`      | print where fd N points                               |
@@ -54,6 +59,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::exit;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+/// What `@daemon` runs in its new session: its pid to the file, then sleep.
+const DAEMON_SH: &str = r#"echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30"#;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -219,6 +227,32 @@ fn run(args: &[OsString]) -> i32 {
                 let tmp = format!("{param_str}.tmp");
                 std::fs::write(&tmp, std::process::id().to_string()).unwrap();
                 std::fs::rename(&tmp, &param_str).unwrap();
+            }
+            b"spawn" => {
+                // Left behind on purpose: its monitor's business.
+                #[allow(clippy::zombie_processes)]
+                let child = std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap();
+                let tmp = format!("{param_str}.tmp");
+                std::fs::write(&tmp, child.id().to_string()).unwrap();
+                std::fs::rename(&tmp, &param_str).unwrap();
+            }
+            b"daemon" => {
+                // Not waited for on purpose: it detaches.
+                #[allow(clippy::zombie_processes)]
+                let _daemon = std::process::Command::new("setsid")
+                    .args(["sh", "-c", DAEMON_SH, &param_str])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap();
+                // As a daemonising program does: return once it is detached.
+                while !std::path::Path::new(&param_str).exists() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
             b"server" => {
                 let monitor = parent_of(std::os::unix::process::parent_id());

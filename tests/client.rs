@@ -480,7 +480,9 @@ fn precleaning_bounds_the_directory_and_spares_live_servers() {
     assert_success(&other);
     assert!(sockets() <= 100, "{} sockets", sockets());
     assert_eq!(h.server_pid(), live, "the live server still serves");
-    let killed = h.call_with_options(&["-G", "other", "--kill"], &[] as &[&str]).run();
+    let killed = h
+        .call_with_options(&["-G", "other", "--kill"], &[] as &[&str])
+        .run();
     assert_success(&killed);
     for entry in std::fs::read_dir(h.base()).unwrap().flatten() {
         if entry.file_name().to_string_lossy().starts_with("sstale") {

@@ -69,6 +69,23 @@ for my $arg (@ARGV) {
         kill $param, $$;
     } elsif ($name eq 'sleep') {
         Time::HiRes::sleep($param);
+    } elsif ($name eq 'spawn') {
+        my $child = fork // die "fork: $!";
+        exec 'sleep', '30' or POSIX::_exit(127) if !$child;
+        open my $f, '>', "$param.tmp" or die "$param.tmp: $!";
+        print $f $child;
+        close $f;
+        rename "$param.tmp", $param or die "rename: $!";
+    } elsif ($name eq 'daemon') {
+        my $child = fork // die "fork: $!";
+        if (!$child) {
+            open STDIN,  '<', '/dev/null';
+            open STDOUT, '>', '/dev/null';
+            open STDERR, '>', '/dev/null';
+            exec 'setsid', 'sh', '-c', q{echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30}, $param or POSIX::_exit(127);
+        }
+        # As a daemonising program does: return once it is detached.
+        Time::HiRes::sleep(0.005) until -e $param;
     } elsif ($name eq 'pid') {
         open my $f, '>', "$param.tmp" or die "$param.tmp: $!";
         print $f $$;

@@ -5,6 +5,7 @@
 # examples/agent.rs; keep the agents in step.
 import atexit
 import os
+import subprocess
 import signal
 import sys
 import threading
@@ -93,6 +94,17 @@ def main():
             os.kill(os.getpid(), sig)
         elif name == "sleep":
             time.sleep(float(param))
+        elif name == "spawn":
+            child = subprocess.Popen(["sleep", "30"])
+            with open(param + ".tmp", "w") as f:
+                f.write(str(child.pid))
+            os.rename(param + ".tmp", param)
+        elif name == "daemon":
+            subprocess.Popen(["setsid", "sh", "-c", 'echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30', param], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # As a daemonising program does: return once it is detached.
+            while not os.path.exists(param):
+                time.sleep(0.005)
         elif name == "pid":
             with open(param + ".tmp", "w") as f:
                 f.write(str(os.getpid()))

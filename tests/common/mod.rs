@@ -822,6 +822,8 @@ macro_rules! conformance_suite {
             watcher_killed,
             socket_removed_or_replaced_by_hand,
             bad_requests_are_dropped,
+            children_left_behind_get_sigint,
+            daemon_started_by_the_script_outlives_the_call,
         );
     };
     (@tests $side:expr; $($name:ident),* $(,)?) => {

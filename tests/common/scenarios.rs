@@ -1204,3 +1204,50 @@ pub fn bad_requests_are_dropped(side: Side) {
     }
     h.finish();
 }
+
+/// An executor that leaves a child behind, holding the caller's stdout:
+/// the call ends when the executor exits (its status at once), and what
+/// it left in its process group gets SIGINT (as with the original), so a
+/// caller reading the pipe is not kept waiting for it.
+pub fn children_left_behind_get_sigint(side: Side) {
+    let h = Harness::new(side);
+    let pid_file = h.path("child.pid");
+    // run() reads stdout to its end: it returns only once the child, which
+    // holds the pipe, is gone.
+    let out = h
+        .call(&[
+            format!("@spawn:{}", pid_file.display()),
+            "@out:done".into(),
+            "@exit:5".into(),
+        ])
+        .run();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr_str(&out));
+    assert_eq!(stdout_str(&out), "done\n");
+    let child: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    wait_until("the child left behind to end", LIMIT, || !alive(child)).unwrap();
+    h.finish();
+}
+
+/// An executor that starts a daemon (a session of its own, stdio
+/// elsewhere): the call ends at once with the executor's status, and the
+/// daemon lives on, as after a direct run.
+pub fn daemon_started_by_the_script_outlives_the_call(side: Side) {
+    let h = Harness::new(side);
+    let pid_file = h.path("daemon.pid");
+    let out = h
+        .call(&[format!("@daemon:{}", pid_file.display()), "@exit:0".into()])
+        .run();
+    assert_success(&out);
+    wait_until("the daemon to start", LIMIT, || pid_file.exists()).unwrap();
+    let daemon: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The monitor signalled the executor's group before sending the
+    // status: had the daemon been in it, it would be dying now.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(daemon), "the daemon outlives the call");
+    sigkill(daemon);
+    h.finish();
+}
