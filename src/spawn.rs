@@ -61,11 +61,13 @@ pub fn create_server(
     let socket = &paths.socket;
     let io_fail = |what: &str, e: std::io::Error| Failure::new(format!("{what}: {e}"));
 
+    // Armed before the socket exists: a failure to make it (a full file
+    // system, say) must not leave our lock file behind either.
+    let mut cleanup = Cleanup { paths, armed: true };
     rundir::remove_if_exists(socket)
         .map_err(|e| io_fail(&format!("cannot remove old socket {}", socket.display()), e))?;
     let listener = UnixListener::bind(socket)
         .map_err(|e| io_fail(&format!("cannot create socket {}", socket.display()), e))?;
-    let mut cleanup = Cleanup { paths, armed: true };
     listener
         .set_nonblocking(true)
         .map_err(|e| io_fail("cannot make the socket nonblocking", e))?;

@@ -491,3 +491,42 @@ fn precleaning_bounds_the_directory_and_spares_live_servers() {
     }
     h.finish();
 }
+
+/// The run directory on a read-only or a full file system (a tmpfs out of
+/// inodes), each in a mount namespace of its own: one clear line, 127, and
+/// nothing left in the directory. (Root only.)
+#[test]
+fn run_directory_on_a_read_only_or_full_file_system() {
+    let h = Harness::new(Side::Rust);
+    for (options, expected) in [
+        ("ro,mode=0700", "Read-only file system"),
+        ("nr_inodes=3,mode=0700", "No space left on device"),
+    ] {
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(
+                r#"mount -t tmpfs -o "$1" pfi "$0" || exit 99
+                "$2"; status=$?
+                ls -A "$0/prefork-interp" 2>/dev/null | sed 's/^/left: /'
+                exit $status"#,
+            )
+            .arg(h.path("run"))
+            .arg(options)
+            .arg(&h.script)
+            .env_clear()
+            .envs(h.base_env())
+            .current_dir(h.dir())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr_str(&out);
+        assert_eq!(out.status.code(), Some(127), "{options}: {err}");
+        assert!(
+            err.starts_with("prefork-interp: ") && err.contains(expected),
+            "{options}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{options}: {err}");
+        assert_eq!(stdout_str(&out), "", "{options}: left behind");
+    }
+    h.finish();
+}
