@@ -530,3 +530,35 @@ fn run_directory_on_a_read_only_or_full_file_system() {
     }
     h.finish();
 }
+
+/// A run directory owned by someone else is refused; symlinks planted in
+/// our own (as a lock or socket of this identity) are not followed: the
+/// call fails in one line and the file they point at is untouched.
+#[test]
+fn foreign_run_directory_and_planted_symlinks_are_refused() {
+    let h = Harness::new(Side::Rust);
+    let base = h.base();
+    let (uid, gid) = other_user();
+    std::fs::create_dir(&base).unwrap();
+    std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
+    set_mode(&base, 0o700);
+    let out = h.call(&["@out:x"]).run();
+    assert_one_line_failure(&out, &format!("is owned by uid {uid}"));
+    std::fs::remove_dir(&base).unwrap();
+
+    h.server_pid();
+    let ident = h.socket().file_name().unwrap().to_string_lossy()[1..].to_string();
+    assert_success(&h.kill_server());
+    let victim = h.path("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    for name in [format!("l{ident}"), format!("s{ident}")] {
+        symlink(&victim, base.join(name)).unwrap();
+    }
+    let out = h.call(&["@out:x"]).run();
+    assert_one_line_failure(&out, "cannot lock");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    for name in [format!("l{ident}"), format!("s{ident}")] {
+        std::fs::remove_file(base.join(name)).unwrap();
+    }
+    h.finish();
+}
