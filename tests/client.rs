@@ -562,3 +562,39 @@ fn foreign_run_directory_and_planted_symlinks_are_refused() {
     }
     h.finish();
 }
+
+/// prefork-interp(1) documents, in its OPTIONS section, every option that
+/// --help lists.
+#[test]
+fn manual_page_documents_every_option() {
+    let page = std::fs::read_to_string(repo().join("man/prefork-interp.1"))
+        .unwrap()
+        .replace("\\-", "-");
+    let options = page
+        .split(".SH OPTIONS")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.SH ").next())
+        .expect("an OPTIONS section");
+    let help = Command::new(client()).arg("--help").output().unwrap();
+    let mut seen = 0;
+    for line in stdout_str(&help).lines() {
+        let line = line.trim_start();
+        if !line.starts_with('-') {
+            continue;
+        }
+        for option in line
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .take_while(|w| w.is_empty() || w.starts_with('-'))
+            .filter(|w| !w.is_empty())
+        {
+            let documented = options.lines().any(|l| {
+                l.starts_with(".B")
+                    && l.split(|c: char| c.is_whitespace() || c == '"')
+                        .any(|w| w == option)
+            });
+            assert!(documented, "{option} is not in prefork-interp(1)'s OPTIONS");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 11, "only {seen} options found in --help");
+}
