@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Installs or uninstalls prefork-interp: the client binary, the Perl
+# module, the Python module (with pip) and the manual pages.
+#
+#   scripts/install.sh install     (what `make install` runs)
+#   scripts/install.sh uninstall   (what `make uninstall` runs)
+#
+# Variables, as make passes them:
+#   PREFIX   default /usr/local
+#   DESTDIR  staging root, default none
+#   BINDIR   default $PREFIX/bin
+#   MANDIR   default $PREFIX/share/man
+#   PERLDIR  default: perl's vendor directory for PREFIX=/usr
+#            (/usr/share/perl5), else its site directory moved under PREFIX
+#            (/usr/local/share/perl/5.36.0 for /usr/local)
+#   PYTHON   default python3; the module goes where
+#            `$PYTHON -m pip install --prefix $PREFIX` puts it
+#   CLIENT   the binary to install, default target/release/prefork-interp
+#
+# Every file installed is listed in $PREFIX/share/prefork-interp/installed-files;
+# uninstall removes exactly those, then the directories left empty (never
+# $PREFIX itself).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PREFIX=${PREFIX:-/usr/local}
+DESTDIR=${DESTDIR:-}
+BINDIR=${BINDIR:-$PREFIX/bin}
+MANDIR=${MANDIR:-$PREFIX/share/man}
+PYTHON=${PYTHON:-python3}
+CLIENT=${CLIENT:-target/release/prefork-interp}
+if [ -z "${PERLDIR:-}" ]; then
+    if [ "$PREFIX" = /usr ]; then
+        PERLDIR=$(perl -MConfig -e 'print $Config{installvendorlib}')
+    else
+        PERLDIR=$(perl -MConfig -e 'my $d = $Config{installsitelib};
+            $d =~ s/^\Q$Config{siteprefix}\E/$ARGV[0]/; print $d' "$PREFIX")
+    fi
+fi
+MANIFEST=$PREFIX/share/prefork-interp/installed-files
+
+die() { echo "install.sh: $*" >&2; exit 1; }
+
+# put SOURCE DEST MODE: installs one file and lists it.
+put() {
+    install -D -m "$3" "$1" "$DESTDIR$2"
+    echo "$2" >> "$LISTED"
+}
+
+do_install() {
+    [ -x "$CLIENT" ] || die "$CLIENT is missing: run cargo build --release (or make) first"
+    LISTED=$(mktemp)
+    trap 'rm -f "$LISTED"' EXIT
+
+    put "$CLIENT" "$BINDIR/prefork-interp" 755
+    put scripts/perl/Proc/Prefork/Interp.pm "$PERLDIR/Proc/Prefork/Interp.pm" 644
+    put man/prefork-interp.1 "$MANDIR/man1/prefork-interp.1" 644
+    put man/prefork-interp.7 "$MANDIR/man7/prefork-interp.7" 644
+    put "man/Proc::Prefork::Interp.3pm" "$MANDIR/man3/Proc::Prefork::Interp.3pm" 644
+    put man/prefork_interp.3 "$MANDIR/man3/prefork_interp.3" 644
+
+    # pip builds from a copy, so that no build/ lands in the tree, and
+    # installs under DESTDIR; its RECORD then says what it wrote.
+    BUILD=$(mktemp -d)
+    trap 'rm -f "$LISTED"; rm -rf "$BUILD"' EXIT
+    cp -r scripts/python/pyproject.toml scripts/python/README.md \
+        scripts/python/prefork_interp "$BUILD/"
+    rm -rf "$BUILD/prefork_interp/__pycache__"
+    PIP_BREAK_SYSTEM_PACKAGES=1 "$PYTHON" -m pip install --quiet --no-deps \
+        --disable-pip-version-check --no-warn-script-location --no-compile \
+        --root "${DESTDIR:-/}" --prefix "$PREFIX" "$BUILD" \
+        || die "pip could not install the Python module"
+    local record site
+    record=$(find "$DESTDIR$PREFIX" -path '*/prefork_interp-*.dist-info/RECORD' | head -n 1)
+    [ -n "$record" ] || die "pip left no RECORD under $DESTDIR$PREFIX"
+    site=$(dirname "$(dirname "$record")")
+    while IFS=, read -r path _; do
+        echo "${site#"$DESTDIR"}/$path" >> "$LISTED"
+    done < "$record"
+
+    echo "$MANIFEST" >> "$LISTED"
+    install -D -m 644 "$LISTED" "$DESTDIR$MANIFEST"
+    echo "installed prefork-interp under ${DESTDIR}$PREFIX (list: $MANIFEST)"
+}
+
+do_uninstall() {
+    [ -f "$DESTDIR$MANIFEST" ] || die "nothing to uninstall: $DESTDIR$MANIFEST is missing"
+    local dirs=()
+    while read -r path; do
+        rm -f "$DESTDIR$path"
+        dirs+=("$(dirname "$path")")
+    done < "$DESTDIR$MANIFEST"
+    # Directories left empty, deepest first, up to (not including) PREFIX.
+    for dir in "${dirs[@]}"; do
+        while [ "$dir" != "$PREFIX" ] && [ "$dir" != / ] && [ "${dir#"$PREFIX"/}" != "$dir" ]; do
+            rmdir "$DESTDIR$dir" 2>/dev/null || break
+            dir=$(dirname "$dir")
+        done
+    done
+    echo "uninstalled prefork-interp from ${DESTDIR}$PREFIX"
+}
+
+case "${1:-}" in
+    install) do_install ;;
+    uninstall) do_uninstall ;;
+    *) die "usage: scripts/install.sh install|uninstall" ;;
+esac

@@ -1,0 +1,125 @@
+//! The install command on a clean prefix: install (scripts/install.sh,
+//! what `make install` runs after building), run the Perl and Python
+//! examples through the installed binary and modules, uninstall, and find
+//! nothing left.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Runs scripts/install.sh ACTION for PREFIX, installing the binary the
+/// tests use.
+fn install_sh(action: &str, prefix: &Path) {
+    let out = Command::new(repo().join("scripts/install.sh"))
+        .arg(action)
+        .env("PREFIX", prefix)
+        .env("CLIENT", client())
+        .env("PYTHON", python())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh {action}: {}{}",
+        stdout_str(&out),
+        stderr_str(&out)
+    );
+}
+
+/// An example script with its #! line pointing at `binary`.
+fn example_script(dir: &Path, name: &str, binary: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("examples").join(name)).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let options = first.split_once(' ').unwrap().1;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!{} {options}\n{rest}", binary.display())).unwrap();
+    set_mode(&path, 0o755);
+    path
+}
+
+#[test]
+fn install_run_examples_uninstall() {
+    let world = tempfile::tempdir().unwrap();
+    let prefix = world.path().join("prefix");
+    std::fs::create_dir(&prefix).unwrap();
+    install_sh("install", &prefix);
+
+    let manifest =
+        std::fs::read_to_string(prefix.join("share/prefork-interp/installed-files")).unwrap();
+    let installed: Vec<&Path> = manifest.lines().map(Path::new).collect();
+    let find = |suffix: &str| {
+        installed
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap_or_else(|| panic!("{suffix} not installed: {manifest}"))
+            .to_path_buf()
+    };
+    let binary = find("/bin/prefork-interp");
+    let perl_lib = find("/Proc/Prefork/Interp.pm");
+    let perl_lib = perl_lib.ancestors().nth(3).unwrap();
+    let python_lib = find("/prefork_interp/__init__.py");
+    let python_lib = python_lib.ancestors().nth(2).unwrap();
+    for page in [
+        "man1/prefork-interp.1",
+        "man7/prefork-interp.7",
+        "man3/Proc::Prefork::Interp.3pm",
+        "man3/prefork_interp.3",
+    ] {
+        find(page);
+    }
+
+    let run = world.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    set_mode(&run, 0o700);
+    let scripts = [
+        (example_script(world.path(), "hello.pl", &binary), "perl"),
+        (example_script(world.path(), "hello.py", &binary), "python3"),
+    ];
+    let call = |script: &Path, args: &[&str]| {
+        Command::new(script)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env("PERL5LIB", perl_lib)
+            .env("PYTHONPATH", python_lib)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for (script, interpreter) in &scripts {
+        let cold = call(script, &["install-test"]);
+        assert_success(&cold);
+        let warm = call(script, &["again", "7"]);
+        assert_eq!(warm.status.code(), Some(7), "{}", stderr_str(&warm));
+        let (cold, warm) = (stdout_str(&cold), stdout_str(&warm));
+        // JSON from each language's own encoder: {"hello": NAME, "pid": N}.
+        let hello = |out: &str, name: &str| {
+            out.starts_with("{\"hello\":") && out.contains(&format!("\"{name}\""))
+        };
+        assert!(hello(&cold, "install-test"), "{cold}");
+        assert!(hello(&warm, "again"), "{warm}");
+        let kill = Command::new(&binary)
+            .arg(format!("-U,--kill,{interpreter}"))
+            .arg(script)
+            .env("XDG_RUNTIME_DIR", &run)
+            .output()
+            .unwrap();
+        assert_success(&kill);
+    }
+
+    install_sh("uninstall", &prefix);
+    let left: Vec<_> = walk(&prefix);
+    assert!(left.is_empty(), "left after uninstall: {left:#?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        found.push(entry.path());
+        if entry.file_type().unwrap().is_dir() {
+            found.extend(walk(&entry.path()));
+        }
+    }
+    found
+}
