@@ -4,7 +4,7 @@
 #                      BINDIR, MANDIR, PERLDIR, PYTHON (see scripts/install.sh)
 # make uninstall       remove exactly what install installed
 # make deb             a Debian package, target/debian/prefork-interp_*.deb
-#                      (cargo install cargo-deb first)
+#                      (scripts/build-deb; scripts/check-deb tries it out)
 PREFIX ?= /usr/local
 export PREFIX DESTDIR BINDIR MANDIR PERLDIR PYTHON
 
@@ -18,6 +18,6 @@ uninstall:
 	scripts/install.sh uninstall
 
 deb:
-	cargo deb
+	scripts/build-deb
 
 .PHONY: all install uninstall deb
