@@ -48,7 +48,10 @@
 //! - socket path removed or replaced (`--kill`, `-f`) → watcher exits →
 //!   WATCHE reaches EOF → server quits; calls in flight finish, because
 //!   monitors are separate processes.
-//! - server dies → WATCHI reaches EOF → watcher exits.
+//! - server dies or quits → WATCHI reaches EOF → watcher exits; idle call
+//!   handlers see their control socket's EOF → they exit.
+//! - monitor dies (killed) → its executor gets SIGINT (PR_SET_PDEATHSIG),
+//!   as when the client goes; the client sees EOF and says so.
 //! - client dies (^C, kill) → call socket EOF → monitor SIGINTs its process
 //!   group (the executor and whatever it started) and reaps the executor.
 //! - executor exits → its pidfd is readable → monitor reaps it (real

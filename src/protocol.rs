@@ -259,10 +259,13 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
 // same bytes, so that the three stay alike.
 //
 //   server ── greeting ──> caller
-//   server ── 0x00 + call socket (SCM_RIGHTS) ──> idle executor (pre-forked)
-//   server ── 0x00 + call socket (SCM_RIGHTS) ──> its monitor (pre-forked)
+//   server ── 0x00 + call socket (SCM_RIGHTS) ──> idle monitor (pre-forked)
+//   server ── 0x00 + call socket (SCM_RIGHTS) ──> its executor (pre-forked)
 //   executor reads the request, sends 'P' (extended calls),
 //            then ── 'r', request byte ──> monitor; runs the call
+//
+// The monitor is told first: an executor told first could finish the
+// whole call before its monitor knew there was one.
 
 /// Executor to monitor: the request is read; the request byte follows.
 pub const EXECUTOR_READY: u8 = b'r';
