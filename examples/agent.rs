@@ -12,6 +12,7 @@
 //! | `AGENT_INIT_PRINT`   | print this to stdout, without a newline            |
 //! | `AGENT_INIT_EXIT`    | print a message to stderr and exit with this code  |
 //! | `AGENT_MAX_SERVERS`  | max_servers (negative: no limit)                   |
+//! | `AGENT_SPARE_HANDLERS` | spare_handlers                                   |
 //! | `AGENT_IDLE_TIMEOUT` | idle_timeout in seconds                            |
 //! | `AGENT_RELOAD_EXTRA` | one extra file to watch for auto-reload            |
 //! | `AGENT_INIT_THREAD`  | start a thread that stays, then initialise (which  |
@@ -154,6 +155,9 @@ fn main() {
     let mut options = prefork_interp::Options::default();
     if let Some(max) = env_f64("AGENT_MAX_SERVERS") {
         options.max_servers = (max >= 0.0).then_some(max as usize);
+    }
+    if let Some(spare) = env_f64("AGENT_SPARE_HANDLERS") {
+        options.spare_handlers = spare as usize;
     }
     if let Some(idle) = env_f64("AGENT_IDLE_TIMEOUT") {
         options.idle_timeout = Some(Duration::from_secs_f64(idle));

@@ -26,6 +26,7 @@ if (defined(my $file = $ENV{AGENT_INIT_ATEXIT})) {
 my %options;
 $options{max_servers}      = $ENV{AGENT_MAX_SERVERS}    if defined $ENV{AGENT_MAX_SERVERS};
 $options{idle_timeout}     = $ENV{AGENT_IDLE_TIMEOUT}   if defined $ENV{AGENT_IDLE_TIMEOUT};
+$options{spare_handlers}   = $ENV{AGENT_SPARE_HANDLERS} if defined $ENV{AGENT_SPARE_HANDLERS};
 $options{autoreload_extra} = [ $ENV{AGENT_RELOAD_EXTRA} ] if defined $ENV{AGENT_RELOAD_EXTRA};
 
 eval { prefork_initialisation_complete(%options); 1 } or do {

@@ -34,6 +34,8 @@ if "AGENT_INIT_ATEXIT" in environ:
 options = {}
 if "AGENT_MAX_SERVERS" in environ:
     options["max_servers"] = int(environ["AGENT_MAX_SERVERS"])
+if "AGENT_SPARE_HANDLERS" in environ:
+    options["spare_handlers"] = int(environ["AGENT_SPARE_HANDLERS"])
 if "AGENT_IDLE_TIMEOUT" in environ:
     options["idle_timeout"] = float(environ["AGENT_IDLE_TIMEOUT"])
 if "AGENT_RELOAD_EXTRA" in environ:

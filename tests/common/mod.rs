@@ -824,6 +824,7 @@ macro_rules! conformance_suite {
             bad_requests_are_dropped,
             children_left_behind_get_sigint,
             daemon_started_by_the_script_outlives_the_call,
+            spare_handlers_wait_for_calls,
         );
     };
     (@tests $side:expr; $($name:ident),* $(,)?) => {

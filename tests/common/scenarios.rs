@@ -1251,3 +1251,41 @@ pub fn daemon_started_by_the_script_outlives_the_call(side: Side) {
     sigkill(daemon);
     h.finish();
 }
+
+/// `spare_handlers`: that many call handlers (a monitor and its
+/// executor-to-be) wait beside an idle server, and calls use them; 0 is
+/// refused at initialisation with a message naming the option.
+pub fn spare_handlers_wait_for_calls(side: Side) {
+    let h = Harness::new(side);
+    let out = h.call(&["@server"]).env("AGENT_SPARE_HANDLERS", "3").run();
+    assert_success(&out);
+    let server: u32 = stdout_str(&out).trim().parse().unwrap();
+    let handlers = || {
+        h.processes()
+            .into_iter()
+            .filter(|&(pid, _)| parent_of(pid) == server)
+            .count()
+    };
+    // Monitors are the server's children; each has its executor-to-be.
+    wait_until("three idle monitors", LIMIT, || handlers() == 3).unwrap();
+    for i in 0..5 {
+        let out = h.call(&[format!("@out:{i}")]).run();
+        assert_eq!(stdout_str(&out), format!("{i}\n"));
+    }
+    wait_until("three idle monitors again", LIMIT, || handlers() == 3).unwrap();
+    assert_eq!(h.server_pid(), server);
+    assert_success(&h.kill_server());
+
+    let out = h
+        .call(&["@out:never"])
+        .env("AGENT_SPARE_HANDLERS", "0")
+        .run();
+    assert_eq!(out.status.code(), Some(127), "{}", stderr_str(&out));
+    assert!(
+        stderr_str(&out).contains("spare_handlers"),
+        "{}",
+        stderr_str(&out)
+    );
+    assert_eq!(stdout_str(&out), "");
+    h.finish();
+}
