@@ -173,6 +173,10 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // Also after a panic: no server may outlive the benchmark.
+        for kill in &mut self.kills {
+            let _ = kill.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
