@@ -61,6 +61,8 @@ FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
 
 _also_check = []
 _logging = False
+# The C library, for what the os module lacks (inotify, prctl).
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def autoreload_also_check(*paths):
@@ -190,10 +192,9 @@ class _ReloadWatch:
         self.dirty = True
         self.fd = None
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            self._add = libc.inotify_add_watch
+            self._add = _LIBC.inotify_add_watch
             self._add.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
-            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = _LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
             if fd >= 0:
                 self.fd = fd
                 if not self._arm():
@@ -800,7 +801,7 @@ def _executor(handover, monitor, saved, monitor_pid):
     'r', and returns into the script."""
     # A monitor killed mid-call leaves the call with nobody to report its
     # end: it ends as when its client goes, with SIGINT.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
+    _LIBC.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != monitor_pid:
         os._exit(0)  # it died before we asked
     for sig, handler in saved.items():

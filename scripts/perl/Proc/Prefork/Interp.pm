@@ -219,31 +219,26 @@ sub _changed_file {
     return;
 }
 
-# inotify_init1 and inotify_add_watch numbers for this perl's ABI: x86_64,
-# and the generic table that aarch64, riscv64 and loongarch64 share.
-# Elsewhere there is no watch, and every call stats every file (as the
-# original always does). (syscall.ph would know, but costs every cold
-# start ~9 ms to load.)
-sub _prctl_number {
+# System call numbers for this perl's ABI: x86_64, and the generic table
+# that aarch64, riscv64 and loongarch64 share. Elsewhere there are none:
+# there is no inotify watch, and every call stats every file (as the
+# original always does); an executor is not told of its monitor's death.
+# (syscall.ph would know, but costs every cold start ~9 ms to load.)
+my %SYSCALL = do {
     my $arch = $Config::Config{archname} // '';
-    return 157 if $arch =~ /\Ax86_64-linux/;
-    return 167 if $arch =~ /\A(?:aarch64|riscv64|loongarch64)-linux/;
-    return;
-}
-
-sub _inotify_numbers {
-    my $arch = $Config::Config{archname} // '';
-    return (294, 254) if $arch =~ /\Ax86_64-linux/;
-    return (26, 27) if $arch =~ /\A(?:aarch64|riscv64|loongarch64)-linux/;
-    return;
-}
+    $arch =~ /\Ax86_64-linux/
+        ? (inotify_init1 => 294, inotify_add_watch => 254, prctl => 157)
+        : $arch =~ /\A(?:aarch64|riscv64|loongarch64)-linux/
+        ? (inotify_init1 => 26, inotify_add_watch => 27, prctl => 167)
+        : ();
+};
 
 # Watches the reload files. Returns a handle that becomes readable when
 # one of them may have changed, or nothing (then: stat every call).
 sub _watch_files {
     my ($files) = @_;
-    my ($init1, $add) = _inotify_numbers() or return;
-    my $fd = syscall($init1, IN_NONBLOCK | IN_CLOEXEC);
+    return unless $SYSCALL{inotify_init1};
+    my $fd = syscall($SYSCALL{inotify_init1}, IN_NONBLOCK | IN_CLOEXEC);
     return if $fd < 0;
     my $watch = _fdopen($fd, '<');
     return _add_watches($watch, $files) ? $watch : ();
@@ -252,10 +247,9 @@ sub _watch_files {
 # (Re-)adds a watch per file; a file replaced by rename needs a new one.
 sub _add_watches {
     my ($watch, $files) = @_;
-    my (undef, $add) = _inotify_numbers();
     for my $file (@$files) {
         my $path = "$file";    # a string, so syscall passes its address
-        next if syscall($add, fileno $watch, $path, WATCH_MASK) >= 0;
+        next if syscall($SYSCALL{inotify_add_watch}, fileno $watch, $path, WATCH_MASK) >= 0;
         next if $! == ENOENT;    # a missing file is no reason to reload
         _log('err', "cannot watch $file: $!; checking every call instead");
         return 0;
@@ -682,8 +676,7 @@ sub _executor {
     my ($handover, $monitor, $saved, $monitor_pid) = @_;
     # A monitor killed mid-call leaves the call with nobody to report its
     # end: it ends as when its client goes, with SIGINT.
-    my $prctl = _prctl_number();
-    syscall($prctl, 1, SIGINT) if defined $prctl;    # PR_SET_PDEATHSIG
+    syscall($SYSCALL{prctl}, 1, SIGINT) if $SYSCALL{prctl};    # PR_SET_PDEATHSIG
     POSIX::_exit(0) if getppid() != $monitor_pid;    # it died before we asked
     POSIX::sigaction($SIGNAL_NUMBER{$_}, $saved->{$_}) for keys %$saved;
     $SIG{INT}  = 'DEFAULT';
