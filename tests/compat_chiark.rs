@@ -226,17 +226,9 @@ fn our_client_with_chiark_perl_module() {
 #[test]
 fn our_client_with_chiark_perl_module_degrades_to_v1_signals() {
     let h = our_client_chiark_perl();
-    let pid_file = h.path("executor.pid");
     let marker = h.path("got-sigint");
-    let client = h
-        .call(&[
-            format!("@onint:{}", marker.display()),
-            format!("@pid:{}", pid_file.display()),
-            "@sleep:30".into(),
-        ])
-        .spawn();
+    let (client, _) = h.start_sleeper("executor", &[&format!("@onint:{}", marker.display())]);
     let limit = std::time::Duration::from_secs(10);
-    wait_until("the executor to start", limit, || pid_file.exists()).unwrap();
     // SAFETY: signalling our own test's client.
     unsafe { libc::kill(client.id() as i32, libc::SIGTERM) };
     let out = client.wait_with_output().unwrap();

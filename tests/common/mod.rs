@@ -340,6 +340,22 @@ impl Harness {
         self.call_with_options(&["--kill"], &[] as &[&str]).run()
     }
 
+    /// Starts a call whose executor runs `args` then sleeps 30 s; returns
+    /// the client and the executor's pid once the executor is running.
+    pub fn start_sleeper(&self, name: &str, args: &[&str]) -> (Child, u32) {
+        let pid_file = self.path(&format!("{name}.pid"));
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.push(format!("@pid:{}", pid_file.display()));
+        all.push("@sleep:30".into());
+        let child = self.call(&all).spawn();
+        wait_until("the executor to start", Duration::from_secs(10), || {
+            pid_file.exists()
+        })
+        .unwrap();
+        let pid = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+        (child, pid)
+    }
+
     /// The server's pid, asked of a call.
     pub fn server_pid(&self) -> u32 {
         let out = self.call(&["@server"]).run();
@@ -681,15 +697,20 @@ pub fn holds_inotify(pid: &str) -> bool {
         .any(|t| t.as_os_str() == "anon_inode:inotify")
 }
 
+/// The state letter and parent pid of `pid` (/proc/PID/stat); `None`
+/// once it is gone.
+pub fn proc_state(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold anything, ')' included: after the last.
+    let mut fields = stat[stat.rfind(')')? + 2..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
 /// Is `pid` running (present and not a zombie)?
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
-            state != Some('Z')
-        }
-        Err(_) => false,
-    }
+    proc_state(pid).is_some_and(|(state, _)| state != 'Z')
 }
 
 /// Has `pid` been reaped (no trace left, not even a zombie)?

@@ -418,16 +418,9 @@ pub fn setup_failure(side: Side) {
 
 pub fn client_killed_mid_call(side: Side) {
     let h = Harness::new(side);
-    let (marker, pid_file) = (h.path("got-sigint"), h.path("executor.pid"));
-    let mut client = h
-        .call(&[
-            format!("@onint:{}", marker.display()),
-            format!("@pid:{}", pid_file.display()),
-            "@sleep:30".into(),
-        ])
-        .spawn();
-    wait_until("the executor to start", LIMIT, || pid_file.exists()).unwrap();
-    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let marker = h.path("got-sigint");
+    let (mut client, executor) =
+        h.start_sleeper("executor", &[&format!("@onint:{}", marker.display())]);
     client.kill().unwrap();
     client.wait().unwrap();
     wait_until("the executor to get SIGINT", LIMIT, || marker.exists()).unwrap();
@@ -605,19 +598,6 @@ pub fn terminal_like_direct_run(side: Side) {
     h.finish();
 }
 
-/// Starts a call whose executor runs `args` then sleeps; returns the
-/// client once the executor is running.
-fn start_sleeper(h: &Harness, name: &str, args: &[&str]) -> (std::process::Child, u32) {
-    let pid_file = h.path(&format!("{name}.pid"));
-    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    all.push(format!("@pid:{}", pid_file.display()));
-    all.push("@sleep:30".into());
-    let child = h.call(&all).spawn();
-    wait_until("the executor to start", LIMIT, || pid_file.exists()).unwrap();
-    let pid = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
-    (child, pid)
-}
-
 /// Signals sent to the client reach the script, which decides its fate:
 /// a script that traps one and exits 0 gives 0.
 pub fn signals_forwarded_to_the_script(side: Side) {
@@ -632,7 +612,7 @@ pub fn signals_forwarded_to_the_script(side: Side) {
         ("WINCH", libc::SIGWINCH),
         ("ALRM", libc::SIGALRM),
     ] {
-        let (client, _) = start_sleeper(&h, name, &[&format!("@trap:{name}")]);
+        let (client, _) = h.start_sleeper(name, &[&format!("@trap:{name}")]);
         // SAFETY: signalling our own test's client.
         unsafe { libc::kill(client.id() as i32, sig) };
         let out = client.wait_with_output().unwrap();
@@ -657,7 +637,7 @@ pub fn forwarded_signal_death_is_the_callers(side: Side) {
         ("HUP", libc::SIGHUP),
         ("USR1", libc::SIGUSR1),
     ] {
-        let (client, executor) = start_sleeper(&h, name, &[]);
+        let (client, executor) = h.start_sleeper(name, &[]);
         // SAFETY: signalling our own test's client.
         unsafe { libc::kill(client.id() as i32, sig) };
         let out = client.wait_with_output().unwrap();
@@ -690,10 +670,7 @@ pub fn terminal_job_control(side: Side) {
     t.send(b"\x1a");
     t.expect("Stopped");
     t.expect("PROMPT> ");
-    let state = |pid: u32| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
-    };
+    let state = |pid: u32| proc_state(pid).unwrap().0;
     // The client passes ^Z on and stops; the monitor delivers it to the
     // script a moment later.
     wait_until("the script to stop too", LIMIT, || state(executor) == 'T').unwrap();
@@ -995,17 +972,6 @@ fn rss_kb(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn parent_of(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_name = stat.rsplit(')').next().unwrap();
-    after_name
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn sigkill(pid: u32) {
     // SAFETY: kill(2) on a test process.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -1047,17 +1013,10 @@ pub fn server_killed_mid_call(side: Side) {
 pub fn monitor_killed_mid_call(side: Side) {
     let h = Harness::new(side);
     let server = h.server_pid();
-    let (marker, pid_file) = (h.path("got-sigint"), h.path("executor.pid"));
-    let client = h
-        .call(&[
-            format!("@onint:{}", marker.display()),
-            format!("@pid:{}", pid_file.display()),
-            "@sleep:30".into(),
-        ])
-        .spawn();
-    wait_until("the executor to start", LIMIT, || pid_file.exists()).unwrap();
-    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
-    let monitor = parent_of(executor);
+    let marker = h.path("got-sigint");
+    let (client, executor) =
+        h.start_sleeper("executor", &[&format!("@onint:{}", marker.display())]);
+    let (_, monitor) = proc_state(executor).unwrap();
     assert_ne!(monitor, server);
     sigkill(monitor);
     let killed = std::time::Instant::now();
@@ -1263,7 +1222,7 @@ pub fn spare_handlers_wait_for_calls(side: Side) {
     let handlers = || {
         h.processes()
             .into_iter()
-            .filter(|&(pid, _)| parent_of(pid) == server)
+            .filter(|&(pid, _)| proc_state(pid).is_some_and(|(_, ppid)| ppid == server))
             .count()
     };
     // Monitors are the server's children; each has its executor-to-be.
