@@ -421,12 +421,18 @@ sub _spawn_handler {
     return;
 }
 
+# Handlers serving a call (the others wait idle).
+sub _busy {
+    my ($s) = @_;
+    return (keys %{ $s->{monitors} }) - @{ $s->{idle} };
+}
+
 # Greets the caller and hands the call to an idle handler: its monitor
 # first (an executor handed the call first could finish it before the
 # monitor knew it had one), then its executor.
 sub _hand_over {
     my ($s, $call) = @_;
-    my $busy = (keys %{ $s->{monitors} }) - @{ $s->{idle} };
+    my $busy = _busy($s);
     my @offered = @{ $s->{offered} };
     my $xdata = @offered
         ? "pfi-caps 1\ncaps " . join(',', @offered) . "\nserved $s->{served}\nrunning $busy\n"
@@ -471,7 +477,7 @@ sub _next_call {
     my ($s) = @_;
     while (1) {
         my $monitors = $s->{monitors};
-        my $busy = (keys %$monitors) - @{ $s->{idle} };
+        my $busy = _busy($s);
         my $listening = !defined $s->{max_servers} || $busy < $s->{max_servers};
         my $rin = '';
         vec($rin, fileno $s->{watch_err}, 1) = 1;
@@ -513,7 +519,7 @@ sub _next_call {
                 _server_error($s, "monitor $pid " . _describe_status(${^CHILD_ERROR_NATIVE}));
             }
             $s->{idle_since} = Time::HiRes::time()
-                unless (keys %$monitors) - @{ $s->{idle} };
+                unless _busy($s);
         }
         if ($listening && vec($rout, fileno $s->{listen}, 1)) {
             if (accept(my $conn, $s->{listen})) {
