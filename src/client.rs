@@ -22,7 +22,7 @@
 
 use std::ffi::CStr;
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -219,25 +219,13 @@ fn connect(socket: &Path) -> Result<Option<(UnixStream, Vec<String>)>, Failure> 
     Ok(read_greeting(&conn, socket)?.map(|caps| (conn, caps)))
 }
 
-/// Reads a whole greeting and returns its xdata. A malformed header is an
-/// `InvalidData` error carrying the [`protocol::ProtocolError`].
-pub(crate) fn read_greeting_xdata(mut conn: &UnixStream) -> io::Result<Vec<u8>> {
-    let mut header = [0u8; protocol::GREETING_HEADER_LEN];
-    conn.read_exact(&mut header)?;
-    let len = protocol::decode_greeting_header(&header)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    let mut xdata = vec![0u8; len as usize];
-    conn.read_exact(&mut xdata)?;
-    Ok(xdata)
-}
-
 /// Reads a greeting and returns the capabilities it advertises; `None` if
 /// the connection ended before it.
 pub(crate) fn read_greeting(
     conn: &UnixStream,
     socket: &Path,
 ) -> Result<Option<Vec<String>>, Failure> {
-    match read_greeting_xdata(conn) {
+    match protocol::io::read_greeting(conn) {
         Ok(xdata) => Ok(Some(protocol::decode_caps(&xdata))),
         Err(e)
             if matches!(
@@ -295,34 +283,7 @@ fn call(mut conn: UnixStream, caps: &[String], args: &ClientArgs) -> Result<i32,
     } else {
         None
     };
-    let sock = conn.as_raw_fd();
-    let sent = (|| {
-        let first = protocol::encode_request_byte(protocol::RequestKind { extended, context });
-        sys::send_all(sock, &[first])?;
-        for fd in 0..3 {
-            sys::send_byte_with_fd(sock, 0, fd)?;
-        }
-        let payload = protocol::encode_request_payload(
-            environ_entries(),
-            args.args
-                .iter()
-                .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())),
-        );
-        sys::send_all(sock, &payload)?;
-        if context {
-            let cwd = std::fs::File::open(".").or_else(|_| {
-                // Unreadable: O_PATH needs no permission on it.
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                    .open(".")
-            })?;
-            sys::send_byte_with_fd(sock, protocol::CONTEXT_BYTE, cwd.as_raw_fd())?;
-            sys::send_all(sock, &sys::current_umask().to_be_bytes())?;
-        }
-        Ok::<(), io::Error>(())
-    })();
-    if let Err(e) = sent {
+    if let Err(e) = send_request(&conn, protocol::RequestKind { extended, context }, args) {
         return Err(Failure::new(format!(
             "cannot send the call to the server: {e}"
         )));
@@ -334,7 +295,7 @@ fn call(mut conn: UnixStream, caps: &[String], args: &ClientArgs) -> Result<i32,
             conn.read_exact(&mut status)
                 .map(|()| protocol::decode_status(status))
         }
-        Some(signals) => relay(&mut conn, &signals),
+        Some(signals) => relay(&conn, &signals),
     };
     match status {
         Ok(status) => report_status(status),
@@ -345,6 +306,35 @@ fn call(mut conn: UnixStream, caps: &[String], args: &ClientArgs) -> Result<i32,
             "cannot read the script's exit status: {e}"
         ))),
     }
+}
+
+/// Sends our request: fds 0, 1, 2, the environment and arguments, and
+/// with `context` our directory and umask.
+fn send_request(
+    conn: &UnixStream,
+    kind: protocol::RequestKind,
+    args: &ClientArgs,
+) -> io::Result<()> {
+    let payload = protocol::encode_request_payload(
+        environ_entries(),
+        args.args
+            .iter()
+            .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())),
+    );
+    // SAFETY: fds 0..2 were checked open at start and stay open.
+    let stdio = [0, 1, 2].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
+    if !kind.context {
+        return protocol::io::send_request(conn, kind, stdio, &payload, None);
+    }
+    let cwd = std::fs::File::open(".").or_else(|_| {
+        // Unreadable: O_PATH needs no permission on it.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(".")
+    })?;
+    let umask = sys::current_umask();
+    protocol::io::send_request(conn, kind, stdio, &payload, Some((cwd.as_fd(), umask)))
 }
 
 /// The forwardable signals, blocked and readable from a signalfd.
@@ -372,9 +362,7 @@ impl ForwardedSignals {
 
 /// An extended call's frames: passes our signals on until the status
 /// comes.
-fn relay(conn: &mut UnixStream, signals: &ForwardedSignals) -> io::Result<i32> {
-    use std::os::fd::AsFd;
-    let sock = conn.as_raw_fd();
+fn relay(conn: &UnixStream, signals: &ForwardedSignals) -> io::Result<i32> {
     loop {
         let [signalled, from_monitor] = sys::wait_readable([signals.fd.as_fd(), conn.as_fd()])?;
         if signalled {
@@ -382,7 +370,7 @@ fn relay(conn: &mut UnixStream, signals: &ForwardedSignals) -> io::Result<i32> {
                 let sig = info.ssi_signo as i32;
                 let frame = protocol::encode_frame(protocol::FRAME_SIGNAL, sig as u32);
                 // The monitor may be gone; its EOF says so below.
-                let _ = sys::send_all(sock, &frame);
+                let _ = protocol::io::send_all(conn, &frame);
                 if sig == libc::SIGTSTP {
                     // Stop as a direct run would; `fg` continues us, and
                     // the SIGCONT that brings is passed on in turn.
@@ -392,10 +380,8 @@ fn relay(conn: &mut UnixStream, signals: &ForwardedSignals) -> io::Result<i32> {
             }
         }
         if from_monitor {
-            let mut frame = [0u8; protocol::FRAME_LEN];
-            conn.read_exact(&mut frame)?;
             // Other kinds: the executor's pid, or a kind from a later version.
-            if let (protocol::FRAME_STATUS, status) = protocol::decode_frame(frame) {
+            if let (protocol::FRAME_STATUS, status) = protocol::io::read_frame(conn)? {
                 return Ok(status as i32);
             }
         }

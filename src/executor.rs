@@ -27,29 +27,14 @@
 //! the call socket, the hand-over socket and the received copies go.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
-use crate::monitor;
 use crate::protocol;
+use crate::protocol::io::{hung_up, read_request, recv_fd, send_all};
 use crate::server::Invocation;
 use crate::sys::{self, log};
-
-/// The caller's current directory and umask (capability `context`).
-struct CallerContext {
-    cwd: OwnedFd,
-    umask: u32,
-}
-
-/// A request as read from the call socket.
-struct Request {
-    kind: protocol::RequestKind,
-    stdio: Vec<OwnedFd>,
-    payload: Vec<u8>,
-    context: Option<CallerContext>,
-}
 
 /// Turns this freshly forked child of a monitor into an executor: waits
 /// for a call, and returns into the script with the caller's fds,
@@ -69,13 +54,13 @@ pub(crate) fn run(
     }
     saved.restore();
     sys::default_signal(libc::SIGINT);
-    let Ok((_, call)) = sys::recv_byte_with_fd(handover.as_raw_fd()) else {
+    let Ok((_, call)) = recv_fd(&handover) else {
         sys::exit_now(0)
     };
-    let mut call = UnixStream::from(call);
-    let request = match read_request(&mut call) {
+    let call = UnixStream::from(call);
+    let request = match read_request(&call) {
         Ok(request) => request,
-        Err(e) if monitor::hung_up(&e) => {
+        Err(e) if hung_up(&e) => {
             log::info("client went away before sending its call");
             sys::exit_now(0)
         }
@@ -93,14 +78,14 @@ pub(crate) fn run(
     };
     if request.kind.extended {
         let pid_frame = protocol::encode_frame(protocol::FRAME_EXECUTOR_PID, std::process::id());
-        if sys::send_all(call.as_raw_fd(), &pid_frame).is_err() {
+        if send_all(&call, &pid_frame).is_err() {
             log::info("client went away before its call started");
             sys::exit_now(0);
         }
     }
     // Failure means the monitor is gone: nobody could report our status.
     let ready = protocol::encode_executor_ready(request.kind);
-    if sys::send_all(monitor.as_raw_fd(), &ready).is_err() {
+    if send_all(&monitor, &ready).is_err() {
         sys::exit_now(127);
     }
     if let Some(context) = request.context {
@@ -146,39 +131,4 @@ pub(crate) fn run(
         env,
         served: true,
     }
-}
-
-/// Reads a request: its byte, fd 0, 1, 2, the payload, and with
-/// `context` the caller's directory and umask.
-fn read_request(call: &mut UnixStream) -> io::Result<Request> {
-    let sock = call.as_raw_fd();
-    let mut byte = [0u8; 1];
-    call.read_exact(&mut byte)?;
-    let kind = protocol::check_request_byte(byte[0]).map_err(monitor::invalid)?;
-    let mut stdio = Vec::with_capacity(3);
-    for _ in 0..3 {
-        stdio.push(sys::recv_byte_with_fd(sock)?.1);
-    }
-    let mut len = [0u8; 4];
-    call.read_exact(&mut len)?;
-    let len = protocol::decode_payload_len(len).map_err(monitor::invalid)?;
-    let mut payload = vec![0u8; len as usize];
-    call.read_exact(&mut payload)?;
-    let context = if kind.context {
-        let (_, cwd) = sys::recv_byte_with_fd(sock)?;
-        let mut umask = [0u8; 4];
-        call.read_exact(&mut umask)?;
-        Some(CallerContext {
-            cwd,
-            umask: u32::from_be_bytes(umask),
-        })
-    } else {
-        None
-    };
-    Ok(Request {
-        kind,
-        stdio,
-        payload,
-        context,
-    })
 }

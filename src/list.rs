@@ -96,7 +96,7 @@ fn probe(path: &Path) -> State {
         return State::Stale;
     };
     let _ = conn.set_read_timeout(Some(GREETING_WAIT));
-    match crate::client::read_greeting_xdata(&conn) {
+    match protocol::io::read_greeting(&conn) {
         Ok(xdata) => State::Live { xdata },
         Err(e)
             if matches!(

@@ -40,11 +40,12 @@
 //! pidfd avoids that race: its readiness means the process has exited.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
 use crate::executor;
 use crate::protocol;
+use crate::protocol::io::{hung_up, recv_fd, send_all};
 use crate::server::Invocation;
 use crate::sys::{self, Forked, log};
 
@@ -88,15 +89,6 @@ pub(crate) fn run(control: UnixStream, handover: UnixStream) -> Invocation {
     }
 }
 
-/// A peer that hangs up is not an error worth more than an info line: it
-/// was killed or lost interest.
-pub(crate) fn hung_up(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-    )
-}
-
 fn handle(
     control: UnixStream,
     mut from_executor: UnixStream,
@@ -117,7 +109,7 @@ fn handle(
         ));
         return Ok(());
     }
-    let call = match sys::recv_byte_with_fd(control.as_raw_fd()) {
+    let call = match recv_fd(&control) {
         Ok((_, call)) => UnixStream::from(call),
         Err(e) if hung_up(&e) => {
             // Not needed any more: our executor leaves on its own EOF.
@@ -141,7 +133,7 @@ fn handle(
         return Ok(());
     }
     drop(from_executor);
-    let kind = protocol::decode_executor_ready(ready).map_err(invalid)?;
+    let kind = protocol::decode_executor_ready(ready)?;
     watch(call, pidfd, executor, kind.extended)
 }
 
@@ -152,7 +144,6 @@ fn watch(
     executor: sys::Pid,
     extended: bool,
 ) -> io::Result<()> {
-    let sock = call.as_raw_fd();
     let executor_gone = loop {
         let [gone, client] = sys::wait_readable([pidfd.as_fd(), call.as_fd()])?;
         if gone {
@@ -180,7 +171,7 @@ fn watch(
         } else {
             protocol::encode_status(status).to_vec()
         };
-        send_to_client(sock, &message)?;
+        send_to_client(call.as_fd(), &message)?;
     } else {
         interrupt_group();
         let status = sys::wait_status(executor, 0)?.unwrap_or(0);
@@ -202,8 +193,8 @@ fn forward((kind, value): (u8, u32)) {
 }
 
 /// Sends to the client; one that has just left needs nothing more.
-fn send_to_client(sock: RawFd, data: &[u8]) -> io::Result<()> {
-    match sys::send_all(sock, data) {
+fn send_to_client(sock: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
+    match send_all(sock, data) {
         Err(e) if !hung_up(&e) => Err(e),
         _ => Ok(()),
     }
@@ -219,8 +210,4 @@ fn interrupt_group() {
 fn signal_group(signal: libc::c_int) {
     // SAFETY: kill(2) on our own process group.
     unsafe { libc::killpg(libc::getpgrp(), signal) };
-}
-
-pub(crate) fn invalid(e: protocol::ProtocolError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, e)
 }

@@ -433,14 +433,8 @@ impl Server {
     /// Greets the caller and hands the call to an idle handler. Without
     /// one (a fork failed) the call is dropped: its client says so.
     fn hand_over(&mut self, call: OwnedFd, offered: &[&str]) {
-        let xdata = if offered.is_empty() {
-            Vec::new()
-        } else {
-            let mut xdata = protocol::encode_caps(offered);
-            xdata.extend(protocol::encode_stats(self.served, self.busy() as u64));
-            xdata
-        };
-        if let Err(e) = sys::send_all(call.as_raw_fd(), &protocol::encode_greeting(&xdata)) {
+        let xdata = protocol::encode_greeting_xdata(offered, self.served, self.busy() as u64);
+        if let Err(e) = protocol::io::send_all(&call, &protocol::encode_greeting(&xdata)) {
             log::info(&format!("caller went away before its greeting: {e}"));
             return;
         }
@@ -448,10 +442,8 @@ impl Server {
             // The monitor first: an executor handed the call first could
             // finish it before the monitor knew it had one, and look to it
             // like an executor that died idle.
-            let sent = sys::send_byte_with_fd(handler.control.as_raw_fd(), 0, call.as_raw_fd())
-                .and_then(|()| {
-                    sys::send_byte_with_fd(handler.handover.as_raw_fd(), 0, call.as_raw_fd())
-                });
+            let sent = protocol::io::send_fd(&handler.control, 0, &call)
+                .and_then(|()| protocol::io::send_fd(&handler.handover, 0, &call));
             match sent {
                 Ok(()) => {
                     self.served += 1;

@@ -39,16 +39,16 @@ proptest! {
 
     #[test]
     fn caps_and_stats_round_trip(
-        caps in proptest::collection::vec("[a-z]{1,10}", 0..5),
+        caps in proptest::collection::vec("[a-z]{1,10}", 1..5),
         served in any::<u64>(),
         running in any::<u64>(),
     ) {
         let names: Vec<&str> = caps.iter().map(String::as_str).collect();
-        let mut xdata = encode_caps(&names);
-        xdata.extend(encode_stats(served, running));
+        let xdata = encode_greeting_xdata(&names, served, running);
         prop_assert_eq!(decode_caps(&xdata), caps);
         prop_assert_eq!(decode_xdata_number(&xdata, "served"), Some(served));
         prop_assert_eq!(decode_xdata_number(&xdata, "running"), Some(running));
+        prop_assert!(encode_greeting_xdata(&[], served, running).is_empty());
     }
 
     #[test]

@@ -701,9 +701,9 @@ pub fn terminal_job_control(side: Side) {
 /// with the executor's pid, then 'X' with its status; a v1 call on the
 /// same server gets a bare status.
 pub fn wire_extended_and_v1_calls(side: Side) {
-    use prefork_interp::{protocol, sys};
+    use prefork_interp::protocol::{self, RequestKind};
     use std::io::Read;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
 
     let h = Harness::new(side);
@@ -712,22 +712,9 @@ pub fn wire_extended_and_v1_calls(side: Side) {
     let null = std::fs::File::open("/dev/null").unwrap();
     let pid_file = h.path("executor.pid");
     let call = |extended: bool| {
-        let mut conn = UnixStream::connect(&socket).unwrap();
-        let mut header = [0u8; protocol::GREETING_HEADER_LEN];
-        conn.read_exact(&mut header).unwrap();
-        let mut xdata = vec![0u8; protocol::decode_greeting_header(&header).unwrap() as usize];
-        conn.read_exact(&mut xdata).unwrap();
+        let conn = UnixStream::connect(&socket).unwrap();
+        let xdata = protocol::io::read_greeting(&conn).unwrap();
         assert_eq!(protocol::decode_caps(&xdata), protocol::OUR_CAPS);
-        let sock = conn.as_raw_fd();
-        let first = if extended {
-            protocol::REQUEST_BYTE_EXTENDED
-        } else {
-            protocol::REQUEST_BYTE
-        };
-        sys::send_all(sock, &[first]).unwrap();
-        for _ in 0..3 {
-            sys::send_byte_with_fd(sock, 0, null.as_raw_fd()).unwrap();
-        }
         let env = h.base_env();
         let entries: Vec<Vec<u8>> = env
             .iter()
@@ -736,22 +723,27 @@ pub fn wire_extended_and_v1_calls(side: Side) {
         let pid_arg = format!("@pid:{}", pid_file.display());
         let args: [&[u8]; 2] = [pid_arg.as_bytes(), b"@exit:3"];
         let payload = protocol::encode_request_payload(entries.iter().map(Vec::as_slice), args);
-        sys::send_all(sock, &payload).unwrap();
+        let kind = RequestKind {
+            extended,
+            context: false,
+        };
+        protocol::io::send_request(&conn, kind, [null.as_fd(); 3], &payload, None).unwrap();
         conn
     };
 
     let mut conn = call(true);
-    let mut frame = [0u8; protocol::FRAME_LEN];
-    conn.read_exact(&mut frame).unwrap();
-    let (kind, pid) = protocol::decode_frame(frame);
+    let (kind, pid) = protocol::io::read_frame(&conn).unwrap();
     assert_eq!(kind, protocol::FRAME_EXECUTOR_PID);
-    conn.read_exact(&mut frame).unwrap();
-    let (kind, status) = protocol::decode_frame(frame);
+    let (kind, status) = protocol::io::read_frame(&conn).unwrap();
     assert_eq!(kind, protocol::FRAME_STATUS);
     assert_eq!(status as i32, 3 << 8, "exit status 3");
     let written: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert_eq!(pid, written, "the 'P' frame names the executor");
-    assert_eq!(conn.read(&mut frame).unwrap(), 0, "'X' is the last frame");
+    assert_eq!(
+        conn.read(&mut [0u8; 1]).unwrap(),
+        0,
+        "'X' is the last frame"
+    );
 
     std::fs::remove_file(&pid_file).unwrap();
     let mut conn = call(false);
@@ -1086,9 +1078,8 @@ pub fn socket_removed_or_replaced_by_hand(side: Side) {
 /// crash) and the same server goes on serving.
 pub fn bad_requests_are_dropped(side: Side) {
     use prefork_interp::protocol;
-    use prefork_interp::sys::send_byte_with_fd;
+    use prefork_interp::protocol::io::send_fd;
     use std::io::{Read, Write};
-    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
 
     let h = Harness::new(side);
@@ -1096,7 +1087,7 @@ pub fn bad_requests_are_dropped(side: Side) {
     let null = std::fs::File::open("/dev/null").unwrap();
     let with_fds = |conn: &UnixStream| {
         for _ in 0..3 {
-            send_byte_with_fd(conn.as_raw_fd(), 0, null.as_raw_fd()).unwrap();
+            send_fd(conn, 0, &null).unwrap();
         }
     };
     type Send<'a> = Box<dyn Fn(&mut UnixStream) + 'a>;
@@ -1142,11 +1133,7 @@ pub fn bad_requests_are_dropped(side: Side) {
     for (name, send) in cases {
         let mut conn = UnixStream::connect(h.socket()).unwrap();
         conn.set_read_timeout(Some(LIMIT)).unwrap();
-        let mut header = [0u8; protocol::GREETING_HEADER_LEN];
-        conn.read_exact(&mut header).unwrap();
-        let len = protocol::decode_greeting_header(&header).unwrap();
-        let mut xdata = vec![0u8; len as usize];
-        conn.read_exact(&mut xdata).unwrap();
+        protocol::io::read_greeting(&conn).unwrap();
         send(&mut conn);
         let mut rest = Vec::new();
         // Closed with our bytes still unread on its side: a reset.

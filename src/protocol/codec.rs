@@ -1,37 +1,5 @@
-//! The wire format, and nothing else: pure encode/decode functions.
-//!
-//! Everything that crosses a process boundary as bytes is defined here, so
-//! that the client, the script-side libraries and the fuzz/property tests
-//! share one definition. Nothing in this module does I/O.
-//!
-//! ```text
-//! setup environment   PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE
-//! monitor -> client   greeting: "PFI\n" u32be(len) xdata[len]
-//! client -> monitor   0x00, then three one-byte messages carrying fd 0, 1, 2
-//!                     (SCM_RIGHTS), then u32be(len) payload[len] where
-//!                     payload = ("NAME=value\0")* "\0" ("arg\0")*
-//! monitor -> client   u32be(wait status of the executor)
-//! ```
-//!
-//! Extensions are negotiated (man/prefork-interp.7 is the full text):
-//!
-//! ```text
-//! setup environment   a third word "pfi-caps=NAME[,NAME...]": the client
-//!                     that creates the server reads our greeting xdata
-//!                     (chiark-utils' client misreads any non-empty xdata,
-//!                     so a server offers it only when told so)
-//! greeting xdata      "pfi-caps 1\n" then "caps NAME[,NAME...]\n" (other
-//!                     lines: ignore); a v1 server sends none
-//! extended request    0x01 instead of 0x00, then fds and payload as in v1,
-//!                     only when the server advertised `signals`
-//! then, frames        5 bytes each: kind, u32be value
-//!   client -> monitor 'S' signal: deliver it to the executor's group
-//!   monitor -> client 'P' executor pid (before its per-call code runs),
-//!                     'X' wait status (last)
-//! ```
-//!
-//! All integers are big-endian. Environment entries and arguments are
-//! arbitrary bytes without NUL: nothing here assumes UTF-8.
+//! The bytes themselves: pure encode/decode functions, no I/O (see the
+//! [module docs](super) for the picture). Fuzzed and property-tested.
 
 use std::fmt;
 
@@ -157,15 +125,20 @@ pub const CAP_CONTEXT: &str = "context";
 /// The extensions this implementation speaks, in both roles.
 pub const OUR_CAPS: [&str; 2] = [CAP_SIGNALS, CAP_CONTEXT];
 
-/// Greeting xdata advertising `caps`.
-pub fn encode_caps(caps: &[&str]) -> Vec<u8> {
-    format!("{CAPS_MAGIC}\ncaps {}\n", caps.join(",")).into_bytes()
-}
-
-/// The server's counters, as greeting xdata lines (read by `--list`):
-/// connections accepted before this one, and calls then running.
-pub fn encode_stats(served: u64, running: u64) -> Vec<u8> {
-    format!("served {served}\nrunning {running}\n").into_bytes()
+/// Greeting xdata of a server of ours: the capabilities it offers this
+/// client, then its counters (read by `--list`): calls handed over before
+/// this one, and calls running. Empty when nothing is offered (a v1
+/// client, which misreads any xdata). Every script side sends exactly
+/// these bytes (tests/golden pins them).
+pub fn encode_greeting_xdata(offered: &[&str], served: u64, running: u64) -> Vec<u8> {
+    if offered.is_empty() {
+        return Vec::new();
+    }
+    format!(
+        "{CAPS_MAGIC}\ncaps {}\nserved {served}\nrunning {running}\n",
+        offered.join(",")
+    )
+    .into_bytes()
 }
 
 /// A numeric line `NAME N` of our greeting xdata, if there is one.
@@ -601,8 +574,9 @@ mod tests {
 
     #[test]
     fn caps_round_trip_and_tolerance() {
-        let x = encode_caps(&[CAP_SIGNALS, "future"]);
-        assert_eq!(x, b"pfi-caps 1\ncaps signals,future\n");
+        let x = encode_greeting_xdata(&[CAP_SIGNALS, "future"], 0, 0);
+        assert_eq!(x, b"pfi-caps 1\ncaps signals,future\nserved 0\nrunning 0\n");
+        assert!(encode_greeting_xdata(&[], 5, 1).is_empty(), "v1: no xdata");
         assert_eq!(decode_caps(&x), vec!["signals", "future"]);
         // v1 (no xdata), someone else's xdata, extra lines.
         assert!(decode_caps(b"").is_empty());
@@ -615,8 +589,7 @@ mod tests {
 
     #[test]
     fn stats_in_xdata() {
-        let mut x = encode_caps(&[CAP_SIGNALS]);
-        x.extend(encode_stats(12, 3));
+        let x = encode_greeting_xdata(&[CAP_SIGNALS], 12, 3);
         assert_eq!(decode_caps(&x), vec!["signals"]);
         assert_eq!(decode_xdata_number(&x, "served"), Some(12));
         assert_eq!(decode_xdata_number(&x, "running"), Some(3));

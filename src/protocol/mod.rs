@@ -1,0 +1,57 @@
+//! The wire: what crosses a process boundary, defined once for the client,
+//! the script side, the tests and the fuzzer.
+//!
+//! - [`codec`] items (re-exported here): the bytes, as pure encode/decode
+//!   functions. Nothing there does I/O, so all of it is fuzzed.
+//! - [`io`]: the blocking socket I/O over them (whole messages, fds by
+//!   SCM_RIGHTS, no SIGPIPE), shared by every role that speaks the wire.
+//!
+//! Who sends what, in today's roles (man/prefork-interp.7 is the full
+//! text; it is compatible with chiark-utils' prefork-interp both ways):
+//!
+//! ```text
+//! setup environment   PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE
+//! server -> client    greeting: "PFI\n" u32be(len) xdata[len]
+//!                     (then the server hands the call socket to an idle
+//!                     monitor and to its executor, forked in advance)
+//! client -> executor  0x00, then three one-byte messages carrying fd 0, 1, 2
+//!                     (SCM_RIGHTS), then u32be(len) payload[len] where
+//!                     payload = ("NAME=value\0")* "\0" ("arg\0")*
+//! monitor -> client   u32be(wait status of the executor)
+//! ```
+//!
+//! Extensions are negotiated:
+//!
+//! ```text
+//! setup environment   a third word "pfi-caps=NAME[,NAME...]": the client
+//!                     that creates the server reads our greeting xdata
+//!                     (chiark-utils' client misreads any non-empty xdata,
+//!                     so a server offers it only when told so)
+//! greeting xdata      "pfi-caps 1\n" "caps NAME[,NAME...]\n"
+//!                     "served N\n" "running N\n" (other lines: ignore);
+//!                     a v1 server sends none
+//! extended request    0x01 (0x03 with `context`) instead of 0x00, then fds
+//!                     and payload as in v1; with `context`, then 0x00
+//!                     carrying the caller's directory and u32be(umask)
+//! then, frames        5 bytes each: kind, u32be value
+//!   client -> monitor 'S' signal: deliver it to the executor's group
+//!   executor -> client 'P' executor pid (before its per-call code runs)
+//!   monitor -> client 'X' wait status (last)
+//! ```
+//!
+//! Inside a script side (all three send the same bytes):
+//!
+//! ```text
+//! server -> monitor    0x00 carrying the call socket (first: an executor
+//!                      told first could finish the call unseen)
+//! server -> executor   0x00 carrying the call socket
+//! executor -> monitor  'r', request byte (the request is read)
+//! ```
+//!
+//! All integers are big-endian. Environment entries and arguments are
+//! arbitrary bytes without NUL: nothing here assumes UTF-8.
+
+pub mod codec;
+pub mod io;
+
+pub use codec::*;
