@@ -12,19 +12,19 @@
 //! ```text
 //!   CALLER
 //!     │ fork/exec (the kernel, from the #! line)
-//!   CLIENT  (src/bin, [`client`])
+//!   CLIENT  (src/client, the `prefork-interp` command)
 //!     │ connect BASE/s<ident>, read greeting; if none: lock, and
-//!     │ [`spawn`] a server:  ─fork─fork─> WATCHER ([`watcher`], daemon)
+//!     │ spawn a server:      ─fork─fork─> WATCHER (client/watcher, daemon)
 //!     │                      ─fork/exec─> SETUP (the script, initialising)
 //!     │                                     │ initialisation complete:
 //!     │                                     │ fork, exit 0
-//!     │                                   SERVER ([`server`], daemon)
+//!     │                                   SERVER (script/server, daemon)
 //!     │                                     │ fork in advance (a spare
 //!     │                                     │ call handler, ready before
 //!     │                                     │ the call it will serve)
-//!     │   fd 0,1,2 by SCM_RIGHTS,        MONITOR ([`monitor`], own pgrp)
+//!     │   fd 0,1,2 by SCM_RIGHTS,        MONITOR (script/monitor, own pgrp)
 //!     │   env + args ───────────╮           │ fork in advance
-//!     │ <──────────────── wait  ╰───────> EXECUTOR ([`executor`]): the
+//!     │ <──────────────── wait  ╰───────> EXECUTOR (script/executor): the
 //!     │                   status from       script again, with the
 //!   exit N / die of the     the monitor     caller's fds, args and env
 //!   same signal
@@ -57,28 +57,35 @@
 //! - executor exits → its pidfd is readable → monitor reaps it (real
 //!   status), SIGINTs what it left behind, sends the status.
 //!
-//! # Modules
+//! # The tree
 //!
-//! - [`protocol`]: the wire format (pure encode/decode; the contract).
-//! - [`rundir`]: run directory, identity hash, socket and lock paths.
-//! - [`cli`], [`client`], [`spawn`], [`watcher`], [`list`]: the client
-//!   binary's roles.
-//! - [`server`], [`monitor`], [`executor`]: the Rust script side; the API
-//!   is [`initialisation_complete`], [`Options`], [`Invocation`].
+//! ```text
+//! src/protocol/   the wire: codec (pure encode/decode) and io (blocking
+//!                 socket I/O over it); public, below everything else
+//! src/sys/        thin fd-typed system wrappers, and procfs (/proc)
+//! src/script/     the Rust script side: setup, server, monitor,
+//!                 executor, reload, huge pages, log; its API is
+//!                 initialisation_complete, Options, Invocation
+//! src/client/     the prefork-interp command (feature `client`): cli,
+//!                 rundir, connect, spawn, watcher, call, list, exit
+//! src/bin/        the command's main, calling client::main
+//! ```
 //!
-//! The wire contract is [`protocol`]'s module documentation; it is
-//! compatible with chiark-utils' prefork-interp in both directions.
+//! `client` and `script` never import each other; both stand on
+//! `protocol` and `sys`. A Rust script needs only the script side:
+//! `prefork-interp = { version = "0.1", default-features = false }`
+//! leaves out the client and its dependencies (clap, sha2).
+//!
+//! The wire contract is [`protocol`]'s module documentation and
+//! man/prefork-interp.7; it is compatible with chiark-utils'
+//! prefork-interp in both directions.
 
-pub mod cli;
+#[cfg(feature = "client")]
 pub mod client;
-pub mod executor;
-pub mod list;
-pub mod monitor;
 pub mod protocol;
-pub mod rundir;
-pub mod server;
-pub mod spawn;
-pub mod sys;
-pub mod watcher;
+mod script;
+// Some wrappers serve only the client.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
+mod sys;
 
-pub use server::{Invocation, Options, initialisation_complete};
+pub use script::{Invocation, Options, initialisation_complete};

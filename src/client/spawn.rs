@@ -21,20 +21,21 @@
 //! watcher (and so any half-made server) quit: nothing is left behind.
 
 use std::fs::{self, File};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 
 use nix::fcntl::OFlag;
 
-use crate::cli::ClientArgs;
-use crate::client::{Failure, read_greeting, report_status};
+use super::cli::ClientArgs;
+use super::connect::{self, Greeted};
+use super::exit::{Failure, die_of_same_signal};
+use super::rundir::{self, IdentityPaths};
+use super::watcher;
 use crate::protocol::{self, SetupEnv};
-use crate::rundir::{self, IdentityPaths};
 use crate::sys;
-use crate::watcher;
 
 /// Removes the socket and lock unless the server came up.
 struct Cleanup<'a> {
@@ -52,12 +53,8 @@ impl Drop for Cleanup<'_> {
 }
 
 /// Creates a new server for `paths` (replacing any old one) and returns
-/// the first call's connection, greeting already read, with the
-/// capabilities it advertised.
-pub fn create_server(
-    paths: &IdentityPaths,
-    args: &ClientArgs,
-) -> Result<(UnixStream, Vec<String>), Failure> {
+/// the first call's connection, greeting already read.
+pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<Greeted, Failure> {
     let socket = &paths.socket;
     let io_fail = |what: &str, e: std::io::Error| Failure::new(format!("{what}: {e}"));
 
@@ -79,7 +76,7 @@ pub fn create_server(
     };
     let (watch_in_read, watch_in_write) = pipe()?;
     let (watch_err_read, watch_err_write) = pipe()?;
-    sys::set_nonblocking(watch_err_read.as_raw_fd(), true)
+    sys::set_nonblocking(watch_err_read.as_fd())
         .map_err(|e| io_fail("cannot make a pipe nonblocking", e))?;
     watcher::spawn(
         socket,
@@ -116,6 +113,8 @@ pub fn create_server(
         .stdin(Stdio::null())
         .stdout(File::from(stderr_copy))
         .env(protocol::ENV_VAR, setup_env);
+    // Raw numbers: the closure outlives these borrows' scope as far as
+    // the compiler knows, though it runs (in the child) before they drop.
     let inherited = [
         listener.as_raw_fd(),
         call_server.as_raw_fd(),
@@ -131,7 +130,8 @@ pub fn create_server(
         command.pre_exec(move || {
             sys::cloexec_from(3)?;
             for fd in inherited {
-                sys::clear_cloexec(fd)?;
+                // These fds are open in the child until exec.
+                sys::set_cloexec(BorrowedFd::borrow_raw(fd), false)?;
             }
             Ok(())
         });
@@ -149,31 +149,30 @@ pub fn create_server(
     let status = setup
         .wait()
         .map_err(|e| io_fail("cannot wait for the script's initialisation", e))?;
-    let raw = std::os::unix::process::ExitStatusExt::into_raw(status);
     if !status.success() {
+        let raw = status.into_raw();
+        let message = format!(
+            "script initialisation failed: {}",
+            sys::describe_status(raw)
+        );
         if let Some(code) = status.code() {
             return Err(Failure {
-                message: format!(
-                    "script initialisation failed: {}",
-                    sys::describe_status(raw)
-                ),
+                message,
                 exit_code: code,
             });
         }
-        // Killed: die of the same signal where a direct run would have.
+        // Killed: die of the same signal where a direct run would have
+        // (the socket and lock go first); other deaths are reported.
         drop(cleanup);
-        report_status(raw)?;
-        return Err(Failure::new(format!(
-            "script initialisation failed: {}",
-            sys::describe_status(raw)
-        )));
+        die_of_same_signal(raw);
+        return Err(Failure::new(message));
     }
-    let Some(caps) = read_greeting(&conn, socket)? else {
+    let Some(server) = connect::greeting(conn, socket)? else {
         return Err(Failure::new(
             "script finished its initialisation run without starting a server \
              (does it call the prefork-interp library's initialisation-complete function?)",
         ));
     };
     cleanup.armed = false;
-    Ok((conn, caps))
+    Ok(server)
 }

@@ -20,14 +20,12 @@ use std::os::unix::ffi::OsStrExt;
 
 use clap::{Arg, ArgAction, Command};
 
-use crate::rundir::IdentityItem;
-
-/// Exit status for usage errors and the client's own failures.
-pub const EXIT_FAILURE: i32 = 127;
+use super::exit::Failure;
+use super::rundir::IdentityItem;
 
 /// What the client is asked to do with the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Use the running server, creating one if there is none.
     Normal,
     /// `-f`: start a new server even if one runs; the old one quits.
@@ -40,25 +38,25 @@ pub enum Mode {
 
 /// A parsed command line that asks for a call (or a kill).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientArgs {
-    pub mode: Mode,
+pub(crate) struct ClientArgs {
+    pub(crate) mode: Mode,
     /// `-E` and `-G` options in command-line order.
-    pub identity_items: Vec<IdentityItem>,
+    pub(crate) identity_items: Vec<IdentityItem>,
     /// `-g IDENT`.
-    pub given_identity: Option<OsString>,
+    pub(crate) given_identity: Option<OsString>,
     /// `--caller-dir`: the identity leaves out the current directory (each
     /// call runs in its caller's directory; needs capability `context`).
-    pub caller_dir: bool,
+    pub(crate) caller_dir: bool,
     /// The interpreter and its own arguments; empty only for `--kill -g`.
-    pub interpreter: Vec<OsString>,
-    pub script: Option<OsString>,
+    pub(crate) interpreter: Vec<OsString>,
+    pub(crate) script: Option<OsString>,
     /// The caller's arguments after the script: what the executor gets.
-    pub args: Vec<OsString>,
+    pub(crate) args: Vec<OsString>,
 }
 
 /// The outcome of parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     Run(ClientArgs),
     /// `--help` or `--version`: print this to stdout and exit 0.
     Print(String),
@@ -186,7 +184,7 @@ fn split_combined(first: &OsStr) -> Option<Vec<OsString>> {
 }
 
 /// Parses the client's whole argv (including argv\[0\]).
-pub fn parse(argv: Vec<OsString>) -> Result<Parsed, String> {
+pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
     let mut argv = argv.into_iter();
     let argv0 = argv.next().unwrap_or_else(|| "prefork-interp".into());
     let rest: Vec<OsString> = argv.collect();
@@ -204,7 +202,7 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, String> {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     Ok(Parsed::Print(e.render().to_string()))
                 }
-                _ => Err(one_line_usage_error(&e)),
+                _ => Err(Failure::new(one_line_usage_error(&e))),
             };
         }
     };
@@ -224,11 +222,10 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, String> {
         Mode::Normal
     };
     if !matches.get_flag("unlaundered") && mode != Mode::List {
-        return Err(
+        return Err(Failure::new(
             "usage error: -U is required (unlaundered is the only mode); \
-                    see prefork-interp --help"
-                .into(),
-        );
+             see prefork-interp --help",
+        ));
     }
 
     // -E and -G interleave in command-line order.
@@ -260,10 +257,12 @@ pub fn parse(argv: Vec<OsString>) -> Result<Parsed, String> {
     let needs_interpreter =
         !(mode == Mode::List || (mode == Mode::Kill && given_identity.is_some()));
     if interpreter.is_empty() && needs_interpreter {
-        return Err("usage error: no interpreter given; see prefork-interp --help".into());
+        return Err(Failure::new(
+            "usage error: no interpreter given; see prefork-interp --help",
+        ));
     }
     if interpreter.first().is_some_and(|i| i.is_empty()) {
-        return Err("usage error: the interpreter name is empty".into());
+        return Err(Failure::new("usage error: the interpreter name is empty"));
     }
 
     Ok(Parsed::Run(ClientArgs {
@@ -305,7 +304,7 @@ mod tests {
             .chain(args.iter().copied())
             .map(OsString::from)
             .collect();
-        parse(argv).unwrap_err()
+        parse(argv).unwrap_err().message
     }
 
     fn os(v: &[&str]) -> Vec<OsString> {

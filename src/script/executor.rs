@@ -27,14 +27,18 @@
 //! the call socket, the hand-over socket and the received copies go.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
+use nix::sys::signal::Signal;
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fchdir};
+
+use super::invocation::Invocation;
+use super::log;
 use crate::protocol;
 use crate::protocol::io::{hung_up, read_request, recv_fd, send_all};
-use crate::server::Invocation;
-use crate::sys::{self, log};
+use crate::sys;
 
 /// Turns this freshly forked child of a monitor into an executor: waits
 /// for a call, and returns into the script with the caller's fds,
@@ -47,13 +51,12 @@ pub(crate) fn run(
 ) -> Invocation {
     // A monitor killed mid-call leaves the call with nobody to report its
     // end: it ends as when its client goes, with SIGINT.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) };
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGINT);
     if nix::unistd::getppid() != monitor_pid {
         sys::exit_now(0); // it died before we could ask
     }
     saved.restore();
-    sys::default_signal(libc::SIGINT);
+    sys::default_signal(Signal::SIGINT);
     let Ok((_, call)) = recv_fd(&handover) else {
         sys::exit_now(0)
     };
@@ -89,25 +92,27 @@ pub(crate) fn run(
         sys::exit_now(127);
     }
     if let Some(context) = request.context {
-        // SAFETY: fchdir and umask on values we own.
-        unsafe {
-            if libc::fchdir(context.cwd.as_raw_fd()) != 0 {
-                sys::exit_now(127);
-            }
-            libc::umask(context.umask as libc::mode_t);
-        }
-    }
-    for (target, fd) in request.stdio.iter().enumerate() {
-        if sys::dup2(fd.as_raw_fd(), target as i32).is_err() {
+        if fchdir(&context.cwd).is_err() {
             sys::exit_now(127);
         }
+        umask(Mode::from_bits_truncate(context.umask as libc::mode_t));
+    }
+    let [stdin, stdout, stderr] = &request.stdio;
+    if dup2_stdin(stdin)
+        .and_then(|()| dup2_stdout(stdout))
+        .and_then(|()| dup2_stderr(stderr))
+        .is_err()
+    {
+        sys::exit_now(127);
     }
     drop((request.stdio, call, monitor, handover));
     // The server's syslog connection, if it had one, is not the script's.
     log::close();
 
     // SAFETY: this process is single-threaded (checked at initialisation).
-    unsafe { libc::clearenv() };
+    if unsafe { nix::env::clearenv() }.is_err() {
+        sys::exit_now(127);
+    }
     let mut env = Vec::with_capacity(payload.env.len());
     for entry in &payload.env {
         // setenv cannot express a name holding '='; such entries (which

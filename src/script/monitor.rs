@@ -40,14 +40,18 @@
 //! pidfd avoids that race: its readiness means the process has exited.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
-use crate::executor;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::getpgrp;
+
+use super::executor;
+use super::invocation::Invocation;
+use super::log;
 use crate::protocol;
 use crate::protocol::io::{hung_up, recv_fd, send_all};
-use crate::server::Invocation;
-use crate::sys::{self, Forked, log};
+use crate::sys::{self, Forked, Pidfd};
 
 /// Runs in a freshly forked child of the server: becomes a monitor,
 /// forks its executor-to-be (which keeps `handover`), and serves the call
@@ -56,7 +60,11 @@ pub(crate) fn run(control: UnixStream, handover: UnixStream) -> Invocation {
     let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
     // We deliver these to our group; they must not hurt us. The executor
     // gets back what the server had.
-    let saved = sys::ignore_signals(&protocol::FORWARDED_SIGNALS);
+    let forwarded: Vec<Signal> = protocol::FORWARDED_SIGNALS
+        .iter()
+        .filter_map(|&sig| Signal::try_from(sig).ok())
+        .collect();
+    let saved = sys::ignore_signals(&forwarded);
     let (from_executor, theirs) = match UnixStream::pair() {
         Ok(pair) => pair,
         Err(e) => {
@@ -65,7 +73,8 @@ pub(crate) fn run(control: UnixStream, handover: UnixStream) -> Invocation {
         }
     };
     let monitor = nix::unistd::getpid();
-    let executor = match sys::fork() {
+    // SAFETY: forked from the single-threaded server, we are too.
+    let executor = match unsafe { sys::fork() } {
         Ok(Forked::Child) => {
             drop((control, from_executor));
             return executor::run(handover, theirs, &saved, monitor);
@@ -83,7 +92,7 @@ pub(crate) fn run(control: UnixStream, handover: UnixStream) -> Invocation {
             log::error(&format!("call failed: {e}"));
             // Whatever happened, the executor must not outlive us unseen.
             interrupt_group();
-            let _ = sys::wait_status(executor, 0);
+            let _ = sys::wait_status(executor, false);
             sys::exit_now(1)
         }
     }
@@ -94,7 +103,7 @@ fn handle(
     mut from_executor: UnixStream,
     executor: sys::Pid,
 ) -> io::Result<()> {
-    let pidfd = sys::pidfd_open(executor)?;
+    let pidfd = Pidfd::open(executor)?;
 
     // Idle until the server hands us a call.
     // (Both may be ready: the server hands us the call before the
@@ -102,7 +111,7 @@ fn handle(
     // with no call handed over died idle.)
     let [called, executor_died] = sys::wait_readable([control.as_fd(), pidfd.as_fd()])?;
     if executor_died && !called {
-        let status = sys::wait_status(executor, 0)?.unwrap_or(0);
+        let status = sys::wait_status(executor, false)?.unwrap_or(0);
         log::error(&format!(
             "idle executor {executor} {}",
             sys::describe_status(status)
@@ -113,7 +122,7 @@ fn handle(
         Ok((_, call)) => UnixStream::from(call),
         Err(e) if hung_up(&e) => {
             // Not needed any more: our executor leaves on its own EOF.
-            let _ = sys::wait_status(executor, 0);
+            let _ = sys::wait_status(executor, false);
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -123,7 +132,7 @@ fn handle(
     let mut ready = [0u8; 2];
     if from_executor.read_exact(&mut ready).is_err() {
         // It could not read the request (and logged why) or died.
-        let status = sys::wait_status(executor, 0)?.unwrap_or(0);
+        let status = sys::wait_status(executor, false)?.unwrap_or(0);
         if status != 0 {
             log::error(&format!(
                 "executor {executor} failed before its call: it {}",
@@ -138,12 +147,7 @@ fn handle(
 }
 
 /// Waits for the executor's end or the client's, relaying signal frames.
-fn watch(
-    mut call: UnixStream,
-    pidfd: OwnedFd,
-    executor: sys::Pid,
-    extended: bool,
-) -> io::Result<()> {
+fn watch(call: UnixStream, pidfd: Pidfd, executor: sys::Pid, extended: bool) -> io::Result<()> {
     let executor_gone = loop {
         let [gone, client] = sys::wait_readable([pidfd.as_fd(), call.as_fd()])?;
         if gone {
@@ -155,16 +159,15 @@ fn watch(
         if !extended {
             break false; // v1: the client has nothing more to say; it left
         }
-        let mut frame = [0u8; protocol::FRAME_LEN];
-        match call.read_exact(&mut frame) {
-            Ok(()) => forward(protocol::decode_frame(frame)),
+        match protocol::io::read_frame(&call) {
+            Ok(frame) => forward(frame),
             Err(e) if hung_up(&e) => break false,
             Err(e) => return Err(e),
         }
     };
 
     if executor_gone {
-        let status = sys::wait_status(executor, 0)?.unwrap_or(0);
+        let status = sys::wait_status(executor, false)?.unwrap_or(0);
         interrupt_group();
         let message = if extended {
             protocol::encode_frame(protocol::FRAME_STATUS, status as u32).to_vec()
@@ -174,7 +177,7 @@ fn watch(
         send_to_client(call.as_fd(), &message)?;
     } else {
         interrupt_group();
-        let status = sys::wait_status(executor, 0)?.unwrap_or(0);
+        let status = sys::wait_status(executor, false)?.unwrap_or(0);
         log::info(&format!(
             "client went away; script interrupted, it {}",
             sys::describe_status(status)
@@ -187,7 +190,10 @@ fn watch(
 /// (a kind from a later version) is ignored.
 fn forward((kind, value): (u8, u32)) {
     let signal = value as i32;
-    if kind == protocol::FRAME_SIGNAL && protocol::FORWARDED_SIGNALS.contains(&signal) {
+    if kind == protocol::FRAME_SIGNAL
+        && protocol::FORWARDED_SIGNALS.contains(&signal)
+        && let Ok(signal) = Signal::try_from(signal)
+    {
         signal_group(signal);
     }
 }
@@ -203,11 +209,10 @@ fn send_to_client(sock: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
 /// SIGINT to our process group: the executor and anything it left behind.
 /// We ignore SIGINT ourselves.
 fn interrupt_group() {
-    signal_group(libc::SIGINT);
+    signal_group(Signal::SIGINT);
 }
 
 /// A signal to our process group (the executor and what it started).
-fn signal_group(signal: libc::c_int) {
-    // SAFETY: kill(2) on our own process group.
-    unsafe { libc::killpg(libc::getpgrp(), signal) };
+fn signal_group(signal: Signal) {
+    let _ = killpg(getpgrp(), signal);
 }

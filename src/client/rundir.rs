@@ -14,28 +14,31 @@
 //! and refused, with an error naming it, when it is a symlink, owned by
 //! someone else, or open to group or other.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
+use super::exit::Failure;
+use crate::sys::procfs;
+
 /// Longest socket path `bind(2)` accepts: `sun_path` less its NUL.
-pub const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// Fewest hex digits of the hash we cut an identity to.
-pub const MIN_IDENT_HEX: usize = 33;
+pub(crate) const MIN_IDENT_HEX: usize = 33;
 
 /// How many identities BASE keeps before the least recently used go.
-pub const MAX_IDENTITIES: usize = 100;
+pub(crate) const MAX_IDENTITIES: usize = 100;
 
 /// Finds (creating it if need be) this user's run directory.
-pub fn base_dir() -> Result<PathBuf, String> {
+pub(crate) fn base_dir() -> Result<PathBuf, Failure> {
     let uid = nix::unistd::getuid().as_raw();
     if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
         let xdg = PathBuf::from(xdg);
@@ -60,19 +63,23 @@ fn usable_runtime_dir(dir: &Path, uid: u32) -> bool {
 }
 
 /// Creates `dir` mode 0700 unless it exists, then checks it is safe.
-fn ensure_private_dir(dir: &Path, uid: u32) -> Result<PathBuf, String> {
+fn ensure_private_dir(dir: &Path, uid: u32) -> Result<PathBuf, Failure> {
     match DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => {
-            return Err(format!(
+            return Err(Failure::new(format!(
                 "cannot create run directory {}: {e}",
                 dir.display()
-            ));
+            )));
         }
     }
-    let m = fs::symlink_metadata(dir)
-        .map_err(|e| format!("cannot examine run directory {}: {e}", dir.display()))?;
+    let m = fs::symlink_metadata(dir).map_err(|e| {
+        Failure::new(format!(
+            "cannot examine run directory {}: {e}",
+            dir.display()
+        ))
+    })?;
     let problem = if m.file_type().is_symlink() {
         Some("is a symbolic link".to_string())
     } else if !m.is_dir() {
@@ -88,28 +95,31 @@ fn ensure_private_dir(dir: &Path, uid: u32) -> Result<PathBuf, String> {
         None
     };
     match problem {
-        Some(p) => Err(format!(
+        Some(p) => Err(Failure::new(format!(
             "run directory {} {p}; refusing to use it",
             dir.display()
-        )),
+        ))),
         None => Ok(dir.to_path_buf()),
     }
 }
 
-fn home_dir(uid: u32) -> Result<PathBuf, String> {
+fn home_dir(uid: u32) -> Result<PathBuf, Failure> {
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         let home = PathBuf::from(home);
         // Daemons chdir to /; every path we hand out must be absolute.
         if !home.is_absolute() {
-            return Err(format!("HOME ({}) is not an absolute path", home.display()));
+            return Err(Failure::new(format!(
+                "HOME ({}) is not an absolute path",
+                home.display()
+            )));
         }
         return Ok(home);
     }
     match nix::unistd::User::from_uid(uid.into()) {
         Ok(Some(u)) => Ok(u.dir),
-        _ => Err(format!(
+        _ => Err(Failure::new(format!(
             "no usable runtime directory, HOME is not set and uid {uid} has no home directory"
-        )),
+        ))),
     }
 }
 
@@ -130,7 +140,7 @@ fn short_hostname() -> OsString {
 
 /// One `-E` or `-G` option, in command-line order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentityItem {
+pub(crate) enum IdentityItem {
     /// `-E VAR`: the variable's value, or its absence, is part of it.
     EnvVar(OsString),
     /// `-G STRING`: the string is part of it.
@@ -140,20 +150,20 @@ pub enum IdentityItem {
 /// Everything a server's identity is made of, bar the machine facts that
 /// [`identity_hash`] reads itself.
 #[derive(Debug, Clone)]
-pub struct IdentitySpec<'a> {
-    pub items: &'a [IdentityItem],
+pub(crate) struct IdentitySpec<'a> {
+    pub(crate) items: &'a [IdentityItem],
     /// The interpreter and its own arguments (from the combined #! form).
-    pub interpreter: &'a [OsString],
-    pub script: Option<&'a OsStr>,
+    pub(crate) interpreter: &'a [OsString],
+    pub(crate) script: Option<&'a OsStr>,
     /// Whether the current directory is part of it (not with --caller-dir).
-    pub include_cwd: bool,
+    pub(crate) include_cwd: bool,
 }
 
 /// Hex SHA-256 (64 digits) of the identity: uname, device and inode of `.`
 /// and `/`, each `-E`/`-G` in order, the interpreter, the script. Every
 /// field is length-prefixed and tagged, so no two inputs collide by
 /// concatenation.
-pub fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
+pub(crate) fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
     let mut h = Sha256::new();
     let mut field = |tag: u8, bytes: &[u8]| {
         h.update([tag]);
@@ -209,43 +219,46 @@ pub fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
 
 /// The socket and lock paths of one identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdentityPaths {
-    pub ident: String,
-    pub socket: PathBuf,
-    pub lock: PathBuf,
+pub(crate) struct IdentityPaths {
+    pub(crate) ident: String,
+    pub(crate) socket: PathBuf,
+    pub(crate) lock: PathBuf,
 }
 
 impl IdentityPaths {
     /// Paths for a hashed identity, cut so the socket path fits `sun_path`.
-    pub fn for_hash(base: &Path, hash_hex: &str) -> Result<Self, String> {
+    pub(crate) fn for_hash(base: &Path, hash_hex: &str) -> Result<Self, Failure> {
         let room = MAX_SOCKET_PATH.saturating_sub(base.as_os_str().len() + 2);
         if room < MIN_IDENT_HEX {
-            return Err(format!(
+            return Err(Failure::new(format!(
                 "run directory path {} is too long: a socket name there would keep only \
                  {room} hex digits of the identity, fewer than {MIN_IDENT_HEX}",
                 base.display()
-            ));
+            )));
         }
         Ok(Self::new(base, &hash_hex[..room.min(hash_hex.len())]))
     }
 
     /// Paths for an identity given with `-g`, which is used as it is.
-    pub fn for_given(base: &Path, ident: &OsStr) -> Result<Self, String> {
+    pub(crate) fn for_given(base: &Path, ident: &OsStr) -> Result<Self, Failure> {
         let bytes = ident.as_bytes();
         if bytes.is_empty() || bytes.contains(&b'/') {
-            return Err(format!(
+            return Err(Failure::new(format!(
                 "bad identity {:?} for -g: it must be non-empty and contain no '/'",
                 ident
-            ));
+            )));
         }
-        let ident = std::str::from_utf8(bytes)
-            .map_err(|_| format!("bad identity {ident:?} for -g: it must be valid UTF-8"))?;
+        let ident = std::str::from_utf8(bytes).map_err(|_| {
+            Failure::new(format!(
+                "bad identity {ident:?} for -g: it must be valid UTF-8"
+            ))
+        })?;
         let paths = Self::new(base, ident);
         if paths.socket.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(format!(
+            return Err(Failure::new(format!(
                 "identity {ident:?} for -g is too long: socket path {} exceeds {MAX_SOCKET_PATH} bytes",
                 paths.socket.display()
-            ));
+            )));
         }
         Ok(paths)
     }
@@ -263,44 +276,35 @@ impl IdentityPaths {
 
 /// An exclusive flock on an identity's lock file, released on drop.
 #[derive(Debug)]
-pub struct IdentityLock {
-    _file: File,
+pub(crate) struct IdentityLock {
+    _lock: Flock<File>,
 }
 
-/// Who holds the flock on `path`, from /proc/locks: pid and command name.
-pub fn lock_holder(path: &Path) -> Option<(u32, String)> {
+/// Who holds the flock on `path`: pid and command name.
+pub(crate) fn lock_holder(path: &Path) -> Option<(u32, String)> {
     let meta = fs::metadata(path).ok()?;
-    let ours = (libc::major(meta.dev()), libc::minor(meta.dev()), meta.ino());
-    let locks = fs::read_to_string("/proc/locks").ok()?;
-    let pid = locks.lines().find_map(|line| {
-        // "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF": major and
-        // minor in hex, inode in decimal.
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let (pid, file) = (words.get(4)?, words.get(5)?);
-        let mut parts = file.split(':');
-        let major = u32::from_str_radix(parts.next()?, 16).ok()?;
-        let minor = u32::from_str_radix(parts.next()?, 16).ok()?;
-        let ino: u64 = parts.next()?.parse().ok()?;
-        (words.get(1) == Some(&"FLOCK") && (major, minor, ino) == ours)
-            .then(|| pid.parse::<u32>().ok())?
-    })?;
-    let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    Some((pid, name.trim().to_string()))
+    let pid = procfs::flock_holder(meta.dev(), meta.ino())?;
+    Some((pid, procfs::command_name(pid)))
 }
 
 impl IdentityLock {
     /// Blocks until the lock is ours. If the lock file is removed or
     /// replaced while we wait (`--kill` removes it), locks the new one.
-    pub fn acquire(path: &Path) -> io::Result<Self> {
+    pub(crate) fn acquire(path: &Path) -> io::Result<Self> {
         Self::lock(path, true).map(|l| l.expect("blocking lock always returns a lock"))
     }
 
     /// Like [`acquire`](Self::acquire), but `None` at once if it is held.
-    pub fn try_acquire(path: &Path) -> io::Result<Option<Self>> {
+    pub(crate) fn try_acquire(path: &Path) -> io::Result<Option<Self>> {
         Self::lock(path, false)
     }
 
     fn lock(path: &Path, block: bool) -> io::Result<Option<Self>> {
+        let how = if block {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
         loop {
             let file = OpenOptions::new()
                 .read(true)
@@ -309,24 +313,18 @@ impl IdentityLock {
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(path)?;
-            let op = if block {
-                libc::LOCK_EX
-            } else {
-                libc::LOCK_EX | libc::LOCK_NB
+            let lock = match Flock::lock(file, how) {
+                Ok(lock) => lock,
+                Err((_, Errno::EINTR)) => continue,
+                Err((_, Errno::EWOULDBLOCK)) if !block => return Ok(None),
+                Err((_, e)) => return Err(e.into()),
             };
-            // SAFETY: flock on an fd we own.
-            if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EWOULDBLOCK) if !block => return Ok(None),
-                    _ => return Err(e),
-                }
-            }
-            let held = file.metadata()?;
+            // Still the file at `path`? Otherwise it was removed or
+            // replaced while we waited: lock the new one.
+            let held = lock.metadata()?;
             match fs::symlink_metadata(path) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(Some(IdentityLock { _file: file }));
+                    return Ok(Some(IdentityLock { _lock: lock }));
                 }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -337,7 +335,7 @@ impl IdentityLock {
 }
 
 /// Removes a file, counting "already gone" as success.
-pub fn remove_if_exists(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
@@ -346,31 +344,14 @@ pub fn remove_if_exists(path: &Path) -> io::Result<()> {
 
 // --------------------------------------------------------------- pre-clean
 
-/// Listening Unix sockets by path: their socket inodes (/proc/net/unix).
-pub fn listening_sockets() -> HashMap<PathBuf, u64> {
-    const ACCEPTING: u32 = 0x0001_0000; // __SO_ACCEPTCON
-    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
-            let inode = fields.get(6)?.parse().ok()?;
-            let path = fields.get(7)?;
-            (flags & ACCEPTING != 0).then(|| (PathBuf::from(path), inode))
-        })
-        .collect()
-}
-
 /// Keeps BASE to at most `keep` identities before a new one is added:
 /// deletes sockets (and their locks), each under its own lock: first
 /// those nobody listens on (their servers are gone), then the least
 /// recently used by socket atime (their servers quit once their calls in
 /// flight finish). An identity whose lock is held (being created or
 /// killed right now, including our own) is skipped.
-pub fn preclean(base: &Path, keep: usize) -> io::Result<()> {
-    let listening = listening_sockets();
+pub(crate) fn preclean(base: &Path, keep: usize) -> io::Result<()> {
+    let listening = procfs::listening_sockets();
     let mut sockets = Vec::new();
     for entry in fs::read_dir(base)? {
         let entry = entry?;
@@ -450,7 +431,9 @@ mod tests {
         assert_eq!(p.socket.as_os_str().len(), MAX_SOCKET_PATH);
         assert!(p.ident.len() >= MIN_IDENT_HEX);
         let too_long = PathBuf::from(format!("/{}", "d".repeat(80)));
-        let err = IdentityPaths::for_hash(&too_long, &hash).unwrap_err();
+        let err = IdentityPaths::for_hash(&too_long, &hash)
+            .unwrap_err()
+            .message;
         assert!(err.contains("too long"), "{err}");
     }
 

@@ -18,21 +18,31 @@
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use inotify::{EventMask, Inotify, WatchMask};
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
 use crate::sys::{self, Forked};
 
 /// Starts a watcher for `socket` (device `dev`, inode `ino`), fully
 /// daemonised; reaps the intermediate process before returning.
-pub fn spawn(socket: &Path, dev: u64, ino: u64, stdin: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
-    match sys::fork()? {
+pub(crate) fn spawn(
+    socket: &Path,
+    dev: u64,
+    ino: u64,
+    stdin: OwnedFd,
+    stderr: OwnedFd,
+) -> io::Result<()> {
+    // SAFETY: the client is single-threaded here (its lock announcer
+    // thread, if any, has been joined).
+    match unsafe { sys::fork() }? {
         Forked::Parent(intermediate) => {
             drop((stdin, stderr));
-            let status = sys::wait_status(intermediate, 0)?.unwrap_or(-1);
+            let status = sys::wait_status(intermediate, false)?.unwrap_or(-1);
             if status != 0 {
                 return Err(io::Error::other(format!(
                     "watcher's intermediate process {}",
@@ -41,7 +51,8 @@ pub fn spawn(socket: &Path, dev: u64, ino: u64, stdin: OwnedFd, stderr: OwnedFd)
             }
             Ok(())
         }
-        Forked::Child => match sys::fork() {
+        // SAFETY: as above; the intermediate process is a copy of it.
+        Forked::Child => match unsafe { sys::fork() } {
             Ok(Forked::Child) => become_watcher(socket, dev, ino, stdin, stderr),
             Ok(Forked::Parent(_)) => sys::exit_now(0),
             Err(_) => sys::exit_now(1),
@@ -53,18 +64,13 @@ fn become_watcher(socket: &Path, dev: u64, ino: u64, stdin: OwnedFd, stderr: Own
     let _ = nix::unistd::setsid();
     // A daemon must not keep the caller's directory (or its mount) busy.
     let _ = std::env::set_current_dir("/");
-    let plumbed = (|| {
-        sys::dup2(stdin.as_raw_fd(), 0)?;
-        sys::dup2(stderr.as_raw_fd(), 2)?;
-        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-        sys::dup2(null.as_raw_fd(), 1)
-    })();
-    if plumbed.is_err() {
+    if plumb(stdin, stderr).is_err() {
         sys::exit_now(1);
     }
-    // Everything else (the caller's fds, the client's lock and sockets).
-    sys::close_from(3);
-    std::mem::forget((stdin, stderr));
+    // Everything else: the caller's fds, the client's lock and sockets.
+    // SAFETY: we never return to the client's frames that own them
+    // (this function ends the process).
+    let _ = unsafe { sys::close_from(3) };
     let code = match watch(socket, dev, ino) {
         Ok(()) => 0,
         Err(e) => {
@@ -79,6 +85,15 @@ fn become_watcher(socket: &Path, dev: u64, ino: u64, stdin: OwnedFd, stderr: Own
     sys::exit_now(code)
 }
 
+/// fd 0 the server's pipe, fd 1 /dev/null, fd 2 the pipe to the server.
+fn plumb(stdin: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
+    dup2_stdin(&stdin)?;
+    dup2_stderr(&stderr)?;
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    dup2_stdout(&null)?;
+    Ok(())
+}
+
 fn still_there(socket: &Path, dev: u64, ino: u64) -> bool {
     matches!(std::fs::symlink_metadata(socket), Ok(m) if m.dev() == dev && m.ino() == ino)
 }
@@ -86,21 +101,20 @@ fn still_there(socket: &Path, dev: u64, ino: u64) -> bool {
 fn watch(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
     let dir = socket.parent().unwrap_or(Path::new("."));
     let name: &OsStr = socket.file_name().unwrap_or_default();
-    let mut inotify = Inotify::init()?;
-    inotify.watches().add(
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
+    inotify.add_watch(
         dir,
-        WatchMask::CREATE
-            | WatchMask::DELETE
-            | WatchMask::MOVED_FROM
-            | WatchMask::MOVED_TO
-            | WatchMask::DELETE_SELF
-            | WatchMask::MOVE_SELF,
+        AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF,
     )?;
     // The path may have changed before the watch existed.
     if !still_there(socket, dev, ino) {
         return Ok(());
     }
-    let mut buffer = [0u8; 4096];
     // SAFETY: fd 0 stays open for the life of this process.
     let stdin = unsafe { BorrowedFd::borrow_raw(0) };
     loop {
@@ -109,27 +123,24 @@ fn watch(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
             let mut byte = [0u8; 64];
             match nix::unistd::read(stdin, &mut byte) {
                 Ok(0) => return Ok(()),
-                Ok(_) | Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                Ok(_) | Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         if inotify_ready {
-            let mut check = false;
-            match inotify.read_events(&mut buffer) {
-                Ok(events) => {
-                    for event in events {
-                        check |= event.name == Some(name)
-                            || event.mask.intersects(
-                                EventMask::Q_OVERFLOW
-                                    | EventMask::DELETE_SELF
-                                    | EventMask::MOVE_SELF
-                                    | EventMask::IGNORED,
-                            );
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
+            let check = match inotify.read_events() {
+                Ok(events) => events.iter().any(|event| {
+                    event.name.as_deref() == Some(name)
+                        || event.mask.intersects(
+                            AddWatchFlags::IN_Q_OVERFLOW
+                                | AddWatchFlags::IN_DELETE_SELF
+                                | AddWatchFlags::IN_MOVE_SELF
+                                | AddWatchFlags::IN_IGNORED,
+                        )
+                }),
+                Err(Errno::EAGAIN) => false,
+                Err(e) => return Err(e.into()),
+            };
             if check && !still_there(socket, dev, ino) {
                 return Ok(());
             }

@@ -22,8 +22,9 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::client::Failure;
+use super::exit::Failure;
 use crate::protocol;
+use crate::sys::procfs;
 
 /// How long a live server may take to greet us before it counts as busy.
 const GREETING_WAIT: Duration = Duration::from_millis(500);
@@ -38,7 +39,7 @@ enum State {
 }
 
 /// Prints the table for the run directory `base`.
-pub fn print(base: &Path) -> Result<(), Failure> {
+pub(crate) fn print(base: &Path) -> Result<(), Failure> {
     let fail = |e: io::Error| Failure::new(format!("cannot list {}: {e}", base.display()));
     let mut sockets: Vec<(String, PathBuf, i64)> = std::fs::read_dir(base)
         .map_err(fail)?
@@ -53,7 +54,7 @@ pub fn print(base: &Path) -> Result<(), Failure> {
         })
         .collect();
     sockets.sort();
-    let listening = crate::rundir::listening_sockets();
+    let listening = procfs::listening_sockets();
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
@@ -61,8 +62,10 @@ pub fn print(base: &Path) -> Result<(), Failure> {
         "IDENT", "PID", "STARTED", "SERVED", "RUNNING", "PROTOCOL"
     );
     for (ident, path, mtime) in sockets {
-        let pid = listening.get(&path).and_then(|&inode| holder_of(inode));
-        let command = pid.map(command_line).unwrap_or_default();
+        let pid = listening
+            .get(&path)
+            .and_then(|&inode| procfs::socket_holder(inode));
+        let command = pid.map(procfs::command_line).unwrap_or_default();
         let (served, running, protocol) = match probe(&path) {
             State::Stale => ("-".into(), "-".into(), "stale".to_string()),
             State::Busy => ("?".into(), "?".into(), "busy".into()),
@@ -110,34 +113,6 @@ fn probe(path: &Path) -> State {
     }
 }
 
-/// The process (of ours) holding socket `inode`: the server.
-fn holder_of(inode: u64) -> Option<u32> {
-    let wanted = format!("socket:[{inode}]");
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|proc_entry| {
-            let pid: u32 = proc_entry.file_name().to_str()?.parse().ok()?;
-            let fds = std::fs::read_dir(proc_entry.path().join("fd")).ok()?;
-            fds.flatten()
-                .any(|fd| {
-                    std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str())
-                })
-                .then_some(pid)
-        })
-}
-
-/// A process's command line, arguments separated by spaces.
-fn command_line(pid: u32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let words: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|w| !w.is_empty())
-        .map(|w| String::from_utf8_lossy(w).into_owned())
-        .collect();
-    words.join(" ")
-}
-
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
 fn utc(secs: i64) -> String {
     // SAFETY: gmtime_r with valid pointers.
@@ -165,17 +140,5 @@ mod tests {
     fn utc_formats() {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_795_467_572), "2026-11-23T20:59:32Z");
-    }
-
-    #[test]
-    fn finds_a_listening_socket_and_its_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sock");
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let inode = *crate::rundir::listening_sockets()
-            .get(&path)
-            .expect("listed in /proc/net/unix");
-        assert_eq!(holder_of(inode), Some(std::process::id()));
-        drop(listener);
     }
 }

@@ -1,0 +1,162 @@
+//! A call on a greeted connection: the request, then (extended) the
+//! signal relay, then the script's status as our own.
+//!
+//! When the greeting advertises `signals`, the request opens with 0x01
+//! and the call goes on in frames: the forwardable signals sent to us are
+//! blocked, read from a signalfd and passed on ('S'); the executor tells
+//! us its pid ('P') and the monitor, last, its status ('X'). SIGTSTP is
+//! passed on and then stops us too, so the shell sees a stopped job; the
+//! SIGCONT of `fg` is passed on in turn.
+
+use std::ffi::CStr;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+
+use nix::sys::signal::{SigSet, Signal, raise};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::cli::ClientArgs;
+use super::connect::Greeted;
+use super::exit::{Failure, report_status};
+use crate::protocol;
+use crate::sys;
+
+/// The caller's environment, entry by entry, exactly as the kernel gave it.
+fn environ_entries() -> Vec<&'static [u8]> {
+    unsafe extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    let mut entries = Vec::new();
+    // SAFETY: environ is a NULL-terminated array of C strings that nothing
+    // in this single-threaded client modifies.
+    unsafe {
+        let mut p = environ;
+        while !p.is_null() && !(*p).is_null() {
+            let entry = CStr::from_ptr(*p).to_bytes();
+            if !entry.is_empty() {
+                entries.push(entry);
+            }
+            p = p.add(1);
+        }
+    }
+    entries
+}
+
+/// Sends the request on a greeted connection and reports the status.
+pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
+    let extended = server.offers(protocol::CAP_SIGNALS);
+    let context = extended && server.offers(protocol::CAP_CONTEXT);
+    let mut conn = server.conn;
+    if args.caller_dir && !context {
+        return Err(Failure::new(
+            "--caller-dir needs a script side that runs each call in its caller's directory \
+             (capability \"context\", this project's libraries); this server does not offer it",
+        ));
+    }
+    // Before the request: from now on no forwardable signal kills us.
+    let signals = if extended {
+        Some(ForwardedSignals::block()?)
+    } else {
+        None
+    };
+    if let Err(e) = send_request(&conn, protocol::RequestKind { extended, context }, args) {
+        return Err(Failure::new(format!(
+            "cannot send the call to the server: {e}"
+        )));
+    }
+
+    let status = match signals {
+        None => {
+            let mut status = [0u8; 4];
+            conn.read_exact(&mut status)
+                .map(|()| protocol::decode_status(status))
+        }
+        Some(signals) => relay(&conn, &signals),
+    };
+    match status {
+        Ok(status) => report_status(status),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Failure::new(
+            "monitor quit unexpectedly (no exit status for the script)",
+        )),
+        Err(e) => Err(Failure::new(format!(
+            "cannot read the script's exit status: {e}"
+        ))),
+    }
+}
+
+/// Sends our request: fds 0, 1, 2, the environment and arguments, and
+/// with `context` our directory and umask.
+fn send_request(
+    conn: &UnixStream,
+    kind: protocol::RequestKind,
+    args: &ClientArgs,
+) -> io::Result<()> {
+    let payload = protocol::encode_request_payload(
+        environ_entries(),
+        args.args
+            .iter()
+            .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())),
+    );
+    // SAFETY: fds 0..2 were checked open at start and stay open.
+    let stdio = [0, 1, 2].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
+    if !kind.context {
+        return protocol::io::send_request(conn, kind, stdio, &payload, None);
+    }
+    let cwd = std::fs::File::open(".").or_else(|_| {
+        // Unreadable: O_PATH needs no permission on it.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(".")
+    })?;
+    let umask = sys::current_umask();
+    protocol::io::send_request(conn, kind, stdio, &payload, Some((cwd.as_fd(), umask)))
+}
+
+/// The forwardable signals, blocked and readable from a signalfd.
+struct ForwardedSignals {
+    fd: SignalFd,
+}
+
+impl ForwardedSignals {
+    fn block() -> Result<Self, Failure> {
+        let mut set = SigSet::empty();
+        for &sig in &protocol::FORWARDED_SIGNALS {
+            set.add(Signal::try_from(sig).expect("a real signal"));
+        }
+        let fail = |e: nix::Error| Failure::new(format!("cannot set up signal forwarding: {e}"));
+        set.thread_block().map_err(fail)?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(fail)?;
+        Ok(ForwardedSignals { fd })
+    }
+}
+
+/// An extended call's frames: passes our signals on until the status
+/// comes.
+fn relay(conn: &UnixStream, signals: &ForwardedSignals) -> io::Result<i32> {
+    loop {
+        let [signalled, from_monitor] = sys::wait_readable([signals.fd.as_fd(), conn.as_fd()])?;
+        if signalled {
+            while let Ok(Some(info)) = signals.fd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                let frame = protocol::encode_frame(protocol::FRAME_SIGNAL, sig as u32);
+                // The monitor may be gone; its EOF says so below.
+                let _ = protocol::io::send_all(conn, &frame);
+                if sig == libc::SIGTSTP {
+                    // Stop as a direct run would; `fg` continues us, and
+                    // the SIGCONT that brings is passed on in turn.
+                    let _ = raise(Signal::SIGSTOP);
+                }
+            }
+        }
+        if from_monitor {
+            // Other kinds: the executor's pid, or a kind from a later version.
+            if let (protocol::FRAME_STATUS, status) = protocol::io::read_frame(conn)? {
+                return Ok(status as i32);
+            }
+        }
+    }
+}

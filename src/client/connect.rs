@@ -1,0 +1,118 @@
+//! Reaching a server: a greeted connection, and the identity lock taken
+//! when there is none.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use super::exit::Failure;
+use super::rundir::{self, IdentityLock};
+use crate::protocol;
+use crate::sys;
+
+/// A connection to a live server whose greeting has been read.
+pub(crate) struct Greeted {
+    pub(crate) conn: UnixStream,
+    /// The extensions it offers (none: a v1 server).
+    pub(crate) caps: Vec<String>,
+}
+
+impl Greeted {
+    pub(crate) fn offers(&self, cap: &str) -> bool {
+        self.caps.iter().any(|c| c == cap)
+    }
+}
+
+/// Connects to the server at `socket` and reads its greeting. `None` when
+/// there is no live server there (no socket, nobody listening, or EOF
+/// before the greeting from a server that is quitting).
+pub(crate) fn connect(socket: &Path) -> Result<Option<Greeted>, Failure> {
+    let conn = match UnixStream::connect(socket) {
+        Ok(c) => c,
+        Err(e) => {
+            return match e.raw_os_error() {
+                Some(libc::ECONNREFUSED) | Some(libc::ENOENT) => Ok(None),
+                _ => Err(Failure::new(format!(
+                    "cannot connect to {}: {e}",
+                    socket.display()
+                ))),
+            };
+        }
+    };
+    // Our stdin, stdout and stderr go to our own servers only: a socket
+    // someone else listens on (planted, or a directory we were pointed
+    // at) gets nothing, not even a read of its greeting.
+    let our_uid = nix::unistd::getuid().as_raw();
+    match sys::peer_credentials(&conn) {
+        Ok((uid, _)) if uid == our_uid => {}
+        Ok((uid, pid)) => {
+            return Err(Failure::new(format!(
+                "{} belongs to a server of uid {uid} (pid {pid}), not ours ({our_uid}): nothing sent",
+                socket.display()
+            )));
+        }
+        Err(e) => {
+            return Err(Failure::new(format!(
+                "cannot check who listens on {}: {e}",
+                socket.display()
+            )));
+        }
+    }
+    greeting(conn, socket)
+}
+
+/// Reads the greeting on `conn` (a connection to `socket`, or the first
+/// call's socketpair); `None` if the connection ended before it.
+pub(crate) fn greeting(conn: UnixStream, socket: &Path) -> Result<Option<Greeted>, Failure> {
+    match protocol::io::read_greeting(&conn) {
+        Ok(xdata) => Ok(Some(Greeted {
+            conn,
+            caps: protocol::decode_caps(&xdata),
+        })),
+        Err(e) if protocol::io::hung_up(&e) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(Failure::new(format!("{}: {e}", socket.display())))
+        }
+        Err(e) => Err(Failure::new(format!(
+            "cannot read greeting from {}: {e}",
+            socket.display()
+        ))),
+    }
+}
+
+/// How long the lock may take before we say what we are waiting for.
+const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Takes the identity lock. If that takes more than [`LOCK_PATIENCE`]
+/// (another client is starting a slow server, or a stuck process holds
+/// the lock) it says so once on stderr, naming the holder, and goes on
+/// waiting: a caller is never left hanging without a word.
+pub(crate) fn lock_identity(path: &Path) -> Result<IdentityLock, Failure> {
+    let failed = |e: io::Error| Failure::new(format!("cannot lock {}: {e}", path.display()));
+    if let Some(lock) = IdentityLock::try_acquire(path).map_err(failed)? {
+        return Ok(lock);
+    }
+    let (done, patience) = std::sync::mpsc::channel::<()>();
+    let shown = path.to_owned();
+    let announcer = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            patience.recv_timeout(LOCK_PATIENCE)
+        {
+            let holder = match rundir::lock_holder(&shown) {
+                Some((pid, name)) => format!("held by pid {pid} ({name})"),
+                None => "held by another process".into(),
+            };
+            eprintln!(
+                "prefork-interp: waiting for {}, {holder}: a server is starting; if it is stuck, \
+                 kill that process or remove the lock",
+                shown.display()
+            );
+        }
+    });
+    let lock = IdentityLock::acquire(path);
+    // Single-threaded again before anything forks.
+    drop(done);
+    let _ = announcer.join();
+    lock.map_err(failed)
+}

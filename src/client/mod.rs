@@ -1,0 +1,132 @@
+//! The `prefork-interp` command: what the kernel runs for a
+//! `#!/usr/bin/prefork-interp` line (the `client` feature).
+//!
+//! ```text
+//! connect BASE/s<ident>, read greeting ──ok──────────────────────────┐
+//!   │ refused / missing / EOF (stale)                                 │
+//! flock BASE/l<ident>                                                 │
+//!   │ --kill: unlink socket and lock, exit 0                          │
+//! connect again (someone may just have made it) ──ok── unlock ────────┤
+//!   │ still nothing (or -f)                                           │
+//! spawn: socket, watcher, setup run, greeting; unlock ────────────────┤
+//!                                                                     v
+//! call: request (fd 0, 1, 2, env, args) ──> executor; status <── monitor:
+//! exit with it, or die of the same signal
+//! ```
+//!
+//! One file per job: `cli` (the command line), `rundir` (run directory,
+//! identity, lock), `connect` (a greeted connection), `spawn` (a new
+//! server), `watcher` (the daemon tying a server to its socket path),
+//! `call` (request, signal relay, status), `list` (`--list`), `exit`
+//! (the one error type, and how a status becomes ours).
+
+mod call;
+mod cli;
+mod connect;
+mod exit;
+mod list;
+mod rundir;
+mod spawn;
+mod watcher;
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use cli::{ClientArgs, Mode, Parsed};
+use exit::Failure;
+use rundir::{IdentityPaths, IdentitySpec};
+
+/// The whole command; returns its exit status (or dies of the script's
+/// signal, as a direct run would). Errors are printed here, once, as
+/// `prefork-interp: MESSAGE` on stderr.
+pub fn main() -> i32 {
+    match run() {
+        Ok(code) => code,
+        Err(f) => {
+            let _ = writeln!(io::stderr(), "prefork-interp: {}", f.message);
+            f.exit_code
+        }
+    }
+}
+
+fn run() -> Result<i32, Failure> {
+    let args = match cli::parse(std::env::args_os().collect())? {
+        Parsed::Print(text) => {
+            let mut out = io::stdout();
+            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+            return Ok(0);
+        }
+        Parsed::Run(args) => args,
+    };
+    if !matches!(args.mode, Mode::Kill | Mode::List) {
+        // A closed fd 0..2 would be reused by our own sockets and sent on.
+        for (fd, name) in [
+            (0, "standard input"),
+            (1, "standard output"),
+            (2, "standard error"),
+        ] {
+            if !crate::sys::fd_is_open(fd) {
+                return Err(Failure::new(format!("{name} (fd {fd}) is closed")));
+            }
+        }
+    }
+
+    let base = rundir::base_dir()?;
+    if args.mode == Mode::List {
+        return list::print(&base).map(|()| 0);
+    }
+    let paths = identity_paths(&base, &args)?;
+
+    if args.mode == Mode::Normal
+        && let Some(server) = connect::connect(&paths.socket)?
+    {
+        return call::call(server, &args);
+    }
+
+    let lock = connect::lock_identity(&paths.lock)?;
+    match args.mode {
+        Mode::Kill => {
+            for path in [&paths.socket, &paths.lock] {
+                rundir::remove_if_exists(path)
+                    .map_err(|e| Failure::new(format!("cannot remove {}: {e}", path.display())))?;
+            }
+            return Ok(0);
+        }
+        Mode::Normal => {
+            if let Some(server) = connect::connect(&paths.socket)? {
+                drop(lock);
+                return call::call(server, &args);
+            }
+        }
+        // (--list returned above.)
+        Mode::Fresh | Mode::List => {}
+    }
+
+    // Best effort: a directory we cannot tidy fails clearly just below.
+    let _ = rundir::preclean(&base, rundir::MAX_IDENTITIES);
+    let server = spawn::create_server(&paths, &args)?;
+    if args.caller_dir && !server.offers(crate::protocol::CAP_CONTEXT) {
+        // Useless to anyone: take the new server down again (we hold the
+        // lock, so its file may go too).
+        let _ = rundir::remove_if_exists(&paths.socket);
+        let _ = rundir::remove_if_exists(&paths.lock);
+    }
+    drop(lock);
+    call::call(server, &args)
+}
+
+fn identity_paths(base: &Path, args: &ClientArgs) -> Result<IdentityPaths, Failure> {
+    match &args.given_identity {
+        Some(ident) => IdentityPaths::for_given(base, ident),
+        None => {
+            let hash = rundir::identity_hash(&IdentitySpec {
+                items: &args.identity_items,
+                interpreter: &args.interpreter,
+                script: args.script.as_deref(),
+                include_cwd: !args.caller_dir,
+            })
+            .map_err(|e| Failure::new(format!("cannot compute the server identity: {e}")))?;
+            IdentityPaths::for_hash(base, &hash)
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The Rust script side: a program becomes a prefork server by calling
+//! [`initialisation_complete`] once its expensive start-up is done.
+//!
+//! ```no_run
+//! let invocation = prefork_interp::initialisation_complete(Default::default())?;
+//! // From here on we are an executor: fds 0/1/2, the environment and
+//! // `invocation.args` are the caller's.
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! One file per role, each with its picture:
+//!
+//! - `setup`: the setup run's end: checks, then the daemon fork.
+//! - `server`: the call loop; forks call handlers in advance.
+//! - `monitor`: one per call: watches its executor and its client.
+//! - `executor`: the script again, with the caller's fds, args and env.
+//! - `reload`, `huge_pages`, `log`: the server's policies and its voice.
+//! - `options`, `invocation`: the public types.
+
+mod executor;
+mod huge_pages;
+mod invocation;
+mod log;
+mod monitor;
+mod options;
+mod reload;
+mod server;
+mod setup;
+
+pub use invocation::Invocation;
+pub use options::Options;
+pub use setup::initialisation_complete;

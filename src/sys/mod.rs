@@ -1,0 +1,264 @@
+//! Thin, fd-typed wrappers over the system calls both the client and the
+//! script side make, where nix has no safe form: fork with its contract
+//! stated, pidfds, close_range, signal dispositions, wait statuses as text.
+//! Everything else is called through nix directly. [`procfs`] reads /proc.
+//!
+//! Every `fork` in this crate happens in a process that is single-threaded
+//! by design (the client once its lock announcer has been joined; a
+//! script-side server that checked it has no other threads), so the child
+//! may go on to run ordinary Rust code.
+
+pub(crate) mod procfs;
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+pub(crate) use nix::unistd::Pid;
+
+/// Which side of a fork we are on.
+pub(crate) enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// `fork(2)`.
+///
+/// # Safety
+/// The process must be single-threaded: the child then has consistent
+/// copies of every lock and may run ordinary code.
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: the caller guarantees a single-threaded process.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Ends this process at once: no atexit handlers, no stdio flushing, no
+/// destructors. For server, monitor and intermediate processes, whose
+/// copies of the script's state must not run its exit-time code.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// A pidfd: readable once its process has exited (Linux 5.3).
+#[derive(Debug)]
+pub(crate) struct Pidfd(OwnedFd);
+
+impl Pidfd {
+    /// A pidfd for `pid`: our own child (not yet reaped, so the pid cannot
+    /// have been reused), or ourselves.
+    pub(crate) fn open(pid: Pid) -> io::Result<Self> {
+        // SAFETY: plain system call; on success the result is a new fd.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just gave us this fd; nothing else owns it.
+        Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    }
+
+    /// Blocks until the process has exited (it is not reaped).
+    pub(crate) fn wait_for_exit(&self) {
+        let _ = wait_readable([self.as_fd()]);
+    }
+}
+
+impl AsFd for Pidfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Reaps child `pid` and returns its raw wait status; with `nohang`,
+/// `None` while it runs. Retries on EINTR.
+pub(crate) fn wait_status(pid: Pid, nohang: bool) -> io::Result<Option<i32>> {
+    let options = if nohang { libc::WNOHANG } else { 0 };
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid with a valid pointer. (nix's waitpid decodes the
+        // status; we need it raw, as the wire carries it.)
+        let r = unsafe { libc::waitpid(pid.as_raw(), &mut status, options) };
+        match r {
+            r if r > 0 => return Ok(Some(status)),
+            0 => return Ok(None),
+            _ if Errno::last() == Errno::EINTR => continue,
+            _ => return Err(io::Error::last_os_error()),
+        }
+    }
+}
+
+/// Blocks until at least one of `fds` is readable or hung up, and says
+/// which (level-triggered `poll`). Retries on EINTR.
+pub(crate) fn wait_readable<const N: usize>(fds: [BorrowedFd<'_>; N]) -> io::Result<[bool; N]> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut polled = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
+    loop {
+        match poll(&mut polled, PollTimeout::NONE) {
+            Ok(_) => return Ok(polled.each_ref().map(|p| p.any().unwrap_or(false))),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Closes every fd from `first` up (close_range, Linux 5.9).
+///
+/// # Safety
+/// No `OwnedFd` (or `File`, socket ...) at or above `first` may be used or
+/// dropped afterwards: the caller never returns to the frames that own
+/// them (a daemon that was just forked, on its way to its own loop).
+pub(crate) unsafe fn close_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: close_range on a range of integers; the caller vouches for
+    // the owners of those fds.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks every fd from `first` up close-on-exec (close_range, Linux 5.11).
+/// Changes flags only, so ownership is untouched. Async-signal-safe.
+pub(crate) fn cloexec_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sets or clears close-on-exec. Async-signal-safe: usable between fork
+/// and exec.
+pub(crate) fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))?;
+    Ok(())
+}
+
+/// Sets `O_NONBLOCK`.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Is fd number `fd` open? (For fds handed to us by number: stdio, the
+/// setup's fds.)
+pub(crate) fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on a number we do not own has no effect on it.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
+/// Points stdin, stdout and stderr at /dev/null.
+pub(crate) fn null_stdio() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&null)?;
+    Ok(())
+}
+
+/// Gives a signal its default disposition, and unblocks it.
+pub(crate) fn default_signal(sig: Signal) {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_DFL runs no code of ours.
+    let _ = unsafe { sigaction(sig, &default) };
+    let _ = SigSet::from(sig).thread_unblock();
+}
+
+/// Dispositions taken away from a set of signals, to be given back.
+pub(crate) struct SavedSignals(Vec<(Signal, SigAction)>);
+
+/// Ignores `signals`, remembering what they were. A monitor does this so
+/// that signals it forwards to its process group do not hurt it.
+pub(crate) fn ignore_signals(signals: &[Signal]) -> SavedSignals {
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    let saved = signals
+        .iter()
+        // SAFETY: SIG_IGN runs no code.
+        .filter_map(|&sig| Some((sig, unsafe { sigaction(sig, &ignore) }.ok()?)))
+        .collect();
+    SavedSignals(saved)
+}
+
+impl SavedSignals {
+    /// Gives the signals back what they had (an executor does this).
+    pub(crate) fn restore(&self) {
+        for (sig, old) in &self.0 {
+            // SAFETY: reinstating a disposition sigaction gave us, in a
+            // single-threaded process.
+            let _ = unsafe { sigaction(*sig, old) };
+        }
+    }
+}
+
+/// The name of a signal, e.g. "SIGTERM", or its number.
+pub(crate) fn signal_name(sig: i32) -> String {
+    match Signal::try_from(sig) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("signal {sig}"),
+    }
+}
+
+/// Describes a raw wait status for messages: "exited with status 3",
+/// "was killed by SIGSEGV (core dumped)".
+pub(crate) fn describe_status(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited with status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        let core = if libc::WCOREDUMP(status) {
+            " (core dumped)"
+        } else {
+            ""
+        };
+        format!(
+            "was killed by {}{core}",
+            signal_name(libc::WTERMSIG(status))
+        )
+    } else {
+        format!("has wait status {status:#x}")
+    }
+}
+
+/// The uid and pid of the process at the other end of a Unix socket, as
+/// the kernel recorded them at connect() or listen() (SO_PEERCRED).
+pub(crate) fn peer_credentials(sock: impl AsFd) -> io::Result<(u32, i32)> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let cred = getsockopt(&sock, PeerCredentials)?;
+    Ok((cred.uid(), cred.pid()))
+}
+
+/// This process's umask (set and put back: single-threaded callers).
+pub(crate) fn current_umask() -> u32 {
+    use nix::sys::stat::{Mode, umask};
+    let mask = umask(Mode::from_bits_truncate(0o022));
+    umask(mask);
+    mask.bits()
+}

@@ -1,0 +1,228 @@
+//! Everything this crate reads from /proc, in one place: each file's
+//! parser is a pure function of its text (tested on fixtures below), and
+//! a reader next to it opens the real file.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+/// How many threads this process has (/proc/self/task).
+pub(crate) fn thread_count() -> io::Result<usize> {
+    Ok(fs::read_dir("/proc/self/task")?.count())
+}
+
+// ------------------------------------------------------------ /proc/net/unix
+
+/// Listening Unix sockets by path, with their socket inodes.
+pub(crate) fn listening_sockets() -> HashMap<PathBuf, u64> {
+    parse_net_unix(&fs::read_to_string("/proc/net/unix").unwrap_or_default())
+}
+
+/// The listening sockets in the text of /proc/net/unix.
+fn parse_net_unix(table: &str) -> HashMap<PathBuf, u64> {
+    const ACCEPTING: u32 = 0x0001_0000; // __SO_ACCEPTCON
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
+            let inode = fields.get(6)?.parse().ok()?;
+            let path = fields.get(7)?;
+            (flags & ACCEPTING != 0).then(|| (PathBuf::from(path), inode))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- processes
+
+/// The process (of ours: others' fds are unreadable) holding socket
+/// `inode`, from /proc/PID/fd.
+pub(crate) fn socket_holder(inode: u64) -> Option<u32> {
+    let wanted = format!("socket:[{inode}]");
+    fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|proc_entry| {
+            let pid: u32 = proc_entry.file_name().to_str()?.parse().ok()?;
+            let fds = fs::read_dir(proc_entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str()))
+                .then_some(pid)
+        })
+}
+
+/// A process's command line, arguments separated by spaces.
+pub(crate) fn command_line(pid: u32) -> String {
+    join_cmdline(&fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+}
+
+fn join_cmdline(raw: &[u8]) -> String {
+    let words: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    words.join(" ")
+}
+
+/// A process's command name (/proc/PID/comm).
+pub(crate) fn command_name(pid: u32) -> String {
+    let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    name.trim().to_string()
+}
+
+// ---------------------------------------------------------------- /proc/locks
+
+/// The pid holding a flock on the file with device `dev` and inode `ino`.
+pub(crate) fn flock_holder(dev: u64, ino: u64) -> Option<u32> {
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    parse_flock_holder(&locks, (libc::major(dev), libc::minor(dev), ino))
+}
+
+/// Lines are "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF": major and
+/// minor in hex, inode in decimal.
+fn parse_flock_holder(locks: &str, file: (u32, u32, u64)) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (pid, id) = (words.get(4)?, words.get(5)?);
+        let mut parts = id.split(':');
+        let major = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let minor = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let ino: u64 = parts.next()?.parse().ok()?;
+        (words.get(1) == Some(&"FLOCK") && (major, minor, ino) == file).then(|| pid.parse().ok())?
+    })
+}
+
+// ----------------------------------------------------------- /proc/self/smaps
+
+/// One mapping of /proc/self/smaps, with what the huge-page policy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mapping {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    /// Private, writable, and backed by no file (heap or anonymous).
+    pub(crate) private_anonymous_writable: bool,
+    pub(crate) rss_kb: usize,
+}
+
+/// This process's mappings.
+pub(crate) fn own_mappings() -> io::Result<Vec<Mapping>> {
+    Ok(parse_smaps(&fs::read_to_string("/proc/self/smaps")?))
+}
+
+fn parse_smaps(smaps: &str) -> Vec<Mapping> {
+    let mut mappings: Vec<Mapping> = Vec::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            let perms = words.next().unwrap_or("");
+            let inode = words.nth(2).unwrap_or("");
+            let name = words.next().unwrap_or("");
+            let anonymous = inode == "0" && (name.is_empty() || name == "[heap]");
+            mappings.push(Mapping {
+                start,
+                end,
+                private_anonymous_writable: perms.starts_with("rw")
+                    && perms.ends_with('p')
+                    && anonymous,
+                rss_kb: 0,
+            });
+        } else if first == "Rss:"
+            && let Some(mapping) = mappings.last_mut()
+        {
+            mapping.rss_kb = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+        }
+    }
+    mappings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_unix_lists_listening_sockets_only() {
+        let table = "\
+Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 41234 /run/user/0/prefork-interp/sabc
+0000000000000000: 00000003 00000000 00000000 0001 03 41235 /run/user/0/prefork-interp/sabc
+0000000000000000: 00000002 00000000 00010000 0001 01 17 @abstract
+0000000000000000: 00000002 00000000 00000000 0002 01 18
+";
+        let got = parse_net_unix(table);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[&PathBuf::from("/run/user/0/prefork-interp/sabc")],
+            41234
+        );
+    }
+
+    #[test]
+    fn finds_a_listening_socket_and_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let inode = *listening_sockets()
+            .get(&path)
+            .expect("listed in /proc/net/unix");
+        assert_eq!(socket_holder(inode), Some(std::process::id()));
+        drop(listener);
+    }
+
+    #[test]
+    fn cmdline_words() {
+        assert_eq!(join_cmdline(b"perl\0-w\0/x y\0"), "perl -w /x y");
+        assert_eq!(join_cmdline(b""), "");
+    }
+
+    #[test]
+    fn locks_name_the_flock_holder() {
+        let locks = "\
+1: POSIX  ADVISORY  WRITE 99 08:01:5678 0 EOF
+2: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF
+3: FLOCK  ADVISORY  WRITE 4321 fd:1a:77 0 EOF
+";
+        assert_eq!(parse_flock_holder(locks, (8, 1, 5678)), Some(1234));
+        assert_eq!(parse_flock_holder(locks, (0xfd, 0x1a, 77)), Some(4321));
+        assert_eq!(parse_flock_holder(locks, (8, 1, 1)), None);
+    }
+
+    #[test]
+    fn smaps_mappings() {
+        let smaps = "\
+55d591000000-55d592100000 rw-p 00000000 00:00 0                          [heap]
+Size:              17408 kB
+Rss:               16000 kB
+7f1000000000-7f1000400000 r--p 00000000 08:01 1234                       /usr/lib/libperl.so
+Size:               4096 kB
+Rss:                4096 kB
+7f2000000000-7f2000400000 rw-s 00000000 00:01 99                         /dev/zero (deleted)
+Rss:                4096 kB
+7f3000000000-7f3000300000 rw-p 00000000 00:00 0 
+Rss:                3072 kB
+";
+        let got = parse_smaps(smaps);
+        let summary: Vec<(usize, bool, usize)> = got
+            .iter()
+            .map(|m| (m.start, m.private_anonymous_writable, m.rss_kb))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (0x55d591000000, true, 16000),
+                (0x7f1000000000, false, 4096),
+                (0x7f2000000000, false, 4096),
+                (0x7f3000000000, true, 3072),
+            ]
+        );
+        assert_eq!(got[0].end, 0x55d592100000);
+    }
+}
