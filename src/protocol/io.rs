@@ -1,4 +1,4 @@
-//! Blocking socket I/O over the [codec](super::codec): whole messages in,
+//! Blocking socket I/O over the [`codec`]: whole messages in,
 //! whole messages out. The client, every role of the Rust script side and
 //! the tests speak the wire through these functions and no other way.
 //!
