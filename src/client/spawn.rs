@@ -21,10 +21,12 @@
 //! watcher (and so any half-made server) quit: nothing is left behind.
 
 use std::fs::{self, File};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use nix::fcntl::OFlag;
@@ -52,103 +54,35 @@ impl Drop for Cleanup<'_> {
     }
 }
 
+/// The fds the setup run (and so the server) inherits, besides 0..2.
+struct ServerFds {
+    listener: UnixListener,
+    call: UnixStream,
+    watch_in: OwnedFd,
+    watch_err: OwnedFd,
+}
+
+fn io_fail(what: &str, e: io::Error) -> Failure {
+    Failure::new(format!("{what}: {e}"))
+}
+
 /// Creates a new server for `paths` (replacing any old one) and returns
 /// the first call's connection, greeting already read.
 pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<Greeted, Failure> {
     let socket = &paths.socket;
-    let io_fail = |what: &str, e: std::io::Error| Failure::new(format!("{what}: {e}"));
-
     // Armed before the socket exists: a failure to make it (a full file
     // system, say) must not leave our lock file behind either.
     let mut cleanup = Cleanup { paths, armed: true };
-    rundir::remove_if_exists(socket)
-        .map_err(|e| io_fail(&format!("cannot remove old socket {}", socket.display()), e))?;
-    let listener = UnixListener::bind(socket)
-        .map_err(|e| io_fail(&format!("cannot create socket {}", socket.display()), e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| io_fail("cannot make the socket nonblocking", e))?;
-    let meta = fs::symlink_metadata(socket)
-        .map_err(|e| io_fail(&format!("cannot examine {}", socket.display()), e))?;
-
-    let pipe = || {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_fail("cannot make a pipe", e.into()))
+    let (listener, meta) = listen(socket)?;
+    let (watch_in, watch_err) = start_watcher(socket, &meta)?;
+    let (conn, call) = UnixStream::pair().map_err(|e| io_fail("cannot make a socket pair", e))?;
+    let fds = ServerFds {
+        listener,
+        call,
+        watch_in,
+        watch_err,
     };
-    let (watch_in_read, watch_in_write) = pipe()?;
-    let (watch_err_read, watch_err_write) = pipe()?;
-    sys::set_nonblocking(watch_err_read.as_fd())
-        .map_err(|e| io_fail("cannot make a pipe nonblocking", e))?;
-    watcher::spawn(
-        socket,
-        meta.dev(),
-        meta.ino(),
-        watch_in_read,
-        watch_err_write,
-    )
-    .map_err(|e| io_fail("cannot start the watcher", e))?;
-
-    let (conn, call_server) =
-        UnixStream::pair().map_err(|e| io_fail("cannot make a socket pair", e))?;
-    let setup_env = protocol::encode_setup_env(&SetupEnv {
-        started_secs: meta.mtime(),
-        started_nsecs: meta.mtime_nsec() as u32,
-        listen: listener.as_raw_fd(),
-        call: call_server.as_raw_fd(),
-        watch_in: watch_in_write.as_raw_fd(),
-        watch_err: watch_err_read.as_raw_fd(),
-        // We read greeting xdata: the server may offer its extensions.
-        client_caps: protocol::OUR_CAPS.iter().map(|c| c.to_string()).collect(),
-    });
-    let stderr_copy: OwnedFd = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| io_fail("cannot duplicate stderr", e))?;
-
-    let interpreter = &args.interpreter;
-    let mut command = Command::new(&interpreter[0]);
-    command
-        .args(&interpreter[1..])
-        .args(args.script.iter())
-        .args(&args.args)
-        .stdin(Stdio::null())
-        .stdout(File::from(stderr_copy))
-        .env(protocol::ENV_VAR, setup_env);
-    // Raw numbers: the closure outlives these borrows' scope as far as
-    // the compiler knows, though it runs (in the child) before they drop.
-    let inherited = [
-        listener.as_raw_fd(),
-        call_server.as_raw_fd(),
-        watch_err_read.as_raw_fd(),
-        watch_in_write.as_raw_fd(),
-    ];
-    // The setup (and so the server, for its whole life) gets fds 0..2 and
-    // the protocol's four, nothing else: any other fd of the first caller
-    // (a pipe, say) must not be held open by a long-lived server.
-    // SAFETY: the closure only calls close_range and fcntl, which are
-    // async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            sys::cloexec_from(3)?;
-            for fd in inherited {
-                // These fds are open in the child until exec.
-                sys::set_cloexec(BorrowedFd::borrow_raw(fd), false)?;
-            }
-            Ok(())
-        });
-    }
-    let mut setup = command.spawn().map_err(|e| {
-        Failure::new(format!(
-            "cannot run interpreter {}: {e}",
-            interpreter[0].to_string_lossy()
-        ))
-    })?;
-    // The server holds these now; ours would keep the watcher and the
-    // first call alive past the server's death.
-    drop((listener, call_server, watch_err_read, watch_in_write));
-
-    let status = setup
-        .wait()
-        .map_err(|e| io_fail("cannot wait for the script's initialisation", e))?;
+    let status = run_setup(args, &meta, fds)?;
     if !status.success() {
         let raw = status.into_raw();
         let message = format!(
@@ -175,4 +109,107 @@ pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<
     };
     cleanup.armed = false;
     Ok(server)
+}
+
+/// A fresh listening socket at `socket` (nonblocking), and its metadata:
+/// its inode is what the watcher watches, its mtime the server's start.
+fn listen(socket: &Path) -> Result<(UnixListener, fs::Metadata), Failure> {
+    rundir::remove_if_exists(socket)
+        .map_err(|e| io_fail(&format!("cannot remove old socket {}", socket.display()), e))?;
+    let listener = UnixListener::bind(socket)
+        .map_err(|e| io_fail(&format!("cannot create socket {}", socket.display()), e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| io_fail("cannot make the socket nonblocking", e))?;
+    let meta = fs::symlink_metadata(socket)
+        .map_err(|e| io_fail(&format!("cannot examine {}", socket.display()), e))?;
+    Ok((listener, meta))
+}
+
+/// Starts the watcher for `socket`; returns the server's ends of its two
+/// pipes (WATCHI: write end of its stdin; WATCHE: read end of its stderr).
+fn start_watcher(socket: &Path, meta: &fs::Metadata) -> Result<(OwnedFd, OwnedFd), Failure> {
+    let pipe = || {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_fail("cannot make a pipe", e.into()))
+    };
+    let (watch_in_read, watch_in_write) = pipe()?;
+    let (watch_err_read, watch_err_write) = pipe()?;
+    sys::set_nonblocking(watch_err_read.as_fd())
+        .map_err(|e| io_fail("cannot make a pipe nonblocking", e))?;
+    watcher::spawn(
+        socket,
+        meta.dev(),
+        meta.ino(),
+        watch_in_read,
+        watch_err_write,
+    )
+    .map_err(|e| io_fail("cannot start the watcher", e))?;
+    Ok((watch_in_write, watch_err_read))
+}
+
+/// Runs the setup: the script, told its fds by `PREFORK_INTERP`; waits
+/// for it (it forks the server and exits).
+fn run_setup(
+    args: &ClientArgs,
+    meta: &fs::Metadata,
+    fds: ServerFds,
+) -> Result<std::process::ExitStatus, Failure> {
+    let setup_env = protocol::encode_setup_env(&SetupEnv {
+        started_secs: meta.mtime(),
+        started_nsecs: meta.mtime_nsec() as u32,
+        listen: fds.listener.as_raw_fd(),
+        call: fds.call.as_raw_fd(),
+        watch_in: fds.watch_in.as_raw_fd(),
+        watch_err: fds.watch_err.as_raw_fd(),
+        // We read greeting xdata: the server may offer its extensions.
+        client_caps: protocol::OUR_CAPS.iter().map(|c| c.to_string()).collect(),
+    });
+    let stderr_copy: OwnedFd = io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| io_fail("cannot duplicate stderr", e))?;
+
+    let interpreter = &args.interpreter;
+    let mut command = Command::new(&interpreter[0]);
+    command
+        .args(&interpreter[1..])
+        .args(args.script.iter())
+        .args(&args.args)
+        .stdin(Stdio::null())
+        .stdout(File::from(stderr_copy))
+        .env(protocol::ENV_VAR, setup_env);
+    // Raw numbers: the closure must be 'static, though it runs (in the
+    // child, before exec) while `fds` is alive.
+    let inherited = [
+        fds.listener.as_raw_fd(),
+        fds.call.as_raw_fd(),
+        fds.watch_in.as_raw_fd(),
+        fds.watch_err.as_raw_fd(),
+    ];
+    // The setup (and so the server, for its whole life) gets fds 0..2 and
+    // the protocol's four, nothing else: any other fd of the first caller
+    // (a pipe, say) must not be held open by a long-lived server.
+    // SAFETY: the closure only calls close_range and fcntl, which are
+    // async-signal-safe; the fds it borrows are open until exec.
+    unsafe {
+        command.pre_exec(move || {
+            sys::cloexec_from(3)?;
+            for fd in inherited {
+                sys::set_cloexec(BorrowedFd::borrow_raw(fd), false)?;
+            }
+            Ok(())
+        });
+    }
+    let mut setup = command.spawn().map_err(|e| {
+        Failure::new(format!(
+            "cannot run interpreter {}: {e}",
+            interpreter[0].to_string_lossy()
+        ))
+    })?;
+    // The server holds these now; ours would keep the watcher and the
+    // first call alive past the server's death.
+    drop(fds);
+    setup
+        .wait()
+        .map_err(|e| io_fail("cannot wait for the script's initialisation", e))
 }

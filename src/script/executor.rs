@@ -37,7 +37,7 @@ use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fchdir};
 use super::invocation::Invocation;
 use super::log;
 use crate::protocol;
-use crate::protocol::io::{hung_up, read_request, recv_fd, send_all};
+use crate::protocol::io::{Request, hung_up, read_request, recv_fd, send_all};
 use crate::sys;
 
 /// Turns this freshly forked child of a monitor into an executor: waits
@@ -57,8 +57,18 @@ pub(crate) fn run(
     }
     saved.restore();
     sys::default_signal(Signal::SIGINT);
-    let Ok((_, call)) = recv_fd(&handover) else {
-        sys::exit_now(0)
+    let request = take_call(&handover, &monitor);
+    drop((monitor, handover));
+    become_the_call(request)
+}
+
+/// Waits for the call the server hands over, reads its request, and tells
+/// the client (extended: 'P', our pid) and the monitor ('r') that it is
+/// ours. Any failure ends this process: a call that cannot start leaves
+/// nothing of the script running.
+fn take_call(handover: &UnixStream, monitor: &UnixStream) -> Request {
+    let Ok((_, call)) = recv_fd(handover) else {
+        sys::exit_now(0) // the server or monitor is gone: not needed
     };
     let call = UnixStream::from(call);
     let request = match read_request(&call) {
@@ -72,13 +82,10 @@ pub(crate) fn run(
             sys::exit_now(1)
         }
     };
-    let payload = match protocol::decode_payload(&request.payload) {
-        Ok(payload) => payload,
-        Err(e) => {
-            log::error(&format!("call failed: {e}"));
-            sys::exit_now(1)
-        }
-    };
+    if let Err(e) = protocol::decode_payload(&request.payload) {
+        log::error(&format!("call failed: {e}"));
+        sys::exit_now(1)
+    }
     if request.kind.extended {
         let pid_frame = protocol::encode_frame(protocol::FRAME_EXECUTOR_PID, std::process::id());
         if send_all(&call, &pid_frame).is_err() {
@@ -88,10 +95,16 @@ pub(crate) fn run(
     }
     // Failure means the monitor is gone: nobody could report our status.
     let ready = protocol::encode_executor_ready(request.kind);
-    if send_all(&monitor, &ready).is_err() {
+    if send_all(monitor, &ready).is_err() {
         sys::exit_now(127);
     }
-    if let Some(context) = request.context {
+    request
+}
+
+/// Takes on the caller's directory and umask (with `context`), fds 0..2
+/// and environment; returns what the script gets.
+fn become_the_call(request: Request) -> Invocation {
+    if let Some(context) = &request.context {
         if fchdir(&context.cwd).is_err() {
             sys::exit_now(127);
         }
@@ -105,10 +118,10 @@ pub(crate) fn run(
     {
         sys::exit_now(127);
     }
-    drop((request.stdio, call, monitor, handover));
     // The server's syslog connection, if it had one, is not the script's.
     log::close();
-
+    // Decoded again (it borrows the bytes): take_call checked it.
+    let payload = protocol::decode_payload(&request.payload).expect("checked in take_call");
     // SAFETY: this process is single-threaded (checked at initialisation).
     if unsafe { nix::env::clearenv() }.is_err() {
         sys::exit_now(127);
