@@ -880,7 +880,9 @@ C<prefork_initialisation_complete>.
 When a call arrives, the server checks whether any watched file has a
 modification time later than the server's start. If so it quits, and the
 call starts a fresh server, which runs the script from the top. A file
-that does not exist is no reason to reload.
+that does not exist (never there, or removed since the server started)
+is no reason to reload, as in chiark-utils' original; the Rust and
+Python script sides behave the same.
 
 The files are watched with inotify(7), so a call costs no check at all
 unless one of them was touched since the last; then every file is
