@@ -100,6 +100,29 @@ fn script_that_never_starts_a_server() {
     h.finish();
 }
 
+/// A setup run killed by a signal: the caller dies of the same signal
+/// where a direct run would have (TERM), and otherwise gets one line
+/// saying the initialisation failed, naming the signal (QUIT, whose
+/// default would dump core). Either way nothing is left behind.
+#[test]
+fn setup_killed_by_a_signal() {
+    let h = Harness::new(Side::Rust);
+    for (signal, reraised) in [("TERM", true), ("QUIT", false)] {
+        let out = client_cmd(&h)
+            .args(["-U", "/bin/sh", "-c", &format!("kill -{signal} $$")])
+            .output()
+            .unwrap();
+        if reraised {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{out:?}");
+        } else {
+            assert_one_line_failure(&out, "script initialisation failed: was killed by SIGQUIT");
+        }
+        assert_eq!(h.run_dir_entries(), Vec::<String>::new(), "{signal}");
+    }
+    h.finish();
+}
+
 #[test]
 fn interpreter_arguments_from_the_combined_form_reach_the_interpreter() {
     // The original looks for an interpreter called "perl,-w". We run
