@@ -1,0 +1,209 @@
+//! The shape of src/, kept true: the client and the script side never
+//! import each other, and no module imports one that imports it back.
+//!
+//! A module is a file; its imports are the `crate::`, `super::` and
+//! `self::` paths it names (in `use` lines or inline) and the modules it
+//! declares with `mod`. Tests inside a file (`#[cfg(test)]` onwards) are
+//! left out: they may look at their parent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Module path ("client::call") of a file under src/.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod" || p == "lib") {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The longest known module that `path` (already absolute, `a::b::c`)
+/// names: `a::b` when `c` is an item of it.
+fn resolve(path: &str, modules: &BTreeSet<String>) -> Option<String> {
+    let mut parts: Vec<&str> = path.split("::").collect();
+    while !parts.is_empty() {
+        let candidate = parts.join("::");
+        if modules.contains(&candidate) {
+            return Some(candidate);
+        }
+        parts.pop();
+    }
+    None
+}
+
+/// Every module each module imports.
+fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.retain(|f| !f.starts_with(src.join("bin")));
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(&src, f)).collect();
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
+    let mut graph = BTreeMap::new();
+    for file in &files {
+        let module = module_of(&src, file);
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        let parent = module.rsplit_once("::").map_or("", |(p, _)| p);
+        let mut imports = BTreeSet::new();
+        for line in code.lines().map(str::trim) {
+            if line.starts_with("//") {
+                continue;
+            }
+            if let Some(name) = line
+                .strip_prefix("mod ")
+                .or_else(|| line.strip_prefix("pub mod "))
+                .or_else(|| line.strip_prefix("pub(crate) mod "))
+                .and_then(|rest| rest.strip_suffix(';'))
+            {
+                let child = if module.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{module}::{name}")
+                };
+                imports.insert(child);
+                continue;
+            }
+            // Paths named anywhere on the line, `use` or inline.
+            let mut rest = line;
+            while let Some(at) = ["crate::", "super::", "self::"]
+                .iter()
+                .filter_map(|p| rest.find(p).map(|i| (i, *p)))
+                .min()
+            {
+                let (i, prefix) = at;
+                let tail: String = rest[i + prefix.len()..]
+                    .chars()
+                    .take_while(|&c| word(c))
+                    .collect();
+                let base = match prefix {
+                    "crate::" => String::new(),
+                    "super::" => parent.to_string(),
+                    _ => module.clone(),
+                };
+                let full = if base.is_empty() {
+                    tail.trim_end_matches(':').to_string()
+                } else {
+                    format!("{base}::{}", tail.trim_end_matches(':'))
+                };
+                // `use super::{a, b}`: each name in the braces.
+                let after = &rest[i + prefix.len() + tail.len()..];
+                let targets: Vec<String> = if full.ends_with("::") || after.starts_with('{') {
+                    let inside = after.trim_start_matches('{');
+                    let inside = inside.split('}').next().unwrap_or("");
+                    inside
+                        .split(',')
+                        .map(|n| n.trim().split("::").next().unwrap_or("").to_string())
+                        .filter(|n| !n.is_empty() && n != "self")
+                        .map(|n| format!("{}::{n}", full.trim_end_matches("::")))
+                        .chain([full.trim_end_matches("::").to_string()])
+                        .collect()
+                } else {
+                    vec![full]
+                };
+                for target in targets {
+                    if let Some(m) = resolve(&target, &modules)
+                        && m != module
+                    {
+                        imports.insert(m);
+                    }
+                }
+                rest = &rest[i + prefix.len()..];
+            }
+        }
+        graph.insert(module, imports);
+    }
+    graph
+}
+
+#[test]
+fn client_and_script_never_import_each_other() {
+    let graph = import_graph();
+    assert!(graph.contains_key("client::call") && graph.contains_key("script::server"));
+    for (module, imports) in &graph {
+        for (side, other) in [("client", "script"), ("script", "client")] {
+            if module == side || module.starts_with(&format!("{side}::")) {
+                let crossing: Vec<&String> = imports
+                    .iter()
+                    .filter(|i| *i == other || i.starts_with(&format!("{other}::")))
+                    .collect();
+                assert!(crossing.is_empty(), "{module} imports {crossing:?}");
+            }
+        }
+    }
+    // What both stand on imports neither.
+    for below in ["protocol", "sys"] {
+        for (module, imports) in &graph {
+            if module == below || module.starts_with(&format!("{below}::")) {
+                assert!(
+                    imports
+                        .iter()
+                        .all(|i| !i.starts_with("client") && !i.starts_with("script")),
+                    "{module} imports {imports:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_import_cycles() {
+    let graph = import_graph();
+    // Depth-first search for a back edge.
+    fn visit<'a>(
+        module: &'a str,
+        graph: &'a BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
+        if done.contains(module) {
+            return;
+        }
+        if let Some(at) = path.iter().position(|m| *m == module) {
+            panic!(
+                "import cycle: {}",
+                path[at..].join(" -> ") + " -> " + module
+            );
+        }
+        path.push(module);
+        for next in graph.get(module).into_iter().flatten() {
+            visit(next, graph, path, done);
+        }
+        path.pop();
+        done.insert(module);
+    }
+    let mut done = BTreeSet::new();
+    for module in graph.keys() {
+        visit(module, &graph, &mut Vec::new(), &mut done);
+    }
+}
+
+#[test]
+fn the_checker_sees_imports() {
+    // A check that finds nothing proves nothing: it must see the edges
+    // the tree is built of.
+    let graph = import_graph();
+    let edges = |m: &str| graph[m].iter().cloned().collect::<Vec<_>>();
+    assert!(edges("script::server").contains(&"script::monitor".to_string()));
+    assert!(edges("script::monitor").contains(&"script::executor".to_string()));
+    assert!(edges("client::spawn").contains(&"client::connect".to_string()));
+    assert!(edges("client::call").contains(&"protocol".to_string()));
+    assert!(edges("protocol::io").contains(&"protocol::codec".to_string()));
+    assert!(edges("").contains(&"client".to_string()));
+}
