@@ -10,8 +10,6 @@
 
 #![allow(dead_code)]
 
-pub mod scenarios;
-
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -736,8 +734,6 @@ pub fn wait_until(
     Ok(())
 }
 
-/// Runs every scenario of the conformance table as its own test, for one
-/// side. The list of scenarios lives here, once, for all sides.
 /// The second user the cross-user tests act as (made on first use; the
 /// tests need root, as CI has). Returns its uid and gid.
 pub fn other_user() -> (u32, u32) {
@@ -798,62 +794,4 @@ pub fn dir_owned_by(uid: u32, gid: u32) -> tempfile::TempDir {
 
 pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-#[macro_export]
-macro_rules! conformance_suite {
-    ($side:expr) => {
-        $crate::conformance_suite!(@tests $side;
-            exit_codes_all,
-            signal_deaths,
-            args_byte_exact,
-            env_byte_exact,
-            env_is_per_call,
-            stdio_are_the_callers,
-            stdin_to_stdout_large,
-            no_protocol_fds_in_executor,
-            sigint_default_in_executor,
-            init_output_not_duplicated,
-            concurrent_first_calls_start_one_server,
-            max_servers_queues_calls,
-            kill_tears_down,
-            kill_with_call_in_flight,
-            fresh_replaces_server,
-            idle_timeout,
-            autoreload_program,
-            autoreload_extra_file,
-            setup_failure,
-            threads_refused,
-            behaves_like_direct_run,
-            exit_status_under_load,
-            exit_handlers_run_in_executor_only,
-            terminal_like_direct_run,
-            signals_forwarded_to_the_script,
-            forwarded_signal_death_is_the_callers,
-            terminal_job_control,
-            wire_extended_and_v1_calls,
-            runs_in_callers_directory_and_umask,
-            list_and_kill_by_identity,
-            client_killed_mid_call,
-            standalone_run,
-            calls_from_another_uid_are_refused,
-            load_2000_calls_32_parallel,
-            server_killed_mid_call,
-            monitor_killed_mid_call,
-            watcher_killed,
-            socket_removed_or_replaced_by_hand,
-            bad_requests_are_dropped,
-            children_left_behind_get_sigint,
-            daemon_started_by_the_script_outlives_the_call,
-            spare_handlers_wait_for_calls,
-        );
-    };
-    (@tests $side:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                common::scenarios::$name($side);
-            }
-        )*
-    };
 }
