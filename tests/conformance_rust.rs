@@ -1,4 +1,4 @@
-//! The conformance table for the Rust script side (examples/agent.rs).
+//! The conformance table for the Rust script side (tests/agents/agent.rs).
 mod common;
 #[path = "common/scenarios.rs"]
 mod scenarios;

@@ -39,7 +39,7 @@ pub fn example(name: &str) -> PathBuf {
 /// A script-side implementation under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// The Rust library, through examples/agent.rs.
+    /// The Rust library, through tests/agents/agent.rs.
     Rust,
     /// scripts/perl/Proc/Prefork/Interp.pm, through tests/agents/agent.pl,
     /// as `#!prefork-interp -U,perl,-w`.

@@ -1,6 +1,6 @@
 //! The conformance table: every scenario, written once, for every script
 //! side. Each takes the [`Side`] and speaks to its agent only through the
-//! agent language (examples/agent.rs documents it).
+//! agent language (tests/agents/agent.rs documents it).
 //!
 //! A scenario is registered where it is written, `scenario!(NAME, |side|
 //! { ... })`, and each side's conformance target runs every registered
