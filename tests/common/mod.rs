@@ -10,6 +10,14 @@
 
 #![allow(dead_code)]
 
+#[path = "../support/proc_stat.rs"]
+mod proc_stat;
+#[path = "../support/python.rs"]
+mod python;
+
+pub use proc_stat::proc_state;
+pub use python::python;
+
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -48,20 +56,6 @@ pub enum Side {
     /// `#!prefork-interp -U,PYTHON` (the real executable: a pyenv shim on
     /// PATH would need the real HOME, which the tests replace).
     Python,
-}
-
-/// The python3 executable itself (not a wrapper script).
-pub fn python() -> PathBuf {
-    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let out = Command::new("python3")
-                .args(["-c", "import sys; print(sys.executable)"])
-                .output()
-                .expect("python3 is needed for the Python tests");
-            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-        })
-        .clone()
 }
 
 /// The Python agent's script text (after the #! line).
@@ -693,17 +687,6 @@ pub fn holds_inotify(pid: &str) -> bool {
         .flatten()
         .filter_map(|e| std::fs::read_link(e.path()).ok())
         .any(|t| t.as_os_str() == "anon_inode:inotify")
-}
-
-/// The state letter and parent pid of `pid` (/proc/PID/stat); `None`
-/// once it is gone.
-pub fn proc_state(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold anything, ')' included: after the last.
-    let mut fields = stat[stat.rfind(')')? + 2..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
 }
 
 /// Is `pid` running (present and not a zombie)?
