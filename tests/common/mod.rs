@@ -242,9 +242,15 @@ impl Harness {
         self.dir.path().join(name)
     }
 
-    /// The run directory (BASE) the client uses in this world.
+    /// The run directory (BASE) the client uses in this world: under
+    /// XDG_RUNTIME_DIR, or in the private /run (chiark's client) if there
+    /// is one.
     pub fn base(&self) -> PathBuf {
-        self.path("run").join("prefork-interp")
+        match &self.private_run {
+            None => self.path("run"),
+            Some(run) => run.join("user").join(nix::unistd::getuid().to_string()),
+        }
+        .join("prefork-interp")
     }
 
     /// The environment every call gets, unless a test adds to it.
@@ -678,6 +684,29 @@ impl Terminal {
         self.send(b"exit\n");
         self.shell.wait().unwrap();
     }
+}
+
+/// Reads a whole greeting from `socket` (magic, length, xdata), as raw
+/// bytes: no decoder of the crate is trusted with what the tests pin.
+pub fn raw_greeting(socket: &Path) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    // Through the directory's fd: a socket in a private /run (chiark's
+    // client) lies deeper than a socket address's 108 bytes reach.
+    let dir = std::fs::File::open(socket.parent().unwrap()).unwrap();
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(socket.file_name().unwrap());
+    let mut conn = std::os::unix::net::UnixStream::connect(short).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = vec![0u8; 8];
+    conn.read_exact(&mut greeting).unwrap();
+    let len = u32::from_be_bytes(greeting[4..8].try_into().unwrap());
+    let mut xdata = vec![0u8; len as usize];
+    conn.read_exact(&mut xdata).unwrap();
+    greeting.extend_from_slice(&xdata);
+    greeting
 }
 
 /// Does process `pid` hold an inotify instance (a server watching files)?

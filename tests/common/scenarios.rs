@@ -753,6 +753,33 @@ scenario!(terminal_job_control, |side| {
     h.finish();
 });
 
+/// The greeting, to the byte, from a server our client started, after
+/// one call has come and gone: magic, xdata length (51, u32 big-endian),
+/// then the offer and the counters (served: calls handed over before
+/// this connection). Written out, not encoded with the crate's encoder,
+/// which it pins too.
+scenario!(greeting_bytes_after_one_call, |side| {
+    let h = Harness::new(side);
+    let (call, pid_file) = start_long_call(&h, "call");
+    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let (_, monitor) = proc_state(executor).unwrap();
+    assert_success(&call.wait_with_output().unwrap());
+    // The call is over once its monitor is: until the server has reaped
+    // it, the call may still count as running (the Python server's count
+    // lags the client's exit by a few ms).
+    wait_until("the call's monitor to be reaped", LIMIT, || reaped(monitor)).unwrap();
+    let expected: &[u8] =
+        b"PFI\n\x00\x00\x00\x33pfi-caps 1\ncaps signals,context\nserved 1\nrunning 0\n";
+    let got = raw_greeting(&h.socket());
+    assert!(
+        got == expected,
+        "greeting\n got: {:?}\nwant: {:?}",
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected)
+    );
+    h.finish();
+});
+
 /// The wire itself, as a fourth implementation would speak it: the server
 /// (created by our client) offers `signals`; an extended call gets 'P'
 /// with the executor's pid, then 'X' with its status; a v1 call on the
