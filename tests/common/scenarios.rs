@@ -447,6 +447,66 @@ scenario!(autoreload_extra_file, |side| {
     h.finish();
 });
 
+/// The server of a call whose initialisation watches `file` too
+/// (AGENT_RELOAD_EXTRA, read only when a call starts a server).
+fn server_watching(h: &Harness, file: &std::path::Path) -> u32 {
+    let out = h.call(&["@server"]).env("AGENT_RELOAD_EXTRA", file).run();
+    assert_success(&out);
+    stdout_str(&out).trim().parse().unwrap()
+}
+
+/// As in chiark-utils' original, a watched file that is missing, removed
+/// after the server started or never there, is no reason to reload.
+scenario!(autoreload_missing_file_is_no_reason, |side| {
+    let h = Harness::new(side);
+    let extra = h.path("config");
+    std::fs::write(&extra, "x").unwrap();
+    let old = server_watching(&h, &extra);
+    std::fs::remove_file(&extra).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            server_watching(&h, &extra),
+            old,
+            "a removed file is no reason to reload"
+        );
+    }
+    assert_success(&h.kill_server());
+
+    let never = h.path("never-there");
+    let old = server_watching(&h, &never);
+    for _ in 0..3 {
+        assert_eq!(
+            server_watching(&h, &never),
+            old,
+            "a file that never existed is no reason to reload"
+        );
+    }
+    h.finish();
+});
+
+/// As in chiark-utils' original, a watched file whose mtime is later than
+/// the server's start is a reason to reload: also one removed and then
+/// made again while the server went on serving (which the original,
+/// checking every file at every call, sees).
+scenario!(autoreload_missing_file_made_again, |side| {
+    let h = Harness::new(side);
+    let extra = h.path("config");
+    std::fs::write(&extra, "x").unwrap();
+    server_watching(&h, &extra);
+    std::fs::remove_file(&extra).unwrap();
+    // A call while it is missing: the server has seen the removal.
+    let serving = server_watching(&h, &extra);
+    std::fs::write(&extra, "y").unwrap();
+    // Its mtime now lies after the server's start, on the kernel's clock.
+    touch(&extra);
+    assert_ne!(
+        server_watching(&h, &extra),
+        serving,
+        "a file made again after the server started is a change"
+    );
+    h.finish();
+});
+
 scenario!(setup_failure, |side| {
     let h = Harness::new(side);
     let out = h.call(&["@out:never"]).env("AGENT_INIT_EXIT", "3").run();
