@@ -529,7 +529,20 @@ impl Call {
     }
 
     pub fn spawn(mut self) -> Child {
-        let mut child = self.cmd.spawn().unwrap();
+        // When tests share a process (cargo test runs them on threads), a
+        // script this process has just written may still be open for
+        // writing in a child that another thread forked and that has not
+        // yet exec'd: exec then fails with ETXTBSY for that moment.
+        let mut tries = 0;
+        let mut child = loop {
+            match self.cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                spawned => break spawned.unwrap(),
+            }
+        };
         if let Some(data) = self.stdin.take() {
             let mut stdin = child.stdin.take().unwrap();
             std::thread::spawn(move || {
