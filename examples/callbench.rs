@@ -40,6 +40,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/proc_stat.rs"]
+mod proc_stat;
+#[path = "../tests/support/python.rs"]
+mod python;
+
+use proc_stat::proc_state;
+use python::python;
+
 /// Runs a command `runs` times (after `between()` each time), sorted times.
 fn time_runs(
     runs: usize,
@@ -69,6 +77,16 @@ fn median(times: &[Duration]) -> f64 {
 }
 
 /// The first row of every table: exec of /bin/true, the floor.
+/// A run of `script` by `interpreter` directly, without prefork-interp.
+fn direct(interpreter: &Path, script: &Path) -> impl Fn() -> Command {
+    let (interpreter, script) = (interpreter.to_path_buf(), script.to_path_buf());
+    move || {
+        let mut c = Command::new(&interpreter);
+        c.arg(&script);
+        c
+    }
+}
+
 fn floor_row(runs: usize) -> (String, Vec<Duration>) {
     (
         "/bin/true (exec floor)".to_string(),
@@ -146,10 +164,22 @@ impl World {
         )
         .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut kill = self.command(client);
-        kill.arg(format!("-U,--kill,{interpreter}")).arg(&path);
+        let kill = self.kill_command(client, interpreter, &path);
         self.kills.push(kill);
         path
+    }
+
+    /// `--kill` for the server of `script` (run as `#!CLIENT -U,INTERPRETER`).
+    fn kill_command(&self, client: &Path, interpreter: &str, script: &Path) -> Command {
+        let mut kill = self.command(client);
+        kill.arg(format!("-U,--kill,{interpreter}")).arg(script);
+        kill
+    }
+
+    /// Kills the server of `script`, so that the next call is a cold one.
+    fn kill_server(&self, client: &Path, interpreter: &str, script: &Path) {
+        let mut kill = self.kill_command(client, interpreter, script);
+        assert!(kill.status().unwrap().success(), "{kill:?}");
     }
 
     fn command(&self, program: &Path) -> Command {
@@ -219,15 +249,7 @@ fn primes_table(warm_runs: usize) {
         "the script says: {}",
         String::from_utf8_lossy(&check.stdout).trim()
     );
-    let kill = || {
-        let status = world
-            .command(&client)
-            .arg(format!("-U,--kill,{}", primes.display()))
-            .arg(&script)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
+    let kill = || world.kill_server(&client, primes.to_str().unwrap(), &script);
     let rows = vec![
         floor_row(warm_runs),
         (
@@ -274,24 +296,33 @@ const PERL_MODULES: [&str; 20] = [
 const CHIARK_CLIENT: &str = "/usr/bin/prefork-interp";
 const CHIARK_MODULE: &str = "/usr/share/perl5/Proc/Prefork/Interp.pm";
 
+/// The Perl benchmark script (after its #! line): the module (ours, or
+/// else whichever perl finds: chiark's), [`PERL_MODULES`], `extra`, then
+/// initialisation with `options` and one line of output per call.
+fn perl_bench_body(with_our_module: bool, extra: &str, options: &str) -> String {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let ours = if with_our_module {
+        format!("use lib '{repo}/scripts/perl';\n")
+    } else {
+        String::new()
+    };
+    let uses: String = PERL_MODULES
+        .iter()
+        .map(|m| format!("use {m} ();\n"))
+        .collect();
+    format!(
+        "{ours}use Proc::Prefork::Interp;\n{uses}{extra}prefork_initialisation_complete({options});\n\
+         print \"ok\\n\"; STDOUT->flush; POSIX::_exit(0);\n"
+    )
+}
+
 /// `reload_only`: just the auto-reload rows (for `all`, which has the rest).
 fn perl_tables(warm_runs: usize, reload_only: bool) {
     let slow_runs = (warm_runs / 30).max(5);
     let mut world = World::new("perlbench");
     let client = world.client();
     let repo = env!("CARGO_MANIFEST_DIR");
-    let ours = format!("use lib '{repo}/scripts/perl';\n");
-    let uses: String = PERL_MODULES
-        .iter()
-        .map(|m| format!("use {m} ();\n"))
-        .collect();
-    let body = |with_our_module: bool, extra: &str, options: &str| {
-        format!(
-            "{}use Proc::Prefork::Interp;\n{uses}{extra}prefork_initialisation_complete({options});\n\
-             print \"ok\\n\"; STDOUT->flush; POSIX::_exit(0);\n",
-            if with_our_module { ours.as_str() } else { "" }
-        )
-    };
+    let body = perl_bench_body;
     let chiark = Path::new(CHIARK_CLIENT).exists() && Path::new(CHIARK_MODULE).exists();
     let chiark_client = Path::new(CHIARK_CLIENT);
 
@@ -343,29 +374,14 @@ fn perl_tables(warm_runs: usize, reload_only: bool) {
         rows.extend([
             (
                 "perl, 20 modules, run directly".into(),
-                time_runs(
-                    slow_runs,
-                    || {
-                        let mut c = Command::new("perl");
-                        c.arg(&ours_script);
-                        c
-                    },
-                    || {},
-                ),
+                time_runs(slow_runs, direct(Path::new("perl"), &ours_script), || {}),
             ),
             (
                 "our client + our module, cold".into(),
                 time_runs(
                     slow_runs,
                     || world.command(&ours_script),
-                    || {
-                        world
-                            .command(&client)
-                            .arg("-U,--kill,perl")
-                            .arg(&ours_script)
-                            .status()
-                            .unwrap();
-                    },
+                    || world.kill_server(&client, "perl", &ours_script),
                 ),
             ),
             (
@@ -423,21 +439,22 @@ const PYTHON_IMPORTS: &str = "import email, email.mime.multipart, email.mime.tex
 asyncio, decimal, http.client, xml.etree.ElementTree, urllib.request, logging, argparse, \
 dataclasses, typing\n";
 
+/// The Python benchmark script (after its #! line): our module, the heavy
+/// imports, then one line of output per call.
+fn python_bench_body() -> String {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    format!(
+        "import sys; sys.path.insert(0, '{repo}/scripts/python')\n{PYTHON_IMPORTS}\
+         import prefork_interp\nprefork_interp.initialisation_complete()\nprint('ok')\n"
+    )
+}
+
 fn python_table(warm_runs: usize) {
     let slow_runs = (warm_runs / 30).max(5);
     let mut world = World::new("pybench");
     let client = world.client();
-    // The interpreter itself, not a wrapper (a pyenv shim costs ~50 ms).
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3");
-    let python = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let repo = env!("CARGO_MANIFEST_DIR");
-    let body = format!(
-        "import sys; sys.path.insert(0, '{repo}/scripts/python')\n{PYTHON_IMPORTS}\
-         import prefork_interp\nprefork_interp.initialisation_complete()\nprint('ok')\n"
-    );
+    let python = python().display().to_string();
+    let body = python_bench_body();
     let ours = world.script("ours", &client, &python, &body);
     let chiark = Path::new(CHIARK_CLIENT)
         .exists()
@@ -447,29 +464,14 @@ fn python_table(warm_runs: usize) {
         floor_row(warm_runs),
         (
             "python3, heavy imports, run directly".into(),
-            time_runs(
-                slow_runs,
-                || {
-                    let mut c = Command::new(&python);
-                    c.arg(&ours);
-                    c
-                },
-                || {},
-            ),
+            time_runs(slow_runs, direct(Path::new(&python), &ours), || {}),
         ),
         (
             "our client + our module, cold".into(),
             time_runs(
                 slow_runs,
                 || world.command(&ours),
-                || {
-                    world
-                        .command(&client)
-                        .arg(format!("-U,--kill,{python}"))
-                        .arg(&ours)
-                        .status()
-                        .unwrap();
-                },
+                || world.kill_server(&client, &python, &ours),
             ),
         ),
         (
@@ -548,13 +550,9 @@ fn server_pid(script: &Path) -> Option<u32> {
         {
             continue;
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid: u32 = stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
+        let Some((_, ppid)) = proc_state(pid) else {
+            continue;
+        };
         matching.push((pid, ppid));
     }
     let pids: Vec<u32> = matching.iter().map(|&(pid, _)| pid).collect();
@@ -589,63 +587,21 @@ fn full_table(warm_runs: usize) {
     let slow_runs = (warm_runs / 30).max(5);
     let mut world = World::new("fullbench");
     let client = world.client();
-    let repo = env!("CARGO_MANIFEST_DIR");
     let chiark = Path::new(CHIARK_CLIENT).exists() && Path::new(CHIARK_MODULE).exists();
     let chiark_client = Path::new(CHIARK_CLIENT);
 
     // The three script sides.
     let primes = world.bin_dir.join("examples").join("primes");
     let rust = world.script("rust", &client, primes.to_str().unwrap(), "");
-    let uses: String = PERL_MODULES
-        .iter()
-        .map(|m| format!("use {m} ();\n"))
-        .collect();
-    let perl_body = |ours: bool| {
-        format!(
-            "{}use Proc::Prefork::Interp;\n{uses}prefork_initialisation_complete();\n\
-             print \"ok\\n\"; STDOUT->flush; POSIX::_exit(0);\n",
-            if ours {
-                format!("use lib '{repo}/scripts/perl';\n")
-            } else {
-                String::new()
-            }
-        )
-    };
+    let perl_body = |ours: bool| perl_bench_body(ours, "", "");
     let perl = world.script("perl", &client, "perl", &perl_body(true));
     let perl_chiark =
         chiark.then(|| world.script("perl-chiark", chiark_client, "perl", &perl_body(false)));
     let perl_chiark_ours =
         chiark.then(|| world.script("perl-c-ours", chiark_client, "perl", &perl_body(true)));
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3");
-    let python_bin = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let python = world.script(
-        "python",
-        &client,
-        &python_bin,
-        &format!(
-            "import sys; sys.path.insert(0, '{repo}/scripts/python')\n{PYTHON_IMPORTS}\
-             import prefork_interp\nprefork_interp.initialisation_complete()\nprint('ok')\n"
-        ),
-    );
-    let kill = |script: &Path, interpreter: &str| {
-        world
-            .command(&client)
-            .arg(format!("-U,--kill,{interpreter}"))
-            .arg(script)
-            .status()
-            .unwrap();
-    };
-    let direct = |interpreter: &Path, script: &Path| {
-        let (interpreter, script) = (interpreter.to_path_buf(), script.to_path_buf());
-        move || {
-            let mut c = Command::new(&interpreter);
-            c.arg(&script);
-            c
-        }
-    };
+    let python_bin = python().display().to_string();
+    let python = world.script("python", &client, &python_bin, &python_bench_body());
+    let kill = |script: &Path, interpreter: &str| world.kill_server(&client, interpreter, script);
 
     println!("== latency: one caller, calls one after another (ms) ==");
     let mut rows = vec![floor_row(warm_runs)];

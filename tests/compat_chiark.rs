@@ -272,3 +272,25 @@ fn list_shows_a_v1_server() {
     );
     h.finish();
 }
+
+/// Our servers, started by chiark's client (which announces no extensions:
+/// its setup environment has no pfi-caps), greet in pure v1, to the byte:
+/// the magic and an empty xdata. Every script side.
+#[test]
+fn our_servers_greet_chiarks_client_in_v1() {
+    for h in [
+        chiark_client_our_perl(),
+        chiark_client_our_python(),
+        chiark_client_our_rust(),
+    ] {
+        assert_success(&h.call(&["@out:x"]).run());
+        let greeting = raw_greeting(&h.socket());
+        assert!(
+            greeting == b"PFI\n\x00\x00\x00\x00",
+            "{:?}: {:?}",
+            h.side,
+            String::from_utf8_lossy(&greeting)
+        );
+        h.finish();
+    }
+}

@@ -1,7 +1,9 @@
 //! The conformance table for the Perl script side
 //! (scripts/perl/Proc/Prefork/Interp.pm, through tests/agents/agent.pl).
 mod common;
+#[path = "common/scenarios.rs"]
+mod scenarios;
 
-use common::Side;
-
-conformance_suite!(Side::Perl);
+fn main() -> std::process::ExitCode {
+    scenarios::main(common::Side::Perl)
+}

@@ -1,7 +1,9 @@
 //! The conformance table for the Python script side
 //! (scripts/python/prefork_interp, through tests/agents/agent.py).
 mod common;
+#[path = "common/scenarios.rs"]
+mod scenarios;
 
-use common::Side;
-
-conformance_suite!(Side::Python);
+fn main() -> std::process::ExitCode {
+    scenarios::main(common::Side::Python)
+}

@@ -1,6 +1,8 @@
-//! The conformance table for the Rust script side (examples/agent.rs).
+//! The conformance table for the Rust script side (tests/agents/agent.rs).
 mod common;
+#[path = "common/scenarios.rs"]
+mod scenarios;
 
-use common::Side;
-
-conformance_suite!(Side::Rust);
+fn main() -> std::process::ExitCode {
+    scenarios::main(common::Side::Rust)
+}

@@ -2,7 +2,7 @@
 # (tests/common/mod.rs) makes a script of it: a #! line, a `use lib` line
 # for scripts/perl, then this file. Its language (initialisation variables
 # AGENT_*, per-call commands @CMD[:PARAM]) is documented in
-# examples/agent.rs; keep the agents in step.
+# tests/agents/agent.rs; keep the agents in step.
 use strict;
 use warnings;
 

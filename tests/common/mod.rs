@@ -10,7 +10,13 @@
 
 #![allow(dead_code)]
 
-pub mod scenarios;
+#[path = "../support/proc_stat.rs"]
+mod proc_stat;
+#[path = "../support/python.rs"]
+mod python;
+
+pub use proc_stat::proc_state;
+pub use python::python;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -41,7 +47,7 @@ pub fn example(name: &str) -> PathBuf {
 /// A script-side implementation under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// The Rust library, through examples/agent.rs.
+    /// The Rust library, through tests/agents/agent.rs.
     Rust,
     /// scripts/perl/Proc/Prefork/Interp.pm, through tests/agents/agent.pl,
     /// as `#!prefork-interp -U,perl,-w`.
@@ -50,20 +56,6 @@ pub enum Side {
     /// `#!prefork-interp -U,PYTHON` (the real executable: a pyenv shim on
     /// PATH would need the real HOME, which the tests replace).
     Python,
-}
-
-/// The python3 executable itself (not a wrapper script).
-pub fn python() -> PathBuf {
-    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let out = Command::new("python3")
-                .args(["-c", "import sys; print(sys.executable)"])
-                .output()
-                .expect("python3 is needed for the Python tests");
-            PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-        })
-        .clone()
 }
 
 /// The Python agent's script text (after the #! line).
@@ -250,9 +242,15 @@ impl Harness {
         self.dir.path().join(name)
     }
 
-    /// The run directory (BASE) the client uses in this world.
+    /// The run directory (BASE) the client uses in this world: under
+    /// XDG_RUNTIME_DIR, or in the private /run (chiark's client) if there
+    /// is one.
     pub fn base(&self) -> PathBuf {
-        self.path("run").join("prefork-interp")
+        match &self.private_run {
+            None => self.path("run"),
+            Some(run) => run.join("user").join(nix::unistd::getuid().to_string()),
+        }
+        .join("prefork-interp")
     }
 
     /// The environment every call gets, unless a test adds to it.
@@ -531,7 +529,20 @@ impl Call {
     }
 
     pub fn spawn(mut self) -> Child {
-        let mut child = self.cmd.spawn().unwrap();
+        // When tests share a process (cargo test runs them on threads), a
+        // script this process has just written may still be open for
+        // writing in a child that another thread forked and that has not
+        // yet exec'd: exec then fails with ETXTBSY for that moment.
+        let mut tries = 0;
+        let mut child = loop {
+            match self.cmd.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                spawned => break spawned.unwrap(),
+            }
+        };
         if let Some(data) = self.stdin.take() {
             let mut stdin = child.stdin.take().unwrap();
             std::thread::spawn(move || {
@@ -688,6 +699,29 @@ impl Terminal {
     }
 }
 
+/// Reads a whole greeting from `socket` (magic, length, xdata), as raw
+/// bytes: no decoder of the crate is trusted with what the tests pin.
+pub fn raw_greeting(socket: &Path) -> Vec<u8> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    // Through the directory's fd: a socket in a private /run (chiark's
+    // client) lies deeper than a socket address's 108 bytes reach.
+    let dir = std::fs::File::open(socket.parent().unwrap()).unwrap();
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(socket.file_name().unwrap());
+    let mut conn = std::os::unix::net::UnixStream::connect(short).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = vec![0u8; 8];
+    conn.read_exact(&mut greeting).unwrap();
+    let len = u32::from_be_bytes(greeting[4..8].try_into().unwrap());
+    let mut xdata = vec![0u8; len as usize];
+    conn.read_exact(&mut xdata).unwrap();
+    greeting.extend_from_slice(&xdata);
+    greeting
+}
+
 /// Does process `pid` hold an inotify instance (a server watching files)?
 pub fn holds_inotify(pid: &str) -> bool {
     std::fs::read_dir(format!("/proc/{}/fd", pid.trim()))
@@ -695,17 +729,6 @@ pub fn holds_inotify(pid: &str) -> bool {
         .flatten()
         .filter_map(|e| std::fs::read_link(e.path()).ok())
         .any(|t| t.as_os_str() == "anon_inode:inotify")
-}
-
-/// The state letter and parent pid of `pid` (/proc/PID/stat); `None`
-/// once it is gone.
-pub fn proc_state(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold anything, ')' included: after the last.
-    let mut fields = stat[stat.rfind(')')? + 2..].split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
 }
 
 /// Is `pid` running (present and not a zombie)?
@@ -736,8 +759,6 @@ pub fn wait_until(
     Ok(())
 }
 
-/// Runs every scenario of the conformance table as its own test, for one
-/// side. The list of scenarios lives here, once, for all sides.
 /// The second user the cross-user tests act as (made on first use; the
 /// tests need root, as CI has). Returns its uid and gid.
 pub fn other_user() -> (u32, u32) {
@@ -798,62 +819,4 @@ pub fn dir_owned_by(uid: u32, gid: u32) -> tempfile::TempDir {
 
 pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-#[macro_export]
-macro_rules! conformance_suite {
-    ($side:expr) => {
-        $crate::conformance_suite!(@tests $side;
-            exit_codes_all,
-            signal_deaths,
-            args_byte_exact,
-            env_byte_exact,
-            env_is_per_call,
-            stdio_are_the_callers,
-            stdin_to_stdout_large,
-            no_protocol_fds_in_executor,
-            sigint_default_in_executor,
-            init_output_not_duplicated,
-            concurrent_first_calls_start_one_server,
-            max_servers_queues_calls,
-            kill_tears_down,
-            kill_with_call_in_flight,
-            fresh_replaces_server,
-            idle_timeout,
-            autoreload_program,
-            autoreload_extra_file,
-            setup_failure,
-            threads_refused,
-            behaves_like_direct_run,
-            exit_status_under_load,
-            exit_handlers_run_in_executor_only,
-            terminal_like_direct_run,
-            signals_forwarded_to_the_script,
-            forwarded_signal_death_is_the_callers,
-            terminal_job_control,
-            wire_extended_and_v1_calls,
-            runs_in_callers_directory_and_umask,
-            list_and_kill_by_identity,
-            client_killed_mid_call,
-            standalone_run,
-            calls_from_another_uid_are_refused,
-            load_2000_calls_32_parallel,
-            server_killed_mid_call,
-            monitor_killed_mid_call,
-            watcher_killed,
-            socket_removed_or_replaced_by_hand,
-            bad_requests_are_dropped,
-            children_left_behind_get_sigint,
-            daemon_started_by_the_script_outlives_the_call,
-            spare_handlers_wait_for_calls,
-        );
-    };
-    (@tests $side:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                common::scenarios::$name($side);
-            }
-        )*
-    };
 }

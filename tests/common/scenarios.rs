@@ -1,19 +1,75 @@
 //! The conformance table: every scenario, written once, for every script
 //! side. Each takes the [`Side`] and speaks to its agent only through the
-//! agent language (examples/agent.rs documents it). Add a scenario here
-//! and to the list in `conformance_suite!`; every side then runs it.
+//! agent language (tests/agents/agent.rs documents it).
+//!
+//! A scenario is registered where it is written, `scenario!(NAME, |side|
+//! { ... })`, and each side's conformance target runs every registered
+//! one as a test called NAME ([`main`]): there is no second list to keep in
+//! step. The conformance targets include this file with `#[path]`; the
+//! other test targets, which share only `common`, do not carry it.
+
+// A scenario's `///` comment stands on its `scenario!` call, where the
+// reader looks for it; rustdoc never sees test code, so that it documents
+// a macro call rather than an item costs nothing.
+#![allow(unused_doc_comments)]
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use super::*;
+use crate::common::*;
+
+/// One entry of the table: a scenario and the test name it runs under.
+pub struct Scenario {
+    pub name: &'static str,
+    pub run: fn(Side),
+}
+
+inventory::collect!(Scenario);
+
+/// Registers a scenario under its name. Both arguments are expressions so
+/// that rustfmt formats the body. The scenario becomes a function of that
+/// name (backtraces show it, and a second scenario of the same name is a
+/// compile error) and an entry of the table.
+macro_rules! scenario {
+    ($name:ident, $run:expr $(,)?) => {
+        fn $name(side: Side) {
+            let run: fn(Side) = $run;
+            run(side)
+        }
+        inventory::submit! {
+            Scenario {
+                name: stringify!($name),
+                run: $name,
+            }
+        }
+    };
+}
+
+#[path = "../support/trials.rs"]
+mod trials;
+
+/// The `main` of a side's conformance target: one test per scenario,
+/// named exactly as the scenario, so that libtest's and nextest's filters
+/// (`--exact NAME`, `-E 'test(NAME)'`) select it.
+pub fn main(side: Side) -> ExitCode {
+    trials::run(
+        inventory::iter::<Scenario>
+            .into_iter()
+            .map(|s| trials::Trial {
+                name: s.name,
+                run: Box::new(move || (s.run)(side)),
+            })
+            .collect(),
+    )
+}
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-pub fn exit_codes_all(side: Side) {
+scenario!(exit_codes_all, |side| {
     let h = Harness::new(side);
     for code in 0..=255 {
         let out = h.call(&[format!("@exit:{code}")]).run();
@@ -26,9 +82,9 @@ pub fn exit_codes_all(side: Side) {
         assert!(out.stderr.is_empty(), "{}", stderr_str(&out));
     }
     h.finish();
-}
+});
 
-pub fn signal_deaths(side: Side) {
+scenario!(signal_deaths, |side| {
     let h = Harness::new(side);
     // These the client re-raises: the caller sees the same death.
     for (name, sig) in [
@@ -60,9 +116,9 @@ pub fn signal_deaths(side: Side) {
         "{err}"
     );
     h.finish();
-}
+});
 
-pub fn args_byte_exact(side: Side) {
+scenario!(args_byte_exact, |side| {
     let h = Harness::new(side);
     let mut args: Vec<OsString> = vec!["@args".into()];
     for a in [
@@ -93,9 +149,9 @@ pub fn args_byte_exact(side: Side) {
     assert_success(&out);
     assert_eq!(stdout_str(&out), "");
     h.finish();
-}
+});
 
-pub fn env_byte_exact(side: Side) {
+scenario!(env_byte_exact, |side| {
     let h = Harness::new(side);
     let extra: Vec<(OsString, OsString)> = vec![
         ("PFI_PLAIN".into(), "hello".into()),
@@ -130,9 +186,9 @@ pub fn env_byte_exact(side: Side) {
         );
     }
     h.finish();
-}
+});
 
-pub fn env_is_per_call(side: Side) {
+scenario!(env_is_per_call, |side| {
     let h = Harness::new(side);
     let out = h
         .call(&["@env:PFI_ONLY_FIRST"])
@@ -149,9 +205,9 @@ pub fn env_is_per_call(side: Side) {
         .run();
     assert_eq!(stdout_str(&out), format!("{}\n", hex(b"two")));
     h.finish();
-}
+});
 
-pub fn stdio_are_the_callers(side: Side) {
+scenario!(stdio_are_the_callers, |side| {
     let h = Harness::new(side);
     let (input, output, errors) = (h.path("in.txt"), h.path("out.txt"), h.path("err.txt"));
     std::fs::write(&input, "input").unwrap();
@@ -174,9 +230,9 @@ pub fn stdio_are_the_callers(side: Side) {
         assert_eq!(std::fs::read_to_string(&errors).unwrap(), "to-stderr\n");
     }
     h.finish();
-}
+});
 
-pub fn stdin_to_stdout_large(side: Side) {
+scenario!(stdin_to_stdout_large, |side| {
     let h = Harness::new(side);
     let data: Vec<u8> = (0..1_048_576u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -187,9 +243,9 @@ pub fn stdin_to_stdout_large(side: Side) {
         assert!(out.stdout == data, "stdin did not reach stdout intact");
     }
     h.finish();
-}
+});
 
-pub fn no_protocol_fds_in_executor(side: Side) {
+scenario!(no_protocol_fds_in_executor, |side| {
     let h = Harness::new(side);
     // The first call (which starts the server) has a stray fd 7.
     for call in [h.call(&["@fds"]).with_stray_fd(), h.call(&["@fds"])] {
@@ -198,9 +254,9 @@ pub fn no_protocol_fds_in_executor(side: Side) {
         assert_eq!(stdout_str(&out), "0 1 2\n");
     }
     h.finish();
-}
+});
 
-pub fn sigint_default_in_executor(side: Side) {
+scenario!(sigint_default_in_executor, |side| {
     let h = Harness::new(side);
     // The first call, which starts the server, comes from a context that
     // ignores SIGINT (a background job of a non-interactive shell).
@@ -209,9 +265,9 @@ pub fn sigint_default_in_executor(side: Side) {
     let out = h.call(&["@sigdisp:INT"]).run();
     assert_eq!(stdout_str(&out), "default\n");
     h.finish();
-}
+});
 
-pub fn init_output_not_duplicated(side: Side) {
+scenario!(init_output_not_duplicated, |side| {
     let h = Harness::new(side);
     let out = h
         .call(&["@out:call"])
@@ -231,9 +287,9 @@ pub fn init_output_not_duplicated(side: Side) {
         assert_eq!(stderr_str(&out), "");
     }
     h.finish();
-}
+});
 
-pub fn concurrent_first_calls_start_one_server(side: Side) {
+scenario!(concurrent_first_calls_start_one_server, |side| {
     let h = Harness::new(side);
     let children: Vec<_> = (0..8)
         .map(|_| h.call(&["@server"]).env("AGENT_INIT_SLEEP", "0.3").spawn())
@@ -251,9 +307,9 @@ pub fn concurrent_first_calls_start_one_server(side: Side) {
         "several servers: {pids:?}"
     );
     h.finish();
-}
+});
 
-pub fn max_servers_queues_calls(side: Side) {
+scenario!(max_servers_queues_calls, |side| {
     let h = Harness::new(side);
     // Start the server with a limit of one call at a time.
     assert_success(&h.call(&["@out:x"]).env("AGENT_MAX_SERVERS", "1").run());
@@ -280,9 +336,9 @@ pub fn max_servers_queues_calls(side: Side) {
         );
     }
     h.finish();
-}
+});
 
-pub fn kill_tears_down(side: Side) {
+scenario!(kill_tears_down, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
     assert!(!h.run_dir_entries().is_empty());
@@ -299,7 +355,7 @@ pub fn kill_tears_down(side: Side) {
     assert_success(&h.kill_server());
     assert_ne!(h.server_pid(), server);
     h.finish();
-}
+});
 
 /// Starts a call that runs until told to finish, and waits until its
 /// executor is running. Returns the child and the go-ahead file.
@@ -316,7 +372,7 @@ fn start_long_call(h: &Harness, name: &str) -> (std::process::Child, std::path::
     (child, pid_file)
 }
 
-pub fn kill_with_call_in_flight(side: Side) {
+scenario!(kill_with_call_in_flight, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
     let (long, _) = start_long_call(&h, "long");
@@ -331,9 +387,9 @@ pub fn kill_with_call_in_flight(side: Side) {
     );
     assert_ne!(h.server_pid(), server);
     h.finish();
-}
+});
 
-pub fn fresh_replaces_server(side: Side) {
+scenario!(fresh_replaces_server, |side| {
     let h = Harness::new(side);
     let old = h.server_pid();
     let (long, _) = start_long_call(&h, "long");
@@ -347,9 +403,9 @@ pub fn fresh_replaces_server(side: Side) {
     assert_eq!(stdout_str(&out), "finished\n");
     assert_eq!(h.server_pid(), new, "later calls use the fresh server");
     h.finish();
-}
+});
 
-pub fn idle_timeout(side: Side) {
+scenario!(idle_timeout, |side| {
     let h = Harness::new(side);
     let out = h.call(&["@server"]).env("AGENT_IDLE_TIMEOUT", "0.5").run();
     let server: u32 = stdout_str(&out).trim().parse().unwrap();
@@ -361,9 +417,9 @@ pub fn idle_timeout(side: Side) {
         "a call after the timeout starts a new server"
     );
     h.finish();
-}
+});
 
-pub fn autoreload_program(side: Side) {
+scenario!(autoreload_program, |side| {
     let h = Harness::with_private_program(side);
     let old = h.server_pid();
     assert_eq!(h.server_pid(), old);
@@ -373,9 +429,9 @@ pub fn autoreload_program(side: Side) {
     wait_until("the old server to quit", LIMIT, || !alive(old)).unwrap();
     assert_eq!(h.server_pid(), new, "and the new one stays");
     h.finish();
-}
+});
 
-pub fn autoreload_extra_file(side: Side) {
+scenario!(autoreload_extra_file, |side| {
     let h = Harness::new(side);
     let extra = h.path("config");
     std::fs::write(&extra, "x").unwrap();
@@ -389,9 +445,69 @@ pub fn autoreload_extra_file(side: Side) {
         "changing an extra file must start a new server"
     );
     h.finish();
+});
+
+/// The server of a call whose initialisation watches `file` too
+/// (AGENT_RELOAD_EXTRA, read only when a call starts a server).
+fn server_watching(h: &Harness, file: &std::path::Path) -> u32 {
+    let out = h.call(&["@server"]).env("AGENT_RELOAD_EXTRA", file).run();
+    assert_success(&out);
+    stdout_str(&out).trim().parse().unwrap()
 }
 
-pub fn setup_failure(side: Side) {
+/// As in chiark-utils' original, a watched file that is missing, removed
+/// after the server started or never there, is no reason to reload.
+scenario!(autoreload_missing_file_is_no_reason, |side| {
+    let h = Harness::new(side);
+    let extra = h.path("config");
+    std::fs::write(&extra, "x").unwrap();
+    let old = server_watching(&h, &extra);
+    std::fs::remove_file(&extra).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            server_watching(&h, &extra),
+            old,
+            "a removed file is no reason to reload"
+        );
+    }
+    assert_success(&h.kill_server());
+
+    let never = h.path("never-there");
+    let old = server_watching(&h, &never);
+    for _ in 0..3 {
+        assert_eq!(
+            server_watching(&h, &never),
+            old,
+            "a file that never existed is no reason to reload"
+        );
+    }
+    h.finish();
+});
+
+/// As in chiark-utils' original, a watched file whose mtime is later than
+/// the server's start is a reason to reload: also one removed and then
+/// made again while the server went on serving (which the original,
+/// checking every file at every call, sees).
+scenario!(autoreload_missing_file_made_again, |side| {
+    let h = Harness::new(side);
+    let extra = h.path("config");
+    std::fs::write(&extra, "x").unwrap();
+    server_watching(&h, &extra);
+    std::fs::remove_file(&extra).unwrap();
+    // A call while it is missing: the server has seen the removal.
+    let serving = server_watching(&h, &extra);
+    std::fs::write(&extra, "y").unwrap();
+    // Its mtime now lies after the server's start, on the kernel's clock.
+    touch(&extra);
+    assert_ne!(
+        server_watching(&h, &extra),
+        serving,
+        "a file made again after the server started is a change"
+    );
+    h.finish();
+});
+
+scenario!(setup_failure, |side| {
     let h = Harness::new(side);
     let out = h.call(&["@out:never"]).env("AGENT_INIT_EXIT", "3").run();
     assert_eq!(out.status.code(), Some(3), "the script's own status");
@@ -414,9 +530,9 @@ pub fn setup_failure(side: Side) {
     let out = h.call(&["@out:works"]).run();
     assert_eq!(stdout_str(&out), "works\n");
     h.finish();
-}
+});
 
-pub fn client_killed_mid_call(side: Side) {
+scenario!(client_killed_mid_call, |side| {
     let h = Harness::new(side);
     let marker = h.path("got-sigint");
     let (mut client, executor) =
@@ -429,9 +545,9 @@ pub fn client_killed_mid_call(side: Side) {
     let out = h.call(&["@out:still-here"]).run();
     assert_eq!(stdout_str(&out), "still-here\n");
     h.finish();
-}
+});
 
-pub fn standalone_run(side: Side) {
+scenario!(standalone_run, |side| {
     let h = Harness::new(side);
     let args = ["@args", "a b", "@env:PREFORK_INTERP", "@exit:4"];
     let expected: String = args.iter().map(|a| hex(a.as_bytes()) + "\n").collect();
@@ -445,9 +561,9 @@ pub fn standalone_run(side: Side) {
         "standalone must not start a server"
     );
     h.finish();
-}
+});
 
-pub fn threads_refused(side: Side) {
+scenario!(threads_refused, |side| {
     let h = Harness::new(side);
     let out = h.call(&["@out:never"]).env("AGENT_INIT_THREAD", "1").run();
     assert_eq!(out.status.code(), Some(127), "{}", stderr_str(&out));
@@ -463,12 +579,12 @@ pub fn threads_refused(side: Side) {
     );
     assert_eq!(h.run_dir_entries(), Vec::<String>::new());
     h.finish();
-}
+});
 
 /// Status, stdout and stderr of a call through prefork-interp must be those
 /// of running the program directly: this covers each language's own ways
 /// to fail (die, panic, exceptions) and its buffering at exit.
-pub fn behaves_like_direct_run(side: Side) {
+scenario!(behaves_like_direct_run, |side| {
     let h = Harness::new(side);
     let cases: [&[&str]; 7] = [
         &["@out:a"],
@@ -488,11 +604,11 @@ pub fn behaves_like_direct_run(side: Side) {
         assert_eq!(stderr_str(&served), stderr_str(&direct), "{args:?}");
     }
     h.finish();
-}
+});
 
 /// A plain exit with status N is N, every time, with calls in parallel
 /// (the original reports many of them as killed by SIGINT).
-pub fn exit_status_under_load(side: Side) {
+scenario!(exit_status_under_load, |side| {
     let h = Harness::new(side);
     assert_success(&h.call(&["@out:start"]).run());
     std::thread::scope(|scope| {
@@ -513,12 +629,12 @@ pub fn exit_status_under_load(side: Side) {
         }
     });
     h.finish();
-}
+});
 
 /// Exit handlers registered during initialisation (atexit, END blocks)
 /// run once per call, in the executor; never in the setup run, the
 /// server or a monitor.
-pub fn exit_handlers_run_in_executor_only(side: Side) {
+scenario!(exit_handlers_run_in_executor_only, |side| {
     let h = Harness::new(side);
     let record = h.path("exits");
     let out = h
@@ -539,7 +655,7 @@ pub fn exit_handlers_run_in_executor_only(side: Side) {
         "one exit handler run per call, none elsewhere"
     );
     h.finish();
-}
+});
 
 /// Runs a call with a terminal (a pty) as stdin, stdout and stderr;
 /// returns its status and everything it wrote.
@@ -575,7 +691,7 @@ fn on_terminal(mut call: Call) -> (std::process::ExitStatus, Vec<u8>) {
 /// On a terminal, a call looks like a direct run: isatty is true, and
 /// stdout is line-buffered as the language makes it (a line printed just
 /// before a sudden death is seen).
-pub fn terminal_like_direct_run(side: Side) {
+scenario!(terminal_like_direct_run, |side| {
     let h = Harness::new(side);
     let cases: [&[&str]; 3] = [
         &["@tty"],
@@ -596,11 +712,11 @@ pub fn terminal_like_direct_run(side: Side) {
     let (_, tty) = on_terminal(h.call(&["@tty"]));
     assert_eq!(String::from_utf8_lossy(&tty), "1 1 1\r\n");
     h.finish();
-}
+});
 
 /// Signals sent to the client reach the script, which decides its fate:
 /// a script that traps one and exits 0 gives 0.
-pub fn signals_forwarded_to_the_script(side: Side) {
+scenario!(signals_forwarded_to_the_script, |side| {
     let h = Harness::new(side);
     for (name, sig) in [
         ("TERM", libc::SIGTERM),
@@ -626,11 +742,11 @@ pub fn signals_forwarded_to_the_script(side: Side) {
         assert_eq!(stdout_str(&out), format!("caught {name}\n"));
     }
     h.finish();
-}
+});
 
 /// A forwarded signal the script does not handle kills it, and the
 /// client dies of the same signal; the executor is reaped.
-pub fn forwarded_signal_death_is_the_callers(side: Side) {
+scenario!(forwarded_signal_death_is_the_callers, |side| {
     let h = Harness::new(side);
     for (name, sig) in [
         ("TERM", libc::SIGTERM),
@@ -645,12 +761,12 @@ pub fn forwarded_signal_death_is_the_callers(side: Side) {
         wait_until("the executor to be reaped", LIMIT, || reaped(executor)).unwrap();
     }
     h.finish();
-}
+});
 
 /// A person at a terminal: ^Z stops the script and the client, `fg`
 /// resumes both and the script finishes normally; ^C ends a script as a
 /// direct run would (death by SIGINT, status 130 in the shell).
-pub fn terminal_job_control(side: Side) {
+scenario!(terminal_job_control, |side| {
     let h = Harness::new(side);
     let script = h.script.display().to_string();
     let pid_file = h.path("executor.pid");
@@ -677,8 +793,9 @@ pub fn terminal_job_control(side: Side) {
     t.send(b"fg\n");
     t.expect("\nAFTER\r");
     t.expect("PROMPT> ");
-    t.run("echo status=$?");
-    assert!(String::from_utf8_lossy(&t.seen).contains("status=0"));
+    t.send(b"echo status=$?\n");
+    t.expect("status=0");
+    t.expect("PROMPT> ");
 
     std::fs::remove_file(&pid_file).unwrap();
     t.send(format!("{script} @pid:{} @sleep:30\n", pid_file.display()).as_bytes());
@@ -694,13 +811,40 @@ pub fn terminal_job_control(side: Side) {
     .unwrap();
     t.exit();
     h.finish();
-}
+});
+
+/// The greeting, to the byte, from a server our client started, after
+/// one call has come and gone: magic, xdata length (51, u32 big-endian),
+/// then the offer and the counters (served: calls handed over before
+/// this connection). Written out, not encoded with the crate's encoder,
+/// which it pins too.
+scenario!(greeting_bytes_after_one_call, |side| {
+    let h = Harness::new(side);
+    let (call, pid_file) = start_long_call(&h, "call");
+    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let (_, monitor) = proc_state(executor).unwrap();
+    assert_success(&call.wait_with_output().unwrap());
+    // The call is over once its monitor is: until the server has reaped
+    // it, the call may still count as running (the Python server's count
+    // lags the client's exit by a few ms).
+    wait_until("the call's monitor to be reaped", LIMIT, || reaped(monitor)).unwrap();
+    let expected: &[u8] =
+        b"PFI\n\x00\x00\x00\x33pfi-caps 1\ncaps signals,context\nserved 1\nrunning 0\n";
+    let got = raw_greeting(&h.socket());
+    assert!(
+        got == expected,
+        "greeting\n got: {:?}\nwant: {:?}",
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(expected)
+    );
+    h.finish();
+});
 
 /// The wire itself, as a fourth implementation would speak it: the server
 /// (created by our client) offers `signals`; an extended call gets 'P'
 /// with the executor's pid, then 'X' with its status; a v1 call on the
 /// same server gets a bare status.
-pub fn wire_extended_and_v1_calls(side: Side) {
+scenario!(wire_extended_and_v1_calls, |side| {
     use prefork_interp::protocol::{self, RequestKind};
     use std::io::Read;
     use std::os::fd::AsFd;
@@ -756,12 +900,12 @@ pub fn wire_extended_and_v1_calls(side: Side) {
         "v1: the status and nothing else"
     );
     h.finish();
-}
+});
 
 /// Each call runs in its caller's directory with its caller's umask; with
 /// `--caller-dir` the identity leaves the directory out, so one server
 /// serves callers in different directories.
-pub fn runs_in_callers_directory_and_umask(side: Side) {
+scenario!(runs_in_callers_directory_and_umask, |side| {
     use std::os::unix::process::CommandExt;
     let h = Harness::new(side);
     let run = |options: &[&str], dir: &std::path::Path, mask: libc::mode_t| {
@@ -802,11 +946,11 @@ pub fn runs_in_callers_directory_and_umask(side: Side) {
             .run(),
     );
     h.finish();
-}
+});
 
 /// `--list` shows the server: identity, pid, start, calls served and
 /// running, protocol, command; `--kill -g IDENT` takes the listed identity.
-pub fn list_and_kill_by_identity(side: Side) {
+scenario!(list_and_kill_by_identity, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
     assert_success(&h.call(&["@out:x"]).run());
@@ -832,12 +976,12 @@ pub fn list_and_kill_by_identity(side: Side) {
     assert_success(&out);
     wait_until("the server to quit", LIMIT, || !alive(server)).unwrap();
     h.finish();
-}
+});
 
 /// A connection from another uid that reaches the socket (its directories
 /// opened up by hand) is refused before the greeting, and the server goes
 /// on serving its own user. (Root only: it acts as a second user.)
-pub fn calls_from_another_uid_are_refused(side: Side) {
+scenario!(calls_from_another_uid_are_refused, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
     let socket = h.socket();
@@ -872,14 +1016,14 @@ pub fn calls_from_another_uid_are_refused(side: Side) {
     );
     assert_eq!(h.server_pid(), server, "the same server serves its user");
     h.finish();
-}
+});
 
 /// Load: 2,000 calls from 32 parallel callers. No call fails, every
 /// output byte and exit status is exact, calls beyond the limit
 /// (max_servers, 4) queue instead of being refused, and one server serves
 /// them all without growing: RSS within 10% of its size after the first
 /// 100 calls, the same fds.
-pub fn load_2000_calls_32_parallel(side: Side) {
+scenario!(load_2000_calls_32_parallel, |side| {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let h = Harness::new(side);
     let server = h.server_pid();
@@ -950,7 +1094,7 @@ pub fn load_2000_calls_32_parallel(side: Side) {
     );
     assert_eq!(h.server_pid(), server, "one server for every call");
     h.finish();
-}
+});
 
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -985,7 +1129,7 @@ fn recovered(h: &Harness, fault: &str, since: std::time::Instant) -> u32 {
 /// ends as it would have (its monitor is a process of its own); the next
 /// call finds nobody listening and starts a new server; the old server's
 /// watcher and idle call handler leave.
-pub fn server_killed_mid_call(side: Side) {
+scenario!(server_killed_mid_call, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
     let (long, _) = start_long_call(&h, "long");
@@ -997,12 +1141,12 @@ pub fn server_killed_mid_call(side: Side) {
     assert_success(&out);
     assert_eq!(stdout_str(&out), "finished\n");
     h.finish();
-}
+});
 
 /// Fault: a call's monitor is SIGKILLed. The client says so at once (one
 /// line, 127); the executor, with nobody left to report its end, gets
 /// SIGINT; the server serves on.
-pub fn monitor_killed_mid_call(side: Side) {
+scenario!(monitor_killed_mid_call, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
     let marker = h.path("got-sigint");
@@ -1023,11 +1167,11 @@ pub fn monitor_killed_mid_call(side: Side) {
     wait_until("the executor to end", LIMIT, || !alive(executor)).unwrap();
     assert_eq!(recovered(&h, "monitor killed", killed), server);
     h.finish();
-}
+});
 
 /// Fault: the watcher is SIGKILLed. The server takes its pipe's EOF as
 /// the end of its socket and quits; the next call starts a new server.
-pub fn watcher_killed(side: Side) {
+scenario!(watcher_killed, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
     let client = h.client.display().to_string();
@@ -1043,12 +1187,12 @@ pub fn watcher_killed(side: Side) {
     wait_until("the server to quit", LIMIT, || !alive(server)).unwrap();
     assert_ne!(recovered(&h, "watcher killed", killed), server);
     h.finish();
-}
+});
 
 /// Fault: the socket file is removed, or replaced by another file, by
 /// hand. The server quits (its watcher saw it); the next call replaces
 /// whatever is there with a new server.
-pub fn socket_removed_or_replaced_by_hand(side: Side) {
+scenario!(socket_removed_or_replaced_by_hand, |side| {
     let h = Harness::new(side);
     for replace in [false, true] {
         let server = h.server_pid();
@@ -1070,13 +1214,13 @@ pub fn socket_removed_or_replaced_by_hand(side: Side) {
         assert_ne!(recovered(&h, fault, changed), server);
     }
     h.finish();
-}
+});
 
 /// Hostile or broken requests: a bad request byte, a byte with no fd, an
 /// oversized length, a truncated payload, a payload with no final NUL, a
 /// caller that hangs up at once. Each call is dropped (no status, no
 /// crash) and the same server goes on serving.
-pub fn bad_requests_are_dropped(side: Side) {
+scenario!(bad_requests_are_dropped, |side| {
     use prefork_interp::protocol;
     use prefork_interp::protocol::io::send_fd;
     use std::io::{Read, Write};
@@ -1149,13 +1293,13 @@ pub fn bad_requests_are_dropped(side: Side) {
         assert_eq!(h.server_pid(), server, "{name}: the same server serves on");
     }
     h.finish();
-}
+});
 
 /// An executor that leaves a child behind, holding the caller's stdout:
 /// the call ends when the executor exits (its status at once), and what
 /// it left in its process group gets SIGINT (as with the original), so a
 /// caller reading the pipe is not kept waiting for it.
-pub fn children_left_behind_get_sigint(side: Side) {
+scenario!(children_left_behind_get_sigint, |side| {
     let h = Harness::new(side);
     let pid_file = h.path("child.pid");
     // run() reads stdout to its end: it returns only once the child, which
@@ -1172,12 +1316,12 @@ pub fn children_left_behind_get_sigint(side: Side) {
     let child: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     wait_until("the child left behind to end", LIMIT, || !alive(child)).unwrap();
     h.finish();
-}
+});
 
 /// An executor that starts a daemon (a session of its own, stdio
 /// elsewhere): the call ends at once with the executor's status, and the
 /// daemon lives on, as after a direct run.
-pub fn daemon_started_by_the_script_outlives_the_call(side: Side) {
+scenario!(daemon_started_by_the_script_outlives_the_call, |side| {
     let h = Harness::new(side);
     let pid_file = h.path("daemon.pid");
     let out = h
@@ -1196,12 +1340,12 @@ pub fn daemon_started_by_the_script_outlives_the_call(side: Side) {
     assert!(alive(daemon), "the daemon outlives the call");
     sigkill(daemon);
     h.finish();
-}
+});
 
 /// `spare_handlers`: that many call handlers (a monitor and its
 /// executor-to-be) wait beside an idle server, and calls use them; 0 is
 /// refused at initialisation with a message naming the option.
-pub fn spare_handlers_wait_for_calls(side: Side) {
+scenario!(spare_handlers_wait_for_calls, |side| {
     let h = Harness::new(side);
     let out = h.call(&["@server"]).env("AGENT_SPARE_HANDLERS", "3").run();
     assert_success(&out);
@@ -1234,4 +1378,4 @@ pub fn spare_handlers_wait_for_calls(side: Side) {
     );
     assert_eq!(stdout_str(&out), "");
     h.finish();
-}
+});

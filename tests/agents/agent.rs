@@ -61,6 +61,11 @@ use std::process::exit;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+#[path = "../support/proc_stat.rs"]
+mod proc_stat;
+
+use proc_stat::proc_state;
+
 /// What `@daemon` runs in its new session: its pid to the file, then sleep.
 const DAEMON_SH: &str = r#"echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30"#;
 
@@ -259,8 +264,11 @@ fn run(args: &[OsString]) -> i32 {
                 }
             }
             b"server" => {
-                let monitor = parent_of(std::os::unix::process::parent_id());
-                writeln!(out, "{monitor}").unwrap();
+                // The executor's parent is its monitor, whose parent is
+                // the server.
+                let monitor = std::os::unix::process::parent_id();
+                let (_, server) = proc_state(monitor).expect("the monitor's /proc/PID/stat");
+                writeln!(out, "{server}").unwrap();
             }
             b"fds" => {
                 let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
@@ -350,12 +358,4 @@ fn run(args: &[OsString]) -> i32 {
         }
     }
     0
-}
-
-/// The parent pid of `pid`, from /proc (field 4 of stat, after the
-/// parenthesised command name, which may itself hold spaces).
-fn parent_of(pid: u32) -> u32 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    after.split(' ').nth(1).unwrap().parse().unwrap()
 }
