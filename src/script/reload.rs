@@ -8,7 +8,8 @@
 //! - the files are watched with inotify, so a call costs no check unless
 //!   one of them was touched since the last call; then all are stat'ed,
 //!   and watched afresh (a file replaced by rename is a new inode).
-//!   Without inotify, every call stats every file.
+//!   While a file is missing (it has no watch), and without inotify,
+//!   every call stats every file.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -72,19 +73,25 @@ impl Reload {
             return None;
         }
         let started = self.started;
+        let mut missing = false;
         let changed = self
             .files
             .iter()
             .position(|file| match std::fs::metadata(file) {
                 Ok(m) => (m.mtime(), m.mtime_nsec()) > started,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing = true;
+                    false
+                }
                 Err(e) => {
                     log::error(&format!("cannot check {}: {e}", file.display()));
                     true
                 }
             });
         if changed.is_none() {
-            self.dirty = false;
+            // A missing file has no watch to tell us when it is made
+            // again: while one is missing, every call checks.
+            self.dirty = missing;
             self.add_watches();
         }
         changed.map(|i| self.files[i].as_path())
@@ -133,28 +140,38 @@ mod tests {
     }
 
     #[test]
-    fn changed_missing_and_replaced_files() {
+    fn changed_missing_and_made_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b, never) = (
-            dir.path().join("a"),
-            dir.path().join("b"),
-            dir.path().join("never"),
-        );
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
         std::fs::write(&a, "").unwrap();
         std::fs::write(&b, "").unwrap();
-        let mut reload = Reload::new(vec![a.clone(), b.clone(), never.clone()], now());
+        let mut reload = Reload::new(vec![a.clone(), b.clone()], now());
         assert!(reload.watch_fd().is_some());
-        assert_eq!(reload.changed(), None, "nothing changed; one never there");
-        assert_eq!(reload.changed(), None, "clean: no check at all");
+        assert_eq!(reload.changed(), None, "nothing changed");
+        assert!(!reload.dirty, "all watched: no check until an event");
 
         std::fs::remove_file(&a).unwrap();
         reload.note_events();
         assert_eq!(reload.changed(), None, "a missing file is no reason");
+        assert!(reload.dirty, "but it has no watch: every call checks");
+        assert_eq!(reload.changed(), None, "nor at the next call");
 
+        // Made again: no watch saw it (it had none), yet the next call
+        // must see it, with no inotify event to say so.
         std::fs::write(&a, "new").unwrap();
         touch_later(&a);
-        reload.note_events();
         assert_eq!(reload.changed(), Some(a.as_path()), "back, and newer");
+    }
+
+    #[test]
+    fn a_file_never_there_is_no_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let never = dir.path().join("never");
+        let mut reload = Reload::new(vec![never.clone()], now());
+        assert_eq!(reload.changed(), None);
+        std::fs::write(&never, "").unwrap();
+        touch_later(&never);
+        assert_eq!(reload.changed(), Some(never.as_path()), "until it is made");
     }
 
     #[test]

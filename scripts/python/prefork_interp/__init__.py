@@ -179,8 +179,9 @@ class _ReloadWatch:
     """Files whose change since the server's start means "quit; the next
     call starts a fresh server". They are watched with inotify, so a call
     costs nothing unless one was touched; then every file is checked again
-    (and the watches re-armed: editors replace files by rename). Without
-    inotify, every call checks every file, as the original does."""
+    (and the watches re-armed: editors replace files by rename). While a
+    file is missing (it has no watch to say when it is made again), and
+    without inotify, every call checks every file, as the original does."""
 
     MASK = 0x2 | 0x4 | 0x8 | 0x400 | 0x800  # MODIFY ATTRIB CLOSE_WRITE DELETE_SELF MOVE_SELF
 
@@ -231,17 +232,18 @@ class _ReloadWatch:
         """The first changed file, or None. Cheap unless dirty."""
         if self.fd is not None and not self.dirty:
             return None
+        missing = False
         for path in self.files:
             try:
                 if os.stat(path).st_mtime_ns > self.started_ns:
                     return path
             except FileNotFoundError:
-                continue
+                missing = True  # no reason to reload
             except OSError as e:
                 _log(syslog.LOG_ERR, "cannot check %s: %s" % (path, e))
                 return path
         if self.fd is not None:
-            self.dirty = False
+            self.dirty = missing
             if not self._arm():
                 self.close()
         return None

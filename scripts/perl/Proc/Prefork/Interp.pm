@@ -205,18 +205,23 @@ sub _describe_status {
 
 # Files whose change since SECS.NSECS means "quit; the next call starts
 # a fresh server". A missing file is no reason; an unreadable one is.
+# Returns the first changed file (or undef), and whether one is missing.
 sub _changed_file {
     my ($files, $started) = @_;
+    my $missing = 0;
     for my $file (@$files) {
         my @st = Time::HiRes::stat($file);
         if (!@st) {
-            next if $! == ENOENT;
+            if ($! == ENOENT) {
+                $missing = 1;
+                next;
+            }
             _log('err', "cannot check $file: $!");
-            return $file;
+            return ($file, $missing);
         }
-        return $file if $st[9] > $started;
+        return ($file, $missing) if $st[9] > $started;
     }
-    return;
+    return (undef, $missing);
 }
 
 # System call numbers for this perl's ABI: x86_64, and the generic table
@@ -536,12 +541,14 @@ sub _next_call {
                 }
                 $s->{idle_since} = Time::HiRes::time();
                 if ($s->{dirty} || !$s->{watch}) {
-                    if (defined(my $file = _changed_file($s->{reload}, $s->{started}))) {
-                        # Dropping the call makes its client start afresh.
-                        _quit("$file changed");
-                    }
+                    my ($file, $missing) = _changed_file($s->{reload}, $s->{started});
+                    # Dropping the call makes its client start afresh.
+                    _quit("$file changed") if defined $file;
                     if ($s->{watch}) {
-                        $s->{dirty} = 0;
+                        # A missing file has no watch to say when it is
+                        # made again: while one is missing, every call
+                        # checks.
+                        $s->{dirty} = $missing;
                         delete $s->{watch} unless _add_watches($s->{watch}, $s->{reload});
                     }
                 }
@@ -886,7 +893,8 @@ Python script sides behave the same.
 
 The files are watched with inotify(7), so a call costs no check at all
 unless one of them was touched since the last; then every file is
-checked again. (On Linux ABIs other than x86_64, aarch64, riscv64 and
+checked again. While a file is missing (it has no watch), every call
+checks. (On Linux ABIs other than x86_64, aarch64, riscv64 and
 loongarch64, every call stats every file, as the original does.)
 
 =head1 BEYOND THE ORIGINAL
