@@ -1,7 +1,7 @@
 package Proc::Prefork::Interp;
 
 # The Perl script side of prefork-interp. Process roles, as in the Rust
-# library (src/server.rs, src/monitor.rs, src/executor.rs):
+# library (src/script/server.rs, monitor.rs, executor.rs):
 #
 #   setup run --fork--> server (setsid; stdio /dev/null; syslog)
 #     exit 0              | waits on LISTEN, WATCHE, the monitors' pidfds
