@@ -65,6 +65,92 @@ print "call\n";
     h.finish();
 }
 
+/// `fast_exit => 1`: every way a call can end gives the status, output
+/// and END blocks of a direct run with the same option; what goes is
+/// global destruction (DESTROY of an object alive at exit), as the POD
+/// says, while an object that goes out of scope earlier is destroyed.
+#[test]
+fn fast_exit_ends_exactly_and_skips_only_global_destruction() {
+    let h = perl_world(
+        r#"use strict;
+use Proc::Prefork::Interp;
+package Guard;
+sub new { my ($class, $what) = @_; bless { what => $what }, $class }
+sub DESTROY { my $s = shift; open my $f, '>>', $ENV{PFI_RECORD} or die; print $f "destroy $s->{what}
+" }
+package main;
+our $global = Guard->new('global');
+END {
+    open my $f, '>>', $ENV{PFI_RECORD} or die;
+    print $f "end $?
+";
+    $? = $1 if ($ARGV[0] // '') =~ /\Aend-sets:(\d+)\z/;
+}
+prefork_initialisation_complete(fast_exit => 1);
+{ my $scoped = Guard->new('scoped'); }
+# Buffered output, on a pipe and in a file, must all arrive.
+print "out ", "x" x 5000, "
+";
+print STDERR "err
+";
+open my $file, '>', $ENV{PFI_FILE} or die;
+print $file "file
+";
+my $how = $ARGV[0] // '';
+exit $1 if $how =~ /\Aexit:(\d+)\z/;
+if ($how eq 'die') { $! = 0; $? = 0; die "dying
+" }
+exit 3 if $how =~ /\Aend-sets:/;
+print "fell off the end
+";
+"#,
+    );
+    let record = h.path("record");
+    let file = h.path("file");
+    for how in ["", "exit:0", "exit:7", "die", "end-sets:9"] {
+        let mut seen = Vec::new();
+        for through_us in [true, false] {
+            let _ = std::fs::remove_file(&record);
+            let _ = std::fs::remove_file(&file);
+            let call = if through_us {
+                h.call(&[how])
+            } else {
+                h.direct(&[how])
+            };
+            let out = call
+                .env("PFI_RECORD", &record)
+                .env("PFI_FILE", &file)
+                .run();
+            seen.push((
+                out.status.code(),
+                stdout_str(&out),
+                stderr_str(&out),
+                std::fs::read_to_string(&record).unwrap(),
+                std::fs::read_to_string(&file).unwrap(),
+            ));
+        }
+        assert_eq!(seen[0], seen[1], "{how:?}: through us, then directly");
+        let (status, stdout, stderr, record, file) = &seen[0];
+        let expected = match how {
+            "exit:7" => 7,
+            "die" => 255,
+            "end-sets:9" => 9,
+            _ => 0,
+        };
+        assert_eq!(*status, Some(expected), "{how:?}");
+        assert!(stdout.starts_with(&format!("out {}\n", "x".repeat(5000))), "{how:?}");
+        assert!(stderr.starts_with("err\n"), "{how:?}: {stderr}");
+        assert_eq!(file, "file\n", "{how:?}");
+        let end_status = if how == "end-sets:9" { 3 } else { expected };
+        assert_eq!(
+            record,
+            &format!("destroy scoped\nend {end_status}\n"),
+            "{how:?}: END ran, the global object was not destroyed"
+        );
+    }
+    h.finish();
+}
+
 const SERVER_PID_BODY: &str = r#"use Proc::Prefork::Interp;
 use PfiTestModule;
 prefork_initialisation_complete(%PfiTestModule::OPTIONS);

@@ -67,6 +67,7 @@ use constant WATCH_MASK =>
 
 my @also_check;
 my $logging = 0;
+my $fast_exit = 0;
 
 sub prefork_autoreload_also_check {
     push @also_check, @_;
@@ -266,8 +267,14 @@ sub _add_watches {
 
 sub prefork_initialisation_complete {
     my %opts = @_;
+    $fast_exit = $opts{fast_exit} ? 1 : 0;
     my $value = delete $ENV{PREFORK_INTERP};
-    return unless defined $value;    # standalone: nothing to do
+    if (!defined $value) {
+        # Standalone: nothing to do but what a call would do, so that a
+        # direct run ends as a call does.
+        _arm_fast_exit() if $fast_exit;
+        return;
+    }
 
     my $threads = _thread_count();
     die "prefork-interp: $threads threads are running; "
@@ -757,10 +764,32 @@ sub _executor {
         $ENV{$1} = $2 if $entry =~ /\A([^=]+)=(.*)\z/s;
     }
     @ARGV = @$args;
+    _arm_fast_exit() if $fast_exit;
     # As a fresh run starts: `die` exits with $! when it is set, and ours
     # (from the handle juggling above) is no business of the script's.
     ($!, $?, $@) = (0, 0, '');
     return 1;
+}
+
+# fast_exit: a block at the very end of the END list flushes every handle
+# open for output and leaves with POSIX::_exit($?). END blocks compiled
+# later (a `require` at run time) go to the front of the list, so it runs
+# last of all and sees the final $?: the exit status is exact. What is
+# skipped is global destruction (DESTROY of objects still alive at exit),
+# which is most of the time a big process takes to end.
+sub _arm_fast_exit {
+    require B;
+    # No END block yet means no END list: compiling one makes it.
+    eval 'END { } 1' or die "prefork-interp: fast_exit: $@" unless ref(B::end_av()) eq 'B::AV';
+    push @{ B::end_av()->object_2svref }, \&_fast_exit;
+    return;
+}
+
+sub _fast_exit {
+    # Perl flushes every handle open for output before an exec, also one
+    # that fails (perlfunc, exec): a cheap and complete flush.
+    { no warnings 'exec'; exec { '/nonexistent/prefork-interp/flush-all' } 'flush'; }
+    POSIX::_exit($?);
 }
 
 1;
@@ -872,6 +901,19 @@ Call handlers (a monitor and its executor, forked in advance, so that no
 fork is on a call's critical path) kept waiting for the next call; at
 least 1. More absorb bursts of simultaneous calls; each idle one is two
 processes sharing the server's memory. Default 1.
+
+=item C<< fast_exit => I<BOOL> >>
+
+End each call fast: when the script exits (C<exit>, the end of the
+script, C<die>), END blocks run as usual, then every handle open for
+output is flushed and the process leaves with C<POSIX::_exit($?)>, so the
+exit status is exactly what it would have been. Skipped: global
+destruction, that is C<DESTROY> of objects still alive at exit (lexicals
+at file scope, globals) and the freeing of everything else, which is
+most of the time a big interpreter takes to exit. Objects that go out of
+scope before the end are destroyed as usual. It applies to a direct run
+of the script too (so that both end alike), and to processes the script
+forks that end with C<exit>. Default false.
 
 =back
 
