@@ -28,9 +28,12 @@
 //!
 //! `all`: everything side by side in one run: latency of each script side
 //! (the Rust example, Perl, Python) cold, warm and run directly, the
-//! chiark-utils pairs, throughput with 1, 2, 8 and 32 parallel callers,
-//! server and client memory, the auto-reload check with 320 Perl modules,
-//! and the instructions of the client's own path (callgrind).
+//! chiark-utils pairs (Perl ending with `POSIX::_exit` and with a plain
+//! `exit`, ours also with `fast_exit`), CPU per warm call, throughput
+//! with 1, 2, 8 and 32 parallel callers, server and client memory, the
+//! auto-reload check with 320 Perl modules, the instructions of the
+//! client's own path (callgrind), and last the performance targets of
+//! issue 13 with this run's ratios.
 //!
 //! Every row is measured the same way (spawn, wait, in this process), in
 //! a private run directory that is removed afterwards.
@@ -296,10 +299,30 @@ const PERL_MODULES: [&str; 20] = [
 const CHIARK_CLIENT: &str = "/usr/bin/prefork-interp";
 const CHIARK_MODULE: &str = "/usr/share/perl5/Proc/Prefork/Interp.pm";
 
+/// How a Perl benchmark script ends each call.
+#[derive(Clone, Copy)]
+enum PerlEnd {
+    /// `POSIX::_exit(0)`: no exit work at all (and exact with chiark's
+    /// module, whose plain `exit` races).
+    Underscore,
+    /// A plain `exit 0`, as real scripts end.
+    Plain,
+}
+
 /// The Perl benchmark script (after its #! line): the module (ours, or
 /// else whichever perl finds: chiark's), [`PERL_MODULES`], `extra`, then
-/// initialisation with `options` and one line of output per call.
+/// initialisation with `options` and one line of output per call, ended
+/// with `POSIX::_exit`.
 fn perl_bench_body(with_our_module: bool, extra: &str, options: &str) -> String {
+    perl_bench_body_ending(with_our_module, extra, options, PerlEnd::Underscore)
+}
+
+fn perl_bench_body_ending(
+    with_our_module: bool,
+    extra: &str,
+    options: &str,
+    end: PerlEnd,
+) -> String {
     let repo = env!("CARGO_MANIFEST_DIR");
     let ours = if with_our_module {
         format!("use lib '{repo}/scripts/perl';\n")
@@ -310,9 +333,13 @@ fn perl_bench_body(with_our_module: bool, extra: &str, options: &str) -> String 
         .iter()
         .map(|m| format!("use {m} ();\n"))
         .collect();
+    let end = match end {
+        PerlEnd::Underscore => "STDOUT->flush; POSIX::_exit(0);",
+        PerlEnd::Plain => "exit 0;",
+    };
     format!(
         "{ours}use Proc::Prefork::Interp;\n{uses}{extra}prefork_initialisation_complete({options});\n\
-         print \"ok\\n\"; STDOUT->flush; POSIX::_exit(0);\n"
+         print \"ok\\n\"; {end}\n"
     )
 }
 
@@ -583,6 +610,78 @@ fn client_instructions(script: &Path, run_dir: &Path) -> Option<u64> {
     line.rsplit(':').next()?.trim().parse().ok()
 }
 
+/// Warm calls of a script whose status may not be 0: chiark's module
+/// reports a plain `exit` as death by SIGINT now and then (its EXECTERM
+/// race). The times, and how many calls ended otherwise.
+fn warm_counting(world: &World, script: &Path, runs: usize) -> (Vec<Duration>, usize) {
+    world
+        .command(script)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let mut times = Vec::with_capacity(runs);
+    let mut wrong = 0;
+    for _ in 0..runs {
+        let mut cmd = world.command(script);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let start = Instant::now();
+        let status = cmd.status().expect("spawn");
+        times.push(start.elapsed());
+        wrong += usize::from(!status.success());
+    }
+    times.sort();
+    (times, wrong)
+}
+
+/// CPU time the whole machine spends per warm call of `script` (user and
+/// system, every core, from /proc/stat, over `runs` calls one after
+/// another): the work of client, server, monitor and executor, which
+/// latency hides when it runs in parallel.
+fn cpu_per_call_ms(world: &World, script: &Path, runs: usize) -> f64 {
+    fn busy_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let cpu = stat.lines().next().unwrap();
+        // user nice system idle iowait irq softirq steal ...
+        let fields: Vec<u64> = cpu
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + fields[7]
+    }
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    world
+        .command(script)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let before = busy_ticks();
+    for _ in 0..runs {
+        world
+            .command(script)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("spawn");
+    }
+    // The last call's handler may still be exiting: let it finish.
+    std::thread::sleep(Duration::from_millis(50));
+    (busy_ticks() - before) as f64 / ticks_per_s * 1000.0 / runs as f64
+}
+
+/// One line of the targets section: a measured ratio or value against
+/// its goal.
+fn target_line(what: &str, value: Option<f64>, goal: &str, met: impl Fn(f64) -> bool) {
+    match value {
+        Some(v) => println!(
+            "{what:<60} {v:>8.2}  (goal {goal}) {}",
+            if met(v) { "met" } else { "NOT met" }
+        ),
+        None => println!("{what:<60} {:>8}  (goal {goal}) not measured", "-"),
+    }
+}
+
 fn full_table(warm_runs: usize) {
     let slow_runs = (warm_runs / 30).max(5);
     let mut world = World::new("fullbench");
@@ -597,6 +696,18 @@ fn full_table(warm_runs: usize) {
     let perl = world.script("perl", &client, "perl", &perl_body(true));
     let perl_chiark =
         chiark.then(|| world.script("perl-chiark", chiark_client, "perl", &perl_body(false)));
+    let plain =
+        |ours: bool, options: &str| perl_bench_body_ending(ours, "", options, PerlEnd::Plain);
+    let perl_plain = world.script("perl-plain", &client, "perl", &plain(true, ""));
+    let perl_fast = world.script("perl-fast", &client, "perl", &plain(true, "fast_exit => 1"));
+    let perl_chiark_plain = chiark.then(|| {
+        world.script(
+            "perl-chiark-plain",
+            chiark_client,
+            "perl",
+            &plain(false, ""),
+        )
+    });
     let perl_chiark_ours =
         chiark.then(|| world.script("perl-c-ours", chiark_client, "perl", &perl_body(true)));
     let python_bin = python().display().to_string();
@@ -626,9 +737,27 @@ fn full_table(warm_runs: usize) {
         "Perl, our pair, cold".into(),
         time_runs(slow_runs, || world.command(&perl), || kill(&perl, "perl")),
     ));
-    rows.push(("Perl, our pair, warm".into(), world.warm(&perl, warm_runs)));
-    if let (Some(c), Some(co)) = (&perl_chiark, &perl_chiark_ours) {
-        rows.push(("Perl, chiark pair, warm".into(), world.warm(c, warm_runs)));
+    rows.push((
+        "Perl, our pair, _exit, warm".into(),
+        world.warm(&perl, warm_runs),
+    ));
+    rows.push((
+        "Perl, our pair, plain exit, warm".into(),
+        world.warm(&perl_plain, warm_runs),
+    ));
+    rows.push((
+        "Perl, our pair, plain exit + fast_exit, warm".into(),
+        world.warm(&perl_fast, warm_runs),
+    ));
+    let mut chiark_plain_wrong = None;
+    if let (Some(c), Some(cp), Some(co)) = (&perl_chiark, &perl_chiark_plain, &perl_chiark_ours) {
+        rows.push((
+            "Perl, chiark pair, _exit, warm".into(),
+            world.warm(c, warm_runs),
+        ));
+        let (times, wrong) = warm_counting(&world, cp, warm_runs);
+        chiark_plain_wrong = Some(wrong);
+        rows.push(("Perl, chiark pair, plain exit, warm".into(), times));
         rows.push((
             "Perl, chiark client + our module, warm".into(),
             world.warm(co, warm_runs),
@@ -649,14 +778,38 @@ fn full_table(warm_runs: usize) {
     rows.push(("Python, warm".into(), world.warm(&python, warm_runs)));
     print_table(&rows);
     let row = |name: &str| rows.iter().find(|(n, _)| n == name).map(|(_, t)| median(t));
-    if let (Some(ours), Some(theirs)) =
-        (row("Perl, our pair, warm"), row("Perl, chiark pair, warm"))
-    {
+    if let Some(wrong) = chiark_plain_wrong {
         println!(
-            "\nPerl warm call, our pair / chiark pair: {:.2}",
-            ours / theirs
+            "\nchiark pair, plain exit: {wrong} of {warm_runs} calls ended with a wrong status \
+             (its EXECTERM race)"
         );
     }
+
+    println!("\n== CPU per warm call: the whole machine, user + system (ms) ==");
+    let cpu_runs = warm_runs.max(100);
+    let mut cpu_rows: Vec<(&str, &Path)> = vec![
+        ("Rust example, ours", &rust),
+        ("Perl, our pair, _exit", &perl),
+        ("Perl, our pair, plain exit", &perl_plain),
+        ("Perl, our pair, plain exit + fast_exit", &perl_fast),
+    ];
+    if let (Some(c), Some(cp)) = (&perl_chiark, &perl_chiark_plain) {
+        cpu_rows.push(("Perl, chiark pair, _exit", c));
+        cpu_rows.push(("Perl, chiark pair, plain exit", cp));
+    }
+    cpu_rows.push(("Python, ours", &python));
+    let mut cpu = Vec::new();
+    for (name, script) in cpu_rows {
+        let runs = if name.starts_with("Python") {
+            cpu_runs / 3
+        } else {
+            cpu_runs
+        };
+        let ms = cpu_per_call_ms(&world, script, runs);
+        println!("{name:<48} {ms:>8.2}");
+        cpu.push((name, ms));
+    }
+    let cpu_of = |name: &str| cpu.iter().find(|(n, _)| *n == name).map(|&(_, ms)| ms);
 
     println!("\n== throughput: calls per second, N callers in parallel ==");
     let total = warm_runs.max(64);
@@ -694,12 +847,6 @@ fn full_table(warm_runs: usize) {
         );
     }
     let rate = |name: &str| at8.iter().find(|(n, _)| *n == name).map(|&(_, r)| r);
-    if let (Some(ours), Some(theirs)) = (rate("Perl, our pair"), rate("Perl, chiark pair")) {
-        println!(
-            "\nPerl, 8 callers, our pair / chiark pair: {:.2}x",
-            ours / theirs
-        );
-    }
 
     println!("\n== memory ==");
     for (name, script) in &sides {
@@ -746,4 +893,72 @@ fn full_table(warm_runs: usize) {
 
     println!("\n== auto-reload check, Perl (our pair), 320 modules in %INC ==");
     perl_tables(warm_runs, true);
+
+    // The goals of issue 13, from the rows above (medians, this run).
+    println!("\n== targets: warm calls, ratios from this run ==");
+    let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+    let floor = row("/bin/true (exec floor)");
+    target_line(
+        "1. Perl, plain exit: ours / chiark pair",
+        ratio(
+            row("Perl, our pair, plain exit, warm"),
+            row("Perl, chiark pair, plain exit, warm"),
+        ),
+        "<= 0.40",
+        |v| v <= 0.40,
+    );
+    target_line(
+        "2. Perl, fast_exit: ours / chiark pair with _exit",
+        ratio(
+            row("Perl, our pair, plain exit + fast_exit, warm"),
+            row("Perl, chiark pair, _exit, warm"),
+        ),
+        "<= 0.33",
+        |v| v <= 0.33,
+    );
+    target_line(
+        "2. Perl, _exit: ours / chiark pair with _exit",
+        ratio(
+            row("Perl, our pair, _exit, warm"),
+            row("Perl, chiark pair, _exit, warm"),
+        ),
+        "<= 0.33",
+        |v| v <= 0.33,
+    );
+    target_line(
+        "2. Perl, fast_exit: ours / /bin/true",
+        ratio(row("Perl, our pair, plain exit + fast_exit, warm"), floor),
+        "<= 2.5",
+        |v| v <= 2.5,
+    );
+    target_line(
+        "3. Python, normal end: ours / /bin/true",
+        ratio(row("Python, warm"), floor),
+        "<= 8",
+        |v| v <= 8.0,
+    );
+    target_line(
+        "3. Python, exact fast exit: ours / /bin/true (needs run mode)",
+        None,
+        "<= 3",
+        |v| v <= 3.0,
+    );
+    target_line(
+        "4. Rust example: ours / /bin/true",
+        ratio(row("Rust example, warm"), floor),
+        "<= 1.5",
+        |v| v <= 1.5,
+    );
+    target_line(
+        "5. CPU per warm call, Perl, _exit, ours (ms)",
+        cpu_of("Perl, our pair, _exit"),
+        "<= 2.5",
+        |v| v <= 2.5,
+    );
+    target_line(
+        "5. Perl, 8 callers: ours / chiark pair (calls/s)",
+        ratio(rate("Perl, our pair"), rate("Perl, chiark pair")),
+        ">= 2.5",
+        |v| v >= 2.5,
+    );
 }

@@ -117,10 +117,7 @@ print "fell off the end
             } else {
                 h.direct(&[how])
             };
-            let out = call
-                .env("PFI_RECORD", &record)
-                .env("PFI_FILE", &file)
-                .run();
+            let out = call.env("PFI_RECORD", &record).env("PFI_FILE", &file).run();
             seen.push((
                 out.status.code(),
                 stdout_str(&out),
@@ -138,7 +135,10 @@ print "fell off the end
             _ => 0,
         };
         assert_eq!(*status, Some(expected), "{how:?}");
-        assert!(stdout.starts_with(&format!("out {}\n", "x".repeat(5000))), "{how:?}");
+        assert!(
+            stdout.starts_with(&format!("out {}\n", "x".repeat(5000))),
+            "{how:?}"
+        );
         assert!(stderr.starts_with("err\n"), "{how:?}: {stderr}");
         assert_eq!(file, "file\n", "{how:?}");
         let end_status = if how == "end-sets:9" { 3 } else { expected };

@@ -67,7 +67,7 @@ use constant WATCH_MASK =>
 
 my @also_check;
 my $logging = 0;
-my $fast_exit = 0;
+my $fast_exit_armed = 0;
 
 sub prefork_autoreload_also_check {
     push @also_check, @_;
@@ -267,14 +267,11 @@ sub _add_watches {
 
 sub prefork_initialisation_complete {
     my %opts = @_;
-    $fast_exit = $opts{fast_exit} ? 1 : 0;
+    # Armed here, once: executors inherit it (the server and monitors
+    # never run END blocks), and a direct run ends as a call does.
+    _arm_fast_exit() if $opts{fast_exit};
     my $value = delete $ENV{PREFORK_INTERP};
-    if (!defined $value) {
-        # Standalone: nothing to do but what a call would do, so that a
-        # direct run ends as a call does.
-        _arm_fast_exit() if $fast_exit;
-        return;
-    }
+    return unless defined $value;    # standalone: nothing more to do
 
     my $threads = _thread_count();
     die "prefork-interp: $threads threads are running; "
@@ -764,7 +761,6 @@ sub _executor {
         $ENV{$1} = $2 if $entry =~ /\A([^=]+)=(.*)\z/s;
     }
     @ARGV = @$args;
-    _arm_fast_exit() if $fast_exit;
     # As a fresh run starts: `die` exits with $! when it is set, and ours
     # (from the handle juggling above) is no business of the script's.
     ($!, $?, $@) = (0, 0, '');
@@ -778,6 +774,7 @@ sub _executor {
 # skipped is global destruction (DESTROY of objects still alive at exit),
 # which is most of the time a big process takes to end.
 sub _arm_fast_exit {
+    return if $fast_exit_armed++;
     require B;
     # No END block yet means no END list: compiling one makes it.
     eval 'END { } 1' or die "prefork-interp: fast_exit: $@" unless ref(B::end_av()) eq 'B::AV';
