@@ -337,9 +337,12 @@ fn perl_bench_body_ending(
         PerlEnd::Underscore => "STDOUT->flush; POSIX::_exit(0);",
         PerlEnd::Plain => "exit 0;",
     };
+    // The one line of output is the wall-clock time (ns) at which the
+    // call's code runs: the stage breakdown reads it.
     format!(
-        "{ours}use Proc::Prefork::Interp;\n{uses}{extra}prefork_initialisation_complete({options});\n\
-         print \"ok\\n\"; {end}\n"
+        "{ours}use Proc::Prefork::Interp;\nuse Time::HiRes ();\n{uses}{extra}\
+         prefork_initialisation_complete({options});\n\
+         printf \"%.0f\\n\", Time::HiRes::time() * 1e9; {end}\n"
     )
 }
 
@@ -472,7 +475,8 @@ fn python_bench_body() -> String {
     let repo = env!("CARGO_MANIFEST_DIR");
     format!(
         "import sys; sys.path.insert(0, '{repo}/scripts/python')\n{PYTHON_IMPORTS}\
-         import prefork_interp\nprefork_interp.initialisation_complete()\nprint('ok')\n"
+         import prefork_interp, time\nprefork_interp.initialisation_complete()\n\
+         print(time.time_ns())\n"
     )
 }
 
@@ -670,6 +674,42 @@ fn cpu_per_call_ms(world: &World, script: &Path, runs: usize) -> f64 {
     (busy_ticks() - before) as f64 / ticks_per_s * 1000.0 / runs as f64
 }
 
+/// Where a warm call's time goes, from the script's own clock: the
+/// script prints the wall-clock time (ns) as its call's code starts.
+/// Medians over `runs` calls (ms) of: spawn to the script's code (the
+/// client's exec, connect, greeting, request, the executor's wake-up),
+/// and the script's code to the caller's end of the wait (the script's
+/// exit work, the monitor's reaping and status, the client's exit).
+fn stages(make: impl Fn() -> Command, runs: usize) -> (f64, f64) {
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as f64
+    };
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    make().output().unwrap();
+    for _ in 0..runs {
+        let mut cmd = make();
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+        let spawned = now_ns();
+        let out = cmd.output().expect("spawn");
+        let done = now_ns();
+        let stamp: f64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no time stamp from {cmd:?}"));
+        before.push((stamp - spawned) / 1e6);
+        after.push((done - stamp) / 1e6);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut before), median(&mut after))
+}
+
 /// One line of the targets section: a measured ratio or value against
 /// its goal.
 fn target_line(what: &str, value: Option<f64>, goal: &str, met: impl Fn(f64) -> bool) {
@@ -783,6 +823,45 @@ fn full_table(warm_runs: usize) {
             "\nchiark pair, plain exit: {wrong} of {warm_runs} calls ended with a wrong status \
              (its EXECTERM race)"
         );
+    }
+
+    println!("\n== where a warm call's time goes: medians (ms) ==");
+    println!("{:<48} {:>12} {:>12}", "call", "to script", "script to end");
+    let agent = world.bin_dir.join("examples").join("agent");
+    let rust_agent = world.script("rust-agent", &client, agent.to_str().unwrap(), "");
+    let stage_runs = warm_runs.clamp(30, 200);
+    // (name, script, its arguments, runs)
+    let mut staged: Vec<(&str, &Path, &[&str], usize)> = vec![
+        (
+            "Rust agent (small), ours",
+            &rust_agent,
+            &["@time"],
+            stage_runs,
+        ),
+        ("Perl, our pair, _exit", &perl, &[], stage_runs),
+        ("Perl, our pair, plain exit", &perl_plain, &[], stage_runs),
+        (
+            "Perl, our pair, plain exit + fast_exit",
+            &perl_fast,
+            &[],
+            stage_runs,
+        ),
+    ];
+    if let (Some(c), Some(cp)) = (&perl_chiark, &perl_chiark_plain) {
+        staged.push(("Perl, chiark pair, _exit", c, &[], stage_runs));
+        staged.push(("Perl, chiark pair, plain exit", cp, &[], stage_runs));
+    }
+    staged.push(("Python, ours", &python, &[], stage_runs / 3));
+    for (name, script, args, runs) in staged {
+        let (to_script, to_end) = stages(
+            || {
+                let mut c = world.command(script);
+                c.args(args);
+                c
+            },
+            runs,
+        );
+        println!("{name:<48} {to_script:>12.3} {to_end:>12.3}");
     }
 
     println!("\n== CPU per warm call: the whole machine, user + system (ms) ==");
