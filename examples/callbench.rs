@@ -710,15 +710,26 @@ fn stages(make: impl Fn() -> Command, runs: usize) -> (f64, f64) {
     (median(&mut before), median(&mut after))
 }
 
+/// A performance goal: a value at most, or at least, this.
+#[derive(Clone, Copy)]
+enum Goal {
+    AtMost(f64),
+    AtLeast(f64),
+}
+
 /// One line of the targets section: a measured ratio or value against
 /// its goal.
-fn target_line(what: &str, value: Option<f64>, goal: &str, met: impl Fn(f64) -> bool) {
-    match value {
-        Some(v) => println!(
-            "{what:<60} {v:>8.2}  (goal {goal}) {}",
-            if met(v) { "met" } else { "NOT met" }
+fn target_line(what: &str, value: Option<f64>, goal: Goal) {
+    let (shown, met) = match goal {
+        Goal::AtMost(g) => (format!("<= {g}"), value.map(|v| v <= g)),
+        Goal::AtLeast(g) => (format!(">= {g}"), value.map(|v| v >= g)),
+    };
+    match (value, met) {
+        (Some(v), Some(met)) => println!(
+            "{what:<60} {v:>8.2}  (goal {shown}) {}",
+            if met { "met" } else { "NOT met" }
         ),
-        None => println!("{what:<60} {:>8}  (goal {goal}) not measured", "-"),
+        _ => println!("{what:<60} {:>8}  (goal {shown}) not measured", "-"),
     }
 }
 
@@ -977,67 +988,64 @@ fn full_table(warm_runs: usize) {
     println!("\n== targets: warm calls, ratios from this run ==");
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
     let floor = row("/bin/true (exec floor)");
-    target_line(
-        "1. Perl, plain exit: ours / chiark pair",
-        ratio(
-            row("Perl, our pair, plain exit, warm"),
-            row("Perl, chiark pair, plain exit, warm"),
+    // (what, this run's value, goal: at most / at least this)
+    let targets = [
+        (
+            "1. Perl, plain exit: ours / chiark pair",
+            ratio(
+                row("Perl, our pair, plain exit, warm"),
+                row("Perl, chiark pair, plain exit, warm"),
+            ),
+            Goal::AtMost(0.40),
         ),
-        "<= 0.40",
-        |v| v <= 0.40,
-    );
-    target_line(
-        "2. Perl, fast_exit: ours / chiark pair with _exit",
-        ratio(
-            row("Perl, our pair, plain exit + fast_exit, warm"),
-            row("Perl, chiark pair, _exit, warm"),
+        (
+            "2. Perl, fast_exit: ours / chiark pair with _exit",
+            ratio(
+                row("Perl, our pair, plain exit + fast_exit, warm"),
+                row("Perl, chiark pair, _exit, warm"),
+            ),
+            Goal::AtMost(0.33),
         ),
-        "<= 0.33",
-        |v| v <= 0.33,
-    );
-    target_line(
-        "2. Perl, _exit: ours / chiark pair with _exit",
-        ratio(
-            row("Perl, our pair, _exit, warm"),
-            row("Perl, chiark pair, _exit, warm"),
+        (
+            "2. Perl, _exit: ours / chiark pair with _exit",
+            ratio(
+                row("Perl, our pair, _exit, warm"),
+                row("Perl, chiark pair, _exit, warm"),
+            ),
+            Goal::AtMost(0.33),
         ),
-        "<= 0.33",
-        |v| v <= 0.33,
-    );
-    target_line(
-        "2. Perl, fast_exit: ours / /bin/true",
-        ratio(row("Perl, our pair, plain exit + fast_exit, warm"), floor),
-        "<= 2.5",
-        |v| v <= 2.5,
-    );
-    target_line(
-        "3. Python, normal end: ours / /bin/true",
-        ratio(row("Python, warm"), floor),
-        "<= 8",
-        |v| v <= 8.0,
-    );
-    target_line(
-        "3. Python, exact fast exit: ours / /bin/true (needs run mode)",
-        None,
-        "<= 3",
-        |v| v <= 3.0,
-    );
-    target_line(
-        "4. Rust example: ours / /bin/true",
-        ratio(row("Rust example, warm"), floor),
-        "<= 1.5",
-        |v| v <= 1.5,
-    );
-    target_line(
-        "5. CPU per warm call, Perl, _exit, ours (ms)",
-        cpu_of("Perl, our pair, _exit"),
-        "<= 2.5",
-        |v| v <= 2.5,
-    );
-    target_line(
-        "5. Perl, 8 callers: ours / chiark pair (calls/s)",
-        ratio(rate("Perl, our pair"), rate("Perl, chiark pair")),
-        ">= 2.5",
-        |v| v >= 2.5,
-    );
+        (
+            "2. Perl, fast_exit: ours / /bin/true",
+            ratio(row("Perl, our pair, plain exit + fast_exit, warm"), floor),
+            Goal::AtMost(2.5),
+        ),
+        (
+            "3. Python, normal end: ours / /bin/true",
+            ratio(row("Python, warm"), floor),
+            Goal::AtMost(8.0),
+        ),
+        (
+            "3. Python, exact fast exit: ours / /bin/true (needs run mode)",
+            None,
+            Goal::AtMost(3.0),
+        ),
+        (
+            "4. Rust example: ours / /bin/true",
+            ratio(row("Rust example, warm"), floor),
+            Goal::AtMost(1.5),
+        ),
+        (
+            "5. CPU per warm call, Perl, _exit, ours (ms)",
+            cpu_of("Perl, our pair, _exit"),
+            Goal::AtMost(2.5),
+        ),
+        (
+            "5. Perl, 8 callers: ours / chiark pair (calls/s)",
+            ratio(rate("Perl, our pair"), rate("Perl, chiark pair")),
+            Goal::AtLeast(2.5),
+        ),
+    ];
+    for (what, value, goal) in targets {
+        target_line(what, value, goal);
+    }
 }
