@@ -42,7 +42,7 @@ pub(crate) fn spawn(
     match unsafe { sys::fork() }? {
         Forked::Parent(intermediate) => {
             drop((stdin, stderr));
-            let status = sys::wait_status(intermediate, false)?.unwrap_or(-1);
+            let status = sys::wait_status(intermediate)?;
             if status != 0 {
                 return Err(io::Error::other(format!(
                     "watcher's intermediate process {}",

@@ -92,7 +92,7 @@ pub(crate) fn run(control: UnixStream, handover: UnixStream) -> Invocation {
             log::error(&format!("call failed: {e}"));
             // Whatever happened, the executor must not outlive us unseen.
             interrupt_group();
-            let _ = sys::wait_status(executor, false);
+            let _ = sys::wait_status(executor);
             sys::exit_now(1)
         }
     }
@@ -111,7 +111,7 @@ fn handle(
     // with no call handed over died idle.)
     let [called, executor_died] = sys::wait_readable([control.as_fd(), pidfd.as_fd()])?;
     if executor_died && !called {
-        let status = sys::wait_status(executor, false)?.unwrap_or(0);
+        let status = sys::wait_status(executor)?;
         log::error(&format!(
             "idle executor {executor} {}",
             sys::describe_status(status)
@@ -122,7 +122,7 @@ fn handle(
         Ok((_, call)) => UnixStream::from(call),
         Err(e) if hung_up(&e) => {
             // Not needed any more: our executor leaves on its own EOF.
-            let _ = sys::wait_status(executor, false);
+            let _ = sys::wait_status(executor);
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -132,7 +132,7 @@ fn handle(
     let mut ready = [0u8; 2];
     if from_executor.read_exact(&mut ready).is_err() {
         // It could not read the request (and logged why) or died.
-        let status = sys::wait_status(executor, false)?.unwrap_or(0);
+        let status = sys::wait_status(executor)?;
         if status != 0 {
             log::error(&format!(
                 "executor {executor} failed before its call: it {}",
@@ -167,7 +167,7 @@ fn watch(call: UnixStream, pidfd: Pidfd, executor: sys::Pid, extended: bool) -> 
     };
 
     if executor_gone {
-        let status = sys::wait_status(executor, false)?.unwrap_or(0);
+        let status = sys::wait_status(executor)?;
         interrupt_group();
         let message = if extended {
             protocol::encode_frame(protocol::FRAME_STATUS, status as u32).to_vec()
@@ -177,7 +177,7 @@ fn watch(call: UnixStream, pidfd: Pidfd, executor: sys::Pid, extended: bool) -> 
         send_to_client(call.as_fd(), &message)?;
     } else {
         interrupt_group();
-        let status = sys::wait_status(executor, false)?.unwrap_or(0);
+        let status = sys::wait_status(executor)?;
         log::info(&format!(
             "client went away; script interrupted, it {}",
             sys::describe_status(status)

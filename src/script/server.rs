@@ -256,7 +256,7 @@ impl Server {
                 // Unwatchable: it must not serve. Its control socket is
                 // gone, so it leaves at once; waiting for it keeps the
                 // concurrency limit true.
-                if let Ok(Some(status)) = sys::wait_status(pid, false) {
+                if let Ok(status) = sys::wait_status(pid) {
                     self.note_monitor_exit(pid.as_raw(), status);
                 }
                 false
@@ -275,7 +275,7 @@ impl Server {
             return;
         }
         self.idle.retain(|h| h.pid != pid);
-        if let Ok(Some(status)) = sys::wait_status(sys::Pid::from_raw(pid), false) {
+        if let Ok(status) = sys::wait_status(sys::Pid::from_raw(pid)) {
             self.note_monitor_exit(pid, status);
         }
         if self.busy() == 0 {

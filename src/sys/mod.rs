@@ -74,20 +74,18 @@ impl AsFd for Pidfd {
     }
 }
 
-/// Reaps child `pid` and returns its raw wait status; with `nohang`,
-/// `None` while it runs. Retries on EINTR.
-pub(crate) fn wait_status(pid: Pid, nohang: bool) -> io::Result<Option<i32>> {
-    let options = if nohang { libc::WNOHANG } else { 0 };
+/// Waits for child `pid` and returns its raw wait status. Retries on
+/// EINTR.
+pub(crate) fn wait_status(pid: Pid) -> io::Result<i32> {
     let mut status = 0;
     loop {
         // SAFETY: waitpid with a valid pointer. (nix's waitpid decodes the
         // status; we need it raw, as the wire carries it.)
-        let r = unsafe { libc::waitpid(pid.as_raw(), &mut status, options) };
-        match r {
-            r if r > 0 => return Ok(Some(status)),
-            0 => return Ok(None),
-            _ if Errno::last() == Errno::EINTR => continue,
-            _ => return Err(io::Error::last_os_error()),
+        if unsafe { libc::waitpid(pid.as_raw(), &mut status, 0) } > 0 {
+            return Ok(status);
+        }
+        if Errno::last() != Errno::EINTR {
+            return Err(io::Error::last_os_error());
         }
     }
 }
@@ -106,21 +104,16 @@ pub(crate) fn wait_readable<const N: usize>(fds: [BorrowedFd<'_>; N]) -> io::Res
     }
 }
 
-/// Closes every fd from `first` up (close_range, Linux 5.9).
-///
-/// # Safety
-/// No `OwnedFd` (or `File`, socket ...) at or above `first` may be used or
-/// dropped afterwards: the caller never returns to the frames that own
-/// them (a daemon that was just forked, on its way to its own loop).
-pub(crate) unsafe fn close_from(first: RawFd) -> io::Result<()> {
-    // SAFETY: close_range on a range of integers; the caller vouches for
-    // the owners of those fds.
+/// close_range(first, ~0, flags).
+fn close_range(first: RawFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: close_range on a range of integers; what closing them means
+    // for their owners is the callers' to vouch for.
     let r = unsafe {
         libc::syscall(
             libc::SYS_close_range,
             first as libc::c_uint,
             libc::c_uint::MAX,
-            0,
+            flags,
         )
     };
     if r != 0 {
@@ -129,22 +122,20 @@ pub(crate) unsafe fn close_from(first: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Closes every fd from `first` up (close_range, Linux 5.9).
+///
+/// # Safety
+/// No `OwnedFd` (or `File`, socket ...) at or above `first` may be used or
+/// dropped afterwards: the caller never returns to the frames that own
+/// them (a daemon that was just forked, on its way to its own loop).
+pub(crate) unsafe fn close_from(first: RawFd) -> io::Result<()> {
+    close_range(first, 0)
+}
+
 /// Marks every fd from `first` up close-on-exec (close_range, Linux 5.11).
 /// Changes flags only, so ownership is untouched. Async-signal-safe.
 pub(crate) fn cloexec_from(first: RawFd) -> io::Result<()> {
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    close_range(first, libc::CLOSE_RANGE_CLOEXEC)
 }
 
 /// Sets or clears close-on-exec. Async-signal-safe: usable between fork
