@@ -57,22 +57,26 @@ pub(crate) fn run(
     }
     saved.restore();
     sys::default_signal(Signal::SIGINT);
-    let request = take_call(&handover, &monitor);
-    drop((monitor, handover));
-    become_the_call(request)
+    let (call, request) = take_call(&handover);
+    let payload = protocol::decode_payload(&request.payload).unwrap_or_else(|e| {
+        log::error(&format!("call failed: {e}"));
+        sys::exit_now(1)
+    });
+    announce(&call, &monitor, request.kind);
+    drop((call, monitor, handover));
+    become_the_call(&request, &payload)
 }
 
-/// Waits for the call the server hands over, reads its request, and tells
-/// the client (extended: 'P', our pid) and the monitor ('r') that it is
-/// ours. Any failure ends this process: a call that cannot start leaves
-/// nothing of the script running.
-fn take_call(handover: &UnixStream, monitor: &UnixStream) -> Request {
+/// Waits for the call the server hands over and reads its request. Any
+/// failure ends this process: a call that cannot start leaves nothing of
+/// the script running.
+fn take_call(handover: &UnixStream) -> (UnixStream, Request) {
     let Ok((_, call)) = recv_fd(handover) else {
         sys::exit_now(0) // the server or monitor is gone: not needed
     };
     let call = UnixStream::from(call);
-    let request = match read_request(&call) {
-        Ok(request) => request,
+    match read_request(&call) {
+        Ok(request) => (call, request),
         Err(e) if hung_up(&e) => {
             log::info("client went away before sending its call");
             sys::exit_now(0)
@@ -81,29 +85,28 @@ fn take_call(handover: &UnixStream, monitor: &UnixStream) -> Request {
             log::error(&format!("call failed: {e}"));
             sys::exit_now(1)
         }
-    };
-    if let Err(e) = protocol::decode_payload(&request.payload) {
-        log::error(&format!("call failed: {e}"));
-        sys::exit_now(1)
     }
-    if request.kind.extended {
+}
+
+/// Tells the client (extended: 'P', our pid) and the monitor ('r') that
+/// the call is ours; from then on only the monitor uses the call socket.
+fn announce(call: &UnixStream, monitor: &UnixStream, kind: protocol::RequestKind) {
+    if kind.extended {
         let pid_frame = protocol::encode_frame(protocol::FRAME_EXECUTOR_PID, std::process::id());
-        if send_all(&call, &pid_frame).is_err() {
+        if send_all(call, &pid_frame).is_err() {
             log::info("client went away before its call started");
             sys::exit_now(0);
         }
     }
     // Failure means the monitor is gone: nobody could report our status.
-    let ready = protocol::encode_executor_ready(request.kind);
-    if send_all(monitor, &ready).is_err() {
+    if send_all(monitor, &protocol::encode_executor_ready(kind)).is_err() {
         sys::exit_now(127);
     }
-    request
 }
 
 /// Takes on the caller's directory and umask (with `context`), fds 0..2
 /// and environment; returns what the script gets.
-fn become_the_call(request: Request) -> Invocation {
+fn become_the_call(request: &Request, payload: &protocol::Payload<'_>) -> Invocation {
     if let Some(context) = &request.context {
         if fchdir(&context.cwd).is_err() {
             sys::exit_now(127);
@@ -120,8 +123,6 @@ fn become_the_call(request: Request) -> Invocation {
     }
     // The server's syslog connection, if it had one, is not the script's.
     log::close();
-    // Decoded again (it borrows the bytes): take_call checked it.
-    let payload = protocol::decode_payload(&request.payload).expect("checked in take_call");
     // SAFETY: this process is single-threaded (checked at initialisation).
     if unsafe { nix::env::clearenv() }.is_err() {
         sys::exit_now(127);
