@@ -67,7 +67,6 @@ use constant WATCH_MASK =>
 
 my @also_check;
 my $logging = 0;
-my $fast_exit_armed = 0;
 
 sub prefork_autoreload_also_check {
     push @also_check, @_;
@@ -267,8 +266,9 @@ sub _add_watches {
 
 sub prefork_initialisation_complete {
     my %opts = @_;
-    # Armed here, once: executors inherit it (the server and monitors
-    # never run END blocks), and a direct run ends as a call does.
+    # Armed here, before the server forks: executors inherit it (the
+    # server and monitors never run END blocks), and a direct run ends as
+    # a call does.
     _arm_fast_exit() if $opts{fast_exit};
     my $value = delete $ENV{PREFORK_INTERP};
     return unless defined $value;    # standalone: nothing more to do
@@ -774,7 +774,6 @@ sub _executor {
 # skipped is global destruction (DESTROY of objects still alive at exit),
 # which is most of the time a big process takes to end.
 sub _arm_fast_exit {
-    return if $fast_exit_armed++;
     require B;
     # No END block yet means no END list: compiling one makes it.
     eval 'END { } 1' or die "prefork-interp: fast_exit: $@" unless ref(B::end_av()) eq 'B::AV';
