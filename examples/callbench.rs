@@ -52,12 +52,28 @@ use proc_stat::proc_state;
 use python::python;
 
 /// Runs a command `runs` times (after `between()` each time), sorted times.
-fn time_runs(
+/// Every run must succeed.
+fn time_runs(runs: usize, make: impl FnMut() -> Command, between: impl FnMut()) -> Vec<Duration> {
+    let (times, failed) = time_runs_counting(runs, make, between);
+    if let Some((cmd, status)) = failed.first() {
+        panic!(
+            "{} of {runs} runs failed, first {cmd}: {status}",
+            failed.len()
+        );
+    }
+    times
+}
+
+/// Like [`time_runs`], for a command that may fail (chiark's module reports
+/// a plain `exit` as death by SIGINT now and then: its EXECTERM race):
+/// the sorted times, and each failed run's command and status.
+fn time_runs_counting(
     runs: usize,
     mut make: impl FnMut() -> Command,
     mut between: impl FnMut(),
-) -> Vec<Duration> {
+) -> (Vec<Duration>, Vec<(String, std::process::ExitStatus)>) {
     let mut times = Vec::with_capacity(runs);
+    let mut failed = Vec::new();
     for _ in 0..runs {
         between();
         let mut cmd = make();
@@ -65,10 +81,12 @@ fn time_runs(
         let start = Instant::now();
         let status = cmd.status().expect("spawn");
         times.push(start.elapsed());
-        assert!(status.success(), "{cmd:?}: {status}");
+        if !status.success() {
+            failed.push((format!("{cmd:?}"), status));
+        }
     }
     times.sort();
-    times
+    (times, failed)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -195,6 +213,18 @@ impl World {
     fn warm(&self, script: &Path, runs: usize) -> Vec<Duration> {
         self.command(script).stdout(Stdio::null()).status().unwrap();
         time_runs(runs, || self.command(script), || {})
+    }
+
+    /// Warm calls that may fail: the times, and how many failed.
+    fn warm_counting(&self, script: &Path, runs: usize) -> (Vec<Duration>, usize) {
+        self.command(script).stdout(Stdio::null()).status().unwrap();
+        let quiet = || {
+            let mut c = self.command(script);
+            c.stderr(Stdio::null());
+            c
+        };
+        let (times, failed) = time_runs_counting(runs, quiet, || {});
+        (times, failed.len())
     }
 
     fn kill_all(&mut self) {
@@ -614,29 +644,6 @@ fn client_instructions(script: &Path, run_dir: &Path) -> Option<u64> {
     line.rsplit(':').next()?.trim().parse().ok()
 }
 
-/// Warm calls of a script whose status may not be 0: chiark's module
-/// reports a plain `exit` as death by SIGINT now and then (its EXECTERM
-/// race). The times, and how many calls ended otherwise.
-fn warm_counting(world: &World, script: &Path, runs: usize) -> (Vec<Duration>, usize) {
-    world
-        .command(script)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    let mut times = Vec::with_capacity(runs);
-    let mut wrong = 0;
-    for _ in 0..runs {
-        let mut cmd = world.command(script);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let start = Instant::now();
-        let status = cmd.status().expect("spawn");
-        times.push(start.elapsed());
-        wrong += usize::from(!status.success());
-    }
-    times.sort();
-    (times, wrong)
-}
-
 /// CPU time the whole machine spends per warm call of `script` (user and
 /// system, every core, from /proc/stat, over `runs` calls one after
 /// another): the work of client, server, monitor and executor, which
@@ -806,7 +813,7 @@ fn full_table(warm_runs: usize) {
             "Perl, chiark pair, _exit, warm".into(),
             world.warm(c, warm_runs),
         ));
-        let (times, wrong) = warm_counting(&world, cp, warm_runs);
+        let (times, wrong) = world.warm_counting(cp, warm_runs);
         chiark_plain_wrong = Some(wrong);
         rows.push(("Perl, chiark pair, plain exit, warm".into(), times));
         rows.push((
