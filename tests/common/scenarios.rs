@@ -822,12 +822,13 @@ scenario!(greeting_bytes_after_one_call, |side| {
     let h = Harness::new(side);
     let (call, pid_file) = start_long_call(&h, "call");
     let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
-    let (_, monitor) = proc_state(executor).unwrap();
     assert_success(&call.wait_with_output().unwrap());
-    // The call is over once its monitor is: until the server has reaped
-    // it, the call may still count as running (the Python server's count
-    // lags the client's exit by a few ms).
-    wait_until("the call's monitor to be reaped", LIMIT, || reaped(monitor)).unwrap();
+    // The monitor tells the server a call has ended before it tells the
+    // client: the count is exact once the client is gone.
+    assert!(
+        reaped(executor),
+        "the executor is reaped before its status is sent"
+    );
     let expected: &[u8] =
         b"PFI\n\x00\x00\x00\x33pfi-caps 1\ncaps signals,context\nserved 1\nrunning 0\n";
     let got = raw_greeting(&h.socket());
@@ -1126,9 +1127,10 @@ fn recovered(h: &Harness, fault: &str, since: std::time::Instant) -> u32 {
 }
 
 /// Fault: the server is SIGKILLed while a call runs. The call in flight
-/// ends as it would have (its monitor is a process of its own); the next
-/// call finds nobody listening and starts a new server; the old server's
-/// watcher and idle call handler leave.
+/// ends as it would have (its monitor is a process of its own, and serves
+/// the calls in flight to their end); the next call finds nobody
+/// listening and starts a new server; the old server's watcher, monitor
+/// and spare executor leave.
 scenario!(server_killed_mid_call, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
@@ -1143,28 +1145,71 @@ scenario!(server_killed_mid_call, |side| {
     h.finish();
 });
 
-/// Fault: a call's monitor is SIGKILLed. The client says so at once (one
-/// line, 127); the executor, with nobody left to report its end, gets
-/// SIGINT; the server serves on.
+/// One fork per call: every call's executor is a child of the server's
+/// one monitor, calls in flight at once included; the server forks
+/// nothing per call.
+scenario!(calls_share_one_monitor, |side| {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let (first, one) = h.start_sleeper("one", &[]);
+    let (second, two) = h.start_sleeper("two", &[]);
+    let (_, monitor) = proc_state(one).unwrap();
+    assert_eq!(proc_state(two).unwrap().1, monitor, "both calls' monitor");
+    assert_eq!(
+        proc_state(monitor).unwrap().1,
+        server,
+        "the monitor's parent"
+    );
+    for client in [first, second] {
+        sigkill(client.id());
+        let _ = client.wait_with_output();
+    }
+    wait_until("both scripts to be reaped", LIMIT, || {
+        reaped(one) && reaped(two)
+    })
+    .unwrap();
+    let (third, three) = h.start_sleeper("three", &[]);
+    assert_eq!(
+        proc_state(three).unwrap().1,
+        monitor,
+        "a later call's monitor"
+    );
+    sigkill(third.id());
+    let _ = third.wait_with_output();
+    h.finish();
+});
+
+/// Fault: the monitor is SIGKILLed with two calls in flight. Each client
+/// says so at once (one line, 127); each executor, with nobody left to
+/// report its end, gets SIGINT; the server forks a new monitor and serves
+/// on.
 scenario!(monitor_killed_mid_call, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
-    let marker = h.path("got-sigint");
-    let (client, executor) =
-        h.start_sleeper("executor", &[&format!("@onint:{}", marker.display())]);
-    let (_, monitor) = proc_state(executor).unwrap();
+    let calls: Vec<_> = ["one", "two"]
+        .iter()
+        .map(|name| {
+            let marker = h.path(&format!("{name}-got-sigint"));
+            let (client, executor) =
+                h.start_sleeper(name, &[&format!("@onint:{}", marker.display())]);
+            (client, executor, marker)
+        })
+        .collect();
+    let (_, monitor) = proc_state(calls[0].1).unwrap();
     assert_ne!(monitor, server);
     sigkill(monitor);
     let killed = std::time::Instant::now();
-    let out = client.wait_with_output().unwrap();
-    eprintln!(
-        "{side:?}: monitor killed: the client reported it after {:.1} ms",
-        killed.elapsed().as_secs_f64() * 1000.0
-    );
-    assert_eq!(out.status.code(), Some(127), "{}", stderr_str(&out));
-    assert_eq!(stderr_str(&out).lines().count(), 1, "{}", stderr_str(&out));
-    wait_until("the executor to get SIGINT", LIMIT, || marker.exists()).unwrap();
-    wait_until("the executor to end", LIMIT, || !alive(executor)).unwrap();
+    for (client, executor, marker) in calls {
+        let out = client.wait_with_output().unwrap();
+        eprintln!(
+            "{side:?}: monitor killed: the client reported it after {:.1} ms",
+            killed.elapsed().as_secs_f64() * 1000.0
+        );
+        assert_eq!(out.status.code(), Some(127), "{}", stderr_str(&out));
+        assert_eq!(stderr_str(&out).lines().count(), 1, "{}", stderr_str(&out));
+        wait_until("the executor to get SIGINT", LIMIT, || marker.exists()).unwrap();
+        wait_until("the executor to end", LIMIT, || !alive(executor)).unwrap();
+    }
     assert_eq!(recovered(&h, "monitor killed", killed), server);
     h.finish();
 });
@@ -1342,27 +1387,37 @@ scenario!(daemon_started_by_the_script_outlives_the_call, |side| {
     h.finish();
 });
 
-/// `spare_handlers`: that many call handlers (a monitor and its
-/// executor-to-be) wait beside an idle server, and calls use them; 0 is
-/// refused at initialisation with a message naming the option.
+/// `spare_handlers`: that many executors-to-be wait beside an idle
+/// server, children of its one monitor, and calls use them; 0 is refused
+/// at initialisation with a message naming the option.
 scenario!(spare_handlers_wait_for_calls, |side| {
     let h = Harness::new(side);
     let out = h.call(&["@server"]).env("AGENT_SPARE_HANDLERS", "3").run();
     assert_success(&out);
     let server: u32 = stdout_str(&out).trim().parse().unwrap();
-    let handlers = || {
+    let children = |parent: u32| -> Vec<u32> {
         h.processes()
             .into_iter()
-            .filter(|&(pid, _)| proc_state(pid).is_some_and(|(_, ppid)| ppid == server))
-            .count()
+            .map(|(pid, _)| pid)
+            .filter(|&pid| proc_state(pid).is_some_and(|(_, ppid)| ppid == parent))
+            .collect()
     };
-    // Monitors are the server's children; each has its executor-to-be.
-    wait_until("three idle monitors", LIMIT, || handlers() == 3).unwrap();
+    // The server has one child, the monitor; the spares are the monitor's.
+    wait_until("one monitor", LIMIT, || children(server).len() == 1).unwrap();
+    let monitor = children(server)[0];
+    wait_until("three spare executors", LIMIT, || {
+        children(monitor).len() == 3
+    })
+    .unwrap();
     for i in 0..5 {
         let out = h.call(&[format!("@out:{i}")]).run();
         assert_eq!(stdout_str(&out), format!("{i}\n"));
     }
-    wait_until("three idle monitors again", LIMIT, || handlers() == 3).unwrap();
+    wait_until("three spare executors again", LIMIT, || {
+        children(monitor).len() == 3
+    })
+    .unwrap();
+    assert_eq!(children(server), [monitor], "the same monitor throughout");
     assert_eq!(h.server_pid(), server);
     assert_success(&h.kill_server());
 
