@@ -232,13 +232,17 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
 // same bytes, so that the three stay alike.
 //
 //   server ── greeting ──> caller
-//   server ── 0x00 + call socket (SCM_RIGHTS) ──> idle monitor (pre-forked)
-//   server ── 0x00 + call socket (SCM_RIGHTS) ──> its executor (pre-forked)
+//   server ── 0x00 + call socket (SCM_RIGHTS) ──> the monitor (one per
+//            server, forked once)
+//   monitor ── 0x00 + call socket (SCM_RIGHTS) ──> an idle executor
+//            (forked in advance by the monitor)
 //   executor reads the request, sends 'P' (extended calls),
 //            then ── 'r', request byte ──> monitor; runs the call
-//
-// The monitor is told first: an executor told first could finish the
-// whole call before its monitor knew there was one.
+//   monitor ── 'd' ──> server, once per call handed to it, when the call
+//            has ended (before the status goes to the client)
+
+/// Monitor to server: a call it was handed has ended.
+pub const MONITOR_CALL_ENDED: u8 = b'd';
 
 /// Executor to monitor: the request is read; the request byte follows.
 pub const EXECUTOR_READY: u8 = b'r';

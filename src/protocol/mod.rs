@@ -12,8 +12,9 @@
 //! ```text
 //! setup environment   PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE
 //! server -> client    greeting: "PFI\n" u32be(len) xdata[len]
-//!                     (then the server hands the call socket to an idle
-//!                     monitor and to its executor, forked in advance)
+//!                     (then the server hands the call socket to its
+//!                     monitor, which hands it to an executor forked in
+//!                     advance)
 //! client -> executor  0x00, then three one-byte messages carrying fd 0, 1, 2
 //!                     (SCM_RIGHTS), then u32be(len) payload[len] where
 //!                     payload = ("NAME=value\0")* "\0" ("arg\0")*
@@ -42,10 +43,10 @@
 //! Inside a script side (all three send the same bytes):
 //!
 //! ```text
-//! server -> monitor    0x00 carrying the call socket (first: an executor
-//!                      told first could finish the call unseen)
-//! server -> executor   0x00 carrying the call socket
+//! server -> monitor    0x00 carrying the call socket
+//! monitor -> executor  0x00 carrying the call socket (to a spare)
 //! executor -> monitor  'r', request byte (the request is read)
+//! monitor -> server    'd' (a call has ended; before its status is sent)
 //! ```
 //!
 //! All integers are big-endian. Environment entries and arguments are

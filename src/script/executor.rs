@@ -1,5 +1,7 @@
-//! The executor: the script itself again, one per call. Forked by its
-//! monitor before the call arrives; it waits on the hand-over socket.
+//! The executor: the script itself again, one per call. Forked by the
+//! monitor before the call arrives (a spare); it leads a process group of
+//! its own (what it starts is signalled with it) and waits on its
+//! hand-over socket.
 //!
 //! ```text
 //! fd 0, 1, 2   the caller's stdin, stdout, stderr (received by SCM_RIGHTS)
@@ -10,7 +12,7 @@
 //!              executor must die)
 //! ```
 //!
-//! The server hands it the call socket (greeting sent). It reads the
+//! The monitor hands it the call socket (greeting sent). It reads the
 //! request itself, sends an extended call's 'P' frame with its own pid
 //! (so the client knows it before any per-call code runs), and tells its
 //! monitor 'r' with the request byte: from then on only the monitor reads
@@ -22,9 +24,10 @@
 //! If its monitor dies, it gets SIGINT (PR_SET_PDEATHSIG), as when its
 //! client goes: no call runs on unwatched.
 //!
-//! No protocol fd survives into it: the monitor closed the listening
-//! socket, watcher pipes and control socket before forking it, and here
-//! the call socket, the hand-over socket and the received copies go.
+//! No protocol fd survives into it: the monitor closed the server's fds
+//! when it started, and its own (control socket, other executors'
+//! sockets and pidfds, calls in flight) in the fork; here the call
+//! socket, the hand-over socket and the received copies go.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -40,7 +43,7 @@ use crate::protocol;
 use crate::protocol::io::{Request, hung_up, read_request, recv_fd, send_all};
 use crate::sys;
 
-/// Turns this freshly forked child of a monitor into an executor: waits
+/// Turns this freshly forked child of the monitor into an executor: waits
 /// for a call, and returns into the script with the caller's fds,
 /// arguments and environment. Leaves quietly if the monitor goes first.
 pub(crate) fn run(
@@ -49,6 +52,7 @@ pub(crate) fn run(
     saved: &sys::SavedSignals,
     monitor_pid: sys::Pid,
 ) -> Invocation {
+    let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
     // A monitor killed mid-call leaves the call with nobody to report its
     // end: it ends as when its client goes, with SIGINT.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGINT);
@@ -67,12 +71,12 @@ pub(crate) fn run(
     become_the_call(&request, &payload)
 }
 
-/// Waits for the call the server hands over and reads its request. Any
+/// Waits for the call the monitor hands over and reads its request. Any
 /// failure ends this process: a call that cannot start leaves nothing of
 /// the script running.
 fn take_call(handover: &UnixStream) -> (UnixStream, Request) {
     let Ok((_, call)) = recv_fd(handover) else {
-        sys::exit_now(0) // the server or monitor is gone: not needed
+        sys::exit_now(0) // the monitor lets us go: not needed
     };
     let call = UnixStream::from(call);
     match read_request(&call) {

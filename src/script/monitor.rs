@@ -1,218 +1,462 @@
-//! The monitor: one per call, forked by the server *before* the call
-//! arrives, together with its executor, so that no fork is left on a
-//! call's critical path.
+//! The monitor: one per server, forked once, the parent of every
+//! executor. It keeps `spare_handlers` executors-to-be idle, hands each
+//! call the server passes it to one of them, and watches every call in
+//! flight in one poll loop. A call costs one fork (the next spare's, off
+//! its critical path) and one exit: the server forks nothing per call.
 //!
 //! ```text
-//! server ══control══ monitor (own process group; forwardable signals
-//!    ║                 │      ignored)
-//!    ╚════hand-over════╪═══ executor-to-be (see `executor`): forked by
-//!                      │    the monitor, dispositions restored; waits
-//!                      │    for the call on the hand-over socket
-//!   idle: wait for either
-//!     control socket: 0x00 + the call socket (the server has greeted the
-//!        caller; it hands the same socket to the executor next), or EOF: the
-//!        server is gone or has no more use for us: exit (the executor
-//!        sees EOF too, and exits)
-//!     pidfd: the executor died while idle: exit; the server forks
-//!        another pair
-//!   <── 'r', request byte, from the executor once it has read the request
-//!        (and, extended, sent 'P' with its pid); EOF instead: bad
-//!        request or client gone, logged by the executor: close the call
-//!        without a status
-//!   wait (poll) for either:
-//!     pidfd readable: the executor is gone. Reap it FIRST, so the status
-//!        is its real one, then SIGINT what is left of the group
-//!        (children it left behind), then send the status.
-//!     call socket readable: extended, an 'S' frame: deliver that signal
-//!        to the group, and wait again. Otherwise (EOF, or any data in
-//!        v1) the client is gone (killed, ^C): SIGINT the group, reap the
-//!        executor, log its fate.
-//!   _exit(0)
+//! server ══control══ monitor (forwardable signals ignored; the server's
+//!    0x00 + call ──>   │      dispositions saved for the executors)
+//!    <── 'd' per call  ├─fork─> executor-to-be (see `executor`), its own
+//!        ended         │        process group; waits on its hand-over
+//!                      │        socket
+//!   loop: keep `spare` executors idle; poll (level-triggered) on
+//!     control: a call socket: hand it to an idle executor (0x00 + the
+//!        socket on its hand-over socket); EOF: the server is gone: take
+//!        no more calls, let the spares go, serve the calls in flight to
+//!        their end, then exit
+//!     <── 'r', request byte, from an executor once it has read the
+//!        request (extended: after its 'P'); EOF instead: bad request or
+//!        client gone (it logged why): the call ends without a status
+//!     pidfd readable: the executor has exited. SIGINT its group (what it
+//!        left behind; it is a zombie, so its status cannot change and its
+//!        group id cannot be reused), reap it (its real status), 'd' to
+//!        the server, then the status to the client
+//!     call socket readable (after 'r'): extended, an 'S' frame: deliver
+//!        that signal to the executor's group. Otherwise (EOF, or any data
+//!        in v1) the client is gone: SIGINT the group; its pidfd says when
+//!        it has gone, and the monitor logs its fate
 //! ```
 //!
-//! The call's critical path is client → server (accept, greeting, two
-//! sends) → executor (request, 'P', 'r') → the script; the monitor wakes
-//! alongside, and only its status message follows the script's exit.
+//! 'd' goes to the server before the status goes to the client, so that
+//! a greeting's `running` count is exact once a client has its status.
 //!
 //! The original watched an EXECTERM pipe for the executor's end and took
 //! its EOF as death; a script that closes fds while still exiting (Perl
 //! does) was then SIGINTed mid-exit and reported as killed. Watching the
 //! pidfd avoids that race: its readiness means the process has exited.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::getpgrp;
 
 use super::executor;
 use super::invocation::Invocation;
 use super::log;
 use crate::protocol;
-use crate::protocol::io::{hung_up, recv_fd, send_all};
-use crate::sys::{self, Forked, Pidfd};
+use crate::protocol::io::{hung_up, recv_fd, send_all, send_fd};
+use crate::sys::{self, Forked, Pid, Pidfd};
 
-/// Runs in a freshly forked child of the server: becomes a monitor,
-/// forks its executor-to-be (which keeps `handover`), and serves the call
-/// handed over on `control`. Returns only in the executor.
-pub(crate) fn run(control: UnixStream, handover: UnixStream) -> Invocation {
-    let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
-    // We deliver these to our group; they must not hurt us. The executor
-    // gets back what the server had.
+/// An executor-to-be, waiting for a call.
+struct Spare {
+    pid: Pid,
+    pidfd: Pidfd,
+    handover: UnixStream,
+    from_executor: UnixStream,
+}
+
+/// A call in flight, as its executor's pid keys it.
+struct Call {
+    pidfd: Pidfd,
+    call: UnixStream,
+    phase: Phase,
+}
+
+enum Phase {
+    /// Handed over; the executor is reading the request.
+    Waiting(UnixStream),
+    /// The executor could not take the call (it logged why).
+    Failed,
+    /// The script runs; extended or v1 framing on the call socket.
+    Running { extended: bool },
+    /// The client went away; the group has had SIGINT.
+    Abandoned,
+}
+
+struct Monitor {
+    /// The server's end; `None` once the server has gone.
+    control: Option<UnixStream>,
+    spares: Vec<Spare>,
+    /// Spares the server's end let go: reaped quietly.
+    leaving: Vec<(Pid, Pidfd)>,
+    calls: HashMap<Pid, Call>,
+    spare: usize,
+    saved: sys::SavedSignals,
+    pid: Pid,
+}
+
+/// What the monitor waits for, one entry per polled fd.
+#[derive(Clone, Copy)]
+enum Source {
+    Control,
+    Ready(Pid),
+    Exited(Pid),
+    Client(Pid),
+}
+
+/// Runs in a freshly forked child of the server, for the rest of its
+/// life. Returns only in an executor, into the script.
+pub(crate) fn run(control: UnixStream, spare: usize) -> Invocation {
+    // We deliver these to executors' groups, never our own, but a
+    // terminal's signals must not end us either. Executors get back what
+    // the server had.
     let forwarded: Vec<Signal> = protocol::FORWARDED_SIGNALS
         .iter()
         .filter_map(|&sig| Signal::try_from(sig).ok())
         .collect();
     let saved = sys::ignore_signals(&forwarded);
-    let (from_executor, theirs) = match UnixStream::pair() {
-        Ok(pair) => pair,
-        Err(e) => {
-            log::error(&format!("cannot make a socket pair: {e}"));
-            sys::exit_now(1)
-        }
+    let mut monitor = Monitor {
+        control: Some(control),
+        spares: Vec::new(),
+        leaving: Vec::new(),
+        calls: HashMap::new(),
+        spare,
+        saved,
+        pid: nix::unistd::getpid(),
     };
-    let monitor = nix::unistd::getpid();
-    // SAFETY: forked from the single-threaded server, we are too.
-    let executor = match unsafe { sys::fork() } {
-        Ok(Forked::Child) => {
-            drop((control, from_executor));
-            return executor::run(handover, theirs, &saved, monitor);
+    loop {
+        if monitor.control.is_some() {
+            while monitor.spares.len() < monitor.spare {
+                match monitor.fork_executor() {
+                    Ok(Some(invocation)) => return invocation,
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::error(&format!("cannot fork an executor: {e}"));
+                        break;
+                    }
+                }
+            }
+        } else if monitor.calls.is_empty() && monitor.leaving.is_empty() {
+            sys::exit_now(0);
         }
-        Ok(Forked::Parent(pid)) => pid,
-        Err(e) => {
-            log::error(&format!("cannot fork an executor: {e}"));
-            sys::exit_now(1)
-        }
-    };
-    drop((theirs, handover));
-    match handle(control, from_executor, executor) {
-        Ok(()) => sys::exit_now(0),
-        Err(e) => {
-            log::error(&format!("call failed: {e}"));
-            // Whatever happened, the executor must not outlive us unseen.
-            interrupt_group();
-            let _ = sys::wait_status(executor);
-            sys::exit_now(1)
+        if let Some(invocation) = monitor.serve() {
+            return invocation;
         }
     }
 }
 
-fn handle(
-    control: UnixStream,
-    mut from_executor: UnixStream,
-    executor: sys::Pid,
-) -> io::Result<()> {
-    let pidfd = Pidfd::open(executor)?;
-
-    // Idle until the server hands us a call.
-    // (Both may be ready: the server hands us the call before the
-    // executor, which can finish it before we look. Only an executor gone
-    // with no call handed over died idle.)
-    let [called, executor_died] = sys::wait_readable([control.as_fd(), pidfd.as_fd()])?;
-    if executor_died && !called {
-        let status = sys::wait_status(executor)?;
-        log::error(&format!(
-            "idle executor {executor} {}",
-            sys::describe_status(status)
-        ));
-        return Ok(());
+impl Monitor {
+    /// Forks a spare executor. `Some` in the executor (the monitor's fds
+    /// closed), `None` in the monitor.
+    fn fork_executor(&mut self) -> io::Result<Option<Invocation>> {
+        let (handover, handover_theirs) = UnixStream::pair()?;
+        let (from_executor, theirs) = UnixStream::pair()?;
+        // SAFETY: forked from the single-threaded server, we are too.
+        match unsafe { sys::fork() }? {
+            Forked::Child => {
+                // Every fd of ours goes: a call socket kept open here would
+                // keep its client from ever seeing EOF.
+                let Monitor { saved, pid, .. } = std::mem::replace(self, Monitor::gone());
+                drop((handover, from_executor));
+                Ok(Some(executor::run(handover_theirs, theirs, &saved, pid)))
+            }
+            Forked::Parent(pid) => {
+                drop((handover_theirs, theirs));
+                match Pidfd::open(pid) {
+                    Ok(pidfd) => self.spares.push(Spare {
+                        pid,
+                        pidfd,
+                        handover,
+                        from_executor,
+                    }),
+                    Err(e) => {
+                        // Unwatchable: it must not serve. Its hand-over
+                        // socket's EOF sends it away.
+                        drop(handover);
+                        let _ = sys::wait_status(pid);
+                        return Err(e);
+                    }
+                }
+                Ok(None)
+            }
+        }
     }
-    let call = match recv_fd(&control) {
-        Ok((_, call)) => UnixStream::from(call),
-        Err(e) if hung_up(&e) => {
-            // Not needed any more: our executor leaves on its own EOF.
-            let _ = sys::wait_status(executor);
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    drop(control);
 
-    let mut ready = [0u8; 2];
-    if from_executor.read_exact(&mut ready).is_err() {
-        // It could not read the request (and logged why) or died.
-        let status = sys::wait_status(executor)?;
-        if status != 0 {
-            log::error(&format!(
-                "executor {executor} failed before its call: it {}",
-                sys::describe_status(status)
-            ));
+    /// An empty monitor, to move the real one out of in a child.
+    fn gone() -> Monitor {
+        Monitor {
+            control: None,
+            spares: Vec::new(),
+            leaving: Vec::new(),
+            calls: HashMap::new(),
+            spare: 0,
+            saved: sys::ignore_signals(&[]),
+            pid: Pid::from_raw(0),
         }
-        return Ok(());
     }
-    drop(from_executor);
-    let kind = protocol::decode_executor_ready(ready)?;
-    watch(call, pidfd, executor, kind.extended)
-}
 
-/// Waits for the executor's end or the client's, relaying signal frames.
-fn watch(call: UnixStream, pidfd: Pidfd, executor: sys::Pid, extended: bool) -> io::Result<()> {
-    let executor_gone = loop {
-        let [gone, client] = sys::wait_readable([pidfd.as_fd(), call.as_fd()])?;
-        if gone {
-            break true;
-        }
-        if !client {
-            continue;
-        }
-        if !extended {
-            break false; // v1: the client has nothing more to say; it left
-        }
-        match protocol::io::read_frame(&call) {
-            Ok(frame) => forward(frame),
-            Err(e) if hung_up(&e) => break false,
-            Err(e) => return Err(e),
-        }
-    };
-
-    if executor_gone {
-        let status = sys::wait_status(executor)?;
-        interrupt_group();
-        let message = if extended {
-            protocol::encode_frame(protocol::FRAME_STATUS, status as u32).to_vec()
-        } else {
-            protocol::encode_status(status).to_vec()
+    /// One poll, and everything it found, in causal order: executors'
+    /// 'r' (an executor may have said it and exited since), then exits,
+    /// then clients, then new calls. `Some` only in a new executor.
+    fn serve(&mut self) -> Option<Invocation> {
+        let ready = match self.wait() {
+            Ok(ready) => ready,
+            Err(e) => {
+                log::error(&format!("monitor: poll failed: {e}"));
+                sys::exit_now(1)
+            }
         };
-        send_to_client(call.as_fd(), &message)?;
-    } else {
-        interrupt_group();
-        let status = sys::wait_status(executor)?;
-        log::info(&format!(
-            "client went away; script interrupted, it {}",
-            sys::describe_status(status)
-        ));
+        for &source in &ready {
+            if let Source::Ready(pid) = source {
+                self.take_ready(pid);
+            }
+        }
+        for &source in &ready {
+            if let Source::Exited(pid) = source {
+                self.reap(pid);
+            }
+        }
+        for &source in &ready {
+            if let Source::Client(pid) = source {
+                self.hear_client(pid);
+            }
+        }
+        if ready.iter().any(|s| matches!(s, Source::Control)) {
+            return self.take_call();
+        }
+        None
     }
-    Ok(())
+
+    fn wait(&self) -> io::Result<Vec<Source>> {
+        let mut watched: Vec<(BorrowedFd<'_>, Source)> = Vec::new();
+        let mut add = |fd, source| watched.push((fd, source));
+        if let Some(control) = &self.control {
+            add(control.as_fd(), Source::Control);
+        }
+        for spare in &self.spares {
+            add(spare.pidfd.as_fd(), Source::Exited(spare.pid));
+        }
+        for (pid, pidfd) in &self.leaving {
+            add(pidfd.as_fd(), Source::Exited(*pid));
+        }
+        for (&pid, call) in &self.calls {
+            add(call.pidfd.as_fd(), Source::Exited(pid));
+            match &call.phase {
+                Phase::Waiting(from_executor) => add(from_executor.as_fd(), Source::Ready(pid)),
+                Phase::Running { .. } => add(call.call.as_fd(), Source::Client(pid)),
+                Phase::Failed | Phase::Abandoned => {}
+            }
+        }
+        let (fds, sources): (Vec<_>, Vec<_>) = watched.into_iter().unzip();
+        let mut fds: Vec<PollFd<'_>> = fds
+            .into_iter()
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => break,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(sources
+            .into_iter()
+            .zip(&fds)
+            .filter(|(_, fd)| fd.any().unwrap_or(false))
+            .map(|(source, _)| source)
+            .collect())
+    }
+
+    /// Reads an executor's 'r' (blocking: it is readable, or its writer
+    /// has exited). EOF or garbage: it could not take the call.
+    fn take_ready(&mut self, pid: Pid) {
+        let Some(call) = self.calls.get_mut(&pid) else {
+            return;
+        };
+        let Phase::Waiting(from_executor) = &mut call.phase else {
+            return;
+        };
+        let mut message = [0u8; 2];
+        call.phase = match from_executor
+            .read_exact(&mut message)
+            .and_then(|()| Ok(protocol::decode_executor_ready(message)?))
+        {
+            Ok(kind) => Phase::Running {
+                extended: kind.extended,
+            },
+            Err(_) => Phase::Failed,
+        };
+    }
+
+    /// A child has exited: a spare (died idle, or let go), or a call's
+    /// executor.
+    fn reap(&mut self, pid: Pid) {
+        if let Some(at) = self.spares.iter().position(|s| s.pid == pid) {
+            self.spares.swap_remove(at);
+            if let Ok(status) = sys::wait_status(pid) {
+                log::error(&format!(
+                    "idle executor {pid} {}",
+                    sys::describe_status(status)
+                ));
+            }
+            return;
+        }
+        if let Some(at) = self.leaving.iter().position(|(p, _)| *p == pid) {
+            self.leaving.swap_remove(at);
+            let _ = sys::wait_status(pid);
+            return;
+        }
+        if let Some(Call {
+            phase: Phase::Waiting(_),
+            ..
+        }) = self.calls.get(&pid)
+        {
+            // Its 'r' may have come after poll looked.
+            self.take_ready(pid);
+        }
+        let Some(call) = self.calls.remove(&pid) else {
+            return;
+        };
+        // Before the reaping: what it left behind in its group.
+        if !matches!(call.phase, Phase::Abandoned) {
+            signal_group(pid, Signal::SIGINT);
+        }
+        let status = match sys::wait_status(pid) {
+            Ok(status) => status,
+            Err(e) => {
+                log::error(&format!("cannot reap executor {pid}: {e}"));
+                self.call_ended();
+                return;
+            }
+        };
+        self.call_ended();
+        match call.phase {
+            Phase::Running { extended } => {
+                let message = if extended {
+                    protocol::encode_frame(protocol::FRAME_STATUS, status as u32).to_vec()
+                } else {
+                    protocol::encode_status(status).to_vec()
+                };
+                if let Err(e) = send_all(&call.call, &message)
+                    && !hung_up(&e)
+                {
+                    log::error(&format!("cannot send executor {pid}'s status: {e}"));
+                }
+            }
+            Phase::Abandoned => log::info(&format!(
+                "client went away; script interrupted, it {}",
+                sys::describe_status(status)
+            )),
+            Phase::Failed | Phase::Waiting(_) => {
+                if status != 0 {
+                    log::error(&format!(
+                        "executor {pid} failed before its call: it {}",
+                        sys::describe_status(status)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The call socket of a running call is readable: a signal frame, or
+    /// the client's end.
+    fn hear_client(&mut self, pid: Pid) {
+        let Some(call) = self.calls.get_mut(&pid) else {
+            return;
+        };
+        let Phase::Running { extended } = call.phase else {
+            return;
+        };
+        if extended {
+            match protocol::io::read_frame(&call.call) {
+                Ok(frame) => return forward(pid, frame),
+                Err(e) if hung_up(&e) => {}
+                Err(e) => log::error(&format!("call of executor {pid}: {e}")),
+            }
+        }
+        // v1: the client has nothing more to say; it left.
+        signal_group(pid, Signal::SIGINT);
+        call.phase = Phase::Abandoned;
+    }
+
+    /// The server passes a call (or has gone). `Some` only in an executor
+    /// forked because no spare was left.
+    fn take_call(&mut self) -> Option<Invocation> {
+        let control = self.control.as_ref()?;
+        let call = match recv_fd(control) {
+            Ok((_, call)) => UnixStream::from(call),
+            Err(e) => {
+                if !hung_up(&e) {
+                    log::error(&format!("monitor: control socket: {e}"));
+                }
+                self.server_gone();
+                return None;
+            }
+        };
+        loop {
+            if self.spares.is_empty() {
+                match self.fork_executor() {
+                    Ok(Some(invocation)) => {
+                        drop(call);
+                        return Some(invocation);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        log::error(&format!("no executor for a call: {e}"));
+                        self.call_ended();
+                        return None; // dropping the call: its client says so
+                    }
+                }
+            }
+            let spare = self.spares.pop()?;
+            match send_fd(&spare.handover, 0, &call) {
+                Ok(()) => {
+                    self.calls.insert(
+                        spare.pid,
+                        Call {
+                            pidfd: spare.pidfd,
+                            call,
+                            phase: Phase::Waiting(spare.from_executor),
+                        },
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    // It died idle; reap it and try another.
+                    log::error(&format!("idle executor {}: {e}", spare.pid));
+                    self.leaving.push((spare.pid, spare.pidfd));
+                }
+            }
+        }
+    }
+
+    /// The server has gone: no more calls. The spares leave on their
+    /// hand-over socket's EOF; calls in flight are served to their end.
+    fn server_gone(&mut self) {
+        self.control = None;
+        for spare in self.spares.drain(..) {
+            self.leaving.push((spare.pid, spare.pidfd));
+        }
+    }
+
+    /// Tells the server a call it handed us has ended.
+    fn call_ended(&mut self) {
+        if let Some(control) = &self.control
+            && send_all(control, &[protocol::MONITOR_CALL_ENDED]).is_err()
+        {
+            self.server_gone();
+        }
+    }
 }
 
-/// Acts on a frame from the client: a signal for our group. Anything else
-/// (a kind from a later version) is ignored.
-fn forward((kind, value): (u8, u32)) {
+/// Acts on a frame from the client: a signal for the executor's group.
+/// Anything else (a kind from a later version) is ignored.
+fn forward(pid: Pid, (kind, value): (u8, u32)) {
     let signal = value as i32;
     if kind == protocol::FRAME_SIGNAL
         && protocol::FORWARDED_SIGNALS.contains(&signal)
         && let Ok(signal) = Signal::try_from(signal)
     {
-        signal_group(signal);
+        signal_group(pid, signal);
     }
 }
 
-/// Sends to the client; one that has just left needs nothing more.
-fn send_to_client(sock: BorrowedFd<'_>, data: &[u8]) -> io::Result<()> {
-    match send_all(sock, data) {
-        Err(e) if !hung_up(&e) => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// SIGINT to our process group: the executor and anything it left behind.
-/// We ignore SIGINT ourselves.
-fn interrupt_group() {
-    signal_group(Signal::SIGINT);
-}
-
-/// A signal to our process group (the executor and what it started).
-fn signal_group(signal: Signal) {
-    let _ = killpg(getpgrp(), signal);
+/// A signal to an executor's process group (it leads its own): the
+/// executor and what it started.
+fn signal_group(executor: Pid, signal: Signal) {
+    let _ = killpg(executor, signal);
 }

@@ -1,31 +1,34 @@
 //! The server: a daemon copy of the initialised script that accepts calls
-//! and hands each to a call handler forked in advance.
+//! and hands each to its monitor, which runs it in an executor forked in
+//! advance.
 //!
 //! ```text
 //! server  loop: poll (level-triggered) on WATCHE, the reload watch,
-//!   │           the monitors' pidfds, and LISTEN while under max_servers
+//!   │           the monitor's control socket and pidfd, and LISTEN while
+//!   │           under max_servers
 //!   │     WATCHE EOF/text: quit; idle timeout: quit;
 //!   │     a watched file changed: quit at the next call (dropping it
 //!   │     makes its client start a fresh server)
-//!   ├─fork─> call handler: monitor + executor-to-be (`spare_handlers` of
-//!   │        them kept idle)
-//!   │  per call: accept, greeting, call socket to an idle handler's
-//!   │  monitor, then to its executor; fork the next spare
+//!   ├─fork─> the monitor (once; again if it dies), which forks every
+//!   │        executor (see `monitor`)
+//!   │  per call: accept, greeting, call socket to the monitor;
+//!   │  'd' back from the monitor when it has ended (the `running` count)
 //!   └─ once, after the first call: wait for the setup run's exit, then
 //!      collapse the heap into huge pages
 //! ```
 //!
-//! The server never runs the script's code after initialisation: no exit
-//! handlers, no destructors (it leaves with `_exit`).
+//! The server forks nothing per call, and never runs the script's code
+//! after initialisation: no exit handlers, no destructors (it leaves with
+//! `_exit`).
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, recv};
 
 use super::huge_pages;
 use super::invocation::Invocation;
@@ -34,35 +37,22 @@ use super::monitor;
 use super::options::Options;
 use super::reload::Reload;
 use crate::protocol::{self, SetupEnv};
-use crate::sys::{self, Forked, Pidfd};
+use crate::sys::{self, Forked, Pid, Pidfd};
 
-/// What [`Server::spawn_handler`] made of this process.
-enum Spawned {
-    /// We are the new handler's monitor: its ends of the control and
-    /// hand-over sockets.
-    Child(UnixStream, UnixStream),
-    /// We are the server, with one more idle handler.
-    Handler,
-    /// We are the server; the fork failed (logged).
-    Failed,
-}
-
-/// An idle call handler (a monitor, and its executor-to-be) as the server
-/// sees it: a pid and the sockets to hand it a call on.
-struct Handler {
-    pid: i32,
+/// The monitor as the server sees it.
+struct MonitorLink {
+    pid: Pid,
+    pidfd: Pidfd,
+    /// Calls go to it here; 'd' comes back.
     control: UnixStream,
-    handover: UnixStream,
 }
 
 pub(crate) struct Server {
     listener: UnixListener,
     watch_err: File,
     _watch_in: OwnedFd,
-    /// pid -> pidfd of each monitor, idle or busy.
-    monitors: HashMap<i32, Pidfd>,
-    /// The idle ones, waiting for a call.
-    idle: Vec<Handler>,
+    /// `None` until forked, and after it has died.
+    monitor: Option<MonitorLink>,
     /// A pidfd of the setup run (our parent), until it has been waited for.
     setup_run: Option<Pidfd>,
     /// The extensions offered in greetings: those the creating client
@@ -71,6 +61,8 @@ pub(crate) struct Server {
     spare: usize,
     /// Calls handed over so far.
     served: u64,
+    /// Calls handed to the monitor that it has not said are over.
+    running: u64,
     max_servers: Option<usize>,
     idle_timeout: Option<Duration>,
     idle_since: Instant,
@@ -111,12 +103,12 @@ impl Server {
             listener,
             watch_err,
             _watch_in: watch_in,
-            monitors: HashMap::new(),
-            idle: Vec::new(),
+            monitor: None,
             setup_run,
             offered,
             spare: options.spare_handlers,
             served: 0,
+            running: 0,
             max_servers: options.max_servers,
             idle_timeout: options.idle_timeout,
             idle_since: Instant::now(),
@@ -129,36 +121,26 @@ impl Server {
     /// Serves calls, the first one being `first_call`, for the rest of
     /// the server's life. Returns only in an executor, into the script.
     pub(crate) fn run(mut self, first_call: OwnedFd) -> Invocation {
-        let mut call = first_call;
+        let mut pending = Some(first_call);
         loop {
-            // Hand the call to an idle handler first (forking one only if
-            // none is waiting), then make up the spares, off its critical
-            // path.
-            if self.idle.is_empty()
-                && let Spawned::Child(control, handover) = self.spawn_handler()
+            if self.monitor.is_none()
+                && let Some(control) = self.spawn_monitor()
             {
-                drop((call, self));
-                return monitor::run(control, handover);
+                let spare = self.spare;
+                drop((pending, self));
+                return monitor::run(control, spare);
             }
-            self.hand_over(call);
-            if let Some(setup_run) = self.setup_run.take() {
-                // Once. (Pages still shared with the setup run would be
-                // split again by our own writes.)
-                setup_run.wait_for_exit();
-                let collapsed = huge_pages::collapse();
-                log::info(&format!("{} MB of heap in huge pages", collapsed >> 20));
-            }
-            while self.idle.len() < self.spare {
-                match self.spawn_handler() {
-                    Spawned::Child(control, handover) => {
-                        drop(self);
-                        return monitor::run(control, handover);
-                    }
-                    Spawned::Handler => {}
-                    Spawned::Failed => break,
+            if let Some(call) = pending.take() {
+                self.hand_over(call);
+                if let Some(setup_run) = self.setup_run.take() {
+                    // Once. (Pages still shared with the setup run would be
+                    // split again by our own writes.)
+                    setup_run.wait_for_exit();
+                    let collapsed = huge_pages::collapse();
+                    log::info(&format!("{} MB of heap in huge pages", collapsed >> 20));
                 }
             }
-            call = self.next_call();
+            pending = self.next_call();
         }
     }
 
@@ -175,123 +157,132 @@ impl Server {
         }
     }
 
-    /// Forks a call handler (see `monitor`). In the child, the caller
-    /// must drop the server (closing every fd it holds, other handlers'
-    /// control sockets included) and run the monitor.
-    fn spawn_handler(&mut self) -> Spawned {
-        let pairs = UnixStream::pair().and_then(|c| Ok((c, UnixStream::pair()?)));
-        let ((control, control_theirs), (handover, handover_theirs)) = match pairs {
-            Ok(pairs) => pairs,
+    /// Forks the monitor (see `monitor`). `Some` in the child, which
+    /// must drop the server (closing every fd it holds) and run the
+    /// monitor; `None` in the server, with a monitor unless that failed
+    /// (logged).
+    fn spawn_monitor(&mut self) -> Option<UnixStream> {
+        let (control, theirs) = match UnixStream::pair() {
+            Ok(pair) => pair,
             Err(e) => {
                 self.error(&format!("cannot make a socket pair: {e}"));
-                return Spawned::Failed;
+                return None;
             }
         };
         // SAFETY: the server is single-threaded (checked at
         // initialisation, and it starts no threads).
         match unsafe { sys::fork() } {
             Ok(Forked::Child) => {
-                drop((control, handover));
-                Spawned::Child(control_theirs, handover_theirs)
+                drop(control);
+                Some(theirs)
             }
             Ok(Forked::Parent(pid)) => {
-                drop((control_theirs, handover_theirs));
-                if self.add_monitor(pid) {
-                    self.idle.push(Handler {
-                        pid: pid.as_raw(),
-                        control,
-                        handover,
-                    });
+                drop(theirs);
+                match Pidfd::open(pid) {
+                    Ok(pidfd) => {
+                        self.monitor = Some(MonitorLink {
+                            pid,
+                            pidfd,
+                            control,
+                        })
+                    }
+                    Err(e) => {
+                        // Unwatchable: it must not serve. Its control
+                        // socket's EOF sends it away.
+                        drop(control);
+                        let _ = sys::wait_status(pid);
+                        self.error(&format!("cannot open a pidfd for the monitor {pid}: {e}"));
+                    }
                 }
-                Spawned::Handler
+                None
             }
             Err(e) => {
-                self.error(&format!("cannot fork a call handler: {e}"));
-                Spawned::Failed
+                self.error(&format!("cannot fork the monitor: {e}"));
+                None
             }
         }
     }
 
-    /// Greets the caller and hands the call to an idle handler. Without
-    /// one (a fork failed) the call is dropped: its client says so.
+    /// Greets the caller and hands the call to the monitor. Without one
+    /// (a fork failed, or it has just died) the call is dropped: its
+    /// client says so.
     fn hand_over(&mut self, call: OwnedFd) {
-        let xdata = protocol::encode_greeting_xdata(&self.offered, self.served, self.busy() as u64);
+        let xdata = protocol::encode_greeting_xdata(&self.offered, self.served, self.running);
         if let Err(e) = protocol::io::send_all(&call, &protocol::encode_greeting(&xdata)) {
             log::info(&format!("caller went away before its greeting: {e}"));
             return;
         }
-        while let Some(handler) = self.idle.pop() {
-            // The monitor first: an executor handed the call first could
-            // finish it before the monitor knew it had one, and look to it
-            // like an executor that died idle.
-            let sent = protocol::io::send_fd(&handler.control, 0, &call)
-                .and_then(|()| protocol::io::send_fd(&handler.handover, 0, &call));
-            match sent {
-                Ok(()) => {
-                    self.served += 1;
-                    return;
-                }
-                // It died idle; its pidfd will say so.
-                Err(e) => log::error(&format!("call handler {}: {e}", handler.pid)),
-            }
-        }
-        self.error("no call handler to take a call");
-    }
-
-    /// Handlers serving a call.
-    fn busy(&self) -> usize {
-        self.monitors.len() - self.idle.len()
-    }
-
-    /// Watches a new monitor's pidfd; false if we cannot (then it has been
-    /// reaped already).
-    fn add_monitor(&mut self, pid: sys::Pid) -> bool {
-        match Pidfd::open(pid) {
-            Ok(pidfd) => {
-                self.monitors.insert(pid.as_raw(), pidfd);
-                true
-            }
-            Err(e) => {
-                self.error(&format!("cannot open a pidfd for monitor {pid}: {e}"));
-                // Unwatchable: it must not serve. Its control socket is
-                // gone, so it leaves at once; waiting for it keeps the
-                // concurrency limit true.
-                if let Ok(status) = sys::wait_status(pid) {
-                    self.note_monitor_exit(pid.as_raw(), status);
-                }
-                false
-            }
-        }
-    }
-
-    fn note_monitor_exit(&mut self, pid: i32, status: i32) {
-        if status != 0 {
-            self.error(&format!("monitor {pid} {}", sys::describe_status(status)));
-        }
-    }
-
-    fn reap(&mut self, pid: i32) {
-        if self.monitors.remove(&pid).is_none() {
+        let Some(monitor) = &self.monitor else {
+            self.error("no monitor to take a call");
             return;
+        };
+        match protocol::io::send_fd(&monitor.control, 0, &call) {
+            Ok(()) => {
+                self.served += 1;
+                self.running += 1;
+            }
+            // It has died; its pidfd will say so.
+            Err(e) => log::error(&format!("monitor {}: {e}", monitor.pid)),
         }
-        self.idle.retain(|h| h.pid != pid);
-        if let Ok(status) = sys::wait_status(sys::Pid::from_raw(pid)) {
-            self.note_monitor_exit(pid, status);
+    }
+
+    /// Reads the monitor's 'd's (calls ended). False if it has gone.
+    fn hear_monitor(&mut self) -> bool {
+        let Some(monitor) = &self.monitor else {
+            return false;
+        };
+        let mut buf = [0u8; 256];
+        loop {
+            match recv(
+                monitor.control.as_raw_fd(),
+                &mut buf,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    let ended = buf[..n]
+                        .iter()
+                        .filter(|&&b| b == protocol::MONITOR_CALL_ENDED)
+                        .count() as u64;
+                    self.running = self.running.saturating_sub(ended);
+                    if self.running == 0 {
+                        self.idle_since = Instant::now();
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => return true,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return false,
+            }
         }
-        if self.busy() == 0 {
-            self.idle_since = Instant::now();
-        }
+    }
+
+    /// The monitor has gone: its calls in flight have ended (their clients
+    /// saw EOF). The loop forks another.
+    fn monitor_died(&mut self) {
+        let Some(monitor) = self.monitor.take() else {
+            return;
+        };
+        drop(monitor.control);
+        let status = sys::wait_status(monitor.pid).unwrap_or(0);
+        self.error(&format!(
+            "monitor {} {}",
+            monitor.pid,
+            sys::describe_status(status)
+        ));
+        self.running = 0;
+        self.idle_since = Instant::now();
     }
 
     fn at_limit(&self) -> bool {
-        self.max_servers.is_some_and(|max| self.busy() >= max)
+        self.max_servers
+            .is_some_and(|max| self.running >= max as u64)
     }
 
     /// How long poll may wait: until the idle timeout, while no call runs.
     /// Quits if that time has come.
     fn poll_timeout(&self) -> PollTimeout {
         match self.idle_timeout {
-            Some(idle) if self.busy() == 0 => {
+            Some(idle) if self.running == 0 => {
                 let left = idle.saturating_sub(self.idle_since.elapsed());
                 if left.is_zero() {
                     self.quit("idle timeout");
@@ -305,12 +296,13 @@ impl Server {
     }
 
     /// Waits for the next call to serve, and handles everything else
-    /// meanwhile. Quits the process when the server's life is over.
-    fn next_call(&mut self) -> OwnedFd {
+    /// meanwhile. `None` when the monitor has died (the loop forks
+    /// another first). Quits the process when the server's life is over.
+    fn next_call(&mut self) -> Option<OwnedFd> {
         loop {
             let timeout = self.poll_timeout();
-            let (ready, exited) = match self.wait(timeout) {
-                Ok(woken) => woken,
+            let ready = match self.wait(timeout) {
+                Ok(ready) => ready,
                 Err(e) => {
                     self.error(&format!("poll failed: {e}"));
                     continue;
@@ -322,20 +314,22 @@ impl Server {
             if ready.reload {
                 self.reload.note_events();
             }
-            for pid in exited {
-                self.reap(pid);
+            // Before any accept: a greeting's `running` counts what the
+            // monitor has said.
+            if (ready.monitor_said && !self.hear_monitor()) || ready.monitor_exited {
+                self.monitor_died();
+                return None;
             }
             if ready.listener
                 && let Some(call) = self.accept()
             {
-                return call;
+                return Some(call);
             }
         }
     }
 
-    /// One poll over everything the server waits for; says what is ready,
-    /// and which monitors have exited.
-    fn wait(&self, timeout: PollTimeout) -> io::Result<(Ready, Vec<i32>)> {
+    /// One poll over everything the server waits for; says what is ready.
+    fn wait(&self, timeout: PollTimeout) -> io::Result<Ready> {
         let mut fds = vec![PollFd::new(self.watch_err.as_fd(), PollFlags::POLLIN)];
         let mut add = |fd| {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
@@ -344,29 +338,23 @@ impl Server {
         let reload_at = self.reload.watch_fd().map(&mut add);
         // At the limit, calls wait in the listen queue.
         let listener_at = (!self.at_limit()).then(|| add(self.listener.as_fd()));
-        let pids: Vec<i32> = self.monitors.keys().copied().collect();
-        let monitors_at: Vec<usize> = pids
-            .iter()
-            .map(|pid| add(self.monitors[pid].as_fd()))
-            .collect();
+        let monitor_at = self
+            .monitor
+            .as_ref()
+            .map(|m| (add(m.control.as_fd()), add(m.pidfd.as_fd())));
         match poll(&mut fds, timeout) {
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok((Ready::default(), Vec::new())),
+            Err(nix::errno::Errno::EINTR) => return Ok(Ready::default()),
             Err(e) => return Err(e.into()),
         }
         let is_ready = |at: Option<usize>| at.is_some_and(|i| fds[i].any().unwrap_or(false));
-        let ready = Ready {
+        Ok(Ready {
             watcher: is_ready(Some(0)),
             reload: is_ready(reload_at),
             listener: is_ready(listener_at),
-        };
-        let exited = pids
-            .into_iter()
-            .zip(monitors_at)
-            .filter(|&(_, at)| is_ready(Some(at)))
-            .map(|(pid, _)| pid)
-            .collect();
-        Ok((ready, exited))
+            monitor_said: is_ready(monitor_at.map(|(control, _)| control)),
+            monitor_exited: is_ready(monitor_at.map(|(_, pidfd)| pidfd)),
+        })
     }
 
     /// Accepts a call, if one is there and may be served.
@@ -428,6 +416,9 @@ struct Ready {
     watcher: bool,
     reload: bool,
     listener: bool,
+    /// Bytes (or EOF) on the monitor's control socket.
+    monitor_said: bool,
+    monitor_exited: bool,
 }
 
 /// Why a call on `conn` must be refused: its caller is not our user.
