@@ -19,43 +19,50 @@
 //!     │                                     │ initialisation complete:
 //!     │                                     │ fork, exit 0
 //!     │                                   SERVER (script/server, daemon)
-//!     │                                     │ fork in advance (a spare
-//!     │                                     │ call handler, ready before
-//!     │                                     │ the call it will serve)
-//!     │   fd 0,1,2 by SCM_RIGHTS,        MONITOR (script/monitor, own pgrp)
-//!     │   env + args ───────────╮           │ fork in advance
+//!     │                                     │ fork once (again if it dies)
+//!     │   fd 0,1,2 by SCM_RIGHTS,        MONITOR (script/monitor): forks
+//!     │   env + args ───────────╮           │ every executor, in advance
 //!     │ <──────────────── wait  ╰───────> EXECUTOR (script/executor): the
 //!     │                   status from       script again, with the
-//!   exit N / die of the     the monitor     caller's fds, args and env
-//!   same signal
+//!   exit N / die of the     the monitor     caller's fds, args and env;
+//!   same signal                             its own process group
 //! ```
 //!
 //! ```text
-//!                      listening socket      watcher stderr (WATCHE)
-//!   CLIENT ══call════╗       │      SERVER ──────────────── WATCHER
-//!     0 1 2 ─passed─╗║       └───── SERVER ──────────────── WATCHER
-//!                   ║╚══════════ MONITOR   watcher stdin (WATCHI)  │
-//!                   ║╚═════════╗   │ pidfd                     inotify
-//!                   ╚═══ 0 1 2 ─ EXECUTOR                    socket path
+//!                      listening socket   WATCHI, WATCHE (watcher's
+//!   CLIENT ══call════╗       │              stdin and stderr pipes)
+//!     0 1 2 ─passed─╗║       └──── SERVER ══════════════ WATCHER ── inotify:
+//!                   ║║               ║ control socket,             socket path
+//!                   ║║               ║ pidfd
+//!                   ║╚═══════════ MONITOR
+//!                   ║╚══════════╗    │ per executor: pidfd, hand-over
+//!                   ║           ║    │ socket, 'r' socket
+//!                   ╚═══ 0 1 2 ─ EXECUTOR
 //! ```
 //!
-//! The server accepts a call, greets the caller and hands the call socket
-//! to an idle monitor and to its executor (forked before the call came);
-//! the executor reads the request itself. No fork is on a call's critical
-//! path: the server forks the next spare handler while the call runs.
+//! The server accepts a call, greets the caller and passes the call
+//! socket to the monitor, which hands it to an idle executor (forked
+//! before the call came); the executor reads the request itself. A call
+//! costs one fork (the monitor forks the next spare while the call runs,
+//! off its critical path) and one exit; the server forks nothing per call.
+//! The monitor tells the server 'd' when a call has ended: that is the
+//! greeting's `running` count and what `max_servers` limits.
 //!
 //! Causality, which is what makes teardown need no bookkeeping:
 //! - socket path removed or replaced (`--kill`, `-f`) → watcher exits →
 //!   WATCHE reaches EOF → server quits; calls in flight finish, because
-//!   monitors are separate processes.
-//! - server dies or quits → WATCHI reaches EOF → watcher exits; idle call
-//!   handlers see their control socket's EOF → they exit.
-//! - monitor dies (killed) → its executor gets SIGINT (PR_SET_PDEATHSIG),
-//!   as when the client goes; the client sees EOF and says so.
-//! - client dies (^C, kill) → call socket EOF → monitor SIGINTs its process
-//!   group (the executor and whatever it started) and reaps the executor.
-//! - executor exits → its pidfd is readable → monitor reaps it (real
-//!   status), SIGINTs what it left behind, sends the status.
+//!   the monitor is a process of its own.
+//! - server dies or quits → WATCHI reaches EOF → watcher exits; the
+//!   monitor sees its control socket's EOF → it lets its spare executors
+//!   go, serves the calls in flight to their end, and exits.
+//! - monitor dies (killed) → every executor gets SIGINT
+//!   (PR_SET_PDEATHSIG), as when its client goes; each client sees EOF
+//!   and says so; the server forks a new monitor.
+//! - client dies (^C, kill) → call socket EOF → the monitor SIGINTs that
+//!   executor's process group (it and whatever it started) and reaps it.
+//! - executor exits → its pidfd is readable → the monitor SIGINTs what it
+//!   left behind in its group, reaps it (real status), tells the server,
+//!   sends the status.
 //!
 //! # The tree
 //!

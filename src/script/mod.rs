@@ -11,8 +11,9 @@
 //! One file per role, each with its picture:
 //!
 //! - `setup`: the setup run's end: checks, then the daemon fork.
-//! - `server`: the call loop; forks call handlers in advance.
-//! - `monitor`: one per call: watches its executor and its client.
+//! - `server`: the call loop: accepts, greets, passes calls to the monitor.
+//! - `monitor`: one per server: forks every executor in advance, watches
+//!   each and its client.
 //! - `executor`: the script again, with the caller's fds, args and env.
 //! - `reload`, `huge_pages`, `log`: the server's policies and its voice.
 //! - `options`, `invocation`: the public types.

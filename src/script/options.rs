@@ -23,9 +23,9 @@ pub struct Options {
     pub autoreload_extra: Vec<PathBuf>,
     /// Quit after this many failures to accept or fork.
     pub max_errors: u32,
-    /// Call handlers (a monitor and its executor, forked in advance) kept
-    /// waiting for the next call, so that no fork is on a call's critical
-    /// path. At least 1.
+    /// Executors the monitor forks in advance and keeps waiting for the
+    /// next calls, so that no fork is on a call's critical path. At least
+    /// 1.
     pub spare_handlers: usize,
     /// Syslog facility name ("user", "daemon", "local0" ...) for the
     /// server's and monitors' messages; `None` discards them.
