@@ -12,20 +12,31 @@
 Process roles (as in the Rust and Perl script sides)::
 
     setup run --fork--> server (setsid; stdio /dev/null; syslog)
-      exit 0              | waits on LISTEN, WATCHE, the monitors' pidfds
-                          | (and an inotify watch of the modules); quits on
-                          | watcher EOF, idle timeout, reload
-                          +--fork--> monitor (own process group), in advance
-                          |            +--fork--> executor-to-be: the server's
-                          |                       signals back; waits
-                          | per call: accept, greeting, then the call socket
-                          | to the idle monitor and to its executor, which
-                          | reads the request, sends 'P' (extended), tells
-                          | the monitor 'r' and returns from
-                          | initialisation_complete(); the monitor waits on its
-                          | pidfd, REAPS IT FIRST, then SIGINTs what is left
-                          | of its group, sends the status. The server forks
-                          | the next spare handler meanwhile.
+      exit 0              | waits on LISTEN, WATCHE, CONTROL and the
+                          | monitor's pidfd (and an inotify watch of the
+                          | modules); quits on watcher EOF, idle timeout,
+                          | reload; never forks per call
+                          +--fork--> monitor: one, long-lived (forked again
+                                       |        if it dies); ignores the
+                                       |        forwardable signals
+                                       +--fork--> executor-to-be, in advance
+                                       |          (`spare_handlers` of them
+                                       |          idle), each its own
+                                       |          process group, with the
+                                       |          server's signals back
+                                       +--------> the executors of the
+                                                  calls in flight
+
+Per call: the server accepts, greets, and sends the call socket to the
+monitor on CONTROL; the monitor hands it to an idle executor-to-be,
+which reads the request, sends 'P' (extended), tells the monitor 'r' and
+returns from initialisation_complete(). The monitor watches every call
+in flight in one poll loop (pidfds, the executors' 'r', the clients'
+signal frames); when an executor's pidfd says it is gone, it SIGINTs
+what is left of its group, reaps it, sends 'd' to the server (which
+counts the calls running, for the greeting and max_servers), then the
+status to the client; and it forks the next spare meanwhile. One fork
+and one exit per call.
 
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
@@ -61,6 +72,9 @@ FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
 
 _also_check = []
 _logging = False
+# openlog's arguments: a process that closes the server's syslog socket
+# opens it again, lazily, as the server had it.
+_syslog_args = None
 # The C library, for what the os module lacks (inotify, prctl).
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -71,6 +85,15 @@ def autoreload_also_check(*paths):
     Call it before initialisation_complete().
     """
     _also_check.extend(os.fspath(p) for p in paths)
+
+
+def _reopen_syslog():
+    """Drops the syslog socket this process inherited (if the server had
+    logged); the next message opens its own, with the server's ident and
+    facility (openlog without LOG_NDELAY opens nothing yet)."""
+    if _logging:
+        syslog.closelog()
+        syslog.openlog(*_syslog_args)
 
 
 def _log(priority, message):
@@ -314,11 +337,11 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     autoreload_extra: more files. max_errors: server errors tolerated.
     log_facility: syslog facility for the server's messages ("user",
     "daemon", "local0"..., or a syslog.LOG_* value); None or "": none.
-    spare_handlers: call handlers (a monitor and its executor, forked in
-    advance so that no fork is on a call's critical path) kept waiting;
-    at least 1.
+    spare_handlers: executors-to-be (forked in advance by the server's
+    one monitor, so that no fork is on a call's critical path) kept
+    waiting for calls; at least 1.
     """
-    global _logging
+    global _logging, _syslog_args
     value = os.environb.pop(ENV_VAR.encode(), None)
     if value is None:
         return
@@ -355,8 +378,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     # the time of a warm call that imports heavy modules.
     gc.freeze()
     if facility is not None:
-        syslog.openlog("prefork-interp %s" % (sys.argv[0] if sys.argv else "python"),
-                       syslog.LOG_PID, facility)
+        _syslog_args = ("prefork-interp %s" % (sys.argv[0] if sys.argv else "python"),
+                        syslog.LOG_PID, facility)
+        syslog.openlog(*_syslog_args)
         _logging = True
 
     if os.fork():
@@ -368,7 +392,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a caller ignoring it breaks waitpid
         server = _Server(setup, max_servers, idle_timeout, max_errors,
-                         _ReloadWatch(reload_files, setup["started_ns"]), spare_handlers)
+                         _ReloadWatch(reload_files, setup["started_ns"]))
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
@@ -376,35 +400,40 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         # Only a client that said it reads greeting xdata is offered our
         # extensions, those it speaks (chiark-utils' misreads any).
         offered = [cap for cap in OUR_CAPS if cap in setup["client_caps"]]
-        # Hand each call to an idle handler (forked in advance: no fork on
-        # a call's critical path), forking one only if none is waiting;
-        # then make up the spares.
+        # The monitor first (the first call pays its fork and its first
+        # executor's, as it always did), then each call to it; a monitor
+        # that dies is forked again at once, so that a spare is ready.
         pending = socket.socket(fileno=setup["call"])
-        child = None
-        while child is None:
+        again = False  # pending was greeted; a dead monitor lost it
+        while True:
+            if server.control is None:
+                control = server.start_monitor(pending)
+                if control is not None:
+                    break  # the monitor
+                if server.control is None and pending is not None:
+                    pending.close()  # nobody to serve it: its client sees EOF
+                    pending = None
+                    again = False
             if pending is not None:
-                if not server.idle:
-                    child = server.spawn_handler(pending)
-                    if child is not None:
-                        break
-                server.hand_over(pending, offered)
+                again = server.hand_over(pending, offered, again)
+                if again:
+                    continue
                 pending.close()
                 pending = None
-            while child is None and len(server.idle) < server.spare:
-                child = server.spawn_handler()
-                if server.spawn_failed:
-                    break
-            if child is None:
-                pending = server.next_call()
+            pending = server.next_call()
     except BaseException as e:
         _log(syslog.LOG_ERR, "server failed: %r" % (e,))
         os._exit(1)
-    # A call handler's monitor: returns only in the executor.
     try:
-        _monitor(*child)
+        executor = _Monitor(control, spare_handlers).run()
     except BaseException as e:
-        _log(syslog.LOG_ERR, "call failed: %r" % (e,))
+        _log(syslog.LOG_ERR, "monitor failed: %r" % (e,))
         os._exit(1)
+    # An executor-to-be: it waits for its call, and returns as the call.
+    try:
+        _executor(*executor)
+    except BaseException:
+        os._exit(127)
 
 
 def _other_user(conn):
@@ -420,7 +449,12 @@ def _other_user(conn):
 
 
 class _Server:
-    def __init__(self, setup, max_servers, idle_timeout, max_errors, reload, spare):
+    """Accepts and greets calls, and sends each to the one monitor on
+    control; counts the calls the monitor has not yet said (one byte 'd'
+    each) have ended: `busy`, the greeting's `running`, which max_servers
+    limits."""
+
+    def __init__(self, setup, max_servers, idle_timeout, max_errors, reload):
         self.listen = socket.socket(fileno=setup["listen"])
         self.listen.setblocking(False)
         self.watch_err = setup["watch_err"]
@@ -434,11 +468,11 @@ class _Server:
         self.max_errors = max_errors
         self.errors = 0
         self.reload = reload
-        self.monitors = {}  # pid -> pidfd, idle or busy
-        self.idle = []  # (pid, control, handover) of those waiting for a call
-        self.spare = spare
-        self.spawn_failed = False
+        self.control = None  # our end of the socketpair with the monitor
+        self.monitor = None  # its pid
+        self.monitor_pidfd = None
         self.served = 0
+        self.busy = 0  # calls handed to the monitor and not yet ended
         self.idle_since = time.monotonic()
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.watch_err, selectors.EVENT_READ, "watcher")
@@ -447,80 +481,115 @@ class _Server:
             self.selector.register(reload.fd, selectors.EVENT_READ, "reload")
 
     def close(self):
-        """In a monitor: drop everything of the server's."""
+        """In the monitor: drop everything of the server's."""
         self.selector.close()
         self.listen.close()
-        for fd in [self.watch_err, self.watch_in] + list(self.monitors.values()):
-            os.close(fd)
-        for _, control, handover in self.idle:
-            control.close()
-            handover.close()
+        os.close(self.watch_err)
+        os.close(self.watch_in)
+        if self.control is not None:
+            self.control.close()
+        if self.monitor_pidfd is not None:
+            os.close(self.monitor_pidfd)
         self.reload.close()
 
-    def busy(self):
-        return len(self.monitors) - len(self.idle)
-
-    def spawn_handler(self, *close):
-        """Forks a call handler. In the child, which has closed every fd
-        of the server's (and those in close), returns its (control,
-        handover) sockets; in the server None."""
-        self.spawn_failed = False
+    def start_monitor(self, pending):
+        """Forks the monitor. In the child, which has closed every fd of
+        the server's (and pending), returns its end of control; in the
+        server None (with self.control still None if that failed)."""
         try:
-            control, control_theirs = socket.socketpair()
-            handover, handover_theirs = socket.socketpair()
+            control, theirs = socket.socketpair()
+        except OSError as e:
+            self.error("cannot make the monitor's control socket: %s" % e)
+            return None
+        try:
             pid = os.fork()
         except OSError as e:
-            self.error("cannot fork a call handler: %s" % e)
-            self.spawn_failed = True
+            control.close()
+            theirs.close()
+            self.error("cannot fork the monitor: %s" % e)
             return None
         if pid == 0:
-            self.close()
-            for sock in close + (control, handover):
-                sock.close()
-            return control_theirs, handover_theirs
-        control_theirs.close()
-        handover_theirs.close()
+            try:
+                self.close()
+                control.close()
+                if pending is not None:
+                    pending.close()
+                _reopen_syslog()
+                theirs.settimeout(None)  # blocking, whatever the script set
+            except BaseException:
+                os._exit(1)
+            return theirs
+        theirs.close()
         try:
             pidfd = os.pidfd_open(pid)
         except OSError as e:
-            # Unwatchable: it must not serve. Without its control socket
-            # it leaves at once.
-            self.error("cannot open a pidfd for call handler %d: %s" % (pid, e))
+            # Unwatchable: it must not serve. On its control's EOF it
+            # leaves (its spares too).
             control.close()
-            handover.close()
             os.waitpid(pid, 0)
+            self.error("cannot open a pidfd for the monitor %d: %s" % (pid, e))
             return None
-        self.monitors[pid] = pidfd
-        self.selector.register(pidfd, selectors.EVENT_READ, pid)
-        self.idle.append((pid, control, handover))
+        control.settimeout(None)
+        self.control = control
+        self.monitor = pid
+        self.monitor_pidfd = pidfd
+        self.selector.register(control, selectors.EVENT_READ, "control")
+        self.selector.register(pidfd, selectors.EVENT_READ, "monitor")
         return None
 
-    def hand_over(self, call, offered):
-        """Greets the caller and hands the call to an idle handler: its
-        monitor first (an executor handed the call first could finish it
-        before the monitor knew it had one), then its executor."""
-        xdata = b""
-        if offered:
-            xdata = ("pfi-caps 1\ncaps %s\nserved %d\nrunning %d\n"
-                     % (",".join(offered), self.served, self.busy())).encode()
-        try:
-            _send_all(call, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
-        except (_Hangup, OSError) as e:
-            _log(syslog.LOG_INFO, "caller went away before its greeting: %r" % (e,))
-            return
-        while self.idle:
-            pid, control, handover = self.idle.pop()
+    def monitor_gone(self):
+        """The monitor died (control's EOF, or its pidfd): reap it. Its
+        calls are lost (their clients saw EOF)."""
+        pid = self.monitor
+        self.selector.unregister(self.control)
+        self.selector.unregister(self.monitor_pidfd)
+        self.control.close()
+        os.close(self.monitor_pidfd)
+        self.control = self.monitor = self.monitor_pidfd = None
+        _, status = os.waitpid(pid, 0)
+        self.busy = 0
+        self.idle_since = time.monotonic()
+        self.error("monitor %d %s" % (pid, _describe_status(status)))
+
+    def read_control(self):
+        """Counts the calls the monitor says have ended (all it has said
+        so far). False if it has died."""
+        while True:
             try:
-                socket.send_fds(control, [b"\0"], [call.fileno()])
-                socket.send_fds(handover, [b"\0"], [call.fileno()])
-                self.served += 1
-                return
-            except OSError as e:
-                _log(syslog.LOG_ERR, "call handler %d: %s" % (pid, e))  # died idle
-            finally:
-                control.close()
-                handover.close()
-        self.error("no call handler to take a call")
+                data = self.control.recv(4096, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                data = b""
+            if not data:
+                self.monitor_gone()
+                return False
+            self.busy = max(0, self.busy - data.count(b"d"))
+            if not self.busy:
+                self.idle_since = time.monotonic()
+
+    def hand_over(self, call, offered, again):
+        """Greets the caller (unless it was, again) and sends the call to
+        the monitor. True if the monitor had died: a new one should get
+        the call (once)."""
+        if not again:
+            xdata = b""
+            if offered:
+                xdata = ("pfi-caps 1\ncaps %s\nserved %d\nrunning %d\n"
+                         % (",".join(offered), self.served, self.busy)).encode()
+            try:
+                _send_all(call, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
+            except (_Hangup, OSError) as e:
+                _log(syslog.LOG_INFO, "caller went away before its greeting: %r" % (e,))
+                return False
+        try:
+            socket.send_fds(self.control, [b"\0"], [call.fileno()], socket.MSG_NOSIGNAL)
+        except OSError:
+            self.monitor_gone()
+            return not again
+        self.served += 1
+        self.busy += 1
+        return False
 
     def quit(self, why):
         _log(syslog.LOG_INFO, "server quitting: %s" % why)
@@ -532,31 +601,6 @@ class _Server:
         if self.errors > self.max_errors:
             self.quit("more than %d errors" % self.max_errors)
 
-    def add_monitor(self, pid):
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError as e:
-            # Unwatchable: wait for it, which keeps the limit true.
-            self.error("cannot open a pidfd for monitor %d: %s" % (pid, e))
-            os.waitpid(pid, 0)
-            return
-        self.monitors[pid] = pidfd
-        self.selector.register(pidfd, selectors.EVENT_READ, pid)
-
-    def reap(self, pid):
-        pidfd = self.monitors.pop(pid)
-        self.selector.unregister(pidfd)
-        os.close(pidfd)
-        for handler in [h for h in self.idle if h[0] == pid]:
-            self.idle.remove(handler)
-            handler[1].close()
-            handler[2].close()
-        _, status = os.waitpid(pid, 0)
-        if status != 0:
-            self.error("monitor %d %s" % (pid, _describe_status(status)))
-        if not self.busy():
-            self.idle_since = time.monotonic()
-
     def set_listening(self, on):
         if on != self.listening:
             if on:
@@ -566,21 +610,36 @@ class _Server:
             self.listening = on
 
     def next_call(self):
-        """Waits for the next call to serve; handles everything else."""
+        """Waits for the next call to serve; handles everything else.
+        None if the monitor has died (the caller forks another)."""
         while True:
-            self.set_listening(self.max_servers is None or self.busy() < self.max_servers)
+            self.set_listening(self.max_servers is None or self.busy < self.max_servers)
             timeout = None
-            if self.idle_timeout is not None and not self.busy():
+            if self.idle_timeout is not None and not self.busy:
                 timeout = self.idle_timeout - (time.monotonic() - self.idle_since)
                 if timeout <= 0:
                     self.quit("idle timeout")
-            for key, _ in self.selector.select(timeout):
+            events = self.selector.select(timeout)
+            # The monitor's news before any accept: once a client has its
+            # status (sent after the 'd'), the next greeting counts it out.
+            events.sort(key=lambda event: event[0].data not in ("control", "monitor"))
+            for key, _ in events:
                 what = key.data
-                if what == "watcher":
+                if what in ("control", "monitor"):
+                    if self.control is None:
+                        continue  # both said it
+                    if what == "monitor":
+                        self.monitor_gone()
+                        return None
+                    if not self.read_control():
+                        return None
+                elif what == "watcher":
                     self.check_watcher()
                 elif what == "reload":
                     self.reload.drain()
                 elif what == "listen":
+                    if not self.listening:
+                        continue  # busy since the poll
                     try:
                         conn, _ = self.listen.accept()
                     except (BlockingIOError, InterruptedError):
@@ -602,8 +661,6 @@ class _Server:
                         self.quit("%s changed" % changed)
                     conn.setblocking(True)
                     return conn
-                else:
-                    self.reap(what)
 
     def check_watcher(self):
         # The watcher says nothing unless something is wrong; EOF means
@@ -622,118 +679,358 @@ class _Server:
 # ----------------------------------------------------------------- monitor
 
 
-def _monitor(control, handover):
-    """Runs in a freshly forked child of the server: forks the
-    executor-to-be (which keeps handover), waits for the call the server
-    hands over on control, and serves it. Returns only in the executor."""
-    if _logging:
-        syslog.closelog()  # reopened if we log: no syslog fd in the executor
-    os.setpgid(0, 0)
-    # We deliver these to our group; they must not hurt us.
-    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED}
-    from_executor, theirs = socket.socketpair()
-    executor = os.fork()
-    if executor == 0:
-        try:
-            control.close()
-            from_executor.close()
-            _executor(handover, theirs, saved, os.getppid())
-        except BaseException:
-            os._exit(127)
-        return
-    theirs.close()
-    handover.close()
+# A call's phases in the monitor.
+_WAITING = "waiting"  # handed to its executor, no 'r' yet
+_RUNNING = "running"  # got 'r': the script runs
+_ABANDONED = "abandoned"  # the client went away: SIGINTed, to be reaped
+
+
+class _Spare:
+    """An executor-to-be, idle: waits for a call on handover (None once
+    the monitor has closed it, or found it dead)."""
+
+    __slots__ = ("pid", "pidfd", "handover", "from_executor")
+
+    def __init__(self, pid, pidfd, handover, from_executor):
+        self.pid = pid
+        self.pidfd = pidfd
+        self.handover = handover
+        self.from_executor = from_executor
+
+
+class _Call:
+    """A call in flight: its executor (pid, pidfd; from_executor until
+    its 'r', None after it or when it failed), its call socket."""
+
+    __slots__ = ("pid", "pidfd", "conn", "from_executor", "phase", "extended", "frames")
+
+    def __init__(self, spare, conn):
+        self.pid = spare.pid
+        self.pidfd = spare.pidfd
+        self.from_executor = spare.from_executor
+        self.conn = conn
+        self.phase = _WAITING
+        self.extended = False
+        self.frames = b""  # the client's, read so far
+
+
+def _kill_group(pid, sig=signal.SIGINT):
+    """Signals an executor's process group (its pgid is its pid; while
+    it is unreaped, no other group can have that id)."""
     try:
-        pidfd = os.pidfd_open(executor)
-    except OSError as e:
-        _log(syslog.LOG_ERR, "cannot watch the executor: %s" % e)
-        os.kill(executor, signal.SIGKILL)
-        os.waitpid(executor, 0)
-        os._exit(1)
-
-    # Idle until the server hands us a call. (Both may be ready: the
-    # executor may finish a whole call before we look. Only an executor
-    # gone with no call handed over died idle.)
-    while True:
-        try:
-            ready, _, _ = select.select([control, pidfd], [], [])
-            break
-        except InterruptedError:
-            continue
-    if control not in ready:
-        _, status = os.waitpid(executor, 0)
-        _log(syslog.LOG_ERR, "idle executor %d %s" % (executor, _describe_status(status)))
-        os._exit(0)
-    try:
-        data, received, _, _ = socket.recv_fds(control, 1, 1, socket.MSG_CMSG_CLOEXEC)
-    except OSError:
-        data, received = b"", []
-    if not data or len(received) != 1:
-        # The server is gone or needs us no more; our executor leaves on
-        # its own EOF.
-        for fd in received:
-            os.close(fd)
-        os.waitpid(executor, 0)
-        os._exit(0)
-    control.close()
-    conn = socket.socket(fileno=received[0])
-
-    # The executor reads the request, sends 'P' (extended), then says 'r'
-    # and the request byte. EOF instead: it could not (and logged why).
-    try:
-        message = _read_exact(from_executor, 2)
-    except (_Hangup, OSError):
-        message = b""
-    from_executor.close()
-    if message[:1] != b"r":
-        _, status = os.waitpid(executor, 0)
-        if status:
-            _log(syslog.LOG_ERR, "executor %d failed before its call: it %s"
-                 % (executor, _describe_status(status)))
-        os._exit(0)
-    extended = bool(message[1] & 1)
-
-    executor_gone = True
-    while True:
-        try:
-            ready, _, _ = select.select([pidfd, conn], [], [])
-        except InterruptedError:
-            continue
-        if pidfd in ready:
-            break
-        if not extended:
-            executor_gone = False  # v1: the client has nothing more to say
-            break
-        try:
-            kind, value = struct.unpack(">cI", _read_exact(conn, 5))
-        except _Hangup:
-            executor_gone = False  # the client left
-            break
-        if kind == b"S" and value in FORWARDED:
-            _interrupt_group(os.getpgrp(), value)
-    group = os.getpgrp()
-    if executor_gone:
-        _, status = os.waitpid(executor, 0)
-        _interrupt_group(group)  # what it left behind; we ignore SIGINT
-        status &= 0xFFFFFFFF
-        message = b"X" + struct.pack(">I", status) if extended else struct.pack(">I", status)
-        try:
-            _send_all(conn, message)
-        except _Hangup:
-            pass
-    else:
-        _interrupt_group(group)
-        _, status = os.waitpid(executor, 0)
-        _log(syslog.LOG_INFO, "client went away; script interrupted, it %s"
-             % _describe_status(status))
-    os._exit(0)
-
-
-def _interrupt_group(group, sig=signal.SIGINT):
-    try:
-        os.killpg(group, sig)
+        os.killpg(pid, sig)
     except OSError:
         pass
+
+
+class _Monitor:
+    """The server's one monitor: keeps `spare` executors-to-be idle,
+    hands each call the server sends on control to one, and watches every
+    call in flight in one poll loop until its end, which it tells the
+    server ('d') and then the client (the status). Never runs the
+    script's code; leaves with os._exit."""
+
+    def __init__(self, control, spare):
+        self.control = control  # None once the server has gone
+        self.spare = spare
+        self.idle = []  # _Spare, oldest first
+        self.calls = {}  # executor pid -> _Call
+        self.owed = 0  # 'd' bytes the server has not yet been sent
+        self.pid = os.getpid()
+        # Executors are groups of their own and signals go to those, but
+        # nothing sent to us by mistake may hurt us; the executors get
+        # the server's dispositions back.
+        self.saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED}
+
+    def run(self):
+        """Serves until the server has gone and every call has ended;
+        returns only in a new executor-to-be, its _executor arguments."""
+        while True:
+            if self.control is not None:
+                while sum(1 for s in self.idle if s.handover is not None) < self.spare:
+                    spare, child = self.fork_executor()
+                    if child is not None:
+                        return child
+                    if spare is None:
+                        break  # logged; another round tries again
+                    self.idle.append(spare)
+            elif not self.calls and not self.idle:
+                os._exit(0)
+            child = self.serve_round()
+            if child is not None:
+                return child
+
+    def serve_round(self):
+        """One poll, level-triggered, and what it found, in this order:
+        executors' 'r', executors gone, clients' frames or EOF, the
+        server's calls."""
+        poll = select.poll()
+        where = {}
+
+        def watch(fd, order, thing, mask=select.POLLIN):
+            poll.register(fd, mask)
+            where[fd] = (order, thing)
+
+        if self.control is not None:
+            watch(self.control.fileno(), 3, None,
+                  select.POLLIN | (select.POLLOUT if self.owed else 0))
+        for spare in self.idle:
+            watch(spare.pidfd, 1, spare)
+        for call in self.calls.values():
+            watch(call.pidfd, 1, call)
+            if call.phase == _WAITING and call.from_executor is not None:
+                watch(call.from_executor.fileno(), 0, call)
+            elif call.phase == _RUNNING:
+                watch(call.conn.fileno(), 2, call)
+        events = sorted((where[fd] + (mask,) for fd, mask in poll.poll()),
+                        key=lambda event: event[0])
+        for order, thing, mask in events:
+            if order == 0:
+                if thing.from_executor is not None and thing.pid in self.calls:
+                    self.read_r(thing)
+            elif order == 1:
+                if isinstance(thing, _Spare):
+                    self.spare_gone(thing)
+                else:
+                    self.call_gone(thing)
+            elif order == 2:
+                if thing.phase == _RUNNING and thing.pid in self.calls:
+                    self.read_client(thing)
+            else:
+                if mask & select.POLLOUT:
+                    self.flush()
+                if mask & ~select.POLLOUT and self.control is not None:
+                    child = self.take_call()
+                    if child is not None:
+                        return child
+        return None
+
+    def fork_executor(self, *close):
+        """Forks an executor-to-be. In the monitor: (its _Spare, None), or
+        (None, None) if that failed (logged). In the child, which has
+        closed every fd of ours (and those in close): (None, its
+        _executor arguments)."""
+        made = []
+        try:
+            handover, handover_theirs = socket.socketpair()
+            made += [handover, handover_theirs]
+            from_executor, from_executor_theirs = socket.socketpair()
+            made += [from_executor, from_executor_theirs]
+            for sock in made:
+                sock.settimeout(None)  # blocking, whatever the script set
+            pid = os.fork()
+        except OSError as e:
+            for sock in made:
+                sock.close()
+            _log(syslog.LOG_ERR, "cannot fork an executor: %s" % e)
+            return None, None
+        if pid == 0:
+            try:
+                # Before anything else: nothing of the monitor's stays
+                # open here (a call socket kept by a spare would hide
+                # its client's EOF).
+                if self.control is not None:
+                    self.control.close()
+                for spare in self.idle:
+                    if spare.handover is not None:
+                        spare.handover.close()
+                    spare.from_executor.close()
+                    os.close(spare.pidfd)
+                for call in self.calls.values():
+                    call.conn.close()
+                    if call.from_executor is not None:
+                        call.from_executor.close()
+                    os.close(call.pidfd)
+                for sock in close + (handover, from_executor):
+                    sock.close()
+                _reopen_syslog()
+            except BaseException:
+                os._exit(127)
+            return None, (handover_theirs, from_executor_theirs, self.saved, self.pid)
+        handover_theirs.close()
+        from_executor_theirs.close()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as e:
+            # Unwatchable: it must not serve.
+            _log(syslog.LOG_ERR, "cannot open a pidfd for executor %d: %s" % (pid, e))
+            handover.close()
+            from_executor.close()
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return None, None
+        return _Spare(pid, pidfd, handover, from_executor), None
+
+    def take_call(self):
+        """control is readable: a call (0x00 with its socket), or the
+        server's EOF. Returns a new executor's arguments in the child
+        forked if no spare was idle, else None."""
+        try:
+            data, fds, _, _ = socket.recv_fds(self.control, 1, 1, socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            self.server_gone()
+            return None
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            _log(syslog.LOG_ERR, "a call came without its socket")
+            self.done()
+            return None
+        conn = socket.socket(fileno=fds[0])
+        conn.settimeout(None)  # blocking, as the executor reads it
+        forked = False
+        while True:
+            spare = next((s for s in self.idle if s.handover is not None), None)
+            if spare is not None:
+                self.idle.remove(spare)
+            elif not forked:
+                forked = True
+                spare, child = self.fork_executor(conn)
+                if child is not None:
+                    return child
+            if spare is None:
+                _log(syslog.LOG_ERR, "no executor to take a call")
+                conn.close()
+                self.done()
+                return None
+            try:
+                socket.send_fds(spare.handover, [b"\0"], [conn.fileno()], socket.MSG_NOSIGNAL)
+            except OSError:
+                # It died idle: its pidfd says so, and it is reaped then.
+                spare.handover.close()
+                spare.handover = None
+                self.idle.append(spare)
+                continue
+            spare.handover.close()
+            self.calls[spare.pid] = _Call(spare, conn)
+            return None
+
+    def server_gone(self):
+        """control's EOF: serve the calls in flight to their end; the
+        spares leave on their handover's EOF (and are reaped)."""
+        self.control.close()
+        self.control = None
+        self.owed = 0
+        for spare in self.idle:
+            if spare.handover is not None:
+                spare.handover.close()
+                spare.handover = None
+
+    def done(self):
+        """A call handed to us has ended: tell the server."""
+        self.owed += 1
+        self.flush()
+
+    def flush(self):
+        if self.control is None:
+            self.owed = 0
+            return
+        try:
+            self.owed -= self.control.send(b"d" * self.owed,
+                                           socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except (BlockingIOError, InterruptedError):
+            pass  # later, when control is writable
+        except OSError:
+            self.owed = 0  # the server has gone; its EOF follows
+
+    def read_r(self, call):
+        """from_executor has something: 'r' and the request byte (the
+        call runs), or EOF (the executor could not take the call; it
+        logged why). Safe to block: the executor wrote both bytes at once,
+        or is dead."""
+        try:
+            message = call.from_executor.recv(2)
+            if len(message) == 1:
+                message += call.from_executor.recv(1, socket.MSG_DONTWAIT)
+        except OSError:
+            message = b""
+        call.from_executor.close()
+        call.from_executor = None
+        if len(message) == 2 and message[:1] == b"r":
+            call.phase = _RUNNING
+            call.extended = bool(message[1] & 1)
+
+    def spare_gone(self, spare):
+        self.idle.remove(spare)
+        if spare.handover is not None:
+            spare.handover.close()
+        spare.from_executor.close()
+        os.close(spare.pidfd)
+        _, status = os.waitpid(spare.pid, 0)
+        # Once the server has gone we closed its handover: it leaves
+        # quietly (or on SIGINT).
+        if self.control is not None or not (
+                status == 0 or (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT)):
+            _log(syslog.LOG_ERR, "idle executor %d %s" % (spare.pid, _describe_status(status)))
+
+    def call_gone(self, call):
+        """A call's executor has gone: its end."""
+        if call.phase == _WAITING and call.from_executor is not None:
+            self.read_r(call)  # it may have said 'r' after poll looked
+        del self.calls[call.pid]
+        os.close(call.pidfd)
+        if call.phase == _ABANDONED:
+            _, status = os.waitpid(call.pid, 0)
+            _log(syslog.LOG_INFO, "client went away; script interrupted, it %s"
+                 % _describe_status(status))
+            self.done()
+        else:
+            # What it left behind in its group first: a zombie's status
+            # cannot change, and its group id cannot be reused before we
+            # reap it.
+            _kill_group(call.pid)
+            _, status = os.waitpid(call.pid, 0)
+            if call.phase == _RUNNING:
+                # The server first, then the client: a greeting after the
+                # client has its status counts this call out.
+                self.done()
+                status &= 0xFFFFFFFF
+                if call.extended:
+                    message = b"X" + struct.pack(">I", status)
+                else:
+                    message = struct.pack(">I", status)
+                try:
+                    call.conn.send(message, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                except OSError:
+                    pass  # the client has gone
+            else:
+                if status:
+                    _log(syslog.LOG_ERR, "executor %d failed before its call: it %s"
+                         % (call.pid, _describe_status(status)))
+                self.done()  # its client sees EOF
+        call.conn.close()
+
+    def read_client(self, call):
+        """A running call's socket is readable. v1: the client has gone
+        (it has nothing more to say). Extended: signal frames ('S' and a
+        forwardable signal: to the executor's group; other kinds are
+        ignored), or EOF: the client has gone."""
+        gone = True
+        if call.extended:
+            try:
+                data = call.conn.recv(4096, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if data:
+                gone = False
+                frames = call.frames + data
+                while len(frames) >= 5:
+                    kind, value = struct.unpack(">cI", frames[:5])
+                    frames = frames[5:]
+                    if kind == b"S" and value in FORWARDED:
+                        _kill_group(call.pid, value)
+                call.frames = frames
+        if gone:
+            _kill_group(call.pid)
+            call.phase = _ABANDONED
 
 
 # ---------------------------------------------------------------- executor
@@ -795,12 +1092,15 @@ def _read_request(conn):
 
 
 def _executor(handover, monitor, saved, monitor_pid):
-    """Forked by the monitor before the call, with the server's signal
-    dispositions (SIGINT: Python's own handler, KeyboardInterrupt, even if
-    the call that started the server ignored it). Gets the call socket
-    from the server, reads the request itself, sends an extended call's
-    'P' with its own pid (before any per-call code), tells the monitor
-    'r', and returns into the script."""
+    """Forked by the monitor before the call (a spare, idle until then),
+    with nothing of the monitor's open. Becomes a process group of its
+    own, gets back the server's signal dispositions (SIGINT: Python's own
+    handler, KeyboardInterrupt, even if the call that started the server
+    ignored it), waits for the call socket on handover, reads the request
+    itself, sends an extended call's 'P' with its own pid (before any
+    per-call code), tells the monitor 'r', and returns into the script."""
+    # The monitor signals our group: us, and whatever the script starts.
+    os.setpgid(0, 0)
     # A monitor killed mid-call leaves the call with nobody to report its
     # end: it ends as when its client goes, with SIGINT.
     _LIBC.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -844,6 +1144,8 @@ def _executor(handover, monitor, saved, monitor_pid):
     conn.close()
     handover.close()
     monitor.close()
+    if _logging:
+        syslog.closelog()  # the script finds syslog unopened, as in a direct run
 
     os.environb.clear()
     environ = {}
