@@ -1,9 +1,12 @@
 //! Backing a server's heap by transparent huge pages, once.
 //!
 //! A server does this when its pages are its own (the setup run, which
-//! shared them copy-on-write, has exited): each fork then copies one
-//! page-table entry per 2 MB instead of 512, and each exit tears down as
-//! few.
+//! shared them copy-on-write, has exited) and before it forks its
+//! monitor, which then shares the huge pages: each of the monitor's forks
+//! (one per call) copies one page-table entry per 2 MB instead of 512,
+//! and each executor's exit tears down as few. The first call waits for
+//! it (about 10 ms for a 16 MB heap, measured under load); the memory
+//! stays shared.
 
 use crate::sys::procfs::{self, Mapping};
 

@@ -13,8 +13,8 @@
 //!   │        executor (see `monitor`)
 //!   │  per call: accept, greeting, call socket to the monitor;
 //!   │  'd' back from the monitor when it has ended (the `running` count)
-//!   └─ once, after the first call: wait for the setup run's exit, then
-//!      collapse the heap into huge pages
+//!   └─ once, first: wait for the setup run's exit, then collapse the
+//!      heap into huge pages, which the monitor then shares
 //! ```
 //!
 //! The server forks nothing per call, and never runs the script's code
@@ -122,6 +122,20 @@ impl Server {
     /// the server's life. Returns only in an executor, into the script.
     pub(crate) fn run(mut self, first_call: OwnedFd) -> Invocation {
         let mut pending = Some(first_call);
+        if let Some(setup_run) = self.setup_run.take() {
+            // Before the monitor's fork, so that the monitor shares the
+            // huge pages and every executor it forks copies one entry
+            // per 2 MB. Once the setup run has gone: pages still shared
+            // with it would not collapse.
+            setup_run.wait_for_exit();
+            let started = Instant::now();
+            let collapsed = huge_pages::collapse();
+            log::info(&format!(
+                "{} MB of heap in huge pages ({:.1} ms)",
+                collapsed >> 20,
+                started.elapsed().as_secs_f64() * 1000.0
+            ));
+        }
         loop {
             if self.monitor.is_none()
                 && let Some(control) = self.spawn_monitor()
@@ -132,13 +146,6 @@ impl Server {
             }
             if let Some(call) = pending.take() {
                 self.hand_over(call);
-                if let Some(setup_run) = self.setup_run.take() {
-                    // Once. (Pages still shared with the setup run would be
-                    // split again by our own writes.)
-                    setup_run.wait_for_exit();
-                    let collapsed = huge_pages::collapse();
-                    log::info(&format!("{} MB of heap in huge pages", collapsed >> 20));
-                }
             }
             pending = self.next_call();
         }
