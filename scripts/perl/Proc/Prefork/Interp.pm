@@ -1,23 +1,30 @@
 package Proc::Prefork::Interp;
 
 # The Perl script side of prefork-interp. Process roles, as in the Rust
-# library (src/script/server.rs, monitor.rs, executor.rs):
+# library (src/script/server.rs, monitor.rs, executor.rs); one fork per
+# call:
 #
 #   setup run --fork--> server (setsid; stdio /dev/null; syslog)
-#     exit 0              | waits on LISTEN, WATCHE, the monitors' pidfds
-#                         | (and an inotify watch of the modules); quits on
-#                         | watcher EOF, idle timeout, reload
-#                         +--fork--> monitor (own process group), in advance
-#                         |            +--fork--> executor-to-be: the server's
-#                         |                       signals back; waits
-#                         | per call: accept, greeting, then the call socket
-#                         | to the idle monitor and to its executor, which
-#                         | reads the request, sends 'P' (extended), tells
-#                         | the monitor 'r' and returns from
-#                         | prefork_initialisation_complete; the monitor waits on its
-#                         | pidfd, REAPS IT FIRST, then SIGINTs what is left
-#                         | of its group, sends the status. The server forks
-#                         | the next spare handler meanwhile.
+#     exit 0              | waits on LISTEN, WATCHE, CONTROL and the
+#                         | monitor's pidfd (and an inotify watch of the
+#                         | modules); quits on watcher EOF, idle timeout,
+#                         | reload; never forks per call
+#                         +--fork--> monitor: one, long-lived (forked again
+#                                    | if it dies); ignores the forwarded
+#                                    | signals
+#                                    +--fork--> executor-to-be, in advance
+#                                               (spare_handlers idle): its
+#                                               own process group, the
+#                                               server's signals back; waits
+#
+# Per call: the server accepts, greets, and sends the call socket to the
+# monitor over CONTROL; the monitor hands it to an idle executor-to-be,
+# which reads the request, sends 'P' (extended), tells the monitor 'r' and
+# returns from prefork_initialisation_complete. The monitor watches every
+# call in flight in one select loop: when an executor's pidfd says it is
+# gone, it SIGINTs what is left of its group, REAPS IT, tells the server
+# 'd' (the server counts calls running by these) and then sends the status
+# to the client. It forks the next spare executor meanwhile.
 #
 # Server and monitor leave with POSIX::_exit: END blocks and destructors
 # run in executors only.
@@ -31,7 +38,7 @@ use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC);
 use IO::FDPass;
 use IO::Handle;
 use POSIX qw(:errno_h :signal_h :sys_wait_h);
-use Socket qw(AF_UNIX MSG_NOSIGNAL PF_UNSPEC SOCK_STREAM SOL_SOCKET SO_PEERCRED);
+use Socket qw(AF_UNIX MSG_DONTWAIT MSG_NOSIGNAL PF_UNSPEC SOCK_STREAM SOL_SOCKET SO_PEERCRED);
 use Sys::Syslog ();
 use Time::HiRes ();
 
@@ -66,7 +73,7 @@ use constant WATCH_MASK =>
     IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
 
 my @also_check;
-my $logging = 0;
+my @logging;    # openlog's arguments, once the server logs
 
 sub prefork_autoreload_also_check {
     push @also_check, @_;
@@ -75,8 +82,18 @@ sub prefork_autoreload_also_check {
 
 sub _log {
     my ($priority, $message) = @_;
-    return unless $logging;
+    return unless @logging;
     eval { Sys::Syslog::syslog($priority, '%s', $message) };
+    return;
+}
+
+# Closes the connection to syslog, which no executor must inherit; the
+# next message reconnects (closelog forgets the ident: openlog again, which
+# connects nothing yet).
+sub _detach_log {
+    return unless @logging;
+    Sys::Syslog::closelog();
+    Sys::Syslog::openlog(@logging);
     return;
 }
 
@@ -308,8 +325,8 @@ sub prefork_initialisation_complete {
     if (length $facility) {
         # libc's syslog: connects on the first message, never over a network.
         Sys::Syslog::setlogsock('native');
-        Sys::Syslog::openlog("prefork-interp $0", 'nofatal,pid', $facility);
-        $logging = 1;
+        @logging = ("prefork-interp $0", 'nofatal,pid', $facility);
+        Sys::Syslog::openlog(@logging);
     }
 
     my $pid = fork;
@@ -321,6 +338,10 @@ sub prefork_initialisation_complete {
     my $server = eval {
         POSIX::setsid();
         $SIG{CHLD} = 'DEFAULT';    # a caller ignoring it would break waitpid
+        # Sending a file descriptor to a process that has died must fail,
+        # not kill us (IO::FDPass::send has no MSG_NOSIGNAL). The monitor
+        # inherits this; executors get SIGPIPE's default back.
+        $SIG{PIPE} = 'IGNORE';
         my %s = (
             listen       => _fdopen($setup->{listen},   '+<'),
             watch_err    => _fdopen($setup->{watch_err}, '<'),
@@ -337,10 +358,10 @@ sub prefork_initialisation_complete {
             # file (dirty): nothing changed between the two is missed.
             watch        => _watch_files(\@reload),
             dirty        => 1,
-            monitors     => {},    # pid => pidfd, idle or busy
-            idle         => [],    # [pid, control, handover] waiting
+            monitor      => undef,    # {pid, pidfd, control} while there is one
             spare        => $spare,
-            served       => 0,
+            served       => 0,        # calls handed to the monitor
+            busy         => 0,        # of those, not yet ended ('d')
             errors       => 0,
             idle_since   => Time::HiRes::time(),
         );
@@ -357,25 +378,19 @@ sub prefork_initialisation_complete {
         POSIX::_exit(1);
     }
 
-    # Hand each call to an idle handler (a monitor and its executor,
-    # forked in advance: no fork on a call's critical path), forking one
-    # only if none is waiting; then make up the spares.
+    # Hand each call to the one monitor, forked before the first call is
+    # handed over and again as soon as one has died. The monitor forks
+    # the executors, in advance: no fork is on a call's critical path.
     my $pending = _fdopen($setup->{call}, '+<');
     my $invocation = eval {
         while (1) {
+            if (!$server->{monitor}) {
+                my @child = _spawn_monitor($server, $pending);
+                return _monitor(@child) if @child;
+            }
             if ($pending) {
-                if (!@{ $server->{idle} }) {
-                    my @child = _spawn_handler($server, $pending);
-                    return _monitor(@child) if @child;
-                }
                 _hand_over($server, $pending);
                 close $pending;
-                undef $pending;
-            }
-            while (@{ $server->{idle} } < $server->{spare}) {
-                my @child = _spawn_handler($server);
-                return _monitor(@child) if @child;
-                last if $server->{spawn_failed};
             }
             $pending = _next_call($server);
         }
@@ -387,82 +402,103 @@ sub prefork_initialisation_complete {
     return;    # in an executor, into the script
 }
 
-# Forks a call handler. Returns (control, handover) in the child, which
-# has closed every fd of the server's (other handlers' sockets, and
-# @close); nothing in the server.
-sub _spawn_handler {
+# Forks the monitor. Returns (control, spare) in the child, which has
+# closed every fd of the server's (and @close); nothing in the server.
+sub _spawn_monitor {
     my ($s, @close) = @_;
-    delete $s->{spawn_failed};
-    my ($control, $control_theirs, $handover, $handover_theirs);
-    if (!socketpair($control, $control_theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
-        || !socketpair($handover, $handover_theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC))
-    {
+    my ($control, $theirs);
+    if (!socketpair($control, $theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC)) {
         _server_error($s, "socketpair: $!");
-        $s->{spawn_failed} = 1;
         return;
     }
     my $pid = fork;
     if (!defined $pid) {
-        _server_error($s, "cannot fork a call handler: $!");
-        $s->{spawn_failed} = 1;
+        _server_error($s, "cannot fork the monitor: $!");
         return;
     }
     if ($pid == 0) {
         close $_ for grep {defined} @$s{qw(listen watch_err watch_in watch)}, @close,
-            $control, $handover;
-        close $_ for values %{ $s->{monitors} };
-        close $_ for map { @$_[1, 2] } @{ $s->{idle} };
-        return ($control_theirs, $handover_theirs);
+            $control;
+        return ($theirs, $s->{spare});
     }
-    close $control_theirs;
-    close $handover_theirs;
-    if (my $pidfd = eval { _pidfd_open($pid) }) {
-        $s->{monitors}{$pid} = $pidfd;
-        push @{ $s->{idle} }, [ $pid, $control, $handover ];
-    } else {
+    close $theirs;
+    my $pidfd = eval { _pidfd_open($pid) };
+    if (!$pidfd) {
         # Unwatchable: it must not serve. Without its control socket it
-        # leaves at once.
+        # leaves once its spare executors have.
         _server_error($s, $@);
         close $control;
-        close $handover;
         waitpid($pid, 0);
+        return;
     }
+    $s->{monitor} = { pid => $pid, pidfd => $pidfd, control => $control };
     return;
 }
 
-# Handlers serving a call (the others wait idle).
-sub _busy {
-    my ($s) = @_;
-    return (keys %{ $s->{monitors} }) - @{ $s->{idle} };
-}
-
-# Greets the caller and hands the call to an idle handler: its monitor
-# first (an executor handed the call first could finish it before the
-# monitor knew it had one), then its executor.
+# Greets the caller and hands the call to the monitor.
 sub _hand_over {
     my ($s, $call) = @_;
-    my $busy = _busy($s);
+    my $monitor = $s->{monitor};
+    if (!$monitor) {
+        _log('err', 'no monitor to take a call');    # its fork failed (logged)
+        return;
+    }
     my @offered = @{ $s->{offered} };
     my $xdata = @offered
-        ? "pfi-caps 1\ncaps " . join(',', @offered) . "\nserved $s->{served}\nrunning $busy\n"
+        ? "pfi-caps 1\ncaps " . join(',', @offered)
+            . "\nserved $s->{served}\nrunning $s->{busy}\n"
         : '';
     if (!eval { _send_all($call, "PFI\n" . pack('N', length $xdata) . $xdata); 1 }) {
         _log('info', "caller went away before its greeting: $@");
         return;
     }
-    while (my $handler = pop @{ $s->{idle} }) {
-        my ($pid, $control, $handover) = @$handler;
-        my $ok = IO::FDPass::send(fileno $control, fileno $call)
-            && IO::FDPass::send(fileno $handover, fileno $call);
-        close $control;
-        close $handover;
-        if ($ok) {
-            $s->{served}++;
-            return;
-        }
-        _log('err', "call handler $pid: $!");    # died idle; its pidfd says so
+    if (!IO::FDPass::send(fileno $monitor->{control}, fileno $call)) {
+        # It has died (its pidfd says so next): this call is lost with
+        # those it was serving.
+        _log('err', "monitor $monitor->{pid} cannot take a call: $!");
+        return;
     }
-    _server_error($s, 'no call handler to take a call');
+    $s->{served}++;
+    $s->{busy}++;
+    return;
+}
+
+# Counts the calls the monitor says have ended, a 'd' each. False when
+# the monitor has died (EOF).
+sub _calls_done {
+    my ($s) = @_;
+    my $busy = $s->{busy};
+    my $alive = 1;
+    while (1) {
+        my $got = recv($s->{monitor}{control}, my $bytes, 4096, MSG_DONTWAIT);
+        if (!defined $got) {
+            next if $! == EINTR;
+            $alive = 0 unless $! == EAGAIN || $! == EWOULDBLOCK;
+            last;
+        }
+        if (!length $bytes) {
+            $alive = 0;
+            last;
+        }
+        $s->{busy} -= $bytes =~ tr/d//;
+    }
+    $s->{busy} = 0 if $s->{busy} < 0;
+    $s->{idle_since} = Time::HiRes::time() if $busy && !$s->{busy};
+    return $alive;
+}
+
+# The monitor has died: it never leaves while we live, unless killed. Its
+# calls are lost (their clients saw EOF).
+sub _monitor_gone {
+    my ($s) = @_;
+    my $monitor = delete $s->{monitor};
+    close $monitor->{control};
+    close $monitor->{pidfd};
+    waitpid($monitor->{pid}, 0);
+    my $status = ${^CHILD_ERROR_NATIVE};
+    $s->{busy} = 0;
+    $s->{idle_since} = Time::HiRes::time();
+    _server_error($s, "monitor $monitor->{pid} " . _describe_status($status));
     return;
 }
 
@@ -482,19 +518,23 @@ sub _server_error {
 }
 
 # Waits for the next call to serve; handles everything else meanwhile.
+# Returns nothing when the monitor has died, for another to be forked at
+# once (a call accepted in the same round is returned: it waits for it).
 sub _next_call {
     my ($s) = @_;
     while (1) {
-        my $monitors = $s->{monitors};
-        my $busy = _busy($s);
-        my $listening = !defined $s->{max_servers} || $busy < $s->{max_servers};
+        my $monitor = $s->{monitor};
+        my $listening = !defined $s->{max_servers} || $s->{busy} < $s->{max_servers};
         my $rin = '';
         vec($rin, fileno $s->{watch_err}, 1) = 1;
         vec($rin, fileno $s->{watch}, 1) = 1 if $s->{watch};
-        vec($rin, fileno $_, 1) = 1 for values %$monitors;
+        if ($monitor) {
+            vec($rin, fileno $monitor->{control}, 1) = 1;
+            vec($rin, fileno $monitor->{pidfd},   1) = 1;
+        }
         vec($rin, fileno $s->{listen}, 1) = 1 if $listening;
         my $timeout;
-        if (defined $s->{idle_timeout} && !$busy) {
+        if (defined $s->{idle_timeout} && !$s->{busy}) {
             $timeout = $s->{idle_timeout} - (Time::HiRes::time() - $s->{idle_since});
             _quit('idle timeout') if $timeout <= 0;
         }
@@ -520,17 +560,22 @@ sub _next_call {
             1 while sysread($s->{watch}, my $events, 65536);
             $s->{dirty} = 1;
         }
-        for my $pid (keys %$monitors) {
-            next unless vec($rout, fileno $monitors->{$pid}, 1);
-            close delete $monitors->{$pid};
-            @{ $s->{idle} } = grep { $_->[0] != $pid } @{ $s->{idle} };
-            if (waitpid($pid, 0) == $pid && ${^CHILD_ERROR_NATIVE} != 0) {
-                _server_error($s, "monitor $pid " . _describe_status(${^CHILD_ERROR_NATIVE}));
+        my $accepting = $listening && vec($rout, fileno $s->{listen}, 1);
+        # Before accepting, so that `running` in a greeting is exact once
+        # a client has its status: the monitor says 'd' before it sends
+        # one. (A caller being ready means reading now, however select
+        # saw the control socket.)
+        my $died = 0;
+        if ($monitor
+            && (vec($rout, fileno $monitor->{control}, 1) || $accepting
+                || vec($rout, fileno $monitor->{pidfd}, 1)))
+        {
+            if (!_calls_done($s) || vec($rout, fileno $monitor->{pidfd}, 1)) {
+                _monitor_gone($s);
+                $died = 1;
             }
-            $s->{idle_since} = Time::HiRes::time()
-                unless _busy($s);
         }
-        if ($listening && vec($rout, fileno $s->{listen}, 1)) {
+        if ($accepting) {
             if (accept(my $conn, $s->{listen})) {
                 # Another user reached our socket (a run directory opened
                 # up by hand): they get nothing, and a log line.
@@ -541,156 +586,307 @@ sub _next_call {
                         ? "refused a call from uid $peer_uid (pid $peer_pid): this server is uid $<'s"
                         : "refused a call whose caller is unknown: $!");
                     close $conn;
-                    next;
-                }
-                $s->{idle_since} = Time::HiRes::time();
-                if ($s->{dirty} || !$s->{watch}) {
-                    my ($file, $missing) = _changed_file($s->{reload}, $s->{started});
-                    # Dropping the call makes its client start afresh.
-                    _quit("$file changed") if defined $file;
-                    if ($s->{watch}) {
-                        # A missing file has no watch to say when it is
-                        # made again: while one is missing, every call
-                        # checks.
-                        $s->{dirty} = $missing;
-                        delete $s->{watch} unless _add_watches($s->{watch}, $s->{reload});
+                } else {
+                    $s->{idle_since} = Time::HiRes::time();
+                    if ($s->{dirty} || !$s->{watch}) {
+                        my ($file, $missing) = _changed_file($s->{reload}, $s->{started});
+                        # Dropping the call makes its client start afresh.
+                        _quit("$file changed") if defined $file;
+                        if ($s->{watch}) {
+                            # A missing file has no watch to say when it
+                            # is made again: while one is missing, every
+                            # call checks.
+                            $s->{dirty} = $missing;
+                            delete $s->{watch} unless _add_watches($s->{watch}, $s->{reload});
+                        }
                     }
+                    return $conn;
                 }
-                return $conn;
+            } else {
+                _server_error($s, "accept failed: $!")
+                    unless $! == EAGAIN || $! == EWOULDBLOCK || $! == EINTR;
             }
-            _server_error($s, "accept failed: $!")
-                unless $! == EAGAIN || $! == EWOULDBLOCK || $! == EINTR;
         }
+        return if $died;
     }
 }
 
 # ------------------------------------------------------------- monitor
 
-# Runs in a freshly forked child of the server: forks the executor-to-be
-# (which keeps $handover), waits for the call the server hands over on
-# $control, and serves it. Returns (true) only in the executor.
+# The one monitor, freshly forked by the server: keeps $spare
+# executors-to-be idle, hands each call the server sends on $control to
+# one of them, and watches every call in flight until it has ended. Once
+# the server has gone, it serves the calls in flight to their end, then
+# leaves. Never returns, but (true) in an executor.
 sub _monitor {
-    my ($control, $handover) = @_;
-    # Reopened lazily if we log: no syslog fd must reach the executor.
-    Sys::Syslog::closelog() if $logging;
-    POSIX::setpgid(0, 0);
-    # We deliver these to our group; they must not hurt us.
+    my ($control, $spare) = @_;
+    _detach_log();
+    # We deliver these to executors' groups; they must not hurt us.
+    # Executors get back what the server had.
     my %saved;
     for my $name (@FORWARDED) {
         my $old = POSIX::SigAction->new;
         POSIX::sigaction($SIGNAL_NUMBER{$name}, POSIX::SigAction->new('IGNORE'), $old);
         $saved{$name} = $old;
     }
-    socketpair(my $from_executor, my $theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
-        or do { _log('err', "socketpair: $!"); POSIX::_exit(1) };
-    my $executor = fork;
-    if (!defined $executor) {
-        _log('err', "cannot fork the executor: $!");
-        POSIX::_exit(1);
-    }
-    if ($executor == 0) {
-        close $control;
-        close $from_executor;
-        return _executor($handover, $theirs, \%saved, getppid());
-    }
-    close $theirs;
-    close $handover;
-    my $pidfd = eval { _pidfd_open($executor) };
-    if (!$pidfd) {
-        _log('err', $@);
-        kill 'KILL', $executor;
-        waitpid($executor, 0);
-        POSIX::_exit(1);
-    }
+    my %m = (
+        control => $control,    # undef once the server has gone
+        spare   => $spare,
+        saved   => \%saved,
+        # Executors-to-be: {pid, pidfd, handover, from}; handover undef
+        # once they are to leave (the server went) or have left.
+        idle => [],
+        # Calls in flight, by executor pid: {pidfd, call, from, phase,
+        # extended, frame}. Phases: waiting (handed the call, no 'r'
+        # yet; from undef: it failed before its call), running (got
+        # 'r'), abandoned (the client left; SIGINTed).
+        calls => {},
+    );
+    return 1 if eval { _monitor_loop(\%m) };
+    _log('err', "monitor failed: $@");
+    POSIX::_exit(1);
+}
 
-    # Idle until the server hands us a call. (Both may be ready: the
-    # executor may finish a whole call before we look. Only an executor
-    # gone with no call handed over died idle.)
-    my $rin = '';
-    vec($rin, fileno $control, 1) = 1;
-    vec($rin, fileno $pidfd,   1) = 1;
-    my $rout;
-    while (select($rout = $rin, undef, undef, undef) < 0) {
-        next if $! == EINTR;
-        _log('err', "select failed: $!");
-        POSIX::_exit(1);
-    }
-    if (!vec($rout, fileno $control, 1)) {
-        waitpid($executor, 0);
-        _log('err', "idle executor $executor " . _describe_status(${^CHILD_ERROR_NATIVE}));
-        POSIX::_exit(0);
-    }
-    my $fd = IO::FDPass::recv(fileno $control);
-    if ($fd < 0) {
-        # The server is gone or needs us no more; our executor leaves on
-        # its own EOF.
-        waitpid($executor, 0);
-        POSIX::_exit(0);
-    }
-    close $control;
-    my $call = _fdopen($fd, '+<');
-
-    # The executor reads the request, sends 'P' (extended), then says 'r'
-    # and the request byte. EOF instead: it could not (and logged why).
-    my $ready = eval { _read_exact($from_executor, 2) };
-    close $from_executor;
-    if (!defined $ready || substr($ready, 0, 1) ne 'r') {
-        waitpid($executor, 0);
-        _log('err', "executor $executor failed before its call: it "
-            . _describe_status(${^CHILD_ERROR_NATIVE}))
-            if ${^CHILD_ERROR_NATIVE};
-        POSIX::_exit(0);
-    }
-    my $extended = ord(substr($ready, 1, 1)) & 1;
-
-    my $executor_gone = 1;
-    $rin = '';
-    vec($rin, fileno $pidfd, 1) = 1;
-    vec($rin, fileno $call,  1) = 1;
+sub _monitor_loop {
+    my ($m) = @_;
+    my ($idle, $calls) = @$m{qw(idle calls)};
     while (1) {
+        if ($m->{control}) {
+            while ((grep { $_->{handover} } @$idle) < $m->{spare}) {
+                my $pid = _fork_executor($m);
+                return 1 if defined $pid && $pid == 0;
+                last unless $pid;    # logged; tried again next round
+            }
+        }
+        POSIX::_exit(0) if !$m->{control} && !%$calls && !@$idle;
+
+        my $rin = '';
+        vec($rin, fileno $m->{control}, 1) = 1 if $m->{control};
+        vec($rin, fileno $_->{pidfd}, 1) = 1 for @$idle, values %$calls;
+        for my $c (values %$calls) {
+            if ($c->{phase} eq 'waiting') {
+                vec($rin, fileno $c->{from}, 1) = 1 if $c->{from};
+            } elsif ($c->{phase} eq 'running') {
+                vec($rin, fileno $c->{call}, 1) = 1;
+            }
+        }
+        my $rout;
         if (select($rout = $rin, undef, undef, undef) < 0) {
             next if $! == EINTR;
-            _log('err', "select failed: $!");
-            last;
+            die "select failed: $!\n";
         }
-        last if vec($rout, fileno $pidfd, 1);
-        next unless vec($rout, fileno $call, 1);
-        if (!$extended) {
-            $executor_gone = 0;    # v1: the client has nothing more to say
-            last;
+        # (Below, only fds open at the select are looked at: nothing is
+        # opened before the last step, so no fd number was reused.)
+        my $ready = sub { vec($rout, fileno $_[0], 1) };
+
+        # Executors that have taken their call.
+        for my $c (values %$calls) {
+            _executor_ready($c)
+                if $c->{phase} eq 'waiting' && $c->{from} && $ready->($c->{from});
         }
-        my $frame = eval { _read_exact($call, 5) };
-        if (!defined $frame) {
-            $executor_gone = 0;    # the client left
-            last;
+        # Executors gone, idle ones and those of calls.
+        my (@gone, @left);
+        push @{ $ready->($_->{pidfd}) ? \@gone : \@left }, $_ for @$idle;
+        @$idle = @left;
+        for my $e (@gone) {
+            close $e->{pidfd};
+            close $e->{from};
+            close $e->{handover} if $e->{handover};
+            waitpid($e->{pid}, 0);
+            # Once the server has gone, we closed its handover and it left.
+            _log('err', "idle executor $e->{pid} " . _describe_status(${^CHILD_ERROR_NATIVE}))
+                if $m->{control};
         }
-        my ($kind, $signal) = unpack 'a N', $frame;
-        kill $signal, -getpgrp() if $kind eq 'S' && $FORWARDED_NUMBER{$signal};
+        for my $pid (grep { $ready->($calls->{$_}{pidfd}) } keys %$calls) {
+            _call_ended($m, $pid, delete $calls->{$pid});
+        }
+        # Clients of running calls: a signal to forward, or gone.
+        for my $pid (keys %$calls) {
+            my $c = $calls->{$pid};
+            _from_client($c, $pid) if $c->{phase} eq 'running' && $ready->($c->{call});
+        }
+        # The server: a call, or gone.
+        if ($m->{control} && $ready->($m->{control})) {
+            return 1 if _take_call($m);
+        }
     }
-    my $pgrp = getpgrp();
-    if ($executor_gone) {
-        waitpid($executor, 0);
-        my $status = ${^CHILD_ERROR_NATIVE};
-        kill 'INT', -$pgrp;    # what it left behind; we ignore SIGINT
-        eval { _send_all($call, $extended ? 'X' . pack('N', $status) : pack('N', $status)) };
-    } else {
-        kill 'INT', -$pgrp;
-        waitpid($executor, 0);
+}
+
+# Forks an executor-to-be and counts it idle. Returns its pid; 0 in the
+# child, once it has become its call; nothing when it could not (logged).
+sub _fork_executor {
+    my ($m, @close) = @_;
+    my ($handover, $handover_theirs, $from, $from_theirs);
+    if (!socketpair($handover, $handover_theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC)
+        || !socketpair($from, $from_theirs, AF_UNIX, SOCK_STREAM, PF_UNSPEC))
+    {
+        _log('err', "socketpair: $!");
+        return;
+    }
+    my $monitor = $$;
+    my $pid = fork;
+    if (!defined $pid) {
+        _log('err', "cannot fork an executor: $!");
+        return;
+    }
+    if ($pid == 0) {
+        # Nothing of the monitor's stays open here: a call socket kept
+        # open in a spare would stop its client from ever seeing EOF.
+        close $_ for grep {defined} $m->{control}, $handover, $from, @close,
+            (map { @$_{qw(pidfd handover from)} } @{ $m->{idle} }),
+            (map { @$_{qw(pidfd call from)} } values %{ $m->{calls} });
+        _executor($handover_theirs, $from_theirs, $m->{saved}, $monitor);
+        return 0;
+    }
+    close $handover_theirs;
+    close $from_theirs;
+    my $pidfd = eval { _pidfd_open($pid) };
+    if (!$pidfd) {
+        _log('err', $@);
+        kill 'KILL', $pid;
+        waitpid($pid, 0);
+        return;
+    }
+    push @{ $m->{idle} },
+        { pid => $pid, pidfd => $pidfd, handover => $handover, from => $from };
+    return $pid;
+}
+
+# The server's next call, handed to an idle executor-to-be (forked now if
+# none is); or its EOF: it has gone. True only in an executor forked here.
+sub _take_call {
+    my ($m) = @_;
+    local $! = 0;    # recvmsg leaves it alone at EOF
+    my $fd = IO::FDPass::recv(fileno $m->{control});
+    if ($fd < 0) {
+        return if $! == EINTR || $! == EAGAIN;
+        # The server has gone: idle executors leave on their handover's
+        # EOF (their pidfds tell us when); calls in flight go on.
+        close delete $m->{control};
+        close delete $_->{handover} for grep { $_->{handover} } @{ $m->{idle} };
+        return;
+    }
+    my $call = _fdopen($fd, '+<');
+    my $forked = 0;
+    while (1) {
+        my ($e) = grep { $_->{handover} } @{ $m->{idle} };
+        if (!$e && !$forked++) {
+            my $pid = _fork_executor($m, $call);
+            return 1 if defined $pid && $pid == 0;
+            ($e) = grep { $_->{handover} } @{ $m->{idle} } if $pid;
+        }
+        if (!$e) {
+            _log('err', 'no executor to take a call');
+            close $call;
+            _call_done($m);
+            return;
+        }
+        my $sent = IO::FDPass::send(fileno $e->{handover}, fileno $call);
+        close delete $e->{handover};
+        if ($sent) {
+            @{ $m->{idle} } = grep { $_ != $e } @{ $m->{idle} };
+            $m->{calls}{ $e->{pid} } = {
+                pidfd => $e->{pidfd},
+                from  => $e->{from},
+                call  => $call,    # not read while waiting: the executor reads the request
+                phase => 'waiting',
+                frame => '',
+            };
+            return;
+        }
+        # It died idle; its pidfd says so.
+        _log('err', "executor $e->{pid} cannot take a call: $!");
+    }
+}
+
+# The executor's 'r' and request byte: it has its call. EOF instead: it
+# could not take it (it logged why); its pidfd says when it is gone.
+sub _executor_ready {
+    my ($c) = @_;
+    my $ready = eval { _read_exact($c->{from}, 2) };
+    close delete $c->{from};
+    if (defined $ready && substr($ready, 0, 1) eq 'r') {
+        $c->{phase}    = 'running';
+        $c->{extended} = ord(substr($ready, 1, 1)) & 1;
+    }
+    return;
+}
+
+# The executor of a call has gone: the call ends, and we tell the server
+# ('d') before we tell the client its status.
+sub _call_ended {
+    my ($m, $pid, $c) = @_;
+    # It is dead: reading cannot block, and its 'r' may have come after
+    # the select looked.
+    _executor_ready($c) if $c->{from};
+    if ($c->{phase} eq 'abandoned') {
+        waitpid($pid, 0);
         _log('info', 'client went away; script interrupted, it '
             . _describe_status(${^CHILD_ERROR_NATIVE}));
+        _call_done($m);
+    } else {
+        # What it left behind in its group. First: unreaped, it keeps its
+        # pid (the group's id) from being reused.
+        kill 'INT', -$pid;
+        waitpid($pid, 0);
+        my $status = ${^CHILD_ERROR_NATIVE};
+        _call_done($m);
+        if ($c->{phase} eq 'running') {
+            # A client that has gone is no error.
+            my $reply = ($c->{extended} ? 'X' : '') . pack('N', $status);
+            eval { _send_all($c->{call}, $reply) };
+        } elsif ($status) {
+            _log('err', "executor $pid failed before its call: it "
+                . _describe_status($status));
+        }
     }
-    POSIX::_exit(0);
+    close $c->{call};
+    close $c->{pidfd};
+    return;
+}
+
+# Tells the server a call has ended (while it lives).
+sub _call_done {
+    my ($m) = @_;
+    send($m->{control}, 'd', MSG_NOSIGNAL) if $m->{control};
+    return;
+}
+
+# The client of a running call has something to say: extended, a signal
+# to forward; v1, nothing. Or it has left: the script is SIGINTed, and the
+# call waits for its executor's end.
+sub _from_client {
+    my ($c, $pid) = @_;
+    if ($c->{extended}) {
+        my $got = sysread($c->{call}, $c->{frame}, 5 - length $c->{frame}, length $c->{frame});
+        return if !defined $got && ($! == EINTR || $! == EAGAIN);
+        if ($got) {
+            return if length $c->{frame} < 5;
+            my ($kind, $signal) = unpack 'a N', $c->{frame};
+            $c->{frame} = '';
+            kill $signal, -$pid if $kind eq 'S' && $FORWARDED_NUMBER{$signal};
+            return;    # (unknown kinds ignored)
+        }
+    }
+    kill 'INT', -$pid;
+    $c->{phase} = 'abandoned';
+    return;
 }
 
 # ------------------------------------------------------------ executor
 
-# Forked by the monitor before the call; dispositions are the server's
-# (SIGINT and SIGPIPE: default) from the start. Gets the call socket from
-# the server, reads the request itself, sends an extended call's 'P' with
-# its own pid (before any per-call code), tells the monitor 'r', and
-# returns into the script.
+# Forked by the monitor before the call, which has closed every other
+# fd of the monitor's; dispositions are the server's (SIGINT and SIGPIPE:
+# default) from the start. Gets the call socket from the monitor, reads
+# the request itself, sends an extended call's 'P' with its own pid
+# (before any per-call code), tells the monitor 'r', and returns into the
+# script.
 sub _executor {
     my ($handover, $monitor, $saved, $monitor_pid) = @_;
+    _detach_log();
+    # Its own process group: the monitor signals the call's processes as
+    # one (a client's signals, SIGINT when it ends or its client leaves).
+    POSIX::setpgid(0, 0);
     # A monitor killed mid-call leaves the call with nobody to report its
     # end: it ends as when its client goes, with SIGINT.
     syscall($SYSCALL{prctl}, 1, SIGINT) if $SYSCALL{prctl};    # PR_SET_PDEATHSIG
@@ -893,10 +1089,11 @@ Default C<LOG_USER>.
 
 =item C<< spare_handlers => I<N> >>
 
-Call handlers (a monitor and its executor, forked in advance, so that no
-fork is on a call's critical path) kept waiting for the next call; at
-least 1. More absorb bursts of simultaneous calls; each idle one is two
-processes sharing the server's memory. Default 1.
+Executors-to-be kept waiting for the next calls; at least 1. The
+server's one monitor forks them in advance, so that no fork is on a
+call's critical path, and forks the next as each is handed a call. More
+absorb bursts of simultaneous calls; each idle one is a process sharing
+the server's memory. Default 1.
 
 =item C<< fast_exit => I<BOOL> >>
 
@@ -960,7 +1157,7 @@ defaults). Do not open connections to other servers (databases) before
 initialisation is complete: every call would share them.
 
 END blocks and object destructors run in executors only, once per call;
-never in the server or its per-call monitors. If the caller is killed,
+never in the server or its monitor. If the caller is killed,
 the executor gets SIGINT and should stop promptly.
 
 =head1 SECURITY
