@@ -38,7 +38,12 @@ fn trixie() -> Chroot {
             target.join("trixie").display()
         )
     });
-    let version = tree.python_version();
+    let out = tree
+        .command(Path::new("/usr/bin/python3"), Path::new("/"))
+        .arg("--version")
+        .output()
+        .expect("running python3 in the trixie tree");
+    let version = stdout_str(&out).trim().to_string();
     let minor: Option<u32> = version
         .strip_prefix("Python 3.")
         .and_then(|v| v.split('.').next()?.parse().ok());

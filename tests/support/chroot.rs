@@ -75,14 +75,4 @@ impl Chroot {
         }
         cmd
     }
-
-    /// `python3 --version` inside, e.g. "Python 3.13.5".
-    pub fn python_version(&self) -> String {
-        let out = self
-            .command(Path::new("/usr/bin/python3"), Path::new("/"))
-            .arg("--version")
-            .output()
-            .expect("running python3 in the trixie tree");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
 }
