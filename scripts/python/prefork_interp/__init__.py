@@ -1196,7 +1196,7 @@ def _executor(handover, monitor, saved, monitor_pid):
 #
 # - sys.monitoring (a tool id of our own) records how the __main__ code
 #   ended: PY_RETURN as a local event of that one code object (status 0);
-#   PY_UNWIND, which can only be a global event (3.12, 3.13), filtered on
+#   PY_UNWIND, which can only be a global event (3.12 to 3.14), filtered on
 #   that code object (SystemExit: the status CPython computes; any other
 #   exception: unknown). Instrumenting the code object while it runs (it
 #   is waiting in initialisation_complete) reaches its running frame.
