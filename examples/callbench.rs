@@ -7,6 +7,7 @@
 //! target/release/examples/callbench [WARM_RUNS]          # ./quickstart
 //! target/release/examples/callbench perl [WARM_RUNS]     # ./bench perl
 //! target/release/examples/callbench python [WARM_RUNS]   # ./bench python
+//! target/release/examples/callbench python313 [WARM_RUNS]   # ./bench python313
 //! ```
 //!
 //! Default: examples/primes run directly, and through prefork-interp cold
@@ -26,14 +27,22 @@
 //! run directly, through our client and module cold and warm, and
 //! through chiark-utils' client with our module.
 //!
+//! `python313`: Python 3.13 in the Debian trixie tree (target/trixie,
+//! made by scripts/trixie-chroot, which ./bench runs): this program, the
+//! client and the module are copied into it and the table is made there
+//! (`python313-inside`, chrooted in a mount namespace of its own): the
+//! script run directly, and warm calls ending normally, with
+//! `fast_exit=True` and with `os._exit`, against that tree's /bin/true.
+//!
 //! `all`: everything side by side in one run: latency of each script side
 //! (the Rust example, Perl, Python) cold, warm and run directly, the
 //! chiark-utils pairs (Perl ending with `POSIX::_exit` and with a plain
 //! `exit`, ours also with `fast_exit`), CPU per warm call, throughput
 //! with 1, 2, 8 and 32 parallel callers, server and client memory, the
 //! auto-reload check with 320 Perl modules, the instructions of the
-//! client's own path (callgrind), and last the performance targets of
-//! issue 13 with this run's ratios.
+//! client's own path (callgrind), the Python 3.13 table if the trixie
+//! tree is there, and last the performance targets of issue 13 with this
+//! run's ratios.
 //!
 //! Every row is measured the same way (spawn, wait, in this process), in
 //! a private run directory that is removed afterwards.
@@ -43,6 +52,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/support/chroot.rs"]
+mod chroot;
 #[path = "../tests/support/proc_stat.rs"]
 mod proc_stat;
 #[path = "../tests/support/python.rs"]
@@ -247,7 +258,7 @@ impl Drop for World {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some(m @ ("perl" | "python" | "all")) => {
+        Some(m @ ("perl" | "python" | "python313" | "python313-inside" | "all")) => {
             let m = m.to_string();
             args.remove(0);
             m
@@ -261,6 +272,12 @@ fn main() {
     match mode.as_str() {
         "perl" => perl_tables(warm_runs, false),
         "python" => python_table(warm_runs),
+        "python313" => {
+            if python313_table(warm_runs).is_none() {
+                std::process::exit(1);
+            }
+        }
+        "python313-inside" => python313_inside(warm_runs),
         "all" => full_table(warm_runs),
         _ => primes_table(warm_runs),
     }
@@ -503,11 +520,163 @@ dataclasses, typing\n";
 /// imports, then one line of output per call.
 fn python_bench_body() -> String {
     let repo = env!("CARGO_MANIFEST_DIR");
+    python_bench_body_with(&format!("{repo}/scripts/python"), "", "")
+}
+
+/// The Python benchmark script with the module in `module_dir`,
+/// initialisation_complete's `options`, and `end` after the one line of
+/// output (the wall-clock time, ns, at which the call's code runs: the
+/// stage breakdown reads it).
+fn python_bench_body_with(module_dir: &str, options: &str, end: &str) -> String {
     format!(
-        "import sys; sys.path.insert(0, '{repo}/scripts/python')\n{PYTHON_IMPORTS}\
-         import prefork_interp, time\nprefork_interp.initialisation_complete()\n\
-         print(time.time_ns())\n"
+        "import sys; sys.path.insert(0, '{module_dir}')\n{PYTHON_IMPORTS}\
+         import os, prefork_interp, time\nprefork_interp.initialisation_complete({options})\n\
+         print(time.time_ns())\n{end}"
     )
+}
+
+/// Medians (ms) of the Python 3.13 table, made in the trixie tree.
+struct Python313 {
+    floor: f64,
+    normal: f64,
+    fast: f64,
+}
+
+const PY313_FLOOR: &str = "/bin/true (exec floor)";
+const PY313_NORMAL: &str = "Python 3.13, warm, normal end";
+const PY313_FAST: &str = "Python 3.13, warm, fast_exit=True";
+
+/// `python313`: copies this program, the client and the module into the
+/// trixie tree, makes the table there (`python313-inside`) and prints
+/// it; its medians, or None (said why) without the tree.
+fn python313_table(warm_runs: usize) -> Option<Python313> {
+    let exe = std::env::current_exe().unwrap();
+    // target/release/examples/callbench
+    let target = exe.ancestors().nth(3).unwrap();
+    let Some(tree) = chroot::Chroot::find(target) else {
+        println!(
+            "(no {}: scripts/trixie-chroot makes it, as root; ./bench does)",
+            target.join("trixie").display()
+        );
+        return None;
+    };
+    let inside = Path::new("/tmp").join(format!("pfi-bench313-{}", std::process::id()));
+    let host = tree.host(&inside);
+    let module = host.join("python/prefork_interp");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::create_dir_all(host.join("examples")).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(
+        repo.join("scripts/python/prefork_interp/__init__.py"),
+        module.join("__init__.py"),
+    )
+    .unwrap();
+    // Both static: they run in the tree as they are. The layout is
+    // target/release's, for World (bin_dir: the client beside examples/).
+    std::fs::copy(&exe, host.join("examples/callbench")).unwrap();
+    let client = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("prefork-interp");
+    std::fs::copy(&client, host.join("prefork-interp")).unwrap();
+    let out = tree
+        .command(&inside.join("examples/callbench"), &inside)
+        .args(["python313-inside", &warm_runs.to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running callbench in the trixie tree");
+    let _ = std::fs::remove_dir_all(&host);
+    let mut medians = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match line.strip_prefix("median\t") {
+            Some(row) => {
+                let (name, ms) = row.rsplit_once('\t').unwrap();
+                medians.push((name.to_string(), ms.parse::<f64>().unwrap()));
+            }
+            None => println!("{line}"),
+        }
+    }
+    assert!(
+        out.status.success(),
+        "callbench in the trixie tree: {}",
+        out.status
+    );
+    let of = |name: &str| medians.iter().find(|(n, _)| n == name).unwrap().1;
+    let found = Python313 {
+        floor: of(PY313_FLOOR),
+        normal: of(PY313_NORMAL),
+        fast: of(PY313_FAST),
+    };
+    println!();
+    target_line(
+        "Python 3.13, normal end: ours / /bin/true",
+        Some(found.normal / found.floor),
+        Goal::AtMost(8.0),
+    );
+    target_line(
+        "Python 3.13, exact fast exit: ours / /bin/true",
+        Some(found.fast / found.floor),
+        Goal::AtMost(3.0),
+    );
+    Some(found)
+}
+
+/// `python313-inside`, run by [`python313_table`] inside the tree: the
+/// rows, then a `median\tNAME\tMS` line for each.
+fn python313_inside(warm_runs: usize) {
+    let slow_runs = (warm_runs / 30).max(5);
+    let mut world = World::new("py313");
+    let client = world.client();
+    let module = world.bin_dir.join("python").display().to_string();
+    let python = "/usr/bin/python3";
+    let version = Command::new(python).arg("--version").output().unwrap();
+    println!(
+        "{} in the trixie tree (median of {warm_runs} warm calls a row)",
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+    let body = |options: &str, end: &str| python_bench_body_with(&module, options, end);
+    let normal = world.script("normal", &client, python, &body("", ""));
+    let fast = world.script("fast", &client, python, &body("fast_exit=True", ""));
+    let underscore = world.script(
+        "underscore",
+        &client,
+        python,
+        &body("", "sys.stdout.flush(); os._exit(0)\n"),
+    );
+    let rows = vec![
+        (
+            PY313_FLOOR.to_string(),
+            time_runs(warm_runs, || Command::new("/bin/true"), || {}),
+        ),
+        (
+            "Python 3.13, heavy imports, run directly".into(),
+            time_runs(slow_runs, direct(Path::new(python), &normal), || {}),
+        ),
+        (PY313_NORMAL.into(), world.warm(&normal, warm_runs)),
+        (PY313_FAST.into(), world.warm(&fast, warm_runs)),
+        (
+            "Python 3.13, warm, os._exit(0)".into(),
+            world.warm(&underscore, warm_runs),
+        ),
+    ];
+    print_table(&rows);
+    println!("\nwhere a warm call's time goes: medians (ms)");
+    println!("{:<48} {:>12} {:>12}", "call", "to script", "script to end");
+    let stage_runs = warm_runs.clamp(30, 200);
+    for (name, script) in [
+        (PY313_NORMAL, &normal),
+        (PY313_FAST, &fast),
+        ("Python 3.13, warm, os._exit(0)", &underscore),
+    ] {
+        let (to_script, to_end) = stages(|| world.command(script), stage_runs);
+        println!("{name:<48} {to_script:>12.3} {to_end:>12.3}");
+    }
+    world.kill_all();
+    for (name, times) in &rows {
+        println!("median\t{name}\t{}", median(times));
+    }
 }
 
 fn python_table(warm_runs: usize) {
@@ -991,6 +1160,9 @@ fn full_table(warm_runs: usize) {
     println!("\n== auto-reload check, Perl (our pair), 320 modules in %INC ==");
     perl_tables(warm_runs, true);
 
+    println!("\n== Python 3.13 (Debian trixie tree): normal end and fast_exit ==");
+    let py313 = python313_table(warm_runs);
+
     // The goals of issue 13, from the rows above (medians, this run).
     println!("\n== targets: warm calls, ratios from this run ==");
     let ratio = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
@@ -1027,13 +1199,18 @@ fn full_table(warm_runs: usize) {
             Goal::AtMost(2.5),
         ),
         (
-            "3. Python, normal end: ours / /bin/true",
+            "3. Python (host's), normal end: ours / /bin/true",
             ratio(row("Python, warm"), floor),
             Goal::AtMost(8.0),
         ),
         (
-            "3. Python, exact fast exit: ours / /bin/true (needs run mode)",
-            None,
+            "3. Python 3.13, normal end: ours / /bin/true",
+            py313.as_ref().map(|p| p.normal / p.floor),
+            Goal::AtMost(8.0),
+        ),
+        (
+            "3. Python 3.13, exact fast exit: ours / /bin/true",
+            py313.as_ref().map(|p| p.fast / p.floor),
             Goal::AtMost(3.0),
         ),
         (

@@ -78,6 +78,74 @@ fn python_world(body: &str) -> Harness {
     Harness::custom(Side::Python, client(), vec![python().into()], None, &text)
 }
 
+/// Is the host's python3 3.12 or later (sys.monitoring, which fast_exit
+/// needs)?
+fn python_has_monitoring() -> bool {
+    let out = Command::new(python())
+        .args(["-c", "import sys; print(sys.version_info >= (3, 12))"])
+        .output()
+        .unwrap();
+    stdout_str(&out).trim() == "True"
+}
+
+/// `fast_exit=True` on the host's Python. Before 3.12 (Debian 12 has
+/// 3.11) it changes nothing: a call ends as without it, finalisers
+/// included, exactly as a direct run. (On 3.12 or later only the
+/// finaliser is skipped; tests/python_fast_exit.rs tests that in full on
+/// 3.13.)
+#[test]
+fn fast_exit_changes_nothing_before_python_3_12() {
+    let h = python_world(
+        "import atexit, os\n\
+         import prefork_interp\n\
+         prefork_interp.initialisation_complete(fast_exit=True)\n\
+         atexit.register(print, 'atexit handler')\n\
+         guard = {}\n\
+         exec(\"import os\\nclass Guard:\\n def __del__(self): os.write(2, b'finaliser ran\\\\n')\\n\", guard)\n\
+         finalised = guard['Guard']()\n\
+         print('out')\n\
+         if sys.argv[1:]: sys.exit(int(sys.argv[1]))\n",
+    );
+    let finaliser_in_calls = !python_has_monitoring();
+    for args in [&[] as &[&str], &["3"]] {
+        let direct = h.direct(args).run();
+        let served = h.call(args).run();
+        assert_eq!(served.status.code(), direct.status.code(), "{args:?}");
+        assert_eq!(stdout_str(&served), "out\natexit handler\n", "{args:?}");
+        assert_eq!(stdout_str(&served), stdout_str(&direct), "{args:?}");
+        assert_eq!(stderr_str(&direct), "finaliser ran\n", "{args:?}");
+        let expected = if finaliser_in_calls {
+            "finaliser ran\n"
+        } else {
+            ""
+        };
+        assert_eq!(stderr_str(&served), expected, "{args:?}");
+    }
+    h.finish();
+}
+
+/// fast_exit takes True or False only, refused at once (also in a direct
+/// run, where it would do nothing).
+#[test]
+fn fast_exit_must_be_a_bool() {
+    let h = python_world(
+        "import prefork_interp\n\
+         prefork_interp.initialisation_complete(fast_exit=1)\n\
+         print('not reached')\n",
+    );
+    for out in [h.direct(&[] as &[&str]).run(), h.call(&[] as &[&str]).run()] {
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(stdout_str(&out), "");
+        assert!(
+            stderr_str(&out)
+                .contains("ValueError: prefork-interp: fast_exit must be True or False, not 1\n"),
+            "{}",
+            stderr_str(&out)
+        );
+    }
+    h.finish();
+}
+
 #[test]
 fn argv_zero_is_the_script_path() {
     let h = python_world(
