@@ -10,7 +10,9 @@
 //!    <── 'd' per call  ├─fork─> executor-to-be (see `executor`), its own
 //!        ended         │        process group; waits on its hand-over
 //!                      │        socket
-//!   loop: keep `spare` executors idle; poll (level-triggered) on
+//!   loop: keep `spare` executors idle (forking the missing ones when
+//!     no call is in flight, or once they have been missing for 5 ms);
+//!     poll (level-triggered) on
 //!     control: a call socket: hand it to an idle executor (0x00 + the
 //!        socket on its hand-over socket); EOF: the server is gone: take
 //!        no more calls, let the spares go, serve the calls in flight to
@@ -40,6 +42,7 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
@@ -85,9 +88,17 @@ struct Monitor {
     leaving: Vec<(Pid, Pidfd)>,
     calls: HashMap<Pid, Call>,
     spare: usize,
+    /// Since when spares have been missing while calls were in flight.
+    short_since: Option<Instant>,
     saved: sys::SavedSignals,
     pid: Pid,
 }
+
+/// How long spares that are missing wait for the calls in flight to end
+/// before they are forked anyway. A fork takes the monitor away from its
+/// calls for as long as it runs (a copy of every page table); a short
+/// call's status should not wait for it.
+const REFILL_DELAY: Duration = Duration::from_millis(5);
 
 /// What the monitor waits for, one entry per polled fd.
 #[derive(Clone, Copy)]
@@ -115,11 +126,12 @@ pub(crate) fn run(control: UnixStream, spare: usize) -> Invocation {
         leaving: Vec::new(),
         calls: HashMap::new(),
         spare,
+        short_since: None,
         saved,
         pid: nix::unistd::getpid(),
     };
     loop {
-        if monitor.control.is_some() {
+        if monitor.refill_due() {
             while monitor.spares.len() < monitor.spare {
                 match monitor.fork_executor() {
                     Ok(Some(invocation)) => return invocation,
@@ -130,7 +142,11 @@ pub(crate) fn run(control: UnixStream, spare: usize) -> Invocation {
                     }
                 }
             }
-        } else if monitor.calls.is_empty() && monitor.leaving.is_empty() {
+            monitor.short_since = None;
+        } else if monitor.control.is_none()
+            && monitor.calls.is_empty()
+            && monitor.leaving.is_empty()
+        {
             sys::exit_now(0);
         }
         if let Some(invocation) = monitor.serve() {
@@ -140,6 +156,29 @@ pub(crate) fn run(control: UnixStream, spare: usize) -> Invocation {
 }
 
 impl Monitor {
+    /// Whether to fork the missing spares now: at once when no call is in
+    /// flight, else once they have been missing for [`REFILL_DELAY`].
+    fn refill_due(&mut self) -> bool {
+        if self.control.is_none() || self.spares.len() >= self.spare {
+            return false;
+        }
+        let since = *self.short_since.get_or_insert_with(Instant::now);
+        self.calls.is_empty() || since.elapsed() >= REFILL_DELAY
+    }
+
+    /// How long poll may wait: until the missing spares are due.
+    fn poll_timeout(&self) -> PollTimeout {
+        match self.short_since {
+            Some(since) if self.control.is_some() && self.spares.len() < self.spare => {
+                let left = REFILL_DELAY.saturating_sub(since.elapsed());
+                // Rounded up: poll must not wake just before the time.
+                let millis = left.as_nanos().div_ceil(1_000_000);
+                PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+            }
+            _ => PollTimeout::NONE,
+        }
+    }
+
     /// Forks a spare executor. `Some` in the executor (the monitor's fds
     /// closed), `None` in the monitor.
     fn fork_executor(&mut self) -> io::Result<Option<Invocation>> {
@@ -184,6 +223,7 @@ impl Monitor {
             leaving: Vec::new(),
             calls: HashMap::new(),
             spare: 0,
+            short_since: None,
             saved: sys::ignore_signals(&[]),
             pid: Pid::from_raw(0),
         }
@@ -247,7 +287,7 @@ impl Monitor {
             .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
             .collect();
         loop {
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, self.poll_timeout()) {
                 Ok(_) => break,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),

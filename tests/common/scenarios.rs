@@ -1179,6 +1179,27 @@ scenario!(calls_share_one_monitor, |side| {
     h.finish();
 });
 
+/// A spare taken by a call is forked again while the call runs (after a
+/// few ms: a short call's status does not wait for the fork), so that a
+/// second caller finds one ready.
+scenario!(spare_refilled_while_a_long_call_runs, |side| {
+    let h = Harness::new(side);
+    let (client, executor) = h.start_sleeper("long", &[]);
+    let (_, monitor) = proc_state(executor).unwrap();
+    let children = || {
+        h.processes()
+            .into_iter()
+            .filter(|&(pid, _)| proc_state(pid).is_some_and(|(_, ppid)| ppid == monitor))
+            .count()
+    };
+    // The call's executor and a new spare, the call still running.
+    wait_until("a spare beside the running call", LIMIT, || children() == 2).unwrap();
+    assert!(alive(executor), "the call is still running");
+    sigkill(client.id());
+    let _ = client.wait_with_output();
+    h.finish();
+});
+
 /// Fault: the monitor is SIGKILLed with two calls in flight. Each client
 /// says so at once (one line, 127); each executor, with nobody left to
 /// report its end, gets SIGINT; the server forks a new monitor and serves

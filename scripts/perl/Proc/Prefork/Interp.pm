@@ -700,15 +700,30 @@ sub _monitor {
     POSIX::_exit(1);
 }
 
+# How long missing spares wait for the calls in flight to end (seconds).
+use constant REFILL_DELAY => 0.005;
+
 sub _monitor_loop {
     my ($m) = @_;
     my ($idle, $calls) = @$m{qw(idle calls)};
+    my $short_since;    # since when spares have been missing
     while (1) {
-        if ($m->{control}) {
-            while ((grep { $_->{handover} } @$idle) < $m->{spare}) {
-                my $pid = _fork_executor($m);
-                return 1 if defined $pid && $pid == 0;
-                last unless $pid;    # logged; tried again next round
+        # Missing spares are forked at once when no call is in flight,
+        # else once they have been missing for REFILL_DELAY: a fork takes
+        # the monitor away from its calls while it copies every page
+        # table, and a short call's status should not wait for it.
+        my $timeout;
+        if ($m->{control} && (grep { $_->{handover} } @$idle) < $m->{spare}) {
+            $short_since //= Time::HiRes::time();
+            $timeout = $short_since + REFILL_DELAY - Time::HiRes::time();
+            if (!%$calls || $timeout <= 0) {
+                while ((grep { $_->{handover} } @$idle) < $m->{spare}) {
+                    my $pid = _fork_executor($m);
+                    return 1 if defined $pid && $pid == 0;
+                    last unless $pid;    # logged; tried again next round
+                }
+                undef $short_since;
+                undef $timeout;
             }
         }
         POSIX::_exit(0) if !$m->{control} && !%$calls && !@$idle;
@@ -724,7 +739,7 @@ sub _monitor_loop {
             }
         }
         my $rout;
-        if (select($rout = $rin, undef, undef, undef) < 0) {
+        if (select($rout = $rin, undef, undef, $timeout) < 0) {
             next if $! == EINTR;
             die "select failed: $!\n";
         }
