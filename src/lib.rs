@@ -74,7 +74,7 @@
 //!                 executor, reload, huge pages, log; its API is
 //!                 initialisation_complete, Options, Invocation
 //! src/client/     the prefork-interp command (feature `client`): cli,
-//!                 rundir, connect, spawn, watcher, call, list, exit
+//!                 run, rundir, connect, spawn, watcher, call, list, exit
 //! src/bin/        the command's main, calling client::main
 //! ```
 //!

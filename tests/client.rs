@@ -37,6 +37,7 @@ fn help_documents_every_option_and_exit_status() {
         "-g",
         "--help",
         "--version",
+        "--run",
         "Exit status",
         "127",
     ] {
@@ -61,6 +62,50 @@ fn usage_errors() {
         let out = client_cmd(&h).args(args).output().unwrap();
         assert_one_line_failure(&out, needle);
     }
+    h.finish();
+}
+
+/// `--run PROGRAM`: a program that cannot be run through a runner gets one
+/// line naming it and what is wrong, status 127, and nothing is started.
+#[test]
+fn run_refuses_what_it_cannot_run() {
+    let h = Harness::new(Side::Rust);
+    let write = |name: &str, text: &str, mode: u32| {
+        let path = h.path(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path.display().to_string()
+    };
+    let no_shebang = write("no-shebang", "print('hi')\n", 0o755);
+    let shell = write("shell", "#!/bin/sh\necho hi\n", 0o755);
+    let not_executable = write("not-executable", "#!/usr/bin/python3\n", 0o644);
+    let missing = h.path("missing").display().to_string();
+    let cases: [(&[&str], String); 6] = [
+        (&["--run"], "--run needs a PROGRAM".into()),
+        (
+            &["--run", &missing],
+            format!("--run: {missing}: No such file"),
+        ),
+        (
+            &["--run", "no-such-program-anywhere"],
+            "no-such-program-anywhere: not found in PATH".into(),
+        ),
+        (
+            &["--run", &no_shebang],
+            format!("{no_shebang} has no #! line"),
+        ),
+        (
+            &["--run", &shell],
+            "names /bin/sh, which has no runner".into(),
+        ),
+        (&["--run", &not_executable], "not executable".into()),
+    ];
+    for (args, needle) in cases {
+        let out = client_cmd(&h).args(args).output().unwrap();
+        assert_one_line_failure(&out, &needle);
+    }
+    assert_eq!(h.run_dir_entries(), Vec::<String>::new());
+    assert!(h.processes().is_empty());
     h.finish();
 }
 

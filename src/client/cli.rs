@@ -14,6 +14,9 @@
 //! the first word that is not one; that word is the interpreter and the
 //! rest of the split argument are the interpreter's own arguments, so
 //! `-U,perl,-w` runs `perl -w SCRIPT ARG...`.
+//!
+//! `prefork-interp --run PROGRAM [ARG ...]` runs an existing Perl or
+//! Python program through its language's runner (see `run`).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -21,6 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use clap::{Arg, ArgAction, Command};
 
 use super::exit::Failure;
+use super::run;
 use super::rundir::IdentityItem;
 
 /// What the client is asked to do with the server.
@@ -70,6 +74,7 @@ Forms (the kernel passes a #! line's options as one argument):
   prefork-interp [OPTION ...] INTERP [SCRIPT [ARG ...]]
   #!/usr/bin/prefork-interp -U,INTERP[,INTERP-ARG...]
   #!/usr/bin/prefork-interp -U INTERP [INTERP-ARG...]
+  prefork-interp [OPTION ...] --run PROGRAM [ARG ...]
 
 Exit status:
   N      the script's own exit status (0..255)
@@ -119,6 +124,13 @@ fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .conflicts_with_all(["kill", "fresh"])
                 .help("List this user's servers (identity, pid, start, calls, protocol, command); the identity works with --kill -g"),
+        )
+        .arg(
+            Arg::new("run")
+                .long("run")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("list")
+                .help("Run an existing Perl or Python program unchanged: its #! line names the interpreter, whose runner preloads what it uses (implies -U and --caller-dir)"),
         )
         .arg(
             Arg::new("caller_dir")
@@ -221,7 +233,8 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
     } else {
         Mode::Normal
     };
-    if !matches.get_flag("unlaundered") && mode != Mode::List {
+    let run = matches.get_flag("run");
+    if !matches.get_flag("unlaundered") && mode != Mode::List && !run {
         return Err(Failure::new(
             "usage error: -U is required (unlaundered is the only mode); \
              see prefork-interp --help",
@@ -244,6 +257,27 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
     }
     identity_items.sort_by_key(|(i, _)| *i);
     let identity_items = identity_items.into_iter().map(|(_, item)| item).collect();
+
+    if run {
+        // PROGRAM [ARG ...], wherever the words came from.
+        command.extend(after);
+        if command.is_empty() {
+            return Err(Failure::new(
+                "usage error: --run needs a PROGRAM; see prefork-interp --help",
+            ));
+        }
+        let program = command.remove(0);
+        let (interpreter, script) = run::runner_command(&program)?;
+        return Ok(Parsed::Run(ClientArgs {
+            mode,
+            identity_items,
+            given_identity,
+            caller_dir: true,
+            interpreter,
+            script: Some(script),
+            args: command,
+        }));
+    }
 
     let (interpreter, script, args) = if after.is_empty() && !command.is_empty() {
         // Plain form, or a combined form with no script after it.

@@ -25,6 +25,7 @@ mod cli;
 mod connect;
 mod exit;
 mod list;
+mod run;
 mod rundir;
 mod spawn;
 mod watcher;

@@ -1,0 +1,167 @@
+//! `--run PROGRAM [ARG ...]`: an existing Perl or Python program behind a
+//! server, unchanged. PROGRAM's own `#!` line names its interpreter; the
+//! client runs that interpreter with its language's runner, which
+//! preloads what the program uses, completes the initialisation and runs
+//! the program's file in each call:
+//!
+//! ```text
+//! #!/usr/bin/python3 -u       ->  python3 -u -m prefork_interp PROGRAM ARG...
+//! #!/usr/bin/env perl -w      ->  perl -w -MProc::Prefork::Interp::Run PROGRAM ARG...
+//! ```
+//!
+//! One server per program serves every directory (as `--caller-dir`).
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::exit::Failure;
+
+/// The kernel reads at most this much of a `#!` line (BINPRM_BUF_SIZE).
+const SHEBANG_MAX: usize = 256;
+
+/// The runner of each language we have one for, by the interpreter's
+/// name: the arguments that go between the interpreter's own and PROGRAM.
+fn runner_arguments(interpreter: &OsStr) -> Option<&'static [&'static str]> {
+    let name = Path::new(interpreter).file_name()?.as_bytes();
+    let is = |language: &[u8]| {
+        name.strip_prefix(language)
+            .is_some_and(|version| version.iter().all(|b| b.is_ascii_digit() || *b == b'.'))
+    };
+    if is(b"python") {
+        Some(&["-m", "prefork_interp"])
+    } else if is(b"perl") {
+        Some(&["-MProc::Prefork::Interp::Run"])
+    } else {
+        None
+    }
+}
+
+/// The interpreter and its arguments that a `#!` line names, as the kernel
+/// (and `env`, `env -S`) would run them. `None`: not a `#!` line.
+pub(crate) fn parse_shebang(first_line: &[u8]) -> Option<Vec<OsString>> {
+    let rest = first_line.strip_prefix(b"#!")?;
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or(rest);
+    let words = |text: &[u8]| -> Vec<OsString> {
+        text.split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .map(|w| OsString::from_vec(w.to_vec()))
+            .collect()
+    };
+    let mut all = words(line);
+    if all.is_empty() {
+        return None;
+    }
+    // `#!/usr/bin/env [-S] NAME ARGS`: NAME, looked up in PATH.
+    if Path::new(&all[0]).file_name() == Some(OsStr::new("env")) {
+        all.remove(0);
+        if all.first().is_some_and(|w| w == "-S") {
+            all.remove(0);
+        }
+    }
+    (!all.is_empty()).then_some(all)
+}
+
+/// Finds PROGRAM: a path as given, or a bare name in PATH (as a shell
+/// would for an alias).
+fn locate(program: &OsStr) -> Result<PathBuf, Failure> {
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| Failure::new(format!("--run: {}: not found in PATH", program.display())))
+}
+
+/// The interpreter command (its arguments and the runner's) and the
+/// program's path, for `--run PROGRAM`.
+pub(crate) fn runner_command(program: &OsStr) -> Result<(Vec<OsString>, OsString), Failure> {
+    let path = locate(program)?;
+    let shown = path.display();
+    let mut file =
+        std::fs::File::open(&path).map_err(|e| Failure::new(format!("--run: {shown}: {e}")))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| Failure::new(format!("--run: {shown}: {e}")))?;
+    if !metadata.is_file() {
+        return Err(Failure::new(format!("--run: {shown}: not a regular file")));
+    }
+    if metadata.permissions().mode() & 0o111 == 0 {
+        return Err(Failure::new(format!(
+            "--run: {shown}: not executable (a direct run would be refused too)"
+        )));
+    }
+    let mut head = Vec::with_capacity(SHEBANG_MAX);
+    file.by_ref()
+        .take(SHEBANG_MAX as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| Failure::new(format!("--run: {shown}: {e}")))?;
+    let Some(mut interpreter) = parse_shebang(&head) else {
+        return Err(Failure::new(format!(
+            "--run: {shown} has no #! line naming its interpreter"
+        )));
+    };
+    let Some(runner) = runner_arguments(&interpreter[0]) else {
+        return Err(Failure::new(format!(
+            "--run: {shown}: its #! line names {}, which has no runner (Perl and Python programs only)",
+            interpreter[0].display()
+        )));
+    };
+    interpreter.extend(runner.iter().map(OsString::from));
+    Ok((interpreter, path.into_os_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn shebang_forms() {
+        assert_eq!(
+            parse_shebang(b"#!/usr/bin/python3\nimport x"),
+            Some(os(&["/usr/bin/python3"]))
+        );
+        assert_eq!(
+            parse_shebang(b"#! /usr/bin/perl -w\n"),
+            Some(os(&["/usr/bin/perl", "-w"]))
+        );
+        assert_eq!(
+            parse_shebang(b"#!/usr/bin/env python3\n"),
+            Some(os(&["python3"]))
+        );
+        assert_eq!(
+            parse_shebang(b"#!/usr/bin/env -S perl -T -w\n"),
+            Some(os(&["perl", "-T", "-w"]))
+        );
+        assert_eq!(parse_shebang(b"import sys\n"), None);
+        assert_eq!(parse_shebang(b"#!\n"), None);
+        assert_eq!(parse_shebang(b"#!/usr/bin/env\n"), None);
+    }
+
+    #[test]
+    fn runners_by_interpreter_name() {
+        for python in ["python3", "/usr/bin/python3.11", "python"] {
+            assert_eq!(
+                runner_arguments(OsStr::new(python)),
+                Some(&["-m", "prefork_interp"][..])
+            );
+        }
+        for perl in ["perl", "/usr/bin/perl5.36.0"] {
+            assert_eq!(
+                runner_arguments(OsStr::new(perl)),
+                Some(&["-MProc::Prefork::Interp::Run"][..])
+            );
+        }
+        for other in ["/bin/sh", "ruby", "python3-config", "perldoc"] {
+            assert_eq!(runner_arguments(OsStr::new(other)), None, "{other}");
+        }
+    }
+}
