@@ -258,7 +258,7 @@ impl Drop for World {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some(m @ ("perl" | "python" | "python313" | "python313-inside" | "all")) => {
+        Some(m @ ("perl" | "python" | "python313" | "python313-inside" | "run" | "all")) => {
             let m = m.to_string();
             args.remove(0);
             m
@@ -278,6 +278,7 @@ fn main() {
             }
         }
         "python313-inside" => python313_inside(warm_runs),
+        "run" => run_table(warm_runs),
         "all" => full_table(warm_runs),
         _ => primes_table(warm_runs),
     }
@@ -906,6 +907,85 @@ fn target_line(what: &str, value: Option<f64>, goal: Goal) {
             if met { "met" } else { "NOT met" }
         ),
         _ => println!("{what:<60} {:>8}  (goal {shown}) not measured", "-"),
+    }
+}
+
+/// Programs nobody here wrote, run directly and through `--run` (warm):
+/// Debian's perl tools, and Python CLIs installed with the Python that
+/// runs the tests. Those not installed are left out, and said so.
+const RUN_PROGRAMS: [(&str, &[&str]); 5] = [
+    ("corelist", &["-v", "5.036000"]),
+    ("json_pp", &["-v"]),
+    ("pygmentize", &["-V"]),
+    ("aws", &["--version"]),
+    ("cfn-lint", &["--version"]),
+];
+
+/// Where a program is: /usr/bin, else beside the tests' Python (not a
+/// pyenv shim, which is a shell script with no runner).
+fn find_program(name: &str) -> Option<PathBuf> {
+    let python_bin = python().parent().map(Path::to_path_buf);
+    [Some(PathBuf::from("/usr/bin")), python_bin]
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(name))
+        .find(|path| {
+            std::fs::read(path).is_ok_and(|text| {
+                text.starts_with(b"#!") && {
+                    let line = text.split(|&b| b == b'\n').next().unwrap_or(&[]);
+                    let line = String::from_utf8_lossy(line);
+                    line.contains("perl") || line.contains("python")
+                }
+            })
+        })
+}
+
+/// `./bench run`: existing programs, unchanged, run directly and through
+/// `prefork-interp --run`.
+fn run_table(warm_runs: usize) {
+    let slow_runs = (warm_runs / 30).max(5);
+    let world = World::new("runbench");
+    let client = world.client();
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let with_runners = |mut c: Command| {
+        c.env("PERL5LIB", format!("{repo}/scripts/perl"))
+            .env("PYTHONPATH", format!("{repo}/scripts/python"));
+        c
+    };
+    let mut rows = vec![floor_row(warm_runs)];
+    let mut kills = Vec::new();
+    for (name, args) in RUN_PROGRAMS {
+        let Some(program) = find_program(name) else {
+            println!("{name}: not installed, left out");
+            continue;
+        };
+        let shown = format!("{name} {}", args.join(" "));
+        let direct = time_runs(
+            slow_runs,
+            || {
+                let mut c = world.command(&program);
+                c.args(args);
+                c
+            },
+            || {},
+        );
+        let through = || {
+            let mut c = with_runners(world.command(&client));
+            c.arg("--run").arg(&program).args(args);
+            c
+        };
+        // One call to start the server (cold), then warm ones.
+        through().stdout(Stdio::null()).status().unwrap();
+        let warm = time_runs(warm_runs / 3, through, || {});
+        let mut kill = with_runners(world.command(&client));
+        kill.args(["--kill", "--run"]).arg(&program);
+        kills.push(kill);
+        rows.push((format!("{shown}, run directly"), direct));
+        rows.push((format!("{shown}, --run, warm"), warm));
+    }
+    print_table(&rows);
+    for mut kill in kills {
+        assert!(kill.status().unwrap().success(), "{kill:?}");
     }
 }
 
