@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! fd 0, 1, 2   the caller's stdin, stdout, stderr (received by SCM_RIGHTS)
-//! environment  exactly the caller's
+//! environment  the caller's, then what the script's initialisation did
+//!              to its own (set, changed, removed: `init_env`) on top
 //! signals      what the server had (the monitor ignores the forwardable
 //!              ones), except SIGINT: default (the first caller may have
 //!              ignored it; we must not inherit that: a killed client's
@@ -37,6 +38,7 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fchdir};
 
+use super::init_env;
 use super::invocation::Invocation;
 use super::log;
 use crate::protocol;
@@ -109,7 +111,8 @@ fn announce(call: &UnixStream, monitor: &UnixStream, kind: protocol::RequestKind
 }
 
 /// Takes on the caller's directory and umask (with `context`), fds 0..2
-/// and environment; returns what the script gets.
+/// and environment (with initialisation's changes on top); returns what
+/// the script gets.
 fn become_the_call(request: &Request, payload: &protocol::Payload<'_>) -> Invocation {
     if let Some(context) = &request.context {
         if fchdir(&context.cwd).is_err() {
@@ -144,6 +147,7 @@ fn become_the_call(request: &Request, payload: &protocol::Payload<'_>) -> Invoca
             env.push((name.to_owned(), value.to_owned()));
         }
     }
+    init_env::apply(&mut env);
     let args: Vec<OsString> = payload
         .args
         .iter()

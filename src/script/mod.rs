@@ -3,8 +3,9 @@
 //!
 //! ```no_run
 //! let invocation = prefork_interp::initialisation_complete(Default::default())?;
-//! // From here on we are an executor: fds 0/1/2, the environment and
-//! // `invocation.args` are the caller's.
+//! // From here on we are an executor: fds 0/1/2 and `invocation.args`
+//! // are the caller's; the environment is the caller's with what the
+//! // start-up above did to it laid over it.
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
@@ -15,11 +16,14 @@
 //! - `monitor`: one per server: forks every executor in advance, watches
 //!   each and its client.
 //! - `executor`: the script again, with the caller's fds, args and env.
+//! - `init_env`: what initialisation did to the environment, for every
+//!   call.
 //! - `reload`, `huge_pages`, `log`: the server's policies and its voice.
 //! - `options`, `invocation`: the public types.
 
 mod executor;
 mod huge_pages;
+mod init_env;
 mod invocation;
 mod log;
 mod monitor;

@@ -3,6 +3,7 @@
 //! ```text
 //! setup run (the script, started by the client with PREFORK_INTERP set)
 //!   │ check: one thread, PREFORK_INTERP, its fds, the options
+//!   │ record what initialisation did to the environment (init_env)
 //!   │ flush stdout (what the script printed goes to the caller once)
 //!   ├─fork─> server (setsid, SIGCHLD default, stdio /dev/null, syslog)
 //!   exit 0     └─ Server::run: the call loop, see `server`
@@ -15,6 +16,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::init_env;
 use super::invocation::Invocation;
 use super::log;
 use super::options::Options;
@@ -27,8 +29,14 @@ use crate::sys::{self, Forked, Pidfd};
 /// returns at once. Under prefork-interp: becomes the server and returns
 /// only in executors, once per call.
 ///
+/// What the start-up before this call did to the process environment
+/// (variables set, changed or removed since exec, as /proc/self/environ
+/// shows the exec-time environment) is recorded here and laid over the
+/// caller's environment in every call, as a direct run would have it.
+///
 /// Fails (in the setup run, whose stderr the caller sees) if other
-/// threads are running, `PREFORK_INTERP` is malformed, or an option is.
+/// threads are running, `PREFORK_INTERP` is malformed, an option is, or
+/// /proc/self/environ cannot be read.
 pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
     let Some(value) = std::env::var_os(protocol::ENV_VAR) else {
         return Ok(Invocation::standalone());
@@ -39,6 +47,7 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
         reload_files(&options)?,
         (setup.started_secs, setup.started_nsecs.into()),
     );
+    init_env::record()?;
 
     // Whatever the script printed must reach the caller's stderr now, not
     // be copied into every executor and printed again.

@@ -12,6 +12,13 @@ pub(crate) fn thread_count() -> io::Result<usize> {
     Ok(fs::read_dir("/proc/self/task")?.count())
 }
 
+/// This process's environment as it was at exec (/proc/self/environ: the
+/// kernel's copy, which setenv and unsetenv never change), raw: entries
+/// ending in NUL.
+pub(crate) fn initial_environ() -> io::Result<Vec<u8>> {
+    fs::read("/proc/self/environ")
+}
+
 // ------------------------------------------------------------ /proc/net/unix
 
 /// Listening Unix sockets by path, with their socket inodes.

@@ -23,6 +23,13 @@ if (defined $ENV{AGENT_INIT_THREAD}) {
 if (defined(my $file = $ENV{AGENT_INIT_ATEXIT})) {
     eval 'END { open my $f, ">>", $file or die; print $f "exit\n"; close $f } 1' or die $@;
 }
+if (defined $ENV{AGENT_INIT_SETENV}) {
+    for (split /,/, $ENV{AGENT_INIT_SETENV}) {
+        my ($name, $value) = /\A([^=]*)=(.*)\z/s or die "NAME=VALUE: $_\n";
+        $ENV{$name} = $value;
+    }
+}
+delete @ENV{ split /,/, $ENV{AGENT_INIT_UNSETENV} } if defined $ENV{AGENT_INIT_UNSETENV};
 my %options;
 $options{max_servers}      = $ENV{AGENT_MAX_SERVERS}    if defined $ENV{AGENT_MAX_SERVERS};
 $options{idle_timeout}     = $ENV{AGENT_IDLE_TIMEOUT}   if defined $ENV{AGENT_IDLE_TIMEOUT};

@@ -31,6 +31,13 @@ if "AGENT_INIT_ATEXIT" in environ:
             f.write("exit\n")
 
     atexit.register(_record_exit)
+if "AGENT_INIT_SETENV" in environ:
+    for entry in os.environb[b"AGENT_INIT_SETENV"].split(b","):
+        name, _, value = entry.partition(b"=")
+        os.environb[name] = value
+if "AGENT_INIT_UNSETENV" in environ:
+    for name in os.environb[b"AGENT_INIT_UNSETENV"].split(b","):
+        os.environb.pop(name, None)
 options = {}
 if "AGENT_MAX_SERVERS" in environ:
     options["max_servers"] = int(environ["AGENT_MAX_SERVERS"])

@@ -19,6 +19,8 @@
 //! |                      | must refuse: the agent then exits 127)             |
 //! | `AGENT_INIT_ATEXIT`  | register an exit handler (atexit, END, ...) that   |
 //! |                      | appends the line `exit` to this file               |
+//! | `AGENT_INIT_SETENV`  | `NAME=VALUE,...`: set these in its environment     |
+//! | `AGENT_INIT_UNSETENV`| `NAME,...`: remove these from its environment      |
 //!
 //! Per call, each argument `@CMD` or `@CMD:PARAM` is a command, run in
 //! order; other arguments are data. Then exit 0.
@@ -156,6 +158,24 @@ fn main() {
             .unwrap();
         // SAFETY: registering a plain extern "C" function.
         unsafe { libc::atexit(at_exit) };
+    }
+    if let Some(list) = std::env::var_os("AGENT_INIT_SETENV") {
+        for entry in list.as_bytes().split(|&b| b == b',') {
+            let eq = entry.iter().position(|&b| b == b'=').expect("NAME=VALUE");
+            // SAFETY: single-threaded yet (AGENT_INIT_THREAD aside).
+            unsafe {
+                std::env::set_var(
+                    OsStr::from_bytes(&entry[..eq]),
+                    OsStr::from_bytes(&entry[eq + 1..]),
+                )
+            };
+        }
+    }
+    if let Some(list) = std::env::var_os("AGENT_INIT_UNSETENV") {
+        for name in list.as_bytes().split(|&b| b == b',') {
+            // SAFETY: as above.
+            unsafe { std::env::remove_var(OsStr::from_bytes(name)) };
+        }
     }
     let mut options = prefork_interp::Options::default();
     if let Some(max) = env_f64("AGENT_MAX_SERVERS") {

@@ -207,6 +207,99 @@ scenario!(env_is_per_call, |side| {
     h.finish();
 });
 
+/// A call's environment is the caller's plus what the script's
+/// initialisation did to its own (set, changed, removed), as a direct run
+/// has it (issue 14: a library that sets a variable when it loads).
+/// Variables initialisation did not touch are the caller's, or absent.
+scenario!(env_keeps_initialisation_changes, |side| {
+    let h = Harness::new(side);
+    let init = [
+        (
+            "AGENT_INIT_SETENV",
+            "PFI_INIT_SET=from-init,PFI_INIT_CHANGED=from-init",
+        ),
+        ("AGENT_INIT_UNSETENV", "PFI_INIT_REMOVED"),
+    ];
+    let words = [
+        "@env:PFI_INIT_SET",
+        "@env:PFI_INIT_CHANGED",
+        "@env:PFI_INIT_REMOVED",
+        "@env:PFI_UNTOUCHED",
+        "@env:PFI_ABSENT",
+    ];
+    let envall = |vars: &[(&str, &str)]| -> String {
+        let mut all: Vec<Vec<u8>> = h
+            .base_env()
+            .into_iter()
+            .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
+            .chain(vars.iter().map(|(k, v)| format!("{k}={v}").into_bytes()))
+            .collect();
+        all.sort();
+        all.iter().map(|e| hex(e) + "\n").collect()
+    };
+    let caller = [
+        ("PFI_INIT_CHANGED", "from-caller"),
+        ("PFI_INIT_REMOVED", "from-caller"),
+        ("PFI_UNTOUCHED", "from-caller"),
+    ];
+    let with_env = |mut call: Call| {
+        for (k, v) in init.iter().chain(&caller) {
+            call = call.env(k, v);
+        }
+        call
+    };
+    let expected_words = format!(
+        "{}\n{}\nunset\n{}\nunset\n",
+        hex(b"from-init"),
+        hex(b"from-init"),
+        hex(b"from-caller")
+    );
+    // The direct run: the same words, the same environment. (Not @envall:
+    // Python's own start-up adds LC_CTYPE under the C locale, which a call
+    // leaves to its caller.)
+    let direct = with_env(h.direct(&words)).run();
+    assert_success(&direct);
+    assert_eq!(stdout_str(&direct), expected_words);
+    let mut args = words.to_vec();
+    args.push("@envall");
+    // The first call (it starts the server), then a warm one.
+    for _ in 0..2 {
+        let out = with_env(h.call(&args)).run();
+        assert_success(&out);
+        let expected_all = envall(&[
+            init[0],
+            init[1],
+            ("PFI_INIT_SET", "from-init"),
+            ("PFI_INIT_CHANGED", "from-init"),
+            ("PFI_UNTOUCHED", "from-caller"),
+        ]);
+        assert_eq!(stdout_str(&out), expected_words.clone() + &expected_all);
+    }
+    // A caller with other variables (and without the AGENT_INIT_ ones,
+    // which only the setup run reads) gets the same changes.
+    let out = h
+        .call(&args)
+        .env("PFI_UNTOUCHED", "second")
+        .env("PFI_INIT_REMOVED", "second")
+        .run();
+    assert_success(&out);
+    let expected_all = envall(&[
+        ("PFI_INIT_SET", "from-init"),
+        ("PFI_INIT_CHANGED", "from-init"),
+        ("PFI_UNTOUCHED", "second"),
+    ]);
+    assert_eq!(
+        stdout_str(&out),
+        format!(
+            "{}\n{}\nunset\n{}\nunset\n{expected_all}",
+            hex(b"from-init"),
+            hex(b"from-init"),
+            hex(b"second")
+        )
+    );
+    h.finish();
+});
+
 scenario!(stdio_are_the_callers, |side| {
     let h = Harness::new(side);
     let (input, output, errors) = (h.path("in.txt"), h.path("out.txt"), h.path("err.txt"));

@@ -84,6 +84,53 @@ _syslog_args = None
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
+def _read_initial_environ():
+    """The environment as exec left it: the kernel's copy, which
+    os.environ changes never touch (an OSError if unreadable). Read on
+    import, before the script could overwrite that memory (as
+    setproctitle does)."""
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            return f.read()
+    except OSError as e:
+        return e
+
+
+_INITIAL_ENVIRON = _read_initial_environ()
+# What initialisation did to os.environ: (name, value) set or changed,
+# (name, None) removed. Laid over each call's environment.
+_init_env_changes = []
+# Python's own locale coercion (PEP 538) sets LC_CTYPE to one of these
+# before any script code runs when the locale is C: not initialisation's
+# doing, and a caller with another locale must not get it.
+_COERCED_LC_CTYPE = (b"C.UTF-8", b"C.utf8", b"UTF-8")
+
+
+def _init_env_delta():
+    """What the script's start-up did to its environment: os.environb
+    against the exec-time environment. PREFORK_INTERP, ours, and Python's
+    locale coercion are left out."""
+    if isinstance(_INITIAL_ENVIRON, OSError):
+        raise OSError("prefork-interp: cannot read /proc/self/environ: %s" % (_INITIAL_ENVIRON,))
+    before = {}
+    for entry in _INITIAL_ENVIRON.split(b"\0"):
+        eq = entry.find(b"=", 1)
+        # As getenv: the first of two entries with one name counts.
+        if eq > 0 and entry[:eq] not in before:
+            before[entry[:eq]] = entry[eq + 1:]
+    ours = ENV_VAR.encode()
+    changes = []
+    for name, value in os.environb.items():
+        if name == ours or before.get(name) == value:
+            continue
+        if (name == b"LC_CTYPE" and value in _COERCED_LC_CTYPE
+                and before.get(name) in (None, b"", b"C", b"POSIX")):
+            continue
+        changes.append((name, value))
+    changes += [(name, None) for name in before if name != ours and name not in os.environb]
+    return changes
+
+
 def autoreload_also_check(*paths):
     """Also restart the server when any of these files changes.
 
@@ -376,6 +423,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         idle_timeout = None
     facility = _facility(log_facility)
     reload_files = _reload_files(autoreload_modules, autoreload_extra)
+    _init_env_changes[:] = _init_env_delta()
     # Before gc.freeze(): what arming makes is frozen with the rest.
     fast_exit_off = _arm_fast_exit() if fast_exit else None
 
@@ -1180,6 +1228,14 @@ def _executor(handover, monitor, saved, monitor_pid):
         if eq and name:
             os.environb[name] = value
             environ[name] = value
+    # Then what initialisation did to its own, as in a direct run. (The
+    # std streams below follow the caller's variables only: Python reads
+    # PYTHONIOENCODING and the like at start-up, before any script code.)
+    for name, value in _init_env_changes:
+        if value is None:
+            os.environb.pop(name, None)
+        else:
+            os.environb[name] = value
     sys.argv[1:] = [os.fsdecode(a) for a in args]
 
     old = (sys.stdin, sys.stdout, sys.stderr)

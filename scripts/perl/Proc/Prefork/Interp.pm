@@ -75,6 +75,21 @@ use constant WATCH_MASK =>
 my @also_check;
 my @logging;    # openlog's arguments, once the server logs
 
+# The environment as exec left it: the kernel's copy, /proc/self/environ,
+# which %ENV changes never touch. Read when the module loads, because an
+# assignment to $0 overwrites that copy (perl reuses its memory for the
+# new name). Undef, with the reason, if unreadable.
+my ($initial_environ, $initial_environ_error);
+if (open my $f, '<:raw', '/proc/self/environ') {
+    local $/;
+    $initial_environ = <$f> // '';
+} else {
+    $initial_environ_error = "$!";
+}
+# What initialisation did to %ENV: [NAME, VALUE] set or changed, [NAME]
+# removed. Laid over each call's environment.
+my @init_env_changes;
+
 sub prefork_autoreload_also_check {
     push @also_check, @_;
     return;
@@ -320,6 +335,28 @@ sub _add_watches {
 
 # -------------------------------------------------------------- server
 
+# What the script's start-up did to its environment: %ENV against the
+# exec-time environment. PREFORK_INTERP, ours, is left out.
+sub _init_env_changes {
+    die "prefork-interp: cannot read /proc/self/environ: $initial_environ_error\n"
+        unless defined $initial_environ;
+    my (%before, @order);
+    for my $entry (split /\0/, $initial_environ) {
+        # As getenv: the first of two entries with one name counts.
+        next unless $entry =~ /\A(.[^=]*)=(.*)\z/s && !exists $before{$1};
+        $before{$1} = $2;
+        push @order, $1;
+    }
+    my @changes;
+    for my $name (sort keys %ENV) {
+        next if $name eq 'PREFORK_INTERP';
+        push @changes, [ $name, $ENV{$name} ]
+            unless defined $before{$name} && $before{$name} eq $ENV{$name};
+    }
+    push @changes, map { [$_] } grep { $_ ne 'PREFORK_INTERP' && !exists $ENV{$_} } @order;
+    return @changes;
+}
+
 sub prefork_initialisation_complete {
     my %opts = @_;
     # Armed here, before the server forks: executors inherit it (the
@@ -350,6 +387,8 @@ sub prefork_initialisation_complete {
     my $spare = $opts{spare_handlers} // 1;
     die "prefork-interp: spare_handlers must be at least 1\n" unless $spare >= 1;
     my $facility = $opts{log_facility} // 'LOG_USER';
+
+    @init_env_changes = _init_env_changes();
 
     my @reload = @{ $opts{autoreload_extra} // [] };
     push @reload, @also_check;
@@ -1024,6 +1063,15 @@ sub _executor {
         # has one.
         $ENV{$1} = $2 if $entry =~ /\A([^=]+)=(.*)\z/s;
     }
+    # Then what initialisation did to its own, as in a direct run.
+    for my $change (@init_env_changes) {
+        my ($name, $value) = @$change;
+        if (@$change > 1) {
+            $ENV{$name} = $value;
+        } else {
+            delete $ENV{$name};
+        }
+    }
     @ARGV = @$args;
     # As a fresh run starts: `die` exits with $! when it is set, and ours
     # (from the handle juggling above) is no business of the script's.
@@ -1118,7 +1166,9 @@ normally, which is useful for testing.
 
 Otherwise turns the script into a server and returns once per call, each
 time in a new process (the "executor") whose STDIN, STDOUT, STDERR,
-C<@ARGV> and C<%ENV> are those of the call. C<$0> is the script's path.
+C<@ARGV> and C<%ENV> are those of the call (C<%ENV> with what
+initialisation did to it laid over it: see L</ENVIRONMENT>). C<$0> is
+the script's path.
 It dies, with a message naming the problem, when other threads are
 running or C<PREFORK_INTERP> is malformed.
 
@@ -1211,6 +1261,19 @@ caller's current directory with its caller's umask; and
 C<prefork-interp --list> shows the server with its call counts. Signal
 handlers the script set up during initialisation are in place in every
 call (SIGINT and SIGPIPE excepted: default). See prefork-interp(7).
+
+=head1 ENVIRONMENT
+
+As in a direct run, each call keeps what the script's start-up did to
+its environment: variables that modules or the script set or changed in
+C<%ENV> before C<prefork_initialisation_complete> have those values in
+every call, and variables it deleted are absent; every other variable
+is the caller's (or absent, if the caller lacks it). The module finds
+those changes by comparing C<%ENV> at C<prefork_initialisation_complete>
+with the environment the process was started with, read from
+F</proc/self/environ> when the module loads (an assignment to C<$0>
+overwrites it later, so load the module before any). C<PREFORK_INTERP>
+is left out.
 
 =head1 STATE AND CONTEXT
 
