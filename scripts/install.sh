@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs or uninstalls prefork-interp: the client binary, the Perl
-# module, the Python module (with pip) and the manual pages.
+# modules (Proc::Prefork::Interp and Proc::Prefork::Interp::Run), the
+# Python module (with pip) and the manual pages.
 #
 #   scripts/install.sh install     (what `make install` runs)
 #   scripts/install.sh uninstall   (what `make uninstall` runs)
@@ -54,6 +55,7 @@ do_install() {
 
     put "$CLIENT" "$BINDIR/prefork-interp" 755
     put scripts/perl/Proc/Prefork/Interp.pm "$PERLDIR/Proc/Prefork/Interp.pm" 644
+    put scripts/perl/Proc/Prefork/Interp/Run.pm "$PERLDIR/Proc/Prefork/Interp/Run.pm" 644
     put man/prefork-interp.1 "$MANDIR/man1/prefork-interp.1" 644
     put man/prefork-interp.7 "$MANDIR/man7/prefork-interp.7" 644
     put "man/Proc::Prefork::Interp.3pm" "$MANDIR/man3/Proc::Prefork::Interp.3pm" 644

@@ -58,6 +58,8 @@ fn install_run_examples_uninstall() {
     };
     let binary = find("/bin/prefork-interp");
     let perl_lib = find("/Proc/Prefork/Interp.pm");
+    let runner = find("/Proc/Prefork/Interp/Run.pm");
+    assert_eq!(runner.parent().unwrap(), perl_lib.with_extension(""));
     let perl_lib = perl_lib.ancestors().nth(3).unwrap();
     let python_lib = find("/prefork_interp/__init__.py");
     let python_lib = python_lib.ancestors().nth(2).unwrap();

@@ -1,0 +1,348 @@
+//! scripts/perl/Proc/Prefork/Interp/Run.pm: an unchanged Perl program run
+//! as `prefork-interp -U,perl,-MProc::Prefork::Interp::Run PROGRAM ARG...`
+//! behaves as `perl PROGRAM ARG...` does (stdout, stderr and status, byte
+//! for byte), in the cold call and in warm ones, which a server served.
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+const RUNNER: &str = "-U,perl,-MProc::Prefork::Interp::Run";
+
+/// One private world: a directory with the run directory and the test
+/// programs; every call runs in it with the same small environment.
+struct World {
+    dir: tempfile::TempDir,
+    /// Connections made to each program's server: calls through the
+    /// client, and `--list`'s probes (which the server counts too, after
+    /// answering): what `--list` must say the server has served.
+    calls: HashMap<String, u64>,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pfi-run-")
+            .tempdir()
+            .unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        set_mode(&run, 0o700);
+        std::fs::create_dir(dir.path().join("home")).unwrap();
+        World {
+            dir,
+            calls: HashMap::new(),
+        }
+    }
+
+    /// Writes a program (not executable: perl runs it by name).
+    fn program(&self, name: &str, text: &str) -> String {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+        name.to_string()
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path().join("home"))
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
+            .env("PERL5LIB", repo().join("scripts/perl"))
+            .current_dir(self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn run(mut cmd: Command, stdin: &[u8]) -> Output {
+        cmd.stdin(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+
+    fn direct(&self, program: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let mut cmd = self.command("perl");
+        cmd.arg(program).args(args);
+        Self::run(cmd, stdin)
+    }
+
+    fn through(&mut self, program: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let mut cmd = self.command(client().to_str().unwrap());
+        cmd.arg(RUNNER).arg(program).args(args);
+        *self.calls.entry(program.to_string()).or_default() += 1;
+        Self::run(cmd, stdin)
+    }
+
+    /// The direct run and three runs through the runner (cold, then warm)
+    /// give the same stdout, stderr and status; the server served them.
+    #[track_caller]
+    fn same_as_direct(&mut self, program: &str, args: &[&str], stdin: &[u8]) -> Output {
+        let direct = self.direct(program, args, stdin);
+        for round in 0..3 {
+            let through = self.through(program, args, stdin);
+            assert_eq!(
+                (
+                    through.status.code(),
+                    stdout_str(&through),
+                    stderr_str(&through)
+                ),
+                (
+                    direct.status.code(),
+                    stdout_str(&direct),
+                    stderr_str(&direct)
+                ),
+                "{program} {args:?}, call {round} through the runner (left) vs direct (right)"
+            );
+            assert_eq!(through.stdout, direct.stdout);
+            assert_eq!(through.stderr, direct.stderr);
+        }
+        let expected = self.calls[program];
+        assert_eq!(self.served(program), expected, "{program}");
+        direct
+    }
+
+    /// SERVED in `--list` for the server running `program` (the probe
+    /// then counts as one more).
+    fn served(&mut self, program: &str) -> u64 {
+        let out = self
+            .command(client().to_str().unwrap())
+            .arg("--list")
+            .output()
+            .unwrap();
+        assert_success(&out);
+        let text = stdout_str(&out);
+        // IDENT PID STARTED SERVED RUNNING PROTOCOL perl -M... PROGRAM ...
+        let row: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.len() > 8 && cols[6] == "perl" && cols[8] == program)
+            .unwrap_or_else(|| panic!("no server for {program}:\n{text}"));
+        let served = row[3].parse().unwrap();
+        *self.calls.entry(program.to_string()).or_default() += 1;
+        served
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for program in self.calls.keys() {
+            let _ = self
+                .command(client().to_str().unwrap())
+                .arg(RUNNER.replacen("-U,", "-U,--kill,", 1))
+                .arg(program)
+                .output();
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A program of the usual kind: #! line switches, strict, BEGIN, a core
+/// module at top level, $0 and @ARGV, STDIN, __DATA__, and an ending
+/// chosen by its first argument. Longer than perl's 8 KB read buffer, so
+/// that each call must read the file itself (from its own offset).
+fn usual_program() -> String {
+    let mut text = String::from(
+        r#"#!/usr/bin/perl -w
+use strict;
+use Data::Dumper;
+use List::Util qw(sum);
+BEGIN { print "begin\n" }
+$Data::Dumper::Indent = 0;
+$Data::Dumper::Sortkeys = 1;
+print "0=$0 args=", Dumper(\@ARGV), "\n";
+print "sum=", sum(0, grep { /^\d+$/ } @ARGV), "\n";
+my @in = <STDIN>;
+print "stdin: ", scalar(@in), " lines: @in";
+print "data: $_" while <DATA>;
+print STDERR "to stderr\n";
+my $how = shift // 'end';
+exit 3 if $how eq 'exit3';
+die "msg" if $how eq 'die';
+die "msg\n" if $how eq 'dienl';
+if ($how eq 'errno') { open(my $f, '<', '/nonexistent/x') or die "cannot open: $!" }
+if ($how eq 'status') { $? = 7 << 8; die "with status" }
+if ($how eq 'warn') { my $x; print "undef: " . $x . "\n" }
+print "the end\n";
+"#,
+    );
+    // Padding past 8 KB, before __DATA__.
+    for i in 0..200 {
+        text += &format!("# padding line {i:04} .........................................\n");
+    }
+    text += "sub late { 'late' }\nprint late(), \"\\n\";\n__DATA__\ndata one\ndata two\n";
+    text
+}
+
+#[test]
+fn usual_program_ends_every_way_as_directly() {
+    let mut w = World::new();
+    let p = w.program("usual.pl", &usual_program());
+    let stdin = b"line a\nline b\n";
+    let end = w.same_as_direct(&p, &["end", "1", "2"], stdin);
+    assert_eq!(end.status.code(), Some(0));
+    assert!(stdout_str(&end).contains("data: data two\nthe end\nlate\n"));
+    assert!(stdout_str(&end).contains("0=usual.pl args=$VAR1 = ['end','1','2'];"));
+    assert!(stdout_str(&end).contains("stdin: 2 lines: line a\n line b\n"));
+    let exit3 = w.same_as_direct(&p, &["exit3"], b"");
+    assert_eq!(exit3.status.code(), Some(3));
+    let die = w.same_as_direct(&p, &["die"], b"x\n");
+    assert_eq!(die.status.code(), Some(255));
+    assert!(
+        stderr_str(&die).ends_with("msg at usual.pl line 16, <DATA> line 2.\n"),
+        "{}",
+        stderr_str(&die)
+    );
+    w.same_as_direct(&p, &["dienl"], b"");
+    let errno = w.same_as_direct(&p, &["errno"], b"");
+    assert_eq!(
+        errno.status.code(),
+        Some(2),
+        "ENOENT: {}",
+        stderr_str(&errno)
+    );
+    let status = w.same_as_direct(&p, &["status"], b"");
+    assert_eq!(status.status.code(), Some(7));
+    let warn = w.same_as_direct(&p, &["warn"], b"");
+    assert!(stderr_str(&warn).contains("Use of uninitialized value $x"));
+}
+
+#[test]
+fn syntax_error_is_reported_as_directly() {
+    let mut w = World::new();
+    let p = w.program(
+        "broken.pl",
+        "use strict;\nuse Data::Dumper;\nprint \"never\\n\";\nmy $x = ;\n$y = 1;\n",
+    );
+    let out = w.same_as_direct(&p, &[], b"");
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        stderr_str(&out).contains("syntax error at broken.pl line 4")
+            && stderr_str(&out)
+                .contains("Execution of broken.pl aborted due to compilation errors."),
+        "{}",
+        stderr_str(&out)
+    );
+}
+
+/// The program's modules are loaded once, by the server: a module that
+/// logs its loading (found through the program's own `use lib`) is loaded
+/// once for three calls, and is used (imported) in each.
+#[test]
+fn modules_are_loaded_once_by_the_server() {
+    let mut w = World::new();
+    let lib = w.dir.path().join("mylib");
+    std::fs::create_dir(&lib).unwrap();
+    let record = w.dir.path().join("loaded");
+    std::fs::write(
+        lib.join("Counted.pm"),
+        format!(
+            "package Counted;\nuse Exporter 'import';\nour @EXPORT = ('counted');\n\
+             open(my $f, '>>', '{}') or die; print $f \"loaded\\n\"; close $f;\n\
+             sub counted {{ 'counted' }}\n1;\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    let p = w.program(
+        "counted.pl",
+        "use strict;\nuse lib 'mylib';\nuse Counted;\nprint counted(), \"\\n\";\n",
+    );
+    for _ in 0..3 {
+        let out = w.through(&p, &[], b"");
+        assert_success(&out);
+        assert_eq!(stdout_str(&out), "counted\n");
+    }
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "loaded\n");
+    assert_eq!(w.served(&p), 3, "one server served the three calls");
+    // And run directly, it loads it itself.
+    assert_success(&w.direct(&p, &[], b""));
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        "loaded\n".repeat(2)
+    );
+}
+
+/// A module the program names that cannot be loaded is no obstacle to
+/// the server: the program fails on it as it does directly.
+#[test]
+fn missing_module_fails_as_directly() {
+    let mut w = World::new();
+    let p = w.program(
+        "missing.pl",
+        "use strict;\nuse No::Such::Module::Here;\nprint \"never\\n\";\n",
+    );
+    let out = w.same_as_direct(&p, &[], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_str(&out).starts_with("Can't locate No/Such/Module/Here.pm in @INC"));
+}
+
+#[test]
+fn debian_corelist_as_directly() {
+    let corelist = "/usr/bin/corelist";
+    assert!(Path::new(corelist).exists(), "{corelist}: install perl");
+    let mut w = World::new();
+    let v = w.same_as_direct(corelist, &["-v", "5.036000"], b"");
+    assert_eq!(v.status.code(), Some(0));
+    assert!(
+        stdout_str(&v).contains("Data::Dumper"),
+        "{}",
+        stdout_str(&v)
+    );
+    let dd = w.same_as_direct(corelist, &["Data::Dumper"], b"");
+    assert!(stdout_str(&dd).contains("Data::Dumper was first released with perl"));
+    w.same_as_direct(corelist, &["--no-such-option"], b"");
+    w.same_as_direct(corelist, &[], b"");
+}
+
+#[test]
+fn debian_json_pp_as_directly() {
+    let json_pp = "/usr/bin/json_pp";
+    assert!(Path::new(json_pp).exists(), "{json_pp}: install perl");
+    let mut w = World::new();
+    let out = w.same_as_direct(json_pp, &[], b"{\"b\":[1,2,{\"c\":null}],\"a\":\"x\"}");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stdout_str(&out).contains("\"c\" : null"),
+        "{}",
+        stdout_str(&out)
+    );
+    w.same_as_direct(
+        json_pp,
+        &["-json_opt", "canonical,pretty"],
+        b"{\"b\":1,\"a\":2}",
+    );
+    let bad = w.same_as_direct(json_pp, &[], b"{not json");
+    assert_ne!(bad.status.code(), Some(0));
+}
+
+/// Run directly (no PREFORK_INTERP), `-MProc::Prefork::Interp::Run` does
+/// nothing: the program runs as without it.
+#[test]
+fn direct_run_with_the_module_is_a_plain_run() {
+    let w = World::new();
+    let p = w.program("usual.pl", &usual_program());
+    for how in ["end", "exit3", "die"] {
+        let plain = w.direct(&p, &[how], b"in\n");
+        let mut cmd = w.command("perl");
+        cmd.arg("-MProc::Prefork::Interp::Run").arg(&p).arg(how);
+        let with = World::run(cmd, b"in\n");
+        assert_eq!(with.status.code(), plain.status.code(), "{how}");
+        assert_eq!(with.stdout, plain.stdout, "{how}");
+        assert_eq!(with.stderr, plain.stderr, "{how}");
+    }
+}
