@@ -346,3 +346,71 @@ fn direct_run_with_the_module_is_a_plain_run() {
         assert_eq!(with.stderr, plain.stderr, "{how}");
     }
 }
+
+/// `prefork-interp --run PROGRAM`: the program's own `#!` line picks perl
+/// and the runner; a bare name is found in PATH; one server serves every
+/// directory (each call in its caller's); `--kill --run` ends it.
+#[test]
+fn run_option_serves_an_installed_program_from_every_directory() {
+    let w = World::new();
+    let elsewhere = w.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let direct = World::run(
+        {
+            let mut c = w.command("/usr/bin/corelist");
+            c.arg("Data::Dumper");
+            c
+        },
+        b"",
+    );
+    assert_eq!(direct.status.code(), Some(0), "{direct:?}");
+    for (program, dir) in [
+        ("corelist", w.dir.path()),
+        ("/usr/bin/corelist", elsewhere.as_path()),
+        ("corelist", elsewhere.as_path()),
+    ] {
+        let mut cmd = w.command(client().to_str().unwrap());
+        cmd.args(["--run", program, "Data::Dumper"])
+            .current_dir(dir);
+        let through = World::run(cmd, b"");
+        assert_eq!(through.status.code(), direct.status.code(), "{through:?}");
+        assert_eq!(
+            through.stdout,
+            direct.stdout,
+            "{program} in {}",
+            dir.display()
+        );
+        assert_eq!(through.stderr, direct.stderr);
+    }
+    let list = w
+        .command(client().to_str().unwrap())
+        .arg("--list")
+        .output()
+        .unwrap();
+    let servers = stdout_str(&list)
+        .lines()
+        .filter(|l| l.contains("/usr/bin/corelist"))
+        .count();
+    assert_eq!(
+        servers,
+        1,
+        "one server for every directory:\n{}",
+        stdout_str(&list)
+    );
+    let kill = w
+        .command(client().to_str().unwrap())
+        .args(["--kill", "--run", "corelist"])
+        .output()
+        .unwrap();
+    assert_success(&kill);
+    let list = w
+        .command(client().to_str().unwrap())
+        .arg("--list")
+        .output()
+        .unwrap();
+    assert!(
+        !stdout_str(&list).contains("/usr/bin/corelist"),
+        "{}",
+        stdout_str(&list)
+    );
+}
