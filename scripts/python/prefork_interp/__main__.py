@@ -1,0 +1,7 @@
+"""python3 -m prefork_interp [--preload MOD[,MOD...]] PROGRAM [ARG...]
+
+Runs an unchanged Python program behind prefork-interp (see _runner)."""
+
+from prefork_interp._runner import main
+
+main()

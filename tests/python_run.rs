@@ -1,0 +1,367 @@
+//! The Python runner, `python3 -m prefork_interp PROGRAM ARG...`
+//! (scripts/python/prefork_interp/_runner.py): an unchanged program run
+//! through the client and the runner must end exactly as `python3
+//! PROGRAM ARG...` does, with the same arguments, stdin and environment:
+//! stdout, stderr and status (or signal) byte for byte, on the first
+//! call (cold) and on a call served by the warm server.
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A private directory: programs, HOME, the run directory; the module
+/// from the repository on PYTHONPATH (direct runs get it too).
+struct World {
+    dir: tempfile::TempDir,
+    python: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        World::with_python(python())
+    }
+
+    fn with_python(python: PathBuf) -> World {
+        let dir = tempfile::Builder::new()
+            .prefix("pfi-run-")
+            .tempdir()
+            .unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::create_dir(dir.path().join("home")).unwrap();
+        World { dir, python }
+    }
+
+    fn program(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(self.dir.path())
+            .env("HOME", self.dir.path().join("home"))
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
+            .env("PYTHONPATH", repo().join("scripts/python"))
+            .env_remove("PYTHONUNBUFFERED")
+            .env_remove("PYTHONIOENCODING")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// `python3 PROGRAM ARGS`.
+    fn direct(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = self.command(&self.python);
+        cmd.arg(program).args(args);
+        cmd
+    }
+
+    /// `prefork-interp -U,PYTHON,-m,prefork_interp[,RUNNER-ARGS] PROGRAM ARGS`.
+    fn served(&self, runner_args: &str, program: &str, args: &[&str]) -> Command {
+        let mut cmd = self.command(&client());
+        cmd.arg(format!(
+            "-U,{},-m,prefork_interp{runner_args}",
+            self.python.display()
+        ))
+        .arg(program)
+        .args(args);
+        cmd
+    }
+
+    /// Servers of this world: `--list`'s identities.
+    fn servers(&self) -> Vec<String> {
+        let out = self.command(&client()).arg("--list").output().unwrap();
+        assert_success(&out);
+        stdout_str(&out)
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next().map(String::from))
+            .collect()
+    }
+
+    fn finish(self) {
+        for ident in self.servers() {
+            let out = self
+                .command(&client())
+                .args(["-U", "--kill", "-g", &ident])
+                .output()
+                .unwrap();
+            assert_success(&out);
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // A failed test's servers quit when their socket goes (their
+        // watcher sees it); give them the chance.
+        for ident in self.servers() {
+            let _ = self
+                .command(&client())
+                .args(["-U", "--kill", "-g", &ident])
+                .output();
+        }
+    }
+}
+
+fn run(mut cmd: Command, stdin: &[u8]) -> Output {
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?} signal {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        out.status.signal(),
+        stdout_str(out),
+        stderr_str(out)
+    )
+}
+
+/// The direct run and two served runs (cold, then warm) end alike.
+fn same_as_direct(w: &World, runner_args: &str, program: &str, args: &[&str], stdin: &[u8]) {
+    let direct = run(w.direct(program, args), stdin);
+    for which in ["cold", "warm"] {
+        let served = run(w.served(runner_args, program, args), stdin);
+        assert_eq!(
+            describe(&served),
+            describe(&direct),
+            "{which} call of {program} {args:?} differs from the direct run"
+        );
+        assert_eq!(served.stdout, direct.stdout);
+        assert_eq!(served.stderr, direct.stderr);
+        assert_eq!(served.status.into_raw(), direct.status.into_raw());
+    }
+}
+
+const ENDINGS: &str = r#"import json, sys
+try:
+    import decimal
+except ImportError:
+    decimal = None
+print("argv", sys.argv, "path0", sys.path[0])
+print("globals", list(globals()), __file__, __name__, __spec__, __package__)
+print("json", json.dumps({"a": [1, 2]}), decimal.Decimal("1.10") + 1)
+mode = sys.argv[1] if len(sys.argv) > 1 else ""
+if mode == "exit":
+    arg = sys.argv[2]
+    sys.exit(int(arg) if arg.lstrip("-").isdigit() else arg)
+if mode == "raise":
+    def inner():
+        try:
+            {}["missing"]
+        except KeyError as e:
+            raise ValueError("boom") from e
+    inner()
+if mode == "stdin":
+    data = sys.stdin.read()
+    print("read", len(data), data.upper(), end="")
+if mode == "interrupt":
+    import os, signal
+    os.kill(os.getpid(), signal.SIGINT)
+    import time
+    time.sleep(5)
+if mode == "atexit":
+    import atexit, threading, time
+    atexit.register(print, "atexit handler", file=sys.stderr)
+    threading.Thread(target=lambda: (time.sleep(0.2), print("thread done"))).start()
+if mode == "syntax":
+    exec("x = (")
+print("end", file=sys.stderr)
+"#;
+
+#[test]
+fn endings_like_a_direct_run() {
+    let w = World::new();
+    w.program("prog.py", ENDINGS);
+    let cases: &[&[&str]] = &[
+        &[],
+        &["plain", "two words", "é"],
+        &["exit", "3"],
+        &["exit", "0"],
+        &["exit", "300"],
+        &["exit", "-1"],
+        &["exit", "a message"],
+        &["raise"],
+        &["atexit"],
+        &["syntax"],
+        &["stdin"],
+    ];
+    for args in cases {
+        same_as_direct(&w, "", "prog.py", args, b"some input\nlines\n");
+    }
+    w.finish();
+}
+
+/// KeyboardInterrupt: its traceback, then death by SIGINT.
+#[test]
+fn keyboard_interrupt_like_a_direct_run() {
+    let w = World::new();
+    w.program("prog.py", ENDINGS);
+    let direct = run(w.direct("prog.py", &["interrupt"]), b"");
+    assert_eq!(direct.status.signal(), Some(libc::SIGINT));
+    assert!(stderr_str(&direct).contains("KeyboardInterrupt"));
+    same_as_direct(&w, "", "prog.py", &["interrupt"], b"");
+    w.finish();
+}
+
+/// sys.argv[0] is the program as given, sys.path[0] its real directory,
+/// __file__ absolute: with a path through a subdirectory and a symbolic
+/// link, and as a `#!` line naming the runner.
+#[test]
+fn argv0_and_path0_like_a_direct_run() {
+    let w = World::new();
+    std::fs::create_dir(w.dir.path().join("sub")).unwrap();
+    w.program("sub/prog.py", ENDINGS);
+    std::os::unix::fs::symlink("sub/prog.py", w.dir.path().join("link.py")).unwrap();
+    for program in ["sub/prog.py", "./sub/../sub/prog.py", "link.py"] {
+        same_as_direct(&w, "", program, &["x"], b"");
+    }
+    let absolute = w.dir.path().join("sub/prog.py");
+    same_as_direct(&w, "", absolute.to_str().unwrap(), &["y"], b"");
+
+    // The kernel runs `#!CLIENT -U,PYTHON,-m,prefork_interp`.
+    let text = format!(
+        "#!{} -U,{},-m,prefork_interp\n{ENDINGS}",
+        client().display(),
+        w.python.display()
+    );
+    let script = w.program("script", &text);
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let direct = run(w.direct("./script", &["exit", "7"]), b"");
+    assert_eq!(direct.status.code(), Some(7), "{}", describe(&direct));
+    for _ in 0..2 {
+        let served = run(w.command(Path::new("./script")), b"");
+        let direct = run(w.direct("./script", &[]), b"");
+        assert_eq!(describe(&served), describe(&direct));
+        let mut cmd = w.command(Path::new("./script"));
+        cmd.args(["exit", "7"]);
+        let served = run(cmd, b"");
+        let direct = run(w.direct("./script", &["exit", "7"]), b"");
+        assert_eq!(describe(&served), describe(&direct));
+    }
+    w.finish();
+}
+
+/// The program's top-level imports (and --preload modules) are imported
+/// by the server: the program's code finds them loaded already.
+#[test]
+fn top_level_imports_are_preloaded() {
+    let w = World::new();
+    let text = "import sys\n\
+                before = sorted(m for m in ('decimal', 'fractions', 'colorsys') if m in sys.modules)\n\
+                try:\n    import decimal\nexcept ImportError:\n    pass\n\
+                if True:\n    from fractions import Fraction\n\
+                print(before)\n";
+    w.program("ok.py", text);
+    w.program(
+        "bad.py",
+        "import json\nimport no_such_module_here_at_all\nprint(json)\n",
+    );
+    // Without the server, nothing is loaded before the code runs.
+    let direct = run(w.direct("ok.py", &[]), b"");
+    assert_eq!(stdout_str(&direct), "[]\n");
+    for _ in 0..2 {
+        let served = run(w.served(",--preload,colorsys", "ok.py", &[]), b"");
+        assert_eq!(
+            stdout_str(&served),
+            "['colorsys', 'decimal', 'fractions']\n",
+            "{}",
+            describe(&served)
+        );
+        assert_eq!(served.status.code(), Some(0));
+    }
+    // An import that fails is no failure of the server: the program
+    // fails as directly.
+    let direct = run(w.direct("bad.py", &[]), b"");
+    assert!(stderr_str(&direct).contains("ModuleNotFoundError"));
+    same_as_direct(&w, "", "bad.py", &[], b"");
+    w.finish();
+}
+
+/// A missing program: CPython's one line, status 2.
+#[test]
+fn missing_program_like_a_direct_run() {
+    let w = World::new();
+    same_as_direct(&w, "", "not-there.py", &["a"], b"");
+    let missing = w.dir.path().join("nowhere/x.py");
+    same_as_direct(&w, "", missing.to_str().unwrap(), &[], b"");
+    let direct = run(w.direct("not-there.py", &[]), b"");
+    assert_eq!(direct.status.code(), Some(2));
+    assert!(stderr_str(&direct).contains("/not-there.py': [Errno 2] No such file or directory"));
+    // Created later: the next call runs it.
+    w.program("not-there.py", "print('here now')\n");
+    let served = run(w.served("", "not-there.py", &[]), b"");
+    assert_eq!(stdout_str(&served), "here now\n", "{}", describe(&served));
+    w.finish();
+}
+
+/// A flush of stdout that fails at exit (a full disk): CPython's
+/// message, status 120.
+#[test]
+fn failing_flush_at_exit_like_a_direct_run() {
+    let w = World::new();
+    w.program("prog.py", "print('lost')\n");
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let mut direct = w.direct("prog.py", &[]);
+    direct.stdout(full());
+    let direct = run(direct, b"");
+    assert_eq!(direct.status.code(), Some(120), "{}", describe(&direct));
+    for _ in 0..2 {
+        let mut served = w.served("", "prog.py", &[]);
+        served.stdout(full());
+        let served = run(served, b"");
+        assert_eq!(describe(&served), describe(&direct));
+    }
+    w.finish();
+}
+
+/// A real program from Debian: pygmentize (python3-pygments, which
+/// ./test installs), on Debian's python3.
+#[test]
+fn pygmentize_like_a_direct_run() {
+    let pygmentize = "/usr/bin/pygmentize";
+    assert!(
+        Path::new(pygmentize).exists() && Path::new("/usr/bin/python3").exists(),
+        "{pygmentize} is missing: install python3-pygments (./test does)"
+    );
+    let w = World::with_python(PathBuf::from("/usr/bin/python3"));
+    w.program("input.py", ENDINGS);
+    for args in [
+        &["-l", "python", "-f", "terminal", "input.py"][..],
+        &["-f", "html", "-O", "full", "input.py"],
+        &["-L", "styles"],
+        &["-l", "no-such-lexer", "input.py"],
+        &["-l", "python", "missing.py"],
+        &["-V"],
+    ] {
+        same_as_direct(&w, "", pygmentize, args, b"");
+    }
+    // From stdin.
+    same_as_direct(&w, "", pygmentize, &["-l", "json"], b"{\"a\": [1, 2]}\n");
+    std::thread::sleep(Duration::from_millis(10));
+    w.finish();
+}
