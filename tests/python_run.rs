@@ -365,3 +365,44 @@ fn pygmentize_like_a_direct_run() {
     std::thread::sleep(Duration::from_millis(10));
     w.finish();
 }
+
+/// `prefork-interp --run PROGRAM`: the program's own `#!` line picks its
+/// Python and the runner. awscli (from PyPI, installed by ./test) sets
+/// `AWS_DATA_PATH` in `os.environ` as it is imported, in the server: a
+/// call keeps it (the environment is the caller's plus what the
+/// initialisation did), or `aws` fails with "Unable to load data".
+#[test]
+fn run_option_awscli_like_a_direct_run() {
+    let aws = python().parent().unwrap().join("aws");
+    assert!(
+        aws.exists(),
+        "{} is missing: pip install awscli (./test does)",
+        aws.display()
+    );
+    let w = World::new();
+    for args in [
+        &["--version"][..],
+        &["configure", "list"],
+        &["no-such-command"],
+    ] {
+        let direct = run(
+            {
+                let mut c = w.command(&aws);
+                c.args(args);
+                c
+            },
+            b"",
+        );
+        for which in ["cold", "warm"] {
+            let mut c = w.command(&client());
+            c.arg("--run").arg(&aws).args(args);
+            let served = run(c, b"");
+            assert_eq!(
+                describe(&served),
+                describe(&direct),
+                "{which} call of aws {args:?} differs from the direct run"
+            );
+        }
+    }
+    w.finish();
+}
