@@ -289,6 +289,18 @@ fn top_level_imports_are_preloaded() {
         );
         assert_eq!(served.status.code(), Some(0));
     }
+    // PREFORK_INTERP_PRELOAD names more, for `--run`, which passes no
+    // runner options.
+    w.program(
+        "env.py",
+        "import sys
+print('colorsys' in sys.modules)
+",
+    );
+    let mut served = w.served("", "env.py", &[]);
+    served.env("PREFORK_INTERP_PRELOAD", "colorsys,");
+    let served = run(served, b"");
+    assert_eq!(stdout_str(&served), "True\n", "{}", describe(&served));
     // An import that fails is no failure of the server: the program
     // fails as directly.
     let direct = run(w.direct("bad.py", &[]), b"");

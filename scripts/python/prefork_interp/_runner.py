@@ -9,7 +9,7 @@
 The setup run (the server-to-be) sets sys.argv and sys.path[0] as
 `python3 PROGRAM ARG...` would, imports what PROGRAM imports at top level
 (found with ast; failures are logged and ignored) and the --preload
-modules, compiles PROGRAM and calls initialisation_complete(). Each call
+modules (and those in PREFORK_INTERP_PRELOAD), compiles PROGRAM and calls initialisation_complete(). Each call
 then runs the compiled program as __main__ and ends as CPython would end
 `python3 PROGRAM ARG...` (status, SystemExit message, traceback,
 KeyboardInterrupt's SIGINT; non-daemon threads joined, atexit handlers,
@@ -35,8 +35,10 @@ def _usage(message):
 
 
 def _parse(args):
-    """(preload, program, args) from the runner's command line."""
-    preload = []
+    """(preload, program, args) from the runner's command line, and
+    PREFORK_INTERP_PRELOAD (MOD[,MOD...], as for Perl's runner): the way
+    to name more modules through `prefork-interp --run`."""
+    preload = [m for m in os.environ.get("PREFORK_INTERP_PRELOAD", "").split(",") if m]
     while args:
         arg = args[0]
         if arg == "--":
