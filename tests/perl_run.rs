@@ -414,3 +414,55 @@ fn run_option_serves_an_installed_program_from_every_directory() {
         stdout_str(&list)
     );
 }
+
+/// A change to the program, or to a module it uses, restarts its server:
+/// the next call (through `--run`) runs the new code, as a direct run
+/// would.
+#[test]
+fn run_option_follows_changes_to_the_program_and_its_modules() {
+    let w = World::new();
+    let dir = w.dir.path().to_path_buf();
+    let program = dir.join("prog");
+    let module = dir.join("Helper.pm");
+    let write_program = |version: &str| {
+        std::fs::write(
+            &program,
+            format!(
+                "#!/usr/bin/perl\nuse lib '{}';\nuse Helper;\nprint \"program {version} \", Helper::value(), \"\\n\";\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        set_mode(&program, 0o755);
+    };
+    let write_module = |version: &str| {
+        std::fs::write(
+            &module,
+            format!("package Helper;\nsub value {{ 'helper {version}' }}\n1;\n"),
+        )
+        .unwrap();
+    };
+    write_program("one");
+    write_module("one");
+    let call = || {
+        let mut c = w.command(client().to_str().unwrap());
+        c.arg("--run").arg(&program);
+        let out = World::run(c, b"");
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        stdout_str(&out)
+    };
+    assert_eq!(call(), "program one helper one\n");
+    assert_eq!(call(), "program one helper one\n");
+    write_module("two");
+    assert_eq!(call(), "program one helper two\n");
+    write_program("two");
+    assert_eq!(call(), "program two helper two\n");
+    let kill = w
+        .command(client().to_str().unwrap())
+        .arg("--kill")
+        .arg("--run")
+        .arg(&program)
+        .output()
+        .unwrap();
+    assert_success(&kill);
+}

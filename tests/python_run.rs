@@ -418,3 +418,41 @@ fn run_option_awscli_like_a_direct_run() {
     }
     w.finish();
 }
+
+/// A change to the program, or to a module it imports, restarts its
+/// server: the next call (through `--run`) runs the new code, as a direct
+/// run would.
+#[test]
+fn run_option_follows_changes_to_the_program_and_its_modules() {
+    let w = World::new();
+    let program = w.program(
+        "prog",
+        &format!(
+            "#!{}\nimport helper\nprint('program one', helper.VALUE)\n",
+            python().display()
+        ),
+    );
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let helper = w.program("helper.py", "VALUE = 'helper one'\n");
+    let call = || {
+        let mut c = w.command(&client());
+        c.arg("--run").arg(&program);
+        let out = run(c, b"");
+        assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+        stdout_str(&out)
+    };
+    assert_eq!(call(), "program one helper one\n");
+    assert_eq!(call(), "program one helper one\n");
+    std::fs::write(&helper, "VALUE = 'helper two'\n").unwrap();
+    assert_eq!(call(), "program one helper two\n");
+    std::fs::write(
+        &program,
+        format!(
+            "#!{}\nimport helper\nprint('program two', helper.VALUE)\n",
+            python().display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(call(), "program two helper two\n");
+    w.finish();
+}
