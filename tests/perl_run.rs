@@ -24,16 +24,8 @@ struct World {
 
 impl World {
     fn new() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("pfi-run-")
-            .tempdir()
-            .unwrap();
-        let run = dir.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        set_mode(&run, 0o700);
-        std::fs::create_dir(dir.path().join("home")).unwrap();
         World {
-            dir,
+            dir: new_world_dir(),
             calls: HashMap::new(),
         }
     }
@@ -57,18 +49,8 @@ impl World {
         cmd
     }
 
-    fn run(mut cmd: Command, stdin: &[u8]) -> Output {
-        cmd.stdin(Stdio::piped());
-        let mut child = cmd.spawn().unwrap();
-        let mut pipe = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        let writer = std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = pipe.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        out
+    fn run(cmd: Command, stdin: &[u8]) -> Output {
+        output_with_stdin(cmd, stdin)
     }
 
     fn direct(&self, program: &str, args: &[&str], stdin: &[u8]) -> Output {

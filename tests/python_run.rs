@@ -27,15 +27,10 @@ impl World {
     }
 
     fn with_python(python: PathBuf) -> World {
-        let dir = tempfile::Builder::new()
-            .prefix("pfi-run-")
-            .tempdir()
-            .unwrap();
-        let run = dir.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
-        std::fs::create_dir(dir.path().join("home")).unwrap();
-        World { dir, python }
+        World {
+            dir: new_world_dir(),
+            python,
+        }
     }
 
     fn program(&self, name: &str, text: &str) -> PathBuf {
@@ -113,17 +108,8 @@ impl Drop for World {
     }
 }
 
-fn run(mut cmd: Command, stdin: &[u8]) -> Output {
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
+fn run(cmd: Command, stdin: &[u8]) -> Output {
+    output_with_stdin(cmd, stdin)
 }
 
 fn describe(out: &Output) -> String {

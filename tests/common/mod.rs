@@ -453,7 +453,9 @@ impl Drop for Harness {
     }
 }
 
-fn new_world_dir() -> tempfile::TempDir {
+/// A private directory for a test's world: a run directory (`run`, mode
+/// 0700) and a `home` in it.
+pub fn new_world_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("pfi-test-")
         .tempdir()
@@ -555,6 +557,22 @@ impl Call {
     pub fn run(self) -> Output {
         self.spawn().wait_with_output().unwrap()
     }
+}
+
+/// Runs `cmd` with `stdin` as its standard input (written from a thread:
+/// a child that writes much before it reads cannot block us) and waits
+/// for it; its output goes where `cmd` says (pipes are collected).
+pub fn output_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
 }
 
 pub fn stdout_str(out: &Output) -> String {
