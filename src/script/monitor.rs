@@ -27,7 +27,8 @@
 //!     call socket readable (after 'r'): extended, an 'S' frame: deliver
 //!        that signal to the executor's group. Otherwise (EOF, or any data
 //!        in v1) the client is gone: SIGINT the group; its pidfd says when
-//!        it has gone, and the monitor logs its fate
+//!        it has gone, and the monitor logs its fate; still running after
+//!        `interrupt_grace`, the group gets SIGKILL (logged)
 //! ```
 //!
 //! 'd' goes to the server before the status goes to the client, so that
@@ -76,8 +77,9 @@ enum Phase {
     Failed,
     /// The script runs; extended or v1 framing on the call socket.
     Running { extended: bool },
-    /// The client went away; the group has had SIGINT.
-    Abandoned,
+    /// The client went away; the group has had SIGINT, at this time (and
+    /// SIGKILL, if `killed`, after the grace).
+    Abandoned { since: Instant, killed: bool },
 }
 
 struct Monitor {
@@ -88,6 +90,8 @@ struct Monitor {
     leaving: Vec<(Pid, Pidfd)>,
     calls: HashMap<Pid, Call>,
     spare: usize,
+    /// How long an abandoned call's script may run on after its SIGINT.
+    interrupt_grace: Option<Duration>,
     /// Since when spares have been missing while calls were in flight.
     short_since: Option<Instant>,
     saved: sys::SavedSignals,
@@ -111,7 +115,11 @@ enum Source {
 
 /// Runs in a freshly forked child of the server, for the rest of its
 /// life. Returns only in an executor, into the script.
-pub(crate) fn run(control: UnixStream, spare: usize) -> Invocation {
+pub(crate) fn run(
+    control: UnixStream,
+    spare: usize,
+    interrupt_grace: Option<Duration>,
+) -> Invocation {
     // We deliver these to executors' groups, never our own, but a
     // terminal's signals must not end us either. Executors get back what
     // the server had.
@@ -126,6 +134,7 @@ pub(crate) fn run(control: UnixStream, spare: usize) -> Invocation {
         leaving: Vec::new(),
         calls: HashMap::new(),
         spare,
+        interrupt_grace,
         short_since: None,
         saved,
         pid: nix::unistd::getpid(),
@@ -152,6 +161,7 @@ pub(crate) fn run(control: UnixStream, spare: usize) -> Invocation {
         if let Some(invocation) = monitor.serve() {
             return invocation;
         }
+        monitor.kill_overdue();
     }
 }
 
@@ -166,16 +176,56 @@ impl Monitor {
         self.calls.is_empty() || since.elapsed() >= REFILL_DELAY
     }
 
-    /// How long poll may wait: until the missing spares are due.
+    /// How long poll may wait: until the missing spares are due, or the
+    /// first abandoned script's grace is over.
     fn poll_timeout(&self) -> PollTimeout {
-        match self.short_since {
+        let refill = match self.short_since {
             Some(since) if self.control.is_some() && self.spares.len() < self.spare => {
-                let left = REFILL_DELAY.saturating_sub(since.elapsed());
+                Some(REFILL_DELAY.saturating_sub(since.elapsed()))
+            }
+            _ => None,
+        };
+        let grace = self.interrupt_grace.and_then(|grace| {
+            self.calls
+                .values()
+                .filter_map(|call| match call.phase {
+                    Phase::Abandoned {
+                        since,
+                        killed: false,
+                    } => Some(grace.saturating_sub(since.elapsed())),
+                    _ => None,
+                })
+                .min()
+        });
+        match refill.into_iter().chain(grace).min() {
+            Some(left) => {
                 // Rounded up: poll must not wake just before the time.
                 let millis = left.as_nanos().div_ceil(1_000_000);
                 PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
             }
-            _ => PollTimeout::NONE,
+            None => PollTimeout::NONE,
+        }
+    }
+
+    /// SIGKILLs the groups of abandoned calls whose scripts are still
+    /// running after their grace (they ignored or outlasted SIGINT).
+    fn kill_overdue(&mut self) {
+        let Some(grace) = self.interrupt_grace else {
+            return;
+        };
+        for (&pid, call) in self.calls.iter_mut() {
+            if let Phase::Abandoned { since, killed } = &mut call.phase
+                && !*killed
+                && since.elapsed() >= grace
+            {
+                signal_group(pid, Signal::SIGKILL);
+                *killed = true;
+                log::error(&format!(
+                    "executor {pid} still ran {:.1} s after its client went away and its \
+                     SIGINT: killed",
+                    grace.as_secs_f64()
+                ));
+            }
         }
     }
 
@@ -223,6 +273,7 @@ impl Monitor {
             leaving: Vec::new(),
             calls: HashMap::new(),
             spare: 0,
+            interrupt_grace: None,
             short_since: None,
             saved: sys::ignore_signals(&[]),
             pid: Pid::from_raw(0),
@@ -278,7 +329,7 @@ impl Monitor {
             match &call.phase {
                 Phase::Waiting(from_executor) => add(from_executor.as_fd(), Source::Ready(pid)),
                 Phase::Running { .. } => add(call.call.as_fd(), Source::Client(pid)),
-                Phase::Failed | Phase::Abandoned => {}
+                Phase::Failed | Phase::Abandoned { .. } => {}
             }
         }
         let (fds, sources): (Vec<_>, Vec<_>) = watched.into_iter().unzip();
@@ -352,7 +403,7 @@ impl Monitor {
             return;
         };
         // Before the reaping: what it left behind in its group.
-        if !matches!(call.phase, Phase::Abandoned) {
+        if !matches!(call.phase, Phase::Abandoned { .. }) {
             signal_group(pid, Signal::SIGINT);
         }
         let status = match sys::wait_status(pid) {
@@ -377,7 +428,7 @@ impl Monitor {
                     log::error(&format!("cannot send executor {pid}'s status: {e}"));
                 }
             }
-            Phase::Abandoned => log::info(&format!(
+            Phase::Abandoned { .. } => log::info(&format!(
                 "client went away; script interrupted, it {}",
                 sys::describe_status(status)
             )),
@@ -410,7 +461,10 @@ impl Monitor {
         }
         // v1: the client has nothing more to say; it left.
         signal_group(pid, Signal::SIGINT);
-        call.phase = Phase::Abandoned;
+        call.phase = Phase::Abandoned {
+            since: Instant::now(),
+            killed: false,
+        };
     }
 
     /// The server passes a call (or has gone). `Some` only in an executor

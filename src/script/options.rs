@@ -30,6 +30,11 @@ pub struct Options {
     /// Syslog facility name ("user", "daemon", "local0" ...) for the
     /// server's and monitors' messages; `None` discards them.
     pub log_facility: Option<String>,
+    /// When a call's client goes away (killed, ^C), its script's process
+    /// group gets SIGINT; a script still running this long after is
+    /// killed (SIGKILL, logged), so that none outlives its caller holding
+    /// the caller's pipes. `None`: never.
+    pub interrupt_grace: Option<Duration>,
 }
 
 impl Default for Options {
@@ -42,6 +47,7 @@ impl Default for Options {
             max_errors: 100,
             spare_handlers: 1,
             log_facility: Some("user".into()),
+            interrupt_grace: Some(Duration::from_secs(2)),
         }
     }
 }

@@ -59,6 +59,7 @@ pub(crate) struct Server {
     /// speaks (chiark-utils' client misreads any non-empty xdata).
     offered: Vec<&'static str>,
     spare: usize,
+    interrupt_grace: Option<Duration>,
     /// Calls handed over so far.
     served: u64,
     /// Calls handed to the monitor that it has not said are over.
@@ -107,6 +108,7 @@ impl Server {
             setup_run,
             offered,
             spare: options.spare_handlers,
+            interrupt_grace: options.interrupt_grace,
             served: 0,
             running: 0,
             max_servers: options.max_servers,
@@ -140,9 +142,9 @@ impl Server {
             if self.monitor.is_none()
                 && let Some(control) = self.spawn_monitor()
             {
-                let spare = self.spare;
+                let (spare, grace) = (self.spare, self.interrupt_grace);
                 drop((pending, self));
-                return monitor::run(control, spare);
+                return monitor::run(control, spare, grace);
             }
             if let Some(call) = pending.take() {
                 self.hand_over(call);

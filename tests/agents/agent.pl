@@ -34,6 +34,7 @@ my %options;
 $options{max_servers}      = $ENV{AGENT_MAX_SERVERS}    if defined $ENV{AGENT_MAX_SERVERS};
 $options{idle_timeout}     = $ENV{AGENT_IDLE_TIMEOUT}   if defined $ENV{AGENT_IDLE_TIMEOUT};
 $options{spare_handlers}   = $ENV{AGENT_SPARE_HANDLERS} if defined $ENV{AGENT_SPARE_HANDLERS};
+$options{interrupt_grace}  = $ENV{AGENT_INTERRUPT_GRACE} if defined $ENV{AGENT_INTERRUPT_GRACE};
 $options{autoreload_extra} = [ $ENV{AGENT_RELOAD_EXTRA} ] if defined $ENV{AGENT_RELOAD_EXTRA};
 
 eval { prefork_initialisation_complete(%options); 1 } or do {
@@ -128,6 +129,9 @@ for my $arg (@ARGV) {
             $SIG{INT} = 'DEFAULT';
             kill 'INT', $$;
         };
+    } elsif ($name eq 'intstay') {
+        my $file = $param;
+        $SIG{INT} = sub { open my $f, '>', $file; close $f; };
     } elsif ($name eq 'trap') {
         STDOUT->flush;
         my $sig = $param;

@@ -43,6 +43,8 @@ if "AGENT_MAX_SERVERS" in environ:
     options["max_servers"] = int(environ["AGENT_MAX_SERVERS"])
 if "AGENT_SPARE_HANDLERS" in environ:
     options["spare_handlers"] = int(environ["AGENT_SPARE_HANDLERS"])
+if "AGENT_INTERRUPT_GRACE" in environ:
+    options["interrupt_grace"] = float(environ["AGENT_INTERRUPT_GRACE"])
 if "AGENT_IDLE_TIMEOUT" in environ:
     options["idle_timeout"] = float(environ["AGENT_IDLE_TIMEOUT"])
 if "AGENT_RELOAD_EXTRA" in environ:
@@ -143,6 +145,13 @@ def main():
                 os.kill(os.getpid(), signal.SIGINT)
 
             signal.signal(signal.SIGINT, on_int)
+        elif name == "intstay":
+            path = param
+
+            def on_int_stay(signum, frame, path=path):
+                open(path, "w").close()
+
+            signal.signal(signal.SIGINT, on_int_stay)
         elif name == "trap":
             sys.stdout.flush()
 

@@ -14,6 +14,7 @@
 //! | `AGENT_MAX_SERVERS`  | max_servers (negative: no limit)                   |
 //! | `AGENT_SPARE_HANDLERS` | spare_handlers                                   |
 //! | `AGENT_IDLE_TIMEOUT` | idle_timeout in seconds                            |
+//! | `AGENT_INTERRUPT_GRACE` | interrupt_grace in seconds                      |
 //! | `AGENT_RELOAD_EXTRA` | one extra file to watch for auto-reload            |
 //! | `AGENT_INIT_THREAD`  | start a thread that stays, then initialise (which  |
 //! |                      | must refuse: the agent then exits 127)             |
@@ -48,6 +49,7 @@
 //! | `@fdlink:N`      | print where fd N points                               |
 //! | `@sigdisp:SIG`   | print SIG's disposition: default, ignore or handled  |
 //! | `@onint:FILE`    | on SIGINT, create FILE and die of SIGINT             |
+//! | `@intstay:FILE`  | on SIGINT, create FILE and carry on                  |
 //! | `@trap:SIG`      | on SIG, print `caught SIG` and exit 0                |
 //! | `@cwd`           | print the current directory                          |
 //! | `@umask`         | print the umask, four octal digits                   |
@@ -80,6 +82,20 @@ fn env_f64(name: &str) -> Option<f64> {
 }
 
 static ONINT_PATH: OnceLock<CString> = OnceLock::new();
+static INTSTAY_PATH: OnceLock<CString> = OnceLock::new();
+
+extern "C" fn on_sigint_stay(_: libc::c_int) {
+    // Only async-signal-safe calls here.
+    if let Some(path) = INTSTAY_PATH.get() {
+        // SAFETY: open/close are async-signal-safe.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
+    }
+}
 static ATEXIT_PATH: OnceLock<CString> = OnceLock::new();
 static TRAP_MESSAGE: OnceLock<Vec<u8>> = OnceLock::new();
 
@@ -183,6 +199,9 @@ fn main() {
     }
     if let Some(spare) = env_f64("AGENT_SPARE_HANDLERS") {
         options.spare_handlers = spare as usize;
+    }
+    if let Some(grace) = env_f64("AGENT_INTERRUPT_GRACE") {
+        options.interrupt_grace = Some(Duration::from_secs_f64(grace));
     }
     if let Some(idle) = env_f64("AGENT_IDLE_TIMEOUT") {
         options.idle_timeout = Some(Duration::from_secs_f64(idle));
@@ -330,6 +349,16 @@ fn run(args: &[OsString]) -> i32 {
                 ONINT_PATH.set(CString::new(param).unwrap()).unwrap();
                 // SAFETY: installing a handler that is async-signal-safe.
                 unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+            }
+            b"intstay" => {
+                INTSTAY_PATH.set(CString::new(param).unwrap()).unwrap();
+                // SAFETY: installing a handler that is async-signal-safe.
+                unsafe {
+                    libc::signal(
+                        libc::SIGINT,
+                        on_sigint_stay as *const () as libc::sighandler_t,
+                    )
+                };
             }
             b"trap" => {
                 out.flush().unwrap();

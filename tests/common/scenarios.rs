@@ -1293,6 +1293,40 @@ scenario!(spare_refilled_while_a_long_call_runs, |side| {
     h.finish();
 });
 
+/// A script that carries on after the SIGINT its client's death brings
+/// is SIGKILLed once `interrupt_grace` is over: it must not outlive its
+/// caller, holding the caller's pipes. (The time it took is printed for
+/// the record; it cannot be shorter than the grace.)
+scenario!(script_ignoring_sigint_is_killed_after_the_grace, |side| {
+    let h = Harness::new(side);
+    let marker = h.path("got-sigint");
+    let grace = 0.3;
+    let grace_env = grace.to_string();
+    let pid_file = h.path("stay.pid");
+    let client = h
+        .call(&[
+            format!("@intstay:{}", marker.display()),
+            format!("@pid:{}", pid_file.display()),
+            "@sleep:30".into(),
+        ])
+        .env("AGENT_INTERRUPT_GRACE", &grace_env)
+        .spawn();
+    wait_until("the script to start", LIMIT, || pid_file.exists()).unwrap();
+    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    sigkill(client.id());
+    let killed = std::time::Instant::now();
+    let _ = client.wait_with_output();
+    wait_until("the script to get SIGINT", LIMIT, || marker.exists()).unwrap();
+    wait_until("the script to be killed", LIMIT, || !alive(executor)).unwrap();
+    let took = killed.elapsed().as_secs_f64();
+    eprintln!("{side:?}: a script ignoring SIGINT ended {took:.2} s after its client's death");
+    assert!(
+        took >= grace,
+        "killed after {took:.2} s, before the grace ({grace} s)"
+    );
+    h.finish();
+});
+
 /// Fault: the monitor is SIGKILLed with two calls in flight. Each client
 /// says so at once (one line, 127); each executor, with nobody left to
 /// report its end, gets SIGINT; the server forks a new monitor and serves

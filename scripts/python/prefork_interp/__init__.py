@@ -370,7 +370,7 @@ def _facility(name):
 
 def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modules=True,
                             autoreload_extra=(), max_errors=100, log_facility="user",
-                            spare_handlers=1, fast_exit=False):
+                            spare_handlers=1, fast_exit=False, interrupt_grace=2):
     """Ends the script's initialisation.
 
     Standalone (not started by prefork-interp, no PREFORK_INTERP in the
@@ -396,7 +396,12 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     output, threads joined, atexit handlers, std streams flushed) but
     without the interpreter's finalisation (finalisers of objects still
     alive, module teardown), which is most of what a call costs; a run
-    without prefork-interp ends normally.
+    without prefork-interp ends normally. interrupt_grace: when a call's
+    client goes away (killed, ^C), the script's process group gets
+    SIGINT, as in a direct run; a script still running this many seconds
+    later (it ignores SIGINT, or takes long over it) is killed with
+    SIGKILL, and that is logged, so that no script outlives its caller
+    holding the caller's pipes (negative or None: never; default 2).
     """
     global _logging, _syslog_args
     if not isinstance(fast_exit, bool):
@@ -421,6 +426,8 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         raise ValueError("prefork-interp: spare_handlers must be at least 1")
     if idle_timeout is not None and idle_timeout < 0:
         idle_timeout = None
+    if interrupt_grace is not None and interrupt_grace < 0:
+        interrupt_grace = None
     facility = _facility(log_facility)
     reload_files = _reload_files(autoreload_modules, autoreload_extra)
     _init_env_changes[:] = _init_env_delta()
@@ -489,7 +496,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         _log(syslog.LOG_ERR, "server failed: %r" % (e,))
         os._exit(1)
     try:
-        executor = _Monitor(control, spare_handlers).run()
+        executor = _Monitor(control, spare_handlers, interrupt_grace).run()
     except BaseException as e:
         _log(syslog.LOG_ERR, "monitor failed: %r" % (e,))
         os._exit(1)
@@ -766,7 +773,8 @@ class _Call:
     """A call in flight: its executor (pid, pidfd; from_executor until
     its 'r', None after it or when it failed), its call socket."""
 
-    __slots__ = ("pid", "pidfd", "conn", "from_executor", "phase", "extended", "frames")
+    __slots__ = ("pid", "pidfd", "conn", "from_executor", "phase", "extended", "frames",
+                 "abandoned_at", "killed")
 
     def __init__(self, spare, conn):
         self.pid = spare.pid
@@ -776,6 +784,8 @@ class _Call:
         self.phase = _WAITING
         self.extended = False
         self.frames = b""  # the client's, read so far
+        self.abandoned_at = None  # time.monotonic() of its SIGINT
+        self.killed = False  # SIGKILLed after the grace
 
 
 def _kill_group(pid, sig=signal.SIGINT):
@@ -794,9 +804,10 @@ class _Monitor:
     server ('d') and then the client (the status). Never runs the
     script's code; leaves with os._exit."""
 
-    def __init__(self, control, spare):
+    def __init__(self, control, spare, grace):
         self.control = control  # None once the server has gone
         self.spare = spare
+        self.grace = grace  # interrupt_grace: None, never SIGKILL
         self.idle = []  # _Spare, oldest first
         self.calls = {}  # executor pid -> _Call
         self.owed = 0  # 'd' bytes the server has not yet been sent
@@ -828,11 +839,32 @@ class _Monitor:
                     self.idle.append(spare)
             elif not self.calls and not self.idle:
                 os._exit(0)
-            child = self.serve_round()
+            child = self.serve_round(self.kill_overdue())
             if child is not None:
                 return child
 
-    def serve_round(self):
+    def kill_overdue(self):
+        """SIGKILLs the groups of abandoned calls whose scripts still run
+        after the grace; returns the seconds until the next one's grace is
+        over (None: no deadline)."""
+        if self.grace is None:
+            return None
+        now = time.monotonic()
+        next_left = None
+        for call in self.calls.values():
+            if call.phase != _ABANDONED or call.killed:
+                continue
+            left = call.abandoned_at + self.grace - now
+            if left <= 0:
+                _kill_group(call.pid, signal.SIGKILL)
+                call.killed = True
+                _log(syslog.LOG_ERR, "executor %d still ran %g s after its client went away "
+                     "and its SIGINT: killed" % (call.pid, self.grace))
+            elif next_left is None or left < next_left:
+                next_left = left
+        return next_left
+
+    def serve_round(self, timeout=None):
         """One poll, level-triggered, and what it found, in this order:
         executors' 'r', executors gone, clients' frames or EOF, the
         server's calls."""
@@ -854,7 +886,10 @@ class _Monitor:
                 watch(call.from_executor.fileno(), 0, call)
             elif call.phase == _RUNNING:
                 watch(call.conn.fileno(), 2, call)
-        events = sorted((where[fd] + (mask,) for fd, mask in poll.poll()),
+        # poll's timeout is in ms, rounded up: it must not wake just
+        # before the time.
+        wait_ms = None if timeout is None else max(0, int(-(-timeout * 1000 // 1)))
+        events = sorted((where[fd] + (mask,) for fd, mask in poll.poll(wait_ms)),
                         key=lambda event: event[0])
         for order, thing, mask in events:
             if order == 0:
@@ -1103,6 +1138,7 @@ class _Monitor:
         if gone:
             _kill_group(call.pid)
             call.phase = _ABANDONED
+            call.abandoned_at = time.monotonic()
 
 
 # ---------------------------------------------------------------- executor

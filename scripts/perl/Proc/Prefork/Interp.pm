@@ -386,6 +386,8 @@ sub prefork_initialisation_complete {
     my $max_errors = $opts{max_errors} // 100;
     my $spare = $opts{spare_handlers} // 1;
     die "prefork-interp: spare_handlers must be at least 1\n" unless $spare >= 1;
+    my $grace = exists $opts{interrupt_grace} ? $opts{interrupt_grace} : 2;
+    $grace = undef if defined $grace && $grace < 0;
     my $facility = $opts{log_facility} // 'LOG_USER';
 
     @init_env_changes = _init_env_changes();
@@ -441,6 +443,7 @@ sub prefork_initialisation_complete {
             dirty        => 1,
             monitor      => undef,    # {pid, pidfd, control} while there is one
             spare        => $spare,
+            grace        => $grace,
             served       => 0,        # calls handed to the monitor
             busy         => 0,        # of those, not yet ended ('d')
             errors       => 0,
@@ -511,7 +514,7 @@ sub _spawn_monitor {
     if ($pid == 0) {
         close $_ for grep {defined} @$s{qw(listen watch_err watch_in watch)}, @close,
             $control;
-        return ($theirs, $s->{spare});
+        return ($theirs, $s->{spare}, $s->{grace});
     }
     close $theirs;
     my $pidfd = eval { _pidfd_open($pid) };
@@ -711,7 +714,7 @@ sub _next_call {
 # the server has gone, it serves the calls in flight to their end, then
 # leaves. Never returns, but (true) in an executor.
 sub _monitor {
-    my ($control, $spare) = @_;
+    my ($control, $spare, $grace) = @_;
     _detach_log();
     # We deliver these to executors' groups; they must not hurt us.
     # Executors get back what the server had.
@@ -724,6 +727,7 @@ sub _monitor {
     my %m = (
         control => $control,    # undef once the server has gone
         spare   => $spare,
+        grace   => $grace,      # interrupt_grace (undef: never SIGKILL)
         saved   => \%saved,
         # Executors-to-be: {pid, pidfd, handover, from}; handover undef
         # once they are to leave (the server went) or have left.
@@ -766,6 +770,24 @@ sub _monitor_loop {
             }
         }
         POSIX::_exit(0) if !$m->{control} && !%$calls && !@$idle;
+
+        # Scripts that carry on after the SIGINT their client's leaving
+        # brought: SIGKILL once the grace is over, and poll no longer.
+        if (defined $m->{grace}) {
+            for my $pid (keys %$calls) {
+                my $c = $calls->{$pid};
+                next unless $c->{phase} eq 'abandoned' && !$c->{killed};
+                my $left = $c->{since} + $m->{grace} - Time::HiRes::time();
+                if ($left <= 0) {
+                    kill 'KILL', -$pid;
+                    $c->{killed} = 1;
+                    _log('err', "executor $pid still ran $m->{grace} s after its client "
+                        . 'went away and its SIGINT: killed');
+                } elsif (!defined $timeout || $left < $timeout) {
+                    $timeout = $left;
+                }
+            }
+        }
 
         my $rin = '';
         vec($rin, fileno $m->{control}, 1) = 1 if $m->{control};
@@ -977,6 +999,7 @@ sub _from_client {
     }
     kill 'INT', -$pid;
     $c->{phase} = 'abandoned';
+    $c->{since} = Time::HiRes::time();
     return;
 }
 
@@ -1212,6 +1235,14 @@ server's one monitor forks them in advance, so that no fork is on a
 call's critical path, and forks the next as each is handed a call. More
 absorb bursts of simultaneous calls; each idle one is a process sharing
 the server's memory. Default 1.
+
+=item C<< interrupt_grace => I<SECONDS> >>
+
+When a call's client goes away (killed, ^C), the script's process group
+gets SIGINT, as it would have in a direct run; a script still running
+this many seconds later (it ignores SIGINT, or takes long over it) is
+killed with SIGKILL, and that is logged, so that no script outlives its
+caller holding the caller's pipes. Negative: never. Default 2.
 
 =item C<< fast_exit => I<BOOL> >>
 
