@@ -258,7 +258,9 @@ impl Drop for World {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
-        Some(m @ ("perl" | "python" | "python313" | "python313-inside" | "run" | "all")) => {
+        Some(
+            m @ ("perl" | "python" | "python313" | "python313-inside" | "run" | "tty" | "all"),
+        ) => {
             let m = m.to_string();
             args.remove(0);
             m
@@ -279,6 +281,7 @@ fn main() {
         }
         "python313-inside" => python313_inside(warm_runs),
         "run" => run_table(warm_runs),
+        "tty" => terminal_table(warm_runs),
         "all" => full_table(warm_runs),
         _ => primes_table(warm_runs),
     }
@@ -989,6 +992,156 @@ fn run_table(warm_runs: usize) {
     }
 }
 
+/// A pseudo-terminal standing in for the caller's: its slave is what a
+/// call gets as stdin, stdout and stderr; a thread drains the master, as
+/// a terminal emulator would, and counts the bytes.
+struct Terminal {
+    slave: std::os::fd::OwnedFd,
+    drained: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Terminal {
+    fn new() -> Terminal {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        // Output as a terminal shows it, no newline translation to cost
+        // extra; the master's reader never falls behind.
+        if let Ok(mut t) = nix::sys::termios::tcgetattr(&pty.slave) {
+            nix::sys::termios::cfmakeraw(&mut t);
+            let _ =
+                nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t);
+        }
+        let drained = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = drained.clone();
+        let mut master = std::fs::File::from(pty.master);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            // Ends with EIO once every slave fd is closed.
+            while let Ok(n) = master.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        });
+        Terminal {
+            slave: pty.slave,
+            drained,
+        }
+    }
+
+    /// `cmd` with the terminal as its stdio (stdin too, unless given).
+    fn attach<'a>(&self, cmd: &'a mut Command, stdin_too: bool) -> &'a mut Command {
+        let fd = || Stdio::from(self.slave.try_clone().unwrap());
+        if stdin_too {
+            cmd.stdin(fd());
+        }
+        cmd.stdout(fd()).stderr(fd())
+    }
+}
+
+/// Times runs of `make` with the terminal as stdio (stdin from `stdin`
+/// when given). Every run must succeed.
+fn time_on_terminal(
+    term: &Terminal,
+    runs: usize,
+    stdin: Option<&Path>,
+    make: impl Fn() -> Command,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let mut cmd = make();
+        match stdin {
+            Some(file) => {
+                term.attach(&mut cmd, false)
+                    .stdin(std::fs::File::open(file).unwrap());
+            }
+            None => {
+                term.attach(&mut cmd, true);
+            }
+        }
+        let start = Instant::now();
+        let status = cmd.status().expect("spawn");
+        times.push(start.elapsed());
+        assert!(status.success(), "{cmd:?}: {status}");
+    }
+    times.sort();
+    times
+}
+
+/// `./bench tty`: calls whose stdio is a terminal, against the same calls
+/// on pipes and /dev/null: a warm call's latency, and a chatty call's
+/// throughput (100 MB copied to the terminal), directly and through us.
+/// Today the script writes to the caller's terminal itself; these rows
+/// are what a call running on a terminal of its own must not fall behind.
+fn terminal_table(warm_runs: usize) {
+    let mut world = World::new("ttybench");
+    let client = world.client();
+    let agent = world.bin_dir.join("examples").join("agent");
+    let script = world.script("tty-agent", &client, agent.to_str().unwrap(), "");
+    let term = Terminal::new();
+    let big = world.dir.join("100MB");
+    std::fs::write(&big, vec![b'x'; 100 << 20]).unwrap();
+    let chatty_runs = (warm_runs / 60).max(3);
+    let call = |program: &Path, args: &[&str]| {
+        let (program, args): (PathBuf, Vec<String>) = (
+            program.to_path_buf(),
+            args.iter().map(|a| a.to_string()).collect(),
+        );
+        let world = &world;
+        move || {
+            let mut c = world.command(&program);
+            c.args(&args);
+            c
+        }
+    };
+    // One call to start the server.
+    world
+        .command(&script)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let before = term.drained.load(std::sync::atomic::Ordering::Relaxed);
+    let rows = vec![
+        floor_row(warm_runs),
+        (
+            "/bin/true, stdio a terminal".to_string(),
+            time_on_terminal(&term, warm_runs, None, || Command::new("/bin/true")),
+        ),
+        (
+            "Rust agent, warm, stdio /dev/null".to_string(),
+            time_runs(warm_runs, call(&script, &["@out:x"]), || {}),
+        ),
+        (
+            "Rust agent, warm, stdio a terminal".to_string(),
+            time_on_terminal(&term, warm_runs, None, call(&script, &["@out:x"])),
+        ),
+        (
+            "100 MB to the terminal, agent run directly".to_string(),
+            time_on_terminal(&term, chatty_runs, Some(&big), call(&agent, &["@cat"])),
+        ),
+        (
+            "100 MB to the terminal, agent, warm".to_string(),
+            time_on_terminal(&term, chatty_runs, Some(&big), call(&script, &["@cat"])),
+        ),
+    ];
+    print_table(&rows);
+    let copied = term.drained.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let chatty = |name: &str| {
+        let t = &rows.iter().find(|(n, _)| n == name).unwrap().1;
+        100.0 / (median(t) / 1000.0)
+    };
+    println!(
+        "\nthroughput to the terminal: directly {:.0} MB/s, through us {:.0} MB/s \
+         ({} MB drained in all)",
+        chatty("100 MB to the terminal, agent run directly"),
+        chatty("100 MB to the terminal, agent, warm"),
+        copied >> 20
+    );
+    world.kill_all();
+}
+
 fn full_table(warm_runs: usize) {
     let slow_runs = (warm_runs / 30).max(5);
     let mut world = World::new("fullbench");
@@ -1239,6 +1392,9 @@ fn full_table(warm_runs: usize) {
 
     println!("\n== auto-reload check, Perl (our pair), 320 modules in %INC ==");
     perl_tables(warm_runs, true);
+
+    println!("\n== on a terminal: a warm call's latency, a chatty call's throughput ==");
+    terminal_table(warm_runs);
 
     println!("\n== Python 3.13 (Debian trixie tree): normal end and fast_exit ==");
     let py313 = python313_table(warm_runs);
