@@ -84,16 +84,22 @@ fn env_f64(name: &str) -> Option<f64> {
 static ONINT_PATH: OnceLock<CString> = OnceLock::new();
 static INTSTAY_PATH: OnceLock<CString> = OnceLock::new();
 
-extern "C" fn on_sigint_stay(_: libc::c_int) {
-    // Only async-signal-safe calls here.
-    if let Some(path) = INTSTAY_PATH.get() {
-        // SAFETY: open/close are async-signal-safe.
-        unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600);
-            if fd >= 0 {
-                libc::close(fd);
-            }
+/// Creates the file at `path`, from a signal handler: only
+/// async-signal-safe calls.
+fn create_from_handler(path: &CString) {
+    // SAFETY: open and close are async-signal-safe; `path` is a valid C
+    // string.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600);
+        if fd >= 0 {
+            libc::close(fd);
         }
+    }
+}
+
+extern "C" fn on_sigint_stay(_: libc::c_int) {
+    if let Some(path) = INTSTAY_PATH.get() {
+        create_from_handler(path);
     }
 }
 static ATEXIT_PATH: OnceLock<CString> = OnceLock::new();
@@ -129,12 +135,9 @@ extern "C" fn at_exit() {
 extern "C" fn on_sigint(_: libc::c_int) {
     // Only async-signal-safe calls here.
     if let Some(path) = ONINT_PATH.get() {
-        // SAFETY: open/close/signal/raise are async-signal-safe.
+        create_from_handler(path);
+        // SAFETY: signal and raise are async-signal-safe.
         unsafe {
-            let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT, 0o600);
-            if fd >= 0 {
-                libc::close(fd);
-            }
             libc::signal(libc::SIGINT, libc::SIG_DFL);
             libc::raise(libc::SIGINT);
         }
