@@ -14,7 +14,7 @@
 //! executor    the caller's environment, then the delta on top
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -66,11 +66,11 @@ fn delta(initial: &[u8], current: &[(OsString, OsString)]) -> Vec<Change> {
         })
         .map(|(name, value)| (name.clone(), Some(value.clone())))
         .collect();
-    let now: HashMap<&[u8], ()> = current.iter().map(|(n, _)| (n.as_bytes(), ())).collect();
+    let now: HashSet<&[u8]> = current.iter().map(|(n, _)| n.as_bytes()).collect();
     changes.extend(
         order
             .into_iter()
-            .filter(|name| *name != ours && !now.contains_key(name))
+            .filter(|name| *name != ours && !now.contains(name))
             .map(|name| (OsStr::from_bytes(name).to_owned(), None)),
     );
     changes

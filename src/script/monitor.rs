@@ -197,14 +197,11 @@ impl Monitor {
                 })
                 .min()
         });
-        match refill.into_iter().chain(grace).min() {
-            Some(left) => {
-                // Rounded up: poll must not wake just before the time.
-                let millis = left.as_nanos().div_ceil(1_000_000);
-                PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        }
+        refill
+            .into_iter()
+            .chain(grace)
+            .min()
+            .map_or(PollTimeout::NONE, sys::poll_timeout)
     }
 
     /// SIGKILLs the groups of abandoned calls whose scripts are still
@@ -391,14 +388,8 @@ impl Monitor {
             let _ = sys::wait_status(pid);
             return;
         }
-        if let Some(Call {
-            phase: Phase::Waiting(_),
-            ..
-        }) = self.calls.get(&pid)
-        {
-            // Its 'r' may have come after poll looked.
-            self.take_ready(pid);
-        }
+        // A call still waiting: its 'r' may have come after poll looked.
+        self.take_ready(pid);
         let Some(call) = self.calls.remove(&pid) else {
             return;
         };
@@ -406,15 +397,15 @@ impl Monitor {
         if !matches!(call.phase, Phase::Abandoned { .. }) {
             signal_group(pid, Signal::SIGINT);
         }
-        let status = match sys::wait_status(pid) {
+        let status = sys::wait_status(pid);
+        self.call_ended();
+        let status = match status {
             Ok(status) => status,
             Err(e) => {
                 log::error(&format!("cannot reap executor {pid}: {e}"));
-                self.call_ended();
                 return;
             }
         };
-        self.call_ended();
         match call.phase {
             Phase::Running { extended } => {
                 let message = if extended {

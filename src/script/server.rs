@@ -296,9 +296,7 @@ impl Server {
                 if left.is_zero() {
                     self.quit("idle timeout");
                 }
-                // Rounded up: poll must not wake just before the time.
-                let millis = left.as_nanos().div_ceil(1_000_000);
-                PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+                sys::poll_timeout(left)
             }
             _ => PollTimeout::NONE,
         }

@@ -90,6 +90,13 @@ pub(crate) fn wait_status(pid: Pid) -> io::Result<i32> {
     }
 }
 
+/// A poll(2) timeout of `left`, rounded up to whole milliseconds: poll
+/// must not wake just before the time it waits for.
+pub(crate) fn poll_timeout(left: std::time::Duration) -> nix::poll::PollTimeout {
+    let millis = left.as_nanos().div_ceil(1_000_000);
+    nix::poll::PollTimeout::try_from(millis).unwrap_or(nix::poll::PollTimeout::MAX)
+}
+
 /// Blocks until at least one of `fds` is readable or hung up, and says
 /// which (level-triggered `poll`). Retries on EINTR.
 pub(crate) fn wait_readable<const N: usize>(fds: [BorrowedFd<'_>; N]) -> io::Result<[bool; N]> {
