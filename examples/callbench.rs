@@ -65,7 +65,14 @@ use python::python;
 /// Runs a command `runs` times (after `between()` each time), sorted times.
 /// Every run must succeed.
 fn time_runs(runs: usize, make: impl FnMut() -> Command, between: impl FnMut()) -> Vec<Duration> {
-    let (times, failed) = time_runs_counting(runs, make, between);
+    all_succeeded(runs, time_runs_counting(runs, make, between))
+}
+
+/// The times of runs that must all have succeeded.
+fn all_succeeded(
+    runs: usize,
+    (times, failed): (Vec<Duration>, Vec<(String, std::process::ExitStatus)>),
+) -> Vec<Duration> {
     if let Some((cmd, status)) = failed.first() {
         panic!(
             "{} of {runs} runs failed, first {cmd}: {status}",
@@ -81,6 +88,22 @@ fn time_runs(runs: usize, make: impl FnMut() -> Command, between: impl FnMut()) 
 fn time_runs_counting(
     runs: usize,
     mut make: impl FnMut() -> Command,
+    between: impl FnMut(),
+) -> (Vec<Duration>, Vec<(String, std::process::ExitStatus)>) {
+    let quiet = || {
+        let mut cmd = make();
+        cmd.stdout(Stdio::null());
+        cmd
+    };
+    time_commands(runs, quiet, between)
+}
+
+/// The timing loop under the others: runs each command as `make` gives
+/// it (its stdio untouched); the sorted times, and each failed run's
+/// command and status.
+fn time_commands(
+    runs: usize,
+    mut make: impl FnMut() -> Command,
     mut between: impl FnMut(),
 ) -> (Vec<Duration>, Vec<(String, std::process::ExitStatus)>) {
     let mut times = Vec::with_capacity(runs);
@@ -88,7 +111,6 @@ fn time_runs_counting(
     for _ in 0..runs {
         between();
         let mut cmd = make();
-        cmd.stdout(Stdio::null());
         let start = Instant::now();
         let status = cmd.status().expect("spawn");
         times.push(start.elapsed());
@@ -1049,8 +1071,7 @@ fn time_on_terminal(
     stdin: Option<&Path>,
     make: impl Fn() -> Command,
 ) -> Vec<Duration> {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
+    let attached = || {
         let mut cmd = make();
         match stdin {
             Some(file) => {
@@ -1061,13 +1082,9 @@ fn time_on_terminal(
                 term.attach(&mut cmd, true);
             }
         }
-        let start = Instant::now();
-        let status = cmd.status().expect("spawn");
-        times.push(start.elapsed());
-        assert!(status.success(), "{cmd:?}: {status}");
-    }
-    times.sort();
-    times
+        cmd
+    };
+    all_succeeded(runs, time_commands(runs, attached, || {}))
 }
 
 /// `./bench tty`: calls whose stdio is a terminal, against the same calls
