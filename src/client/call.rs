@@ -61,7 +61,15 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
     } else {
         None
     };
-    if let Err(e) = send_request(&conn, protocol::RequestKind { extended, context }, args) {
+    if let Err(e) = send_request(
+        &conn,
+        protocol::RequestKind {
+            extended,
+            context,
+            pty: [false; 3],
+        },
+        args,
+    ) {
         return Err(Failure::new(format!(
             "cannot send the call to the server: {e}"
         )));

@@ -122,8 +122,13 @@ pub const CAP_SIGNALS: &str = "signals";
 /// Capability: the executor runs in the caller's directory and umask.
 pub const CAP_CONTEXT: &str = "context";
 
+/// Capability: a call may bring a pseudo-terminal of its own, which the
+/// executor makes its controlling terminal (see [`RequestKind::pty`]);
+/// the monitor then reports the executor's stops ([`FRAME_STOPPED`]).
+pub const CAP_TTY: &str = "tty";
+
 /// The extensions this implementation speaks, in both roles.
-pub const OUR_CAPS: [&str; 2] = [CAP_SIGNALS, CAP_CONTEXT];
+pub const OUR_CAPS: [&str; 3] = [CAP_SIGNALS, CAP_CONTEXT, CAP_TTY];
 
 /// Greeting xdata of a server of ours: the capabilities it offers this
 /// client, then its counters (read by `--list`): calls handed over before
@@ -185,13 +190,30 @@ pub const REQUEST_FLAG_CONTEXT: u8 = 2;
 /// fds: Perl's IO::FDPass refuses (EDOM) any other.
 pub const CONTEXT_BYTE: u8 = 0;
 
+/// Request flags, with [`REQUEST_BYTE_EXTENDED`] (needs `tty` offered):
+/// fd 0, 1 or 2 as sent is the slave of a pseudo-terminal the client
+/// opened for this call. The executor starts a session of its own and
+/// makes that terminal its controlling terminal (its process group is
+/// then the terminal's foreground group).
+pub const REQUEST_FLAG_PTY: [u8; 3] = [4, 8, 16];
+
 /// What the request byte asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestKind {
-    /// Frames after the request ('S', 'P', 'X').
+    /// Frames after the request ('S', 'P', 'T', 'X').
     pub extended: bool,
     /// A context message after the payload.
     pub context: bool,
+    /// Which of fds 0, 1, 2 are the call's own pseudo-terminal (only
+    /// with `extended`).
+    pub pty: [bool; 3],
+}
+
+impl RequestKind {
+    /// Whether the call runs on a pseudo-terminal of its own.
+    pub fn on_pty(&self) -> bool {
+        self.pty.contains(&true)
+    }
 }
 
 /// The byte that opens a request of this kind.
@@ -202,27 +224,30 @@ pub fn encode_request_byte(kind: RequestKind) -> u8 {
         if kind.context {
             byte |= REQUEST_FLAG_CONTEXT;
         }
+        for (flag, on) in REQUEST_FLAG_PTY.into_iter().zip(kind.pty) {
+            if on {
+                byte |= flag;
+            }
+        }
     }
     byte
 }
 
-/// Checks the byte that opens a request.
+/// Checks the byte that opens a request: 0 (v1), or 1 with any of the
+/// other flags.
 pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
-    match byte {
-        0 => Ok(RequestKind {
-            extended: false,
-            context: false,
-        }),
-        1 => Ok(RequestKind {
-            extended: true,
-            context: false,
-        }),
-        3 => Ok(RequestKind {
-            extended: true,
-            context: true,
-        }),
-        _ => Err(ProtocolError::BadRequestByte(byte)),
+    const KNOWN: u8 = REQUEST_BYTE_EXTENDED | REQUEST_FLAG_CONTEXT | 4 | 8 | 16;
+    if byte == REQUEST_BYTE {
+        return Ok(RequestKind::default());
     }
+    if byte & !KNOWN != 0 || byte & REQUEST_BYTE_EXTENDED == 0 {
+        return Err(ProtocolError::BadRequestByte(byte));
+    }
+    Ok(RequestKind {
+        extended: true,
+        context: byte & REQUEST_FLAG_CONTEXT != 0,
+        pty: REQUEST_FLAG_PTY.map(|flag| byte & flag != 0),
+    })
 }
 
 // --------------------------------------------- script side, internal
@@ -271,6 +296,11 @@ pub const FRAME_SIGNAL: u8 = b'S';
 pub const FRAME_EXECUTOR_PID: u8 = b'P';
 /// Monitor to client: the executor's wait status; the last frame.
 pub const FRAME_STATUS: u8 = b'X';
+/// Monitor to client, on a call with a pseudo-terminal of its own: the
+/// executor has stopped, by this signal (SIGTSTP, SIGTTIN, SIGTTOU or
+/// SIGSTOP). The client stops itself by the same signal, so that its
+/// shell sees the job stop; the SIGCONT that resumes it is passed on.
+pub const FRAME_STOPPED: u8 = b'T';
 
 /// Signals a client may have delivered to the executor's process group.
 pub const FORWARDED_SIGNALS: [i32; 10] = [
@@ -557,13 +587,20 @@ mod tests {
         );
         assert_eq!(check_request_byte(2), Err(ProtocolError::BadRequestByte(2)));
         assert_eq!(check_request_byte(4), Err(ProtocolError::BadRequestByte(4)));
+        assert_eq!(
+            check_request_byte(0x20 | 1),
+            Err(ProtocolError::BadRequestByte(0x21))
+        );
         for extended in [false, true] {
             for context in [false, true] {
-                let kind = RequestKind {
-                    extended,
-                    context: context && extended,
-                };
-                assert_eq!(check_request_byte(encode_request_byte(kind)), Ok(kind));
+                for pty in 0..8u8 {
+                    let kind = RequestKind {
+                        extended,
+                        context: context && extended,
+                        pty: [0, 1, 2].map(|fd| extended && pty & (1 << fd) != 0),
+                    };
+                    assert_eq!(check_request_byte(encode_request_byte(kind)), Ok(kind));
+                }
             }
         }
     }

@@ -218,6 +218,7 @@ mod tests {
         let kind = RequestKind {
             extended: true,
             context: true,
+            pty: [false; 3],
         };
         send_request(
             &client,

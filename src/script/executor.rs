@@ -1,7 +1,9 @@
 //! The executor: the script itself again, one per call. Forked by the
-//! monitor before the call arrives (a spare); it leads a process group of
-//! its own (what it starts is signalled with it) and waits on its
-//! hand-over socket.
+//! monitor before the call arrives (a spare) and waits on its hand-over
+//! socket. Once it has read the request it leads a process group of its
+//! own (what it starts is signalled with it): on a call that brings a
+//! pseudo-terminal of its own, a session of its own too, with that
+//! terminal as its controlling terminal.
 //!
 //! ```text
 //! fd 0, 1, 2   the caller's stdin, stdout, stderr (received by SCM_RIGHTS)
@@ -54,7 +56,6 @@ pub(crate) fn run(
     saved: &sys::SavedSignals,
     monitor_pid: sys::Pid,
 ) -> Invocation {
-    let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
     // A monitor killed mid-call leaves the call with nobody to report its
     // end: it ends as when its client goes, with SIGINT.
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGINT);
@@ -68,7 +69,13 @@ pub(crate) fn run(
         log::error(&format!("call failed: {e}"));
         sys::exit_now(1)
     });
+    // A terminal's signals may come as soon as our group is its
+    // foreground: they wait until the monitor knows the call is running,
+    // so that it reports a stop and sees a death as the call's.
+    let unblock = block_terminal_signals(request.kind);
+    take_terminal_or_group(&request);
     announce(&call, &monitor, request.kind);
+    unblock();
     drop((call, monitor, handover));
     become_the_call(&request, &payload)
 }
@@ -91,6 +98,54 @@ fn take_call(handover: &UnixStream) -> (UnixStream, Request) {
             log::error(&format!("call failed: {e}"));
             sys::exit_now(1)
         }
+    }
+}
+
+/// Blocks the signals a terminal sends its foreground group, on a call
+/// with a pseudo-terminal of its own; returns what gives the mask back.
+fn block_terminal_signals(kind: protocol::RequestKind) -> impl FnOnce() {
+    use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+    let mut old = None;
+    if kind.on_pty() {
+        let mut set = SigSet::empty();
+        for sig in [
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+            Signal::SIGTSTP,
+            Signal::SIGTTIN,
+            Signal::SIGTTOU,
+            Signal::SIGWINCH,
+            Signal::SIGHUP,
+        ] {
+            set.add(sig);
+        }
+        let mut was = SigSet::empty();
+        if pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut was)).is_ok() {
+            old = Some(was);
+        }
+    }
+    move || {
+        if let Some(was) = old {
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&was), None);
+        }
+    }
+}
+
+/// Before the call is announced: a call on a pseudo-terminal of its own
+/// gets a session of its own with that terminal as its controlling
+/// terminal (TIOCSCTTY makes our group the terminal's foreground group);
+/// any other call, a process group of its own. Either way the group id
+/// is our pid, which the monitor signals. (A spare cannot lead a group
+/// while it waits: setsid refuses a group leader.)
+fn take_terminal_or_group(request: &Request) {
+    let pty = request.kind.pty.iter().position(|&on| on);
+    let Some(fd) = pty else {
+        let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
+        return;
+    };
+    if let Err(e) = sys::take_controlling_terminal(&request.stdio[fd]) {
+        log::error(&format!("call failed: cannot take its terminal: {e}"));
+        sys::exit_now(127);
     }
 }
 

@@ -75,8 +75,9 @@ enum Phase {
     Waiting(UnixStream),
     /// The executor could not take the call (it logged why).
     Failed,
-    /// The script runs; extended or v1 framing on the call socket.
-    Running { extended: bool },
+    /// The script runs; extended or v1 framing on the call socket; on a
+    /// pseudo-terminal of its own (its stops are reported) or not.
+    Running { extended: bool, pty: bool },
     /// The client went away; the group has had SIGINT, at this time (and
     /// SIGKILL, if `killed`, after the grace).
     Abandoned { since: Instant, killed: bool },
@@ -95,6 +96,8 @@ struct Monitor {
     /// Since when spares have been missing while calls were in flight.
     short_since: Option<Instant>,
     saved: sys::SavedSignals,
+    /// SIGCHLD, for the stops of executors on a pseudo-terminal.
+    children: Option<sys::ChildSignals>,
     pid: Pid,
 }
 
@@ -111,6 +114,8 @@ enum Source {
     Ready(Pid),
     Exited(Pid),
     Client(Pid),
+    /// SIGCHLD: a child has stopped (or exited: its pidfd says so).
+    Children,
 }
 
 /// Runs in a freshly forked child of the server, for the rest of its
@@ -137,6 +142,9 @@ pub(crate) fn run(
         interrupt_grace,
         short_since: None,
         saved,
+        children: sys::ChildSignals::block()
+            .inspect_err(|e| log::error(&format!("cannot watch executors' stops: {e}")))
+            .ok(),
         pid: nix::unistd::getpid(),
     };
     loop {
@@ -236,7 +244,15 @@ impl Monitor {
             Forked::Child => {
                 // Every fd of ours goes: a call socket kept open here would
                 // keep its client from ever seeing EOF.
-                let Monitor { saved, pid, .. } = std::mem::replace(self, Monitor::gone());
+                let Monitor {
+                    saved,
+                    pid,
+                    children,
+                    ..
+                } = std::mem::replace(self, Monitor::gone());
+                if let Some(children) = children {
+                    children.unblock();
+                }
                 drop((handover, from_executor));
                 Ok(Some(executor::run(handover_theirs, theirs, &saved, pid)))
             }
@@ -273,6 +289,7 @@ impl Monitor {
             interrupt_grace: None,
             short_since: None,
             saved: sys::ignore_signals(&[]),
+            children: None,
             pid: Pid::from_raw(0),
         }
     }
@@ -292,6 +309,9 @@ impl Monitor {
             if let Source::Ready(pid) = source {
                 self.take_ready(pid);
             }
+        }
+        if ready.iter().any(|s| matches!(s, Source::Children)) {
+            self.report_stops();
         }
         for &source in &ready {
             if let Source::Exited(pid) = source {
@@ -314,6 +334,9 @@ impl Monitor {
         let mut add = |fd, source| watched.push((fd, source));
         if let Some(control) = &self.control {
             add(control.as_fd(), Source::Control);
+        }
+        if let Some(children) = &self.children {
+            add(children.as_fd(), Source::Children);
         }
         for spare in &self.spares {
             add(spare.pidfd.as_fd(), Source::Exited(spare.pid));
@@ -365,6 +388,7 @@ impl Monitor {
         {
             Ok(kind) => Phase::Running {
                 extended: kind.extended,
+                pty: kind.on_pty(),
             },
             Err(_) => Phase::Failed,
         };
@@ -407,7 +431,7 @@ impl Monitor {
             }
         };
         match call.phase {
-            Phase::Running { extended } => {
+            Phase::Running { extended, .. } => {
                 let message = if extended {
                     protocol::encode_frame(protocol::FRAME_STATUS, status as u32).to_vec()
                 } else {
@@ -434,13 +458,31 @@ impl Monitor {
         }
     }
 
+    /// SIGCHLD came: tells the client of each call on a pseudo-terminal
+    /// whose executor has stopped, and by which signal, so that it stops
+    /// too ('T'). (Exits are left to the pidfds.)
+    fn report_stops(&mut self) {
+        if let Some(children) = &self.children {
+            children.drain();
+        }
+        for (&pid, call) in &self.calls {
+            if let Phase::Running { pty: true, .. } = call.phase
+                && let Some(signal) = sys::stop_signal(pid)
+            {
+                let frame = protocol::encode_frame(protocol::FRAME_STOPPED, signal as u32);
+                // A client gone is heard on the call socket.
+                let _ = send_all(&call.call, &frame);
+            }
+        }
+    }
+
     /// The call socket of a running call is readable: a signal frame, or
     /// the client's end.
     fn hear_client(&mut self, pid: Pid) {
         let Some(call) = self.calls.get_mut(&pid) else {
             return;
         };
-        let Phase::Running { extended } = call.phase else {
+        let Phase::Running { extended, .. } = call.phase else {
             return;
         };
         if extended {

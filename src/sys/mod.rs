@@ -11,7 +11,7 @@
 pub(crate) mod procfs;
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
@@ -87,6 +87,84 @@ pub(crate) fn wait_status(pid: Pid) -> io::Result<i32> {
         if Errno::last() != Errno::EINTR {
             return Err(io::Error::last_os_error());
         }
+    }
+}
+
+/// Starts a session of our own (setsid) and makes `terminal` its
+/// controlling terminal (TIOCSCTTY); our process group is then the
+/// terminal's foreground group. We must not lead a process group.
+pub(crate) fn take_controlling_terminal(terminal: &impl AsFd) -> io::Result<()> {
+    nix::unistd::setsid()?;
+    // SAFETY: an ioctl with an integer argument on an fd we borrow.
+    if unsafe { libc::ioctl(terminal.as_fd().as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The signal by which child `pid` has stopped since it was last asked,
+/// if it has: `waitid(P_PID, pid, WSTOPPED | WNOHANG)`, which never reaps
+/// (an exit stays for the pidfd's owner to collect).
+pub(crate) fn stop_signal(pid: Pid) -> Option<i32> {
+    // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid with a valid pointer to a siginfo_t.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid.as_raw() as libc::id_t,
+            &mut info,
+            libc::WSTOPPED | libc::WNOHANG,
+        )
+    };
+    // SAFETY: si_pid and si_status are set when waitid reported a child
+    // (and left zero, as we zeroed them, when it did not).
+    let (child, status) = unsafe { (info.si_pid(), info.si_status()) };
+    (r == 0 && child == pid.as_raw() && info.si_code == libc::CLD_STOPPED).then_some(status)
+}
+
+/// SIGCHLD, blocked and readable from a signalfd: how the monitor learns
+/// that an executor has stopped (a pidfd reports only exits). Dropping
+/// it leaves SIGCHLD blocked; [`ChildSignals::unblock`] gives a forked
+/// child the mask back.
+pub(crate) struct ChildSignals {
+    fd: nix::sys::signalfd::SignalFd,
+    was_blocked: bool,
+}
+
+impl ChildSignals {
+    pub(crate) fn block() -> io::Result<Self> {
+        use nix::sys::signal::{SigmaskHow, pthread_sigmask};
+        use nix::sys::signalfd::{SfdFlags, SignalFd};
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGCHLD);
+        let mut old = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+        Ok(ChildSignals {
+            fd,
+            was_blocked: old.contains(Signal::SIGCHLD),
+        })
+    }
+
+    /// Empties the signalfd (after it polled readable).
+    pub(crate) fn drain(&self) {
+        while let Ok(Some(_)) = self.fd.read_signal() {}
+    }
+
+    /// In a forked child: SIGCHLD as it was before [`ChildSignals::block`].
+    pub(crate) fn unblock(&self) {
+        if !self.was_blocked {
+            let mut set = SigSet::empty();
+            set.add(Signal::SIGCHLD);
+            let _ = set.thread_unblock();
+        }
+    }
+}
+
+impl AsFd for ChildSignals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

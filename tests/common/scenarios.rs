@@ -923,7 +923,7 @@ scenario!(greeting_bytes_after_one_call, |side| {
         "the executor is reaped before its status is sent"
     );
     let expected: &[u8] =
-        b"PFI\n\x00\x00\x00\x33pfi-caps 1\ncaps signals,context\nserved 1\nrunning 0\n";
+        b"PFI\n\x00\x00\x00\x37pfi-caps 1\ncaps signals,context,tty\nserved 1\nrunning 0\n";
     let got = raw_greeting(&h.socket());
     assert!(
         got == expected,
@@ -964,6 +964,7 @@ scenario!(wire_extended_and_v1_calls, |side| {
         let kind = RequestKind {
             extended,
             context: false,
+            pty: [false; 3],
         };
         protocol::io::send_request(&conn, kind, [null.as_fd(); 3], &payload, None).unwrap();
         conn
@@ -1059,7 +1060,7 @@ scenario!(list_and_kill_by_identity, |side| {
         "two calls accepted before the listing: {cols:?}"
     );
     assert_eq!(cols[4], "0", "none running: {cols:?}");
-    assert_eq!(cols[5], "signals,context");
+    assert_eq!(cols[5], "signals,context,tty");
     assert!(
         cols[6..]
             .join(" ")
@@ -1429,7 +1430,10 @@ scenario!(bad_requests_are_dropped, |side| {
     };
     type Send<'a> = Box<dyn Fn(&mut UnixStream) + 'a>;
     let cases: Vec<(&str, Send<'_>)> = vec![
-        ("bad request byte", Box::new(|c| c.write_all(&[7]).unwrap())),
+        (
+            "bad request byte",
+            Box::new(|c| c.write_all(&[0x21]).unwrap()),
+        ),
         (
             "a byte without its fd",
             Box::new(|c| c.write_all(&[0, 0, 0, 0]).unwrap()),
