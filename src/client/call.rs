@@ -20,6 +20,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::cli::ClientArgs;
 use super::connect::Greeted;
 use super::exit::{Failure, report_status};
+use super::terminal::CallTerminal;
 use crate::protocol;
 use crate::sys;
 
@@ -48,6 +49,7 @@ fn environ_entries() -> Vec<&'static [u8]> {
 pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
     let extended = server.offers(protocol::CAP_SIGNALS);
     let context = extended && server.offers(protocol::CAP_CONTEXT);
+    let server_offers_tty = extended && server.offers(protocol::CAP_TTY);
     let mut conn = server.conn;
     if args.caller_dir && !context {
         return Err(Failure::new(
@@ -61,28 +63,39 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
     } else {
         None
     };
-    if let Err(e) = send_request(
-        &conn,
-        protocol::RequestKind {
-            extended,
-            context,
-            pty: [false; 3],
-        },
-        args,
-    ) {
+    let mut terminal = if extended && server_offers_tty {
+        CallTerminal::open()
+    } else {
+        None
+    };
+    let kind = protocol::RequestKind {
+        extended,
+        context,
+        pty: terminal.as_ref().map_or([false; 3], CallTerminal::on_pty),
+    };
+    let stdio = [0, 1, 2].map(|fd| match &terminal {
+        Some(terminal) => terminal.stdio(fd),
+        // SAFETY: fds 0..2 were checked open at start and stay open.
+        None => unsafe { BorrowedFd::borrow_raw(fd as i32) },
+    });
+    if let Err(e) = send_request(&conn, kind, stdio, args) {
         return Err(Failure::new(format!(
             "cannot send the call to the server: {e}"
         )));
     }
 
-    let status = match signals {
-        None => {
+    let status = match (signals, &mut terminal) {
+        (None, _) => {
             let mut status = [0u8; 4];
             conn.read_exact(&mut status)
                 .map(|()| protocol::decode_status(status))
         }
-        Some(signals) => relay(&conn, &signals),
+        (Some(signals), None) => relay(&conn, &signals),
+        (Some(signals), Some(terminal)) => terminal.relay(&conn, &signals.fd),
     };
+    // The caller's terminal as it was, before we exit or die of the
+    // script's signal.
+    drop(terminal);
     match status {
         Ok(status) => report_status(status),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Failure::new(
@@ -94,11 +107,13 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
     }
 }
 
-/// Sends our request: fds 0, 1, 2, the environment and arguments, and
-/// with `context` our directory and umask.
+/// Sends our request: `stdio` as fds 0, 1, 2 (ours, or the pseudo-terminal
+/// in place of our terminal), the environment and arguments, and with
+/// `context` our directory and umask.
 fn send_request(
     conn: &UnixStream,
     kind: protocol::RequestKind,
+    stdio: [BorrowedFd<'_>; 3],
     args: &ClientArgs,
 ) -> io::Result<()> {
     let payload = protocol::encode_request_payload(
@@ -107,8 +122,6 @@ fn send_request(
             .iter()
             .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())),
     );
-    // SAFETY: fds 0..2 were checked open at start and stay open.
-    let stdio = [0, 1, 2].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
     if !kind.context {
         return protocol::io::send_request(conn, kind, stdio, &payload, None);
     }

@@ -28,6 +28,7 @@ mod list;
 mod run;
 mod rundir;
 mod spawn;
+mod terminal;
 mod watcher;
 
 use std::io::{self, Write};

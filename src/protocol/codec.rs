@@ -263,6 +263,13 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
 //            (forked in advance by the monitor)
 //   executor reads the request, sends 'P' (extended calls),
 //            then ── 'r', request byte ──> monitor; runs the call
+//   on a pseudo-terminal of its own, the executor leads a new session
+//            and forks the script's process (the terminal's foreground
+//            group), which sends 'P' and ── 'r', request byte,
+//            u32be(its pid) ──> monitor; the executor stays as the
+//            session's keeper and sends the monitor 't', u32be(signal)
+//            when the script stops and 'x', u32be(wait status) when it
+//            has ended, then exits
 //   monitor ── 'd' ──> server, once per call handed to it, when the call
 //            has ended (before the status goes to the client)
 
@@ -272,9 +279,21 @@ pub const MONITOR_CALL_ENDED: u8 = b'd';
 /// Executor to monitor: the request is read; the request byte follows.
 pub const EXECUTOR_READY: u8 = b'r';
 
-/// The executor's "ready" message for a request of this kind.
-pub fn encode_executor_ready(kind: RequestKind) -> [u8; 2] {
-    [EXECUTOR_READY, encode_request_byte(kind)]
+/// Keeper to monitor: the script has stopped, by this signal (a frame).
+pub const KEEPER_STOPPED: u8 = b't';
+
+/// Keeper to monitor: the script has ended, with this wait status (a
+/// frame); the keeper's last word.
+pub const KEEPER_STATUS: u8 = b'x';
+
+/// The executor's "ready" message for a request of this kind: `r` and the
+/// request byte, and on a pseudo-terminal of its own the script's pid.
+pub fn encode_executor_ready(kind: RequestKind, script: u32) -> Vec<u8> {
+    let mut message = vec![EXECUTOR_READY, encode_request_byte(kind)];
+    if kind.on_pty() {
+        message.extend_from_slice(&script.to_be_bytes());
+    }
+    message
 }
 
 /// Decodes an executor's "ready" message.
@@ -292,12 +311,14 @@ pub const FRAME_LEN: usize = 5;
 
 /// Client to monitor: deliver this signal to the executor's group.
 pub const FRAME_SIGNAL: u8 = b'S';
-/// Monitor to client: the executor's pid, before its per-call code runs.
+/// Monitor to client: the pid of the script's process (the executor's,
+/// or on a pseudo-terminal of its own the process the executor forked),
+/// before its per-call code runs.
 pub const FRAME_EXECUTOR_PID: u8 = b'P';
 /// Monitor to client: the executor's wait status; the last frame.
 pub const FRAME_STATUS: u8 = b'X';
 /// Monitor to client, on a call with a pseudo-terminal of its own: the
-/// executor has stopped, by this signal (SIGTSTP, SIGTTIN, SIGTTOU or
+/// script has stopped, by this signal (SIGTSTP, SIGTTIN, SIGTTOU or
 /// SIGSTOP). The client stops itself by the same signal, so that its
 /// shell sees the job stop; the SIGCONT that resumes it is passed on.
 pub const FRAME_STOPPED: u8 = b'T';

@@ -33,10 +33,11 @@
 //! socket, the hand-over socket and the received copies go.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, killpg};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fchdir};
 
@@ -45,7 +46,7 @@ use super::invocation::Invocation;
 use super::log;
 use crate::protocol;
 use crate::protocol::io::{Request, hung_up, read_request, recv_fd, send_all};
-use crate::sys;
+use crate::sys::{self, Forked};
 
 /// Turns this freshly forked child of the monitor into an executor: waits
 /// for a call, and returns into the script with the caller's fds,
@@ -73,7 +74,12 @@ pub(crate) fn run(
     // foreground: they wait until the monitor knows the call is running,
     // so that it reports a stop and sees a death as the call's.
     let unblock = block_terminal_signals(request.kind);
-    take_terminal_or_group(&request);
+    match request.kind.pty.iter().position(|&on| on) {
+        Some(fd) => keep_session(&request.stdio[fd], &monitor),
+        None => {
+            let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
+        }
+    }
     announce(&call, &monitor, request.kind);
     unblock();
     drop((call, monitor, handover));
@@ -131,21 +137,74 @@ fn block_terminal_signals(kind: protocol::RequestKind) -> impl FnOnce() {
     }
 }
 
-/// Before the call is announced: a call on a pseudo-terminal of its own
-/// gets a session of its own with that terminal as its controlling
-/// terminal (TIOCSCTTY makes our group the terminal's foreground group);
-/// any other call, a process group of its own. Either way the group id
-/// is our pid, which the monitor signals. (A spare cannot lead a group
-/// while it waits: setsid refuses a group leader.)
-fn take_terminal_or_group(request: &Request) {
-    let pty = request.kind.pty.iter().position(|&on| on);
-    let Some(fd) = pty else {
-        let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
-        return;
-    };
-    if let Err(e) = sys::take_controlling_terminal(&request.stdio[fd]) {
+/// On a call with a pseudo-terminal of its own: starts a session with
+/// that terminal as its controlling terminal and forks the script's
+/// process, which leads the terminal's foreground group; returns only in
+/// that process. We stay, as a shell would, the session's leader: its
+/// keeper (see [`keep`]).
+///
+/// Why two processes: a process group none of whose members has a parent
+/// in its session but outside the group is orphaned, and the kernel
+/// discards the stop signals a terminal sends such a group. A script
+/// that led its session itself (its parent, the monitor, is elsewhere)
+/// would ignore ^Z.
+fn keep_session(terminal: &OwnedFd, monitor: &UnixStream) {
+    if let Err(e) = sys::take_controlling_terminal(terminal) {
         log::error(&format!("call failed: cannot take its terminal: {e}"));
         sys::exit_now(127);
+    }
+    // SAFETY: we are single-threaded, as the server was.
+    match unsafe { sys::fork() } {
+        Ok(Forked::Child) => {
+            // Our keeper gone (the monitor killed): the call ends.
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGINT);
+            let us = nix::unistd::getpid();
+            let _ = nix::unistd::setpgid(us, us);
+            // From the background: SIGTTOU is blocked, so it is allowed.
+            if let Err(e) = nix::unistd::tcsetpgrp(terminal, us) {
+                log::error(&format!("call failed: cannot take its terminal: {e}"));
+                sys::exit_now(127);
+            }
+        }
+        Ok(Forked::Parent(script)) => keep(script, monitor),
+        Err(e) => {
+            log::error(&format!(
+                "call failed: cannot fork the script's process: {e}"
+            ));
+            sys::exit_now(127);
+        }
+    }
+}
+
+/// The session's keeper: tells the monitor when the script stops ('t')
+/// and how it ended ('x'), then exits. What the script left in its group
+/// gets SIGINT while the script is a zombie (its group id cannot be
+/// reused), as the monitor does for an executor. A hang-up of the
+/// terminal, which the kernel signals to the session's leader, is the
+/// monitor's to pass on (it sees the client go).
+fn keep(script: sys::Pid, monitor: &UnixStream) -> ! {
+    sys::ignore_signals(&[Signal::SIGHUP]);
+    // The monitor's death (PR_SET_PDEATHSIG) must still end us, and with
+    // us the script (its own PR_SET_PDEATHSIG).
+    let _ = nix::sys::signal::SigSet::from(Signal::SIGINT).thread_unblock();
+    loop {
+        match sys::wait_stop_or_exit(script) {
+            Ok(sys::ChildState::Stopped(signal)) => {
+                let message = protocol::encode_frame(protocol::KEEPER_STOPPED, signal as u32);
+                let _ = send_all(monitor, &message);
+            }
+            Ok(sys::ChildState::Exited) => {
+                let _ = killpg(script, Signal::SIGINT);
+                let status = sys::wait_status(script).unwrap_or(0);
+                let message = protocol::encode_frame(protocol::KEEPER_STATUS, status as u32);
+                let _ = send_all(monitor, &message);
+                sys::exit_now(0);
+            }
+            Err(e) => {
+                log::error(&format!("keeper of {script}: {e}"));
+                sys::exit_now(127);
+            }
+        }
     }
 }
 
@@ -160,7 +219,12 @@ fn announce(call: &UnixStream, monitor: &UnixStream, kind: protocol::RequestKind
         }
     }
     // Failure means the monitor is gone: nobody could report our status.
-    if send_all(monitor, &protocol::encode_executor_ready(kind)).is_err() {
+    if send_all(
+        monitor,
+        &protocol::encode_executor_ready(kind, std::process::id()),
+    )
+    .is_err()
+    {
         sys::exit_now(127);
     }
 }

@@ -76,11 +76,44 @@ enum Phase {
     /// The executor could not take the call (it logged why).
     Failed,
     /// The script runs; extended or v1 framing on the call socket; on a
-    /// pseudo-terminal of its own (its stops are reported) or not.
-    Running { extended: bool, pty: bool },
-    /// The client went away; the group has had SIGINT, at this time (and
-    /// SIGKILL, if `killed`, after the grace).
-    Abandoned { since: Instant, killed: bool },
+    /// pseudo-terminal of its own, with the executor as its keeper.
+    Running {
+        extended: bool,
+        keeper: Option<Keeper>,
+    },
+    /// The client went away; `group` has had SIGINT (SIGHUP, on a
+    /// pseudo-terminal), at this time (and SIGKILL, if `killed`, after
+    /// the grace).
+    Abandoned {
+        since: Instant,
+        killed: bool,
+        group: Pid,
+    },
+}
+
+/// A call on a pseudo-terminal of its own: the executor keeps the
+/// session; the script is its child and leads its own group.
+struct Keeper {
+    script: Pid,
+    /// The executor's socket, for its 't' and 'x'; `None` at its EOF.
+    from_keeper: Option<UnixStream>,
+    /// The script's wait status, once 'x' has told it.
+    status: Option<i32>,
+}
+
+impl Phase {
+    /// The process group the call's signals go to: the executor's, or on
+    /// a pseudo-terminal of its own the script's.
+    fn group(&self, executor: Pid) -> Pid {
+        match self {
+            Phase::Running {
+                keeper: Some(keeper),
+                ..
+            } => keeper.script,
+            Phase::Abandoned { group, .. } => *group,
+            _ => executor,
+        }
+    }
 }
 
 struct Monitor {
@@ -96,8 +129,6 @@ struct Monitor {
     /// Since when spares have been missing while calls were in flight.
     short_since: Option<Instant>,
     saved: sys::SavedSignals,
-    /// SIGCHLD, for the stops of executors on a pseudo-terminal.
-    children: Option<sys::ChildSignals>,
     pid: Pid,
 }
 
@@ -114,8 +145,8 @@ enum Source {
     Ready(Pid),
     Exited(Pid),
     Client(Pid),
-    /// SIGCHLD: a child has stopped (or exited: its pidfd says so).
-    Children,
+    /// A keeper's 't' or 'x' (or EOF).
+    Keeper(Pid),
 }
 
 /// Runs in a freshly forked child of the server, for the rest of its
@@ -142,9 +173,6 @@ pub(crate) fn run(
         interrupt_grace,
         short_since: None,
         saved,
-        children: sys::ChildSignals::block()
-            .inspect_err(|e| log::error(&format!("cannot watch executors' stops: {e}")))
-            .ok(),
         pid: nix::unistd::getpid(),
     };
     loop {
@@ -200,6 +228,7 @@ impl Monitor {
                     Phase::Abandoned {
                         since,
                         killed: false,
+                        ..
                     } => Some(grace.saturating_sub(since.elapsed())),
                     _ => None,
                 })
@@ -219,11 +248,15 @@ impl Monitor {
             return;
         };
         for (&pid, call) in self.calls.iter_mut() {
-            if let Phase::Abandoned { since, killed } = &mut call.phase
+            if let Phase::Abandoned {
+                since,
+                killed,
+                group,
+            } = &mut call.phase
                 && !*killed
                 && since.elapsed() >= grace
             {
-                signal_group(pid, Signal::SIGKILL);
+                signal_group(*group, Signal::SIGKILL);
                 *killed = true;
                 log::error(&format!(
                     "executor {pid} still ran {:.1} s after its client went away and its \
@@ -244,15 +277,7 @@ impl Monitor {
             Forked::Child => {
                 // Every fd of ours goes: a call socket kept open here would
                 // keep its client from ever seeing EOF.
-                let Monitor {
-                    saved,
-                    pid,
-                    children,
-                    ..
-                } = std::mem::replace(self, Monitor::gone());
-                if let Some(children) = children {
-                    children.unblock();
-                }
+                let Monitor { saved, pid, .. } = std::mem::replace(self, Monitor::gone());
                 drop((handover, from_executor));
                 Ok(Some(executor::run(handover_theirs, theirs, &saved, pid)))
             }
@@ -289,7 +314,6 @@ impl Monitor {
             interrupt_grace: None,
             short_since: None,
             saved: sys::ignore_signals(&[]),
-            children: None,
             pid: Pid::from_raw(0),
         }
     }
@@ -310,8 +334,10 @@ impl Monitor {
                 self.take_ready(pid);
             }
         }
-        if ready.iter().any(|s| matches!(s, Source::Children)) {
-            self.report_stops();
+        for &source in &ready {
+            if let Source::Keeper(pid) = source {
+                self.hear_keeper(pid);
+            }
         }
         for &source in &ready {
             if let Source::Exited(pid) = source {
@@ -335,9 +361,6 @@ impl Monitor {
         if let Some(control) = &self.control {
             add(control.as_fd(), Source::Control);
         }
-        if let Some(children) = &self.children {
-            add(children.as_fd(), Source::Children);
-        }
         for spare in &self.spares {
             add(spare.pidfd.as_fd(), Source::Exited(spare.pid));
         }
@@ -348,7 +371,13 @@ impl Monitor {
             add(call.pidfd.as_fd(), Source::Exited(pid));
             match &call.phase {
                 Phase::Waiting(from_executor) => add(from_executor.as_fd(), Source::Ready(pid)),
-                Phase::Running { .. } => add(call.call.as_fd(), Source::Client(pid)),
+                Phase::Running { keeper, .. } => {
+                    add(call.call.as_fd(), Source::Client(pid));
+                    if let Some(from_keeper) = keeper.as_ref().and_then(|k| k.from_keeper.as_ref())
+                    {
+                        add(from_keeper.as_fd(), Source::Keeper(pid));
+                    }
+                }
                 Phase::Failed | Phase::Abandoned { .. } => {}
             }
         }
@@ -382,15 +411,37 @@ impl Monitor {
             return;
         };
         let mut message = [0u8; 2];
-        call.phase = match from_executor
+        let kind = from_executor
             .read_exact(&mut message)
-            .and_then(|()| Ok(protocol::decode_executor_ready(message)?))
-        {
-            Ok(kind) => Phase::Running {
-                extended: kind.extended,
-                pty: kind.on_pty(),
-            },
-            Err(_) => Phase::Failed,
+            .and_then(|()| Ok(protocol::decode_executor_ready(message)?));
+        let Ok(kind) = kind else {
+            call.phase = Phase::Failed;
+            return;
+        };
+        let keeper = if kind.on_pty() {
+            let mut script = [0u8; 4];
+            if from_executor.read_exact(&mut script).is_err() {
+                call.phase = Phase::Failed;
+                return;
+            }
+            Some(Keeper {
+                script: Pid::from_raw(u32::from_be_bytes(script) as i32),
+                from_keeper: None,
+                status: None,
+            })
+        } else {
+            None
+        };
+        let Phase::Waiting(from_executor) = std::mem::replace(&mut call.phase, Phase::Failed)
+        else {
+            unreachable!("checked above");
+        };
+        call.phase = Phase::Running {
+            extended: kind.extended,
+            keeper: keeper.map(|k| Keeper {
+                from_keeper: Some(from_executor),
+                ..k
+            }),
         };
     }
 
@@ -423,13 +474,25 @@ impl Monitor {
         }
         let status = sys::wait_status(pid);
         self.call_ended();
-        let status = match status {
+        let mut status = match status {
             Ok(status) => status,
             Err(e) => {
                 log::error(&format!("cannot reap executor {pid}: {e}"));
                 return;
             }
         };
+        let mut call = call;
+        if let Phase::Running {
+            keeper: Some(keeper),
+            ..
+        } = &mut call.phase
+        {
+            // The keeper has exited: all it said is there to read.
+            while keeper.from_keeper.is_some() {
+                hear_keeper(keeper, &call.call);
+            }
+            status = keeper.status.unwrap_or(status);
+        }
         match call.phase {
             Phase::Running { extended, .. } => {
                 let message = if extended {
@@ -458,46 +521,49 @@ impl Monitor {
         }
     }
 
-    /// SIGCHLD came: tells the client of each call on a pseudo-terminal
-    /// whose executor has stopped, and by which signal, so that it stops
-    /// too ('T'). (Exits are left to the pidfds.)
-    fn report_stops(&mut self) {
-        if let Some(children) = &self.children {
-            children.drain();
-        }
-        for (&pid, call) in &self.calls {
-            if let Phase::Running { pty: true, .. } = call.phase
-                && let Some(signal) = sys::stop_signal(pid)
-            {
-                let frame = protocol::encode_frame(protocol::FRAME_STOPPED, signal as u32);
-                // A client gone is heard on the call socket.
-                let _ = send_all(&call.call, &frame);
-            }
-        }
-    }
-
     /// The call socket of a running call is readable: a signal frame, or
     /// the client's end.
     fn hear_client(&mut self, pid: Pid) {
         let Some(call) = self.calls.get_mut(&pid) else {
             return;
         };
-        let Phase::Running { extended, .. } = call.phase else {
+        let Phase::Running { extended, keeper } = &call.phase else {
             return;
         };
-        if extended {
+        let group = call.phase.group(pid);
+        if *extended {
             match protocol::io::read_frame(&call.call) {
-                Ok(frame) => return forward(pid, frame),
+                Ok(frame) => return forward(group, frame),
                 Err(e) if hung_up(&e) => {}
                 Err(e) => log::error(&format!("call of executor {pid}: {e}")),
             }
         }
-        // v1: the client has nothing more to say; it left.
-        signal_group(pid, Signal::SIGINT);
+        // v1: the client has nothing more to say; it left. On its own
+        // terminal: that terminal is gone, and a direct run whose terminal
+        // goes away gets SIGHUP (and SIGCONT, should it be stopped).
+        if keeper.is_some() {
+            signal_group(group, Signal::SIGHUP);
+            signal_group(group, Signal::SIGCONT);
+        } else {
+            signal_group(group, Signal::SIGINT);
+        }
         call.phase = Phase::Abandoned {
             since: Instant::now(),
             killed: false,
+            group,
         };
+    }
+
+    /// A keeper's socket is readable.
+    fn hear_keeper(&mut self, pid: Pid) {
+        if let Some(call) = self.calls.get_mut(&pid)
+            && let Phase::Running {
+                keeper: Some(keeper),
+                ..
+            } = &mut call.phase
+        {
+            hear_keeper(keeper, &call.call);
+        }
     }
 
     /// The server passes a call (or has gone). `Some` only in an executor
@@ -570,15 +636,33 @@ impl Monitor {
     }
 }
 
-/// Acts on a frame from the client: a signal for the executor's group.
+/// Acts on a frame from the client: a signal for the call's group.
 /// Anything else (a kind from a later version) is ignored.
-fn forward(pid: Pid, (kind, value): (u8, u32)) {
+fn forward(group: Pid, (kind, value): (u8, u32)) {
     let signal = value as i32;
     if kind == protocol::FRAME_SIGNAL
         && protocol::FORWARDED_SIGNALS.contains(&signal)
         && let Ok(signal) = Signal::try_from(signal)
     {
-        signal_group(pid, signal);
+        signal_group(group, signal);
+    }
+}
+
+/// One message from a keeper: the script stopped ('t': the client is
+/// told, 'T'), or ended ('x': its status kept for the client). EOF or
+/// garbage: the keeper has nothing more to say.
+fn hear_keeper(keeper: &mut Keeper, call: &UnixStream) {
+    let Some(from_keeper) = &keeper.from_keeper else {
+        return;
+    };
+    match protocol::io::read_frame(from_keeper) {
+        Ok((protocol::KEEPER_STOPPED, signal)) => {
+            let frame = protocol::encode_frame(protocol::FRAME_STOPPED, signal);
+            // A client gone is heard on the call socket.
+            let _ = send_all(call, &frame);
+        }
+        Ok((protocol::KEEPER_STATUS, status)) => keeper.status = Some(status as i32),
+        Ok(_) | Err(_) => keeper.from_keeper = None,
     }
 }
 

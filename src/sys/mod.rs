@@ -102,69 +102,74 @@ pub(crate) fn take_controlling_terminal(terminal: &impl AsFd) -> io::Result<()> 
     Ok(())
 }
 
-/// The signal by which child `pid` has stopped since it was last asked,
-/// if it has: `waitid(P_PID, pid, WSTOPPED | WNOHANG)`, which never reaps
-/// (an exit stays for the pidfd's owner to collect).
-pub(crate) fn stop_signal(pid: Pid) -> Option<i32> {
-    // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid with a valid pointer to a siginfo_t.
-    let r = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid.as_raw() as libc::id_t,
-            &mut info,
-            libc::WSTOPPED | libc::WNOHANG,
-        )
-    };
-    // SAFETY: si_pid and si_status are set when waitid reported a child
-    // (and left zero, as we zeroed them, when it did not).
-    let (child, status) = unsafe { (info.si_pid(), info.si_status()) };
-    (r == 0 && child == pid.as_raw() && info.si_code == libc::CLD_STOPPED).then_some(status)
+/// A terminal's window size (TIOCGWINSZ).
+pub(crate) fn window_size(terminal: &impl AsFd) -> io::Result<libc::winsize> {
+    // SAFETY: winsize is plain data; all zeroes is a valid value.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes one winsize through a valid pointer.
+    if unsafe { libc::ioctl(terminal.as_fd().as_raw_fd(), libc::TIOCGWINSZ, &mut size) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
 }
 
-/// SIGCHLD, blocked and readable from a signalfd: how the monitor learns
-/// that an executor has stopped (a pidfd reports only exits). Dropping
-/// it leaves SIGCHLD blocked; [`ChildSignals::unblock`] gives a forked
-/// child the mask back.
-pub(crate) struct ChildSignals {
-    fd: nix::sys::signalfd::SignalFd,
-    was_blocked: bool,
+/// Sets a terminal's window size (TIOCSWINSZ); if it changed, the kernel
+/// sends SIGWINCH to the terminal's foreground process group.
+pub(crate) fn set_window_size(terminal: &impl AsFd, size: &libc::winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one winsize through a valid pointer.
+    if unsafe { libc::ioctl(terminal.as_fd().as_raw_fd(), libc::TIOCSWINSZ, size) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
-impl ChildSignals {
-    pub(crate) fn block() -> io::Result<Self> {
-        use nix::sys::signal::{SigmaskHow, pthread_sigmask};
-        use nix::sys::signalfd::{SfdFlags, SignalFd};
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGCHLD);
-        let mut old = SigSet::empty();
-        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))?;
-        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
-        Ok(ChildSignals {
-            fd,
-            was_blocked: old.contains(Signal::SIGCHLD),
-        })
-    }
+/// What [`wait_stop_or_exit`] found.
+pub(crate) enum ChildState {
+    /// Stopped by this signal (reported once per stop).
+    Stopped(i32),
+    /// Exited or killed; still a zombie, for [`wait_status`] to reap.
+    Exited,
+}
 
-    /// Empties the signalfd (after it polled readable).
-    pub(crate) fn drain(&self) {
-        while let Ok(Some(_)) = self.fd.read_signal() {}
-    }
-
-    /// In a forked child: SIGCHLD as it was before [`ChildSignals::block`].
-    pub(crate) fn unblock(&self) {
-        if !self.was_blocked {
-            let mut set = SigSet::empty();
-            set.add(Signal::SIGCHLD);
-            let _ = set.thread_unblock();
+/// Waits until child `pid` stops or ends, without reaping it:
+/// `waitid(P_PID, pid, WSTOPPED | WEXITED | WNOWAIT)`, then consuming a
+/// stop's report. Retries on EINTR.
+pub(crate) fn wait_stop_or_exit(pid: Pid) -> io::Result<ChildState> {
+    loop {
+        // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with a valid pointer to a siginfo_t.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid.as_raw() as libc::id_t,
+                &mut info,
+                libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return Err(io::Error::last_os_error());
         }
-    }
-}
-
-impl AsFd for ChildSignals {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        if info.si_code != libc::CLD_STOPPED {
+            return Ok(ChildState::Exited);
+        }
+        // SAFETY: si_status is set for a CLD_STOPPED report.
+        let signal = unsafe { info.si_status() };
+        // Consume this stop's report (WNOWAIT left it), so the next wait
+        // sees what comes after it; without WEXITED, which never reaps.
+        // SAFETY: as above.
+        unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid.as_raw() as libc::id_t,
+                &mut info,
+                libc::WSTOPPED | libc::WNOHANG,
+            )
+        };
+        return Ok(ChildState::Stopped(signal));
     }
 }
 

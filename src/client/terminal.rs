@@ -1,0 +1,424 @@
+//! A call on a pseudo-terminal of its own (capability `tty`): what makes
+//! a script behind us see a terminal as a direct run would, and leaves
+//! the caller's terminal as it found it.
+//!
+//! ```text
+//! caller's terminal (/dev/tty, opened again: our own O_NONBLOCK)
+//!     │ raw while we are its foreground job   ▲ restored on stop and end
+//!     ▼ keys                                  │ output
+//!   client ══ relay ══ pty master
+//!                          │  line discipline: echo, ^C ^\ ^Z, SIGWINCH
+//!                      pty slave ── executor's fds that were the terminal;
+//!                                   its controlling terminal (own session)
+//! ```
+//!
+//! Used when one of fds 0, 1, 2 is our controlling terminal, and we are
+//! not in a pipeline (fd 0 or 1 a pipe): there another process of the
+//! job may be using the terminal (`script | less`), and raw mode would
+//! be taken from under it. Then, and when no pseudo-terminal can be
+//! had, the call gets the caller's terminal itself, as v1 calls do.
+//!
+//! Job control: the monitor reports the executor's stops ('T'); we
+//! restore the caller's terminal and stop our process group by the same
+//! signal, as the terminal would have stopped a direct run's. The
+//! SIGCONT of `fg` or `bg` is passed on; raw mode and the reading of
+//! keys come back only while we are in the foreground.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{
+    SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, killpg, pthread_sigmask, sigaction,
+};
+use nix::sys::signalfd::SignalFd;
+use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcgetsid, tcsetattr};
+use nix::unistd::{getpgrp, read, tcgetpgrp, write};
+
+use crate::protocol;
+use crate::sys;
+
+/// How long output may keep us once the script's status has come, if
+/// something it left behind still holds the pseudo-terminal open.
+const LINGER: Duration = Duration::from_millis(100);
+
+/// The caller's terminal, and the pseudo-terminal the call runs on.
+pub(crate) struct CallTerminal {
+    /// The caller's terminal, opened again from /dev/tty.
+    user: OwnedFd,
+    master: OwnedFd,
+    /// Sent with the request, then closed: while we hold it, the master
+    /// never reports the script's end.
+    slave: Option<OwnedFd>,
+    /// Which of fds 0, 1, 2 were the caller's terminal.
+    on_pty: [bool; 3],
+    /// The caller's settings, to restore while `raw`.
+    saved: Termios,
+    raw: bool,
+}
+
+impl CallTerminal {
+    /// A pseudo-terminal for this call, if it should have one (see the
+    /// module docs); `None` means the call gets our fds as they are.
+    pub(crate) fn open() -> Option<CallTerminal> {
+        let is_fifo = |fd: i32| {
+            // SAFETY: fds 0..2 were checked open at start.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            fstat(fd).is_ok_and(|st| {
+                SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO
+            })
+        };
+        if is_fifo(0) || is_fifo(1) {
+            return None;
+        }
+        // SAFETY: fds 0..2 were checked open at start and stay open.
+        let stdio = [0, 1, 2].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
+        // A terminal tells its session only to its controlling terminal's
+        // session (TIOCGSID): so these are the fds that are ours.
+        let session = nix::unistd::getsid(None).ok()?;
+        let on_pty = stdio.map(|fd| tcgetsid(fd).is_ok_and(|sid| sid == session));
+        if !on_pty.contains(&true) {
+            return None;
+        }
+        let user = open(
+            "/dev/tty",
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let saved = tcgetattr(&user).ok()?;
+        let size = sys::window_size(&user).ok();
+        let pty = nix::pty::openpty(size.as_ref(), Some(&saved)).ok()?;
+        let flags = OFlag::from_bits_truncate(
+            nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_GETFL).ok()?,
+        );
+        nix::fcntl::fcntl(
+            &pty.master,
+            nix::fcntl::FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
+        )
+        .ok()?;
+        Some(CallTerminal {
+            user,
+            master: pty.master,
+            slave: Some(pty.slave),
+            on_pty,
+            saved,
+            raw: false,
+        })
+    }
+
+    /// Which of fds 0, 1, 2 go as the pseudo-terminal.
+    pub(crate) fn on_pty(&self) -> [bool; 3] {
+        self.on_pty
+    }
+
+    /// What the executor gets as fd `fd`.
+    pub(crate) fn stdio(&self, fd: usize) -> BorrowedFd<'_> {
+        match &self.slave {
+            Some(slave) if self.on_pty[fd] => slave.as_fd(),
+            // SAFETY: fds 0..2 were checked open at start and stay open.
+            _ => unsafe { BorrowedFd::borrow_raw(fd as i32) },
+        }
+    }
+
+    /// Whether our process group is the caller's terminal's foreground.
+    fn foreground(&self) -> bool {
+        tcgetpgrp(&self.user).is_ok_and(|pgrp| pgrp == getpgrp())
+    }
+
+    /// In the foreground: the caller's terminal in raw mode, its current
+    /// settings saved; the window size passed on. Says whether keys are
+    /// ours to read.
+    fn take(&mut self) -> bool {
+        self.pass_window_size();
+        if !self.foreground() {
+            return false;
+        }
+        if !self.raw {
+            let Ok(current) = tcgetattr(&self.user) else {
+                return false;
+            };
+            let mut raw = current.clone();
+            cfmakeraw(&mut raw);
+            if set_attributes(&self.user, &raw).is_err() {
+                return false;
+            }
+            self.saved = current;
+            self.raw = true;
+        }
+        true
+    }
+
+    /// The caller's terminal as it was before we took it.
+    pub(crate) fn restore(&mut self) {
+        if self.raw {
+            let _ = set_attributes(&self.user, &self.saved);
+            self.raw = false;
+        }
+    }
+
+    /// The caller's window size onto the pseudo-terminal (whose line
+    /// discipline then sends SIGWINCH to the script if it changed).
+    fn pass_window_size(&self) {
+        if let Ok(size) = sys::window_size(&self.user) {
+            let _ = sys::set_window_size(&self.master, &size);
+        }
+    }
+
+    /// The relay, once the request is sent: keys to the script, its
+    /// output to the caller, our signals passed on (SIGWINCH as a size),
+    /// its stops as ours, until its status has come and its output is
+    /// all out. Returns the status, with the caller's terminal restored.
+    pub(crate) fn relay(&mut self, conn: &UnixStream, signals: &SignalFd) -> io::Result<i32> {
+        // Our copy goes, or the master would never report the script's end.
+        self.slave = None;
+        let result = self.relay_until_done(conn, signals);
+        self.restore();
+        result
+    }
+
+    fn relay_until_done(&mut self, conn: &UnixStream, signals: &SignalFd) -> io::Result<i32> {
+        let mut keys = Buffer::default();
+        let mut output = Buffer::default();
+        let mut reading_keys = self.take();
+        let mut user_gone = false;
+        let mut master_open = true;
+        let mut status: Option<i32> = None;
+        let mut last_output = Instant::now();
+        loop {
+            if let Some(status) = status
+                && output.is_empty()
+                && (!master_open || last_output.elapsed() >= LINGER)
+            {
+                return Ok(status);
+            }
+            let want_keys = reading_keys && !user_gone && status.is_none() && keys.is_empty();
+            let mut fds = [
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+                PollFd::new(conn.as_fd(), events(status.is_none(), false)),
+                PollFd::new(
+                    self.master.as_fd(),
+                    events(master_open && output.is_empty(), !keys.is_empty()),
+                ),
+                PollFd::new(self.user.as_fd(), events(want_keys, !output.is_empty())),
+            ];
+            let timeout = match status {
+                Some(_) => sys::poll_timeout(LINGER.saturating_sub(last_output.elapsed())),
+                None => PollTimeout::NONE,
+            };
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let [sig, from_monitor, master, user] =
+                fds.map(|fd| fd.revents().unwrap_or(PollFlags::empty()));
+
+            if sig.contains(PollFlags::POLLIN) {
+                for signal in read_signals(signals) {
+                    match signal {
+                        libc::SIGWINCH => self.pass_window_size(),
+                        libc::SIGCONT => {
+                            send_signal(conn, signal);
+                            reading_keys = self.take();
+                        }
+                        _ => send_signal(conn, signal),
+                    }
+                }
+            }
+            // (Once the status has come, the monitor's hang-up is no news.)
+            if status.is_none() && !from_monitor.is_empty() {
+                match protocol::io::read_frame(conn)? {
+                    (protocol::FRAME_STATUS, value) => status = Some(value as i32),
+                    (protocol::FRAME_STOPPED, signal) => {
+                        self.flush_output(&mut output);
+                        self.restore();
+                        stop_our_group(signal as i32);
+                        // Resumed: the SIGCONT waiting in the signalfd
+                        // takes the terminal again if it is ours.
+                        reading_keys = false;
+                    }
+                    _ => {} // 'P', or a kind from a later version
+                }
+            }
+            if master.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+                && output.is_empty()
+            {
+                match output.fill(&self.master) {
+                    Ok(true) => last_output = Instant::now(),
+                    Ok(false) => {}
+                    // EIO: no process holds the slave any more.
+                    Err(_) => master_open = false,
+                }
+            }
+            if master.contains(PollFlags::POLLOUT) && keys.drain(&self.master).is_err() {
+                keys.clear();
+            }
+            if user.contains(PollFlags::POLLOUT) && output.drain(&self.user).is_err() {
+                // The caller's terminal is gone: nobody to show it to.
+                output.clear();
+                user_gone = true;
+            }
+            if want_keys
+                && user.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+            {
+                match keys.fill(&self.user) {
+                    Ok(_) => {}
+                    Err(_) => user_gone = true,
+                }
+            }
+        }
+    }
+
+    /// Before we stop: what the script wrote up to its stop (the echo of
+    /// ^Z, say), out to the caller's terminal, as far as it goes now.
+    fn flush_output(&self, output: &mut Buffer) {
+        loop {
+            if output.drain(&self.user).is_err() {
+                output.clear();
+                return;
+            }
+            if !output.is_empty() || !matches!(output.fill(&self.master), Ok(true)) {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for CallTerminal {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// Poll events: readable and/or writable.
+fn events(readable: bool, writable: bool) -> PollFlags {
+    let mut flags = PollFlags::empty();
+    if readable {
+        flags |= PollFlags::POLLIN;
+    }
+    if writable {
+        flags |= PollFlags::POLLOUT;
+    }
+    flags
+}
+
+/// tcsetattr on the caller's terminal, also from the background: with
+/// SIGTTOU blocked the kernel lets it through instead of stopping us.
+fn set_attributes(fd: &OwnedFd, termios: &Termios) -> nix::Result<()> {
+    let ttou = SigSet::from(Signal::SIGTTOU);
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old))?;
+    let result = tcsetattr(fd, SetArg::TCSADRAIN, termios);
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+    result
+}
+
+/// Stops our process group by `signal`, as the terminal would have
+/// stopped a direct run's job (our shell, or a script that ran us
+/// without job control, sees it); returns once continued.
+fn stop_our_group(signal: i32) {
+    let signal = match Signal::try_from(signal) {
+        Ok(s @ (Signal::SIGTSTP | Signal::SIGTTIN | Signal::SIGTTOU)) => s,
+        _ => Signal::SIGSTOP,
+    };
+    if signal == Signal::SIGSTOP {
+        let _ = killpg(getpgrp(), signal);
+        return;
+    }
+    // Its default action, and unblocked (SIGTSTP is one we pass on), just
+    // for this: a signal a process sends its own group reaches it before
+    // kill returns.
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: SIG_DFL runs no code of ours; the old action goes back below.
+    let old_action = unsafe { sigaction(signal, &default) };
+    let mut old_mask = SigSet::empty();
+    let _ = pthread_sigmask(
+        SigmaskHow::SIG_UNBLOCK,
+        Some(&SigSet::from(signal)),
+        Some(&mut old_mask),
+    );
+    let _ = killpg(getpgrp(), signal);
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+    if let Ok(old) = old_action {
+        // SAFETY: reinstating what sigaction gave us.
+        let _ = unsafe { sigaction(signal, &old) };
+    }
+}
+
+/// Every signal waiting in the (non-blocking) signalfd.
+fn read_signals(signals: &SignalFd) -> Vec<i32> {
+    let mut found = Vec::new();
+    while let Ok(Some(info)) = signals.read_signal() {
+        found.push(info.ssi_signo as i32);
+    }
+    found
+}
+
+/// An 'S' frame; the monitor may be gone, which its EOF says.
+fn send_signal(conn: &UnixStream, signal: i32) {
+    let frame = protocol::encode_frame(protocol::FRAME_SIGNAL, signal as u32);
+    let _ = protocol::io::send_all(conn, &frame);
+}
+
+/// Bytes on their way from one fd to another.
+#[derive(Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Buffer {
+    fn is_empty(&self) -> bool {
+        self.sent == self.bytes.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.sent = 0;
+    }
+
+    /// One read into the (empty) buffer. `Ok(false)`: nothing there now.
+    /// Errors, and EOF as `UnexpectedEof`: the fd has nothing more.
+    fn fill(&mut self, from: &impl AsFd) -> io::Result<bool> {
+        self.clear();
+        self.bytes.resize(64 * 1024, 0);
+        match read(from.as_fd(), &mut self.bytes) {
+            Ok(0) => {
+                self.bytes.clear();
+                Err(io::ErrorKind::UnexpectedEof.into())
+            }
+            Ok(n) => {
+                self.bytes.truncate(n);
+                Ok(true)
+            }
+            Err(Errno::EAGAIN | Errno::EINTR) => {
+                self.bytes.clear();
+                Ok(false)
+            }
+            Err(e) => {
+                self.bytes.clear();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Writes what it can without blocking.
+    fn drain(&mut self, to: &impl AsFd) -> io::Result<()> {
+        while !self.is_empty() {
+            match write(to.as_fd(), &self.bytes[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.clear();
+        Ok(())
+    }
+}
