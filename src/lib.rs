@@ -64,6 +64,31 @@
 //!   left behind in its group, reaps it (real status), tells the server,
 //!   sends the status.
 //!
+//! # On the caller's terminal
+//!
+//! When one of the caller's fds 0, 1, 2 is its controlling terminal (and
+//! it is not in a pipeline), the call runs on a pseudo-terminal of its
+//! own (capability `tty`), so that the script has a controlling terminal
+//! and is its foreground job, as in a direct run from a shell:
+//!
+//! ```text
+//!   caller's terminal (raw while the call is in the foreground)
+//!     ║ keys ▼   ▲ output
+//!   CLIENT ══ pty master (client/terminal)
+//!                 ║ line discipline: echo, ^C ^\ ^Z, SIGWINCH
+//!   EXECUTOR ─ leads a new session; the pty slave is its controlling
+//!     │        terminal; keeps the session as a shell would, and tells
+//!     │        the monitor the script's stops ('t') and end ('x')
+//!     └─fork─> SCRIPT: its own group, the terminal's foreground; the
+//!              slave in place of each fd that was the caller's terminal
+//! ```
+//!
+//! The script is not the session's leader because a leader's own group,
+//! its parent being elsewhere, would be orphaned: the kernel drops the
+//! stop signals a terminal sends such a group. The monitor turns a 't'
+//! into a 'T' frame; the client restores the caller's terminal and stops
+//! its own group by the same signal, so the shell sees the job stop.
+//!
 //! # The tree
 //!
 //! ```text
@@ -74,7 +99,8 @@
 //!                 executor, reload, huge pages, log; its API is
 //!                 initialisation_complete, Options, Invocation
 //! src/client/     the prefork-interp command (feature `client`): cli,
-//!                 run, rundir, connect, spawn, watcher, call, list, exit
+//!                 run, rundir, connect, spawn, watcher, call, terminal,
+//!                 list, exit
 //! src/bin/        the command's main, calling client::main
 //! ```
 //!

@@ -31,12 +31,15 @@
 //! greeting xdata      "pfi-caps 1\n" "caps NAME[,NAME...]\n"
 //!                     "served N\n" "running N\n" (other lines: ignore);
 //!                     a v1 server sends none
-//! extended request    0x01 (0x03 with `context`) instead of 0x00, then fds
-//!                     and payload as in v1; with `context`, then 0x00
-//!                     carrying the caller's directory and u32be(umask)
+//! extended request    0x01 instead of 0x00, plus flags: 0x02 `context`;
+//!                     0x04, 0x08, 0x10 (`tty`): fd 0, 1, 2 is the call's
+//!                     own pseudo-terminal; then fds and payload as in v1;
+//!                     with `context`, then 0x00 carrying the caller's
+//!                     directory and u32be(umask)
 //! then, frames        5 bytes each: kind, u32be value
-//!   client -> monitor 'S' signal: deliver it to the executor's group
-//!   executor -> client 'P' executor pid (before its per-call code runs)
+//!   client -> monitor 'S' signal: deliver it to the script's group
+//!   executor -> client 'P' the script's pid (before its per-call code)
+//!   monitor -> client 'T' stop signal: the script stopped (`tty` calls)
 //!   monitor -> client 'X' wait status (last)
 //! ```
 //!
@@ -45,7 +48,12 @@
 //! ```text
 //! server -> monitor    0x00 carrying the call socket
 //! monitor -> executor  0x00 carrying the call socket (to a spare)
-//! executor -> monitor  'r', request byte (the request is read)
+//! executor -> monitor  'r', request byte (the request is read); on a
+//!                      pseudo-terminal of its own, u32be(script pid) too:
+//!                      the executor keeps the session and forked the
+//!                      script, and then sends
+//!   't', u32be(signal)  the script has stopped
+//!   'x', u32be(status)  the script has ended (its wait status)
 //! monitor -> server    'd' (a call has ended; before its status is sent)
 //! ```
 //!

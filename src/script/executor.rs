@@ -1,9 +1,11 @@
 //! The executor: the script itself again, one per call. Forked by the
 //! monitor before the call arrives (a spare) and waits on its hand-over
 //! socket. Once it has read the request it leads a process group of its
-//! own (what it starts is signalled with it): on a call that brings a
-//! pseudo-terminal of its own, a session of its own too, with that
-//! terminal as its controlling terminal.
+//! own (what it starts is signalled with it). On a call that brings a
+//! pseudo-terminal of its own it leads a new session instead, with that
+//! terminal as its controlling terminal, and forks the script's process,
+//! which leads the terminal's foreground group; the executor stays as
+//! the session's keeper (`keep_session`).
 //!
 //! ```text
 //! fd 0, 1, 2   the caller's stdin, stdout, stderr (received by SCM_RIGHTS)

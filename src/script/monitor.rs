@@ -19,16 +19,23 @@
 //!        their end, then exit
 //!     <── 'r', request byte, from an executor once it has read the
 //!        request (extended: after its 'P'); EOF instead: bad request or
-//!        client gone (it logged why): the call ends without a status
+//!        client gone (it logged why): the call ends without a status.
+//!        On a pseudo-terminal of its own, then the script's pid: the
+//!        executor keeps the session, the script is its child and leads
+//!        its own group (signals go there); the executor's 't' (the
+//!        script stopped: 'T' to the client) and 'x' (its status, which
+//!        the client gets) follow on the same socket
 //!     pidfd readable: the executor has exited. SIGINT its group (what it
 //!        left behind; it is a zombie, so its status cannot change and its
 //!        group id cannot be reused), reap it (its real status), 'd' to
 //!        the server, then the status to the client
 //!     call socket readable (after 'r'): extended, an 'S' frame: deliver
 //!        that signal to the executor's group. Otherwise (EOF, or any data
-//!        in v1) the client is gone: SIGINT the group; its pidfd says when
-//!        it has gone, and the monitor logs its fate; still running after
-//!        `interrupt_grace`, the group gets SIGKILL (logged)
+//!        in v1) the client is gone: SIGINT the group (SIGHUP and
+//!        SIGCONT on a pseudo-terminal: its terminal has hung up); its
+//!        pidfd says when it has gone, and the monitor logs its fate;
+//!        still running after `interrupt_grace`, the group gets SIGKILL
+//!        (logged)
 //! ```
 //!
 //! 'd' goes to the server before the status goes to the client, so that
