@@ -246,30 +246,58 @@ impl CallTerminal {
                     _ => {} // 'P', or a kind from a later version
                 }
             }
-            if master.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-                && output.is_empty()
-            {
-                match output.fill(&self.master) {
-                    Ok(true) => last_output = Instant::now(),
-                    Ok(false) => {}
-                    // EIO: no process holds the slave any more.
-                    Err(_) => master_open = false,
+            let ready = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+            // Output: as long as both sides go along, without polling
+            // again in between (a pty hands over at most 4 KB a read).
+            if master_open && (master.intersects(ready) || user.contains(PollFlags::POLLOUT)) {
+                loop {
+                    if !output.is_empty() {
+                        if output.drain(&self.user).is_err() {
+                            // The caller's terminal is gone: nobody to
+                            // show it to.
+                            output.clear();
+                            user_gone = true;
+                        }
+                        if !output.is_empty() {
+                            break;
+                        }
+                    }
+                    match output.fill(&self.master) {
+                        Ok(true) => last_output = Instant::now(),
+                        Ok(false) => break,
+                        // EIO: no process holds the slave any more.
+                        Err(_) => {
+                            master_open = false;
+                            break;
+                        }
+                    }
                 }
-            }
-            if master.contains(PollFlags::POLLOUT) && keys.drain(&self.master).is_err() {
-                keys.clear();
-            }
-            if user.contains(PollFlags::POLLOUT) && output.drain(&self.user).is_err() {
-                // The caller's terminal is gone: nobody to show it to.
+            } else if user.contains(PollFlags::POLLOUT) && output.drain(&self.user).is_err() {
                 output.clear();
                 user_gone = true;
             }
-            if want_keys
-                && user.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
-            {
-                match keys.fill(&self.user) {
-                    Ok(_) => {}
-                    Err(_) => user_gone = true,
+            // Keys, likewise.
+            if master.contains(PollFlags::POLLOUT) || (want_keys && user.intersects(ready)) {
+                loop {
+                    if !keys.is_empty() {
+                        if keys.drain(&self.master).is_err() {
+                            keys.clear();
+                        }
+                        if !keys.is_empty() {
+                            break;
+                        }
+                    }
+                    if !want_keys {
+                        break;
+                    }
+                    match keys.fill(&self.user) {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(_) => {
+                            user_gone = true;
+                            break;
+                        }
+                    }
                 }
             }
         }
