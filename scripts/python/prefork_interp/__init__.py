@@ -18,25 +18,40 @@ Process roles (as in the Rust and Perl script sides)::
                           | reload; never forks per call
                           +--fork--> monitor: one, long-lived (forked again
                                        |        if it dies); ignores the
-                                       |        forwardable signals
+                                       |        forwardable signals; blocks
+                                       |        SIGCHLD, read from a signalfd
                                        +--fork--> executor-to-be, in advance
                                        |          (`spare_handlers` of them
-                                       |          idle), each its own
-                                       |          process group, with the
-                                       |          server's signals back
+                                       |          idle), with the server's
+                                       |          signals and mask back
                                        +--------> the executors of the
-                                                  calls in flight
+                                                  calls in flight, each its
+                                                  own process group (or
+                                                  session: below)
 
 Per call: the server accepts, greets, and sends the call socket to the
 monitor on CONTROL; the monitor hands it to an idle executor-to-be,
-which reads the request, sends 'P' (extended), tells the monitor 'r' and
-returns from initialisation_complete(). The monitor watches every call
-in flight in one poll loop (pidfds, the executors' 'r', the clients'
-signal frames); when an executor's pidfd says it is gone, it SIGINTs
-what is left of its group, reaps it, sends 'd' to the server (which
-counts the calls running, for the greeting and max_servers), then the
-status to the client; and it forks the next spare meanwhile. One fork
-and one exit per call.
+which reads the request, becomes a process group of its own, sends 'P'
+(extended), tells the monitor 'r' and returns from
+initialisation_complete(). The monitor watches every call in flight in
+one poll loop (pidfds, the executors' 'r', the clients' signal frames);
+when an executor's pidfd says it is gone, it SIGINTs what is left of its
+group, reaps it, sends 'd' to the server (which counts the calls
+running, for the greeting and max_servers), then the status to the
+client; and it forks the next spare meanwhile. One fork and one exit
+per call.
+
+A call whose fds 0, 1, 2 include the slave of a pseudo-terminal the
+client opened for it (capability "tty": request flags 0x04, 0x08, 0x10)
+gets a session instead: the executor, holding the terminal's signals
+(SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGWINCH, SIGHUP), calls
+setsid and makes the terminal its controlling terminal (TIOCSCTTY), so
+that /dev/tty opens and its group is the terminal's foreground group;
+after 'P' and 'r' it returns into the script and lets those signals in.
+The monitor then also polls its SIGCHLD signalfd and, when it is
+readable, asks each such call's executor whether it has stopped
+(waitid WSTOPPED|WNOHANG, which never reaps) and tells the client
+('T' and the signal), which stops too.
 
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
@@ -48,6 +63,7 @@ import atexit
 import collections
 import ctypes
 import errno
+import fcntl
 import functools
 import gc
 import io
@@ -60,6 +76,7 @@ import socket
 import struct
 import sys
 import syslog
+import termios
 import time
 
 __all__ = ["initialisation_complete", "autoreload_also_check"]
@@ -69,11 +86,21 @@ ENV_VAR = "PREFORK_INTERP"
 MAX_PAYLOAD = 64 * 1024 * 1024
 # Negotiated extensions (man/prefork-interp.7), offered to a client that
 # declared them.
-OUR_CAPS = ("signals", "context")
+OUR_CAPS = ("signals", "context", "tty")
+# The request byte: 0x00 (v1), or 0x01 (extended) with these flags.
+REQUEST_EXTENDED = 0x01
+REQUEST_CONTEXT = 0x02
+# fd 0, 1, 2 as sent is the slave of the call's own pseudo-terminal.
+REQUEST_PTY = (0x04, 0x08, 0x10)
+_REQUEST_FLAGS = REQUEST_EXTENDED | REQUEST_CONTEXT | 0x04 | 0x08 | 0x10
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
                   ("INT", "TERM", "HUP", "QUIT", "USR1", "USR2", "WINCH", "ALRM", "TSTP", "CONT"))
+# Signals a terminal sends its foreground group: an executor taking its
+# own pseudo-terminal holds them until its monitor knows the call runs.
+TERMINAL_SIGNALS = frozenset(getattr(signal, "SIG" + name) for name in
+                             ("INT", "QUIT", "TSTP", "TTIN", "TTOU", "WINCH", "HUP"))
 
 _also_check = []
 _logging = False
@@ -502,9 +529,15 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         os._exit(1)
     # An executor-to-be: it waits for its call, and returns as the call.
     try:
-        _executor(*executor)
+        mask = _executor(*executor)
     except BaseException:
         os._exit(127)
+    if mask is not None:
+        # The terminal's signals held since the call took its terminal,
+        # now that sys.* are the call's: a ^C typed at once is a
+        # KeyboardInterrupt raised here, in the script, as at its first
+        # line in a direct run; a ^Z stops it.
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _other_user(conn):
@@ -773,7 +806,7 @@ class _Call:
     """A call in flight: its executor (pid, pidfd; from_executor until
     its 'r', None after it or when it failed), its call socket."""
 
-    __slots__ = ("pid", "pidfd", "conn", "from_executor", "phase", "extended", "frames",
+    __slots__ = ("pid", "pidfd", "conn", "from_executor", "phase", "extended", "pty", "frames",
                  "abandoned_at", "killed")
 
     def __init__(self, spare, conn):
@@ -783,14 +816,16 @@ class _Call:
         self.conn = conn
         self.phase = _WAITING
         self.extended = False
+        self.pty = False  # on a pseudo-terminal of its own: its stops are reported
         self.frames = b""  # the client's, read so far
         self.abandoned_at = None  # time.monotonic() of its SIGINT
         self.killed = False  # SIGKILLed after the grace
 
 
 def _kill_group(pid, sig=signal.SIGINT):
-    """Signals an executor's process group (its pgid is its pid; while
-    it is unreaped, no other group can have that id)."""
+    """Signals an executor's process group (its pgid is its pid once it
+    has read its request; while it is unreaped, no other group can have
+    that id)."""
     try:
         os.killpg(pid, sig)
     except OSError:
@@ -816,6 +851,38 @@ class _Monitor:
         # nothing sent to us by mistake may hurt us; the executors get
         # the server's dispositions back.
         self.saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED}
+        # What an executor unblocks: SIGINT, and SIGCHLD if we block it.
+        self.unblock = {signal.SIGINT}
+        self.children = self.watch_children()
+
+    def watch_children(self):
+        """SIGCHLD, blocked and read from a signalfd: how we learn that an
+        executor on a pseudo-terminal has stopped (a pidfd tells only of
+        exits). Race-free (a SIGCHLD that comes at any time stays pending
+        until read, and the signalfd polls readable meanwhile) and cheap:
+        no handler runs, poll is never interrupted, and the fd is polled
+        only while such a call runs, so an executor's exit costs other
+        calls nothing. SIGCHLD's disposition is never changed, and the
+        process-wide wakeup fd of Python's signal module, which a script
+        (asyncio) may use, is left alone. Returns the fd, or None (logged:
+        stops are then not reported)."""
+        was = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        try:
+            sigset = ctypes.create_string_buffer(128)  # sigset_t, with room to spare
+            if _LIBC.sigemptyset(sigset) or _LIBC.sigaddset(sigset, signal.SIGCHLD):
+                raise OSError(ctypes.get_errno(), "sigaddset failed")
+            # SFD_NONBLOCK and SFD_CLOEXEC are O_NONBLOCK and O_CLOEXEC.
+            fd = _LIBC.signalfd(-1, sigset, os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+        except (OSError, AttributeError) as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, was)
+            _log(syslog.LOG_ERR, "cannot watch executors' stops: %s" % e)
+            return None
+        if signal.SIGCHLD not in was:
+            self.unblock.add(signal.SIGCHLD)
+        return fd
 
     def run(self):
         """Serves until the server has gone and every call has ended;
@@ -866,8 +933,8 @@ class _Monitor:
 
     def serve_round(self, timeout=None):
         """One poll, level-triggered, and what it found, in this order:
-        executors' 'r', executors gone, clients' frames or EOF, the
-        server's calls."""
+        executors' 'r', executors stopped (SIGCHLD), executors gone,
+        clients' frames or EOF, the server's calls."""
         poll = select.poll()
         where = {}
 
@@ -876,16 +943,22 @@ class _Monitor:
             where[fd] = (order, thing)
 
         if self.control is not None:
-            watch(self.control.fileno(), 3, None,
+            watch(self.control.fileno(), 4, None,
                   select.POLLIN | (select.POLLOUT if self.owed else 0))
         for spare in self.idle:
-            watch(spare.pidfd, 1, spare)
+            watch(spare.pidfd, 2, spare)
+        stops = False  # a call runs whose stops are reported
         for call in self.calls.values():
-            watch(call.pidfd, 1, call)
+            watch(call.pidfd, 2, call)
             if call.phase == _WAITING and call.from_executor is not None:
                 watch(call.from_executor.fileno(), 0, call)
             elif call.phase == _RUNNING:
-                watch(call.conn.fileno(), 2, call)
+                watch(call.conn.fileno(), 3, call)
+                stops = stops or call.pty
+        if stops and self.children is not None:
+            # A SIGCHLD since the last look (blocked, it stays pending)
+            # makes it readable at once: no stop is missed.
+            watch(self.children, 1, None)
         # poll's timeout is in ms, rounded up: it must not wake just
         # before the time.
         wait_ms = None if timeout is None else max(0, int(-(-timeout * 1000 // 1)))
@@ -896,11 +969,13 @@ class _Monitor:
                 if thing.from_executor is not None and thing.pid in self.calls:
                     self.read_r(thing)
             elif order == 1:
+                self.report_stops()
+            elif order == 2:
                 if isinstance(thing, _Spare):
                     self.spare_gone(thing)
                 else:
                     self.call_gone(thing)
-            elif order == 2:
+            elif order == 3:
                 if thing.phase == _RUNNING and thing.pid in self.calls:
                     self.read_client(thing)
             else:
@@ -950,10 +1025,13 @@ class _Monitor:
                     os.close(call.pidfd)
                 for sock in close + (handover, from_executor):
                     sock.close()
+                if self.children is not None:
+                    os.close(self.children)
                 _reopen_syslog()
             except BaseException:
                 os._exit(127)
-            return None, (handover_theirs, from_executor_theirs, self.saved, self.pid)
+            return None, (handover_theirs, from_executor_theirs, self.saved, self.pid,
+                          self.unblock)
         handover_theirs.close()
         from_executor_theirs.close()
         try:
@@ -1061,7 +1139,31 @@ class _Monitor:
         call.from_executor = None
         if len(message) == 2 and message[:1] == b"r":
             call.phase = _RUNNING
-            call.extended = bool(message[1] & 1)
+            call.extended = bool(message[1] & REQUEST_EXTENDED)
+            call.pty = any(message[1] & flag for flag in REQUEST_PTY)
+
+    def report_stops(self):
+        """SIGCHLD came: tells the client of each call on a pseudo-terminal
+        whose executor has stopped, and by which signal ('T'), so that it
+        stops too. Only stops are asked for: an exit stays for its pidfd
+        (and call_gone, which reaps)."""
+        try:
+            os.read(self.children, 4096)  # every pending SIGCHLD (one, at most)
+        except OSError:
+            pass
+        for call in self.calls.values():
+            if call.phase != _RUNNING or not call.pty:
+                continue
+            try:
+                info = os.waitid(os.P_PID, call.pid, os.WSTOPPED | os.WNOHANG)
+            except OSError:
+                continue
+            if info is not None and info.si_pid == call.pid and info.si_code == os.CLD_STOPPED:
+                try:
+                    call.conn.send(b"T" + struct.pack(">I", info.si_status),
+                                   socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                except OSError:
+                    pass  # the client has gone: its EOF says so
 
     def spare_gone(self, spare):
         self.idle.remove(spare)
@@ -1169,11 +1271,14 @@ def _std_stream(fd, old, write, env):
 
 
 def _read_request(conn):
-    """Reads a request: its byte, fd 0, 1, 2, the payload, and with
-    context the caller's directory and umask."""
+    """Reads a request: its byte (0, or 0x01 with any of the flags:
+    0x02 context, 0x04, 0x08, 0x10 fd 0, 1, 2 a pseudo-terminal), fd 0,
+    1, 2, the payload, and with context the caller's directory and
+    umask."""
     byte = _read_exact(conn, 1)[0]
-    if byte not in (0, 1, 3):
-        raise ValueError("request starts with byte %#04x, expected 0x00, 0x01 or 0x03" % byte)
+    if byte and (byte & ~_REQUEST_FLAGS or not byte & REQUEST_EXTENDED):
+        raise ValueError("request starts with byte %#04x, expected 0x00, or 0x01 with flags "
+                         "0x02, 0x04, 0x08, 0x10" % byte)
     fds = []
     for _ in range(3):
         try:
@@ -1190,7 +1295,7 @@ def _read_request(conn):
         raise ValueError("request too long (%d bytes, at most %d)" % (length, MAX_PAYLOAD))
     env, args = _decode_payload(_read_exact(conn, length))
     context = None
-    if byte & 2:
+    if byte & REQUEST_CONTEXT:
         _, received, _, _ = socket.recv_fds(conn, 1, 1, socket.MSG_CMSG_CLOEXEC)
         if len(received) != 1:
             raise ValueError("no directory in the context message")
@@ -1199,16 +1304,19 @@ def _read_request(conn):
     return byte, fds, env, args, context
 
 
-def _executor(handover, monitor, saved, monitor_pid):
+def _executor(handover, monitor, saved, monitor_pid, unblock):
     """Forked by the monitor before the call (a spare, idle until then),
-    with nothing of the monitor's open. Becomes a process group of its
-    own, gets back the server's signal dispositions (SIGINT: Python's own
-    handler, KeyboardInterrupt, even if the call that started the server
-    ignored it), waits for the call socket on handover, reads the request
-    itself, sends an extended call's 'P' with its own pid (before any
-    per-call code), tells the monitor 'r', and returns into the script."""
-    # The monitor signals our group: us, and whatever the script starts.
-    os.setpgid(0, 0)
+    with nothing of the monitor's open. Gets back the server's signal
+    dispositions (SIGINT: Python's own handler, KeyboardInterrupt, even
+    if the call that started the server ignored it) and mask (`unblock`:
+    SIGINT, and SIGCHLD if the monitor blocked it), waits for the call
+    socket on handover, reads the request itself, leads a process group
+    of its own (on a call with a pseudo-terminal of its own: a session,
+    with that terminal as its controlling terminal), sends an extended
+    call's 'P' with its own pid (before any per-call code), tells the
+    monitor 'r', and takes on the call. Returns the signal mask to
+    restore once back in the script (a pseudo-terminal's call: the
+    terminal's signals are held until then), or None."""
     # A monitor killed mid-call leaves the call with nobody to report its
     # end: it ends as when its client goes, with SIGINT.
     _LIBC.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -1217,7 +1325,7 @@ def _executor(handover, monitor, saved, monitor_pid):
     for sig, handler in saved.items():
         signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
     try:
         data, received, _, _ = socket.recv_fds(handover, 1, 1, socket.MSG_CMSG_CLOEXEC)
     except OSError:
@@ -1227,14 +1335,41 @@ def _executor(handover, monitor, saved, monitor_pid):
     conn = socket.socket(fileno=received[0])
     try:
         byte, fds, env, args, context = _read_request(conn)
-        if byte & 1:
-            _send_all(conn, b"P" + struct.pack(">I", os.getpid()))
     except _Hangup:
-        _log(syslog.LOG_INFO, "client went away before its call started")
+        _log(syslog.LOG_INFO, "client went away before sending its call")
         os._exit(0)
     except Exception as e:
         _log(syslog.LOG_ERR, "call failed: %r" % (e,))
         os._exit(1)
+    # The monitor signals our group (its id is our pid): us, and whatever
+    # the script starts. (Not made while idle: setsid refuses a group
+    # leader.)
+    mask = None
+    pty = next((i for i, flag in enumerate(REQUEST_PTY) if byte & flag), None)
+    if pty is None:
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+    else:
+        # A session of our own, whose controlling terminal is the call's
+        # pseudo-terminal: TIOCSCTTY makes our group its foreground
+        # group. Its signals (^C, ^Z, a resize) may come at once: they
+        # wait until the monitor knows the call runs, so that it reports
+        # a stop and sees a death as the call's.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
+        try:
+            os.setsid()
+            fcntl.ioctl(fds[pty], termios.TIOCSCTTY, 0)
+        except OSError as e:
+            _log(syslog.LOG_ERR, "call failed: cannot take its terminal: %s" % (e.strerror or e))
+            os._exit(127)
+    if byte & REQUEST_EXTENDED:
+        try:
+            _send_all(conn, b"P" + struct.pack(">I", os.getpid()))
+        except (_Hangup, OSError):
+            _log(syslog.LOG_INFO, "client went away before its call started")
+            os._exit(0)
     try:
         _send_all(monitor, b"r" + bytes([byte]))
     except (_Hangup, OSError):
@@ -1278,6 +1413,7 @@ def _executor(handover, monitor, saved, monitor_pid):
     sys.stdin = sys.__stdin__ = _std_stream(0, old[0], False, environ)
     sys.stdout = sys.__stdout__ = _std_stream(1, old[1], True, environ)
     sys.stderr = sys.__stderr__ = _std_stream(2, old[2], True, environ)
+    return mask
 
 
 # --------------------------------------------------------------- fast exit
