@@ -92,7 +92,8 @@ REQUEST_EXTENDED = 0x01
 REQUEST_CONTEXT = 0x02
 # fd 0, 1, 2 as sent is the slave of the call's own pseudo-terminal.
 REQUEST_PTY = (0x04, 0x08, 0x10)
-_REQUEST_FLAGS = REQUEST_EXTENDED | REQUEST_CONTEXT | 0x04 | 0x08 | 0x10
+_REQUEST_ANY_PTY = 0x04 | 0x08 | 0x10
+_REQUEST_FLAGS = REQUEST_EXTENDED | REQUEST_CONTEXT | _REQUEST_ANY_PTY
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
@@ -1140,7 +1141,7 @@ class _Monitor:
         if len(message) == 2 and message[:1] == b"r":
             call.phase = _RUNNING
             call.extended = bool(message[1] & REQUEST_EXTENDED)
-            call.pty = any(message[1] & flag for flag in REQUEST_PTY)
+            call.pty = bool(message[1] & _REQUEST_ANY_PTY)
 
     def report_stops(self):
         """SIGCHLD came: tells the client of each call on a pseudo-terminal
@@ -1345,13 +1346,13 @@ def _executor(handover, monitor, saved, monitor_pid, unblock):
     # the script starts. (Not made while idle: setsid refuses a group
     # leader.)
     mask = None
-    pty = next((i for i, flag in enumerate(REQUEST_PTY) if byte & flag), None)
-    if pty is None:
+    if not byte & _REQUEST_ANY_PTY:
         try:
             os.setpgid(0, 0)
         except OSError:
             pass
     else:
+        terminal = fds[next(i for i, flag in enumerate(REQUEST_PTY) if byte & flag)]
         # A session of our own, whose controlling terminal is the call's
         # pseudo-terminal: TIOCSCTTY makes our group its foreground
         # group. Its signals (^C, ^Z, a resize) may come at once: they
@@ -1360,7 +1361,7 @@ def _executor(handover, monitor, saved, monitor_pid, unblock):
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
         try:
             os.setsid()
-            fcntl.ioctl(fds[pty], termios.TIOCSCTTY, 0)
+            fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
         except OSError as e:
             _log(syslog.LOG_ERR, "call failed: cannot take its terminal: %s" % (e.strerror or e))
             os._exit(127)
