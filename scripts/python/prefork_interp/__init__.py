@@ -18,16 +18,15 @@ Process roles (as in the Rust and Perl script sides)::
                           | reload; never forks per call
                           +--fork--> monitor: one, long-lived (forked again
                                        |        if it dies); ignores the
-                                       |        forwardable signals; blocks
-                                       |        SIGCHLD, read from a signalfd
+                                       |        forwardable signals
                                        +--fork--> executor-to-be, in advance
                                        |          (`spare_handlers` of them
                                        |          idle), with the server's
-                                       |          signals and mask back
+                                       |          signals back
                                        +--------> the executors of the
                                                   calls in flight, each its
-                                                  own process group (or
-                                                  session: below)
+                                                  own process group (on a
+                                                  pseudo-terminal: below)
 
 Per call: the server accepts, greets, and sends the call socket to the
 monitor on CONTROL; the monitor hands it to an idle executor-to-be,
@@ -43,15 +42,21 @@ per call.
 
 A call whose fds 0, 1, 2 include the slave of a pseudo-terminal the
 client opened for it (capability "tty": request flags 0x04, 0x08, 0x10)
-gets a session instead: the executor, holding the terminal's signals
+gets a session instead. The executor, holding the terminal's signals
 (SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGWINCH, SIGHUP), calls
-setsid and makes the terminal its controlling terminal (TIOCSCTTY), so
-that /dev/tty opens and its group is the terminal's foreground group;
-after 'P' and 'r' it returns into the script and lets those signals in.
-The monitor then also polls its SIGCHLD signalfd and, when it is
-readable, asks each such call's executor whether it has stopped
-(waitid WSTOPPED|WNOHANG, which never reaps) and tells the client
-('T' and the signal), which stops too.
+setsid, makes the terminal its controlling terminal (TIOCSCTTY) and
+forks the script's process, which leads a group of its own, the
+terminal's foreground group (a session leader's own group would be
+orphaned, and the kernel drops ^Z sent to one): /dev/tty opens, and ^C,
+^\\, ^Z and window size changes reach the script's group from the
+terminal. That process sends 'P' with its pid, 'r' with the request
+byte and its pid, and returns into the script, where those signals come
+in. The executor stays as the session's keeper, one process per such
+call: it tells the monitor when the script stops ('t' and the signal;
+the monitor tells the client, 'T', which stops too) and how it ended
+('x' and its wait status, for the client's 'X'), then exits. The
+client's signals go to the script's group; its going away is SIGHUP and
+SIGCONT there.
 
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
@@ -257,6 +262,21 @@ def _read_exact(sock, length):
     return bytes(data)
 
 
+def _recv_exact(sock, length):
+    """Up to length bytes from a blocking socket: fewer at EOF or on an
+    error."""
+    data = b""
+    while len(data) < length:
+        try:
+            chunk = sock.recv(length - len(data))
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _send_all(sock, data):
     try:
         while data:
@@ -426,7 +446,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     alive, module teardown), which is most of what a call costs; a run
     without prefork-interp ends normally. interrupt_grace: when a call's
     client goes away (killed, ^C), the script's process group gets
-    SIGINT, as in a direct run; a script still running this many seconds
+    SIGINT, as in a direct run (on a pseudo-terminal of its own: SIGHUP
+    and SIGCONT, as when a terminal goes away); a script still running
+    this many seconds
     later (it ignores SIGINT, or takes long over it) is killed with
     SIGKILL, and that is logged, so that no script outlives its caller
     holding the caller's pipes (negative or None: never; default 2).
@@ -805,10 +827,14 @@ class _Spare:
 
 class _Call:
     """A call in flight: its executor (pid, pidfd; from_executor until
-    its 'r', None after it or when it failed), its call socket."""
+    its 'r', None after it or when it failed), its call socket. On a
+    pseudo-terminal of its own the executor is the session's keeper and
+    the script its child (script: its pid, which leads the group the
+    call's signals go to), and from_executor, after the 'r', is
+    from_keeper (None at its EOF)."""
 
-    __slots__ = ("pid", "pidfd", "conn", "from_executor", "phase", "extended", "pty", "frames",
-                 "abandoned_at", "killed")
+    __slots__ = ("pid", "pidfd", "conn", "from_executor", "phase", "extended", "script",
+                 "from_keeper", "status", "frames", "abandoned_at", "killed")
 
     def __init__(self, spare, conn):
         self.pid = spare.pid
@@ -817,16 +843,20 @@ class _Call:
         self.conn = conn
         self.phase = _WAITING
         self.extended = False
-        self.pty = False  # on a pseudo-terminal of its own: its stops are reported
+        self.script = None
+        self.from_keeper = None
+        self.status = None  # the script's wait status, from the keeper's 'x'
         self.frames = b""  # the client's, read so far
-        self.abandoned_at = None  # time.monotonic() of its SIGINT
+        self.abandoned_at = None  # time.monotonic() of its SIGINT (SIGHUP)
         self.killed = False  # SIGKILLed after the grace
 
 
 def _kill_group(pid, sig=signal.SIGINT):
-    """Signals an executor's process group (its pgid is its pid once it
-    has read its request; while it is unreaped, no other group can have
-    that id)."""
+    """Signals a process group: an executor's, or on a pseudo-terminal
+    of its own the script's (its pgid is its pid once it has read its
+    request; while it is unreaped, no other group can have that id; the
+    keeper reaps the script only after its own last signal to the
+    group, and only then tells us its status)."""
     try:
         os.killpg(pid, sig)
     except OSError:
@@ -852,38 +882,6 @@ class _Monitor:
         # nothing sent to us by mistake may hurt us; the executors get
         # the server's dispositions back.
         self.saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED}
-        # What an executor unblocks: SIGINT, and SIGCHLD if we block it.
-        self.unblock = {signal.SIGINT}
-        self.children = self.watch_children()
-
-    def watch_children(self):
-        """SIGCHLD, blocked and read from a signalfd: how we learn that an
-        executor on a pseudo-terminal has stopped (a pidfd tells only of
-        exits). Race-free (a SIGCHLD that comes at any time stays pending
-        until read, and the signalfd polls readable meanwhile) and cheap:
-        no handler runs, poll is never interrupted, and the fd is polled
-        only while such a call runs, so an executor's exit costs other
-        calls nothing. SIGCHLD's disposition is never changed, and the
-        process-wide wakeup fd of Python's signal module, which a script
-        (asyncio) may use, is left alone. Returns the fd, or None (logged:
-        stops are then not reported)."""
-        was = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-        try:
-            sigset = ctypes.create_string_buffer(128)  # sigset_t, with room to spare
-            if _LIBC.sigemptyset(sigset) or _LIBC.sigaddset(sigset, signal.SIGCHLD):
-                raise OSError(ctypes.get_errno(), "sigaddset failed")
-            # SFD_NONBLOCK and SFD_CLOEXEC are O_NONBLOCK and O_CLOEXEC.
-            fd = _LIBC.signalfd(-1, sigset, os.O_NONBLOCK | os.O_CLOEXEC)
-            if fd < 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-        except (OSError, AttributeError) as e:
-            signal.pthread_sigmask(signal.SIG_SETMASK, was)
-            _log(syslog.LOG_ERR, "cannot watch executors' stops: %s" % e)
-            return None
-        if signal.SIGCHLD not in was:
-            self.unblock.add(signal.SIGCHLD)
-        return fd
 
     def run(self):
         """Serves until the server has gone and every call has ended;
@@ -924,7 +922,7 @@ class _Monitor:
                 continue
             left = call.abandoned_at + self.grace - now
             if left <= 0:
-                _kill_group(call.pid, signal.SIGKILL)
+                _kill_group(call.script or call.pid, signal.SIGKILL)
                 call.killed = True
                 _log(syslog.LOG_ERR, "executor %d still ran %g s after its client went away "
                      "and its SIGINT: killed" % (call.pid, self.grace))
@@ -934,8 +932,8 @@ class _Monitor:
 
     def serve_round(self, timeout=None):
         """One poll, level-triggered, and what it found, in this order:
-        executors' 'r', executors stopped (SIGCHLD), executors gone,
-        clients' frames or EOF, the server's calls."""
+        executors' 'r', keepers' 't' and 'x', executors gone, clients'
+        frames or EOF, the server's calls."""
         poll = select.poll()
         where = {}
 
@@ -948,18 +946,14 @@ class _Monitor:
                   select.POLLIN | (select.POLLOUT if self.owed else 0))
         for spare in self.idle:
             watch(spare.pidfd, 2, spare)
-        stops = False  # a call runs whose stops are reported
         for call in self.calls.values():
             watch(call.pidfd, 2, call)
             if call.phase == _WAITING and call.from_executor is not None:
                 watch(call.from_executor.fileno(), 0, call)
             elif call.phase == _RUNNING:
                 watch(call.conn.fileno(), 3, call)
-                stops = stops or call.pty
-        if stops and self.children is not None:
-            # A SIGCHLD since the last look (blocked, it stays pending)
-            # makes it readable at once: no stop is missed.
-            watch(self.children, 1, None)
+            if call.from_keeper is not None:
+                watch(call.from_keeper.fileno(), 1, call)
         # poll's timeout is in ms, rounded up: it must not wake just
         # before the time.
         wait_ms = None if timeout is None else max(0, int(-(-timeout * 1000 // 1)))
@@ -970,7 +964,8 @@ class _Monitor:
                 if thing.from_executor is not None and thing.pid in self.calls:
                     self.read_r(thing)
             elif order == 1:
-                self.report_stops()
+                if thing.from_keeper is not None and thing.pid in self.calls:
+                    self.hear_keeper(thing)
             elif order == 2:
                 if isinstance(thing, _Spare):
                     self.spare_gone(thing)
@@ -1023,16 +1018,15 @@ class _Monitor:
                     call.conn.close()
                     if call.from_executor is not None:
                         call.from_executor.close()
+                    if call.from_keeper is not None:
+                        call.from_keeper.close()
                     os.close(call.pidfd)
                 for sock in close + (handover, from_executor):
                     sock.close()
-                if self.children is not None:
-                    os.close(self.children)
                 _reopen_syslog()
             except BaseException:
                 os._exit(127)
-            return None, (handover_theirs, from_executor_theirs, self.saved, self.pid,
-                          self.unblock)
+            return None, (handover_theirs, from_executor_theirs, self.saved, self.pid)
         handover_theirs.close()
         from_executor_theirs.close()
         try:
@@ -1127,44 +1121,47 @@ class _Monitor:
 
     def read_r(self, call):
         """from_executor has something: 'r' and the request byte (the
-        call runs), or EOF (the executor could not take the call; it
-        logged why). Safe to block: the executor wrote both bytes at once,
-        or is dead."""
-        try:
-            message = call.from_executor.recv(2)
-            if len(message) == 1:
-                message += call.from_executor.recv(1, socket.MSG_DONTWAIT)
-        except OSError:
-            message = b""
-        call.from_executor.close()
+        call runs; on a pseudo-terminal of its own, the script's pid
+        follows, and from then on the keeper's 't' and 'x'), or EOF (the
+        executor could not take the call; it logged why). Safe to block:
+        the executor wrote it at once, or is dead."""
+        sock = call.from_executor
         call.from_executor = None
+        message = _recv_exact(sock, 2)
         if len(message) == 2 and message[:1] == b"r":
-            call.phase = _RUNNING
-            call.extended = bool(message[1] & REQUEST_EXTENDED)
-            call.pty = bool(message[1] & _REQUEST_ANY_PTY)
+            if message[1] & _REQUEST_ANY_PTY:
+                script = _recv_exact(sock, 4)
+                if len(script) == 4:
+                    call.phase = _RUNNING
+                    call.extended = bool(message[1] & REQUEST_EXTENDED)
+                    (call.script,) = struct.unpack(">I", script)
+                    call.from_keeper = sock
+                    return
+            else:
+                call.phase = _RUNNING
+                call.extended = bool(message[1] & REQUEST_EXTENDED)
+        sock.close()
 
-    def report_stops(self):
-        """SIGCHLD came: tells the client of each call on a pseudo-terminal
-        whose executor has stopped, and by which signal ('T'), so that it
-        stops too. Only stops are asked for: an exit stays for its pidfd
-        (and call_gone, which reaps)."""
-        try:
-            os.read(self.children, 4096)  # every pending SIGCHLD (one, at most)
-        except OSError:
-            pass
-        for call in self.calls.values():
-            if call.phase != _RUNNING or not call.pty:
-                continue
-            try:
-                info = os.waitid(os.P_PID, call.pid, os.WSTOPPED | os.WNOHANG)
-            except OSError:
-                continue
-            if info is not None and info.si_pid == call.pid and info.si_code == os.CLD_STOPPED:
+    def hear_keeper(self, call):
+        """The keeper's socket is readable: one message ('t' and a signal:
+        the script has stopped, which the client is told ('T') so that
+        it stops too; 'x' and the script's wait status, for the client's
+        'X'), or EOF, or garbage: it has nothing more to say. Safe to
+        block: the keeper writes each at once, or is dead."""
+        message = _recv_exact(call.from_keeper, 5)
+        kind = message[:1]
+        if len(message) == 5 and kind in (b"t", b"x"):
+            (value,) = struct.unpack(">I", message[1:])
+            if kind == b"x":
+                call.status = value
+            elif call.phase == _RUNNING:
                 try:
-                    call.conn.send(b"T" + struct.pack(">I", info.si_status),
-                                   socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                    call.conn.send(b"T" + message[1:], socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
                 except OSError:
                     pass  # the client has gone: its EOF says so
+            return
+        call.from_keeper.close()
+        call.from_keeper = None
 
     def spare_gone(self, spare):
         self.idle.remove(spare)
@@ -1185,17 +1182,23 @@ class _Monitor:
             self.read_r(call)  # it may have said 'r' after poll looked
         del self.calls[call.pid]
         os.close(call.pidfd)
+        if call.phase != _ABANDONED:
+            # What it left behind in its group first: a zombie's status
+            # cannot change, and its group id cannot be reused before we
+            # reap it. (A keeper has done so for the script's group.)
+            _kill_group(call.pid)
+        _, status = os.waitpid(call.pid, 0)
+        # A keeper has exited: all it said is there to read. The status
+        # is the script's, which it reaped.
+        while call.from_keeper is not None:
+            self.hear_keeper(call)
+        if call.status is not None:
+            status = call.status
         if call.phase == _ABANDONED:
-            _, status = os.waitpid(call.pid, 0)
             _log(syslog.LOG_INFO, "client went away; script interrupted, it %s"
                  % _describe_status(status))
             self.done()
         else:
-            # What it left behind in its group first: a zombie's status
-            # cannot change, and its group id cannot be reused before we
-            # reap it.
-            _kill_group(call.pid)
-            _, status = os.waitpid(call.pid, 0)
             if call.phase == _RUNNING:
                 # The server first, then the client: a greeting after the
                 # client has its status counts this call out.
@@ -1219,8 +1222,10 @@ class _Monitor:
     def read_client(self, call):
         """A running call's socket is readable. v1: the client has gone
         (it has nothing more to say). Extended: signal frames ('S' and a
-        forwardable signal: to the executor's group; other kinds are
-        ignored), or EOF: the client has gone."""
+        forwardable signal: to the executor's group, or the script's on
+        a pseudo-terminal of its own; other kinds are ignored), or EOF:
+        the client has gone."""
+        group = call.script or call.pid
         gone = True
         if call.extended:
             try:
@@ -1236,10 +1241,16 @@ class _Monitor:
                     kind, value = struct.unpack(">cI", frames[:5])
                     frames = frames[5:]
                     if kind == b"S" and value in FORWARDED:
-                        _kill_group(call.pid, value)
+                        _kill_group(group, value)
                 call.frames = frames
         if gone:
-            _kill_group(call.pid)
+            if call.script is None:
+                _kill_group(group)
+            else:
+                # Its terminal has gone: as a direct run whose terminal
+                # goes away, SIGHUP (and SIGCONT, should it be stopped).
+                _kill_group(group, signal.SIGHUP)
+                _kill_group(group, signal.SIGCONT)
             call.phase = _ABANDONED
             call.abandoned_at = time.monotonic()
 
@@ -1305,19 +1316,106 @@ def _read_request(conn):
     return byte, fds, env, args, context
 
 
-def _executor(handover, monitor, saved, monitor_pid, unblock):
+def _take_terminal(terminal, monitor, socks, fds, context):
+    """On a call with a pseudo-terminal of its own: starts a session with
+    that terminal as its controlling terminal and forks the script's
+    process, which leads the terminal's foreground group; returns only
+    in that process. The executor stays, as a shell would, the session's
+    leader: its keeper (_keep), with none of the call's fds."""
+    try:
+        os.setsid()
+        fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
+    except OSError as e:
+        _log(syslog.LOG_ERR, "call failed: cannot take its terminal: %s" % (e.strerror or e))
+        os._exit(127)
+    keeper = os.getpid()
+    try:
+        script = os.fork()
+    except OSError as e:
+        _log(syslog.LOG_ERR, "call failed: cannot fork the script's process: %s"
+             % (e.strerror or e))
+        os._exit(127)
+    if script:
+        for sock in socks:
+            sock.close()
+        for fd in fds + ([context[0]] if context is not None else []):
+            os.close(fd)
+        _keep(script, monitor)
+    # Our keeper gone (the monitor killed): the call ends.
+    _LIBC.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != keeper:
+        os._exit(0)  # it died before we asked
+    try:
+        os.setpgid(0, 0)
+        # From the background: SIGTTOU is blocked, so it is allowed.
+        os.tcsetpgrp(terminal, os.getpid())
+    except OSError as e:
+        _log(syslog.LOG_ERR, "call failed: cannot take its terminal: %s" % (e.strerror or e))
+        os._exit(127)
+
+
+def _keep(script, monitor):
+    """The session's keeper: tells the monitor when the script stops
+    ('t' and the signal) and how it ended ('x' and its wait status), then
+    exits. What the script left in its group gets SIGINT while the script
+    is a zombie (its group id cannot be reused), as the monitor does for
+    an executor. A hang-up of the terminal, which the kernel signals to
+    the session's leader, is the monitor's to pass on (it sees the client
+    go). Runs none of the script's code: its signal handlers are off."""
+    try:
+        for sig in FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # The monitor's death (PR_SET_PDEATHSIG) must still end us, and
+        # with us the script (its own PR_SET_PDEATHSIG).
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        while True:
+            # Without reaping (WNOWAIT): the script's group id stays its
+            # own until we have signalled what is left in it.
+            info = os.waitid(os.P_PID, script, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+            if info.si_code != os.CLD_STOPPED:
+                break
+            # Consume this stop's report, so the next wait sees what comes
+            # after it (without WEXITED, which would reap).
+            os.waitid(os.P_PID, script, os.WSTOPPED | os.WNOHANG)
+            try:
+                _send_all(monitor, b"t" + struct.pack(">I", info.si_status))
+            except (_Hangup, OSError):
+                pass
+        _kill_group(script)
+        _, status = os.waitpid(script, 0)
+        try:
+            _send_all(monitor, b"x" + struct.pack(">I", status & 0xFFFFFFFF))
+        except (_Hangup, OSError):
+            pass
+        os._exit(0)
+    except BaseException as e:
+        _log(syslog.LOG_ERR, "keeper of %d: %r" % (script, e))
+        os._exit(127)
+
+
+def _executor(handover, monitor, saved, monitor_pid):
     """Forked by the monitor before the call (a spare, idle until then),
     with nothing of the monitor's open. Gets back the server's signal
     dispositions (SIGINT: Python's own handler, KeyboardInterrupt, even
-    if the call that started the server ignored it) and mask (`unblock`:
-    SIGINT, and SIGCHLD if the monitor blocked it), waits for the call
+    if the call that started the server ignored it), waits for the call
     socket on handover, reads the request itself, leads a process group
-    of its own (on a call with a pseudo-terminal of its own: a session,
-    with that terminal as its controlling terminal), sends an extended
-    call's 'P' with its own pid (before any per-call code), tells the
-    monitor 'r', and takes on the call. Returns the signal mask to
-    restore once back in the script (a pseudo-terminal's call: the
-    terminal's signals are held until then), or None."""
+    of its own, sends an extended call's 'P' with its own pid (before
+    any per-call code), tells the monitor 'r', and takes on the call.
+
+    On a call with a pseudo-terminal of its own it leads a session
+    instead, with that terminal as its controlling terminal, and forks
+    the script's process, which leads the terminal's foreground group,
+    sends 'P' and 'r' (with its pid) and takes on the call; the executor
+    stays as the session's keeper (_keep). Why two processes: a process
+    group none of whose members has a parent in its session but outside
+    the group is orphaned, and the kernel discards the stop signals a
+    terminal sends such a group: a script leading its session itself
+    (its parent, the monitor, is elsewhere) would ignore ^Z.
+
+    Returns the signal mask to restore once back in the script (on a
+    pseudo-terminal: the terminal's signals are held until then), or
+    None."""
     # A monitor killed mid-call leaves the call with nobody to report its
     # end: it ends as when its client goes, with SIGINT.
     _LIBC.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -1326,7 +1424,7 @@ def _executor(handover, monitor, saved, monitor_pid, unblock):
     for sig, handler in saved.items():
         signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, unblock)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         data, received, _, _ = socket.recv_fds(handover, 1, 1, socket.MSG_CMSG_CLOEXEC)
     except OSError:
@@ -1346,25 +1444,21 @@ def _executor(handover, monitor, saved, monitor_pid, unblock):
     # the script starts. (Not made while idle: setsid refuses a group
     # leader.)
     mask = None
+    ready = b"r" + bytes([byte])
     if not byte & _REQUEST_ANY_PTY:
         try:
             os.setpgid(0, 0)
         except OSError:
             pass
     else:
-        terminal = fds[next(i for i, flag in enumerate(REQUEST_PTY) if byte & flag)]
-        # A session of our own, whose controlling terminal is the call's
-        # pseudo-terminal: TIOCSCTTY makes our group its foreground
-        # group. Its signals (^C, ^Z, a resize) may come at once: they
-        # wait until the monitor knows the call runs, so that it reports
-        # a stop and sees a death as the call's.
+        # The terminal's signals (^C, ^Z, a resize) may come as soon as
+        # the script's group is its foreground: they wait until the
+        # monitor knows the call runs, so that it reports a stop and
+        # sees a death as the call's.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
-        try:
-            os.setsid()
-            fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
-        except OSError as e:
-            _log(syslog.LOG_ERR, "call failed: cannot take its terminal: %s" % (e.strerror or e))
-            os._exit(127)
+        _take_terminal(fds[next(i for i, flag in enumerate(REQUEST_PTY) if byte & flag)],
+                       monitor, (conn, handover), fds, context)
+        ready += struct.pack(">I", os.getpid())
     if byte & REQUEST_EXTENDED:
         try:
             _send_all(conn, b"P" + struct.pack(">I", os.getpid()))
@@ -1372,7 +1466,7 @@ def _executor(handover, monitor, saved, monitor_pid, unblock):
             _log(syslog.LOG_INFO, "client went away before its call started")
             os._exit(0)
     try:
-        _send_all(monitor, b"r" + bytes([byte]))
+        _send_all(monitor, ready)
     except (_Hangup, OSError):
         os._exit(127)  # nobody could report our status without the monitor
 
