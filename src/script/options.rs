@@ -31,7 +31,8 @@ pub struct Options {
     /// server's and monitors' messages; `None` discards them.
     pub log_facility: Option<String>,
     /// When a call's client goes away (killed, ^C), its script's process
-    /// group gets SIGINT; a script still running this long after is
+    /// group gets SIGINT (SIGHUP on a terminal of its own, which has hung
+    /// up); a script still running this long after is
     /// killed (SIGKILL, logged), so that none outlives its caller holding
     /// the caller's pipes. `None`: never.
     pub interrupt_grace: Option<Duration>,
