@@ -66,10 +66,11 @@
 //!
 //! # On the caller's terminal
 //!
-//! When one of the caller's fds 0, 1, 2 is its controlling terminal (and
-//! it is not in a pipeline), the call runs on a pseudo-terminal of its
-//! own (capability `tty`), so that the script has a controlling terminal
-//! and is its foreground job, as in a direct run from a shell:
+//! When one of the caller's fds 0, 1, 2 is its controlling terminal, the
+//! call runs on a pseudo-terminal of its own (capability `tty`), so that
+//! the script has a controlling terminal and is its foreground job (or
+//! background job, while the client is one), as in a direct run from a
+//! shell:
 //!
 //! ```text
 //!   caller's terminal (raw while the call is in the foreground)
@@ -87,7 +88,9 @@
 //! its parent being elsewhere, would be orphaned: the kernel drops the
 //! stop signals a terminal sends such a group. The monitor turns a 't'
 //! into a 'T' frame; the client restores the caller's terminal and stops
-//! its own group by the same signal, so the shell sees the job stop.
+//! its own group by the same signal, so the shell sees the job stop. The
+//! client's 'F' frames, passed to the executor as 'f', move the script's
+//! group to its terminal's foreground or background as the client moves.
 //!
 //! # The tree
 //!

@@ -72,6 +72,9 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
         extended,
         context,
         pty: terminal.as_ref().map_or([false; 3], CallTerminal::on_pty),
+        pty_background: terminal
+            .as_ref()
+            .is_some_and(CallTerminal::starts_in_background),
     };
     let stdio = [0, 1, 2].map(|fd| match &terminal {
         Some(terminal) => terminal.stdio(fd),

@@ -12,17 +12,23 @@
 //!                                   its controlling terminal (own session)
 //! ```
 //!
-//! Used when one of fds 0, 1, 2 is our controlling terminal, and we are
-//! not in a pipeline (fd 0 or 1 a pipe): there another process of the
-//! job may be using the terminal (`script | less`), and raw mode would
-//! be taken from under it. Then, and when no pseudo-terminal can be
-//! had, the call gets the caller's terminal itself, as v1 calls do.
+//! Used when one of fds 0, 1, 2 is our controlling terminal; when no
+//! pseudo-terminal can be had, the call gets the caller's terminal
+//! itself, as v1 calls do.
 //!
-//! Job control: the monitor reports the executor's stops ('T'); we
-//! restore the caller's terminal and stop our process group by the same
-//! signal, as the terminal would have stopped a direct run's. The
-//! SIGCONT of `fg` or `bg` is passed on; raw mode and the reading of
-//! keys come back only while we are in the foreground.
+//! Job control: the script's place on its terminal follows ours on the
+//! caller's ('F' frames: foreground or background). In the foreground
+//! the caller's terminal is raw and keys are relayed; in the background
+//! we leave it alone, and the script, in its terminal's background too,
+//! stops with SIGTTIN when it reads it. The monitor reports the script's
+//! stops ('T'); we restore the caller's terminal and stop our process
+//! group by the same signal, as the terminal would have stopped a direct
+//! run's, except that a script in the background that wants its
+//! terminal while we are in the foreground just comes forward. In a
+//! pipeline (fd 0 or 1 a pipe), where another process of the job may be
+//! using the terminal (`script | less`), the script starts in the
+//! background and comes forward, with raw mode, only once it uses its
+//! terminal: as sudo does.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -60,6 +66,12 @@ pub(crate) struct CallTerminal {
     /// The caller's settings, to restore while `raw`.
     saved: Termios,
     raw: bool,
+    /// Fd 0 or 1 is a pipe: another process of our job may be using the
+    /// terminal, so the script comes to its terminal's foreground (and
+    /// the caller's terminal goes raw) only once it uses its terminal.
+    pipeline: bool,
+    /// Whether the script's group is its terminal's foreground.
+    script_foreground: bool,
 }
 
 impl CallTerminal {
@@ -73,9 +85,7 @@ impl CallTerminal {
                 SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO
             })
         };
-        if is_fifo(0) || is_fifo(1) {
-            return None;
-        }
+        let pipeline = is_fifo(0) || is_fifo(1);
         // SAFETY: fds 0..2 were checked open at start and stay open.
         let stdio = [0, 1, 2].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
         // A terminal tells its session only to its controlling terminal's
@@ -102,6 +112,7 @@ impl CallTerminal {
             nix::fcntl::FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
         )
         .ok()?;
+        let foreground = tcgetpgrp(&user).is_ok_and(|pgrp| pgrp == getpgrp());
         Some(CallTerminal {
             user,
             master: pty.master,
@@ -109,12 +120,20 @@ impl CallTerminal {
             on_pty,
             saved,
             raw: false,
+            pipeline,
+            script_foreground: foreground && !pipeline,
         })
     }
 
     /// Which of fds 0, 1, 2 go as the pseudo-terminal.
     pub(crate) fn on_pty(&self) -> [bool; 3] {
         self.on_pty
+    }
+
+    /// Whether the script starts in its terminal's background: we are in
+    /// a pipeline, or in the background ourselves.
+    pub(crate) fn starts_in_background(&self) -> bool {
+        !self.script_foreground
     }
 
     /// What the executor gets as fd `fd`.
@@ -131,20 +150,65 @@ impl CallTerminal {
         tcgetpgrp(&self.user).is_ok_and(|pgrp| pgrp == getpgrp())
     }
 
-    /// In the foreground: the caller's terminal in raw mode, its current
-    /// settings saved; the window size passed on. Says whether keys are
-    /// ours to read.
-    fn take(&mut self) -> bool {
+    /// At the start, and after each SIGCONT: the script's place on its
+    /// terminal follows ours. We in the foreground: the script too
+    /// (unless in a pipeline, where it comes there once it uses its
+    /// terminal), and the caller's terminal raw. We in the background:
+    /// the script's group in its terminal's background, so that reading
+    /// it stops the script as it would a direct run's; the caller's
+    /// terminal left alone. Says whether keys are ours to read.
+    ///
+    /// Resumed in the foreground, the script finds its terminal set as
+    /// the caller's is now, as a direct run would: a shell gives a job it
+    /// continues the terminal in the shell's settings, not in those the
+    /// job had when it stopped.
+    fn follow(&mut self, conn: &UnixStream, resumed: bool) -> bool {
         self.pass_window_size();
         if !self.foreground() {
+            if self.script_foreground {
+                self.script_foreground = false;
+                send_frame(conn, protocol::FRAME_FOREGROUND, 0);
+            }
             return false;
         }
+        if !self.script_foreground && !self.pipeline {
+            return self.bring_script_forward(conn);
+        }
+        if !self.script_foreground {
+            return false;
+        }
+        if resumed {
+            self.pass_settings();
+        }
+        self.take_raw()
+    }
+
+    /// In the foreground: the caller's terminal's settings onto the
+    /// script's, the caller's terminal raw, and the script's group its
+    /// terminal's foreground. Says whether keys are ours. (Until now the
+    /// script could not have changed its terminal's settings: from the
+    /// background that stops it.)
+    fn bring_script_forward(&mut self, conn: &UnixStream) -> bool {
+        self.pass_settings();
+        let raw = self.take_raw();
+        self.script_foreground = true;
+        send_frame(conn, protocol::FRAME_FOREGROUND, 1);
+        raw
+    }
+
+    /// The caller's terminal in raw mode, its current settings saved.
+    fn take_raw(&mut self) -> bool {
         if !self.raw {
             let Ok(current) = tcgetattr(&self.user) else {
                 return false;
             };
             let mut raw = current.clone();
             cfmakeraw(&mut raw);
+            if self.pipeline {
+                // The other processes of our job write to this terminal
+                // too: their line ends still need translating.
+                raw.output_flags = current.output_flags;
+            }
             if set_attributes(&self.user, &raw).is_err() {
                 return false;
             }
@@ -159,6 +223,18 @@ impl CallTerminal {
         if self.raw {
             let _ = set_attributes(&self.user, &self.saved);
             self.raw = false;
+        }
+    }
+
+    /// The caller's terminal's settings (as they were before we made it
+    /// raw) onto the pseudo-terminal.
+    fn pass_settings(&self) {
+        let settings = match self.raw {
+            true => Ok(self.saved.clone()),
+            false => tcgetattr(&self.user),
+        };
+        if let Ok(settings) = settings {
+            let _ = tcsetattr(&self.master, SetArg::TCSANOW, &settings);
         }
     }
 
@@ -185,7 +261,7 @@ impl CallTerminal {
     fn relay_until_done(&mut self, conn: &UnixStream, signals: &SignalFd) -> io::Result<i32> {
         let mut keys = Buffer::default();
         let mut output = Buffer::default();
-        let mut reading_keys = self.take();
+        let mut reading_keys = self.follow(conn, false);
         let mut user_gone = false;
         let mut master_open = true;
         let mut status: Option<i32> = None;
@@ -224,10 +300,15 @@ impl CallTerminal {
                     match signal {
                         libc::SIGWINCH => self.pass_window_size(),
                         libc::SIGCONT => {
-                            send_signal(conn, signal);
-                            reading_keys = self.take();
+                            let moved = self.script_foreground;
+                            reading_keys = self.follow(conn, true);
+                            // A move continues the script once it is
+                            // made (the keeper's); else we pass it on.
+                            if moved == self.script_foreground {
+                                send_frame(conn, protocol::FRAME_SIGNAL, signal as u32);
+                            }
                         }
-                        _ => send_signal(conn, signal),
+                        _ => send_frame(conn, protocol::FRAME_SIGNAL, signal as u32),
                     }
                 }
             }
@@ -235,6 +316,15 @@ impl CallTerminal {
             if status.is_none() && !from_monitor.is_empty() {
                 match protocol::io::read_frame(conn)? {
                     (protocol::FRAME_STATUS, value) => status = Some(value as i32),
+                    (protocol::FRAME_STOPPED, signal)
+                        if is_terminal_access(signal) && self.foreground() =>
+                    {
+                        // In its terminal's background, it used it: it
+                        // comes forward, as we are. (Or it did so just
+                        // before it came forward: the keeper continues
+                        // it again.)
+                        reading_keys = self.bring_script_forward(conn);
+                    }
                     (protocol::FRAME_STOPPED, signal) => {
                         self.flush_output(&mut output);
                         self.restore();
@@ -388,10 +478,14 @@ fn read_signals(signals: &SignalFd) -> Vec<i32> {
     found
 }
 
-/// An 'S' frame; the monitor may be gone, which its EOF says.
-fn send_signal(conn: &UnixStream, signal: i32) {
-    let frame = protocol::encode_frame(protocol::FRAME_SIGNAL, signal as u32);
-    let _ = protocol::io::send_all(conn, &frame);
+/// A frame to the monitor, which may be gone: its EOF says so.
+fn send_frame(conn: &UnixStream, kind: u8, value: u32) {
+    let _ = protocol::io::send_all(conn, &protocol::encode_frame(kind, value));
+}
+
+/// A stop by a terminal's job control for a background group's access.
+fn is_terminal_access(signal: u32) -> bool {
+    signal == libc::SIGTTIN as u32 || signal == libc::SIGTTOU as u32
 }
 
 /// Bytes on their way from one fd to another.

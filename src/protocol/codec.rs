@@ -197,6 +197,11 @@ pub const CONTEXT_BYTE: u8 = 0;
 /// then the terminal's foreground group).
 pub const REQUEST_FLAG_PTY: [u8; 3] = [4, 8, 16];
 
+/// Request flag, with a pty flag: the script starts in the background of
+/// its terminal (the client is in a pipeline, or in the background
+/// itself); it comes to the foreground when the client says so ('F').
+pub const REQUEST_FLAG_PTY_BACKGROUND: u8 = 32;
+
 /// What the request byte asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestKind {
@@ -207,6 +212,9 @@ pub struct RequestKind {
     /// Which of fds 0, 1, 2 are the call's own pseudo-terminal (only
     /// with `extended`).
     pub pty: [bool; 3],
+    /// The script starts in the background of that terminal (only with
+    /// a pty).
+    pub pty_background: bool,
 }
 
 impl RequestKind {
@@ -229,6 +237,9 @@ pub fn encode_request_byte(kind: RequestKind) -> u8 {
                 byte |= flag;
             }
         }
+        if kind.pty_background && kind.on_pty() {
+            byte |= REQUEST_FLAG_PTY_BACKGROUND;
+        }
     }
     byte
 }
@@ -236,17 +247,21 @@ pub fn encode_request_byte(kind: RequestKind) -> u8 {
 /// Checks the byte that opens a request: 0 (v1), or 1 with any of the
 /// other flags.
 pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
-    const KNOWN: u8 = REQUEST_BYTE_EXTENDED | REQUEST_FLAG_CONTEXT | 4 | 8 | 16;
+    const KNOWN: u8 =
+        REQUEST_BYTE_EXTENDED | REQUEST_FLAG_CONTEXT | 4 | 8 | 16 | REQUEST_FLAG_PTY_BACKGROUND;
     if byte == REQUEST_BYTE {
         return Ok(RequestKind::default());
     }
-    if byte & !KNOWN != 0 || byte & REQUEST_BYTE_EXTENDED == 0 {
+    let background_without_pty =
+        byte & REQUEST_FLAG_PTY_BACKGROUND != 0 && byte & (4 | 8 | 16) == 0;
+    if byte & !KNOWN != 0 || byte & REQUEST_BYTE_EXTENDED == 0 || background_without_pty {
         return Err(ProtocolError::BadRequestByte(byte));
     }
     Ok(RequestKind {
         extended: true,
         context: byte & REQUEST_FLAG_CONTEXT != 0,
         pty: REQUEST_FLAG_PTY.map(|flag| byte & flag != 0),
+        pty_background: byte & REQUEST_FLAG_PTY_BACKGROUND != 0,
     })
 }
 
@@ -286,6 +301,9 @@ pub const KEEPER_STOPPED: u8 = b't';
 /// frame); the keeper's last word.
 pub const KEEPER_STATUS: u8 = b'x';
 
+/// Monitor to keeper: the client's 'F', passed on (a frame, same value).
+pub const KEEPER_FOREGROUND: u8 = b'f';
+
 /// The executor's "ready" message for a request of this kind: `r` and the
 /// request byte, and on a pseudo-terminal of its own the script's pid.
 pub fn encode_executor_ready(kind: RequestKind, script: u32) -> Vec<u8> {
@@ -317,6 +335,13 @@ pub const FRAME_SIGNAL: u8 = b'S';
 pub const FRAME_EXECUTOR_PID: u8 = b'P';
 /// Monitor to client: the executor's wait status; the last frame.
 pub const FRAME_STATUS: u8 = b'X';
+/// Client to monitor, on a call with a pseudo-terminal of its own: value
+/// 1, make the script's group its terminal's foreground and continue it
+/// (the client is in the foreground, and has its terminal in raw mode);
+/// 0, make it the background and continue it (the client is in the
+/// background: the
+/// script's reads of its terminal stop it, as a direct run's would).
+pub const FRAME_FOREGROUND: u8 = b'F';
 /// Monitor to client, on a call with a pseudo-terminal of its own: the
 /// script has stopped, by this signal (SIGTSTP, SIGTTIN, SIGTTOU or
 /// SIGSTOP). The client stops itself by the same signal, so that its
@@ -612,13 +637,19 @@ mod tests {
             check_request_byte(0x20 | 1),
             Err(ProtocolError::BadRequestByte(0x21))
         );
+        assert_eq!(
+            check_request_byte(0x40 | 1),
+            Err(ProtocolError::BadRequestByte(0x41))
+        );
         for extended in [false, true] {
             for context in [false, true] {
-                for pty in 0..8u8 {
+                for pty in 0..16u8 {
+                    let on = [0, 1, 2].map(|fd| extended && pty & (1 << fd) != 0);
                     let kind = RequestKind {
                         extended,
                         context: context && extended,
-                        pty: [0, 1, 2].map(|fd| extended && pty & (1 << fd) != 0),
+                        pty: on,
+                        pty_background: pty & 8 != 0 && on.contains(&true),
                     };
                     assert_eq!(check_request_byte(encode_request_byte(kind)), Ok(kind));
                 }

@@ -219,6 +219,7 @@ mod tests {
             extended: true,
             context: true,
             pty: [false; 3],
+            pty_background: false,
         };
         send_request(
             &client,

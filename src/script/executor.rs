@@ -35,7 +35,7 @@
 //! socket, the hand-over socket and the received copies go.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
@@ -77,7 +77,7 @@ pub(crate) fn run(
     // so that it reports a stop and sees a death as the call's.
     let unblock = block_terminal_signals(request.kind);
     match request.kind.pty.iter().position(|&on| on) {
-        Some(fd) => keep_session(&request.stdio[fd], &monitor),
+        Some(fd) => keep_session(&request.stdio[fd], &monitor, request.kind.pty_background),
         None => {
             let _ = nix::unistd::setpgid(sys::Pid::from_raw(0), sys::Pid::from_raw(0));
         }
@@ -124,6 +124,8 @@ fn block_terminal_signals(kind: protocol::RequestKind) -> impl FnOnce() {
             Signal::SIGTTOU,
             Signal::SIGWINCH,
             Signal::SIGHUP,
+            // The keeper's, from a signalfd.
+            Signal::SIGCHLD,
         ] {
             set.add(sig);
         }
@@ -150,7 +152,7 @@ fn block_terminal_signals(kind: protocol::RequestKind) -> impl FnOnce() {
 /// discards the stop signals a terminal sends such a group. A script
 /// that led its session itself (its parent, the monitor, is elsewhere)
 /// would ignore ^Z.
-fn keep_session(terminal: &OwnedFd, monitor: &UnixStream) {
+fn keep_session(terminal: &OwnedFd, monitor: &UnixStream, background: bool) {
     if let Err(e) = sys::take_controlling_terminal(terminal) {
         log::error(&format!("call failed: cannot take its terminal: {e}"));
         sys::exit_now(127);
@@ -163,12 +165,12 @@ fn keep_session(terminal: &OwnedFd, monitor: &UnixStream) {
             let us = nix::unistd::getpid();
             let _ = nix::unistd::setpgid(us, us);
             // From the background: SIGTTOU is blocked, so it is allowed.
-            if let Err(e) = nix::unistd::tcsetpgrp(terminal, us) {
+            if !background && let Err(e) = nix::unistd::tcsetpgrp(terminal, us) {
                 log::error(&format!("call failed: cannot take its terminal: {e}"));
                 sys::exit_now(127);
             }
         }
-        Ok(Forked::Parent(script)) => keep(script, monitor),
+        Ok(Forked::Parent(script)) => keep(script, monitor, terminal),
         Err(e) => {
             log::error(&format!(
                 "call failed: cannot fork the script's process: {e}"
@@ -179,32 +181,76 @@ fn keep_session(terminal: &OwnedFd, monitor: &UnixStream) {
 }
 
 /// The session's keeper: tells the monitor when the script stops ('t')
-/// and how it ended ('x'), then exits. What the script left in its group
+/// and how it ended ('x'), then exits; moves the script's group to its
+/// terminal's foreground or background when the client says so ('f',
+/// from its 'F'), and then continues it. What the script left in its group
 /// gets SIGINT while the script is a zombie (its group id cannot be
 /// reused), as the monitor does for an executor. A hang-up of the
 /// terminal, which the kernel signals to the session's leader, is the
 /// monitor's to pass on (it sees the client go).
-fn keep(script: sys::Pid, monitor: &UnixStream) -> ! {
+fn keep(script: sys::Pid, monitor: &UnixStream, terminal: &OwnedFd) -> ! {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signal::SigSet;
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
     sys::ignore_signals(&[Signal::SIGHUP]);
     // The monitor's death (PR_SET_PDEATHSIG) must still end us, and with
     // us the script (its own PR_SET_PDEATHSIG).
-    let _ = nix::sys::signal::SigSet::from(Signal::SIGINT).thread_unblock();
+    let _ = SigSet::from(Signal::SIGINT).thread_unblock();
+    // SIGCHLD is blocked (since before the fork): the script's changes
+    // wait here.
+    let children = SignalFd::with_flags(
+        &SigSet::from(Signal::SIGCHLD),
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )
+    .unwrap_or_else(|e| {
+        log::error(&format!("keeper of {script}: {e}"));
+        sys::exit_now(127)
+    });
+    let mut monitor_open = true;
     loop {
-        match sys::wait_stop_or_exit(script) {
-            Ok(sys::ChildState::Stopped(signal)) => {
-                let message = protocol::encode_frame(protocol::KEEPER_STOPPED, signal as u32);
-                let _ = send_all(monitor, &message);
+        while let Some(state) = sys::child_state(script, false).unwrap_or_else(|e| {
+            log::error(&format!("keeper of {script}: {e}"));
+            sys::exit_now(127)
+        }) {
+            match state {
+                sys::ChildState::Stopped(signal) => {
+                    let message = protocol::encode_frame(protocol::KEEPER_STOPPED, signal as u32);
+                    let _ = send_all(monitor, &message);
+                }
+                sys::ChildState::Exited => {
+                    let _ = killpg(script, Signal::SIGINT);
+                    let status = sys::wait_status(script).unwrap_or(0);
+                    let message = protocol::encode_frame(protocol::KEEPER_STATUS, status as u32);
+                    let _ = send_all(monitor, &message);
+                    sys::exit_now(0);
+                }
             }
-            Ok(sys::ChildState::Exited) => {
-                let _ = killpg(script, Signal::SIGINT);
-                let status = sys::wait_status(script).unwrap_or(0);
-                let message = protocol::encode_frame(protocol::KEEPER_STATUS, status as u32);
-                let _ = send_all(monitor, &message);
-                sys::exit_now(0);
-            }
-            Err(e) => {
-                log::error(&format!("keeper of {script}: {e}"));
-                sys::exit_now(127);
+        }
+        let mut fds = vec![PollFd::new(children.as_fd(), PollFlags::POLLIN)];
+        if monitor_open {
+            fds.push(PollFd::new(monitor.as_fd(), PollFlags::POLLIN));
+        }
+        if let Err(e) = poll(&mut fds, PollTimeout::NONE)
+            && e != nix::errno::Errno::EINTR
+        {
+            log::error(&format!("keeper of {script}: poll: {e}"));
+            sys::exit_now(127);
+        }
+        let heard = fds.get(1).is_some_and(|fd| fd.any().unwrap_or(false));
+        while let Ok(Some(_)) = children.read_signal() {}
+        if heard {
+            match protocol::io::read_frame(monitor) {
+                Ok((protocol::KEEPER_FOREGROUND, 1)) => {
+                    // SIGTTOU is blocked: allowed from the background.
+                    let _ = nix::unistd::tcsetpgrp(terminal, script);
+                    let _ = killpg(script, Signal::SIGCONT);
+                }
+                Ok((protocol::KEEPER_FOREGROUND, _)) => {
+                    let _ = nix::unistd::tcsetpgrp(terminal, nix::unistd::getpgrp());
+                    let _ = killpg(script, Signal::SIGCONT);
+                }
+                Ok(_) => {}
+                Err(_) => monitor_open = false,
             }
         }
     }

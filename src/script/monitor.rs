@@ -540,6 +540,15 @@ impl Monitor {
         let group = call.phase.group(pid);
         if *extended {
             match protocol::io::read_frame(&call.call) {
+                Ok((protocol::FRAME_FOREGROUND, value)) => {
+                    // For the keeper, which moves the script's group.
+                    if let Some(from_keeper) = keeper.as_ref().and_then(|k| k.from_keeper.as_ref())
+                    {
+                        let frame = protocol::encode_frame(protocol::KEEPER_FOREGROUND, value);
+                        let _ = send_all(from_keeper, &frame);
+                    }
+                    return;
+                }
                 Ok(frame) => return forward(group, frame),
                 Err(e) if hung_up(&e) => {}
                 Err(e) => log::error(&format!("call of executor {pid}: {e}")),

@@ -123,7 +123,7 @@ pub(crate) fn set_window_size(terminal: &impl AsFd, size: &libc::winsize) -> io:
     Ok(())
 }
 
-/// What [`wait_stop_or_exit`] found.
+/// What [`child_state`] found.
 pub(crate) enum ChildState {
     /// Stopped by this signal (reported once per stop).
     Stopped(i32),
@@ -131,10 +131,12 @@ pub(crate) enum ChildState {
     Exited,
 }
 
-/// Waits until child `pid` stops or ends, without reaping it:
-/// `waitid(P_PID, pid, WSTOPPED | WEXITED | WNOWAIT)`, then consuming a
-/// stop's report. Retries on EINTR.
-pub(crate) fn wait_stop_or_exit(pid: Pid) -> io::Result<ChildState> {
+/// Whether child `pid` has stopped or ended, without reaping it:
+/// `waitid(P_PID, pid, WSTOPPED | WEXITED | WNOWAIT)` (with `WNOHANG`
+/// unless `block`), then consuming a stop's report. `None`: neither, yet.
+/// Retries on EINTR.
+pub(crate) fn child_state(pid: Pid, block: bool) -> io::Result<Option<ChildState>> {
+    let hang = if block { 0 } else { libc::WNOHANG };
     loop {
         // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -144,7 +146,7 @@ pub(crate) fn wait_stop_or_exit(pid: Pid) -> io::Result<ChildState> {
                 libc::P_PID,
                 pid.as_raw() as libc::id_t,
                 &mut info,
-                libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT,
+                libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT | hang,
             )
         };
         if r < 0 {
@@ -153,11 +155,15 @@ pub(crate) fn wait_stop_or_exit(pid: Pid) -> io::Result<ChildState> {
             }
             return Err(io::Error::last_os_error());
         }
-        if info.si_code != libc::CLD_STOPPED {
-            return Ok(ChildState::Exited);
+        // SAFETY: si_pid and si_status are set when waitid reported a
+        // child (and left zero, as we zeroed them, when it did not).
+        let (child, signal) = unsafe { (info.si_pid(), info.si_status()) };
+        if child == 0 {
+            return Ok(None);
         }
-        // SAFETY: si_status is set for a CLD_STOPPED report.
-        let signal = unsafe { info.si_status() };
+        if info.si_code != libc::CLD_STOPPED {
+            return Ok(Some(ChildState::Exited));
+        }
         // Consume this stop's report (WNOWAIT left it), so the next wait
         // sees what comes after it; without WEXITED, which never reaps.
         // SAFETY: as above.
@@ -169,7 +175,7 @@ pub(crate) fn wait_stop_or_exit(pid: Pid) -> io::Result<ChildState> {
                 libc::WSTOPPED | libc::WNOHANG,
             )
         };
-        return Ok(ChildState::Stopped(signal));
+        return Ok(Some(ChildState::Stopped(signal)));
     }
 }
 

@@ -965,6 +965,7 @@ scenario!(wire_extended_and_v1_calls, |side| {
             extended,
             context: false,
             pty: [false; 3],
+            pty_background: false,
         };
         protocol::io::send_request(&conn, kind, [null.as_fd(); 3], &payload, None).unwrap();
         conn
