@@ -498,7 +498,19 @@ impl Monitor {
             while keeper.from_keeper.is_some() {
                 hear_keeper(keeper, &call.call);
             }
-            status = keeper.status.unwrap_or(status);
+            match keeper.status {
+                Some(script_status) => status = script_status,
+                None => {
+                    // The keeper was killed before the script ended:
+                    // nothing watches the script now. It goes too.
+                    log::error(&format!(
+                        "keeper {pid} of script {} {}: script killed",
+                        keeper.script,
+                        sys::describe_status(status)
+                    ));
+                    signal_group(keeper.script, Signal::SIGKILL);
+                }
+            }
         }
         match call.phase {
             Phase::Running { extended, .. } => {
