@@ -43,20 +43,25 @@ per call.
 A call whose fds 0, 1, 2 include the slave of a pseudo-terminal the
 client opened for it (capability "tty": request flags 0x04, 0x08, 0x10)
 gets a session instead. The executor, holding the terminal's signals
-(SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGWINCH, SIGHUP), calls
-setsid, makes the terminal its controlling terminal (TIOCSCTTY) and
-forks the script's process, which leads a group of its own, the
-terminal's foreground group (a session leader's own group would be
-orphaned, and the kernel drops ^Z sent to one): /dev/tty opens, and ^C,
-^\\, ^Z and window size changes reach the script's group from the
-terminal. That process sends 'P' with its pid, 'r' with the request
-byte and its pid, and returns into the script, where those signals come
-in. The executor stays as the session's keeper, one process per such
-call: it tells the monitor when the script stops ('t' and the signal;
-the monitor tells the client, 'T', which stops too) and how it ended
-('x' and its wait status, for the client's 'X'), then exits. The
-client's signals go to the script's group; its going away is SIGHUP and
-SIGCONT there.
+(SIGINT, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGWINCH, SIGHUP) and
+SIGCHLD, calls setsid, makes the terminal its controlling terminal
+(TIOCSCTTY) and forks the script's process, which leads a group of its
+own, the terminal's foreground group (a session leader's own group would
+be orphaned, and the kernel drops ^Z sent to one), or with flag 0x20
+(the client is in a pipeline or in the background) its background:
+/dev/tty opens, and ^C, ^\\, ^Z and window size changes reach the
+script's group from the terminal. That process sends 'P' with its pid,
+'r' with the request byte and its pid, and returns into the script,
+where those signals (and SIGCHLD) come in. The executor stays as the
+session's keeper, one process per such call, watching the script
+(SIGCHLD, from a signalfd) and the monitor in one poll: it tells the
+monitor when the script stops ('t' and the signal; the monitor tells the
+client, 'T', which stops too) and how it ended ('x' and its wait status,
+for the client's 'X'), then exits; and when the client moves to its own
+terminal's foreground or background ('F' and 1 or 0, which the monitor
+passes on as 'f'), it moves the script's group there too (tcsetpgrp to
+it, or to its own group) and continues it. The client's signals go to
+the script's group; its going away is SIGHUP and SIGCONT there.
 
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
@@ -98,7 +103,14 @@ REQUEST_CONTEXT = 0x02
 # fd 0, 1, 2 as sent is the slave of the call's own pseudo-terminal.
 REQUEST_PTY = (0x04, 0x08, 0x10)
 _REQUEST_ANY_PTY = 0x04 | 0x08 | 0x10
-_REQUEST_FLAGS = REQUEST_EXTENDED | REQUEST_CONTEXT | _REQUEST_ANY_PTY
+# With a pty flag: the script starts in its terminal's background (the
+# client is in a pipeline, or in the background itself).
+REQUEST_PTY_BACKGROUND = 0x20
+# Every request byte we take: 0, or 0x01 with any of the other flags,
+# 0x20 only with a pty flag. (One set lookup on a call's path.)
+_REQUEST_BYTES = frozenset([0] + [
+    byte for byte in range(0x40)
+    if byte & REQUEST_EXTENDED and (byte & _REQUEST_ANY_PTY or not byte & REQUEST_PTY_BACKGROUND)])
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
@@ -107,6 +119,9 @@ FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
 # own pseudo-terminal holds them until its monitor knows the call runs.
 TERMINAL_SIGNALS = frozenset(getattr(signal, "SIG" + name) for name in
                              ("INT", "QUIT", "TSTP", "TTIN", "TTOU", "WINCH", "HUP"))
+# What such an executor blocks: those, and SIGCHLD, which the keeper reads
+# from a signalfd (_keep); the script's process gets the old mask back.
+_PTY_CALL_BLOCKED = TERMINAL_SIGNALS | {signal.SIGCHLD}
 
 _also_check = []
 _logging = False
@@ -1223,8 +1238,10 @@ class _Monitor:
         """A running call's socket is readable. v1: the client has gone
         (it has nothing more to say). Extended: signal frames ('S' and a
         forwardable signal: to the executor's group, or the script's on
-        a pseudo-terminal of its own; other kinds are ignored), or EOF:
-        the client has gone."""
+        a pseudo-terminal of its own), on a pseudo-terminal of its own
+        'F' (the script to its terminal's foreground, 1, or background,
+        0), passed to the keeper as 'f', never a signal (other kinds are
+        ignored), or EOF: the client has gone."""
         group = call.script or call.pid
         gone = True
         if call.extended:
@@ -1242,6 +1259,15 @@ class _Monitor:
                     frames = frames[5:]
                     if kind == b"S" and value in FORWARDED:
                         _kill_group(group, value)
+                    elif kind == b"F" and call.from_keeper is not None:
+                        # For the keeper, which moves the script's group
+                        # (it reads each at once: this never fills its
+                        # socket).
+                        try:
+                            call.from_keeper.send(b"f" + struct.pack(">I", value),
+                                                  socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+                        except OSError:
+                            pass  # it has gone: its EOF says so
                 call.frames = frames
         if gone:
             if call.script is None:
@@ -1284,13 +1310,14 @@ def _std_stream(fd, old, write, env):
 
 def _read_request(conn):
     """Reads a request: its byte (0, or 0x01 with any of the flags:
-    0x02 context, 0x04, 0x08, 0x10 fd 0, 1, 2 a pseudo-terminal), fd 0,
-    1, 2, the payload, and with context the caller's directory and
+    0x02 context, 0x04, 0x08, 0x10 fd 0, 1, 2 a pseudo-terminal, 0x20
+    with one of those: the script starts in its terminal's background),
+    fd 0, 1, 2, the payload, and with context the caller's directory and
     umask."""
     byte = _read_exact(conn, 1)[0]
-    if byte and (byte & ~_REQUEST_FLAGS or not byte & REQUEST_EXTENDED):
+    if byte not in _REQUEST_BYTES:
         raise ValueError("request starts with byte %#04x, expected 0x00, or 0x01 with flags "
-                         "0x02, 0x04, 0x08, 0x10" % byte)
+                         "0x02, 0x04, 0x08, 0x10, and 0x20 with one of the last three" % byte)
     fds = []
     for _ in range(3):
         try:
@@ -1316,12 +1343,14 @@ def _read_request(conn):
     return byte, fds, env, args, context
 
 
-def _take_terminal(terminal, monitor, socks, fds, context):
-    """On a call with a pseudo-terminal of its own: starts a session with
-    that terminal as its controlling terminal and forks the script's
-    process, which leads the terminal's foreground group; returns only
-    in that process. The executor stays, as a shell would, the session's
-    leader: its keeper (_keep), with none of the call's fds."""
+def _take_terminal(which, background, monitor, socks, fds, context):
+    """On a call with a pseudo-terminal of its own (fds[which]): starts a
+    session with that terminal as its controlling terminal and forks the
+    script's process, which leads a group of its own, the terminal's
+    foreground group (unless background); returns only in that process.
+    The executor stays, as a shell would, the session's leader: its
+    keeper (_keep), with none of the call's fds but that terminal."""
+    terminal = fds[which]
     try:
         os.setsid()
         fcntl.ioctl(terminal, termios.TIOCSCTTY, 0)
@@ -1338,30 +1367,48 @@ def _take_terminal(terminal, monitor, socks, fds, context):
     if script:
         for sock in socks:
             sock.close()
-        for fd in fds + ([context[0]] if context is not None else []):
+        for fd in fds[:which] + fds[which + 1:] + ([context[0]] if context is not None else []):
             os.close(fd)
-        _keep(script, monitor)
+        _keep(script, monitor, terminal)
     # Our keeper gone (the monitor killed): the call ends.
     _LIBC.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
     if os.getppid() != keeper:
         os._exit(0)  # it died before we asked
     try:
         os.setpgid(0, 0)
-        # From the background: SIGTTOU is blocked, so it is allowed.
-        os.tcsetpgrp(terminal, os.getpid())
+        if not background:
+            # From the background: SIGTTOU is blocked, so it is allowed.
+            os.tcsetpgrp(terminal, os.getpid())
     except OSError as e:
         _log(syslog.LOG_ERR, "call failed: cannot take its terminal: %s" % (e.strerror or e))
         os._exit(127)
 
 
-def _keep(script, monitor):
+def _signalfd(sig):
+    """A non-blocking, close-on-exec signalfd for sig (blocked): the os
+    and signal modules have none."""
+    mask = ctypes.create_string_buffer(128)  # a sigset_t (128 bytes in glibc and musl)
+    _LIBC.sigemptyset(mask)
+    _LIBC.sigaddset(mask, sig)
+    fd = _LIBC.signalfd(-1, mask, os.O_NONBLOCK | os.O_CLOEXEC)  # SFD_NONBLOCK, SFD_CLOEXEC
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return fd
+
+
+def _keep(script, monitor, terminal):
     """The session's keeper: tells the monitor when the script stops
     ('t' and the signal) and how it ended ('x' and its wait status), then
-    exits. What the script left in its group gets SIGINT while the script
-    is a zombie (its group id cannot be reused), as the monitor does for
-    an executor. A hang-up of the terminal, which the kernel signals to
-    the session's leader, is the monitor's to pass on (it sees the client
-    go). Runs none of the script's code: its signal handlers are off."""
+    exits; when the monitor says so ('f', from the client's 'F': 1, the
+    client is in its terminal's foreground; 0, its background), makes
+    the script's group the terminal's foreground group or its own, and
+    continues the script. What the script left in its group gets SIGINT
+    while the script is a zombie (its group id cannot be reused), as the
+    monitor does for an executor. A hang-up of the terminal, which the
+    kernel signals to the session's leader, is the monitor's to pass on
+    (it sees the client go). Runs none of the script's code: its signal
+    handlers are off."""
     try:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
@@ -1369,26 +1416,62 @@ def _keep(script, monitor):
         # The monitor's death (PR_SET_PDEATHSIG) must still end us, and
         # with us the script (its own PR_SET_PDEATHSIG).
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        # The script's stops and exit, and the monitor's 'f', in one poll.
+        # SIGCHLD has been blocked since before the fork (_executor), so
+        # each change of the script leaves it pending, and a signalfd
+        # readable, whenever it comes; each round looks at the script
+        # (waitid, WNOHANG) after reading the signalfd empty, so nothing
+        # is missed. A signalfd (through ctypes: Python has none) rather
+        # than signal.set_wakeup_fd, equally race-free (its C handler
+        # writes at delivery) but with more parts: a Python handler, the
+        # signal unblocked, EINTR retries, a wakeup socket; and rather
+        # than sigtimedwait, which cannot wait for the socket too (only
+        # poll it, in turns, with a timeout). As the Rust keeper does.
+        children = _signalfd(signal.SIGCHLD)
+        poll = select.poll()
+        poll.register(children, select.POLLIN)
+        poll.register(monitor, select.POLLIN)
         while True:
             # Without reaping (WNOWAIT): the script's group id stays its
             # own until we have signalled what is left in it.
-            info = os.waitid(os.P_PID, script, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
-            if info.si_code != os.CLD_STOPPED:
-                break
-            # Consume this stop's report, so the next wait sees what comes
-            # after it (without WEXITED, which would reap).
-            os.waitid(os.P_PID, script, os.WSTOPPED | os.WNOHANG)
+            while True:
+                info = os.waitid(os.P_PID, script,
+                                 os.WSTOPPED | os.WEXITED | os.WNOWAIT | os.WNOHANG)
+                if info is None:
+                    break
+                if info.si_code != os.CLD_STOPPED:
+                    _kill_group(script)
+                    _, status = os.waitpid(script, 0)
+                    try:
+                        _send_all(monitor, b"x" + struct.pack(">I", status & 0xFFFFFFFF))
+                    except (_Hangup, OSError):
+                        pass
+                    os._exit(0)
+                # Consume this stop's report, so the next wait sees what
+                # comes after it (without WEXITED, which would reap).
+                os.waitid(os.P_PID, script, os.WSTOPPED | os.WNOHANG)
+                try:
+                    _send_all(monitor, b"t" + struct.pack(">I", info.si_status))
+                except (_Hangup, OSError):
+                    pass
+            ready = dict(poll.poll())
             try:
-                _send_all(monitor, b"t" + struct.pack(">I", info.si_status))
-            except (_Hangup, OSError):
+                while os.read(children, 4096):
+                    pass
+            except BlockingIOError:
                 pass
-        _kill_group(script)
-        _, status = os.waitpid(script, 0)
-        try:
-            _send_all(monitor, b"x" + struct.pack(">I", status & 0xFFFFFFFF))
-        except (_Hangup, OSError):
-            pass
-        os._exit(0)
+            if ready.get(monitor.fileno()):
+                message = _recv_exact(monitor, 5)
+                if len(message) < 5:
+                    poll.unregister(monitor)  # the monitor has gone
+                elif message[:1] == b"f":
+                    (value,) = struct.unpack(">I", message[1:])
+                    # SIGTTOU is blocked: allowed from the background.
+                    try:
+                        os.tcsetpgrp(terminal, script if value == 1 else os.getpgrp())
+                    except OSError:
+                        pass
+                    _kill_group(script, signal.SIGCONT)
     except BaseException as e:
         _log(syslog.LOG_ERR, "keeper of %d: %r" % (script, e))
         os._exit(127)
@@ -1405,17 +1488,18 @@ def _executor(handover, monitor, saved, monitor_pid):
 
     On a call with a pseudo-terminal of its own it leads a session
     instead, with that terminal as its controlling terminal, and forks
-    the script's process, which leads the terminal's foreground group,
-    sends 'P' and 'r' (with its pid) and takes on the call; the executor
-    stays as the session's keeper (_keep). Why two processes: a process
-    group none of whose members has a parent in its session but outside
-    the group is orphaned, and the kernel discards the stop signals a
-    terminal sends such a group: a script leading its session itself
-    (its parent, the monitor, is elsewhere) would ignore ^Z.
+    the script's process, which leads the terminal's foreground group
+    (with 0x20, a group in its background), sends 'P' and 'r' (with its
+    pid) and takes on the call; the executor stays as the session's
+    keeper (_keep). Why two processes: a process group none of whose
+    members has a parent in its session but outside the group is
+    orphaned, and the kernel discards the stop signals a terminal sends
+    such a group: a script leading its session itself (its parent, the
+    monitor, is elsewhere) would ignore ^Z.
 
     Returns the signal mask to restore once back in the script (on a
-    pseudo-terminal: the terminal's signals are held until then), or
-    None."""
+    pseudo-terminal: the terminal's signals and SIGCHLD are held until
+    then), or None."""
     # A monitor killed mid-call leaves the call with nobody to report its
     # end: it ends as when its client goes, with SIGINT.
     _LIBC.prctl(1, signal.SIGINT, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -1455,9 +1539,9 @@ def _executor(handover, monitor, saved, monitor_pid):
         # the script's group is its foreground: they wait until the
         # monitor knows the call runs, so that it reports a stop and
         # sees a death as the call's.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, TERMINAL_SIGNALS)
-        _take_terminal(fds[next(i for i, flag in enumerate(REQUEST_PTY) if byte & flag)],
-                       monitor, (conn, handover), fds, context)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _PTY_CALL_BLOCKED)
+        _take_terminal(next(i for i, flag in enumerate(REQUEST_PTY) if byte & flag),
+                       byte & REQUEST_PTY_BACKGROUND, monitor, (conn, handover), fds, context)
         ready += struct.pack(">I", os.getpid())
     if byte & REQUEST_EXTENDED:
         try:
