@@ -1209,6 +1209,12 @@ class _Monitor:
             self.hear_keeper(call)
         if call.status is not None:
             status = call.status
+        elif call.script is not None:
+            # The keeper was killed before the script ended: nothing
+            # watches the script now. It goes too.
+            _log(syslog.LOG_ERR, "keeper %d of script %d %s: script killed"
+                 % (call.pid, call.script, _describe_status(status)))
+            _kill_group(call.script, signal.SIGKILL)
         if call.phase == _ABANDONED:
             _log(syslog.LOG_INFO, "client went away; script interrupted, it %s"
                  % _describe_status(status))
