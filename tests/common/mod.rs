@@ -314,22 +314,21 @@ impl Harness {
             .unwrap_or_else(|| panic!("server {pid} not listed:\n{text}"))
     }
 
+    /// The words that run the script side standalone (no
+    /// prefork-interp): its interpreter and the script, or the program.
+    pub fn direct_words(&self) -> Vec<OsString> {
+        match self.side {
+            Side::Rust => vec![self.program.clone().into()],
+            Side::Perl => vec!["perl".into(), "-w".into(), self.script.clone().into()],
+            Side::Python => vec![python().into(), self.script.clone().into()],
+        }
+    }
+
     /// Runs the script side standalone (no prefork-interp).
     pub fn direct<S: AsRef<OsStr>>(&self, args: &[S]) -> Call {
-        let mut cmd = match self.side {
-            Side::Rust => Command::new(&self.program),
-            Side::Perl => {
-                let mut c = Command::new("perl");
-                c.arg("-w").arg(&self.script);
-                c
-            }
-            Side::Python => {
-                let mut c = Command::new(python());
-                c.arg(&self.script);
-                c
-            }
-        };
-        cmd.args(args);
+        let words = self.direct_words();
+        let mut cmd = Command::new(&words[0]);
+        cmd.args(&words[1..]).args(args);
         self.prepare(cmd)
     }
 
@@ -616,8 +615,14 @@ pub fn touch(path: &std::path::Path) {
     .unwrap();
 }
 
-/// An interactive bash on a pty, driven as a person at a terminal would:
-/// job control, ^C and ^Z go through the real terminal line discipline.
+/// An interactive bash on a pty that is its controlling terminal (a new
+/// session, TIOCSCTTY), driven as a person at a terminal would: job
+/// control, ^C and ^Z go through the real terminal line discipline. The
+/// terminal is 24 rows by 80 columns, `TERM=dumb` (a command that needs
+/// more sets its own), the prompt `PROMPT> `. The shell has these
+/// variables, not exported: `S`, the script (a call through us); `D`, the
+/// same agent run directly by its interpreter (words to split); `PY`, the
+/// python3 executable.
 pub struct Terminal {
     master: std::fs::File,
     shell: Child,
@@ -626,9 +631,28 @@ pub struct Terminal {
     mark: usize,
 }
 
+/// How long [`Terminal::expect`] waits: only so that a broken build fails
+/// instead of hanging; nothing is expected to take nearly as long.
+const TERMINAL_LIMIT: Duration = Duration::from_secs(10);
+
 impl Terminal {
     pub fn shell(h: &Harness) -> Terminal {
-        let pty = nix::pty::openpty(None, None).unwrap();
+        let size = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).unwrap();
+        let direct = h.direct_words();
+        let direct: Vec<String> = direct
+            .iter()
+            .map(|w| {
+                w.to_str()
+                    .expect("a direct run's words in UTF-8")
+                    .to_owned()
+            })
+            .collect();
         let mut cmd = Command::new("bash");
         cmd.args(["--norc", "--noprofile", "-i"])
             .env_clear()
@@ -636,6 +660,9 @@ impl Terminal {
             .env("PS1", "PROMPT> ")
             .env("TERM", "dumb")
             .env("HISTFILE", "/dev/null")
+            .env("S", &h.script)
+            .env("D", direct.join(" "))
+            .env("PY", python())
             .current_dir(h.dir());
         for fd in 0..3 {
             let slave = Stdio::from(pty.slave.try_clone().unwrap());
@@ -663,6 +690,8 @@ impl Terminal {
             mark: 0,
         };
         t.expect("PROMPT> ");
+        // They came in the environment; calls need not see them.
+        t.run("export -n S D PY");
         t
     }
 
@@ -670,19 +699,26 @@ impl Terminal {
         std::io::Write::write_all(&mut self.master, bytes).unwrap();
     }
 
-    /// Waits (up to 10 s) until `needle` appears after what earlier calls
-    /// consumed; consumes up to its end.
+    /// Waits until `needle` appears after what earlier calls consumed;
+    /// consumes up to its end.
     pub fn expect(&mut self, needle: &str) {
+        self.until(needle);
+    }
+
+    /// Waits until `needle` appears after what earlier calls consumed;
+    /// consumes up to its end and returns what came before it.
+    pub fn until(&mut self, needle: &str) -> String {
         use std::os::fd::AsFd;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + TERMINAL_LIMIT;
         loop {
             let fresh = &self.seen[self.mark..];
             if let Some(at) = fresh
                 .windows(needle.len())
                 .position(|w| w == needle.as_bytes())
             {
+                let before = String::from_utf8_lossy(&fresh[..at]).into_owned();
                 self.mark += at + needle.len();
-                return;
+                return before;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
@@ -695,25 +731,125 @@ impl Terminal {
                 nix::poll::PollFlags::POLLIN,
             )];
             let ms = left.as_millis().min(1000) as u16;
-            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                _ => {}
+            }
             let mut buf = [0u8; 4096];
             match std::io::Read::read(&mut self.master, &mut buf) {
                 Ok(n) => self.seen.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("terminal closed while waiting for {needle:?}: {e}"),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!(
+                    "terminal closed while waiting for {needle:?} ({e}) in {:?}",
+                    String::from_utf8_lossy(&self.seen[self.mark..])
+                ),
             }
         }
     }
 
-    /// Runs a shell command line and waits for the next prompt.
-    pub fn run(&mut self, line: &str) {
+    /// Types a command line and waits for the shell's echo of it; the
+    /// command then runs.
+    pub fn start(&mut self, line: &str) {
         self.send(format!("{line}\n").as_bytes());
+        self.expect(&format!("{line}\r\n"));
+    }
+
+    /// Runs a shell command line and waits for the next prompt (after
+    /// the line's echo: a prompt drawn again, as after a resize, is not
+    /// the next one).
+    pub fn run(&mut self, line: &str) {
+        self.start(line);
         self.expect("PROMPT> ");
+    }
+
+    /// Runs a shell command line; returns what it printed (the terminal's
+    /// `\r\n` and all) up to the next prompt.
+    pub fn output(&mut self, line: &str) -> String {
+        self.start(line);
+        self.until("PROMPT> ")
+    }
+
+    /// The last command's status, as the shell's `$?` has it.
+    pub fn status(&mut self) -> i32 {
+        let text = self.output("echo $?");
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a status: {text:?}"))
+    }
+
+    /// The terminal's settings as `stty -a` in the shell prints them.
+    pub fn stty(&mut self) -> String {
+        self.output("stty -a")
+    }
+
+    /// Everything the terminal showed, from the start.
+    pub fn seen(&self) -> &[u8] {
+        &self.seen
+    }
+
+    /// How far earlier `expect`s consumed: a position for [`since`](Self::since).
+    pub fn position(&self) -> usize {
+        self.mark
+    }
+
+    /// What the terminal showed from `position` up to what was consumed.
+    pub fn since(&self, position: usize) -> String {
+        String::from_utf8_lossy(&self.seen[position..self.mark]).into_owned()
+    }
+
+    /// Sets the terminal's window size, as a terminal emulator whose
+    /// window changed does: the kernel sends SIGWINCH to its foreground
+    /// process group.
+    pub fn resize(&self, rows: u16, cols: u16) {
+        use std::os::fd::AsRawFd;
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize that lives through the call.
+        let done = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        assert_eq!(done, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+    }
+
+    /// The terminal's foreground process group.
+    pub fn foreground(&self) -> u32 {
+        nix::unistd::tcgetpgrp(&self.master).unwrap().as_raw() as u32
+    }
+
+    /// The shell's pid (its process group's id, and its session's).
+    pub fn shell_pid(&self) -> u32 {
+        self.shell.id()
+    }
+
+    /// Waits until a job of the shell's has the terminal; returns its
+    /// process group's id (a one-process job's: that process's pid).
+    pub fn job(&self) -> u32 {
+        let shell = self.shell_pid();
+        let mut job = shell;
+        wait_until("a job in the foreground", TERMINAL_LIMIT, || {
+            job = self.foreground();
+            job != shell
+        })
+        .unwrap();
+        job
     }
 
     pub fn exit(mut self) {
         self.send(b"exit\n");
         self.shell.wait().unwrap();
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        // A failed test: the shell and its jobs must not outlive it.
+        if self.shell.try_wait().ok().flatten().is_none() {
+            // SAFETY: signalling our own shell's session by its group.
+            unsafe { libc::kill(-(self.shell.id() as i32), libc::SIGKILL) };
+            let _ = self.shell.wait();
+        }
     }
 }
 
