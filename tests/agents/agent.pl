@@ -42,6 +42,52 @@ eval { prefork_initialisation_complete(%options); 1 } or do {
     exit 127;
 };
 
+# The curses program of @curses, the same in every agent.
+my $CURSES_PY = "import curses\n"
+    . "def main(screen):\n"
+    . "    screen.addstr(0, 0, 'curses: press a key')\n"
+    . "    screen.refresh()\n"
+    . "    return screen.getch()\n"
+    . "print('curses got %d' % curses.wrapper(main))\n";
+
+# The errno's name of the last failure ($!), as ENXIO.
+sub errno_name {
+    my ($name) = grep { $!{$_} } keys %!;
+    return $name // 'E?';
+}
+
+# A child's end ($?) as the agents print it: its exit code or `signal N`.
+sub child_code {
+    my ($status) = @_;
+    return $status & 127 ? 'signal ' . ($status & 127) : $status >> 8;
+}
+
+sub open_tty {
+    open my $tty, '+<', '/dev/tty' or return;
+    $tty->autoflush(1);
+    return $tty;
+}
+
+# A password, read as getpass(3) and Python's getpass do.
+sub read_secret {
+    my $tty = open_tty() or die "/dev/tty: $!\n";
+    my $fd = fileno $tty;
+    my $termios = POSIX::Termios->new;
+    $termios->getattr($fd) or die "tcgetattr: $!\n";
+    my $lflag = $termios->getlflag;
+    $termios->setlflag($lflag & ~POSIX::ECHO());
+    $termios->setattr($fd, POSIX::TCSAFLUSH()) or die "tcsetattr: $!\n";
+    print $tty 'Password: ';
+    my $line = <$tty> // '';
+    $termios->setlflag($lflag);
+    $termios->setattr($fd, POSIX::TCSAFLUSH()) or die "tcsetattr: $!\n";
+    print $tty "\n";
+    chomp $line;
+    return $line;
+}
+
+my $winches = 0;
+
 sub parent_of {
     my ($pid) = @_;
     open my $f, '<', "/proc/$pid/stat" or die "stat of $pid: $!";
@@ -146,6 +192,45 @@ for my $arg (@ARGV) {
         printf "%d%09d\n", $s, $us * 1000;
     } elsif ($name eq 'tty') {
         print join(' ', map { -t $_ ? 1 : 0 } \*STDIN, \*STDOUT, \*STDERR), "\n";
+    } elsif ($name eq 'devtty') {
+        my $word = open_tty() ? 'ok' : errno_name();
+        print "$word\n";
+    } elsif ($name eq 'fg') {
+        my $group = POSIX::tcgetpgrp(0);
+        my $word = $group < 0 ? errno_name() : $group == getpgrp() ? 'fg' : 'bg';
+        print "$word\n";
+    } elsif ($name eq 'winsize') {
+        # TIOCGWINSZ (Linux's number: perl has no header for it).
+        my $size = "\0" x 8;
+        if (ioctl(STDIN, 0x5413, $size)) {
+            my ($rows, $cols) = unpack 'S!S!', $size;
+            print "$rows $cols\n";
+        } else {
+            print errno_name(), "\n";
+        }
+    } elsif ($name eq 'winch') {
+        $SIG{WINCH} = sub { $winches++ };
+    } elsif ($name eq 'waitwinch') {
+        Time::HiRes::sleep(0.01) until $winches;
+    } elsif ($name eq 'ask') {
+        my $tty = open_tty() or die "/dev/tty: $!\n";
+        print $tty 'Say: ';
+        my $line = <$tty> // '';
+        chomp $line;
+        print "said $line\n";
+    } elsif ($name eq 'secret') {
+        STDOUT->flush;
+        print 'length ', length(read_secret()), "\n";
+    } elsif ($name eq 'pager') {
+        STDOUT->flush;
+        open my $less, '|-', 'less' or die "less: $!\n";
+        print $less join '', map {"line $_\n"} 1 .. $param;
+        close $less;
+        print 'less exited ', child_code($?), "\n";
+    } elsif ($name eq 'curses') {
+        STDOUT->flush;
+        system $param, '-c', $CURSES_PY;
+        print 'curses exited ', child_code($?), "\n";
     } elsif ($name eq 'die') {
         die "$param\n";
     } elsif ($name eq '_exit') {

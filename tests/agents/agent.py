@@ -4,10 +4,15 @@
 # variables AGENT_*, per-call commands @CMD[:PARAM]) is documented in
 # tests/agents/agent.rs; keep the agents in step.
 import atexit
+import errno
+import fcntl
+import getpass
 import os
 import subprocess
 import signal
+import struct
 import sys
+import termios
 import threading
 import time
 
@@ -55,6 +60,39 @@ try:
 except Exception as e:
     print("agent: %s" % e, file=sys.stderr)
     sys.exit(127)
+
+
+# The curses program of @curses, the same in every agent.
+CURSES_PY = (
+    "import curses\n"
+    "def main(screen):\n"
+    "    screen.addstr(0, 0, 'curses: press a key')\n"
+    "    screen.refresh()\n"
+    "    return screen.getch()\n"
+    "print('curses got %d' % curses.wrapper(main))\n"
+)
+
+winches = 0
+
+
+def on_winch(signum, frame):
+    global winches
+    winches += 1
+
+
+def child_code(returncode):
+    """A child's end as the agents print it: its exit code or `signal N`."""
+    return "signal %d" % -returncode if returncode < 0 else str(returncode)
+
+
+def read_tty_line(fd):
+    """A line read from fd byte by byte, without its newline."""
+    line = b""
+    while True:
+        byte = os.read(fd, 1)
+        if byte in (b"", b"\n"):
+            return line
+        line += byte
 
 
 def parent_of(pid):
@@ -170,6 +208,48 @@ def main():
             print(time.time_ns())
         elif name == "tty":
             print(" ".join("1" if os.isatty(fd) else "0" for fd in range(3)))
+        elif name == "devtty":
+            try:
+                os.close(os.open("/dev/tty", os.O_RDWR))
+                print("ok")
+            except OSError as e:
+                print(errno.errorcode[e.errno])
+        elif name == "fg":
+            try:
+                print("fg" if os.tcgetpgrp(0) == os.getpgrp() else "bg")
+            except OSError as e:
+                print(errno.errorcode[e.errno])
+        elif name == "winsize":
+            try:
+                size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+                rows, cols = struct.unpack("HHHH", size)[:2]
+                print("%d %d" % (rows, cols))
+            except OSError as e:
+                print(errno.errorcode[e.errno])
+        elif name == "winch":
+            signal.signal(signal.SIGWINCH, on_winch)
+        elif name == "waitwinch":
+            while not winches:
+                time.sleep(0.01)
+        elif name == "ask":
+            fd = os.open("/dev/tty", os.O_RDWR)
+            os.write(fd, b"Say: ")
+            line = read_tty_line(fd)
+            os.close(fd)
+            print("said " + line.decode(errors="replace"))
+        elif name == "secret":
+            sys.stdout.flush()
+            print("length %d" % len(getpass.getpass()))
+        elif name == "pager":
+            sys.stdout.flush()
+            text = "".join("line %d\n" % i for i in range(1, int(param) + 1))
+            less = subprocess.Popen(["less"], stdin=subprocess.PIPE)
+            less.communicate(text.encode())
+            print("less exited " + child_code(less.returncode))
+        elif name == "curses":
+            sys.stdout.flush()
+            code = subprocess.call([param, "-c", CURSES_PY])
+            print("curses exited " + child_code(code))
         elif name == "die":
             raise RuntimeError(param)
         elif name == "_exit":

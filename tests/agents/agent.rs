@@ -57,6 +57,34 @@
 //! | `@tty`           | print isatty of fds 0, 1, 2 as `1`/`0`, spaced        |
 //! | `@die:TEXT`      | fail the language's own way (panic, die, raise)       |
 //! | `@_exit:N`       | exit at once with N: no flushing, no exit handlers    |
+//!
+//! Terminal commands (an error's name is its errno's, as `ENXIO`):
+//!
+//! | command          | effect                                               |
+//! |------------------|------------------------------------------------------|
+//! | `@devtty`        | open /dev/tty for reading and writing: print `ok`,   |
+//! |                  | or the error's name                                  |
+//! | `@fg`            | print `fg` if fd 0's terminal's foreground process   |
+//! |                  | group (tcgetpgrp) is its own, `bg` if not, or the    |
+//! |                  | error's name                                         |
+//! | `@winsize`       | print fd 0's window size (TIOCGWINSZ), `ROWS COLS`,  |
+//! |                  | or the error's name                                  |
+//! | `@winch`         | count SIGWINCHs from now on (a handler)              |
+//! | `@waitwinch`     | wait until one has come since `@winch`               |
+//! | `@ask`           | write `Say: ` to /dev/tty, read a line from it,      |
+//! |                  | print `said LINE` (without its newline)              |
+//! | `@secret`        | read a password the language's usual way (Python:    |
+//! |                  | getpass.getpass(); Rust, Perl, as getpass does it:   |
+//! |                  | echo off on /dev/tty (TCSAFLUSH), write `Password: ` |
+//! |                  | to it, read a line, settings back, a newline to it); |
+//! |                  | print `length N` (N: its length without the newline) |
+//! | `@pager:N`       | pipe the lines `line 1` to `line N` into `less`, its |
+//! |                  | child; print `less exited CODE` when it ends         |
+//! | `@curses:PYTHON` | run PYTHON with [`CURSES_PY`] (a curses program that |
+//! |                  | waits for a key), its child; print `curses exited    |
+//! |                  | CODE` when it ends                                   |
+//!
+//! A child's CODE is its exit code, or `signal N`.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
@@ -72,6 +100,73 @@ use proc_stat::proc_state;
 
 /// What `@daemon` runs in its new session: its pid to the file, then sleep.
 const DAEMON_SH: &str = r#"echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30"#;
+
+/// The curses program of `@curses`, the same in every agent: it shows a
+/// line, waits for a key, and after the screen is back prints the key's
+/// code.
+const CURSES_PY: &str = "import curses\n\
+def main(screen):\n    \
+screen.addstr(0, 0, 'curses: press a key')\n    \
+screen.refresh()\n    \
+return screen.getch()\n\
+print('curses got %d' % curses.wrapper(main))\n";
+
+/// SIGWINCHs since `@winch`.
+static WINCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    WINCHES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// An error's errno name (`ENXIO`), as the agents print it.
+fn errno_name(e: &io::Error) -> String {
+    format!(
+        "{:?}",
+        nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))
+    )
+}
+
+/// A child's end as the agents print it: its exit code or `signal N`.
+fn child_code(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status.code() {
+        Some(code) => code.to_string(),
+        None => format!("signal {}", status.signal().unwrap_or(0)),
+    }
+}
+
+fn open_tty() -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+}
+
+/// A line read from `tty` byte by byte (nothing beyond it is consumed),
+/// without its newline.
+fn read_line(tty: &mut std::fs::File) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while tty.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    line
+}
+
+/// A password, read as getpass(3) and Python's getpass do.
+fn read_secret() -> Vec<u8> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    let mut tty = open_tty().expect("/dev/tty");
+    let old = tcgetattr(&tty).unwrap();
+    let mut quiet = old.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&tty, SetArg::TCSAFLUSH, &quiet).unwrap();
+    tty.write_all(b"Password: ").unwrap();
+    let line = read_line(&mut tty);
+    tcsetattr(&tty, SetArg::TCSAFLUSH, &old).unwrap();
+    tty.write_all(b"\n").unwrap();
+    line
+}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -400,6 +495,68 @@ fn run(args: &[OsString]) -> i32 {
                     .map(|fd| unsafe { libc::isatty(fd) }.to_string())
                     .collect();
                 writeln!(out, "{}", t.join(" ")).unwrap();
+            }
+            b"devtty" => match open_tty() {
+                Ok(_) => writeln!(out, "ok").unwrap(),
+                Err(e) => writeln!(out, "{}", errno_name(&e)).unwrap(),
+            },
+            b"fg" => match nix::unistd::tcgetpgrp(io::stdin()) {
+                Ok(group) if group == nix::unistd::getpgrp() => writeln!(out, "fg").unwrap(),
+                Ok(_) => writeln!(out, "bg").unwrap(),
+                Err(e) => writeln!(out, "{e:?}").unwrap(),
+            },
+            b"winsize" => {
+                // SAFETY: TIOCGWINSZ fills a winsize that lives through the
+                // call.
+                let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+                if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut size) } == 0 {
+                    writeln!(out, "{} {}", size.ws_row, size.ws_col).unwrap();
+                } else {
+                    writeln!(out, "{}", errno_name(&io::Error::last_os_error())).unwrap();
+                }
+            }
+            b"winch" => {
+                // SAFETY: installing a handler that is async-signal-safe.
+                unsafe {
+                    libc::signal(libc::SIGWINCH, on_winch as *const () as libc::sighandler_t)
+                };
+            }
+            b"waitwinch" => {
+                while WINCHES.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            b"ask" => {
+                let mut tty = open_tty().expect("/dev/tty");
+                tty.write_all(b"Say: ").unwrap();
+                let line = read_line(&mut tty);
+                writeln!(out, "said {}", String::from_utf8_lossy(&line)).unwrap();
+            }
+            b"secret" => {
+                out.flush().unwrap();
+                let secret = read_secret();
+                writeln!(out, "length {}", secret.len()).unwrap();
+            }
+            b"pager" => {
+                out.flush().unwrap();
+                let lines: usize = param_str.parse().expect("@pager:N");
+                let text: String = (1..=lines).map(|i| format!("line {i}\n")).collect();
+                let mut less = std::process::Command::new("less")
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("less");
+                // One write, then EOF: less has it all at once.
+                let _ = less.stdin.take().unwrap().write_all(text.as_bytes());
+                let status = less.wait().unwrap();
+                writeln!(out, "less exited {}", child_code(status)).unwrap();
+            }
+            b"curses" => {
+                out.flush().unwrap();
+                let status = std::process::Command::new(OsStr::from_bytes(param))
+                    .args(["-c", CURSES_PY])
+                    .status()
+                    .expect("python");
+                writeln!(out, "curses exited {}", child_code(status)).unwrap();
             }
             b"die" => panic!("{param_str}"),
             b"_exit" => {
