@@ -856,54 +856,356 @@ scenario!(forwarded_signal_death_is_the_callers, |side| {
     h.finish();
 });
 
-/// A person at a terminal: ^Z stops the script and the client, `fg`
-/// resumes both and the script finishes normally; ^C ends a script as a
-/// direct run would (death by SIGINT, status 130 in the shell).
-scenario!(terminal_job_control, |side| {
+// The caller's terminal (issue 15). Each scenario drives an interactive
+// bash on a pty that is its controlling terminal ([`Terminal`]), and does
+// the same once with the agent run directly (`X=$D`) and once through us
+// (`X=$S`): what the terminal shows must be the same, and the caller's
+// terminal settings (`stty -a`) the same after as before.
+
+/// How an interaction ran the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Direct,
+    Served,
+}
+
+/// A world and a shell on its terminal, the server started (so that
+/// calls below are warm ones), and the terminal's settings as the shell
+/// has them.
+fn terminal_world(side: Side) -> (Harness, Terminal, String) {
     let h = Harness::new(side);
-    let script = h.script.display().to_string();
-    let pid_file = h.path("executor.pid");
     let mut t = Terminal::shell(&h);
-    // The server first, so that timings below are a warm call's.
-    t.run(&format!("{script} @out:warm"));
+    assert_eq!(t.output("$S @out:warm"), "warm\r\n");
+    let settings = t.stty();
+    (h, t, settings)
+}
 
-    t.send(
-        format!(
-            "{script} @pid:{} @out:BEFORE @sleep:1.5 @out:AFTER\n",
-            pid_file.display()
-        )
-        .as_bytes(),
+/// Checks the terminal's settings are what they were, ends the shell,
+/// and tears the world down.
+fn terminal_done(h: Harness, mut t: Terminal, settings: &str) {
+    assert_eq!(
+        t.stty(),
+        settings,
+        "the terminal's settings after the calls"
     );
-    t.expect("\nBEFORE\r");
-    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
-    t.send(b"\x1a");
-    t.expect("Stopped");
-    t.expect("PROMPT> ");
-    let state = |pid: u32| proc_state(pid).unwrap().0;
-    // The client passes ^Z on and stops; the monitor delivers it to the
-    // script a moment later.
-    wait_until("the script to stop too", LIMIT, || state(executor) == 'T').unwrap();
-    t.send(b"fg\n");
-    t.expect("\nAFTER\r");
-    t.expect("PROMPT> ");
-    t.send(b"echo status=$?\n");
-    t.expect("status=0");
-    t.expect("PROMPT> ");
-
-    std::fs::remove_file(&pid_file).unwrap();
-    t.send(format!("{script} @pid:{} @sleep:30\n", pid_file.display()).as_bytes());
-    wait_until("the script to start", LIMIT, || pid_file.exists()).unwrap();
-    let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
-    t.send(b"\x03");
-    t.expect("PROMPT> ");
-    t.send(b"echo status=$?\n");
-    t.expect("status=130");
-    wait_until("the interrupted script to be reaped", LIMIT, || {
-        reaped(executor)
-    })
-    .unwrap();
     t.exit();
     h.finish();
+}
+
+/// Runs `interaction` twice in the shell: with `X` the agent run
+/// directly, then with `X` the script called through us. Returns, for
+/// each, what the terminal showed from its first line to its end, and
+/// what it returned.
+fn direct_and_served<T>(
+    t: &mut Terminal,
+    mut interaction: impl FnMut(&mut Terminal, Run) -> T,
+) -> [(String, T); 2] {
+    [Run::Direct, Run::Served].map(|run| {
+        t.run(match run {
+            Run::Direct => "X=$D",
+            Run::Served => "X=$S",
+        });
+        let from = t.position();
+        let value = interaction(t, run);
+        (t.since(from), value)
+    })
+}
+
+/// The screens of a direct run and a call are the same, byte for byte.
+#[track_caller]
+fn assert_same_screen<T>(runs: &[(String, T); 2]) {
+    assert_eq!(
+        runs[1].0, runs[0].0,
+        "what the terminal showed: through us (left), directly (right)"
+    );
+}
+
+/// The pid a call wrote with `@pid:NAME` in the world's directory (the
+/// shell's, so the call's), once it is there.
+fn pid_in(h: &Harness, name: &str) -> u32 {
+    let path = h.path(name);
+    wait_until("the script to write its pid", LIMIT, || path.exists()).unwrap();
+    std::fs::read_to_string(&path).unwrap().parse().unwrap()
+}
+
+/// Processes whose process group is `group`.
+fn group_members(group: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+                    .split_whitespace()
+                    .collect();
+                fields[2] == group.to_string() && fields[0] != "Z"
+            })
+        })
+        .collect()
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on a test process.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+/// /dev/tty opens, the script is its terminal's foreground process group,
+/// isatty and the window size are a direct run's; with stdin from
+/// elsewhere, or stdout to a file, /dev/tty is still there, and a line
+/// read from it after a prompt written to it comes back.
+scenario!(terminal_devtty_foreground_winsize, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    let out = h.path("out.txt");
+    let runs = direct_and_served(&mut t, |t, _| {
+        let all = t.output("$X @devtty @fg @tty @winsize");
+        let stdin_elsewhere = t.output("$X @devtty @fg @tty < /dev/null");
+        t.run("$X @devtty @fg @tty @winsize > out.txt");
+        let stdout_to_file = std::fs::read_to_string(&out).unwrap();
+        t.start("$X @ask > out.txt");
+        t.expect("Say: ");
+        t.send(b"hello there\r");
+        t.expect("PROMPT> ");
+        let said = std::fs::read_to_string(&out).unwrap();
+        (all, stdin_elsewhere, stdout_to_file, said)
+    });
+    assert_same_screen(&runs);
+    for (screen, got) in &runs {
+        assert_eq!(
+            *got,
+            (
+                "ok\r\nfg\r\n1 1 1\r\n24 80\r\n".to_string(),
+                "ok\r\nENOTTY\r\n0 1 1\r\n".to_string(),
+                "ok\nfg\n1 0 1\n24 80\n".to_string(),
+                "said hello there\n".to_string()
+            ),
+            "{screen}"
+        );
+        assert!(screen.contains("Say: hello there\r\n"), "{screen}");
+    }
+    terminal_done(h, t, &settings);
+});
+
+/// A password prompt (echo off on /dev/tty, the language's usual way):
+/// what is typed reaches the script and never the screen; with stdin
+/// from a file, the prompt still reads the terminal, and stdin is the
+/// file.
+scenario!(terminal_password_prompt, |side| {
+    const SECRET: &str = "hunter2-xyzzy";
+    let (h, mut t, settings) = terminal_world(side);
+    std::fs::write(h.path("in.txt"), "from the file\n").unwrap();
+    let runs = direct_and_served(&mut t, |t, _| {
+        t.start("$X @secret");
+        t.expect("Password: ");
+        t.send(format!("{SECRET}\r").as_bytes());
+        let typed = t.until("PROMPT> ");
+        let status = t.status();
+        t.start("$X @secret @cat < in.txt");
+        t.expect("Password: ");
+        t.send(format!("{SECRET}\r").as_bytes());
+        let from_file = t.until("PROMPT> ");
+        (typed, status, from_file, t.status())
+    });
+    assert_same_screen(&runs);
+    for (screen, got) in &runs {
+        assert_eq!(
+            *got,
+            (
+                "\r\nlength 13\r\n".to_string(),
+                0,
+                "\r\nlength 13\r\nfrom the file\r\n".to_string(),
+                0
+            ),
+            "{screen}"
+        );
+    }
+    assert!(
+        !String::from_utf8_lossy(t.seen()).contains(SECRET),
+        "the secret was shown: {:?}",
+        String::from_utf8_lossy(t.seen())
+    );
+    terminal_done(h, t, &settings);
+});
+
+/// A pager (less, reading its keys from /dev/tty) run by the script on
+/// the text it pipes in: it shows the first screen, `q` ends it, the
+/// call ends with 0 and the shell's prompt comes back.
+scenario!(terminal_pager, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    let runs = direct_and_served(&mut t, |t, _| {
+        t.start("TERM=xterm $X @pager:100");
+        // The screen's last line of text: less has drawn it, in its own
+        // terminal mode since before it drew anything.
+        t.expect("line 23");
+        t.send(b"q");
+        let rest = t.until("PROMPT> ");
+        assert!(rest.ends_with("less exited 0\r\n"), "{rest:?}");
+        t.status()
+    });
+    assert_same_screen(&runs);
+    assert_eq!(runs.each_ref().map(|r| r.1), [0, 0]);
+    terminal_done(h, t, &settings);
+});
+
+/// A full-screen (curses) program run by the script: it draws, a key
+/// reaches it, it ends, and so does the call, with 0.
+scenario!(terminal_curses, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    let runs = direct_and_served(&mut t, |t, _| {
+        t.start("TERM=xterm $X @curses:$PY");
+        t.expect("curses: press a key");
+        t.send(b"x");
+        let rest = t.until("PROMPT> ");
+        assert!(
+            rest.ends_with("curses got 120\r\ncurses exited 0\r\n"),
+            "{rest:?}"
+        );
+        t.status()
+    });
+    assert_same_screen(&runs);
+    assert_eq!(runs.each_ref().map(|r| r.1), [0, 0]);
+    terminal_done(h, t, &settings);
+});
+
+/// ^C while the script sleeps, and while it waits at a password prompt
+/// (echo off): it dies of SIGINT, and the shell's `$?` is 130.
+scenario!(terminal_interrupt, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    let runs = direct_and_served(&mut t, |t, _| {
+        let _ = std::fs::remove_file(h.path("exe.pid"));
+        t.start("$X @pid:exe.pid @sleep:30");
+        let executor = pid_in(&h, "exe.pid");
+        t.send(b"\x03");
+        t.expect("PROMPT> ");
+        let asleep = t.status();
+        wait_until("the script to be gone", LIMIT, || !alive(executor)).unwrap();
+        t.start("$X @secret");
+        t.expect("Password: ");
+        t.send(b"\x03");
+        t.expect("PROMPT> ");
+        (asleep, t.status())
+    });
+    assert_same_screen(&runs);
+    assert_eq!(runs.each_ref().map(|r| r.1), [(130, 130); 2]);
+    terminal_done(h, t, &settings);
+});
+
+/// ^Z from an interactive bash stops the script (and the client: the job
+/// is stopped as a whole), the shell says so; `fg` resumes it and its
+/// output goes on; `bg` lets it run on in the background, where it
+/// finishes, and `wait` gives its status.
+scenario!(terminal_job_control, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    let pid_file = h.path("exe.pid");
+    // Starts the script, waits for its first line, and stops it with ^Z;
+    // returns once the shell shows its prompt and the job's processes
+    // (the client and the script, or the script) are stopped.
+    let start_and_stop = |t: &mut Terminal, exit: u8| {
+        let _ = std::fs::remove_file(&pid_file);
+        t.start(&format!(
+            "$X @pid:exe.pid @out:BEFORE @sleep:2 @out:AFTER @exit:{exit}"
+        ));
+        t.expect("BEFORE\r\n");
+        let job = t.job();
+        let executor = pid_in(&h, "exe.pid");
+        t.send(b"\x1a");
+        t.expect("Stopped");
+        t.expect("PROMPT> ");
+        let stopped = |pid: u32| proc_state(pid).is_some_and(|(state, _)| state == 'T');
+        wait_until("the job's processes to stop", LIMIT, || {
+            stopped(job) && stopped(executor)
+        })
+        .unwrap();
+    };
+    let runs = direct_and_served(&mut t, |t, _| {
+        start_and_stop(t, 0);
+        t.start("fg");
+        t.expect("AFTER\r\n");
+        t.expect("PROMPT> ");
+        let resumed = t.status();
+        start_and_stop(t, 7);
+        t.start("bg; wait %1; echo status=$?");
+        t.expect("AFTER\r\n");
+        t.expect("status=");
+        let waited = t.until("\r\n");
+        t.expect("PROMPT> ");
+        (resumed, waited)
+    });
+    assert_same_screen(&runs);
+    assert_eq!(
+        runs.each_ref().map(|r| r.1.clone()),
+        [(0, "7".into()), (0, "7".into())]
+    );
+    terminal_done(h, t, &settings);
+});
+
+/// The window's size changes (the terminal emulator sets it on its
+/// pty): the script gets SIGWINCH and reads the new size.
+scenario!(terminal_window_resize, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    let runs = direct_and_served(&mut t, |t, _| {
+        t.start("$X @winch @out:ready @waitwinch @winsize");
+        t.expect("ready\r\n");
+        t.resize(30, 100);
+        let size = t.until("PROMPT> ");
+        t.resize(24, 80);
+        size
+    });
+    assert_same_screen(&runs);
+    assert_eq!(
+        runs.each_ref().map(|r| r.1.clone()),
+        ["30 100\r\n", "30 100\r\n"]
+    );
+    terminal_done(h, t, &settings);
+});
+
+/// The client killed (SIGKILL, SIGTERM, SIGHUP) while the script waits at
+/// a password prompt with echo off: the shell's terminal is as it was
+/// before the call (`stty -a`), and the script's process group goes (a
+/// direct run's dies of the signal; ours gets SIGHUP from its terminal's
+/// end, or SIGINT from its monitor, or the signal passed on).
+scenario!(terminal_client_killed_mid_prompt, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    for (name, sig) in [
+        ("KILL", libc::SIGKILL),
+        ("TERM", libc::SIGTERM),
+        ("HUP", libc::SIGHUP),
+    ] {
+        let runs = direct_and_served(&mut t, |t, _| {
+            let _ = std::fs::remove_file(h.path("exe.pid"));
+            t.start("$X @pid:exe.pid @secret");
+            t.expect("Password: ");
+            let executor = pid_in(&h, "exe.pid");
+            signal(t.job(), sig);
+            t.expect("PROMPT> ");
+            let status = t.status();
+            assert_eq!(t.stty(), settings, "{name}: the terminal's settings");
+            wait_until("the script's process group to go", LIMIT, || {
+                group_members(executor).is_empty()
+            })
+            .unwrap();
+            status
+        });
+        assert_same_screen(&runs);
+        assert_eq!(runs.each_ref().map(|r| r.1), [128 + sig; 2], "{name}");
+    }
+    terminal_done(h, t, &settings);
+});
+
+/// After calls that end normally, with a status, or by a signal, the
+/// terminal's settings are exactly what they were.
+scenario!(terminal_settings_restored_after_calls, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    for (line, status) in [
+        ("$S @out:x", 0),
+        ("$S @exit:3", 3),
+        ("$S @kill:TERM", 128 + libc::SIGTERM),
+    ] {
+        t.run(line);
+        assert_eq!(t.status(), status, "{line}");
+        assert_eq!(t.stty(), settings, "after {line}");
+    }
+    terminal_done(h, t, &settings);
 });
 
 /// The greeting, to the byte, from a server our client started, after
