@@ -945,6 +945,33 @@ fn group_members(group: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The pid a call wrote with `@pid:NAME`, once the script is asleep in
+/// a blocking read or a sleep: a signal that comes then finds it in the
+/// same place in every run (Python's traceback of a KeyboardInterrupt
+/// names it).
+fn script_waiting(h: &Harness, name: &str) -> u32 {
+    let pid = pid_in(h, name);
+    let waiting = || {
+        let asleep = proc_state(pid).is_some_and(|(state, _)| state == 'S');
+        // The system call it is in (readable by root or its parent;
+        // anyone else takes asleep for waiting).
+        let call = std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse::<libc::c_long>().ok());
+        asleep
+            && call.is_none_or(|call| {
+                [
+                    libc::SYS_read,
+                    libc::SYS_nanosleep,
+                    libc::SYS_clock_nanosleep,
+                ]
+                .contains(&call)
+            })
+    };
+    wait_until("the script to wait (a read, a sleep)", LIMIT, waiting).unwrap();
+    pid
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     // SAFETY: kill(2) on a test process.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
@@ -1074,15 +1101,18 @@ scenario!(terminal_interrupt, |side| {
     let runs = direct_and_served(&mut t, |t, _| {
         let _ = std::fs::remove_file(h.path("exe.pid"));
         t.start("$X @pid:exe.pid @sleep:30");
-        let executor = pid_in(&h, "exe.pid");
+        let script = script_waiting(&h, "exe.pid");
         t.send(b"\x03");
         t.expect("PROMPT> ");
         let asleep = t.status();
-        wait_until("the script to be gone", LIMIT, || !alive(executor)).unwrap();
-        t.start("$X @secret");
+        wait_until("the script to be gone", LIMIT, || !alive(script)).unwrap();
+        std::fs::remove_file(h.path("exe.pid")).unwrap();
+        t.start("$X @pid:exe.pid @secret");
         t.expect("Password: ");
+        let script = script_waiting(&h, "exe.pid");
         t.send(b"\x03");
         t.expect("PROMPT> ");
+        wait_until("the script to be gone", LIMIT, || !alive(script)).unwrap();
         (asleep, t.status())
     });
     assert_same_screen(&runs);
@@ -1181,13 +1211,13 @@ scenario!(terminal_client_killed_mid_prompt, |side| {
             let _ = std::fs::remove_file(h.path("exe.pid"));
             t.start("$X @pid:exe.pid @secret");
             t.expect("Password: ");
-            let executor = pid_in(&h, "exe.pid");
+            let script = script_waiting(&h, "exe.pid");
             signal(t.job(), sig);
             t.expect("PROMPT> ");
             let status = t.status();
             assert_eq!(t.stty(), settings, "{name}: the terminal's settings");
             wait_until("the script's process group to go", LIMIT, || {
-                group_members(executor).is_empty()
+                group_members(script).is_empty()
             })
             .unwrap();
             status
