@@ -1207,19 +1207,28 @@ scenario!(terminal_client_killed_mid_prompt, |side| {
         ("TERM", libc::SIGTERM),
         ("HUP", libc::SIGHUP),
     ] {
-        let runs = direct_and_served(&mut t, |t, _| {
+        let runs = direct_and_served(&mut t, |t, run| {
             let _ = std::fs::remove_file(h.path("exe.pid"));
             t.start("$X @pid:exe.pid @secret");
             t.expect("Password: ");
             let script = script_waiting(&h, "exe.pid");
-            signal(t.job(), sig);
-            t.expect("PROMPT> ");
-            let status = t.status();
-            assert_eq!(t.stty(), settings, "{name}: the terminal's settings");
+            // The shell's job: the script run directly, or our client.
+            let job = t.job();
+            assert_eq!(job == script, run == Run::Direct, "{run:?}: the job {job}");
+            signal(job, sig);
+            let killed = std::time::Instant::now();
             wait_until("the script's process group to go", LIMIT, || {
                 group_members(script).is_empty()
             })
             .unwrap();
+            // For the record (shown with --no-capture).
+            eprintln!(
+                "{side:?}: {run:?}, SIG{name}: the script's group gone after {:.1} ms",
+                killed.elapsed().as_secs_f64() * 1000.0
+            );
+            t.expect("PROMPT> ");
+            let status = t.status();
+            assert_eq!(t.stty(), settings, "{name}: the terminal's settings");
             status
         });
         assert_same_screen(&runs);
