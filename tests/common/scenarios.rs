@@ -1013,6 +1013,32 @@ scenario!(terminal_devtty_foreground_winsize, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// In a pipeline (stdout, or stdin, a pipe), the script is still in its
+/// terminal's foreground, /dev/tty opens, and a line typed at a prompt
+/// written to /dev/tty is echoed once and comes back, as in a direct run.
+scenario!(terminal_in_a_pipeline, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    let runs = direct_and_served(&mut t, |t, _| {
+        let piped_out = t.output("$X @devtty @fg @tty | cat");
+        let piped_in = t.output("echo x | $X @devtty @fg @tty");
+        t.start("$X @ask | cat");
+        t.expect("Say: ");
+        t.send(b"in a pipeline\r");
+        let asked = t.until("PROMPT> ");
+        [piped_out, piped_in, asked]
+    });
+    assert_same_screen(&runs);
+    assert_eq!(
+        runs[0].1,
+        [
+            "ok\r\nfg\r\n1 0 1\r\n",
+            "ok\r\nENOTTY\r\n0 1 1\r\n",
+            "in a pipeline\r\nsaid in a pipeline\r\n",
+        ]
+    );
+    terminal_done(h, t, &settings);
+});
+
 /// A password prompt (echo off on /dev/tty, the language's usual way):
 /// what is typed reaches the script and never the screen; with stdin
 /// from a file, the prompt still reads the terminal, and stdin is the
