@@ -72,6 +72,9 @@ pub(crate) struct CallTerminal {
     pipeline: bool,
     /// Whether the script's group is its terminal's foreground.
     script_foreground: bool,
+    /// A "\r" at the end of the last output read, held back while line
+    /// ends are translated back: the "\n" may come in the next read.
+    held_cr: bool,
 }
 
 impl CallTerminal {
@@ -122,6 +125,7 @@ impl CallTerminal {
             raw: false,
             pipeline,
             script_foreground: foreground && !pipeline,
+            held_cr: false,
         })
     }
 
@@ -352,7 +356,7 @@ impl CallTerminal {
                             break;
                         }
                     }
-                    match output.fill(&self.master) {
+                    match self.fill_output(&mut output) {
                         Ok(true) => last_output = Instant::now(),
                         Ok(false) => break,
                         // EIO: no process holds the slave any more.
@@ -393,15 +397,51 @@ impl CallTerminal {
         }
     }
 
+    /// One read of the script's output. Where the caller's terminal
+    /// still translates line ends (we are in the background, or in a
+    /// pipeline), the pseudo-terminal's own translation is undone, so
+    /// that the caller's terminal gets what a direct run's would.
+    fn fill_output(&mut self, output: &mut Buffer) -> io::Result<bool> {
+        let read = output.fill(&self.master);
+        if !self.held_cr && !matches!(read, Ok(true)) {
+            return read;
+        }
+        if self.raw && !self.pipeline || !self.both_translate_line_ends() {
+            if std::mem::take(&mut self.held_cr) {
+                output.bytes.insert(0, b'\r');
+            }
+            return read.map(|_| true);
+        }
+        let more = matches!(read, Ok(true));
+        self.held_cr = undo_onlcr(&mut output.bytes, self.held_cr, more);
+        match read {
+            Ok(_) => Ok(!output.is_empty() || more),
+            Err(e) if output.is_empty() => Err(e),
+            // What was held back goes out first; the error comes again.
+            Err(_) => Ok(true),
+        }
+    }
+
+    /// Whether the caller's terminal and the script's both turn "\n" into
+    /// "\r\n" on output (OPOST and ONLCR).
+    fn both_translate_line_ends(&self) -> bool {
+        use nix::sys::termios::OutputFlags;
+        let onlcr = |t: Termios| {
+            t.output_flags
+                .contains(OutputFlags::OPOST | OutputFlags::ONLCR)
+        };
+        tcgetattr(&self.user).is_ok_and(onlcr) && tcgetattr(&self.master).is_ok_and(onlcr)
+    }
+
     /// Before we stop: what the script wrote up to its stop (the echo of
     /// ^Z, say), out to the caller's terminal, as far as it goes now.
-    fn flush_output(&self, output: &mut Buffer) {
+    fn flush_output(&mut self, output: &mut Buffer) {
         loop {
             if output.drain(&self.user).is_err() {
                 output.clear();
                 return;
             }
-            if !output.is_empty() || !matches!(output.fill(&self.master), Ok(true)) {
+            if !output.is_empty() || !matches!(self.fill_output(output), Ok(true)) {
                 return;
             }
         }
@@ -478,6 +518,32 @@ fn read_signals(signals: &SignalFd) -> Vec<i32> {
     found
 }
 
+/// Undoes a terminal's ONLCR in `bytes`: each "\r\n" becomes "\n".
+/// `held` says a "\r" was held back from the previous read (it goes
+/// first, unless a "\n" follows it); a "\r" ending these bytes is held
+/// back in turn while `more` may follow (returned as the new `held`).
+fn undo_onlcr(bytes: &mut Vec<u8>, held: bool, more: bool) -> bool {
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    if held && bytes.first() != Some(&b'\n') {
+        out.push(b'\r');
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\r' && bytes.get(i + 1) == Some(&b'\n') {
+            i += 1; // the "\n" is pushed next
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    let hold = more && out.last() == Some(&b'\r') && bytes.last() == Some(&b'\r');
+    if hold {
+        out.pop();
+    }
+    *bytes = out;
+    hold
+}
+
 /// A frame to the monitor, which may be gone: its EOF says so.
 fn send_frame(conn: &UnixStream, kind: u8, value: u32) {
     let _ = protocol::io::send_all(conn, &protocol::encode_frame(kind, value));
@@ -542,5 +608,31 @@ impl Buffer {
         }
         self.clear();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::undo_onlcr;
+
+    fn undo(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut held = false;
+        let mut all = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut bytes = chunk.to_vec();
+            held = undo_onlcr(&mut bytes, held, !chunk.is_empty() && i + 1 < chunks.len());
+            all.extend(bytes);
+        }
+        all
+    }
+
+    #[test]
+    fn onlcr_undone_across_reads() {
+        assert_eq!(undo(&[b"a\r\nb\r\n"]), b"a\nb\n");
+        assert_eq!(undo(&[b"a\r", b"\nb"]), b"a\nb");
+        assert_eq!(undo(&[b"50%\r", b"60%\r"]), b"50%\r60%\r");
+        assert_eq!(undo(&[b"x\r\r\n"]), b"x\r\n");
+        assert_eq!(undo(&[b"\r"]), b"\r");
+        assert_eq!(undo(&[b"a\r", b"", b"\n"]), b"a\r\n");
     }
 }

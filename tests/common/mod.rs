@@ -818,6 +818,16 @@ impl Terminal {
         nix::unistd::tcgetpgrp(&self.master).unwrap().as_raw() as u32
     }
 
+    /// Whether the terminal echoes what is typed (its line discipline's
+    /// ECHO: a call that has taken the terminal has it raw, without).
+    pub fn echoes(&self) -> bool {
+        // A pty master's TCGETS answers with its slave's settings.
+        nix::sys::termios::tcgetattr(&self.master)
+            .unwrap()
+            .local_flags
+            .contains(nix::sys::termios::LocalFlags::ECHO)
+    }
+
     /// The shell's pid (its process group's id, and its session's).
     pub fn shell_pid(&self) -> u32 {
         self.shell.id()
