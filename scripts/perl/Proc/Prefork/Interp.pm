@@ -11,20 +11,23 @@ package Proc::Prefork::Interp;
 #                         | reload; never forks per call
 #                         +--fork--> monitor: one, long-lived (forked again
 #                                    | if it dies); ignores the forwarded
-#                                    | signals
+#                                    | signals; SIGCHLD blocked, read from
+#                                    | a signalfd (executors' stops)
 #                                    +--fork--> executor-to-be, in advance
-#                                               (spare_handlers idle): its
-#                                               own process group, the
+#                                               (spare_handlers idle): the
 #                                               server's signals back; waits
 #
 # Per call: the server accepts, greets, and sends the call socket to the
 # monitor over CONTROL; the monitor hands it to an idle executor-to-be,
-# which reads the request, sends 'P' (extended), tells the monitor 'r' and
+# which reads the request, makes a process group of its own (or, on a
+# pseudo-terminal of its own, a session with that terminal as its
+# controlling terminal), sends 'P' (extended), tells the monitor 'r' and
 # returns from prefork_initialisation_complete. The monitor watches every
 # call in flight in one select loop: when an executor's pidfd says it is
 # gone, it SIGINTs what is left of its group, REAPS IT, tells the server
 # 'd' (the server counts calls running by these) and then sends the status
-# to the client. It forks the next spare executor meanwhile.
+# to the client; when one on a pseudo-terminal stops (SIGCHLD), it tells
+# the client ('T'). It forks the next spare executor meanwhile.
 #
 # Server and monitor leave with POSIX::_exit: END blocks and destructors
 # run in executors only.
@@ -34,7 +37,7 @@ use warnings;
 
 use Config ();
 use Exporter qw(import);
-use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC);
+use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC O_RDWR);
 use IO::FDPass;
 use IO::Handle;
 use POSIX qw(:errno_h :signal_h :sys_wait_h);
@@ -61,13 +64,20 @@ use constant {
 };
 # Negotiated extensions (man/prefork-interp.7), offered to a client that
 # declared them.
-my @OUR_CAPS = qw(signals context);
+my @OUR_CAPS = qw(signals context tty);
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 my @FORWARDED = qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
 my %SIGNAL_NUMBER;    # POSIX lacks some (WINCH); perl's own table has all
 @SIGNAL_NUMBER{ split ' ', $Config::Config{sig_name} } = split ' ', $Config::Config{sig_num};
 my %FORWARDED_NUMBER = map { ($SIGNAL_NUMBER{$_} => 1) } @FORWARDED;
+# Signals a terminal sends its foreground group: an executor on a
+# pseudo-terminal of its own blocks them until its monitor knows the call
+# is running.
+my @TERMINAL_SIGNALS = qw(INT QUIT TSTP TTIN TTOU WINCH HUP);
+# Request flags (with 0x01, extended): 0x02 context; fd 0, 1, 2 is the
+# call's own pseudo-terminal.
+use constant { FLAG_CONTEXT => 0x02, FLAGS_PTY => 0x1c, KNOWN_FLAGS => 0x1f };
 
 use constant WATCH_MASK =>
     IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
@@ -256,19 +266,92 @@ sub _changed_file {
     return (undef, $missing);
 }
 
-# System call numbers for this perl's ABI: x86_64, and the generic table
-# that aarch64, riscv64 and loongarch64 share. Elsewhere there are none:
-# there is no inotify watch, and every call stats every file (as the
-# original always does); an executor is not told of its monitor's death.
-# (syscall.ph would know, but costs every cold start ~9 ms to load.)
+# System call numbers (and TIOCSCTTY) for this perl's ABI: x86_64, and
+# the generic table that aarch64, riscv64 and loongarch64 share.
+# Elsewhere there are none: there is no inotify watch, and every call
+# stats every file (as the original always does); an executor is not
+# told of its monitor's death; an executor takes its pseudo-terminal by
+# opening it again (see _take_terminal); stops of executors on a
+# pseudo-terminal are not reported. (syscall.ph would know, but costs
+# every cold start ~9 ms to load.)
 my %SYSCALL = do {
     my $arch = $Config::Config{archname} // '';
     $arch =~ /\Ax86_64-linux/
-        ? (inotify_init1 => 294, inotify_add_watch => 254, prctl => 157, madvise => 28)
+        ? (inotify_init1 => 294, inotify_add_watch => 254, prctl => 157, madvise => 28,
+           ioctl => 16, signalfd4 => 289, waitid => 247, TIOCSCTTY => 0x540E)
         : $arch =~ /\A(?:aarch64|riscv64|loongarch64)-linux/
-        ? (inotify_init1 => 26, inotify_add_watch => 27, prctl => 167, madvise => 233)
+        ? (inotify_init1 => 26, inotify_add_watch => 27, prctl => 167, madvise => 233,
+           ioctl => 29, signalfd4 => 74, waitid => 95, TIOCSCTTY => 0x540E)
         : ();
 };
+
+# signalfd(2) flags; waitid(2)'s arguments and the one si_code we want.
+use constant {
+    SFD_NONBLOCK => 04000,       # O_NONBLOCK
+    SFD_CLOEXEC  => 02000000,    # O_CLOEXEC
+    P_PID        => 1,
+    W_STOPPED    => 2,
+    CLD_STOPPED  => 5,
+};
+
+# SIGCHLD, blocked and readable from a signalfd (a handle): how the
+# monitor learns that an executor has stopped (a pidfd reports only
+# exits). Returns {fh, was_blocked}, or nothing without the system calls
+# (or when they fail: logged), SIGCHLD's mask then as it was.
+sub _watch_children {
+    return unless $SYSCALL{signalfd4};
+    my $old = POSIX::SigSet->new;
+    if (!POSIX::sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGCHLD), $old)) {
+        _log('err', "cannot watch executors' stops: sigprocmask: $!");
+        return;
+    }
+    my $was_blocked = $old->ismember(SIGCHLD);
+    # A sigset_t of the kernel's: 64 bits, signal N at bit N-1.
+    my $mask = pack 'Q', 1 << (SIGCHLD - 1);
+    my $fd = syscall($SYSCALL{signalfd4}, -1, $mask, 8, SFD_NONBLOCK | SFD_CLOEXEC);
+    if ($fd < 0) {
+        _log('err', "cannot watch executors' stops: signalfd: $!");
+        POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGCHLD)) unless $was_blocked;
+        return;
+    }
+    return { fh => _fdopen($fd, '<'), was_blocked => $was_blocked };
+}
+
+# The signal by which child $pid has stopped since it was last asked, if
+# it has: waitid(P_PID, pid, WSTOPPED | WNOHANG), which never reaps (an
+# exit stays for the pidfd's owner to collect).
+sub _stop_signal {
+    my ($pid) = @_;
+    # siginfo_t (128 bytes), zeroed: si_pid stays 0 if nothing is reported.
+    my $info = "\0" x 128;
+    return if syscall($SYSCALL{waitid}, P_PID, $pid + 0, $info, W_STOPPED | WNOHANG, 0) != 0;
+    # int si_signo, si_errno, si_code; 4 bytes of padding (64-bit);
+    # int si_pid; uint si_uid; int si_status.
+    my ($code, $child, $status) = unpack 'x8 i x4 i x4 i', $info;
+    return $child == $pid && $code == CLD_STOPPED ? $status : undef;
+}
+
+# Starts a session of our own (setsid) and makes fd $fd, a terminal, its
+# controlling terminal: TIOCSCTTY, or without its number for this ABI,
+# opening the terminal again by name (without O_NOCTTY), which on Linux
+# makes it the controlling terminal of a session leader that has none.
+# Our process group is then the terminal's foreground group. We must not
+# lead a process group. Dies with the reason.
+sub _take_terminal {
+    my ($fd) = @_;
+    defined POSIX::setsid() or die "setsid: $!\n";
+    if ($SYSCALL{TIOCSCTTY}) {
+        syscall($SYSCALL{ioctl}, $fd + 0, $SYSCALL{TIOCSCTTY}, 0) == 0 or die "$!\n";
+        return;
+    }
+    my $name = POSIX::ttyname($fd) // die "ttyname: $!\n";
+    sysopen(my $tty, $name, O_RDWR) or die "cannot open $name: $!\n";
+    close $tty;
+    my $group = POSIX::tcgetpgrp($fd);
+    die "$name did not become the controlling terminal\n"
+        unless defined $group && $group == $$;
+    return;
+}
 
 use constant { HUGE_PAGE => 2 << 20, MADV_COLLAPSE => 25 };
 
@@ -729,11 +812,14 @@ sub _monitor {
         spare   => $spare,
         grace   => $grace,      # interrupt_grace (undef: never SIGKILL)
         saved   => \%saved,
+        # SIGCHLD's signalfd, for the stops of executors on a
+        # pseudo-terminal: {fh, was_blocked}; undef without.
+        children => _watch_children(),
         # Executors-to-be: {pid, pidfd, handover, from}; handover undef
         # once they are to leave (the server went) or have left.
         idle => [],
         # Calls in flight, by executor pid: {pidfd, call, from, phase,
-        # extended, frame}. Phases: waiting (handed the call, no 'r'
+        # extended, pty, frame}. Phases: waiting (handed the call, no 'r'
         # yet; from undef: it failed before its call), running (got
         # 'r'), abandoned (the client left; SIGINTed).
         calls => {},
@@ -791,6 +877,7 @@ sub _monitor_loop {
 
         my $rin = '';
         vec($rin, fileno $m->{control}, 1) = 1 if $m->{control};
+        vec($rin, fileno $m->{children}{fh}, 1) = 1 if $m->{children};
         vec($rin, fileno $_->{pidfd}, 1) = 1 for @$idle, values %$calls;
         for my $c (values %$calls) {
             if ($c->{phase} eq 'waiting') {
@@ -809,9 +896,22 @@ sub _monitor_loop {
         my $ready = sub { vec($rout, fileno $_[0], 1) };
 
         # Executors that have taken their call.
-        for my $c (values %$calls) {
-            _executor_ready($c)
-                if $c->{phase} eq 'waiting' && $c->{from} && $ready->($c->{from});
+        my @started;
+        for my $pid (keys %$calls) {
+            my $c = $calls->{$pid};
+            next unless $c->{phase} eq 'waiting' && $c->{from} && $ready->($c->{from});
+            _executor_ready($c);
+            push @started, $pid if $c->{pty};
+        }
+        # Executors on a pseudo-terminal that have stopped: SIGCHLD came
+        # (exits are left to the pidfds). Those that have only just said
+        # they run are asked anyway: select may have seen their 'r' not
+        # yet there and the SIGCHLD of a stop that came after it.
+        if ($m->{children} && $ready->($m->{children}{fh})) {
+            1 while sysread($m->{children}{fh}, my $record, 128);
+            _report_stops($m, keys %$calls);
+        } elsif ($m->{children} && @started) {
+            _report_stops($m, @started);
         }
         # Executors gone, idle ones and those of calls.
         my (@gone, @left);
@@ -862,9 +962,12 @@ sub _fork_executor {
         # Nothing of the monitor's stays open here: a call socket kept
         # open in a spare would stop its client from ever seeing EOF.
         close $_ for grep {defined} $m->{control}, $handover, $from, @close,
+            $m->{children} && $m->{children}{fh},
             (map { @$_{qw(pidfd handover from)} } @{ $m->{idle} }),
             (map { @$_{qw(pidfd call from)} } values %{ $m->{calls} });
-        _executor($handover_theirs, $from_theirs, $m->{saved}, $monitor);
+        # SIGCHLD's mask as the server had it.
+        my $unblock = $m->{children} && !$m->{children}{was_blocked};
+        _executor($handover_theirs, $from_theirs, $m->{saved}, $monitor, $unblock);
         return 0;
     }
     close $handover_theirs;
@@ -935,8 +1038,25 @@ sub _executor_ready {
     my $ready = eval { _read_exact($c->{from}, 2) };
     close delete $c->{from};
     if (defined $ready && substr($ready, 0, 1) eq 'r') {
+        my $byte = ord substr($ready, 1, 1);
         $c->{phase}    = 'running';
-        $c->{extended} = ord(substr($ready, 1, 1)) & 1;
+        $c->{extended} = $byte & 1;
+        $c->{pty}      = $byte & FLAGS_PTY;
+    }
+    return;
+}
+
+# Tells the client of each of these calls that is on a pseudo-terminal of
+# its own and whose executor has stopped, by which signal ('T'), so that
+# it stops too.
+sub _report_stops {
+    my ($m, @pids) = @_;
+    for my $pid (@pids) {
+        my $c = $m->{calls}{$pid};
+        next unless $c && $c->{phase} eq 'running' && $c->{pty};
+        my $signal = _stop_signal($pid);
+        # A client gone is heard on the call socket.
+        eval { _send_all($c->{call}, 'T' . pack('N', $signal)) } if defined $signal;
     }
     return;
 }
@@ -1007,16 +1127,15 @@ sub _from_client {
 
 # Forked by the monitor before the call, which has closed every other
 # fd of the monitor's; dispositions are the server's (SIGINT and SIGPIPE:
-# default) from the start. Gets the call socket from the monitor, reads
-# the request itself, sends an extended call's 'P' with its own pid
-# (before any per-call code), tells the monitor 'r', and returns into the
-# script.
+# default) from the start, and SIGCHLD's mask ($unblock_chld: unblock it)
+# as the server had it. Gets the call socket from the monitor, reads the
+# request itself, makes a process group of its own (or a session, on a
+# pseudo-terminal of its own), sends an extended call's 'P' with its own
+# pid (before any per-call code), tells the monitor 'r', and returns into
+# the script.
 sub _executor {
-    my ($handover, $monitor, $saved, $monitor_pid) = @_;
+    my ($handover, $monitor, $saved, $monitor_pid, $unblock_chld) = @_;
     _detach_log();
-    # Its own process group: the monitor signals the call's processes as
-    # one (a client's signals, SIGINT when it ends or its client leaves).
-    POSIX::setpgid(0, 0);
     # A monitor killed mid-call leaves the call with nobody to report its
     # end: it ends as when its client goes, with SIGINT.
     syscall($SYSCALL{prctl}, 1, SIGINT) if $SYSCALL{prctl};    # PR_SET_PDEATHSIG
@@ -1024,16 +1143,27 @@ sub _executor {
     POSIX::sigaction($SIGNAL_NUMBER{$_}, $saved->{$_}) for keys %$saved;
     $SIG{INT}  = 'DEFAULT';
     $SIG{PIPE} = 'DEFAULT';
-    POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGINT, SIGPIPE));
+    POSIX::sigprocmask(SIG_UNBLOCK,
+        POSIX::SigSet->new(SIGINT, SIGPIPE, $unblock_chld ? SIGCHLD : ()));
     my $fd = IO::FDPass::recv(fileno $handover);
     POSIX::_exit(0) if $fd < 0;    # the monitor is gone, or never got a call
     my $call = _fdopen($fd, '+<');
+    my $failed = sub {
+        if ($@ eq "hung up\n") {
+            _log('info', 'client went away before its call started');
+            POSIX::_exit(0);
+        }
+        _log('err', "call failed: $@");
+        POSIX::_exit(1);
+    };
 
     my ($byte, $fds, $env, $args, $context);
-    my $ok = eval {
+    eval {
         $byte = ord _read_exact($call, 1);
-        die sprintf("request starts with byte %#04x, expected 0x00, 0x01 or 0x03\n", $byte)
-            unless $byte == 0 || $byte == 1 || $byte == 3;
+        # 0 (v1), or 0x01 (extended) with any of the flags we know.
+        die sprintf("request starts with byte %#04x, expected 0x00, "
+                . "or 0x01 with flags of 0x02, 0x04, 0x08, 0x10\n", $byte)
+            unless $byte == 0 || ($byte & 1 && !($byte & ~KNOWN_FLAGS));
         $fds = [];
         for (1 .. 3) {
             my $fd = IO::FDPass::recv(fileno $call);
@@ -1044,24 +1174,41 @@ sub _executor {
         die "request too long ($length bytes, at most " . MAX_PAYLOAD . ")\n"
             if $length > MAX_PAYLOAD;
         ($env, $args) = _decode_payload(_read_exact($call, $length));
-        if ($byte & 2) {
+        if ($byte & FLAG_CONTEXT) {
             my $cwd = IO::FDPass::recv(fileno $call);
             die "cannot receive the caller's directory: $!\n" if $cwd < 0;
             $context = { cwd => $cwd, umask => unpack('N', _read_exact($call, 4)) };
         }
-        _send_all($call, 'P' . pack('N', $$)) if $byte & 1;
         1;
-    };
-    if (!$ok) {
-        if ($@ eq "hung up\n") {
-            _log('info', 'client went away before its call started');
-            POSIX::_exit(0);
+    } or $failed->();
+
+    # The monitor signals the call's processes as one (a client's
+    # signals, SIGINT when it ends or its client leaves): their group's id
+    # is our pid. (A spare cannot lead a group while it waits: setsid
+    # refuses a group leader.)
+    my ($pty) = grep { $byte & (4 << $_) } 0 .. 2;
+    my $old_mask;
+    if (defined $pty) {
+        # A session of our own, with the call's pseudo-terminal as its
+        # controlling terminal: our group is its foreground group. Its
+        # signals may come at once: they wait until the monitor knows
+        # the call is running, so that it reports a stop and sees a
+        # death as the call's.
+        $old_mask = POSIX::SigSet->new;
+        POSIX::sigprocmask(SIG_BLOCK,
+            POSIX::SigSet->new(map { $SIGNAL_NUMBER{$_} } @TERMINAL_SIGNALS), $old_mask)
+            or undef $old_mask;
+        if (!eval { _take_terminal($fds->[$pty]); 1 }) {
+            _log('err', "call failed: cannot take its terminal: $@");
+            POSIX::_exit(127);
         }
-        _log('err', "call failed: $@");
-        POSIX::_exit(1);
+    } else {
+        POSIX::setpgid(0, 0);
     }
+    eval { _send_all($call, 'P' . pack('N', $$)); 1 } or $failed->() if $byte & 1;
     # Nobody could report our status without the monitor.
     syswrite($monitor, 'r' . chr($byte)) == 2 or POSIX::_exit(127);
+    POSIX::sigprocmask(SIG_SETMASK, $old_mask) if $old_mask;
 
     if ($context) {
         # The caller's directory and umask (capability "context").
@@ -1288,10 +1435,39 @@ be chiark-utils' and calls stay plain v1): signals sent to the client
 (INT, TERM, HUP, QUIT, USR1, USR2, WINCH, ALRM) reach the script's
 process group, and the caller sees what the script made of them;
 Ctrl-Z stops the script and C<fg> resumes it; each call runs in its
-caller's current directory with its caller's umask; and
+caller's current directory with its caller's umask; a call made from a
+terminal runs on a pseudo-terminal of its own (below); and
 C<prefork-interp --list> shows the server with its call counts. Signal
 handlers the script set up during initialisation are in place in every
 call (SIGINT and SIGPIPE excepted: default). See prefork-interp(7).
+
+=head1 PROCESS GROUPS AND TERMINALS
+
+Each call runs in a process group of its own, led by the executor (its
+process id is the group's), made once the call's request has been read;
+the processes the script starts are in it too, unless they leave it.
+The group gets the signals the client passes on, SIGINT when the call's
+client goes away, and SIGKILL after C<interrupt_grace>.
+
+When this project's client is called with its controlling terminal
+(F</dev/tty>) as one of its standard fds, and not in a pipeline, it
+gives the call a pseudo-terminal of its own in that fd's place (the
+capability C<tty>): the executor then starts a session of its own
+(setsid) with that pseudo-terminal as its controlling terminal, and
+its group is the terminal's foreground group, as a direct run's would
+be. So F</dev/tty> opens, C<tcgetpgrp(0)> is the script's group,
+the terminal's ^C, ^\ and ^Z reach the group from the line discipline,
+window size changes come as SIGWINCH, and when the caller's side goes
+the script gets SIGHUP. The monitor reports the executor's stops to the
+client, which stops too, so the caller's shell sees the job stop; C<fg>
+resumes both.
+
+On Linux ABIs other than x86_64, aarch64, riscv64 and loongarch64 (whose
+system call numbers the module keeps, not to load F<syscall.ph>), the
+executor takes its terminal by opening it again by name rather than
+with TIOCSCTTY, and its stops are not reported: a call stopped by ^Z
+stays stopped while its client waits (C<kill -CONT> the script's process
+to resume it).
 
 =head1 ENVIRONMENT
 
