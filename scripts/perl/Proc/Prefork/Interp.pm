@@ -159,7 +159,10 @@ sub _decode_payload {
     my ($payload) = @_;
     die "request payload does not end with a NUL\n"
         unless length $payload && substr($payload, -1) eq "\0";
-    my @strings = split /\0/, substr($payload, 0, -1), -1;
+    my $body = substr($payload, 0, -1);
+    # (split makes nothing of an empty string: a payload of one NUL, no
+    # environment and no arguments, is one empty string.)
+    my @strings = length $body ? split(/\0/, $body, -1) : ('');
     my @env;
     while (1) {
         die "request payload has no empty string ending the environment\n"
