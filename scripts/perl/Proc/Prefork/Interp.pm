@@ -525,7 +525,7 @@ sub prefork_initialisation_complete {
             reload       => \@reload,
             # Watches first, then the first accepted call checks every
             # file (dirty): nothing changed between the two is missed.
-            watch        => _watch_files(\@reload),
+            watch        => scalar _watch_files(\@reload),
             dirty        => 1,
             monitor      => undef,    # {pid, pidfd, control} while there is one
             spare        => $spare,
