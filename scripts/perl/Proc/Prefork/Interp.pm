@@ -11,23 +11,29 @@ package Proc::Prefork::Interp;
 #                         | reload; never forks per call
 #                         +--fork--> monitor: one, long-lived (forked again
 #                                    | if it dies); ignores the forwarded
-#                                    | signals; SIGCHLD blocked, read from
-#                                    | a signalfd (executors' stops)
+#                                    | signals
 #                                    +--fork--> executor-to-be, in advance
 #                                               (spare_handlers idle): the
 #                                               server's signals back; waits
 #
 # Per call: the server accepts, greets, and sends the call socket to the
 # monitor over CONTROL; the monitor hands it to an idle executor-to-be,
-# which reads the request, makes a process group of its own (or, on a
-# pseudo-terminal of its own, a session with that terminal as its
-# controlling terminal), sends 'P' (extended), tells the monitor 'r' and
-# returns from prefork_initialisation_complete. The monitor watches every
-# call in flight in one select loop: when an executor's pidfd says it is
-# gone, it SIGINTs what is left of its group, REAPS IT, tells the server
-# 'd' (the server counts calls running by these) and then sends the status
-# to the client; when one on a pseudo-terminal stops (SIGCHLD), it tells
-# the client ('T'). It forks the next spare executor meanwhile.
+# which reads the request, makes a process group of its own, sends 'P'
+# (extended), tells the monitor 'r' and returns from
+# prefork_initialisation_complete. The monitor watches every call in
+# flight in one select loop: when an executor's pidfd says it is gone, it
+# SIGINTs what is left of its group, REAPS IT, tells the server 'd' (the
+# server counts calls running by these) and then sends the status to the
+# client. It forks the next spare executor meanwhile.
+#
+# A call on a pseudo-terminal of its own (capability "tty"): the executor
+# starts a session with that terminal as its controlling terminal and
+# forks the script's process, which leads the terminal's foreground group
+# (whose signals the monitor delivers) and sends 'P' and 'r' with its pid;
+# the executor stays as the session's keeper, telling the monitor of the
+# script's stops ('t': the monitor sends the client 'T') and its status
+# ('x'), and moving the script's group to its terminal's foreground or
+# background when the client says so ('F', passed on as 'f').
 #
 # Server and monitor leave with POSIX::_exit: END blocks and destructors
 # run in executors only.
@@ -74,10 +80,17 @@ my %FORWARDED_NUMBER = map { ($SIGNAL_NUMBER{$_} => 1) } @FORWARDED;
 # Signals a terminal sends its foreground group: an executor on a
 # pseudo-terminal of its own blocks them until its monitor knows the call
 # is running.
-my @TERMINAL_SIGNALS = qw(INT QUIT TSTP TTIN TTOU WINCH HUP);
-# Request flags (with 0x01, extended): 0x02 context; fd 0, 1, 2 is the
-# call's own pseudo-terminal.
-use constant { FLAG_CONTEXT => 0x02, FLAGS_PTY => 0x1c, KNOWN_FLAGS => 0x1f };
+# (SIGCHLD too, the keeper's, from a signalfd.)
+my @TERMINAL_SIGNALS = qw(INT QUIT TSTP TTIN TTOU WINCH HUP CHLD);
+# Request flags (with 0x01, extended): 0x02 context; 0x04, 0x08, 0x10: fd
+# 0, 1, 2 is the call's own pseudo-terminal; with one of those, 0x20: the
+# script starts in its terminal's background.
+use constant {
+    FLAG_CONTEXT    => 0x02,
+    FLAGS_PTY       => 0x1c,
+    FLAG_BACKGROUND => 0x20,
+    KNOWN_FLAGS     => 0x3f,
+};
 
 use constant WATCH_MASK =>
     IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
@@ -290,48 +303,59 @@ my %SYSCALL = do {
 
 # signalfd(2) flags; waitid(2)'s arguments and the one si_code we want.
 use constant {
-    SFD_NONBLOCK => 04000,       # O_NONBLOCK
-    SFD_CLOEXEC  => 02000000,    # O_CLOEXEC
+    SFD_NONBLOCK => 04000,         # O_NONBLOCK
+    SFD_CLOEXEC  => 02000000,      # O_CLOEXEC
     P_PID        => 1,
     W_STOPPED    => 2,
+    W_EXITED     => 4,
+    W_NOWAIT     => 0x1000000,
     CLD_STOPPED  => 5,
 };
 
-# SIGCHLD, blocked and readable from a signalfd (a handle): how the
-# monitor learns that an executor has stopped (a pidfd reports only
-# exits). Returns {fh, was_blocked}, or nothing without the system calls
-# (or when they fail: logged), SIGCHLD's mask then as it was.
-sub _watch_children {
+# A signalfd (a handle) for SIGCHLD, which must be blocked; nothing
+# without the system call's number for this ABI, or when it fails.
+sub _child_signals {
     return unless $SYSCALL{signalfd4};
-    my $old = POSIX::SigSet->new;
-    if (!POSIX::sigprocmask(SIG_BLOCK, POSIX::SigSet->new(SIGCHLD), $old)) {
-        _log('err', "cannot watch executors' stops: sigprocmask: $!");
-        return;
-    }
-    my $was_blocked = $old->ismember(SIGCHLD);
     # A sigset_t of the kernel's: 64 bits, signal N at bit N-1.
     my $mask = pack 'Q', 1 << (SIGCHLD - 1);
     my $fd = syscall($SYSCALL{signalfd4}, -1, $mask, 8, SFD_NONBLOCK | SFD_CLOEXEC);
-    if ($fd < 0) {
-        _log('err', "cannot watch executors' stops: signalfd: $!");
-        POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGCHLD)) unless $was_blocked;
-        return;
-    }
-    return { fh => _fdopen($fd, '<'), was_blocked => $was_blocked };
+    return if $fd < 0;
+    return _fdopen($fd, '<');
 }
 
-# The signal by which child $pid has stopped since it was last asked, if
-# it has: waitid(P_PID, pid, WSTOPPED | WNOHANG), which never reaps (an
-# exit stays for the pidfd's owner to collect).
-sub _stop_signal {
+# What has become of child $pid since it was last asked: ('stopped',
+# SIGNAL), each stop once; ('exited'), a zombie still, for waitpid; or
+# nothing yet. waitid(P_PID, pid, WSTOPPED | WEXITED | WNOWAIT | WNOHANG),
+# then the stop's report consumed (without WEXITED, which never reaps).
+# Without waitid's number for this ABI, waitpid, which reaps an exit:
+# ('exited', STATUS). Dies with the reason.
+sub _child_state {
     my ($pid) = @_;
-    # siginfo_t (128 bytes), zeroed: si_pid stays 0 if nothing is reported.
-    my $info = "\0" x 128;
-    return if syscall($SYSCALL{waitid}, P_PID, $pid + 0, $info, W_STOPPED | WNOHANG, 0) != 0;
+    if (!$SYSCALL{waitid}) {
+        my $got;
+        1 while ($got = waitpid($pid, WNOHANG | WUNTRACED)) < 0 && $! == EINTR;
+        die "waitpid: $!\n" if $got < 0;
+        return if $got == 0;
+        my $status = ${^CHILD_ERROR_NATIVE};
+        return WIFSTOPPED($status) ? ('stopped', WSTOPSIG($status)) : ('exited', $status);
+    }
+    my $info;
+    while (1) {
+        # siginfo_t (128 bytes), zeroed: si_pid stays 0 if nothing is
+        # reported.
+        $info = "\0" x 128;
+        last if syscall($SYSCALL{waitid}, P_PID, $pid + 0, $info,
+            W_STOPPED | W_EXITED | W_NOWAIT | WNOHANG, 0) == 0;
+        die "waitid: $!\n" unless $! == EINTR;
+    }
     # int si_signo, si_errno, si_code; 4 bytes of padding (64-bit);
     # int si_pid; uint si_uid; int si_status.
     my ($code, $child, $status) = unpack 'x8 i x4 i x4 i', $info;
-    return $child == $pid && $code == CLD_STOPPED ? $status : undef;
+    return if $child == 0;
+    return ('exited') if $code != CLD_STOPPED;
+    my $consumed = "\0" x 128;
+    syscall($SYSCALL{waitid}, P_PID, $pid + 0, $consumed, W_STOPPED | WNOHANG, 0);
+    return ('stopped', $status);
 }
 
 # Starts a session of our own (setsid) and makes fd $fd, a terminal, its
@@ -815,16 +839,19 @@ sub _monitor {
         spare   => $spare,
         grace   => $grace,      # interrupt_grace (undef: never SIGKILL)
         saved   => \%saved,
-        # SIGCHLD's signalfd, for the stops of executors on a
-        # pseudo-terminal: {fh, was_blocked}; undef without.
-        children => _watch_children(),
         # Executors-to-be: {pid, pidfd, handover, from}; handover undef
         # once they are to leave (the server went) or have left.
         idle => [],
         # Calls in flight, by executor pid: {pidfd, call, from, phase,
-        # extended, pty, frame}. Phases: waiting (handed the call, no 'r'
-        # yet; from undef: it failed before its call), running (got
-        # 'r'), abandoned (the client left; SIGINTed).
+        # extended, group, keeper, frame}. Phases: waiting (handed the
+        # call, no 'r' yet; from undef: it failed before its call),
+        # running (got 'r'), abandoned (the client left; SIGINTed, or on
+        # a pseudo-terminal SIGHUPed). group: the process group the
+        # call's signals go to, the executor's or on a pseudo-terminal of
+        # its own the script's. keeper, on a pseudo-terminal of its own
+        # (the executor keeps the session; the script is its child):
+        # {script, from (its 't' and 'x'; undef at EOF), status (from
+        # 'x')}.
         calls => {},
     );
     return 1 if eval { _monitor_loop(\%m) };
@@ -868,7 +895,7 @@ sub _monitor_loop {
                 next unless $c->{phase} eq 'abandoned' && !$c->{killed};
                 my $left = $c->{since} + $m->{grace} - Time::HiRes::time();
                 if ($left <= 0) {
-                    kill 'KILL', -$pid;
+                    kill 'KILL', -$c->{group};
                     $c->{killed} = 1;
                     _log('err', "executor $pid still ran $m->{grace} s after its client "
                         . 'went away and its SIGINT: killed');
@@ -880,13 +907,13 @@ sub _monitor_loop {
 
         my $rin = '';
         vec($rin, fileno $m->{control}, 1) = 1 if $m->{control};
-        vec($rin, fileno $m->{children}{fh}, 1) = 1 if $m->{children};
         vec($rin, fileno $_->{pidfd}, 1) = 1 for @$idle, values %$calls;
         for my $c (values %$calls) {
             if ($c->{phase} eq 'waiting') {
                 vec($rin, fileno $c->{from}, 1) = 1 if $c->{from};
             } elsif ($c->{phase} eq 'running') {
                 vec($rin, fileno $c->{call}, 1) = 1;
+                vec($rin, fileno $c->{keeper}{from}, 1) = 1 if $c->{keeper} && $c->{keeper}{from};
             }
         }
         my $rout;
@@ -899,22 +926,16 @@ sub _monitor_loop {
         my $ready = sub { vec($rout, fileno $_[0], 1) };
 
         # Executors that have taken their call.
-        my @started;
-        for my $pid (keys %$calls) {
-            my $c = $calls->{$pid};
-            next unless $c->{phase} eq 'waiting' && $c->{from} && $ready->($c->{from});
-            _executor_ready($c);
-            push @started, $pid if $c->{pty};
+        for my $c (values %$calls) {
+            _executor_ready($c)
+                if $c->{phase} eq 'waiting' && $c->{from} && $ready->($c->{from});
         }
-        # Executors on a pseudo-terminal that have stopped: SIGCHLD came
-        # (exits are left to the pidfds). Those that have only just said
-        # they run are asked anyway: select may have seen their 'r' not
-        # yet there and the SIGCHLD of a stop that came after it.
-        if ($m->{children} && $ready->($m->{children}{fh})) {
-            1 while sysread($m->{children}{fh}, my $record, 128);
-            _report_stops($m, keys %$calls);
-        } elsif ($m->{children} && @started) {
-            _report_stops($m, @started);
+        # Keepers: a script stopped, or ended.
+        for my $c (values %$calls) {
+            my $keeper = $c->{keeper};
+            _from_keeper($c)
+                if $c->{phase} eq 'running' && $keeper && $keeper->{from}
+                && $ready->($keeper->{from});
         }
         # Executors gone, idle ones and those of calls.
         my (@gone, @left);
@@ -935,7 +956,7 @@ sub _monitor_loop {
         # Clients of running calls: a signal to forward, or gone.
         for my $pid (keys %$calls) {
             my $c = $calls->{$pid};
-            _from_client($c, $pid) if $c->{phase} eq 'running' && $ready->($c->{call});
+            _from_client($c) if $c->{phase} eq 'running' && $ready->($c->{call});
         }
         # The server: a call, or gone.
         if ($m->{control} && $ready->($m->{control})) {
@@ -965,12 +986,10 @@ sub _fork_executor {
         # Nothing of the monitor's stays open here: a call socket kept
         # open in a spare would stop its client from ever seeing EOF.
         close $_ for grep {defined} $m->{control}, $handover, $from, @close,
-            $m->{children} && $m->{children}{fh},
             (map { @$_{qw(pidfd handover from)} } @{ $m->{idle} }),
-            (map { @$_{qw(pidfd call from)} } values %{ $m->{calls} });
-        # SIGCHLD's mask as the server had it.
-        my $unblock = $m->{children} && !$m->{children}{was_blocked};
-        _executor($handover_theirs, $from_theirs, $m->{saved}, $monitor, $unblock);
+            (map { (@$_{qw(pidfd call from)}, $_->{keeper} && $_->{keeper}{from}) }
+                values %{ $m->{calls} });
+        _executor($handover_theirs, $from_theirs, $m->{saved}, $monitor);
         return 0;
     }
     close $handover_theirs;
@@ -1025,6 +1044,7 @@ sub _take_call {
                 from  => $e->{from},
                 call  => $call,    # not read while waiting: the executor reads the request
                 phase => 'waiting',
+                group => $e->{pid},
                 frame => '',
             };
             return;
@@ -1034,32 +1054,46 @@ sub _take_call {
     }
 }
 
-# The executor's 'r' and request byte: it has its call. EOF instead: it
+# The executor's 'r' and request byte: it has its call; on a
+# pseudo-terminal of its own, then the script's pid: it keeps the
+# session, and its 't' and 'x' follow on the same socket. EOF instead: it
 # could not take it (it logged why); its pidfd says when it is gone.
 sub _executor_ready {
     my ($c) = @_;
-    my $ready = eval { _read_exact($c->{from}, 2) };
-    close delete $c->{from};
+    my $from = delete $c->{from};
+    my $ready = eval { _read_exact($from, 2) };
     if (defined $ready && substr($ready, 0, 1) eq 'r') {
         my $byte = ord substr($ready, 1, 1);
-        $c->{phase}    = 'running';
-        $c->{extended} = $byte & 1;
-        $c->{pty}      = $byte & FLAGS_PTY;
+        if (!($byte & FLAGS_PTY)) {
+            $c->{phase}    = 'running';
+            $c->{extended} = $byte & 1;
+        } elsif (defined(my $script = eval { unpack 'N', _read_exact($from, 4) })) {
+            $c->{phase}    = 'running';
+            $c->{extended} = $byte & 1;
+            $c->{group}    = $script;
+            $c->{keeper}   = { script => $script, from => $from };
+            return;
+        }
     }
+    close $from;
     return;
 }
 
-# Tells the client of each of these calls that is on a pseudo-terminal of
-# its own and whose executor has stopped, by which signal ('T'), so that
-# it stops too.
-sub _report_stops {
-    my ($m, @pids) = @_;
-    for my $pid (@pids) {
-        my $c = $m->{calls}{$pid};
-        next unless $c && $c->{phase} eq 'running' && $c->{pty};
-        my $signal = _stop_signal($pid);
+# One message from a keeper (it writes each whole, at once): the script
+# stopped ('t': the client is told, 'T'), or ended ('x': its status, for
+# the client). EOF or garbage: the keeper has nothing more to say.
+sub _from_keeper {
+    my ($c) = @_;
+    my $keeper = $c->{keeper};
+    my $message = eval { _read_exact($keeper->{from}, 5) } // '';
+    my ($kind, $value) = length $message == 5 ? unpack('a N', $message) : ('');
+    if ($kind eq 't') {
         # A client gone is heard on the call socket.
-        eval { _send_all($c->{call}, 'T' . pack('N', $signal)) } if defined $signal;
+        eval { _send_all($c->{call}, 'T' . pack('N', $value)) };
+    } elsif ($kind eq 'x') {
+        $keeper->{status} = $value;
+    } else {
+        close delete $keeper->{from};
     }
     return;
 }
@@ -1071,18 +1105,34 @@ sub _call_ended {
     # It is dead: reading cannot block, and its 'r' may have come after
     # the select looked.
     _executor_ready($c) if $c->{from};
+    # A keeper has exited: all it said is there to read.
+    my $keeper = $c->{keeper};
+    _from_keeper($c) while $keeper && $keeper->{from};
     if ($c->{phase} eq 'abandoned') {
         waitpid($pid, 0);
+        my $status = $keeper ? $keeper->{status} : ${^CHILD_ERROR_NATIVE};
         _log('info', 'client went away; script interrupted, it '
-            . _describe_status(${^CHILD_ERROR_NATIVE}));
+            . (defined $status ? _describe_status($status) : 'has no known status'));
         _call_done($m);
     } else {
         # What it left behind in its group. First: unreaped, it keeps its
-        # pid (the group's id) from being reused.
+        # pid (the group's id) from being reused. (A keeper has done so
+        # for the script's group.)
         kill 'INT', -$pid;
         waitpid($pid, 0);
         my $status = ${^CHILD_ERROR_NATIVE};
         _call_done($m);
+        if ($keeper) {
+            if (defined $keeper->{status}) {
+                $status = $keeper->{status};
+            } else {
+                # Killed before the script ended: nothing watches the
+                # script now. It goes too.
+                _log('err', "keeper $pid of script $keeper->{script} "
+                    . _describe_status($status) . ': script killed');
+                kill 'KILL', -$keeper->{script};
+            }
+        }
         if ($c->{phase} eq 'running') {
             # A client that has gone is no error.
             my $reply = ($c->{extended} ? 'X' : '') . pack('N', $status);
@@ -1105,22 +1155,36 @@ sub _call_done {
 }
 
 # The client of a running call has something to say: extended, a signal
-# to forward; v1, nothing. Or it has left: the script is SIGINTed, and the
-# call waits for its executor's end.
+# to forward, or on a pseudo-terminal of its own where the script's group
+# belongs ('F', for the keeper); v1, nothing. Or it has left: the script's
+# group gets SIGINT (on a pseudo-terminal of its own, SIGHUP and SIGCONT:
+# its terminal has hung up, as a direct run's would), and the call waits
+# for its executor's end.
 sub _from_client {
-    my ($c, $pid) = @_;
+    my ($c) = @_;
+    my $keeper = $c->{keeper};
     if ($c->{extended}) {
         my $got = sysread($c->{call}, $c->{frame}, 5 - length $c->{frame}, length $c->{frame});
         return if !defined $got && ($! == EINTR || $! == EAGAIN);
         if ($got) {
             return if length $c->{frame} < 5;
-            my ($kind, $signal) = unpack 'a N', $c->{frame};
+            my ($kind, $value) = unpack 'a N', $c->{frame};
             $c->{frame} = '';
-            kill $signal, -$pid if $kind eq 'S' && $FORWARDED_NUMBER{$signal};
+            if ($kind eq 'S') {
+                kill $value, -$c->{group} if $FORWARDED_NUMBER{$value};
+            } elsif ($kind eq 'F') {
+                eval { _send_all($keeper->{from}, 'f' . pack('N', $value)) }
+                    if $keeper && $keeper->{from};
+            }
             return;    # (unknown kinds ignored)
         }
     }
-    kill 'INT', -$pid;
+    if ($keeper) {
+        kill 'HUP',  -$c->{group};
+        kill 'CONT', -$c->{group};
+    } else {
+        kill 'INT', -$c->{group};
+    }
     $c->{phase} = 'abandoned';
     $c->{since} = Time::HiRes::time();
     return;
@@ -1130,14 +1194,22 @@ sub _from_client {
 
 # Forked by the monitor before the call, which has closed every other
 # fd of the monitor's; dispositions are the server's (SIGINT and SIGPIPE:
-# default) from the start, and SIGCHLD's mask ($unblock_chld: unblock it)
-# as the server had it. Gets the call socket from the monitor, reads the
-# request itself, makes a process group of its own (or a session, on a
-# pseudo-terminal of its own), sends an extended call's 'P' with its own
-# pid (before any per-call code), tells the monitor 'r', and returns into
-# the script.
+# default) from the start. Gets the call socket from the monitor, reads
+# the request itself, makes a process group of its own, sends an extended
+# call's 'P' with its own pid (before any per-call code), tells the
+# monitor 'r', and returns into the script.
+#
+# On a call with a pseudo-terminal of its own it starts a session
+# instead, with that terminal as its controlling terminal, and forks the
+# script's process, which leads the terminal's foreground group, sends
+# 'P' and 'r' (with its pid) and returns into the script; the executor
+# stays as the session's keeper (_keep). Why two processes: a process
+# group none of whose members has a parent in its session but outside
+# the group is orphaned, and the kernel discards the stop signals a
+# terminal sends such a group: a script leading its session itself (its
+# parent, the monitor, is elsewhere) would ignore ^Z.
 sub _executor {
-    my ($handover, $monitor, $saved, $monitor_pid, $unblock_chld) = @_;
+    my ($handover, $monitor, $saved, $monitor_pid) = @_;
     _detach_log();
     # A monitor killed mid-call leaves the call with nobody to report its
     # end: it ends as when its client goes, with SIGINT.
@@ -1146,8 +1218,7 @@ sub _executor {
     POSIX::sigaction($SIGNAL_NUMBER{$_}, $saved->{$_}) for keys %$saved;
     $SIG{INT}  = 'DEFAULT';
     $SIG{PIPE} = 'DEFAULT';
-    POSIX::sigprocmask(SIG_UNBLOCK,
-        POSIX::SigSet->new(SIGINT, SIGPIPE, $unblock_chld ? SIGCHLD : ()));
+    POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGINT, SIGPIPE));
     my $fd = IO::FDPass::recv(fileno $handover);
     POSIX::_exit(0) if $fd < 0;    # the monitor is gone, or never got a call
     my $call = _fdopen($fd, '+<');
@@ -1163,10 +1234,13 @@ sub _executor {
     my ($byte, $fds, $env, $args, $context);
     eval {
         $byte = ord _read_exact($call, 1);
-        # 0 (v1), or 0x01 (extended) with any of the flags we know.
+        # 0 (v1), or 0x01 (extended) with any of the flags we know (0x20
+        # only with a pseudo-terminal).
         die sprintf("request starts with byte %#04x, expected 0x00, "
-                . "or 0x01 with flags of 0x02, 0x04, 0x08, 0x10\n", $byte)
-            unless $byte == 0 || ($byte & 1 && !($byte & ~KNOWN_FLAGS));
+                . "or 0x01 with flags of 0x02, 0x04, 0x08, 0x10, 0x20\n", $byte)
+            unless $byte == 0
+            || ($byte & 1 && !($byte & ~KNOWN_FLAGS)
+                && ($byte & FLAGS_PTY || !($byte & FLAG_BACKGROUND)));
         $fds = [];
         for (1 .. 3) {
             my $fd = IO::FDPass::recv(fileno $call);
@@ -1186,31 +1260,30 @@ sub _executor {
     } or $failed->();
 
     # The monitor signals the call's processes as one (a client's
-    # signals, SIGINT when it ends or its client leaves): their group's id
-    # is our pid. (A spare cannot lead a group while it waits: setsid
+    # signals, SIGINT when it ends or its client leaves): the script's
+    # group, whose id is the script's pid. (Not made while idle: setsid
     # refuses a group leader.)
     my ($pty) = grep { $byte & (4 << $_) } 0 .. 2;
+    my $ready = 'r' . chr($byte);
     my $old_mask;
     if (defined $pty) {
-        # A session of our own, with the call's pseudo-terminal as its
-        # controlling terminal: our group is its foreground group. Its
-        # signals may come at once: they wait until the monitor knows
-        # the call is running, so that it reports a stop and sees a
-        # death as the call's.
+        # The terminal's signals (^C, ^Z, a resize) may come as soon as
+        # the script's group is its foreground: they wait until the
+        # monitor knows the call is running, so that it reports a stop
+        # and sees a death as the call's.
         $old_mask = POSIX::SigSet->new;
         POSIX::sigprocmask(SIG_BLOCK,
             POSIX::SigSet->new(map { $SIGNAL_NUMBER{$_} } @TERMINAL_SIGNALS), $old_mask)
             or undef $old_mask;
-        if (!eval { _take_terminal($fds->[$pty]); 1 }) {
-            _log('err', "call failed: cannot take its terminal: $@");
-            POSIX::_exit(127);
-        }
+        _keep_session($fds->[$pty], $byte & FLAG_BACKGROUND, $monitor,
+            [ $call, $handover ], [ @$fds, $context ? $context->{cwd} : () ]);
+        $ready .= pack 'N', $$;
     } else {
         POSIX::setpgid(0, 0);
     }
     eval { _send_all($call, 'P' . pack('N', $$)); 1 } or $failed->() if $byte & 1;
     # Nobody could report our status without the monitor.
-    syswrite($monitor, 'r' . chr($byte)) == 2 or POSIX::_exit(127);
+    (syswrite($monitor, $ready) // -1) == length $ready or POSIX::_exit(127);
     POSIX::sigprocmask(SIG_SETMASK, $old_mask) if $old_mask;
 
     if ($context) {
@@ -1250,6 +1323,113 @@ sub _executor {
     # (from the handle juggling above) is no business of the script's.
     ($!, $?, $@) = (0, 0, '');
     return 1;
+}
+
+# On a call with a pseudo-terminal of its own ($terminal, an fd): starts
+# a session with that terminal as its controlling terminal and forks the
+# script's process, which makes a process group of its own and, unless
+# it starts in the background, the terminal's foreground group; returns
+# only in that process. The executor stays, as a shell would, the
+# session's leader: its keeper (_keep), with none of the call's handles
+# ($close) or fds ($fds) but the terminal.
+sub _keep_session {
+    my ($terminal, $background, $monitor, $close, $fds) = @_;
+    if (!eval { _take_terminal($terminal); 1 }) {
+        _log('err', "call failed: cannot take its terminal: $@");
+        POSIX::_exit(127);
+    }
+    my $keeper = $$;
+    my $script = fork;
+    if (!defined $script) {
+        _log('err', "call failed: cannot fork the script's process: $!");
+        POSIX::_exit(127);
+    }
+    if ($script) {
+        close $_ for @$close;
+        POSIX::close($_) for grep { $_ != $terminal } @$fds;
+        _keep($script, $monitor, $terminal);
+    }
+    # Our keeper gone (the monitor killed): the call ends.
+    syscall($SYSCALL{prctl}, 1, SIGINT) if $SYSCALL{prctl};    # PR_SET_PDEATHSIG
+    POSIX::_exit(0) if getppid() != $keeper;    # it died before we asked
+    POSIX::setpgid(0, 0);
+    # From the background: SIGTTOU is blocked, so it is allowed.
+    if (!$background && !defined POSIX::tcsetpgrp($terminal, $$)) {
+        _log('err', "call failed: cannot take its terminal: $!");
+        POSIX::_exit(127);
+    }
+    return;
+}
+
+# The session's keeper: tells the monitor when the script stops ('t' and
+# the signal) and how it ended ('x' and its wait status), then exits;
+# moves the script's group to its terminal's foreground (1) or background
+# (0) when the client says so ('f', from its 'F'), and then continues it.
+# What the script left in its group gets SIGINT while the script is a
+# zombie (its group id cannot be reused), as the monitor does for an
+# executor. A hang-up of the terminal, which the kernel signals to the
+# session's leader, is the monitor's to pass on (it sees the client go).
+# Runs none of the script's code: its signal handlers are off. SIGCHLD
+# is blocked (since before the fork): the script's changes wait in a
+# signalfd. Without signalfd's number for this ABI, a handler that does
+# nothing interrupts select, and a look every second covers a SIGCHLD
+# that came just before select began; and without waitid's, the script
+# is reaped before its group's SIGINT. Never returns.
+sub _keep {
+    my ($script, $monitor, $terminal) = @_;
+    local $SIG{__DIE__};
+    local $SIG{__WARN__} = sub { };
+    eval {
+        $SIG{$_} = 'DEFAULT' for @FORWARDED, 'CHLD';
+        $SIG{HUP} = 'IGNORE';
+        # The monitor's death (PR_SET_PDEATHSIG) must still end us, and
+        # with us the script (its own PR_SET_PDEATHSIG).
+        POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGINT));
+        my $children = _child_signals();
+        if (!$children) {
+            $SIG{CHLD} = sub { };
+            POSIX::sigprocmask(SIG_UNBLOCK, POSIX::SigSet->new(SIGCHLD));
+        }
+        my $monitor_open = 1;
+        while (1) {
+            while (my ($state, $value) = _child_state($script)) {
+                if ($state eq 'stopped') {
+                    eval { _send_all($monitor, 't' . pack('N', $value)) };
+                    next;
+                }
+                kill 'INT', -$script;
+                if (!defined $value) {
+                    1 while waitpid($script, 0) < 0 && $! == EINTR;
+                    $value = ${^CHILD_ERROR_NATIVE};
+                }
+                eval { _send_all($monitor, 'x' . pack('N', $value)) };
+                POSIX::_exit(0);
+            }
+            my $rin = '';
+            vec($rin, fileno $children, 1) = 1 if $children;
+            vec($rin, fileno $monitor,  1) = 1 if $monitor_open;
+            my $rout;
+            if (select($rout = $rin, undef, undef, $children ? undef : 1) < 0) {
+                next if $! == EINTR;
+                die "select: $!\n";
+            }
+            1 while $children && sysread($children, my $record, 128);
+            next unless $monitor_open && vec($rout, fileno $monitor, 1);
+            my $message = eval { _read_exact($monitor, 5) };
+            if (!defined $message) {
+                $monitor_open = 0;
+                next;
+            }
+            my ($kind, $value) = unpack 'a N', $message;
+            if ($kind eq 'f') {
+                # SIGTTOU is blocked: allowed from the background.
+                POSIX::tcsetpgrp($terminal, $value == 1 ? $script : getpgrp);
+                kill 'CONT', -$script;
+            }
+        }
+    };
+    _log('err', "keeper of $script: $@");
+    POSIX::_exit(127);
 }
 
 # fast_exit: a block at the very end of the END list flushes every handle
@@ -1389,8 +1569,10 @@ the server's memory. Default 1.
 =item C<< interrupt_grace => I<SECONDS> >>
 
 When a call's client goes away (killed, ^C), the script's process group
-gets SIGINT, as it would have in a direct run; a script still running
-this many seconds later (it ignores SIGINT, or takes long over it) is
+gets SIGINT, as it would have in a direct run (SIGHUP when the call runs
+on a terminal of its own, which has hung up: see L</PROCESS GROUPS AND
+TERMINALS>); a script still running this many seconds later (it ignores
+SIGINT, or takes long over it) is
 killed with SIGKILL, and that is logged, so that no script outlives its
 caller holding the caller's pipes. Negative: never. Default 2.
 
@@ -1446,31 +1628,41 @@ call (SIGINT and SIGPIPE excepted: default). See prefork-interp(7).
 
 =head1 PROCESS GROUPS AND TERMINALS
 
-Each call runs in a process group of its own, led by the executor (its
-process id is the group's), made once the call's request has been read;
-the processes the script starts are in it too, unless they leave it.
-The group gets the signals the client passes on, SIGINT when the call's
+Each call runs in a process group of its own, made once the call's
+request has been read, whose id is the script's process id; the
+processes the script starts are in it too, unless they leave it. The
+group gets the signals the client passes on, SIGINT when the call's
 client goes away, and SIGKILL after C<interrupt_grace>.
 
-When this project's client is called with its controlling terminal
-(F</dev/tty>) as one of its standard fds, and not in a pipeline, it
-gives the call a pseudo-terminal of its own in that fd's place (the
-capability C<tty>): the executor then starts a session of its own
-(setsid) with that pseudo-terminal as its controlling terminal, and
-its group is the terminal's foreground group, as a direct run's would
-be. So F</dev/tty> opens, C<tcgetpgrp(0)> is the script's group,
-the terminal's ^C, ^\ and ^Z reach the group from the line discipline,
-window size changes come as SIGWINCH, and when the caller's side goes
-the script gets SIGHUP. The monitor reports the executor's stops to the
-client, which stops too, so the caller's shell sees the job stop; C<fg>
-resumes both.
+When one of this project's client's standard input, output and error is
+its controlling terminal (F</dev/tty>), it gives the call a
+pseudo-terminal of its own in that one's place (the capability C<tty>),
+and the script runs on it as a direct run from a shell would: in a
+session of its own with that pseudo-terminal as its controlling
+terminal, leading the terminal's foreground process group. So
+F</dev/tty> opens, C<tcgetpgrp(0)> is the script's group, the
+terminal's ^C, ^\ and ^Z reach the group from the line discipline and
+act as in a direct run (the client stops too, so its shell sees the job
+stop; C<fg> resumes both), window size changes come as SIGWINCH, and
+when the client goes away the script's group gets SIGHUP and SIGCONT,
+as when a terminal hangs up. In the background (C<&>, C<bg>), and at
+first in a pipeline, the script's group is in its terminal's background:
+reading the terminal stops it with SIGTTIN.
+
+For that call the executor starts the session (setsid), takes the
+terminal (TIOCSCTTY) and forks the script's process; it stays, as a
+shell would, the session's leader and the script's parent (a process
+group led by the session's leader itself would be orphaned, and the
+kernel discards the stop signals a terminal sends such a group). That
+keeper runs none of the script's code and exits once it has reported
+the script's status; C<getppid> in the script is the keeper.
 
 On Linux ABIs other than x86_64, aarch64, riscv64 and loongarch64 (whose
 system call numbers the module keeps, not to load F<syscall.ph>), the
 executor takes its terminal by opening it again by name rather than
-with TIOCSCTTY, and its stops are not reported: a call stopped by ^Z
-stays stopped while its client waits (C<kill -CONT> the script's process
-to resume it).
+with TIOCSCTTY, and the keeper looks at the script at least once a
+second, besides when SIGCHLD interrupts it, and reaps the script before
+it sends SIGINT to what is left of its group.
 
 =head1 ENVIRONMENT
 
