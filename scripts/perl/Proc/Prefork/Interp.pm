@@ -925,18 +925,19 @@ sub _monitor_loop {
         # opened before the last step, so no fd number was reused.)
         my $ready = sub { vec($rout, fileno $_[0], 1) };
 
+        # Keepers with news: a script stopped, or ended. (Those of calls
+        # running when select began: an executor's socket, readable with
+        # its 'r', becomes its keeper's.)
+        my @keepers = grep {
+            $_->{phase} eq 'running' && $_->{keeper} && $_->{keeper}{from}
+                && $ready->($_->{keeper}{from})
+        } values %$calls;
         # Executors that have taken their call.
         for my $c (values %$calls) {
             _executor_ready($c)
                 if $c->{phase} eq 'waiting' && $c->{from} && $ready->($c->{from});
         }
-        # Keepers: a script stopped, or ended.
-        for my $c (values %$calls) {
-            my $keeper = $c->{keeper};
-            _from_keeper($c)
-                if $c->{phase} eq 'running' && $keeper && $keeper->{from}
-                && $ready->($keeper->{from});
-        }
+        _from_keeper($_) for @keepers;
         # Executors gone, idle ones and those of calls.
         my (@gone, @left);
         push @{ $ready->($_->{pidfd}) ? \@gone : \@left }, $_ for @$idle;
