@@ -1121,6 +1121,9 @@ fn terminal_table(warm_runs: usize) {
     let client = world.client();
     let agent = world.bin_dir.join("examples").join("agent");
     let script = world.script("tty-agent", &client, agent.to_str().unwrap(), "");
+    let perl = world.script("tty-perl", &client, "perl", &perl_bench_body(true, "", ""));
+    let python_bin = python().display().to_string();
+    let python = world.script("tty-python", &client, &python_bin, &python_bench_body());
     let term = Terminal::new();
     let big = world.dir.join("100MB");
     std::fs::write(&big, vec![b'x'; 100 << 20]).unwrap();
@@ -1137,12 +1140,14 @@ fn terminal_table(warm_runs: usize) {
             c
         }
     };
-    // One call to start the server.
-    world
-        .command(&script)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
+    // One call each to start the servers.
+    for server in [&script, &perl, &python] {
+        world
+            .command(server)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+    }
     let before = term.drained.load(std::sync::atomic::Ordering::Relaxed);
     let rows = vec![
         floor_row(warm_runs),
@@ -1181,6 +1186,22 @@ fn terminal_table(warm_runs: usize) {
                 None,
                 call(&script, &["@out:x"]),
             ),
+        ),
+        (
+            "Perl (20 modules, _exit), warm, /dev/null".to_string(),
+            time_runs(warm_runs, call(&perl, &[]), || {}),
+        ),
+        (
+            "Perl, warm, controlling terminal (own pty)".to_string(),
+            time_on_terminal(&term, Controlling, warm_runs, None, call(&perl, &[])),
+        ),
+        (
+            "Python (14 modules), warm, /dev/null".to_string(),
+            time_runs(warm_runs, call(&python, &[]), || {}),
+        ),
+        (
+            "Python, warm, controlling terminal (own pty)".to_string(),
+            time_on_terminal(&term, Controlling, warm_runs, None, call(&python, &[])),
         ),
         (
             "100 MB to the terminal, agent run directly".to_string(),

@@ -220,8 +220,21 @@ fn keep(script: sys::Pid, monitor: &UnixStream, terminal: &OwnedFd) -> ! {
                 sys::ChildState::Exited => {
                     let _ = killpg(script, Signal::SIGINT);
                     let status = sys::wait_status(script).unwrap_or(0);
+                    // Our copies of the terminal go before the status: the
+                    // client waits for the last of them (its master's EIO)
+                    // before it ends, and need not wait for our exit too.
+                    // The monitor's socket alone stays, as fd 0.
                     let message = protocol::encode_frame(protocol::KEEPER_STATUS, status as u32);
-                    let _ = send_all(monitor, &message);
+                    if nix::unistd::dup2_stdin(monitor).is_ok() {
+                        // SAFETY: we exit right after; nothing here uses
+                        // a closed fd again.
+                        let _ = unsafe { sys::close_from(3) };
+                        // SAFETY: fd 0 is the monitor's socket now.
+                        let to_monitor = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+                        let _ = send_all(to_monitor, &message);
+                    } else {
+                        let _ = send_all(monitor, &message);
+                    }
                     sys::exit_now(0);
                 }
             }

@@ -88,6 +88,9 @@ enum Phase {
         extended: bool,
         keeper: Option<Keeper>,
     },
+    /// The keeper has said how the script ended, and the client has it;
+    /// the keeper is on its way out, to be reaped.
+    Reported,
     /// The client went away; `group` has had SIGINT (SIGHUP, on a
     /// pseudo-terminal), at this time (and SIGKILL, if `killed`, after
     /// the grace).
@@ -385,7 +388,7 @@ impl Monitor {
                         add(from_keeper.as_fd(), Source::Keeper(pid));
                     }
                 }
-                Phase::Failed | Phase::Abandoned { .. } => {}
+                Phase::Failed | Phase::Abandoned { .. } | Phase::Reported => {}
             }
         }
         let (fds, sources): (Vec<_>, Vec<_>) = watched.into_iter().unzip();
@@ -480,7 +483,9 @@ impl Monitor {
             signal_group(pid, Signal::SIGINT);
         }
         let status = sys::wait_status(pid);
-        self.call_ended();
+        if !matches!(call.phase, Phase::Reported) {
+            self.call_ended();
+        }
         let mut status = match status {
             Ok(status) => status,
             Err(e) => {
@@ -513,18 +518,8 @@ impl Monitor {
             }
         }
         match call.phase {
-            Phase::Running { extended, .. } => {
-                let message = if extended {
-                    protocol::encode_frame(protocol::FRAME_STATUS, status as u32).to_vec()
-                } else {
-                    protocol::encode_status(status).to_vec()
-                };
-                if let Err(e) = send_all(&call.call, &message)
-                    && !hung_up(&e)
-                {
-                    log::error(&format!("cannot send executor {pid}'s status: {e}"));
-                }
-            }
+            Phase::Running { extended, .. } => send_status(pid, &call.call, extended, status),
+            Phase::Reported => {}
             Phase::Abandoned { .. } => log::info(&format!(
                 "client went away; script interrupted, it {}",
                 sys::describe_status(status)
@@ -582,15 +577,28 @@ impl Monitor {
         };
     }
 
-    /// A keeper's socket is readable.
+    /// A keeper's socket is readable. Once it has told the script's
+    /// status, the call is over: the client has it at once, without
+    /// waiting for the keeper's own exit.
     fn hear_keeper(&mut self, pid: Pid) {
-        if let Some(call) = self.calls.get_mut(&pid)
-            && let Phase::Running {
-                keeper: Some(keeper),
-                ..
-            } = &mut call.phase
-        {
-            hear_keeper(keeper, &call.call);
+        let Some(call) = self.calls.get_mut(&pid) else {
+            return;
+        };
+        let Phase::Running {
+            extended,
+            keeper: Some(keeper),
+        } = &mut call.phase
+        else {
+            return;
+        };
+        hear_keeper(keeper, &call.call);
+        if let Some(status) = keeper.status {
+            let extended = *extended;
+            call.phase = Phase::Reported;
+            self.call_ended();
+            if let Some(call) = self.calls.get(&pid) {
+                send_status(pid, &call.call, extended, status);
+            }
         }
     }
 
@@ -661,6 +669,20 @@ impl Monitor {
         {
             self.server_gone();
         }
+    }
+}
+
+/// The script's wait status to its client, as the call's framing has it.
+fn send_status(pid: Pid, call: &UnixStream, extended: bool, status: i32) {
+    let message = if extended {
+        protocol::encode_frame(protocol::FRAME_STATUS, status as u32).to_vec()
+    } else {
+        protocol::encode_status(status).to_vec()
+    };
+    if let Err(e) = send_all(call, &message)
+        && !hung_up(&e)
+    {
+        log::error(&format!("cannot send executor {pid}'s status: {e}"));
     }
 }
 
