@@ -23,8 +23,10 @@
 //!        On a pseudo-terminal of its own, then the script's pid: the
 //!        executor keeps the session, the script is its child and leads
 //!        its own group (signals go there); the executor's 't' (the
-//!        script stopped: 'T' to the client) and 'x' (its status, which
-//!        the client gets) follow on the same socket
+//!        script stopped: 'T' to the client) and 'x' (its status: 'd' to
+//!        the server and the status to the client at once; the keeper is
+//!        reaped when its pidfd says it has gone) follow on the same socket.
+//!        An extended call's 'F' frame goes to the keeper as 'f'
 //!     pidfd readable: the executor has exited. SIGINT its group (what it
 //!        left behind; it is a zombie, so its status cannot change and its
 //!        group id cannot be reused), reap it (its real status), 'd' to
