@@ -57,11 +57,14 @@ session's keeper, one process per such call, watching the script
 (SIGCHLD, from a signalfd) and the monitor in one poll: it tells the
 monitor when the script stops ('t' and the signal; the monitor tells the
 client, 'T', which stops too) and how it ended ('x' and its wait status,
-for the client's 'X'), then exits; and when the client moves to its own
-terminal's foreground or background ('F' and 1 or 0, which the monitor
-passes on as 'f'), it moves the script's group there too (tcsetpgrp to
-it, or to its own group) and continues it. The client's signals go to
-the script's group; its going away is SIGHUP and SIGCONT there.
+said once it has closed every fd but the monitor's socket, its copy of
+the terminal with them; the monitor ends the call then, 'd' and the
+client's 'X', and reaps the keeper once it has exited), then exits; and
+when the client moves to its own terminal's foreground or background
+('F' and 1 or 0, which the monitor passes on as 'f'), it moves the
+script's group there too (tcsetpgrp to it, or to its own group) and
+continues it. The client's signals go to the script's group; its going
+away is SIGHUP and SIGCONT there.
 
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
@@ -824,6 +827,7 @@ class _Server:
 # A call's phases in the monitor.
 _WAITING = "waiting"  # handed to its executor, no 'r' yet
 _RUNNING = "running"  # got 'r': the script runs
+_REPORTED = "reported"  # its keeper said how the script ended ('x'): over
 _ABANDONED = "abandoned"  # the client went away: SIGINTed, to be reaped
 
 
@@ -846,7 +850,8 @@ class _Call:
     pseudo-terminal of its own the executor is the session's keeper and
     the script its child (script: its pid, which leads the group the
     call's signals go to), and from_executor, after the 'r', is
-    from_keeper (None at its EOF)."""
+    from_keeper (None at its EOF, or once it has said 'x': the call is
+    then over, _REPORTED, and the keeper to be reaped)."""
 
     __slots__ = ("pid", "pidfd", "conn", "from_executor", "phase", "extended", "script",
                  "from_keeper", "status", "frames", "abandoned_at", "killed")
@@ -1160,15 +1165,24 @@ class _Monitor:
     def hear_keeper(self, call):
         """The keeper's socket is readable: one message ('t' and a signal:
         the script has stopped, which the client is told ('T') so that
-        it stops too; 'x' and the script's wait status, for the client's
-        'X'), or EOF, or garbage: it has nothing more to say. Safe to
-        block: the keeper writes each at once, or is dead."""
+        it stops too; 'x' and the script's wait status: the call is over
+        at once, 'd' and the client's 'X' without waiting for the
+        keeper's exit, which is reaped quietly), or EOF, or garbage: it
+        has nothing more to say. Safe to block: the keeper writes each
+        at once, or is dead."""
         message = _recv_exact(call.from_keeper, 5)
         kind = message[:1]
         if len(message) == 5 and kind in (b"t", b"x"):
             (value,) = struct.unpack(">I", message[1:])
             if kind == b"x":
                 call.status = value
+                if call.phase == _RUNNING:
+                    # It has nothing more to say: it exits.
+                    call.from_keeper.close()
+                    call.from_keeper = None
+                    call.phase = _REPORTED
+                    self.done()
+                    self.send_status(call, value)
             elif call.phase == _RUNNING:
                 try:
                     call.conn.send(b"T" + message[1:], socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
@@ -1203,6 +1217,9 @@ class _Monitor:
             # reap it. (A keeper has done so for the script's group.)
             _kill_group(call.pid)
         _, status = os.waitpid(call.pid, 0)
+        if call.phase == _REPORTED:
+            call.conn.close()  # its client has had 'd' and its status
+            return
         # A keeper has exited: all it said is there to read. The status
         # is the script's, which it reaped.
         while call.from_keeper is not None:
@@ -1221,24 +1238,27 @@ class _Monitor:
             self.done()
         else:
             if call.phase == _RUNNING:
-                # The server first, then the client: a greeting after the
-                # client has its status counts this call out.
                 self.done()
-                status &= 0xFFFFFFFF
-                if call.extended:
-                    message = b"X" + struct.pack(">I", status)
-                else:
-                    message = struct.pack(">I", status)
-                try:
-                    call.conn.send(message, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-                except OSError:
-                    pass  # the client has gone
+                self.send_status(call, status)
             else:
                 if status:
                     _log(syslog.LOG_ERR, "executor %d failed before its call: it %s"
                          % (call.pid, _describe_status(status)))
                 self.done()  # its client sees EOF
         call.conn.close()
+
+    def send_status(self, call, status):
+        """A call's end to its client, once the server has its 'd' (a
+        greeting after the client has its status counts this call out)."""
+        status &= 0xFFFFFFFF
+        if call.extended:
+            message = b"X" + struct.pack(">I", status)
+        else:
+            message = struct.pack(">I", status)
+        try:
+            call.conn.send(message, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        except OSError:
+            pass  # the client has gone
 
     def read_client(self, call):
         """A running call's socket is readable. v1: the client has gone
@@ -1405,16 +1425,16 @@ def _signalfd(sig):
 
 def _keep(script, monitor, terminal):
     """The session's keeper: tells the monitor when the script stops
-    ('t' and the signal) and how it ended ('x' and its wait status), then
-    exits; when the monitor says so ('f', from the client's 'F': 1, the
-    client is in its terminal's foreground; 0, its background), makes
-    the script's group the terminal's foreground group or its own, and
-    continues the script. What the script left in its group gets SIGINT
-    while the script is a zombie (its group id cannot be reused), as the
-    monitor does for an executor. A hang-up of the terminal, which the
-    kernel signals to the session's leader, is the monitor's to pass on
-    (it sees the client go). Runs none of the script's code: its signal
-    handlers are off."""
+    ('t' and the signal) and how it ended ('x' and its wait status, with
+    no other fd left open: _say_end), then exits; when the monitor says
+    so ('f', from the client's 'F': 1, the client is in its terminal's
+    foreground; 0, its background), makes the script's group the
+    terminal's foreground group or its own, and continues the script.
+    What the script left in its group gets SIGINT while the script is a
+    zombie (its group id cannot be reused), as the monitor does for an
+    executor. A hang-up of the terminal, which the kernel signals to the
+    session's leader, is the monitor's to pass on (it sees the client
+    go). Runs none of the script's code: its signal handlers are off."""
     try:
         for sig in FORWARDED:
             signal.signal(sig, signal.SIG_DFL)
@@ -1448,11 +1468,7 @@ def _keep(script, monitor, terminal):
                 if info.si_code != os.CLD_STOPPED:
                     _kill_group(script)
                     _, status = os.waitpid(script, 0)
-                    try:
-                        _send_all(monitor, b"x" + struct.pack(">I", status & 0xFFFFFFFF))
-                    except (_Hangup, OSError):
-                        pass
-                    os._exit(0)
+                    _say_end(monitor, status)
                 # Consume this stop's report, so the next wait sees what
                 # comes after it (without WEXITED, which would reap).
                 os.waitid(os.P_PID, script, os.WSTOPPED | os.WNOHANG)
@@ -1481,6 +1497,30 @@ def _keep(script, monitor, terminal):
     except BaseException as e:
         _log(syslog.LOG_ERR, "keeper of %d: %r" % (script, e))
         os._exit(127)
+
+
+def _say_end(monitor, status):
+    """The keeper's last words: 'x' and the script's wait status, on the
+    monitor's socket, once every other fd it has is closed (the
+    terminal's copy first of all: the client ends at its master's EIO,
+    when the last copy of the slave is closed, and it need not wait for
+    our exit too); then it exits. The monitor's socket stays, as fd 0."""
+    message = b"x" + struct.pack(">I", status & 0xFFFFFFFF)
+    try:
+        try:
+            os.dup2(monitor.fileno(), 0)
+        except OSError:
+            _send_all(monitor, message)  # with our copy of the terminal
+        else:
+            # One close_range on Python 3.10 or later; bounded by the fd
+            # limit for a Python that closes one fd at a time.
+            os.closerange(3, max(os.sysconf("SC_OPEN_MAX"), 1024))
+            # Five bytes: one write. (Only a monitor gone could make it
+            # fail, or SIGPIPE us, and then nobody is listening.)
+            os.write(0, message)
+    except (_Hangup, OSError):
+        pass
+    os._exit(0)
 
 
 def _executor(handover, monitor, saved, monitor_pid):
