@@ -32,8 +32,10 @@ package Proc::Prefork::Interp;
 # (whose signals the monitor delivers) and sends 'P' and 'r' with its pid;
 # the executor stays as the session's keeper, telling the monitor of the
 # script's stops ('t': the monitor sends the client 'T') and its status
-# ('x'), and moving the script's group to its terminal's foreground or
-# background when the client says so ('F', passed on as 'f').
+# ('x': the call has ended, 'd' and the status are sent at once, before
+# the keeper's own exit), and moving the script's group to its terminal's
+# foreground or background when the client says so ('F', passed on as
+# 'f').
 #
 # Server and monitor leave with POSIX::_exit: END blocks and destructors
 # run in executors only.
@@ -288,16 +290,19 @@ sub _changed_file {
 # stats every file (as the original always does); an executor is not
 # told of its monitor's death; an executor takes its pseudo-terminal by
 # opening it again (see _take_terminal); stops of executors on a
-# pseudo-terminal are not reported. (syscall.ph would know, but costs
-# every cold start ~9 ms to load.)
+# pseudo-terminal are not reported; a keeper closes its fds one by one
+# (see _close_from). (syscall.ph would know, but costs every cold start
+# ~9 ms to load.)
 my %SYSCALL = do {
     my $arch = $Config::Config{archname} // '';
     $arch =~ /\Ax86_64-linux/
         ? (inotify_init1 => 294, inotify_add_watch => 254, prctl => 157, madvise => 28,
-           ioctl => 16, signalfd4 => 289, waitid => 247, TIOCSCTTY => 0x540E)
+           ioctl => 16, signalfd4 => 289, waitid => 247, close_range => 436,
+           TIOCSCTTY => 0x540E)
         : $arch =~ /\A(?:aarch64|riscv64|loongarch64)-linux/
         ? (inotify_init1 => 26, inotify_add_watch => 27, prctl => 167, madvise => 233,
-           ioctl => 29, signalfd4 => 74, waitid => 95, TIOCSCTTY => 0x540E)
+           ioctl => 29, signalfd4 => 74, waitid => 95, close_range => 436,
+           TIOCSCTTY => 0x540E)
         : ();
 };
 
@@ -356,6 +361,20 @@ sub _child_state {
     my $consumed = "\0" x 128;
     syscall($SYSCALL{waitid}, P_PID, $pid + 0, $consumed, W_STOPPED | WNOHANG, 0);
     return ('stopped', $status);
+}
+
+# Closes every fd from $low up, under perl's handles (for a process
+# about to leave): close_range(2) (Linux 5.9), or each fd
+# /proc/self/fd lists.
+sub _close_from {
+    my ($low) = @_;
+    return if $SYSCALL{close_range}
+        && syscall($SYSCALL{close_range}, $low + 0, 0xffffffff, 0) == 0;
+    opendir(my $dir, '/proc/self/fd') or return;
+    my @fds = grep { /\A\d+\z/ && $_ >= $low } readdir $dir;
+    closedir $dir;    # (one of those listed)
+    POSIX::close($_) for @fds;
+    return;
 }
 
 # Starts a session of our own (setsid) and makes fd $fd, a terminal, its
@@ -845,13 +864,14 @@ sub _monitor {
         # Calls in flight, by executor pid: {pidfd, call, from, phase,
         # extended, group, keeper, frame}. Phases: waiting (handed the
         # call, no 'r' yet; from undef: it failed before its call),
-        # running (got 'r'), abandoned (the client left; SIGINTed, or on
-        # a pseudo-terminal SIGHUPed). group: the process group the
-        # call's signals go to, the executor's or on a pseudo-terminal of
-        # its own the script's. keeper, on a pseudo-terminal of its own
-        # (the executor keeps the session; the script is its child):
-        # {script, from (its 't' and 'x'; undef at EOF), status (from
-        # 'x')}.
+        # running (got 'r'), reported (its keeper said the script's
+        # status, which the client has: the keeper is on its way out),
+        # abandoned (the client left; SIGINTed, or on a pseudo-terminal
+        # SIGHUPed). group: the process group the call's signals go to,
+        # the executor's or on a pseudo-terminal of its own the script's.
+        # keeper, on a pseudo-terminal of its own (the executor keeps the
+        # session; the script is its child): {script, from (its 't' and
+        # 'x'; undef at EOF), status (from 'x')}.
         calls => {},
     );
     return 1 if eval { _monitor_loop(\%m) };
@@ -937,7 +957,10 @@ sub _monitor_loop {
             _executor_ready($c)
                 if $c->{phase} eq 'waiting' && $c->{from} && $ready->($c->{from});
         }
-        _from_keeper($_) for @keepers;
+        for my $c (@keepers) {
+            _from_keeper($c);
+            _report($m, $c) if defined $c->{keeper}{status};
+        }
         # Executors gone, idle ones and those of calls.
         my (@gone, @left);
         push @{ $ready->($_->{pidfd}) ? \@gone : \@left }, $_ for @$idle;
@@ -1082,7 +1105,8 @@ sub _executor_ready {
 
 # One message from a keeper (it writes each whole, at once): the script
 # stopped ('t': the client is told, 'T'), or ended ('x': its status, for
-# the client). EOF or garbage: the keeper has nothing more to say.
+# the client, see _report). EOF or garbage: the keeper has nothing more
+# to say.
 sub _from_keeper {
     my ($c) = @_;
     my $keeper = $c->{keeper};
@@ -1099,10 +1123,33 @@ sub _from_keeper {
     return;
 }
 
+# A running call's keeper has said how the script ended ('x'): the call
+# is over at once. The server is told ('d'), then the client (its
+# status); the keeper, on its way out, is reaped when its pidfd says so
+# (_call_ended), without either again.
+sub _report {
+    my ($m, $c) = @_;
+    $c->{phase} = 'reported';
+    _call_done($m);
+    # A client that has gone is no error.
+    eval { _send_all($c->{call}, ($c->{extended} ? 'X' : '') . pack('N', $c->{keeper}{status})) };
+    return;
+}
+
 # The executor of a call has gone: the call ends, and we tell the server
-# ('d') before we tell the client its status.
+# ('d') before we tell the client its status (unless that was done when
+# its keeper said it: phase reported).
 sub _call_ended {
     my ($m, $pid, $c) = @_;
+    if ($c->{phase} eq 'reported') {
+        # What it left behind in its group; then it is reaped.
+        kill 'INT', -$pid;
+        waitpid($pid, 0);
+        close $c->{call};
+        close $c->{pidfd};
+        close $c->{keeper}{from} if $c->{keeper}{from};
+        return;
+    }
     # It is dead: reading cannot block, and its 'r' may have come after
     # the select looked.
     _executor_ready($c) if $c->{from};
@@ -1363,7 +1410,9 @@ sub _keep_session {
 }
 
 # The session's keeper: tells the monitor when the script stops ('t' and
-# the signal) and how it ended ('x' and its wait status), then exits;
+# the signal) and how it ended ('x' and its wait status; with no fd open
+# but 0, the monitor's socket, and the /dev/null at 1 and 2, so that the
+# client sees its terminal's end at once), then exits;
 # moves the script's group to its terminal's foreground (1) or background
 # (0) when the client says so ('f', from its 'F'), and then continues it.
 # What the script left in its group gets SIGINT while the script is a
@@ -1402,6 +1451,16 @@ sub _keep {
                 if (!defined $value) {
                     1 while waitpid($script, 0) < 0 && $! == EINTR;
                     $value = ${^CHILD_ERROR_NATIVE};
+                }
+                # Our copies of the terminal go before the status: the
+                # client waits for the last of them (its master's EIO)
+                # before it ends, and need not wait for our exit too.
+                # The monitor's socket alone stays, as fd 0.
+                my $only = defined POSIX::dup2(fileno $monitor, 0)
+                    && eval { _fdopen(0, '+<') };
+                if ($only) {
+                    _close_from(3);
+                    $monitor = $only;
                 }
                 eval { _send_all($monitor, 'x' . pack('N', $value)) };
                 POSIX::_exit(0);
