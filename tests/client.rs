@@ -270,6 +270,60 @@ fn home_directory_fallback() {
     h.finish();
 }
 
+/// The comma form works after other options too, as it does first:
+/// `prefork-interp --kill -U,INTERP SCRIPT` stops that script's server.
+#[test]
+fn kill_takes_the_comma_form_after_other_options() {
+    let h = Harness::new(Side::Rust);
+    let server = h.server_pid();
+    let out = client_cmd(&h)
+        .arg("--kill")
+        .arg(format!("-U,{}", example("agent").display()))
+        .arg(&h.script)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    wait_until(
+        "the server to quit",
+        std::time::Duration::from_secs(10),
+        || !alive(server),
+    )
+    .unwrap();
+    assert_eq!(h.run_dir_entries(), Vec::<String>::new());
+    h.finish();
+}
+
+/// A runtime directory too deep for socket names there is passed over,
+/// as an unusable one is: the next candidate (here the home directory's)
+/// serves.
+#[test]
+fn too_deep_runtime_directory_is_passed_over() {
+    let uid = nix::unistd::getuid();
+    if std::path::Path::new(&format!("/run/user/{uid}")).exists() {
+        eprintln!("skipped: /run/user/{uid} exists and would be used");
+        return;
+    }
+    let h = Harness::new(Side::Rust);
+    let deep = h.path("run").join("d".repeat(100));
+    std::fs::create_dir(&deep).unwrap();
+    std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = h.call(&["@out:fits"]).env("XDG_RUNTIME_DIR", &deep).run();
+    assert_eq!(stdout_str(&out), "fits\n", "{}", stderr_str(&out));
+    let sockets: Vec<_> = std::fs::read_dir(h.path("home").join(".prefork-interp"))
+        .unwrap()
+        .flatten()
+        .flat_map(|host| std::fs::read_dir(host.path()).unwrap().flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('s'))
+        .collect();
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    let out = h
+        .call_with_options(&["--kill"], &[] as &[&str])
+        .env("XDG_RUNTIME_DIR", &deep)
+        .run();
+    assert_success(&out);
+    h.finish();
+}
+
 #[test]
 fn stale_socket_is_replaced() {
     let h = Harness::new(Side::Rust);
@@ -307,9 +361,9 @@ fn given_identity_shares_a_server_and_kills_by_name() {
     assert_eq!(stdout_str(&a), stdout_str(&b));
     assert!(h.base().join("sshared").exists());
     let server: u32 = stdout_str(&a).trim().parse().unwrap();
-    // --kill -g needs no interpreter.
+    // --kill -g needs no interpreter, nor -U.
     let out = client_cmd(&h)
-        .args(["-U", "--kill", "-g", "shared"])
+        .args(["--kill", "-g", "shared"])
         .output()
         .unwrap();
     assert_success(&out);

@@ -103,7 +103,10 @@ fn command() -> Command {
             Arg::new("unlaundered")
                 .short('U')
                 .action(ArgAction::SetTrue)
-                .help("Unlaundered: the script gets all the caller's arguments and environment (required)"),
+                .help(
+                    "Unlaundered: the script gets all the caller's arguments and environment \
+                     (required, except with --list and --kill -g IDENT)",
+                ),
         )
         .arg(
             Arg::new("fresh")
@@ -195,15 +198,43 @@ fn split_combined(first: &OsStr) -> Option<Vec<OsString>> {
     Some(words)
 }
 
+/// Where the combined form is among the leading options (skipping the
+/// values of -E, -G and -g, which may hold commas), and its words.
+fn find_combined(rest: &[OsString]) -> Option<(usize, Vec<OsString>)> {
+    let mut at = 0;
+    while let Some(word) = rest.get(at) {
+        let bytes = word.as_bytes();
+        if !bytes.starts_with(b"-") || bytes == b"--" {
+            return None; // the command itself: plain form
+        }
+        if matches!(bytes, b"-E" | b"-G" | b"-g") {
+            at += 2;
+            continue;
+        }
+        if !bytes.starts_with(b"--")
+            && let Some(words) = split_combined(word)
+        {
+            return Some((at, words));
+        }
+        at += 1;
+    }
+    None
+}
+
 /// Parses the client's whole argv (including argv\[0\]).
 pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
     let mut argv = argv.into_iter();
     let argv0 = argv.next().unwrap_or_else(|| "prefork-interp".into());
     let rest: Vec<OsString> = argv.collect();
 
-    let combined = rest.first().and_then(|first| split_combined(first));
-    let (clap_args, after): (Vec<OsString>, Vec<OsString>) = match combined {
-        Some(words) => (words, rest[1..].to_vec()),
+    // The combined form is the kernel's first argument, or by hand the
+    // first word after other options (`--kill -U,perl,-w SCRIPT`).
+    let (clap_args, after): (Vec<OsString>, Vec<OsString>) = match find_combined(&rest) {
+        Some((at, words)) => {
+            let mut args = rest[..at].to_vec();
+            args.extend(words);
+            (args, rest[at + 1..].to_vec())
+        }
         None => (rest, Vec::new()),
     };
 
@@ -234,7 +265,9 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
         Mode::Normal
     };
     let run = matches.get_flag("run");
-    if !matches.get_flag("unlaundered") && mode != Mode::List && !run {
+    // Only a call needs -U: --list, and --kill -g IDENT, name no script.
+    let names_no_script = mode == Mode::List || (mode == Mode::Kill && given_identity.is_some());
+    if !matches.get_flag("unlaundered") && !names_no_script && !run {
         return Err(Failure::new(
             "usage error: -U is required (unlaundered is the only mode); \
              see prefork-interp --help",
@@ -394,10 +427,36 @@ mod tests {
 
     #[test]
     fn kill_by_given_identity_needs_no_interpreter() {
-        let a = run(&["-U", "--kill", "-g", "web"]);
+        for args in [&["-U", "--kill", "-g", "web"][..], &["--kill", "-g", "web"]] {
+            let a = run(args);
+            assert_eq!(a.mode, Mode::Kill);
+            assert_eq!(a.given_identity, Some("web".into()));
+            assert!(a.interpreter.is_empty());
+        }
+        // A call, or a kill that names a script, still needs -U.
+        assert!(err(&["--kill", "perl", "s"]).contains("-U is required"));
+    }
+
+    #[test]
+    fn comma_form_after_other_options() {
+        let a = run(&["--kill", "-U,perl,-w", "s.pl"]);
         assert_eq!(a.mode, Mode::Kill);
-        assert_eq!(a.given_identity, Some("web".into()));
-        assert!(a.interpreter.is_empty());
+        assert_eq!(a.interpreter, os(&["perl", "-w"]));
+        assert_eq!(a.script, Some("s.pl".into()));
+        // Option values may hold commas: they are not the combined form.
+        let a = run(&["-G", "a,b", "-E", "X,Y", "-U,perl", "s", "c,d"]);
+        assert_eq!(
+            a.identity_items,
+            vec![
+                IdentityItem::String("a,b".into()),
+                IdentityItem::EnvVar("X,Y".into())
+            ]
+        );
+        assert_eq!(a.interpreter, os(&["perl"]));
+        assert_eq!(a.args, os(&["c,d"]));
+        // The plain form's arguments are never split.
+        let a = run(&["-U", "perl", "s", "-x,y"]);
+        assert_eq!(a.args, os(&["-x,y"]));
     }
 
     #[test]

@@ -37,22 +37,32 @@ pub(crate) const MIN_IDENT_HEX: usize = 33;
 /// How many identities BASE keeps before the least recently used go.
 pub(crate) const MAX_IDENTITIES: usize = 100;
 
-/// Finds (creating it if need be) this user's run directory.
+/// Finds (creating it if need be) this user's run directory: the first
+/// usable candidate whose socket names would fit (a runtime directory
+/// too deep for them is passed over, as an unusable one is).
 pub(crate) fn base_dir() -> Result<PathBuf, Failure> {
     let uid = nix::unistd::getuid().as_raw();
     if let Some(xdg) = std::env::var_os("XDG_RUNTIME_DIR") {
         let xdg = PathBuf::from(xdg);
-        if xdg.is_absolute() && usable_runtime_dir(&xdg, uid) {
+        if xdg.is_absolute()
+            && usable_runtime_dir(&xdg, uid)
+            && socket_names_fit(&xdg.join("prefork-interp"))
+        {
             return ensure_private_dir(&xdg.join("prefork-interp"), uid);
         }
     }
     let run_user = PathBuf::from(format!("/run/user/{uid}"));
-    if usable_runtime_dir(&run_user, uid) {
+    if usable_runtime_dir(&run_user, uid) && socket_names_fit(&run_user.join("prefork-interp")) {
         return ensure_private_dir(&run_user.join("prefork-interp"), uid);
     }
     let home = home_dir(uid)?;
     let top = ensure_private_dir(&home.join(".prefork-interp"), uid)?;
     ensure_private_dir(&top.join(short_hostname()), uid)
+}
+
+/// Whether a socket in `base` could keep enough of a hashed identity.
+fn socket_names_fit(base: &Path) -> bool {
+    MAX_SOCKET_PATH.saturating_sub(base.as_os_str().len() + 2) >= MIN_IDENT_HEX
 }
 
 fn usable_runtime_dir(dir: &Path, uid: u32) -> bool {
