@@ -241,14 +241,22 @@ fn unsafe_run_directory_is_refused() {
     h.finish();
 }
 
+/// Whether the home directory is the run directory's last candidate
+/// here: /run/user/UID, which a test cannot take out of play, is not
+/// there (as on CI). Says so when it is.
+fn home_fallback_testable() -> bool {
+    let uid = nix::unistd::getuid();
+    let testable = !std::path::Path::new(&format!("/run/user/{uid}")).exists();
+    if !testable {
+        eprintln!("skipped: /run/user/{uid} exists and would be used");
+    }
+    testable
+}
+
 #[test]
 fn home_directory_fallback() {
-    // XDG_RUNTIME_DIR unusable (group-writable) and /run/user/UID taken
-    // out of play by pointing the check at a directory we control is not
-    // possible, so only run this where /run/user/UID does not exist.
-    let uid = nix::unistd::getuid();
-    if std::path::Path::new(&format!("/run/user/{uid}")).exists() {
-        eprintln!("skipped: /run/user/{uid} exists and would be used");
+    // XDG_RUNTIME_DIR unusable (group-writable).
+    if !home_fallback_testable() {
         return;
     }
     let h = Harness::new(Side::Rust);
@@ -270,6 +278,19 @@ fn home_directory_fallback() {
     h.finish();
 }
 
+/// A `--kill` succeeded: its server quits, and the run directory is empty.
+#[track_caller]
+fn assert_killed(h: &Harness, kill: &std::process::Output, server: u32) {
+    assert_success(kill);
+    wait_until(
+        "the server to quit",
+        std::time::Duration::from_secs(10),
+        || !alive(server),
+    )
+    .unwrap();
+    assert_eq!(h.run_dir_entries(), Vec::<String>::new());
+}
+
 /// The comma form works after other options too, as it does first:
 /// `prefork-interp --kill -U,INTERP SCRIPT` stops that script's server.
 #[test]
@@ -282,14 +303,7 @@ fn kill_takes_the_comma_form_after_other_options() {
         .arg(&h.script)
         .output()
         .unwrap();
-    assert_success(&out);
-    wait_until(
-        "the server to quit",
-        std::time::Duration::from_secs(10),
-        || !alive(server),
-    )
-    .unwrap();
-    assert_eq!(h.run_dir_entries(), Vec::<String>::new());
+    assert_killed(&h, &out, server);
     h.finish();
 }
 
@@ -298,9 +312,7 @@ fn kill_takes_the_comma_form_after_other_options() {
 /// serves.
 #[test]
 fn too_deep_runtime_directory_is_passed_over() {
-    let uid = nix::unistd::getuid();
-    if std::path::Path::new(&format!("/run/user/{uid}")).exists() {
-        eprintln!("skipped: /run/user/{uid} exists and would be used");
+    if !home_fallback_testable() {
         return;
     }
     let h = Harness::new(Side::Rust);
@@ -366,14 +378,7 @@ fn given_identity_shares_a_server_and_kills_by_name() {
         .args(["--kill", "-g", "shared"])
         .output()
         .unwrap();
-    assert_success(&out);
-    wait_until(
-        "the server to quit",
-        std::time::Duration::from_secs(10),
-        || !alive(server),
-    )
-    .unwrap();
-    assert_eq!(h.run_dir_entries(), Vec::<String>::new());
+    assert_killed(&h, &out, server);
     // A bad given identity is refused.
     let out = client_cmd(&h)
         .args(["-U", "-g", "a/b", "/bin/true"])
