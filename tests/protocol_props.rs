@@ -58,7 +58,7 @@ proptest! {
             Err(e) => {
                 prop_assert!(
                     byte != 0
-                        && (byte & 1 == 0 || byte & !0x3f != 0 || (byte & 0x20 != 0 && byte & 0x1c == 0))
+                        && (byte & 1 == 0 || byte & 0x80 != 0 || (byte & 0x20 != 0 && byte & 0x1c == 0))
                 );
                 prop_assert!(!e.to_string().is_empty());
             }

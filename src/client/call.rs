@@ -50,6 +50,7 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
     let extended = server.offers(protocol::CAP_SIGNALS);
     let context = extended && server.offers(protocol::CAP_CONTEXT);
     let server_offers_tty = extended && server.offers(protocol::CAP_TTY);
+    let limits = extended && server.offers(protocol::CAP_LIMITS);
     let mut conn = server.conn;
     if args.caller_dir && !context {
         return Err(Failure::new(
@@ -75,6 +76,7 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
         pty_background: terminal
             .as_ref()
             .is_some_and(CallTerminal::starts_in_background),
+        limits,
     };
     let stdio = [0, 1, 2].map(|fd| match &terminal {
         Some(terminal) => terminal.stdio(fd),
@@ -111,8 +113,9 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
 }
 
 /// Sends our request: `stdio` as fds 0, 1, 2 (ours, or the pseudo-terminal
-/// in place of our terminal), the environment and arguments, and with
-/// `context` our directory and umask.
+/// in place of our terminal), the environment and arguments, with
+/// `context` our directory and umask, and with `limits` our resource
+/// limits, nice value and OOM score adjustment.
 fn send_request(
     conn: &UnixStream,
     kind: protocol::RequestKind,
@@ -125,8 +128,9 @@ fn send_request(
             .iter()
             .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())),
     );
+    let limits = kind.limits.then(sys::caller_limits);
     if !kind.context {
-        return protocol::io::send_request(conn, kind, stdio, &payload, None);
+        return protocol::io::send_request(conn, kind, stdio, &payload, None, limits.as_ref());
     }
     let cwd = std::fs::File::open(".").or_else(|_| {
         // Unreadable: O_PATH needs no permission on it.
@@ -136,7 +140,14 @@ fn send_request(
             .open(".")
     })?;
     let umask = sys::current_umask();
-    protocol::io::send_request(conn, kind, stdio, &payload, Some((cwd.as_fd(), umask)))
+    protocol::io::send_request(
+        conn,
+        kind,
+        stdio,
+        &payload,
+        Some((cwd.as_fd(), umask)),
+        limits.as_ref(),
+    )
 }
 
 /// The forwardable signals, blocked and readable from a signalfd.

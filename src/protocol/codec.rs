@@ -43,6 +43,8 @@ pub enum ProtocolError {
     BadExecutorMessage(u8),
     /// `PREFORK_INTERP` is not of the form described in the module docs.
     BadSetupEnv(String),
+    /// A limits message's body was not as long as its count says.
+    BadLimits(usize),
 }
 
 impl fmt::Display for ProtocolError {
@@ -80,6 +82,9 @@ impl fmt::Display for ProtocolError {
                 write!(f, "executor sent byte {b:#04x}, expected 'r' (ready)")
             }
             ProtocolError::BadSetupEnv(why) => write!(f, "bad {ENV_VAR}: {why}"),
+            ProtocolError::BadLimits(len) => {
+                write!(f, "limits message of {len} bytes does not match its count")
+            }
         }
     }
 }
@@ -127,8 +132,13 @@ pub const CAP_CONTEXT: &str = "context";
 /// the monitor then reports the executor's stops ([`FRAME_STOPPED`]).
 pub const CAP_TTY: &str = "tty";
 
+/// Capability: a call may bring the caller's resource limits, nice value
+/// and OOM score adjustment, which the executor takes on
+/// ([`REQUEST_FLAG_LIMITS`], [`CallerLimits`]).
+pub const CAP_LIMITS: &str = "limits";
+
 /// The extensions this implementation speaks, in both roles.
-pub const OUR_CAPS: [&str; 3] = [CAP_SIGNALS, CAP_CONTEXT, CAP_TTY];
+pub const OUR_CAPS: [&str; 4] = [CAP_SIGNALS, CAP_CONTEXT, CAP_TTY, CAP_LIMITS];
 
 /// Greeting xdata of a server of ours: the capabilities it offers this
 /// client, then its counters (read by `--list`): calls handed over before
@@ -202,6 +212,11 @@ pub const REQUEST_FLAG_PTY: [u8; 3] = [4, 8, 16];
 /// itself); it comes to the foreground when the client says so ('F').
 pub const REQUEST_FLAG_PTY_BACKGROUND: u8 = 32;
 
+/// Request flag, with [`REQUEST_BYTE_EXTENDED`] (needs `limits` offered):
+/// a limits message follows the payload (and the context message, if
+/// any): see [`encode_limits`].
+pub const REQUEST_FLAG_LIMITS: u8 = 64;
+
 /// What the request byte asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestKind {
@@ -215,6 +230,8 @@ pub struct RequestKind {
     /// The script starts in the background of that terminal (only with
     /// a pty).
     pub pty_background: bool,
+    /// A limits message follows.
+    pub limits: bool,
 }
 
 impl RequestKind {
@@ -240,6 +257,9 @@ pub fn encode_request_byte(kind: RequestKind) -> u8 {
         if kind.pty_background && kind.on_pty() {
             byte |= REQUEST_FLAG_PTY_BACKGROUND;
         }
+        if kind.limits {
+            byte |= REQUEST_FLAG_LIMITS;
+        }
     }
     byte
 }
@@ -247,8 +267,13 @@ pub fn encode_request_byte(kind: RequestKind) -> u8 {
 /// Checks the byte that opens a request: 0 (v1), or 1 with any of the
 /// other flags.
 pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
-    const KNOWN: u8 =
-        REQUEST_BYTE_EXTENDED | REQUEST_FLAG_CONTEXT | 4 | 8 | 16 | REQUEST_FLAG_PTY_BACKGROUND;
+    const KNOWN: u8 = REQUEST_BYTE_EXTENDED
+        | REQUEST_FLAG_CONTEXT
+        | 4
+        | 8
+        | 16
+        | REQUEST_FLAG_PTY_BACKGROUND
+        | REQUEST_FLAG_LIMITS;
     if byte == REQUEST_BYTE {
         return Ok(RequestKind::default());
     }
@@ -262,6 +287,7 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
         context: byte & REQUEST_FLAG_CONTEXT != 0,
         pty: REQUEST_FLAG_PTY.map(|flag| byte & flag != 0),
         pty_background: byte & REQUEST_FLAG_PTY_BACKGROUND != 0,
+        limits: byte & REQUEST_FLAG_LIMITS != 0,
     })
 }
 
@@ -445,6 +471,74 @@ pub fn decode_payload(payload: &[u8]) -> Result<Payload<'_>, ProtocolError> {
 pub fn split_env_entry(entry: &[u8]) -> Option<(&[u8], &[u8])> {
     let eq = entry.iter().skip(1).position(|&b| b == b'=')? + 1;
     Some((&entry[..eq], &entry[eq + 1..]))
+}
+
+// ------------------------------------------------------------------ limits
+
+/// What a caller's process has beyond fds, environment and directory,
+/// which a direct run would inherit: `getrlimit` of each resource, the
+/// nice value and `/proc/self/oom_score_adj`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CallerLimits {
+    /// (Linux resource number, soft, hard); [`RLIM_INFINITY`] for none.
+    pub rlimits: Vec<(u8, u64, u64)>,
+    /// The nice value, -20..19.
+    pub nice: i32,
+    /// `oom_score_adj`, -1000..1000; [`OOM_SCORE_UNKNOWN`] when the
+    /// caller could not read its own.
+    pub oom_score_adj: i32,
+}
+
+/// No limit, on the wire (the kernel's `RLIM_INFINITY` on every Linux).
+pub const RLIM_INFINITY: u64 = u64::MAX;
+
+/// An `oom_score_adj` the caller could not read: left as it is.
+pub const OOM_SCORE_UNKNOWN: i32 = i32::MIN;
+
+/// Bytes of one resource entry of a limits message.
+pub const LIMITS_ENTRY_LEN: usize = 17;
+
+/// Bytes after the entries: nice, then oom_score_adj.
+pub const LIMITS_TAIL_LEN: usize = 8;
+
+/// A limits message: u8 N, then N entries of u8 resource, u64be soft,
+/// u64be hard, then i32be nice, i32be oom_score_adj.
+pub fn encode_limits(limits: &CallerLimits) -> Vec<u8> {
+    let n = u8::try_from(limits.rlimits.len()).expect("fewer than 256 resources");
+    let mut out = Vec::with_capacity(1 + usize::from(n) * LIMITS_ENTRY_LEN + LIMITS_TAIL_LEN);
+    out.push(n);
+    for &(resource, soft, hard) in &limits.rlimits {
+        out.push(resource);
+        out.extend_from_slice(&soft.to_be_bytes());
+        out.extend_from_slice(&hard.to_be_bytes());
+    }
+    out.extend_from_slice(&limits.nice.to_be_bytes());
+    out.extend_from_slice(&limits.oom_score_adj.to_be_bytes());
+    out
+}
+
+/// Decodes what follows a limits message's count byte: `n` entries and
+/// the tail, `n * LIMITS_ENTRY_LEN + LIMITS_TAIL_LEN` bytes exactly.
+pub fn decode_limits(n: u8, body: &[u8]) -> Result<CallerLimits, ProtocolError> {
+    let entries = usize::from(n) * LIMITS_ENTRY_LEN;
+    if body.len() != entries + LIMITS_TAIL_LEN {
+        return Err(ProtocolError::BadLimits(body.len()));
+    }
+    let u64_at = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().unwrap());
+    let i32_at = |at: usize| i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+    let rlimits = body[..entries]
+        .chunks_exact(LIMITS_ENTRY_LEN)
+        .enumerate()
+        .map(|(i, _)| {
+            let at = i * LIMITS_ENTRY_LEN;
+            (body[at], u64_at(at + 1), u64_at(at + 9))
+        })
+        .collect();
+    Ok(CallerLimits {
+        rlimits,
+        nice: i32_at(entries),
+        oom_score_adj: i32_at(entries + 4),
+    })
 }
 
 // ------------------------------------------------------------------ status
@@ -638,8 +732,8 @@ mod tests {
             Err(ProtocolError::BadRequestByte(0x21))
         );
         assert_eq!(
-            check_request_byte(0x40 | 1),
-            Err(ProtocolError::BadRequestByte(0x41))
+            check_request_byte(0x80 | 1),
+            Err(ProtocolError::BadRequestByte(0x81))
         );
         for extended in [false, true] {
             for context in [false, true] {
@@ -650,11 +744,28 @@ mod tests {
                         context: context && extended,
                         pty: on,
                         pty_background: pty & 8 != 0 && on.contains(&true),
+                        limits: extended && context,
                     };
                     assert_eq!(check_request_byte(encode_request_byte(kind)), Ok(kind));
                 }
             }
         }
+    }
+
+    #[test]
+    fn limits_round_trip() {
+        let limits = CallerLimits {
+            rlimits: vec![(7, 1024, 4096), (0, RLIM_INFINITY, RLIM_INFINITY)],
+            nice: -3,
+            oom_score_adj: OOM_SCORE_UNKNOWN,
+        };
+        let bytes = encode_limits(&limits);
+        assert_eq!(bytes.len(), 1 + 2 * LIMITS_ENTRY_LEN + LIMITS_TAIL_LEN);
+        assert_eq!(decode_limits(bytes[0], &bytes[1..]), Ok(limits));
+        assert_eq!(
+            decode_limits(1, &bytes[1..]),
+            Err(ProtocolError::BadLimits(bytes.len() - 1))
+        );
     }
 
     #[test]

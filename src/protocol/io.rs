@@ -145,6 +145,9 @@ pub struct Request {
     pub payload: Vec<u8>,
     /// With `kind.context`.
     pub context: Option<CallerContext>,
+    /// With `limits`: the caller's resource limits, nice value and OOM
+    /// score adjustment.
+    pub limits: Option<codec::CallerLimits>,
 }
 
 /// Sends a whole request on a greeted connection. `payload` is
@@ -157,8 +160,10 @@ pub fn send_request(
     stdio: [BorrowedFd<'_>; 3],
     payload: &[u8],
     context: Option<(BorrowedFd<'_>, u32)>,
+    limits: Option<&codec::CallerLimits>,
 ) -> io::Result<()> {
     debug_assert_eq!(kind.context, context.is_some());
+    debug_assert_eq!(kind.limits, limits.is_some());
     let sock = sock.as_fd();
     send_all(sock, &[codec::encode_request_byte(kind)])?;
     for fd in stdio {
@@ -168,6 +173,9 @@ pub fn send_request(
     if let Some((cwd, umask)) = context {
         send_fd(sock, codec::CONTEXT_BYTE, cwd)?;
         send_all(sock, &umask.to_be_bytes())?;
+    }
+    if let Some(limits) = limits {
+        send_all(sock, &codec::encode_limits(limits))?;
     }
     Ok(())
 }
@@ -196,11 +204,22 @@ pub fn read_request(sock: impl AsFd + Read) -> io::Result<Request> {
     } else {
         None
     };
+    let limits = if kind.limits {
+        let mut n = [0u8; 1];
+        sock.read_exact(&mut n)?;
+        let mut body =
+            vec![0u8; usize::from(n[0]) * codec::LIMITS_ENTRY_LEN + codec::LIMITS_TAIL_LEN];
+        sock.read_exact(&mut body)?;
+        Some(codec::decode_limits(n[0], &body)?)
+    } else {
+        None
+    };
     Ok(Request {
         kind,
         stdio,
         payload,
         context,
+        limits,
     })
 }
 
@@ -220,6 +239,7 @@ mod tests {
             context: true,
             pty: [false; 3],
             pty_background: false,
+            limits: false,
         };
         send_request(
             &client,
@@ -227,6 +247,7 @@ mod tests {
             [null.as_fd(); 3],
             &payload,
             Some((dir.as_fd(), 0o027)),
+            None,
         )
         .unwrap();
         let request = read_request(&executor).unwrap();

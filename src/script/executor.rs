@@ -308,6 +308,17 @@ fn become_the_call(request: &Request, payload: &protocol::Payload<'_>) -> Invoca
     {
         sys::exit_now(127);
     }
+    // What a direct run would inherit beyond fds: said on the caller's
+    // stderr (ours now) if it cannot be, and the call does not run.
+    if let Some(limits) = &request.limits
+        && let Err(e) = sys::take_limits(limits)
+    {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("prefork-interp: {e}\n").as_bytes(),
+        );
+        sys::exit_now(127);
+    }
     // The server's syslog connection, if it had one, is not the script's.
     log::close();
     // SAFETY: this process is single-threaded (checked at initialisation).

@@ -200,6 +200,15 @@ def main():
             signal.signal(getattr(signal, "SIG" + param), on_trap)
         elif name == "cwd":
             print(os.getcwd())
+        elif name == "limits":
+            with open("/proc/self/limits") as f:
+                limits = f.read()
+            with open("/proc/self/stat") as f:
+                stat = f.read()
+            with open("/proc/self/oom_score_adj") as f:
+                oom = f.read()
+            nice = stat[stat.rindex(")") + 2:].split(" ")[16]
+            sys.stdout.write("%snice %s\noom %s" % (limits, nice, oom))
         elif name == "umask":
             mask = os.umask(0)
             os.umask(mask)

@@ -53,6 +53,7 @@
 //! | `@trap:SIG`      | on SIG, print `caught SIG` and exit 0                |
 //! | `@cwd`           | print the current directory                          |
 //! | `@umask`         | print the umask, four octal digits                   |
+//! | `@limits`        | print /proc/self/limits, then `nice N` and `oom N`   |
 //! | `@time`          | print the wall-clock time in nanoseconds              |
 //! | `@tty`           | print isatty of fds 0, 1, 2 as `1`/`0`, spaced        |
 //! | `@die:TEXT`      | fail the language's own way (panic, die, raise)       |
@@ -474,6 +475,17 @@ fn run(args: &[OsString]) -> i32 {
                 };
             }
             b"cwd" => writeln!(out, "{}", std::env::current_dir().unwrap().display()).unwrap(),
+            b"limits" => {
+                // What a direct run inherits beyond fds: every resource
+                // limit, the nice value (field 19 of stat) and the OOM
+                // score adjustment, as the kernel shows them.
+                let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+                let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+                let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+                let nice = after_name.split(' ').nth(16).unwrap();
+                let oom = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+                write!(out, "{limits}nice {nice}\noom {oom}").unwrap();
+            }
             b"umask" => {
                 // SAFETY: umask always succeeds; the value goes back at once.
                 let mask = unsafe {

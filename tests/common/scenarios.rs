@@ -1383,6 +1383,7 @@ scenario!(wire_extended_and_v1_calls, |side| {
             context: false,
             pty: [false; 3],
             pty_background: false,
+            limits: false,
         };
         protocol::io::send_request(&conn, kind, [null.as_fd(); 3], &payload, None).unwrap();
         conn
