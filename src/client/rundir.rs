@@ -215,6 +215,16 @@ pub(crate) fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
             IdentityItem::String(s) => field(b'G', s.as_bytes()),
         }
     }
+    // What an executor cannot take on from a caller unprivileged (raise a
+    // hard limit, lower its nice value or OOM score adjustment): a caller
+    // whose differ gets a server of its own, started under them.
+    let limits = crate::sys::caller_limits();
+    for (resource, _, hard) in &limits.rlimits {
+        field(b'L', &[*resource]);
+        field(b'h', &hard.to_be_bytes());
+    }
+    field(b'P', &limits.nice.to_be_bytes());
+    field(b'O', &limits.oom_score_adj.to_be_bytes());
     field(b'I', &(spec.interpreter.len() as u64).to_be_bytes());
     for word in spec.interpreter {
         field(b'a', word.as_bytes());

@@ -2005,3 +2005,156 @@ scenario!(spare_handlers_wait_for_calls, |side| {
     assert_eq!(stdout_str(&out), "");
     h.finish();
 });
+
+/// Limits a call runs under, set between fork and exec as a shell's
+/// `ulimit` and `nice` would.
+#[derive(Clone, Copy)]
+enum Limits {
+    /// Soft limits only: open files 100, CPU time 1000 s.
+    Soft,
+    /// Open files N, soft and hard (what `ulimit -n N` does).
+    Hard(u64),
+    /// nice 5 and oom_score_adj 500.
+    Niced,
+}
+
+fn under_limits(mut call: Call, limits: Limits) -> Call {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getrlimit, setrlimit, setpriority, open, write and close
+    // are async-signal-safe system calls.
+    unsafe {
+        call.cmd.pre_exec(move || {
+            let fail = || Err(std::io::Error::last_os_error());
+            let set_soft = |resource, soft| {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(resource, &mut limit) != 0 {
+                    return fail();
+                }
+                limit.rlim_cur = soft;
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return fail();
+                }
+                Ok(())
+            };
+            match limits {
+                Limits::Soft => {
+                    set_soft(libc::RLIMIT_NOFILE, 100)?;
+                    set_soft(libc::RLIMIT_CPU, 1000)
+                }
+                Limits::Hard(n) => {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return fail();
+                    }
+                    Ok(())
+                }
+                Limits::Niced => {
+                    if libc::setpriority(libc::PRIO_PROCESS, 0, 5) != 0 {
+                        return fail();
+                    }
+                    let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
+                    if fd < 0 || libc::write(fd, b"500".as_ptr().cast(), 3) != 3 {
+                        return fail();
+                    }
+                    libc::close(fd);
+                    Ok(())
+                }
+            }
+        });
+    }
+    call
+}
+
+/// The caller's resource limits, nice value and OOM score adjustment
+/// reach the script, as they would a direct run: `ulimit -S`, `ulimit`
+/// and `nice` apply behind prefork-interp too. Soft limits the server's
+/// executor takes on; a caller whose nice value or OOM score adjustment
+/// differ (which an executor could not take back) gets a server of its
+/// own, started under them.
+scenario!(limits_like_a_direct_run, |side| {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    for limits in [Limits::Soft, Limits::Niced] {
+        let direct = under_limits(h.direct(&["@limits"]), limits).run();
+        let served = under_limits(h.call(&["@limits"]), limits).run();
+        assert_success(&direct);
+        assert_success(&served);
+        assert_eq!(
+            stdout_str(&served),
+            stdout_str(&direct),
+            "through us (left), directly (right)"
+        );
+    }
+    let soft = stdout_str(&under_limits(h.call(&["@server", "@limits"]), Limits::Soft).run());
+    assert_eq!(
+        soft.lines().next(),
+        Some(server.to_string().as_str()),
+        "{soft}"
+    );
+    assert!(soft.contains("Max open files            100 "), "{soft}");
+    assert!(soft.contains("Max cpu time              1000 "), "{soft}");
+    let niced = stdout_str(&under_limits(h.call(&["@server", "@limits"]), Limits::Niced).run());
+    assert_ne!(
+        niced.lines().next(),
+        Some(server.to_string().as_str()),
+        "{niced}"
+    );
+    assert!(niced.contains("nice 5\noom 500\n"), "{niced}");
+    // The next call, without them, has the server's again.
+    let plain = h.call(&["@limits"]).run();
+    assert_success(&plain);
+    assert_eq!(
+        stdout_str(&plain),
+        stdout_str(&h.direct(&["@limits"]).run())
+    );
+    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
+    assert_success(&under_limits(kill, Limits::Niced).run());
+    h.finish();
+});
+
+/// A caller whose hard limits differ from the server's gets a server of
+/// its own, started under them: an executor could not raise them. With
+/// an identity given (`-g`) they share one, and a call whose limit the
+/// server cannot give says so in one line and ends with 127, rather than
+/// run the script with the wrong limit.
+scenario!(limits_that_cannot_be_raised_get_their_own_server, |side| {
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let low = under_limits(h.call(&["@server", "@limits"]), Limits::Hard(200)).run();
+    assert_success(&low);
+    let shown = stdout_str(&low);
+    assert_ne!(shown.lines().next(), Some(server.to_string().as_str()));
+    assert!(
+        shown.contains("Max open files            200                  200"),
+        "{shown}"
+    );
+    assert_eq!(h.server_pid(), server, "the first server serves on");
+    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
+    assert_success(&under_limits(kill, Limits::Hard(200)).run());
+    // One identity for both: the call is refused.
+    let shared = |limits: Option<Limits>| {
+        let call = h.call_with_options(&["-g", "shared"], &["@out:ran"]);
+        match limits {
+            Some(limits) => under_limits(call, limits),
+            None => call,
+        }
+    };
+    assert_success(&shared(Some(Limits::Hard(200))).run());
+    let refused = shared(None).run();
+    assert_eq!(refused.status.code(), Some(127));
+    assert_eq!(stdout_str(&refused), "", "the script must not run");
+    let err = stderr_str(&refused);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("prefork-interp: cannot give the script the caller's RLIMIT_NOFILE"),
+        "{err}"
+    );
+    assert_success(&h.client_call(&["--kill", "-g", "shared"]).run());
+    h.finish();
+});
