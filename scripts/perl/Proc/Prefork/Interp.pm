@@ -72,7 +72,7 @@ use constant {
 };
 # Negotiated extensions (man/prefork-interp.7), offered to a client that
 # declared them.
-my @OUR_CAPS = qw(signals context tty);
+my @OUR_CAPS = qw(signals context tty limits);
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 my @FORWARDED = qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
@@ -86,13 +86,21 @@ my %FORWARDED_NUMBER = map { ($SIGNAL_NUMBER{$_} => 1) } @FORWARDED;
 my @TERMINAL_SIGNALS = qw(INT QUIT TSTP TTIN TTOU WINCH HUP CHLD);
 # Request flags (with 0x01, extended): 0x02 context; 0x04, 0x08, 0x10: fd
 # 0, 1, 2 is the call's own pseudo-terminal; with one of those, 0x20: the
-# script starts in its terminal's background.
+# script starts in its terminal's background; 0x40: a limits message
+# follows (capability "limits").
 use constant {
     FLAG_CONTEXT    => 0x02,
     FLAGS_PTY       => 0x1c,
     FLAG_BACKGROUND => 0x20,
-    KNOWN_FLAGS     => 0x3f,
+    FLAG_LIMITS     => 0x40,
+    KNOWN_FLAGS     => 0x7f,
 };
+# Linux's resource numbers, RLIMIT_CPU (0) to RLIMIT_RTTIME (15), by name
+# for messages.
+my @RLIMIT_NAMES = qw(CPU FSIZE DATA STACK CORE RSS NPROC NOFILE MEMLOCK AS LOCKS
+    SIGPENDING MSGQUEUE NICE RTPRIO RTTIME);
+# A limits message's oom_score_adj when the caller could not read its own.
+use constant OOM_SCORE_UNKNOWN => -2**31;
 
 use constant WATCH_MASK =>
     IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
@@ -291,18 +299,19 @@ sub _changed_file {
 # told of its monitor's death; an executor takes its pseudo-terminal by
 # opening it again (see _take_terminal); stops of executors on a
 # pseudo-terminal are not reported; a keeper closes its fds one by one
-# (see _close_from). (syscall.ph would know, but costs every cold start
+# (see _close_from); a call's resource limits are left as the server's
+# (see _take_limits). (syscall.ph would know, but costs every cold start
 # ~9 ms to load.)
 my %SYSCALL = do {
     my $arch = $Config::Config{archname} // '';
     $arch =~ /\Ax86_64-linux/
         ? (inotify_init1 => 294, inotify_add_watch => 254, prctl => 157, madvise => 28,
            ioctl => 16, signalfd4 => 289, waitid => 247, close_range => 436,
-           TIOCSCTTY => 0x540E)
+           prlimit64 => 302, TIOCSCTTY => 0x540E)
         : $arch =~ /\A(?:aarch64|riscv64|loongarch64)-linux/
         ? (inotify_init1 => 26, inotify_add_watch => 27, prctl => 167, madvise => 233,
            ioctl => 29, signalfd4 => 74, waitid => 95, close_range => 436,
-           TIOCSCTTY => 0x540E)
+           prlimit64 => 261, TIOCSCTTY => 0x540E)
         : ();
 };
 
@@ -1279,13 +1288,13 @@ sub _executor {
         POSIX::_exit(1);
     };
 
-    my ($byte, $fds, $env, $args, $context);
+    my ($byte, $fds, $env, $args, $context, $limits);
     eval {
         $byte = ord _read_exact($call, 1);
         # 0 (v1), or 0x01 (extended) with any of the flags we know (0x20
         # only with a pseudo-terminal).
         die sprintf("request starts with byte %#04x, expected 0x00, "
-                . "or 0x01 with flags of 0x02, 0x04, 0x08, 0x10, 0x20\n", $byte)
+                . "or 0x01 with flags of 0x02, 0x04, 0x08, 0x10, 0x20, 0x40\n", $byte)
             unless $byte == 0
             || ($byte & 1 && !($byte & ~KNOWN_FLAGS)
                 && ($byte & FLAGS_PTY || !($byte & FLAG_BACKGROUND)));
@@ -1303,6 +1312,14 @@ sub _executor {
             my $cwd = IO::FDPass::recv(fileno $call);
             die "cannot receive the caller's directory: $!\n" if $cwd < 0;
             $context = { cwd => $cwd, umask => unpack('N', _read_exact($call, 4)) };
+        }
+        if ($byte & FLAG_LIMITS) {
+            # u8 N, N times [u8 resource, u64be soft, u64be hard], then
+            # i32be nice, i32be oom_score_adj.
+            my $n = ord _read_exact($call, 1);
+            my @fields = unpack "(C Q> Q>)$n l> l>", _read_exact($call, $n * 17 + 8);
+            $limits = { oom => pop @fields, nice => pop @fields,
+                rlimits => [ map { [ @fields[ 3 * $_ .. 3 * $_ + 2 ] ] } 0 .. $n - 1 ] };
         }
         1;
     } or $failed->();
@@ -1346,6 +1363,12 @@ sub _executor {
     open(STDIN,  '<&', $fds->[0]) or POSIX::_exit(127);
     open(STDOUT, '>&', $fds->[1]) or POSIX::_exit(127);
     open(STDERR, '>&', $fds->[2]) or POSIX::_exit(127);
+    # What a direct run would inherit beyond fds; said on the caller's
+    # stderr (ours now) if it cannot be, and the call does not run.
+    if ($limits and defined(my $why = _take_limits($limits))) {
+        syswrite STDERR, "prefork-interp: $why\n";
+        POSIX::_exit(127);
+    }
     POSIX::close($_) for @$fds;
     close $call;
     close $handover;
@@ -1371,6 +1394,42 @@ sub _executor {
     # (from the handle juggling above) is no business of the script's.
     ($!, $?, $@) = (0, 0, '');
     return 1;
+}
+
+# Takes on a caller's resource limits (with prlimit64: none on an ABI
+# whose number we do not keep), nice value and oom_score_adj: only what
+# differs from ours is set. Returns why one could not be, or undef.
+sub _take_limits {
+    my ($limits) = @_;
+    if (my $prlimit = $SYSCALL{prlimit64}) {
+        my $shown = sub { $_[0] == ~0 ? 'unlimited' : $_[0] };
+        for my $entry (@{ $limits->{rlimits} }) {
+            my ($resource, $soft, $hard) = @$entry;
+            my $name = $RLIMIT_NAMES[$resource] // next;
+            my $want = pack 'QQ', $soft, $hard;
+            my $mine = "\0" x 16;
+            next if syscall($prlimit, 0, $resource + 0, 0, $mine) == 0 && $mine eq $want;
+            next if syscall($prlimit, 0, $resource + 0, $want, 0) == 0;
+            return sprintf "cannot give the script the caller's RLIMIT_%s (soft %s, hard %s): %s"
+                . " (a server started under lower limits cannot raise them: -f starts a fresh one)",
+                $name, $shown->($soft), $shown->($hard), $!;
+        }
+    }
+    my $nice = $limits->{nice};
+    if (getpriority(0, 0) != $nice && !setpriority(0, 0, $nice)) {    # PRIO_PROCESS, us
+        return "cannot give the script the caller's nice value $nice: $!";
+    }
+    my $oom = $limits->{oom};
+    if ($oom != OOM_SCORE_UNKNOWN) {
+        my $path = '/proc/self/oom_score_adj';
+        my ($f, $mine);
+        $mine = <$f> if open($f, '<', $path);
+        if (!defined $mine || $mine != $oom) {
+            open($f, '>', $path) && syswrite($f, $oom)
+                or return "cannot give the script the caller's oom_score_adj $oom: $!";
+        }
+    }
+    return;
 }
 
 # On a call with a pseudo-terminal of its own ($terminal, an fd): starts
@@ -1680,11 +1739,31 @@ be chiark-utils' and calls stay plain v1): signals sent to the client
 (INT, TERM, HUP, QUIT, USR1, USR2, WINCH, ALRM) reach the script's
 process group, and the caller sees what the script made of them;
 Ctrl-Z stops the script and C<fg> resumes it; each call runs in its
-caller's current directory with its caller's umask; a call made from a
+caller's current directory with its caller's umask, resource limits,
+nice value and OOM score adjustment (below); a call made from a
 terminal runs on a pseudo-terminal of its own (below); and
 C<prefork-interp --list> shows the server with its call counts. Signal
 handlers the script set up during initialisation are in place in every
 call (SIGINT and SIGPIPE excepted: default). See prefork-interp(7).
+
+=head1 RESOURCE LIMITS
+
+With this project's client (the capability C<limits>), each call takes
+on what a direct run would inherit from its caller beyond its fds: every
+resource limit (C<ulimit>), the nice value and F</proc/self/oom_score_adj>.
+Before any of the script's code runs, the executor compares each with
+its own and sets those that differ. One that cannot be set ends the call
+before it starts, with one line on the caller's stderr naming it and
+exit status 127: an unprivileged process cannot raise a hard limit,
+lower its nice value or its oom_score_adj, so a server started under
+lower limits (C<ulimit -n 100>) refuses a call from a caller with higher
+ones; C<prefork-interp -f> starts a fresh server.
+
+Resource limits are set with the prlimit64 system call, whose number the
+module keeps for x86_64, aarch64, riscv64 and loongarch64 only (not to
+load F<syscall.ph>); on other Linux ABIs a call keeps the server's
+resource limits (the nice value and oom_score_adj are still the
+caller's).
 
 =head1 PROCESS GROUPS AND TERMINALS
 
