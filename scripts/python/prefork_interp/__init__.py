@@ -66,6 +66,13 @@ script's group there too (tcsetpgrp to it, or to its own group) and
 continues it. The client's signals go to the script's group; its going
 away is SIGHUP and SIGCONT there.
 
+A call with request flag 0x40 (capability "limits") brings the caller's
+resource limits, nice value and oom_score_adj: the script's process
+takes on each that differs from its own once fds 0, 1, 2 are the
+caller's, and if the kernel refuses one (a server started under lower
+limits cannot raise them) says so in one line on the caller's stderr and
+ends with 127.
+
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
 (pidfd_open); Python 3.9 or later (socket.recv_fds, os.pidfd_open).
@@ -82,6 +89,7 @@ import gc
 import io
 import operator
 import os
+import resource
 import select
 import selectors
 import signal
@@ -99,7 +107,7 @@ ENV_VAR = "PREFORK_INTERP"
 MAX_PAYLOAD = 64 * 1024 * 1024
 # Negotiated extensions (man/prefork-interp.7), offered to a client that
 # declared them.
-OUR_CAPS = ("signals", "context", "tty")
+OUR_CAPS = ("signals", "context", "tty", "limits")
 # The request byte: 0x00 (v1), or 0x01 (extended) with these flags.
 REQUEST_EXTENDED = 0x01
 REQUEST_CONTEXT = 0x02
@@ -109,10 +117,13 @@ _REQUEST_ANY_PTY = 0x04 | 0x08 | 0x10
 # With a pty flag: the script starts in its terminal's background (the
 # client is in a pipeline, or in the background itself).
 REQUEST_PTY_BACKGROUND = 0x20
+# A limits message follows the payload and the context message (capability
+# "limits"): the caller's resource limits, nice value and oom_score_adj.
+REQUEST_LIMITS = 0x40
 # Every request byte we take: 0, or 0x01 with any of the other flags,
 # 0x20 only with a pty flag. (One set lookup on a call's path.)
 _REQUEST_BYTES = frozenset([0] + [
-    byte for byte in range(0x40)
+    byte for byte in range(0x80)
     if byte & REQUEST_EXTENDED and (byte & _REQUEST_ANY_PTY or not byte & REQUEST_PTY_BACKGROUND)])
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
@@ -125,6 +136,12 @@ TERMINAL_SIGNALS = frozenset(getattr(signal, "SIG" + name) for name in
 # What such an executor blocks: those, and SIGCHLD, which the keeper reads
 # from a signalfd (_keep); the script's process gets the old mask back.
 _PTY_CALL_BLOCKED = TERMINAL_SIGNALS | {signal.SIGCHLD}
+# Linux's resource numbers, RLIMIT_CPU (0) to RLIMIT_RTTIME (15), by name.
+RESOURCES = ("CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NPROC", "NOFILE", "MEMLOCK", "AS",
+             "LOCKS", "SIGPENDING", "MSGQUEUE", "NICE", "RTPRIO", "RTTIME")
+# No limit, on the wire; and the oom_score_adj a caller could not read.
+RLIM_INFINITY_WIRE = 2**64 - 1
+OOM_SCORE_UNKNOWN = -2**31
 
 _also_check = []
 _logging = False
@@ -1338,12 +1355,14 @@ def _read_request(conn):
     """Reads a request: its byte (0, or 0x01 with any of the flags:
     0x02 context, 0x04, 0x08, 0x10 fd 0, 1, 2 a pseudo-terminal, 0x20
     with one of those: the script starts in its terminal's background),
-    fd 0, 1, 2, the payload, and with context the caller's directory and
-    umask."""
+    fd 0, 1, 2, the payload, with context the caller's directory and
+    umask, and with 0x40 the caller's limits (a tuple of (resource, soft,
+    hard) entries, the nice value, oom_score_adj)."""
     byte = _read_exact(conn, 1)[0]
     if byte not in _REQUEST_BYTES:
         raise ValueError("request starts with byte %#04x, expected 0x00, or 0x01 with flags "
-                         "0x02, 0x04, 0x08, 0x10, and 0x20 with one of the last three" % byte)
+                         "0x02, 0x04, 0x08, 0x10, 0x40, and 0x20 with one of 0x04, 0x08, 0x10"
+                         % byte)
     fds = []
     for _ in range(3):
         try:
@@ -1366,7 +1385,71 @@ def _read_request(conn):
             raise ValueError("no directory in the context message")
         (umask,) = struct.unpack(">I", _read_exact(conn, 4))
         context = (received[0], umask)
-    return byte, fds, env, args, context
+    limits = None
+    if byte & REQUEST_LIMITS:
+        count = _read_exact(conn, 1)[0]
+        body = _read_exact(conn, count * 17 + 8)
+        entries = [struct.unpack_from(">BQQ", body, at) for at in range(0, count * 17, 17)]
+        nice, oom = struct.unpack_from(">ii", body, count * 17)
+        limits = (entries, nice, oom)
+    return byte, fds, env, args, context, limits
+
+
+def _rlim(value):
+    """A limit on the wire (u64, 2**64-1 for none) as the resource module
+    has it (RLIM_INFINITY is -1 there, rlim_t read as signed)."""
+    if value == RLIM_INFINITY_WIRE:
+        return resource.RLIM_INFINITY
+    return value - 2**64 if value >= 2**63 and resource.RLIM_INFINITY < 0 else value
+
+
+def _take_limits(limits):
+    """Takes on the caller's resource limits, nice value and oom_score_adj
+    (each only if it differs from ours); one the kernel refuses is said in
+    one line on fd 2 (the caller's stderr by now) and the call ends, 127."""
+    entries, nice, oom = limits
+    why = None
+    for number, soft, hard in entries:
+        if number >= len(RESOURCES):
+            continue  # a resource we have no name for
+        wanted = (_rlim(soft), _rlim(hard))
+        try:
+            if resource.getrlimit(number) != wanted:
+                resource.setrlimit(number, wanted)
+        except (OSError, ValueError, OverflowError) as e:
+            shown = ["unlimited" if v == RLIM_INFINITY_WIRE else str(v) for v in (soft, hard)]
+            why = ("cannot give the script the caller's RLIMIT_%s (soft %s, hard %s): %s (a server "
+                   "started under lower limits cannot raise them: -f starts a fresh one)"
+                   % (RESOURCES[number], shown[0], shown[1], getattr(e, "strerror", None) or e))
+            break
+    if why is None:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, 0) != nice:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError as e:
+            why = "cannot give the script the caller's nice value %d: %s" % (nice, e.strerror or e)
+    if why is None and oom != OOM_SCORE_UNKNOWN:
+        try:
+            fd = os.open("/proc/self/oom_score_adj", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                differs = int(os.read(fd, 32)) != oom
+            finally:
+                os.close(fd)
+            if differs:
+                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, b"%d" % oom)
+                finally:
+                    os.close(fd)
+        except (OSError, ValueError) as e:
+            why = "cannot give the script the caller's oom_score_adj %d: %s" % (
+                oom, getattr(e, "strerror", None) or e)
+    if why is not None:
+        try:
+            os.write(2, ("prefork-interp: %s\n" % why).encode())
+        except OSError:
+            pass
+        os._exit(127)
 
 
 def _take_terminal(which, background, monitor, socks, fds, context):
@@ -1543,6 +1626,10 @@ def _executor(handover, monitor, saved, monitor_pid):
     such a group: a script leading its session itself (its parent, the
     monitor, is elsewhere) would ignore ^Z.
 
+    With a limits message, it (the script's process on a pseudo-terminal)
+    takes on the caller's limits once fds 0, 1, 2 are the caller's
+    (_take_limits).
+
     Returns the signal mask to restore once back in the script (on a
     pseudo-terminal: the terminal's signals and SIGCHLD are held until
     then), or None."""
@@ -1563,7 +1650,7 @@ def _executor(handover, monitor, saved, monitor_pid):
         os._exit(0)  # the monitor is gone, or never got a call
     conn = socket.socket(fileno=received[0])
     try:
-        byte, fds, env, args, context = _read_request(conn)
+        byte, fds, env, args, context, limits = _read_request(conn)
     except _Hangup:
         _log(syslog.LOG_INFO, "client went away before sending its call")
         os._exit(0)
@@ -1609,6 +1696,9 @@ def _executor(handover, monitor, saved, monitor_pid):
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
+    if limits is not None:
+        # What a direct run would inherit beyond fds (capability "limits").
+        _take_limits(limits)
     conn.close()
     handover.close()
     monitor.close()
