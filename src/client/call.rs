@@ -128,9 +128,9 @@ fn send_request(
             .iter()
             .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())),
     );
-    let limits = kind.limits.then(sys::caller_limits);
+    let limits = kind.limits.then(sys::own_limits);
     if !kind.context {
-        return protocol::io::send_request(conn, kind, stdio, &payload, None, limits.as_ref());
+        return protocol::io::send_request(conn, kind, stdio, &payload, None, limits);
     }
     let cwd = std::fs::File::open(".").or_else(|_| {
         // Unreadable: O_PATH needs no permission on it.
@@ -146,7 +146,7 @@ fn send_request(
         stdio,
         &payload,
         Some((cwd.as_fd(), umask)),
-        limits.as_ref(),
+        limits,
     )
 }
 

@@ -218,7 +218,7 @@ pub(crate) fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
     // What an executor cannot take on from a caller unprivileged (raise a
     // hard limit, lower its nice value or OOM score adjustment): a caller
     // whose differ gets a server of its own, started under them.
-    let limits = crate::sys::caller_limits();
+    let limits = crate::sys::own_limits();
     for (resource, _, hard) in &limits.rlimits {
         field(b'L', &[*resource]);
         field(b'h', &hard.to_be_bytes());

@@ -176,6 +176,9 @@ pub(crate) fn run(
         .filter_map(|&sig| Signal::try_from(sig).ok())
         .collect();
     let saved = sys::ignore_signals(&forwarded);
+    // The server's limits, read once here: every executor forked from now
+    // on compares a caller's with them at no cost.
+    sys::own_limits();
     let mut monitor = Monitor {
         control: Some(control),
         spares: Vec::new(),

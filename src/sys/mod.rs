@@ -124,8 +124,15 @@ const RESOURCES: [&str; 16] = [
 ];
 
 /// This process's resource limits, nice value and OOM score adjustment,
-/// as a direct run of the script would inherit them.
-pub(crate) fn caller_limits() -> crate::protocol::CallerLimits {
+/// as a direct run of the script would inherit them: read once, the
+/// first time it is asked (a monitor asks before it forks executors, so
+/// that theirs, the server's, cost a call nothing).
+pub(crate) fn own_limits() -> &'static crate::protocol::CallerLimits {
+    static OWN: std::sync::OnceLock<crate::protocol::CallerLimits> = std::sync::OnceLock::new();
+    OWN.get_or_init(read_limits)
+}
+
+fn read_limits() -> crate::protocol::CallerLimits {
     let rlimits = (0..RESOURCES.len() as u8)
         .filter_map(|resource| {
             let mut limit = libc::rlimit {
@@ -164,7 +171,7 @@ fn current_nice() -> i32 {
 /// refuses (raising a hard limit, or the priority, needs privilege) is an
 /// error that names it: the script must not run with the wrong one.
 pub(crate) fn take_limits(limits: &crate::protocol::CallerLimits) -> Result<(), String> {
-    let mine = caller_limits();
+    let mine = own_limits();
     for &(resource, soft, hard) in &limits.rlimits {
         let Some(name) = RESOURCES.get(usize::from(resource)) else {
             continue; // a resource this kernel has no name for here

@@ -919,6 +919,10 @@ class _Monitor:
         # nothing sent to us by mistake may hurt us; the executors get
         # the server's dispositions back.
         self.saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in FORWARDED}
+        # The server's limits, read once here: every executor forked from
+        # now on compares a caller's with them at no cost.
+        global _own_limits
+        _own_limits = _read_own_limits()
 
     def run(self):
         """Serves until the server has gone and every call has ended;
@@ -1403,18 +1407,43 @@ def _rlim(value):
     return value - 2**64 if value >= 2**63 and resource.RLIM_INFINITY < 0 else value
 
 
+_own_limits = None  # the server's: (getrlimit by number, nice, oom_score_adj)
+
+
+def _read_own_limits():
+    """This process's resource limits by number, nice value and
+    oom_score_adj (None where unreadable)."""
+    rlimits = {}
+    for number in range(len(RESOURCES)):
+        try:
+            rlimits[number] = resource.getrlimit(number)
+        except (OSError, ValueError):
+            pass
+    try:
+        nice = os.getpriority(os.PRIO_PROCESS, 0)
+    except OSError:
+        nice = None
+    try:
+        with open("/proc/self/oom_score_adj", "rb") as f:
+            oom = int(f.read())
+    except (OSError, ValueError):
+        oom = None
+    return rlimits, nice, oom
+
+
 def _take_limits(limits):
     """Takes on the caller's resource limits, nice value and oom_score_adj
     (each only if it differs from ours); one the kernel refuses is said in
     one line on fd 2 (the caller's stderr by now) and the call ends, 127."""
     entries, nice, oom = limits
+    own_rlimits, own_nice, own_oom = _own_limits or _read_own_limits()
     why = None
     for number, soft, hard in entries:
         if number >= len(RESOURCES):
             continue  # a resource we have no name for
         wanted = (_rlim(soft), _rlim(hard))
         try:
-            if resource.getrlimit(number) != wanted:
+            if own_rlimits.get(number) != wanted:
                 resource.setrlimit(number, wanted)
         except (OSError, ValueError, OverflowError) as e:
             shown = ["unlimited" if v == RLIM_INFINITY_WIRE else str(v) for v in (soft, hard)]
@@ -1424,18 +1453,13 @@ def _take_limits(limits):
             break
     if why is None:
         try:
-            if os.getpriority(os.PRIO_PROCESS, 0) != nice:
+            if own_nice != nice:
                 os.setpriority(os.PRIO_PROCESS, 0, nice)
         except OSError as e:
             why = "cannot give the script the caller's nice value %d: %s" % (nice, e.strerror or e)
     if why is None and oom != OOM_SCORE_UNKNOWN:
         try:
-            fd = os.open("/proc/self/oom_score_adj", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                differs = int(os.read(fd, 32)) != oom
-            finally:
-                os.close(fd)
-            if differs:
+            if own_oom != oom:
                 fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
                 try:
                     os.write(fd, b"%d" % oom)

@@ -95,6 +95,10 @@ use constant {
     FLAG_LIMITS     => 0x40,
     KNOWN_FLAGS     => 0x7f,
 };
+# The server's limits (packed 'QQ' by resource number, nice value,
+# oom_score_adj), read once by the monitor before it forks executors:
+# comparing a caller's with them then costs a call no system call.
+my $OWN_LIMITS;
 # Linux's resource numbers, RLIMIT_CPU (0) to RLIMIT_RTTIME (15), by name
 # for messages.
 my @RLIMIT_NAMES = qw(CPU FSIZE DATA STACK CORE RSS NPROC NOFILE MEMLOCK AS LOCKS
@@ -854,6 +858,7 @@ sub _next_call {
 sub _monitor {
     my ($control, $spare, $grace) = @_;
     _detach_log();
+    $OWN_LIMITS = _read_own_limits();
     # We deliver these to executors' groups; they must not hurt us.
     # Executors get back what the server had.
     my %saved;
@@ -1399,16 +1404,33 @@ sub _executor {
 # Takes on a caller's resource limits (with prlimit64: none on an ABI
 # whose number we do not keep), nice value and oom_score_adj: only what
 # differs from ours is set. Returns why one could not be, or undef.
+sub _read_own_limits {
+    my %rlimits;
+    if (my $prlimit = $SYSCALL{prlimit64}) {
+        for my $resource (0 .. $#RLIMIT_NAMES) {
+            my $mine = "\0" x 16;
+            $rlimits{$resource} = $mine if syscall($prlimit, 0, $resource + 0, 0, $mine) == 0;
+        }
+    }
+    my $oom;
+    if (open(my $f, '<', '/proc/self/oom_score_adj')) {
+        $oom = <$f>;
+        chomp $oom if defined $oom;
+    }
+    return { rlimits => \%rlimits, nice => getpriority(0, 0), oom => $oom };
+}
+
 sub _take_limits {
     my ($limits) = @_;
+    my $own = $OWN_LIMITS // _read_own_limits();
     if (my $prlimit = $SYSCALL{prlimit64}) {
         my $shown = sub { $_[0] == ~0 ? 'unlimited' : $_[0] };
         for my $entry (@{ $limits->{rlimits} }) {
             my ($resource, $soft, $hard) = @$entry;
             my $name = $RLIMIT_NAMES[$resource] // next;
             my $want = pack 'QQ', $soft, $hard;
-            my $mine = "\0" x 16;
-            next if syscall($prlimit, 0, $resource + 0, 0, $mine) == 0 && $mine eq $want;
+            my $mine = $own->{rlimits}{$resource};
+            next if defined $mine && $mine eq $want;
             next if syscall($prlimit, 0, $resource + 0, $want, 0) == 0;
             return sprintf "cannot give the script the caller's RLIMIT_%s (soft %s, hard %s): %s"
                 . " (a server started under lower limits cannot raise them: -f starts a fresh one)",
@@ -1416,18 +1438,14 @@ sub _take_limits {
         }
     }
     my $nice = $limits->{nice};
-    if (getpriority(0, 0) != $nice && !setpriority(0, 0, $nice)) {    # PRIO_PROCESS, us
+    if ($own->{nice} != $nice && !setpriority(0, 0, $nice)) {    # PRIO_PROCESS, us
         return "cannot give the script the caller's nice value $nice: $!";
     }
     my $oom = $limits->{oom};
-    if ($oom != OOM_SCORE_UNKNOWN) {
-        my $path = '/proc/self/oom_score_adj';
-        my ($f, $mine);
-        $mine = <$f> if open($f, '<', $path);
-        if (!defined $mine || $mine != $oom) {
-            open($f, '>', $path) && syswrite($f, $oom)
-                or return "cannot give the script the caller's oom_score_adj $oom: $!";
-        }
+    if ($oom != OOM_SCORE_UNKNOWN && (!defined $own->{oom} || $own->{oom} != $oom)) {
+        my $f;
+        open($f, '>', '/proc/self/oom_score_adj') && syswrite($f, $oom)
+            or return "cannot give the script the caller's oom_score_adj $oom: $!";
     }
     return;
 }
