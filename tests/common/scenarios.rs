@@ -1062,13 +1062,15 @@ scenario!(terminal_in_a_pipeline, |side| {
 /// `fg` gives it the terminal, and it reads what is typed.
 scenario!(terminal_background_read_stops, |side| {
     let (h, mut t, settings) = terminal_world(side);
-    t.run("set -b"); // job notices at once, not at the next prompt
     let runs = direct_and_served(&mut t, |t, run| {
-        t.start("$X @cat &");
-        // (The notice may come before or after the next prompt.)
-        t.expect("Stopped");
-        let listed = t.output("jobs -l");
-        assert!(listed.contains("Stopped (tty input)"), "{listed:?}");
+        t.run("$X @cat &");
+        // Asked until it shows: the job stops a moment after it starts.
+        let mut listed = String::new();
+        let stopped = wait_until("the job to stop for its terminal", LIMIT, || {
+            listed = t.output("jobs -l");
+            listed.contains("Stopped (tty input)")
+        });
+        assert!(stopped.is_ok(), "{listed:?}");
         t.start("fg");
         t.expect("$X @cat\r\n");
         if run == Run::Served {
