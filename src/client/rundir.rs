@@ -215,6 +215,21 @@ pub(crate) fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
             IdentityItem::String(s) => field(b'G', s.as_bytes()),
         }
     }
+    // The caller's credentials beyond its uid (whose run directory this
+    // is): an unprivileged server cannot give an executor other groups,
+    // so a caller with others (sg, newgrp, setpriv --groups) gets a
+    // server of its own.
+    field(b'g', &nix::unistd::getegid().as_raw().to_be_bytes());
+    let mut groups: Vec<u32> = nix::unistd::getgroups()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| g.as_raw())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    for group in groups {
+        field(b'y', &group.to_be_bytes());
+    }
     // What an executor cannot take on from a caller unprivileged (raise a
     // hard limit, lower its nice value or OOM score adjustment): a caller
     // whose differ gets a server of its own, started under them.
