@@ -1735,8 +1735,10 @@ scenario!(script_ignoring_sigint_is_killed_after_the_grace, |side| {
         .spawn();
     wait_until("the script to start", LIMIT, || pid_file.exists()).unwrap();
     let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
-    sigkill(client.id());
+    // Timed from before the kill: the monitor's grace starts after it,
+    // however late this thread runs again.
     let killed = std::time::Instant::now();
+    sigkill(client.id());
     let _ = client.wait_with_output();
     wait_until("the script to get SIGINT", LIMIT, || marker.exists()).unwrap();
     wait_until("the script to be killed", LIMIT, || !alive(executor)).unwrap();
