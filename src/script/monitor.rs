@@ -161,6 +161,22 @@ enum Source {
     Keeper(Pid),
 }
 
+impl Source {
+    /// The order in which one poll's findings are handled: executors' 'r'
+    /// (an executor may have said it and exited since), then keepers'
+    /// word (a keeper may have said 'x' and exited since), then exits,
+    /// then clients, then new calls.
+    fn causal_rank(&self) -> u8 {
+        match self {
+            Source::Ready(_) => 0,
+            Source::Keeper(_) => 1,
+            Source::Exited(_) => 2,
+            Source::Client(_) => 3,
+            Source::Control => 4,
+        }
+    }
+}
+
 /// Runs in a freshly forked child of the server, for the rest of its
 /// life. Returns only in an executor, into the script.
 pub(crate) fn run(
@@ -333,39 +349,25 @@ impl Monitor {
         }
     }
 
-    /// One poll, and everything it found, in causal order: executors'
-    /// 'r' (an executor may have said it and exited since), then exits,
-    /// then clients, then new calls. `Some` only in a new executor.
+    /// One poll, and everything it found, in causal order (see
+    /// [`Source::causal_rank`]). `Some` only in a new executor.
     fn serve(&mut self) -> Option<Invocation> {
-        let ready = match self.wait() {
+        let mut ready = match self.wait() {
             Ok(ready) => ready,
             Err(e) => {
                 log::error(&format!("monitor: poll failed: {e}"));
                 sys::exit_now(1)
             }
         };
-        for &source in &ready {
-            if let Source::Ready(pid) = source {
-                self.take_ready(pid);
+        ready.sort_by_key(Source::causal_rank);
+        for source in ready {
+            match source {
+                Source::Ready(pid) => self.take_ready(pid),
+                Source::Keeper(pid) => self.hear_keeper(pid),
+                Source::Exited(pid) => self.reap(pid),
+                Source::Client(pid) => self.hear_client(pid),
+                Source::Control => return self.take_call(),
             }
-        }
-        for &source in &ready {
-            if let Source::Keeper(pid) = source {
-                self.hear_keeper(pid);
-            }
-        }
-        for &source in &ready {
-            if let Source::Exited(pid) = source {
-                self.reap(pid);
-            }
-        }
-        for &source in &ready {
-            if let Source::Client(pid) = source {
-                self.hear_client(pid);
-            }
-        }
-        if ready.iter().any(|s| matches!(s, Source::Control)) {
-            return self.take_call();
         }
         None
     }
@@ -433,29 +435,23 @@ impl Monitor {
             call.phase = Phase::Failed;
             return;
         };
-        let keeper = if kind.on_pty() {
-            let mut script = [0u8; 4];
-            if from_executor.read_exact(&mut script).is_err() {
-                call.phase = Phase::Failed;
-                return;
-            }
-            Some(Keeper {
-                script: Pid::from_raw(u32::from_be_bytes(script) as i32),
-                from_keeper: None,
-                status: None,
-            })
-        } else {
-            None
-        };
+        // On a pseudo-terminal of its own the script's pid follows, and
+        // the socket stays open for the keeper's word.
+        let mut script = [0u8; 4];
+        if kind.on_pty() && from_executor.read_exact(&mut script).is_err() {
+            call.phase = Phase::Failed;
+            return;
+        }
         let Phase::Waiting(from_executor) = std::mem::replace(&mut call.phase, Phase::Failed)
         else {
             unreachable!("checked above");
         };
         call.phase = Phase::Running {
             extended: kind.extended,
-            keeper: keeper.map(|k| Keeper {
+            keeper: kind.on_pty().then(|| Keeper {
+                script: Pid::from_raw(u32::from_be_bytes(script) as i32),
                 from_keeper: Some(from_executor),
-                ..k
+                status: None,
             }),
         };
     }
