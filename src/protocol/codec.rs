@@ -524,15 +524,12 @@ pub fn decode_limits(n: u8, body: &[u8]) -> Result<CallerLimits, ProtocolError> 
     if body.len() != entries + LIMITS_TAIL_LEN {
         return Err(ProtocolError::BadLimits(body.len()));
     }
-    let u64_at = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().unwrap());
+    let u64_at =
+        |bytes: &[u8], at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
     let i32_at = |at: usize| i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
     let rlimits = body[..entries]
         .chunks_exact(LIMITS_ENTRY_LEN)
-        .enumerate()
-        .map(|(i, _)| {
-            let at = i * LIMITS_ENTRY_LEN;
-            (body[at], u64_at(at + 1), u64_at(at + 9))
-        })
+        .map(|entry| (entry[0], u64_at(entry, 1), u64_at(entry, 9)))
         .collect();
     Ok(CallerLimits {
         rlimits,

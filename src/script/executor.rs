@@ -208,7 +208,7 @@ fn keep(script: sys::Pid, monitor: &UnixStream, terminal: &OwnedFd) -> ! {
     });
     let mut monitor_open = true;
     loop {
-        while let Some(state) = sys::child_state(script, false).unwrap_or_else(|e| {
+        while let Some(state) = sys::child_state(script).unwrap_or_else(|e| {
             log::error(&format!("keeper of {script}: {e}"));
             sys::exit_now(127)
         }) {

@@ -249,12 +249,11 @@ pub(crate) enum ChildState {
     Exited,
 }
 
-/// Whether child `pid` has stopped or ended, without reaping it:
-/// `waitid(P_PID, pid, WSTOPPED | WEXITED | WNOWAIT)` (with `WNOHANG`
-/// unless `block`), then consuming a stop's report. `None`: neither, yet.
+/// Whether child `pid` has stopped or ended, without waiting and without
+/// reaping it: `waitid(P_PID, pid, WSTOPPED | WEXITED | WNOWAIT |
+/// WNOHANG)`, then consuming a stop's report. `None`: neither, yet.
 /// Retries on EINTR.
-pub(crate) fn child_state(pid: Pid, block: bool) -> io::Result<Option<ChildState>> {
-    let hang = if block { 0 } else { libc::WNOHANG };
+pub(crate) fn child_state(pid: Pid) -> io::Result<Option<ChildState>> {
     loop {
         // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -264,7 +263,7 @@ pub(crate) fn child_state(pid: Pid, block: bool) -> io::Result<Option<ChildState
                 libc::P_PID,
                 pid.as_raw() as libc::id_t,
                 &mut info,
-                libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT | hang,
+                libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
             )
         };
         if r < 0 {
