@@ -20,7 +20,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::cli::ClientArgs;
 use super::connect::Greeted;
 use super::exit::{Failure, report_status};
-use super::terminal::CallTerminal;
+use super::terminal::{CallTerminal, read_signals, send_frame};
 use crate::protocol;
 use crate::sys;
 
@@ -175,11 +175,8 @@ fn relay(conn: &UnixStream, signals: &ForwardedSignals) -> io::Result<i32> {
     loop {
         let [signalled, from_monitor] = sys::wait_readable([signals.fd.as_fd(), conn.as_fd()])?;
         if signalled {
-            while let Ok(Some(info)) = signals.fd.read_signal() {
-                let sig = info.ssi_signo as i32;
-                let frame = protocol::encode_frame(protocol::FRAME_SIGNAL, sig as u32);
-                // The monitor may be gone; its EOF says so below.
-                let _ = protocol::io::send_all(conn, &frame);
+            for sig in read_signals(&signals.fd) {
+                send_frame(conn, protocol::FRAME_SIGNAL, sig as u32);
                 if sig == libc::SIGTSTP {
                     // Stop as a direct run would; `fg` continues us, and
                     // the SIGCONT that brings is passed on in turn.

@@ -75,6 +75,9 @@ pub(crate) struct CallTerminal {
     /// A "\r" at the end of the last output read, held back while line
     /// ends are translated back: the "\n" may come in the next read.
     held_cr: bool,
+    /// The caller's terminal has gone (hung up): no keys, and the
+    /// script's output is dropped.
+    user_gone: bool,
 }
 
 impl CallTerminal {
@@ -107,14 +110,7 @@ impl CallTerminal {
         let saved = tcgetattr(&user).ok()?;
         let size = sys::window_size(&user).ok();
         let pty = nix::pty::openpty(size.as_ref(), Some(&saved)).ok()?;
-        let flags = OFlag::from_bits_truncate(
-            nix::fcntl::fcntl(&pty.master, nix::fcntl::FcntlArg::F_GETFL).ok()?,
-        );
-        nix::fcntl::fcntl(
-            &pty.master,
-            nix::fcntl::FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK),
-        )
-        .ok()?;
+        sys::set_nonblocking(pty.master.as_fd()).ok()?;
         let foreground = tcgetpgrp(&user).is_ok_and(|pgrp| pgrp == getpgrp());
         Some(CallTerminal {
             user,
@@ -126,6 +122,7 @@ impl CallTerminal {
             pipeline,
             script_foreground: foreground && !pipeline,
             held_cr: false,
+            user_gone: false,
         })
     }
 
@@ -266,7 +263,6 @@ impl CallTerminal {
         let mut keys = Buffer::default();
         let mut output = Buffer::default();
         let mut reading_keys = self.follow(conn, false);
-        let mut user_gone = false;
         let mut master_open = true;
         let mut status: Option<i32> = None;
         let mut last_output = Instant::now();
@@ -277,7 +273,7 @@ impl CallTerminal {
             {
                 return Ok(status);
             }
-            let want_keys = reading_keys && !user_gone && status.is_none() && keys.is_empty();
+            let want_keys = reading_keys && !self.user_gone && status.is_none() && keys.is_empty();
             let mut fds = [
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
                 PollFd::new(conn.as_fd(), events(status.is_none(), false)),
@@ -330,7 +326,11 @@ impl CallTerminal {
                         reading_keys = self.bring_script_forward(conn);
                     }
                     (protocol::FRAME_STOPPED, signal) => {
-                        self.flush_output(&mut output);
+                        // What it wrote up to its stop (the echo of ^Z,
+                        // say) goes out first, as far as it goes now.
+                        if self.pump_output(&mut output).master_done {
+                            master_open = false;
+                        }
                         self.restore();
                         stop_our_group(signal as i32);
                         // Resumed: the SIGCONT waiting in the signalfd
@@ -341,34 +341,16 @@ impl CallTerminal {
                 }
             }
             let ready = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
-            // Output: as long as both sides go along, without polling
-            // again in between (a pty hands over at most 4 KB a read).
             if master_open && (master.intersects(ready) || user.contains(PollFlags::POLLOUT)) {
-                loop {
-                    if !output.is_empty() {
-                        if output.drain(&self.user).is_err() {
-                            // The caller's terminal is gone: nobody to
-                            // show it to.
-                            output.clear();
-                            user_gone = true;
-                        }
-                        if !output.is_empty() {
-                            break;
-                        }
-                    }
-                    match self.fill_output(&mut output) {
-                        Ok(true) => last_output = Instant::now(),
-                        Ok(false) => break,
-                        // EIO: no process holds the slave any more.
-                        Err(_) => {
-                            master_open = false;
-                            break;
-                        }
-                    }
+                let pumped = self.pump_output(&mut output);
+                if pumped.read {
+                    last_output = Instant::now();
                 }
-            } else if user.contains(PollFlags::POLLOUT) && output.drain(&self.user).is_err() {
-                output.clear();
-                user_gone = true;
+                if pumped.master_done {
+                    master_open = false;
+                }
+            } else if user.contains(PollFlags::POLLOUT) {
+                self.drain_output(&mut output);
             }
             // Keys, likewise.
             if master.contains(PollFlags::POLLOUT) || (want_keys && user.intersects(ready)) {
@@ -388,7 +370,7 @@ impl CallTerminal {
                         Ok(true) => {}
                         Ok(false) => break,
                         Err(_) => {
-                            user_gone = true;
+                            self.user_gone = true;
                             break;
                         }
                     }
@@ -433,19 +415,47 @@ impl CallTerminal {
         tcgetattr(&self.user).is_ok_and(onlcr) && tcgetattr(&self.master).is_ok_and(onlcr)
     }
 
-    /// Before we stop: what the script wrote up to its stop (the echo of
-    /// ^Z, say), out to the caller's terminal, as far as it goes now.
-    fn flush_output(&mut self, output: &mut Buffer) {
+    /// The script's output to the caller's terminal, as long as both
+    /// sides go along, without polling in between (a pty hands over at
+    /// most 4 KB a read).
+    fn pump_output(&mut self, output: &mut Buffer) -> Pumped {
+        let mut pumped = Pumped::default();
         loop {
-            if output.drain(&self.user).is_err() {
-                output.clear();
-                return;
+            if !output.is_empty() {
+                self.drain_output(output);
+                if !output.is_empty() {
+                    return pumped;
+                }
             }
-            if !output.is_empty() || !matches!(self.fill_output(output), Ok(true)) {
-                return;
+            match self.fill_output(output) {
+                Ok(true) => pumped.read = true,
+                Ok(false) => return pumped,
+                // EIO: no process holds the slave any more.
+                Err(_) => {
+                    pumped.master_done = true;
+                    return pumped;
+                }
             }
         }
     }
+
+    /// Writes what output it can to the caller's terminal; if that has
+    /// gone, there is nobody to show it to.
+    fn drain_output(&mut self, output: &mut Buffer) {
+        if output.drain(&self.user).is_err() {
+            output.clear();
+            self.user_gone = true;
+        }
+    }
+}
+
+/// What one [`CallTerminal::pump_output`] did.
+#[derive(Default)]
+struct Pumped {
+    /// Some output was read.
+    read: bool,
+    /// The master reported the end: nothing more will come.
+    master_done: bool,
 }
 
 impl Drop for CallTerminal {
@@ -510,7 +520,7 @@ fn stop_our_group(signal: i32) {
 }
 
 /// Every signal waiting in the (non-blocking) signalfd.
-fn read_signals(signals: &SignalFd) -> Vec<i32> {
+pub(super) fn read_signals(signals: &SignalFd) -> Vec<i32> {
     let mut found = Vec::new();
     while let Ok(Some(info)) = signals.read_signal() {
         found.push(info.ssi_signo as i32);
@@ -545,7 +555,7 @@ fn undo_onlcr(bytes: &mut Vec<u8>, held: bool, more: bool) -> bool {
 }
 
 /// A frame to the monitor, which may be gone: its EOF says so.
-fn send_frame(conn: &UnixStream, kind: u8, value: u32) {
+pub(super) fn send_frame(conn: &UnixStream, kind: u8, value: u32) {
     let _ = protocol::io::send_all(conn, &protocol::encode_frame(kind, value));
 }
 
