@@ -827,13 +827,21 @@ fn rss_kb(pid: u32) -> Option<u64> {
 /// Instructions (callgrind) of the process that runs `script`: the
 /// client's own path, the server's work excluded.
 fn client_instructions(script: &Path, run_dir: &Path) -> Option<u64> {
-    let out = Command::new("valgrind")
-        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
-        .arg(script)
-        .env("XDG_RUNTIME_DIR", run_dir)
-        .stdout(Stdio::null())
-        .output()
-        .ok()?;
+    let under_callgrind = || {
+        let mut cmd = Command::new("valgrind");
+        cmd.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(script)
+            .env("XDG_RUNTIME_DIR", run_dir)
+            .stdout(Stdio::null());
+        cmd
+    };
+    // Valgrind shows its client a lower file limit (it keeps fds for
+    // itself), and a caller's hard limits are part of the identity: one
+    // call first, to start that identity's server. Its stderr is not a
+    // pipe, which the watcher (forked under valgrind, with valgrind's
+    // copy of stderr) would keep open.
+    under_callgrind().stderr(Stdio::null()).status().ok()?;
+    let out = under_callgrind().output().ok()?;
     let text = String::from_utf8_lossy(&out.stderr);
     let line = text.lines().find(|l| l.contains("Collected :"))?;
     line.rsplit(':').next()?.trim().parse().ok()
