@@ -19,6 +19,25 @@ pub(crate) fn initial_environ() -> io::Result<Vec<u8>> {
     fs::read("/proc/self/environ")
 }
 
+/// The namespaces a process's identity depends on, by name, with the
+/// inode of each (/proc/self/ns/NAME), `None` where it cannot be read.
+pub(crate) fn own_namespaces() -> Vec<(&'static str, Option<u64>)> {
+    use std::os::unix::fs::MetadataExt;
+    ["mnt", "pid", "net", "user", "uts", "ipc", "cgroup", "time"]
+        .into_iter()
+        .map(|name| {
+            let inode = fs::metadata(format!("/proc/self/ns/{name}")).ok();
+            (name, inode.map(|m| m.ino()))
+        })
+        .collect()
+}
+
+/// This process's cgroup membership, raw (/proc/self/cgroup: one line a
+/// hierarchy, the unified one as `0::PATH`); empty if unreadable.
+pub(crate) fn own_cgroups() -> Vec<u8> {
+    fs::read("/proc/self/cgroup").unwrap_or_default()
+}
+
 // ------------------------------------------------------------ /proc/net/unix
 
 /// Listening Unix sockets by path, with their socket inodes.

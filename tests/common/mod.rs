@@ -120,9 +120,10 @@ pub struct Harness {
     pub program: PathBuf,
     /// The client in the script's #! line.
     pub client: PathBuf,
-    /// Run every call in its own mount namespace with this directory
-    /// bound over /run (see [`Harness::with_private_run`]).
-    private_run: Option<PathBuf>,
+    /// Run every call in one mount namespace of the test's, with this
+    /// directory bound over /run, held by a sleeping process (see
+    /// [`Harness::with_private_run`]).
+    private_run: Option<(PathBuf, std::process::Child)>,
     interpreter: Vec<OsString>,
     finished: bool,
 }
@@ -207,15 +208,31 @@ impl Harness {
     }
 
     /// Makes every call see a private /run holding `/run/user/UID` (mode
-    /// 0700), through a mount namespace per call (root only). For clients
-    /// that, like chiark's, use /var/run/user/UID or the password
-    /// database's home and cannot be pointed elsewhere.
+    /// 0700), in a mount namespace of the test's own (root only). For
+    /// clients that, like chiark's, use /var/run/user/UID or the password
+    /// database's home and cannot be pointed elsewhere. One namespace for
+    /// all calls, held by a sleeping process: the mount namespace is part
+    /// of our client's identity, so a namespace per call would make every
+    /// call a cold one.
     pub fn with_private_run(mut self) -> Self {
         let run = self.path("private-run");
         let user = run.join("user").join(nix::unistd::getuid().to_string());
         std::fs::create_dir_all(&user).unwrap();
         std::fs::set_permissions(&user, std::fs::Permissions::from_mode(0o700)).unwrap();
-        self.private_run = Some(run);
+        let ready = self.path("private-run-ready");
+        let holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --bind \"$0\" /run && : > \"$1\" && exec sleep 3600")
+            .arg(&run)
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("the private /run", Duration::from_secs(10), || {
+            ready.exists()
+        })
+        .unwrap();
+        self.private_run = Some((run, holder));
         self
     }
 
@@ -223,14 +240,21 @@ impl Harness {
     fn command(&self, program: &OsStr) -> Command {
         match &self.private_run {
             None => Command::new(program),
-            Some(run) => {
-                let mut cmd = Command::new("unshare");
-                cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-                    .arg("mount --bind \"$0\" /run && exec \"$@\"")
-                    .arg(run)
+            Some((_, holder)) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.arg(format!("--mount=/proc/{}/ns/mnt", holder.id()))
+                    .arg("--")
                     .arg(program);
                 cmd
             }
+        }
+    }
+
+    /// Ends the private /run's holder, if there is one.
+    fn end_private_run(&mut self) {
+        if let Some((_, holder)) = &mut self.private_run {
+            let _ = holder.kill();
+            let _ = holder.wait();
         }
     }
 
@@ -248,7 +272,7 @@ impl Harness {
     pub fn base(&self) -> PathBuf {
         match &self.private_run {
             None => self.path("run"),
-            Some(run) => run.join("user").join(nix::unistd::getuid().to_string()),
+            Some((run, _)) => run.join("user").join(nix::unistd::getuid().to_string()),
         }
         .join("prefork-interp")
     }
@@ -389,7 +413,14 @@ impl Harness {
             let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
                 continue;
             };
-            if cmdline.windows(needle.len()).any(|w| w == needle) {
+            // A server's title need not name the test directory (the Rust
+            // agent's program is elsewhere), but its environment at exec,
+            // the first caller's, does.
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if [&cmdline, &environ]
+                .iter()
+                .any(|text| text.windows(needle.len()).any(|w| w == needle))
+            {
                 let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
                 found.push((pid, shown));
             }
@@ -425,6 +456,7 @@ impl Harness {
         self.finished = true;
         let out = self.kill_server();
         assert_success(&out);
+        self.end_private_run();
         wait_until(
             "every process of the test to exit",
             Duration::from_secs(10),
@@ -443,6 +475,7 @@ impl Drop for Harness {
     fn drop(&mut self) {
         if !self.finished {
             let _ = self.kill_server();
+            self.end_private_run();
             std::thread::sleep(Duration::from_millis(100));
             for (pid, _) in self.processes() {
                 // SAFETY: killing a test process by pid.
