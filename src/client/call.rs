@@ -46,11 +46,15 @@ fn environ_entries() -> Vec<&'static [u8]> {
 }
 
 /// Sends the request on a greeted connection and reports the status.
-pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
+/// `closed` says which of fds 0, 1, 2 the caller had closed (/dev/null
+/// holds their places).
+pub(crate) fn call(server: Greeted, args: &ClientArgs, closed: [bool; 3]) -> Result<i32, Failure> {
     let extended = server.offers(protocol::CAP_SIGNALS);
     let context = extended && server.offers(protocol::CAP_CONTEXT);
     let server_offers_tty = extended && server.offers(protocol::CAP_TTY);
     let limits = extended && server.offers(protocol::CAP_LIMITS);
+    // Without the capability, /dev/null stands in for a closed fd.
+    let says_closed = extended && server.offers(protocol::CAP_CLOSED);
     let mut conn = server.conn;
     if args.caller_dir && !context {
         return Err(Failure::new(
@@ -77,6 +81,7 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs) -> Result<i32, Failure> {
             .as_ref()
             .is_some_and(CallTerminal::starts_in_background),
         limits,
+        closed: closed.map(|c| c && says_closed),
     };
     let stdio = [0, 1, 2].map(|fd| match &terminal {
         Some(terminal) => terminal.stdio(fd),

@@ -60,18 +60,13 @@ fn run() -> Result<i32, Failure> {
         }
         Parsed::Run(args) => args,
     };
-    if !matches!(args.mode, Mode::Kill | Mode::List) {
-        // A closed fd 0..2 would be reused by our own sockets and sent on.
-        for (fd, name) in [
-            (0, "standard input"),
-            (1, "standard output"),
-            (2, "standard error"),
-        ] {
-            if !crate::sys::fd_is_open(fd) {
-                return Err(Failure::new(format!("{name} (fd {fd}) is closed")));
-            }
-        }
-    }
+    // A closed fd 0..2 would be reused by our own sockets and sent on:
+    // /dev/null holds its place, and the call says it was closed.
+    let closed = if matches!(args.mode, Mode::Kill | Mode::List) {
+        [false; 3]
+    } else {
+        hold_closed_stdio()?
+    };
 
     let base = rundir::base_dir()?;
     if args.mode == Mode::List {
@@ -82,7 +77,7 @@ fn run() -> Result<i32, Failure> {
     if args.mode == Mode::Normal
         && let Some(server) = connect::connect(&paths.socket)?
     {
-        return call::call(server, &args);
+        return call::call(server, &args, closed);
     }
 
     let lock = connect::lock_identity(&paths.lock)?;
@@ -97,7 +92,7 @@ fn run() -> Result<i32, Failure> {
         Mode::Normal => {
             if let Some(server) = connect::connect(&paths.socket)? {
                 drop(lock);
-                return call::call(server, &args);
+                return call::call(server, &args, closed);
             }
         }
         // (--list returned above.)
@@ -114,7 +109,7 @@ fn run() -> Result<i32, Failure> {
         let _ = rundir::remove_if_exists(&paths.lock);
     }
     drop(lock);
-    call::call(server, &args)
+    call::call(server, &args, closed)
 }
 
 fn identity_paths(base: &Path, args: &ClientArgs) -> Result<IdentityPaths, Failure> {
@@ -131,4 +126,29 @@ fn identity_paths(base: &Path, args: &ClientArgs) -> Result<IdentityPaths, Failu
             IdentityPaths::for_hash(base, &hash)
         }
     }
+}
+
+/// Opens /dev/null on each of fds 0, 1, 2 that is closed, in that order
+/// (open takes the lowest free number); says which were.
+fn hold_closed_stdio() -> Result<[bool; 3], Failure> {
+    let mut closed = [false; 3];
+    for (fd, was_closed) in closed.iter_mut().enumerate() {
+        if crate::sys::fd_is_open(fd as i32) {
+            continue;
+        }
+        *was_closed = true;
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| Failure::new(format!("cannot open /dev/null: {e}")))?;
+        // Held for the client's life, as the caller's fd would be.
+        let held = std::os::fd::IntoRawFd::into_raw_fd(null);
+        if held != fd as i32 {
+            return Err(Failure::new(format!(
+                "/dev/null opened on fd {held}, not on closed fd {fd}"
+            )));
+        }
+    }
+    Ok(closed)
 }

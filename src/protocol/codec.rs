@@ -39,6 +39,8 @@ pub enum ProtocolError {
     PayloadNoEnvEnd,
     /// The request did not start with the zero byte.
     BadRequestByte(u8),
+    /// The second request byte has flags this implementation does not know.
+    BadSecondRequestByte(u8),
     /// An executor's message to its monitor was not "ready".
     BadExecutorMessage(u8),
     /// `PREFORK_INTERP` is not of the form described in the module docs.
@@ -77,6 +79,9 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::BadRequestByte(b) => {
                 write!(f, "request starts with byte {b:#04x}, expected 0x00")
+            }
+            ProtocolError::BadSecondRequestByte(b) => {
+                write!(f, "second request byte {b:#04x} has unknown flags")
             }
             ProtocolError::BadExecutorMessage(b) => {
                 write!(f, "executor sent byte {b:#04x}, expected 'r' (ready)")
@@ -137,8 +142,13 @@ pub const CAP_TTY: &str = "tty";
 /// ([`REQUEST_FLAG_LIMITS`], [`CallerLimits`]).
 pub const CAP_LIMITS: &str = "limits";
 
+/// Capability: a call may say which of the caller's fds 0, 1, 2 are
+/// closed ([`REQUEST_FLAG_SECOND_BYTE`], [`RequestKind::closed`]); the
+/// executor closes them.
+pub const CAP_CLOSED: &str = "closed";
+
 /// The extensions this implementation speaks, in both roles.
-pub const OUR_CAPS: [&str; 4] = [CAP_SIGNALS, CAP_CONTEXT, CAP_TTY, CAP_LIMITS];
+pub const OUR_CAPS: [&str; 5] = [CAP_SIGNALS, CAP_CONTEXT, CAP_TTY, CAP_LIMITS, CAP_CLOSED];
 
 /// Greeting xdata of a server of ours: the capabilities it offers this
 /// client, then its counters (read by `--list`): calls handed over before
@@ -217,6 +227,16 @@ pub const REQUEST_FLAG_PTY_BACKGROUND: u8 = 32;
 /// any): see [`encode_limits`].
 pub const REQUEST_FLAG_LIMITS: u8 = 64;
 
+/// Request flag, with [`REQUEST_BYTE_EXTENDED`]: a second request byte
+/// follows at once, before the fds (the last free bit, so the second
+/// byte holds what comes after).
+pub const REQUEST_FLAG_SECOND_BYTE: u8 = 128;
+
+/// Flags of the second request byte (needs `closed` offered): the
+/// caller's fd 0, 1 or 2 is closed; its fd message carries /dev/null in
+/// its place, which the executor closes.
+pub const REQUEST_SECOND_CLOSED: [u8; 3] = [1, 2, 4];
+
 /// What the request byte asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestKind {
@@ -232,6 +252,9 @@ pub struct RequestKind {
     pub pty_background: bool,
     /// A limits message follows.
     pub limits: bool,
+    /// Which of the caller's fds 0, 1, 2 are closed (only with
+    /// `extended`; in the second request byte).
+    pub closed: [bool; 3],
 }
 
 impl RequestKind {
@@ -241,9 +264,11 @@ impl RequestKind {
     }
 }
 
-/// The byte that opens a request of this kind.
-pub fn encode_request_byte(kind: RequestKind) -> u8 {
+/// The bytes that open a request of this kind: the request byte, and the
+/// second byte if anything needs it.
+pub fn encode_request_bytes(kind: RequestKind) -> Vec<u8> {
     let mut byte = REQUEST_BYTE;
+    let mut second = 0;
     if kind.extended {
         byte |= REQUEST_BYTE_EXTENDED;
         if kind.context {
@@ -260,12 +285,22 @@ pub fn encode_request_byte(kind: RequestKind) -> u8 {
         if kind.limits {
             byte |= REQUEST_FLAG_LIMITS;
         }
+        for (flag, on) in REQUEST_SECOND_CLOSED.into_iter().zip(kind.closed) {
+            if on {
+                second |= flag;
+            }
+        }
     }
-    byte
+    if second == 0 {
+        vec![byte]
+    } else {
+        vec![byte | REQUEST_FLAG_SECOND_BYTE, second]
+    }
 }
 
 /// Checks the byte that opens a request: 0 (v1), or 1 with any of the
-/// other flags.
+/// other flags. With [`REQUEST_FLAG_SECOND_BYTE`] the caller reads the
+/// second byte and checks it with [`check_second_request_byte`].
 pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
     const KNOWN: u8 = REQUEST_BYTE_EXTENDED
         | REQUEST_FLAG_CONTEXT
@@ -273,7 +308,8 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
         | 8
         | 16
         | REQUEST_FLAG_PTY_BACKGROUND
-        | REQUEST_FLAG_LIMITS;
+        | REQUEST_FLAG_LIMITS
+        | REQUEST_FLAG_SECOND_BYTE;
     if byte == REQUEST_BYTE {
         return Ok(RequestKind::default());
     }
@@ -288,7 +324,22 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
         pty: REQUEST_FLAG_PTY.map(|flag| byte & flag != 0),
         pty_background: byte & REQUEST_FLAG_PTY_BACKGROUND != 0,
         limits: byte & REQUEST_FLAG_LIMITS != 0,
+        closed: [false; 3],
     })
+}
+
+/// Whether a checked request byte says a second byte follows.
+pub fn has_second_request_byte(byte: u8) -> bool {
+    byte & REQUEST_FLAG_SECOND_BYTE != 0
+}
+
+/// Adds the second request byte's flags to `kind`.
+pub fn check_second_request_byte(kind: &mut RequestKind, byte: u8) -> Result<(), ProtocolError> {
+    if byte & !REQUEST_SECOND_CLOSED.iter().fold(0, |all, f| all | f) != 0 {
+        return Err(ProtocolError::BadSecondRequestByte(byte));
+    }
+    kind.closed = REQUEST_SECOND_CLOSED.map(|flag| byte & flag != 0);
+    Ok(())
 }
 
 // --------------------------------------------- script side, internal
@@ -333,7 +384,7 @@ pub const KEEPER_FOREGROUND: u8 = b'f';
 /// The executor's "ready" message for a request of this kind: `r` and the
 /// request byte, and on a pseudo-terminal of its own the script's pid.
 pub fn encode_executor_ready(kind: RequestKind, script: u32) -> Vec<u8> {
-    let mut message = vec![EXECUTOR_READY, encode_request_byte(kind)];
+    let mut message = vec![EXECUTOR_READY, encode_request_bytes(kind)[0]];
     if kind.on_pty() {
         message.extend_from_slice(&script.to_be_bytes());
     }
@@ -729,21 +780,35 @@ mod tests {
             Err(ProtocolError::BadRequestByte(0x21))
         );
         assert_eq!(
-            check_request_byte(0x80 | 1),
-            Err(ProtocolError::BadRequestByte(0x81))
+            check_request_byte(0x80),
+            Err(ProtocolError::BadRequestByte(0x80))
+        );
+        let mut kind = check_request_byte(0x81).unwrap();
+        assert_eq!(
+            check_second_request_byte(&mut kind, 8),
+            Err(ProtocolError::BadSecondRequestByte(8))
         );
         for extended in [false, true] {
             for context in [false, true] {
                 for pty in 0..16u8 {
-                    let on = [0, 1, 2].map(|fd| extended && pty & (1 << fd) != 0);
-                    let kind = RequestKind {
-                        extended,
-                        context: context && extended,
-                        pty: on,
-                        pty_background: pty & 8 != 0 && on.contains(&true),
-                        limits: extended && context,
-                    };
-                    assert_eq!(check_request_byte(encode_request_byte(kind)), Ok(kind));
+                    for closed in 0..8u8 {
+                        let on = [0, 1, 2].map(|fd| extended && pty & (1 << fd) != 0);
+                        let kind = RequestKind {
+                            extended,
+                            context: context && extended,
+                            pty: on,
+                            pty_background: pty & 8 != 0 && on.contains(&true),
+                            limits: extended && context,
+                            closed: [0, 1, 2].map(|fd| extended && closed & (1 << fd) != 0),
+                        };
+                        let bytes = encode_request_bytes(kind);
+                        let mut decoded = check_request_byte(bytes[0]).unwrap();
+                        assert_eq!(has_second_request_byte(bytes[0]), bytes.len() == 2);
+                        if let Some(&second) = bytes.get(1) {
+                            check_second_request_byte(&mut decoded, second).unwrap();
+                        }
+                        assert_eq!(decoded, kind);
+                    }
                 }
             }
         }

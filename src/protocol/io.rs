@@ -165,7 +165,7 @@ pub fn send_request(
     debug_assert_eq!(kind.context, context.is_some());
     debug_assert_eq!(kind.limits, limits.is_some());
     let sock = sock.as_fd();
-    send_all(sock, &[codec::encode_request_byte(kind)])?;
+    send_all(sock, &codec::encode_request_bytes(kind))?;
     for fd in stdio {
         send_fd(sock, 0, fd)?;
     }
@@ -186,7 +186,11 @@ pub fn read_request(sock: impl AsFd + Read) -> io::Result<Request> {
     let mut sock = sock;
     let mut byte = [0u8; 1];
     sock.read_exact(&mut byte)?;
-    let kind = codec::check_request_byte(byte[0])?;
+    let mut kind = codec::check_request_byte(byte[0])?;
+    if codec::has_second_request_byte(byte[0]) {
+        sock.read_exact(&mut byte)?;
+        codec::check_second_request_byte(&mut kind, byte[0])?;
+    }
     let stdio = [recv_fd(&sock)?.1, recv_fd(&sock)?.1, recv_fd(&sock)?.1];
     let mut len = [0u8; 4];
     sock.read_exact(&mut len)?;
@@ -240,6 +244,7 @@ mod tests {
             pty: [false; 3],
             pty_background: false,
             limits: false,
+            closed: [false, true, false],
         };
         send_request(
             &client,

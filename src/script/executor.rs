@@ -308,6 +308,9 @@ fn become_the_call(request: &Request, payload: &protocol::Payload<'_>) -> Invoca
     {
         sys::exit_now(127);
     }
+    // A caller's closed fd (`request.kind.closed`) stays the /dev/null the
+    // client sent in its place: a Rust program run directly gets exactly
+    // that, since std's start-up opens /dev/null on a closed fd 0, 1, 2.
     // What a direct run would inherit beyond fds: said on the caller's
     // stderr (ours now) if it cannot be, and the call does not run.
     if let Some(limits) = &request.limits
