@@ -302,20 +302,14 @@ pub fn encode_request_bytes(kind: RequestKind) -> Vec<u8> {
 /// other flags. With [`REQUEST_FLAG_SECOND_BYTE`] the caller reads the
 /// second byte and checks it with [`check_second_request_byte`].
 pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
-    const KNOWN: u8 = REQUEST_BYTE_EXTENDED
-        | REQUEST_FLAG_CONTEXT
-        | 4
-        | 8
-        | 16
-        | REQUEST_FLAG_PTY_BACKGROUND
-        | REQUEST_FLAG_LIMITS
-        | REQUEST_FLAG_SECOND_BYTE;
+    // Every bit of the byte is a known flag now; what matters is that
+    // flags come only with the extended bit, and background with a pty.
     if byte == REQUEST_BYTE {
         return Ok(RequestKind::default());
     }
     let background_without_pty =
         byte & REQUEST_FLAG_PTY_BACKGROUND != 0 && byte & (4 | 8 | 16) == 0;
-    if byte & !KNOWN != 0 || byte & REQUEST_BYTE_EXTENDED == 0 || background_without_pty {
+    if byte & REQUEST_BYTE_EXTENDED == 0 || background_without_pty {
         return Err(ProtocolError::BadRequestByte(byte));
     }
     Ok(RequestKind {
