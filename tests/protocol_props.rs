@@ -52,13 +52,25 @@ proptest! {
     }
 
     #[test]
-    fn request_byte_any(byte in any::<u8>()) {
+    fn request_bytes_any(byte in any::<u8>(), second in any::<u8>()) {
         match check_request_byte(byte) {
-            Ok(kind) => prop_assert_eq!(encode_request_byte(kind), byte),
+            Ok(mut kind) if has_second_request_byte(byte) => {
+                match check_second_request_byte(&mut kind, second) {
+                    // A second byte of 0 is allowed, and never sent.
+                    Ok(()) if second == 0 => {
+                        prop_assert_eq!(encode_request_bytes(kind), vec![byte & 0x7f]);
+                    }
+                    Ok(()) => prop_assert_eq!(encode_request_bytes(kind), vec![byte, second]),
+                    Err(e) => {
+                        prop_assert!(second & !7 != 0);
+                        prop_assert!(!e.to_string().is_empty());
+                    }
+                }
+            }
+            Ok(kind) => prop_assert_eq!(encode_request_bytes(kind), vec![byte]),
             Err(e) => {
                 prop_assert!(
-                    byte != 0
-                        && (byte & 1 == 0 || byte & 0x80 != 0 || (byte & 0x20 != 0 && byte & 0x1c == 0))
+                    byte != 0 && (byte & 1 == 0 || (byte & 0x20 != 0 && byte & 0x1c == 0))
                 );
                 prop_assert!(!e.to_string().is_empty());
             }

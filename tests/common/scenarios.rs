@@ -1342,7 +1342,7 @@ scenario!(greeting_bytes_after_one_call, |side| {
         "the executor is reaped before its status is sent"
     );
     let expected: &[u8] =
-        b"PFI\n\x00\x00\x00\x3epfi-caps 1\ncaps signals,context,tty,limits\nserved 1\nrunning 0\n";
+        b"PFI\n\x00\x00\x00\x45pfi-caps 1\ncaps signals,context,tty,limits,closed\nserved 1\nrunning 0\n";
     let got = raw_greeting(&h.socket());
     assert!(
         got == expected,
@@ -1386,6 +1386,7 @@ scenario!(wire_extended_and_v1_calls, |side| {
             pty: [false; 3],
             pty_background: false,
             limits: false,
+            closed: [false; 3],
         };
         protocol::io::send_request(&conn, kind, [null.as_fd(); 3], &payload, None, None).unwrap();
         conn
@@ -1481,7 +1482,7 @@ scenario!(list_and_kill_by_identity, |side| {
         "two calls accepted before the listing: {cols:?}"
     );
     assert_eq!(cols[4], "0", "none running: {cols:?}");
-    assert_eq!(cols[5], "signals,context,tty,limits");
+    assert_eq!(cols[5], "signals,context,tty,limits,closed");
     assert!(
         cols[6..]
             .join(" ")
