@@ -74,7 +74,12 @@ pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<
     // system, say) must not leave our lock file behind either.
     let mut cleanup = Cleanup { paths, armed: true };
     let (listener, meta) = listen(socket)?;
-    let (watch_in, watch_err) = start_watcher(socket, &meta)?;
+    // What ps shows for the watcher: the script it watches for.
+    let script = args
+        .script
+        .as_deref()
+        .unwrap_or(args.interpreter[0].as_os_str());
+    let (watch_in, watch_err) = start_watcher(socket, &meta, script)?;
     let (conn, call) = UnixStream::pair().map_err(|e| io_fail("cannot make a socket pair", e))?;
     let fds = ServerFds {
         listener,
@@ -128,7 +133,11 @@ fn listen(socket: &Path) -> Result<(UnixListener, fs::Metadata), Failure> {
 
 /// Starts the watcher for `socket`; returns the server's ends of its two
 /// pipes (WATCHI: write end of its stdin; WATCHE: read end of its stderr).
-fn start_watcher(socket: &Path, meta: &fs::Metadata) -> Result<(OwnedFd, OwnedFd), Failure> {
+fn start_watcher(
+    socket: &Path,
+    meta: &fs::Metadata,
+    script: &std::ffi::OsStr,
+) -> Result<(OwnedFd, OwnedFd), Failure> {
     let pipe = || {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_fail("cannot make a pipe", e.into()))
     };
@@ -142,6 +151,7 @@ fn start_watcher(socket: &Path, meta: &fs::Metadata) -> Result<(OwnedFd, OwnedFd
         meta.ino(),
         watch_in_read,
         watch_err_write,
+        script,
     )
     .map_err(|e| io_fail("cannot start the watcher", e))?;
     Ok((watch_in_write, watch_err_read))

@@ -19,6 +19,7 @@
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -36,7 +37,11 @@ pub(crate) fn spawn(
     ino: u64,
     stdin: OwnedFd,
     stderr: OwnedFd,
+    script: &OsStr,
 ) -> io::Result<()> {
+    // Not the client's command line, with the first call's arguments.
+    sys::title::prepare();
+    let title = [&b"prefork-interp [watcher] "[..], script.as_bytes()].concat();
     // SAFETY: the client is single-threaded here (its lock announcer
     // thread, if any, has been joined).
     match unsafe { sys::fork() }? {
@@ -53,7 +58,10 @@ pub(crate) fn spawn(
         }
         // SAFETY: as above; the intermediate process is a copy of it.
         Forked::Child => match unsafe { sys::fork() } {
-            Ok(Forked::Child) => become_watcher(socket, dev, ino, stdin, stderr),
+            Ok(Forked::Child) => {
+                sys::title::set(&title);
+                become_watcher(socket, dev, ino, stdin, stderr)
+            }
             Ok(Forked::Parent(_)) => sys::exit_now(0),
             Err(_) => sys::exit_now(1),
         },

@@ -46,6 +46,7 @@ use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fchdir};
 use super::init_env;
 use super::invocation::Invocation;
 use super::log;
+use super::title;
 use crate::protocol;
 use crate::protocol::io::{Request, hung_up, read_request, recv_fd, send_all};
 use crate::sys::{self, Forked};
@@ -67,7 +68,9 @@ pub(crate) fn run(
     }
     saved.restore();
     sys::default_signal(Signal::SIGINT);
+    title::show(Some("handler"));
     let (call, request) = take_call(&handover);
+    title::show(None);
     let payload = protocol::decode_payload(&request.payload).unwrap_or_else(|e| {
         log::error(&format!("call failed: {e}"));
         sys::exit_now(1)

@@ -19,6 +19,7 @@
 //! - `init_env`: what initialisation did to the environment, for every
 //!   call.
 //! - `reload`, `huge_pages`, `log`: the server's policies and its voice.
+//! - `title`: what `ps` shows for each process.
 //! - `options`, `invocation`: the public types.
 
 mod executor;
@@ -31,6 +32,7 @@ mod options;
 mod reload;
 mod server;
 mod setup;
+mod title;
 
 pub use invocation::Invocation;
 pub use options::Options;

@@ -36,6 +36,7 @@ use super::log;
 use super::monitor;
 use super::options::Options;
 use super::reload::Reload;
+use super::title;
 use crate::protocol::{self, SetupEnv};
 use crate::sys::{self, Forked, Pid, Pidfd};
 
@@ -183,6 +184,7 @@ impl Server {
         match unsafe { sys::fork() } {
             Ok(Forked::Child) => {
                 drop(control);
+                title::show(Some("monitor"));
                 Some(theirs)
             }
             Ok(Forked::Parent(pid)) => {

@@ -22,6 +22,7 @@ use super::log;
 use super::options::Options;
 use super::reload::Reload;
 use super::server::Server;
+use super::title;
 use crate::protocol::{self, SetupEnv};
 use crate::sys::{self, Forked, Pidfd};
 
@@ -48,6 +49,7 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
         (setup.started_secs, setup.started_nsecs.into()),
     );
     init_env::record()?;
+    title::prepare();
 
     // Whatever the script printed must reach the caller's stderr now, not
     // be copied into every executor and printed again.
@@ -56,6 +58,7 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
         log::open(&program_name(), facility);
     }
     let setup_run = become_daemon()?;
+    title::show(Some("server"));
 
     // From here on we are the daemon: the script's own code must never run
     // here, so a failure is logged and ends this process (the waiting

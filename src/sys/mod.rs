@@ -1,7 +1,8 @@
 //! Thin, fd-typed wrappers over the system calls both the client and the
 //! script side make, where nix has no safe form: fork with its contract
 //! stated, pidfds, close_range, signal dispositions, wait statuses as text.
-//! Everything else is called through nix directly. [`procfs`] reads /proc.
+//! Everything else is called through nix directly. [`procfs`] reads /proc;
+//! [`title`] sets what /proc/PID/cmdline shows.
 //!
 //! Every `fork` in this crate happens in a process that is single-threaded
 //! by design (the client once its lock announcer has been joined; a
@@ -9,6 +10,7 @@
 //! may go on to run ordinary Rust code.
 
 pub(crate) mod procfs;
+pub(crate) mod title;
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};

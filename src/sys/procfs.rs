@@ -19,6 +19,24 @@ pub(crate) fn initial_environ() -> io::Result<Vec<u8>> {
     fs::read("/proc/self/environ")
 }
 
+/// Where this process's argument strings are: `arg_start` and `arg_end`
+/// of /proc/self/stat.
+pub(crate) fn own_argv_area() -> Option<(usize, usize)> {
+    parse_stat_argv_area(&fs::read("/proc/self/stat").ok()?)
+}
+
+/// `arg_start` and `arg_end` (fields 48 and 49) of a /proc/PID/stat text;
+/// fields are counted after the last `)`, since the command name (field 2)
+/// may hold spaces and parentheses.
+fn parse_stat_argv_area(stat: &[u8]) -> Option<(usize, usize)> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let text = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    let mut fields = text.split_ascii_whitespace().skip(48 - 3);
+    let start = fields.next()?.parse().ok()?;
+    let end = fields.next()?.parse().ok()?;
+    Some((start, end))
+}
+
 /// The namespaces a process's identity depends on, by name, with the
 /// inode of each (/proc/self/ns/NAME), `None` where it cannot be read.
 pub(crate) fn own_namespaces() -> Vec<(&'static str, Option<u64>)> {
@@ -201,6 +219,14 @@ Num       RefCount Protocol Flags    Type St Inode Path
             .expect("listed in /proc/net/unix");
         assert_eq!(socket_holder(inode), Some(std::process::id()));
         drop(listener);
+    }
+
+    #[test]
+    fn argv_area_fields_counted_after_the_command_name() {
+        let tail: Vec<String> = (3..=52).map(|n| n.to_string()).collect();
+        let stat = format!("42 (a) b (c) {}\n", tail.join(" "));
+        assert_eq!(parse_stat_argv_area(stat.as_bytes()), Some((48, 49)));
+        assert_eq!(parse_stat_argv_area(b"42 (x) S 1 2"), None);
     }
 
     #[test]

@@ -1,0 +1,38 @@
+//! What `ps` shows for each of the script's processes: `PROGRAM [server]`,
+//! `PROGRAM [monitor]`, `PROGRAM [handler]` (a spare executor waiting for
+//! a call), and an executor with its call: `PROGRAM`. Never the first
+//! call's arguments, which the setup run was exec'd with and every fork of
+//! it would otherwise show for the server's life.
+//!
+//! PROGRAM is the program's argv[0] at exec: a Rust program cannot tell a
+//! script path after it from its arguments.
+
+use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
+
+use crate::sys;
+
+static PROGRAM: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// Remembers the program's name and where the titles go; in the setup
+/// run, before its first fork.
+pub(crate) fn prepare() {
+    PROGRAM.get_or_init(|| {
+        std::env::args_os()
+            .next()
+            .map(|a| a.as_bytes().to_vec())
+            .unwrap_or_default()
+    });
+    sys::title::prepare();
+}
+
+/// Shows `PROGRAM [role]`, or just `PROGRAM` for an executor's call.
+pub(crate) fn show(role: Option<&str>) {
+    let Some(program) = PROGRAM.get() else {
+        return;
+    };
+    match role {
+        Some(role) => sys::title::set(&[program, &b" ["[..], role.as_bytes(), b"]"].concat()),
+        None => sys::title::set(program),
+    }
+}
