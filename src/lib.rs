@@ -124,4 +124,4 @@ mod script;
 #[cfg_attr(not(feature = "client"), allow(dead_code))]
 mod sys;
 
-pub use script::{Invocation, Options, initialisation_complete};
+pub use script::{Invocation, Options, env_var, env_var_os, initialisation_complete};

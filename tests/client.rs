@@ -203,23 +203,6 @@ fn interpreter_arguments_from_the_combined_form_reach_the_interpreter() {
 }
 
 #[test]
-fn closed_stdin_is_refused() {
-    let h = Harness::new(Side::Rust);
-    let mut cmd = client_cmd(&h);
-    cmd.arg("-U,/bin/true").arg("x");
-    // SAFETY: close() is async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::close(0);
-            Ok(())
-        });
-    }
-    let out = cmd.stdin(Stdio::inherit()).output().unwrap();
-    assert_one_line_failure(&out, "standard input (fd 0) is closed");
-    h.finish();
-}
-
-#[test]
 fn unsafe_run_directory_is_refused() {
     let h = Harness::new(Side::Rust);
     let base = h.base();
@@ -333,49 +316,6 @@ fn too_deep_runtime_directory_is_passed_over() {
         .env("XDG_RUNTIME_DIR", &deep)
         .run();
     assert_success(&out);
-    h.finish();
-}
-
-/// A caller with other groups than the server's gets a server of its
-/// own: an unprivileged server could not give its executor those groups.
-#[test]
-fn other_groups_get_their_own_server() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (to call with other groups)");
-        return;
-    }
-    let h = Harness::new(Side::Rust);
-    let server = h.server_pid();
-    let with_other_groups = |mut call: Call| {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: setgroups is an async-signal-safe system call.
-        unsafe {
-            call.cmd.pre_exec(|| {
-                let groups: [libc::gid_t; 1] = [4242];
-                if libc::setgroups(1, groups.as_ptr()) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        call
-    };
-    let other = with_other_groups(h.call(&["@server"])).run();
-    assert_success(&other);
-    let other_server: u32 = stdout_str(&other).trim().parse().unwrap();
-    assert_ne!(other_server, server, "a server of its own");
-    let again = with_other_groups(h.call(&["@server"])).run();
-    assert_eq!(stdout_str(&again), stdout_str(&other), "and it is kept");
-    assert_eq!(h.server_pid(), server, "the first serves on");
-    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
-    assert_success(&with_other_groups(kill).run());
-    wait_until(
-        "that server to quit",
-        std::time::Duration::from_secs(10),
-        || !alive(other_server),
-    )
-    .unwrap();
-    assert!(alive(server));
     h.finish();
 }
 

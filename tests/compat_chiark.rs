@@ -220,6 +220,22 @@ fn our_client_with_chiark_perl_module() {
     h.finish();
 }
 
+/// A caller's closed fd, with a script side that cannot be told (v1):
+/// /dev/null stands in for it, and the call runs (man prefork-interp(1)).
+#[test]
+fn our_client_with_chiark_perl_module_closed_stdin_is_dev_null() {
+    let h = our_client_chiark_perl();
+    for _ in ["cold", "warm"] {
+        let out = h
+            .call(&["@fdlink:0", "@err:flush", "@_exit:0"])
+            .closing(0)
+            .run();
+        assert_success(&out);
+        assert_eq!(stdout_str(&out), "/dev/null\n");
+    }
+    h.finish();
+}
+
 /// chiark's module offers no extensions, so our client speaks pure v1 to
 /// it: a signal sent to the client is not forwarded; the client dies of
 /// it, and the executor gets SIGINT (the v1 fate of an orphaned call).

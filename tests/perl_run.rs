@@ -104,11 +104,12 @@ impl World {
             .unwrap();
         assert_success(&out);
         let text = stdout_str(&out);
-        // IDENT PID STARTED SERVED RUNNING PROTOCOL perl -M... PROGRAM ...
+        // IDENT PID STARTED SERVED RUNNING PROTOCOL ENV TITLE..., the
+        // title naming the program.
         let row: Vec<&str> = text
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|cols| cols.len() > 8 && cols[6] == "perl" && cols[8] == program)
+            .find(|cols| cols.len() > 7 && cols[7..].contains(&program))
             .unwrap_or_else(|| panic!("no server for {program}:\n{text}"));
         let served = row[3].parse().unwrap();
         *self.calls.entry(program.to_string()).or_default() += 1;

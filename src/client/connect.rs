@@ -2,6 +2,7 @@
 //! when there is none.
 
 use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -16,11 +17,25 @@ pub(crate) struct Greeted {
     pub(crate) conn: UnixStream,
     /// The extensions it offers (none: a v1 server).
     pub(crate) caps: Vec<String>,
+    /// What its initialisation read of the environment.
+    pub(crate) env: Option<protocol::EnvDependency>,
 }
 
 impl Greeted {
     pub(crate) fn offers(&self, cap: &str) -> bool {
         self.caps.iter().any(|c| c == cap)
+    }
+
+    /// The variables this server's initialisation read whose values here
+    /// differ from those it was started with (all it read, since only a
+    /// digest is known), if any do: this caller belongs with a server
+    /// initialised with its own values.
+    pub(crate) fn env_differs(&self) -> Option<&[Vec<u8>]> {
+        let env = self.env.as_ref()?;
+        let ours = protocol::env_digest(&env.names, |name| {
+            std::env::var_os(std::ffi::OsStr::from_bytes(name)).map(|v| v.into_vec())
+        });
+        (ours != env.digest).then_some(env.names.as_slice())
     }
 }
 
@@ -69,6 +84,7 @@ pub(crate) fn greeting(conn: UnixStream, socket: &Path) -> Result<Option<Greeted
         Ok(xdata) => Ok(Some(Greeted {
             conn,
             caps: protocol::decode_caps(&xdata),
+            env: protocol::decode_env_dependency(&xdata),
         })),
         Err(e) if protocol::io::hung_up(&e) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {

@@ -1,16 +1,18 @@
 //! `prefork-interp --list`: this user's servers, one line each.
 //!
 //! ```text
-//! IDENT  PID  STARTED  SERVED  RUNNING  PROTOCOL  COMMAND
+//! IDENT  PID  STARTED  SERVED  RUNNING  PROTOCOL  ENV  COMMAND
 //! ```
 //!
 //! What every server shows, v1 ones included: the identity (the socket's
 //! name; `--kill -g IDENT` takes it), the start (the socket's mtime), the
 //! server's pid (the process holding the listening socket, found through
 //! /proc/net/unix and /proc/PID/fd: SO_PEERCRED would name the client that
-//! called listen(), long gone) and its command line. Servers of this
-//! project add, in their greeting, how many connections they had accepted
-//! and how many calls were running. A server at its call limit answers no
+//! called listen(), long gone) and its command line (a server of ours
+//! shows its title there: the script, not the first call's arguments).
+//! Servers of this project add, in their greeting, how many connections
+//! they had accepted and how many calls were running, and the environment
+//! variables their initialisation read (ENV; `-` for none). A server at its call limit answers no
 //! greeting for now ("busy"); a socket nobody listens on is "stale".
 //!
 //! Looking costs each live server one monitor that finds no request and
@@ -58,17 +60,17 @@ pub(crate) fn print(base: &Path) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     let _ = writeln!(
         out,
-        "{:<64}  {:>7}  {:<20}  {:>6}  {:>7}  {:<16}  COMMAND",
-        "IDENT", "PID", "STARTED", "SERVED", "RUNNING", "PROTOCOL"
+        "{:<64}  {:>7}  {:<20}  {:>6}  {:>7}  {:<33}  {:<12}  COMMAND",
+        "IDENT", "PID", "STARTED", "SERVED", "RUNNING", "PROTOCOL", "ENV"
     );
     for (ident, path, mtime) in sockets {
         let pid = listening
             .get(&path)
             .and_then(|&inode| procfs::socket_holder(inode));
         let command = pid.map(procfs::command_line).unwrap_or_default();
-        let (served, running, protocol) = match probe(&path) {
-            State::Stale => ("-".into(), "-".into(), "stale".to_string()),
-            State::Busy => ("?".into(), "?".into(), "busy".into()),
+        let (served, running, protocol, env) = match probe(&path) {
+            State::Stale => ("-".into(), "-".into(), "stale".to_string(), "-".into()),
+            State::Busy => ("?".into(), "?".into(), "busy".into(), "?".into()),
             State::Live { xdata } => {
                 let number = |name| {
                     protocol::decode_xdata_number(&xdata, name)
@@ -80,13 +82,26 @@ pub(crate) fn print(base: &Path) -> Result<(), Failure> {
                 } else {
                     caps.join(",")
                 };
-                (number("served"), number("running"), protocol)
+                // What its initialisation read: callers with other values
+                // of these have servers of their own.
+                let env = protocol::decode_env_dependency(&xdata).map_or_else(
+                    || "-".to_string(),
+                    |env| {
+                        let names: Vec<_> = env
+                            .names
+                            .iter()
+                            .map(|n| String::from_utf8_lossy(n))
+                            .collect();
+                        names.join(",")
+                    },
+                );
+                (number("served"), number("running"), protocol, env)
             }
         };
         let pid = pid.map_or_else(|| "-".to_string(), |p| p.to_string());
         let _ = writeln!(
             out,
-            "{ident:<64}  {pid:>7}  {:<20}  {served:>6}  {running:>7}  {protocol:<16}  {command}",
+            "{ident:<64}  {pid:>7}  {:<20}  {served:>6}  {running:>7}  {protocol:<33}  {env:<12}  {command}",
             utc(mtime)
         );
     }

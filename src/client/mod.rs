@@ -31,12 +31,14 @@ mod spawn;
 mod terminal;
 mod watcher;
 
+use std::ffi::OsStr;
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use cli::{ClientArgs, Mode, Parsed};
 use exit::Failure;
-use rundir::{IdentityPaths, IdentitySpec};
+use rundir::{IdentityItem, IdentityPaths, IdentitySpec};
 
 /// The whole command; returns its exit status (or dies of the script's
 /// signal, as a direct run would). Errors are printed here, once, as
@@ -72,52 +74,94 @@ fn run() -> Result<i32, Failure> {
     if args.mode == Mode::List {
         return list::print(&base).map(|()| 0);
     }
-    let paths = identity_paths(&base, &args)?;
-
-    if args.mode == Mode::Normal
-        && let Some(server) = connect::connect(&paths.socket)?
-    {
-        return call::call(server, &args, closed);
-    }
-
-    let lock = connect::lock_identity(&paths.lock)?;
-    match args.mode {
-        Mode::Kill => {
-            for path in [&paths.socket, &paths.lock] {
-                rundir::remove_if_exists(path)
-                    .map_err(|e| Failure::new(format!("cannot remove {}: {e}", path.display())))?;
+    // The identity's own items, then, round by round, the variables a
+    // server there read at initialisation whose values here differ.
+    let mut items = args.identity_items.clone();
+    for round in 0.. {
+        let paths = identity_paths(&base, &args, &items)?;
+        // Whether a server there suits us, or which variables send us on.
+        let folded = |server: &connect::Greeted, items: &mut Vec<IdentityItem>| {
+            if round == MAX_ENV_ROUNDS {
+                return false;
             }
-            return Ok(0);
-        }
-        Mode::Normal => {
-            if let Some(server) = connect::connect(&paths.socket)? {
-                drop(lock);
+            let Some(names) = server.env_differs() else {
+                return false;
+            };
+            let before = items.len();
+            for name in names {
+                let item = IdentityItem::EnvVar(OsStr::from_bytes(name).to_owned());
+                if !items.contains(&item) {
+                    items.push(item);
+                }
+            }
+            items.len() > before
+        };
+
+        if matches!(args.mode, Mode::Normal | Mode::Fresh)
+            && let Some(server) = connect::connect(&paths.socket)?
+        {
+            if folded(&server, &mut items) {
+                continue;
+            }
+            if args.mode == Mode::Normal {
                 return call::call(server, &args, closed);
             }
         }
-        // (--list returned above.)
-        Mode::Fresh | Mode::List => {}
-    }
 
-    // Best effort: a directory we cannot tidy fails clearly just below.
-    let _ = rundir::preclean(&base, rundir::MAX_IDENTITIES);
-    let server = spawn::create_server(&paths, &args)?;
-    if args.caller_dir && !server.offers(crate::protocol::CAP_CONTEXT) {
-        // Useless to anyone: take the new server down again (we hold the
-        // lock, so its file may go too).
-        let _ = rundir::remove_if_exists(&paths.socket);
-        let _ = rundir::remove_if_exists(&paths.lock);
+        let lock = connect::lock_identity(&paths.lock)?;
+        match args.mode {
+            Mode::Kill => {
+                for path in [&paths.socket, &paths.lock] {
+                    rundir::remove_if_exists(path).map_err(|e| {
+                        Failure::new(format!("cannot remove {}: {e}", path.display()))
+                    })?;
+                }
+                return Ok(0);
+            }
+            Mode::Normal => {
+                if let Some(server) = connect::connect(&paths.socket)? {
+                    drop(lock);
+                    if folded(&server, &mut items) {
+                        continue;
+                    }
+                    return call::call(server, &args, closed);
+                }
+            }
+            // (--list returned above.)
+            Mode::Fresh | Mode::List => {}
+        }
+
+        // Best effort: a directory we cannot tidy fails clearly just below.
+        let _ = rundir::preclean(&base, rundir::MAX_IDENTITIES);
+        let server = spawn::create_server(&paths, &args)?;
+        if args.caller_dir && !server.offers(crate::protocol::CAP_CONTEXT) {
+            // Useless to anyone: take the new server down again (we hold the
+            // lock, so its file may go too).
+            let _ = rundir::remove_if_exists(&paths.socket);
+            let _ = rundir::remove_if_exists(&paths.lock);
+        }
+        drop(lock);
+        return call::call(server, &args, closed);
     }
-    drop(lock);
-    call::call(server, &args, closed)
+    unreachable!("the rounds end at MAX_ENV_ROUNDS")
 }
 
-fn identity_paths(base: &Path, args: &ClientArgs) -> Result<IdentityPaths, Failure> {
+/// How many times a caller moves on to an identity with more variables in
+/// it; after that it takes the server it has (a server whose start-up
+/// reads other variables for every value of the last is not worth
+/// chasing further).
+const MAX_ENV_ROUNDS: usize = 4;
+
+fn identity_paths(
+    base: &Path,
+    args: &ClientArgs,
+    items: &[IdentityItem],
+) -> Result<IdentityPaths, Failure> {
     match &args.given_identity {
         Some(ident) => IdentityPaths::for_given(base, ident),
         None => {
             let hash = rundir::identity_hash(&IdentitySpec {
-                items: &args.identity_items,
+                items,
                 interpreter: &args.interpreter,
                 script: args.script.as_deref(),
                 include_cwd: !args.caller_dir,

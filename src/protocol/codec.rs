@@ -151,19 +151,117 @@ pub const CAP_CLOSED: &str = "closed";
 pub const OUR_CAPS: [&str; 5] = [CAP_SIGNALS, CAP_CONTEXT, CAP_TTY, CAP_LIMITS, CAP_CLOSED];
 
 /// Greeting xdata of a server of ours: the capabilities it offers this
-/// client, then its counters (read by `--list`): calls handed over before
-/// this one, and calls running. Empty when nothing is offered (a v1
-/// client, which misreads any xdata). Every script side sends exactly
-/// these bytes (tests/golden pins them).
-pub fn encode_greeting_xdata(offered: &[&str], served: u64, running: u64) -> Vec<u8> {
+/// client, what its initialisation read of the environment (if anything),
+/// then its counters (read by `--list`): calls handed over before this
+/// one, and calls running. Empty when nothing is offered (a v1 client,
+/// which misreads any xdata). Every script side sends exactly these bytes
+/// (the golden greeting scenario pins them).
+pub fn encode_greeting_xdata(
+    offered: &[&str],
+    env: Option<&EnvDependency>,
+    served: u64,
+    running: u64,
+) -> Vec<u8> {
     if offered.is_empty() {
         return Vec::new();
     }
-    format!(
-        "{CAPS_MAGIC}\ncaps {}\nserved {served}\nrunning {running}\n",
-        offered.join(",")
-    )
-    .into_bytes()
+    let mut x = format!("{CAPS_MAGIC}\ncaps {}\n", offered.join(",")).into_bytes();
+    if let Some(env) = env {
+        x.extend_from_slice(b"env ");
+        x.extend_from_slice(env.digest.as_bytes());
+        for name in &env.names {
+            x.push(b' ');
+            x.extend_from_slice(name);
+        }
+        x.push(b'\n');
+    }
+    x.extend_from_slice(format!("served {served}\nrunning {running}\n").as_bytes());
+    x
+}
+
+// ------------------------------------------------ environment dependency
+
+/// What a server's initialisation read of its environment: the names
+/// (sorted, unique), and a digest of their values then. A caller whose
+/// own values give another digest belongs with another server, one
+/// initialised with its values. Greeting line: `env DIGEST NAME...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvDependency {
+    /// Lowercase hex SHA-256 (see [`env_digest`]).
+    pub digest: String,
+    pub names: Vec<Vec<u8>>,
+}
+
+/// Whether a variable read can be a dependency: not `PREFORK_INTERP`
+/// (ours), nor a name the greeting line cannot carry (space, newline).
+pub fn trackable_env_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name != ENV_VAR.as_bytes()
+        && !name.iter().any(|&b| matches!(b, b' ' | b'\n' | b'=' | 0))
+}
+
+/// The dependency on `names` (any order, repeats, untrackable ones
+/// dropped), with the values `value_of` gives; `None` for no names.
+pub fn env_dependency<'a>(
+    names: impl IntoIterator<Item = &'a [u8]>,
+    value_of: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> Option<EnvDependency> {
+    let mut names: Vec<Vec<u8>> = names
+        .into_iter()
+        .filter(|n| trackable_env_name(n))
+        .map(<[u8]>::to_vec)
+        .collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return None;
+    }
+    Some(EnvDependency {
+        digest: env_digest(&names, value_of),
+        names,
+    })
+}
+
+/// SHA-256, in lowercase hex, of `NAME=VALUE\0` for each name that has a
+/// value and `NAME\0` for each that has none, in the order given.
+pub fn env_digest(names: &[Vec<u8>], value_of: impl Fn(&[u8]) -> Option<Vec<u8>>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for name in names {
+        h.update(name);
+        if let Some(value) = value_of(name) {
+            h.update(b"=");
+            h.update(value);
+        }
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `env` line of a greeting's xdata, if it has a well-formed one.
+pub fn decode_env_dependency(xdata: &[u8]) -> Option<EnvDependency> {
+    let mut lines = xdata.split(|&b| b == b'\n');
+    if lines.next() != Some(CAPS_MAGIC.as_bytes()) {
+        return None;
+    }
+    let line = lines.find_map(|line| line.strip_prefix(b"env "))?;
+    let mut words = line.split(|&b| b == b' ');
+    let digest = std::str::from_utf8(words.next()?).ok()?;
+    if digest.len() != 64
+        || !digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let names: Vec<Vec<u8>> = words.map(<[u8]>::to_vec).collect();
+    if names.is_empty() || !names.iter().all(|n| trackable_env_name(n)) {
+        return None;
+    }
+    Some(EnvDependency {
+        digest: digest.to_string(),
+        names,
+    })
 }
 
 /// A numeric line `NAME N` of our greeting xdata, if there is one.
@@ -834,9 +932,12 @@ mod tests {
 
     #[test]
     fn caps_round_trip_and_tolerance() {
-        let x = encode_greeting_xdata(&[CAP_SIGNALS, "future"], 0, 0);
+        let x = encode_greeting_xdata(&[CAP_SIGNALS, "future"], None, 0, 0);
         assert_eq!(x, b"pfi-caps 1\ncaps signals,future\nserved 0\nrunning 0\n");
-        assert!(encode_greeting_xdata(&[], 5, 1).is_empty(), "v1: no xdata");
+        assert!(
+            encode_greeting_xdata(&[], None, 5, 1).is_empty(),
+            "v1: no xdata"
+        );
         assert_eq!(decode_caps(&x), vec!["signals", "future"]);
         // v1 (no xdata), someone else's xdata, extra lines.
         assert!(decode_caps(b"").is_empty());
@@ -849,12 +950,34 @@ mod tests {
 
     #[test]
     fn stats_in_xdata() {
-        let x = encode_greeting_xdata(&[CAP_SIGNALS], 12, 3);
+        let x = encode_greeting_xdata(&[CAP_SIGNALS], None, 12, 3);
         assert_eq!(decode_caps(&x), vec!["signals"]);
         assert_eq!(decode_xdata_number(&x, "served"), Some(12));
         assert_eq!(decode_xdata_number(&x, "running"), Some(3));
         assert_eq!(decode_xdata_number(&x, "other"), None);
         assert_eq!(decode_xdata_number(b"served 1\n", "served"), None);
+    }
+
+    #[test]
+    fn env_dependency_line() {
+        let values = |name: &[u8]| (name == b"LANG").then(|| b"C.UTF-8".to_vec());
+        let names: [&[u8]; 5] = [b"LANG", b"HOME", b"LANG", b"PREFORK_INTERP", b"A B"];
+        let env = env_dependency(names, values).unwrap();
+        assert_eq!(env.names, [b"HOME".to_vec(), b"LANG".to_vec()]);
+        // sha256("HOME\0LANG=C.UTF-8\0"), as Perl's Digest::SHA and
+        // Python's hashlib compute it.
+        assert_eq!(
+            env.digest,
+            "f432bd1ad73898b12209f4a97d57dcbd6ca4ad1b51d0401a9dc396edfb84d906"
+        );
+        let x = encode_greeting_xdata(&[CAP_SIGNALS], Some(&env), 1, 0);
+        let line = format!("env {} HOME LANG\n", env.digest);
+        assert!(x.windows(line.len()).any(|w| w == line.as_bytes()));
+        assert_eq!(decode_env_dependency(&x), Some(env));
+        assert_eq!(decode_caps(&x), vec!["signals"]);
+        assert_eq!(decode_xdata_number(&x, "served"), Some(1));
+        assert!(env_dependency([&b"PREFORK_INTERP"[..]], values).is_none());
+        assert!(decode_env_dependency(b"pfi-caps 1\nenv 00 A\n").is_none());
     }
 
     #[test]

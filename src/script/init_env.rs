@@ -13,12 +13,20 @@
 //!               variables removed (PREFORK_INTERP, ours, left out)
 //! executor    the caller's environment, then the delta on top
 //! ```
+//!
+//! It also keeps what initialisation *read* through [`env_var_os`] and
+//! [`env_var`]: a server whose start-up depends on `LANG` or `CONFIG_PATH`
+//! is right only for callers with the same values, so its greeting names
+//! them (with a digest of their values at exec), and a caller with other
+//! values goes to a server of its own (`man prefork-interp`, "The
+//! environment initialisation read"). std::env cannot be hooked, so a
+//! Rust program says which reads matter by making them through these.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use crate::protocol;
 use crate::sys::procfs;
@@ -29,8 +37,47 @@ type Change = (OsString, Option<OsString>);
 /// The delta, recorded once in the setup run and inherited by every fork.
 static DELTA: OnceLock<Vec<Change>> = OnceLock::new();
 
-/// Records what initialisation changed: the exec-time environment against
-/// the current one. Called in the setup run, before the server forks.
+/// Names read through [`env_var_os`] before initialisation completed.
+static READ: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// What initialisation read, fixed when it completes (and reads stop
+/// being recorded).
+static DEPENDENCY: OnceLock<Option<protocol::EnvDependency>> = OnceLock::new();
+
+/// `std::env::var_os`, and, until [`initialisation_complete`], a note
+/// that the program's start-up depends on this variable: a caller whose
+/// value differs from the first caller's then gets a server of its own,
+/// initialised with its value, instead of sharing this one. Read through
+/// here what start-up uses to set itself up (a configuration path, a
+/// locale); a value used only per call needs no such care.
+///
+/// [`initialisation_complete`]: crate::initialisation_complete
+pub fn env_var_os(name: impl AsRef<OsStr>) -> Option<OsString> {
+    let name = name.as_ref();
+    if DEPENDENCY.get().is_none() {
+        READ.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(name.as_bytes().to_vec());
+    }
+    std::env::var_os(name)
+}
+
+/// `std::env::var`, noted as [`env_var_os`] notes it.
+pub fn env_var(name: impl AsRef<OsStr>) -> Result<String, std::env::VarError> {
+    match env_var_os(name) {
+        Some(value) => value.into_string().map_err(std::env::VarError::NotUnicode),
+        None => Err(std::env::VarError::NotPresent),
+    }
+}
+
+/// What initialisation read, for the greeting: set by [`record`].
+pub(crate) fn dependency() -> Option<&'static protocol::EnvDependency> {
+    DEPENDENCY.get().and_then(Option::as_ref)
+}
+
+/// Records what initialisation changed (the exec-time environment against
+/// the current one) and what it read. Called in the setup run, before the
+/// server forks.
 pub(crate) fn record() -> io::Result<()> {
     let initial = procfs::initial_environ().map_err(|e| {
         io::Error::new(
@@ -40,7 +87,25 @@ pub(crate) fn record() -> io::Result<()> {
     })?;
     let current: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let _ = DELTA.set(delta(&initial, &current));
+    let read = std::mem::take(&mut *READ.lock().unwrap_or_else(|e| e.into_inner()));
+    let at_exec = exec_values(&initial);
+    let _ = DEPENDENCY.set(protocol::env_dependency(
+        read.iter().map(Vec::as_slice),
+        |name| at_exec.get(name).map(|v| v.to_vec()),
+    ));
     Ok(())
+}
+
+/// The exec-time environment's values by name; the first of two entries
+/// with one name is what getenv sees.
+fn exec_values(initial: &[u8]) -> HashMap<&[u8], &[u8]> {
+    let mut values = HashMap::new();
+    for entry in initial.split(|&b| b == 0) {
+        if let Some((name, value)) = protocol::split_env_entry(entry) {
+            values.entry(name).or_insert(value);
+        }
+    }
+    values
 }
 
 /// The changes from `initial` (/proc/self/environ's text) to `current`:

@@ -34,6 +34,7 @@ mod server;
 mod setup;
 mod title;
 
+pub use init_env::{env_var, env_var_os};
 pub use invocation::Invocation;
 pub use options::Options;
 pub use setup::initialisation_complete;

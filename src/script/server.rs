@@ -31,6 +31,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, recv};
 
 use super::huge_pages;
+use super::init_env;
 use super::invocation::Invocation;
 use super::log;
 use super::monitor;
@@ -218,7 +219,12 @@ impl Server {
     /// (a fork failed, or it has just died) the call is dropped: its
     /// client says so.
     fn hand_over(&mut self, call: OwnedFd) {
-        let xdata = protocol::encode_greeting_xdata(&self.offered, self.served, self.running);
+        let xdata = protocol::encode_greeting_xdata(
+            &self.offered,
+            init_env::dependency(),
+            self.served,
+            self.running,
+        );
         if let Err(e) = protocol::io::send_all(&call, &protocol::encode_greeting(&xdata)) {
             log::info(&format!("caller went away before its greeting: {e}"));
             return;

@@ -22,6 +22,13 @@
 //! |                      | appends the line `exit` to this file               |
 //! | `AGENT_INIT_SETENV`  | `NAME=VALUE,...`: set these in its environment     |
 //! | `AGENT_INIT_UNSETENV`| `NAME,...`: remove these from its environment      |
+//! | `AGENT_INIT_ENVREAD` | `NAME`: read variable NAME the way the script side |
+//! |                      | tracks (Rust: prefork_interp::env_var_os), for     |
+//! |                      | `@initenv`                                          |
+//!
+//! The agent reads these settings untracked (Rust: std::env; Perl: before
+//! the module is loaded; Python: before it is imported), so that calls
+//! that differ in them still share a server.
 //!
 //! Per call, each argument `@CMD` or `@CMD:PARAM` is a command, run in
 //! order; other arguments are data. Then exit 0.
@@ -54,6 +61,15 @@
 //! | `@cwd`           | print the current directory                          |
 //! | `@umask`         | print the umask, four octal digits                   |
 //! | `@limits`        | print /proc/self/limits, then `nice N` and `oom N`   |
+//! | `@ns`            | for mnt pid net user uts ipc cgroup: `NAME TARGET`,  |
+//! |                  | TARGET what /proc/self/ns/NAME links to              |
+//! | `@cgroup`        | print /proc/self/cgroup as it is                     |
+//! | `@groups`        | print the `Groups:` line of /proc/self/status        |
+//! | `@fdsto:N`       | `@fds`, written straight to fd N                     |
+//! | `@handlesto:N`   | write to fd N whether the language's stdin, stdout,  |
+//! |                  | stderr handles are `open` or `closed`, one line      |
+//! | `@initenv`       | print the value initialisation read of the variable  |
+//! |                  | `AGENT_INIT_ENVREAD` names, in hex, or `unset`       |
 //! | `@time`          | print the wall-clock time in nanoseconds              |
 //! | `@tty`           | print isatty of fds 0, 1, 2 as `1`/`0`, spaced        |
 //! | `@die:TEXT`      | fail the language's own way (panic, die, raise)       |
@@ -199,6 +215,8 @@ extern "C" fn on_sigint_stay(_: libc::c_int) {
     }
 }
 static ATEXIT_PATH: OnceLock<CString> = OnceLock::new();
+/// What initialisation read of the variable AGENT_INIT_ENVREAD names.
+static INIT_ENV: OnceLock<Option<OsString>> = OnceLock::new();
 static TRAP_MESSAGE: OnceLock<Vec<u8>> = OnceLock::new();
 
 extern "C" fn on_trapped(_: libc::c_int) {
@@ -291,6 +309,9 @@ fn main() {
             // SAFETY: as above.
             unsafe { std::env::remove_var(OsStr::from_bytes(name)) };
         }
+    }
+    if let Some(name) = std::env::var_os("AGENT_INIT_ENVREAD") {
+        let _ = INIT_ENV.set(prefork_interp::env_var_os(name));
     }
     let mut options = prefork_interp::Options::default();
     if let Some(max) = env_f64("AGENT_MAX_SERVERS") {
@@ -408,22 +429,40 @@ fn run(args: &[OsString]) -> i32 {
                 let (_, server) = proc_state(monitor).expect("the monitor's /proc/PID/stat");
                 writeln!(out, "{server}").unwrap();
             }
-            b"fds" => {
-                let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
-                    .unwrap()
-                    .filter_map(|e| e.ok())
-                    .filter(|e| {
-                        // Leave out the fd this listing itself holds.
-                        std::fs::read_link(e.path())
-                            .map(|t| !t.to_string_lossy().ends_with("/fd"))
-                            .unwrap_or(false)
-                    })
-                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
-                    .collect();
-                fds.sort();
-                let fds: Vec<String> = fds.iter().map(i32::to_string).collect();
-                writeln!(out, "{}", fds.join(" ")).unwrap();
+            b"fds" => writeln!(out, "{}", open_fds()).unwrap(),
+            b"fdsto" => write_to_fd(&param_str, &format!("{}\n", open_fds())),
+            b"handlesto" => {
+                let words = [0, 1, 2].map(|fd| {
+                    // SAFETY: F_GETFD on a number changes nothing.
+                    if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+                        "open"
+                    } else {
+                        "closed"
+                    }
+                });
+                write_to_fd(&param_str, &format!("{}\n", words.join(" ")));
             }
+            b"ns" => {
+                for name in ["mnt", "pid", "net", "user", "uts", "ipc", "cgroup"] {
+                    let target = match std::fs::read_link(format!("/proc/self/ns/{name}")) {
+                        Ok(t) => t.display().to_string(),
+                        Err(e) => errno_name(&e),
+                    };
+                    writeln!(out, "{name} {target}").unwrap();
+                }
+            }
+            b"groups" => {
+                let status = std::fs::read_to_string("/proc/self/status").unwrap();
+                let line = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+                writeln!(out, "{line}").unwrap();
+            }
+            b"cgroup" => out
+                .write_all(&std::fs::read("/proc/self/cgroup").unwrap())
+                .unwrap(),
+            b"initenv" => match INIT_ENV.get().cloned().flatten() {
+                Some(v) => writeln!(out, "{}", hex(v.as_bytes())).unwrap(),
+                None => writeln!(out, "unset").unwrap(),
+            },
             b"fdlink" => {
                 let target = std::fs::read_link(format!("/proc/self/fd/{param_str}")).unwrap();
                 writeln!(out, "{}", target.display()).unwrap();
@@ -579,4 +618,29 @@ fn run(args: &[OsString]) -> i32 {
         }
     }
     0
+}
+
+/// This process's open fds, space-separated, leaving out the one the
+/// listing itself holds.
+fn open_fds() -> String {
+    let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .map(|t| !t.to_string_lossy().ends_with("/fd"))
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect();
+    fds.sort();
+    let fds: Vec<String> = fds.iter().map(i32::to_string).collect();
+    fds.join(" ")
+}
+
+/// Writes `text` straight to fd `fd` (a number), unbuffered.
+fn write_to_fd(fd: &str, text: &str) {
+    let fd: i32 = fd.parse().expect("fd number");
+    // SAFETY: a plain write to a number the test names.
+    unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
 }

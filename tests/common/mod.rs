@@ -546,6 +546,67 @@ impl Call {
         self
     }
 
+    /// The same call run inside every namespace of process `holder`
+    /// (`nsenter --all`). Call it first: what was set up to run before
+    /// exec (pre_exec) is not carried over.
+    pub fn inside(self, holder: u32) -> Self {
+        let old = self.cmd;
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--target={holder}"))
+            .args(["--all", "--"])
+            .arg(old.get_program())
+            .args(old.get_args())
+            .env_clear();
+        for (name, value) in old.get_envs() {
+            if let Some(value) = value {
+                cmd.env(name, value);
+            }
+        }
+        if let Some(dir) = old.get_current_dir() {
+            cmd.current_dir(dir);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Call {
+            cmd,
+            stdin: self.stdin,
+        }
+    }
+
+    /// Moves the program into the cgroup (v2) directory `cgroup` before it
+    /// runs.
+    pub fn in_cgroup(mut self, cgroup: &Path) -> Self {
+        let procs =
+            std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
+        // SAFETY: open, write and close are async-signal-safe; `procs`
+        // was made before the fork.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+        self
+    }
+
+    /// Runs the program with fd `fd` closed, as `<&-` (fd 0), `>&-` (1) or
+    /// `2>&-` (2) would.
+    pub fn closing(mut self, fd: libc::c_int) -> Self {
+        // SAFETY: close() is async-signal-safe.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                libc::close(fd);
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// Gives the client an extra inheritable fd (7, a /dev/null), as a
     /// caller may leak one: it must not reach the server or the script.
     pub fn with_stray_fd(mut self) -> Self {
@@ -1016,4 +1077,89 @@ pub fn dir_owned_by(uid: u32, gid: u32) -> tempfile::TempDir {
 
 pub fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A process that holds namespaces of its own (`unshare FLAGS sleep`), for
+/// calls to run inside ([`Call::inside`]); killed when dropped.
+pub struct NamespaceHolder {
+    child: Child,
+    /// The process in those namespaces (with `--fork`, unshare's child).
+    pub pid: u32,
+}
+
+impl NamespaceHolder {
+    pub fn new(flags: &[&str]) -> Self {
+        let child = Command::new("unshare")
+            .args(flags)
+            .args(["--", "sleep", "3600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let outer = child.id();
+        let mut pid = 0;
+        wait_until("the namespaces' holder", Duration::from_secs(10), || {
+            let inner = if flags.contains(&"--fork") {
+                std::fs::read_to_string(format!("/proc/{outer}/task/{outer}/children"))
+                    .ok()
+                    .and_then(|c| c.split_whitespace().next()?.parse().ok())
+            } else {
+                Some(outer)
+            };
+            // Its namespaces are made once it runs sleep.
+            let Some(inner) = inner else { return false };
+            pid = inner;
+            std::fs::read(format!("/proc/{inner}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+        })
+        .unwrap();
+        NamespaceHolder { child, pid }
+    }
+}
+
+impl Drop for NamespaceHolder {
+    fn drop(&mut self) {
+        // SAFETY: killing our own helper processes.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cgroup (v2) of the test's own, below the test's, for calls to run in
+/// ([`Call::in_cgroup`]); removed when dropped, once empty.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        // Fields: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS... - FSTYPE ...
+        let mount = mountinfo
+            .lines()
+            .find(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|t| t.starts_with("cgroup2 "))
+            })
+            .and_then(|l| l.split(' ').nth(4))
+            .expect("a cgroup2 file system is mounted");
+        let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let ours = cgroups
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a unified cgroup line");
+        let path = Path::new(mount)
+            .join(ours.trim_start_matches('/'))
+            .join(format!("pfi-test-{}-{name}", std::process::id()));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        TestCgroup { path }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = wait_until("the test cgroup to empty", Duration::from_secs(10), || {
+            std::fs::remove_dir(&self.path).is_ok()
+        });
+    }
 }

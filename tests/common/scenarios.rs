@@ -1466,7 +1466,9 @@ scenario!(runs_in_callers_directory_and_umask, |side| {
 });
 
 /// `--list` shows the server: identity, pid, start, calls served and
-/// running, protocol, command; `--kill -g IDENT` takes the listed identity.
+/// running, protocol, environment read (none), its title (the script, not
+/// the first call's arguments); `--kill -g IDENT` takes the listed
+/// identity.
 scenario!(list_and_kill_by_identity, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
@@ -1483,10 +1485,15 @@ scenario!(list_and_kill_by_identity, |side| {
     );
     assert_eq!(cols[4], "0", "none running: {cols:?}");
     assert_eq!(cols[5], "signals,context,tty,limits,closed");
-    assert!(
-        cols[6..]
-            .join(" ")
-            .contains(&h.script.display().to_string()),
+    assert_eq!(cols[6], "-", "no environment read: {cols:?}");
+    let shown = if side == Side::Rust {
+        &h.program
+    } else {
+        &h.script
+    };
+    assert_eq!(
+        cols[7..].join(" "),
+        format!("{} [server]", shown.display()),
         "{cols:?}"
     );
     let out = h.client_call(&["-U", "--kill", "-g", &cols[0]]).run();
@@ -1792,11 +1799,10 @@ scenario!(monitor_killed_mid_call, |side| {
 scenario!(watcher_killed, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
-    let client = h.client.display().to_string();
     let watchers: Vec<u32> = h
         .processes()
         .into_iter()
-        .filter(|(_, cmd)| cmd.starts_with(&client))
+        .filter(|(_, cmd)| cmd.starts_with("prefork-interp [watcher] "))
         .map(|(pid, _)| pid)
         .collect();
     assert_eq!(watchers.len(), 1, "{:#?}", h.processes());
@@ -2161,5 +2167,260 @@ scenario!(limits_that_cannot_be_raised_get_their_own_server, |side| {
         "{err}"
     );
     assert_success(&h.client_call(&["--kill", "-g", "shared"]).run());
+    h.finish();
+});
+
+/// A caller's closed fd 0, 1 or 2 (`<&-`, `>&-`, `2>&-`) is closed for the
+/// script as in a direct run (Rust: the /dev/null std opens in its
+/// place), fds and the language's own handles alike; cold and warm.
+scenario!(closed_std_fds_like_a_direct_run, |side| {
+    let h = Harness::new(side);
+    for (closed, shown_on) in [(0, 1), (1, 2), (2, 1)] {
+        let args = [
+            format!("@fdsto:{shown_on}"),
+            format!("@handlesto:{shown_on}"),
+        ];
+        // Fds 0, 1, 2 only: a direct run also inherits the test
+        // runner's (its jobserver's, say), which an executor never has.
+        let shown = |out: &std::process::Output| {
+            assert_success(out);
+            let text = if shown_on == 1 {
+                stdout_str(out)
+            } else {
+                stderr_str(out)
+            };
+            let (fds, handles) = text.split_once('\n').unwrap_or_default();
+            let fds: Vec<&str> = fds
+                .split(' ')
+                .filter(|fd| fd.len() == 1 && *fd < "3")
+                .collect();
+            format!("{}\n{handles}", fds.join(" "))
+        };
+        let direct = shown(&h.direct(&args).closing(closed).run());
+        assert!(
+            direct.ends_with(" open\n") || direct.ends_with(" closed\n"),
+            "fd {closed}: {direct}"
+        );
+        for round in ["first", "second"] {
+            let ours = shown(&h.call(&args).closing(closed).run());
+            assert_eq!(ours, direct, "fd {closed} closed, {round} call");
+        }
+        // Cold next time: the setup run is a direct run too.
+        assert_success(&h.kill_server());
+    }
+    h.finish();
+});
+
+/// `ps` shows what each long-lived process is, never the first call's
+/// arguments (a secret there would stay visible to every local user for
+/// the server's life): SCRIPT [server], [monitor], [handler], the
+/// watcher's `prefork-interp [watcher] SCRIPT`, and an executor with its
+/// call SCRIPT (Rust: the program).
+scenario!(process_titles_hide_the_first_callers_arguments, |side| {
+    let h = Harness::new(side);
+    let secret = "secret-in-the-first-call-3141";
+    let out = h.call(&["@server", secret]).run();
+    assert_success(&out);
+    let server: u32 = stdout_str(&out).trim().parse().unwrap();
+    let name = if side == Side::Rust {
+        h.program.display().to_string()
+    } else {
+        h.script.display().to_string()
+    };
+    let title = |pid: u32| {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&raw)
+            .replace('\0', " ")
+            .trim_end()
+            .to_string()
+    };
+    let expected = |role: &str| format!("{name} [{role}]");
+    let watcher = format!("prefork-interp [watcher] {}", h.script.display());
+    wait_until("a spare handler", LIMIT, || {
+        h.processes()
+            .iter()
+            .any(|(pid, _)| title(*pid) == expected("handler"))
+    })
+    .unwrap();
+    assert_eq!(title(server), expected("server"));
+    let titles: Vec<String> = h.processes().iter().map(|(pid, _)| title(*pid)).collect();
+    for wanted in [expected("monitor"), watcher] {
+        assert!(titles.contains(&wanted), "{wanted} not in {titles:#?}");
+    }
+    assert!(
+        !titles.iter().any(|t| t.contains(secret)),
+        "the first call's argument shows: {titles:#?}"
+    );
+    let (client, executor) = h.start_sleeper("executor", &[]);
+    assert_eq!(title(executor), name, "an executor with its call");
+    sigkill(client.id());
+    h.finish();
+});
+
+/// A variable the initialisation reads (the tracked way) picks the
+/// server: a caller whose value differs from the first caller's gets a
+/// server initialised with its own value, as a direct run would be; the
+/// first value's callers keep theirs; `--list` shows the dependency.
+scenario!(
+    environment_read_in_initialisation_picks_the_server,
+    |side| {
+        let h = Harness::new(side);
+        let with = |call: Call, value: Option<&str>| {
+            let call = call.env("AGENT_INIT_ENVREAD", "PFI_TEST_X");
+            match value {
+                Some(v) => call.env("PFI_TEST_X", v),
+                None => call,
+            }
+        };
+        let mut servers = Vec::new();
+        for value in [Some("1"), Some("2"), None, Some("1")] {
+            let direct = with(h.direct(&["@initenv"]), value).run();
+            assert_success(&direct);
+            let ours = with(h.call(&["@server", "@initenv"]), value).run();
+            assert_success(&ours);
+            let text = stdout_str(&ours);
+            let (server, read) = text.split_once('\n').unwrap();
+            assert_eq!(read, stdout_str(&direct), "PFI_TEST_X={value:?}");
+            servers.push(server.parse::<u32>().unwrap());
+        }
+        assert_eq!(servers[0], servers[3], "the first value's server serves on");
+        for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+            assert_ne!(servers[i], servers[j], "{servers:?}");
+        }
+        for &server in &servers[..3] {
+            let cols = h.listed(server);
+            assert_eq!(cols[6], "PFI_TEST_X", "{cols:?}");
+        }
+        // The servers for other values are killed by identity.
+        for &server in &servers[1..3] {
+            let ident = h.listed(server)[0].clone();
+            assert_success(&h.client_call(&["--kill", "-g", &ident]).run());
+        }
+        h.finish();
+    }
+);
+
+/// A caller in other namespaces (a sandbox that still reaches the run
+/// directory) gets a server of its own, started there, which sees what a
+/// direct run there sees; the server outside serves on. (Root only.)
+scenario!(namespaces_get_their_own_server, |side| {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to make namespaces)");
+        return;
+    }
+    let h = Harness::new(side);
+    let outside = h.server_pid();
+    for flags in [
+        &["--mount"][..],
+        &["--net"],
+        &["--ipc"],
+        &["--uts"],
+        &["--cgroup"],
+        &["--pid", "--fork", "--mount-proc"],
+        &["--user", "--map-root-user"],
+    ] {
+        let holder = NamespaceHolder::new(flags);
+        let direct = h.direct(&["@ns"]).inside(holder.pid).run();
+        assert_success(&direct);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let ours = h.call(&["@server", "@ns"]).inside(holder.pid).run();
+            assert_success(&ours);
+            let text = stdout_str(&ours);
+            let (server, ns) = text.split_once('\n').unwrap();
+            assert_eq!(ns, stdout_str(&direct), "{flags:?}");
+            seen.push(server.to_string());
+        }
+        assert_eq!(seen[0], seen[1], "{flags:?}: kept");
+        if !flags.contains(&"--pid") {
+            assert_ne!(seen[0], outside.to_string(), "{flags:?}: its own");
+        }
+        let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
+        assert_success(&kill.inside(holder.pid).run());
+    }
+    assert_eq!(h.server_pid(), outside, "the server outside serves on");
+    h.finish();
+});
+
+/// A caller in another cgroup gets a server of its own, started in that
+/// cgroup, so the cgroup's limits and accounting cover the script's whole
+/// process as in a direct run; the first server serves on. (Root only.)
+scenario!(cgroup_gets_its_own_server, |side| {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to make a cgroup)");
+        return;
+    }
+    let h = Harness::new(side);
+    let outside = h.server_pid();
+    let cgroup = TestCgroup::new(&format!("{side:?}"));
+    let direct = h.direct(&["@cgroup"]).in_cgroup(&cgroup.path).run();
+    assert_success(&direct);
+    assert_ne!(
+        stdout_str(&direct),
+        stdout_str(&h.direct(&["@cgroup"]).run())
+    );
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let ours = h
+            .call(&["@server", "@cgroup"])
+            .in_cgroup(&cgroup.path)
+            .run();
+        assert_success(&ours);
+        let text = stdout_str(&ours);
+        let (server, cgroups) = text.split_once('\n').unwrap();
+        assert_eq!(cgroups, stdout_str(&direct));
+        seen.push(server.parse::<u32>().unwrap());
+    }
+    assert_eq!(seen[0], seen[1], "kept");
+    assert_ne!(seen[0], outside, "its own");
+    assert_eq!(h.server_pid(), outside, "the first serves on");
+    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
+    assert_success(&kill.in_cgroup(&cgroup.path).run());
+    h.finish();
+    drop(cgroup);
+});
+
+/// A caller with other groups than the server's (sg, newgrp, setpriv
+/// --groups) gets a server of its own, which an unprivileged server could
+/// not give its executor; the script sees the groups a direct run does.
+/// (Root only.)
+scenario!(other_groups_get_their_own_server, |side| {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (to call with other groups)");
+        return;
+    }
+    let h = Harness::new(side);
+    let server = h.server_pid();
+    let with_other_groups = |mut call: Call| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setgroups is an async-signal-safe system call.
+        unsafe {
+            call.cmd.pre_exec(|| {
+                let groups: [libc::gid_t; 2] = [4242, 4243];
+                if libc::setgroups(2, groups.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        call
+    };
+    let direct = with_other_groups(h.direct(&["@groups"])).run();
+    assert_success(&direct);
+    assert!(stdout_str(&direct).contains("4242 4243"));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let ours = with_other_groups(h.call(&["@server", "@groups"])).run();
+        assert_success(&ours);
+        let text = stdout_str(&ours);
+        let (pid, groups) = text.split_once('\n').unwrap();
+        assert_eq!(groups, stdout_str(&direct));
+        seen.push(pid.parse::<u32>().unwrap());
+    }
+    assert_eq!(seen[0], seen[1], "kept");
+    assert_ne!(seen[0], server, "a server of its own");
+    assert_eq!(h.server_pid(), server, "the first serves on");
+    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
+    assert_success(&with_other_groups(kill).run());
     h.finish();
 });
