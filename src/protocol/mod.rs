@@ -29,13 +29,17 @@
 //!                     (chiark-utils' client misreads any non-empty xdata,
 //!                     so a server offers it only when told so)
 //! greeting xdata      "pfi-caps 1\n" "caps NAME[,NAME...]\n"
+//!                     ["env DIGEST NAME...\n": what initialisation read]
 //!                     "served N\n" "running N\n" (other lines: ignore);
 //!                     a v1 server sends none
 //! extended request    0x01 instead of 0x00, plus flags: 0x02 `context`;
 //!                     0x04, 0x08, 0x10 (`tty`): fd 0, 1, 2 is the call's
-//!                     own pseudo-terminal; then fds and payload as in v1;
-//!                     with `context`, then 0x00 carrying the caller's
-//!                     directory and u32be(umask)
+//!                     own pseudo-terminal; 0x20 it starts in the
+//!                     background; 0x40 (`limits`) a limits message comes
+//!                     last; 0x80 a second byte follows (`closed`: 0x01,
+//!                     0x02, 0x04: fd 0, 1, 2 closed, /dev/null sent);
+//!                     then fds and payload as in v1; with `context`, then
+//!                     0x00 carrying the caller's directory and u32be(umask)
 //! then, frames        5 bytes each: kind, u32be value
 //!   client -> monitor 'S' signal: deliver it to the script's group
 //!   executor -> client 'P' the script's pid (before its per-call code)
