@@ -18,10 +18,15 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             let _ = decode_caps(input);
             let _ = decode_xdata_number(input, "served");
+            let _ = decode_env_dependency(input);
         }
         2 => {
-            for &byte in input {
-                let _ = check_request_byte(byte);
+            for pair in input.chunks(2) {
+                if let Ok(mut kind) = check_request_byte(pair[0])
+                    && let Some(&second) = pair.get(1)
+                {
+                    let _ = check_second_request_byte(&mut kind, second);
+                }
             }
         }
         3 => {
