@@ -73,6 +73,13 @@ caller's, and if the kernel refuses one (a server started under lower
 limits cannot raise them) says so in one line on the caller's stderr and
 ends with 127.
 
+A caller's closed fd 0, 1 or 2 (`script <&-`; capability "closed":
+request flag 0x80 and a second flags byte, 0x01, 0x02, 0x04) comes as
+/dev/null, which the executor (the script's process) closes again after
+its dup2s: the number is free for the script's next open(), and the
+matching sys.std* and sys.__std*__ are None, as CPython's start-up
+leaves them in a direct run (print() to a None sys.stdout does nothing).
+
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
 (pidfd_open); Python 3.9 or later (socket.recv_fds, os.pidfd_open).
@@ -107,7 +114,7 @@ ENV_VAR = "PREFORK_INTERP"
 MAX_PAYLOAD = 64 * 1024 * 1024
 # Negotiated extensions (man/prefork-interp.7), offered to a client that
 # declared them.
-OUR_CAPS = ("signals", "context", "tty", "limits")
+OUR_CAPS = ("signals", "context", "tty", "limits", "closed")
 # The request byte: 0x00 (v1), or 0x01 (extended) with these flags.
 REQUEST_EXTENDED = 0x01
 REQUEST_CONTEXT = 0x02
@@ -120,11 +127,21 @@ REQUEST_PTY_BACKGROUND = 0x20
 # A limits message follows the payload and the context message (capability
 # "limits"): the caller's resource limits, nice value and oom_score_adj.
 REQUEST_LIMITS = 0x40
+# A second flags byte follows the request byte at once (capability
+# "closed"): its bits 0x01, 0x02, 0x04 say the caller's fd 0, 1, 2 is
+# closed (and the fd sent for it, /dev/null, is to be closed).
+REQUEST_SECOND = 0x80
+REQUEST_CLOSED = (0x01, 0x02, 0x04)
+_REQUEST_ANY_CLOSED = 0x01 | 0x02 | 0x04
 # Every request byte we take: 0, or 0x01 with any of the other flags,
-# 0x20 only with a pty flag. (One set lookup on a call's path.)
+# 0x20 only with a pty flag. (One set lookup on a call's path; 0x80 is
+# checked against what was offered after it.)
 _REQUEST_BYTES = frozenset([0] + [
-    byte for byte in range(0x80)
+    byte for byte in range(0x100)
     if byte & REQUEST_EXTENDED and (byte & _REQUEST_ANY_PTY or not byte & REQUEST_PTY_BACKGROUND)])
+# Whether this server offered "closed" (set before the monitor's fork,
+# for its executors).
+_closed_offered = False
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
@@ -488,7 +505,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     SIGKILL, and that is logged, so that no script outlives its caller
     holding the caller's pipes (negative or None: never; default 2).
     """
-    global _logging, _syslog_args
+    global _logging, _syslog_args, _closed_offered
     if not isinstance(fast_exit, bool):
         raise ValueError("prefork-interp: fast_exit must be True or False, not %r" % (fast_exit,))
     value = os.environb.pop(ENV_VAR.encode(), None)
@@ -556,6 +573,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         # Only a client that said it reads greeting xdata is offered our
         # extensions, those it speaks (chiark-utils' misreads any).
         offered = [cap for cap in OUR_CAPS if cap in setup["client_caps"]]
+        _closed_offered = "closed" in offered and "signals" in offered
         # The monitor first (the first call pays its fork and its first
         # executor's, as it always did), then each call to it; a monitor
         # that dies is forked again at once, so that a spare is ready.
@@ -1359,14 +1377,22 @@ def _read_request(conn):
     """Reads a request: its byte (0, or 0x01 with any of the flags:
     0x02 context, 0x04, 0x08, 0x10 fd 0, 1, 2 a pseudo-terminal, 0x20
     with one of those: the script starts in its terminal's background),
-    fd 0, 1, 2, the payload, with context the caller's directory and
-    umask, and with 0x40 the caller's limits (a tuple of (resource, soft,
-    hard) entries, the nice value, oom_score_adj)."""
+    with 0x80 the second flags byte (the fds the caller has closed: 0x01,
+    0x02, 0x04; 0 if none), fd 0, 1, 2, the payload, with context the
+    caller's directory and umask, and with 0x40 the caller's limits (a
+    tuple of (resource, soft, hard) entries, the nice value,
+    oom_score_adj)."""
     byte = _read_exact(conn, 1)[0]
-    if byte not in _REQUEST_BYTES:
+    if byte not in _REQUEST_BYTES or (byte & REQUEST_SECOND and not _closed_offered):
         raise ValueError("request starts with byte %#04x, expected 0x00, or 0x01 with flags "
-                         "0x02, 0x04, 0x08, 0x10, 0x40, and 0x20 with one of 0x04, 0x08, 0x10"
-                         % byte)
+                         "0x02, 0x04, 0x08, 0x10, 0x40, %s0x20 with one of 0x04, 0x08, 0x10"
+                         % (byte, "0x80, and " if _closed_offered else "and "))
+    closed = 0
+    if byte & REQUEST_SECOND:
+        closed = _read_exact(conn, 1)[0]
+        if closed & ~_REQUEST_ANY_CLOSED:
+            raise ValueError("second request byte %#04x, expected flags 0x01, 0x02, 0x04"
+                             % closed)
     fds = []
     for _ in range(3):
         try:
@@ -1396,7 +1422,7 @@ def _read_request(conn):
         entries = [struct.unpack_from(">BQQ", body, at) for at in range(0, count * 17, 17)]
         nice, oom = struct.unpack_from(">ii", body, count * 17)
         limits = (entries, nice, oom)
-    return byte, fds, env, args, context, limits
+    return byte, closed, fds, env, args, context, limits
 
 
 def _rlim(value):
@@ -1674,7 +1700,7 @@ def _executor(handover, monitor, saved, monitor_pid):
         os._exit(0)  # the monitor is gone, or never got a call
     conn = socket.socket(fileno=received[0])
     try:
-        byte, fds, env, args, context, limits = _read_request(conn)
+        byte, closed, fds, env, args, context, limits = _read_request(conn)
     except _Hangup:
         _log(syslog.LOG_INFO, "client went away before sending its call")
         os._exit(0)
@@ -1720,6 +1746,12 @@ def _executor(handover, monitor, saved, monitor_pid):
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
+    for target, flag in enumerate(REQUEST_CLOSED):
+        if closed & flag:
+            # Closed in the caller (capability "closed"): the client sent
+            # /dev/null in its place. The number is free again, as in a
+            # direct run: the script's next open() may take it.
+            os.close(target)
     if limits is not None:
         # What a direct run would inherit beyond fds (capability "limits").
         _take_limits(limits)
@@ -1748,10 +1780,14 @@ def _executor(handover, monitor, saved, monitor_pid):
             os.environb[name] = value
     sys.argv[1:] = [os.fsdecode(a) for a in args]
 
+    # A closed fd has no stream: None, as CPython's start-up makes it (and
+    # as print() and the exit's flush expect).
     old = (sys.stdin, sys.stdout, sys.stderr)
-    sys.stdin = sys.__stdin__ = _std_stream(0, old[0], False, environ)
-    sys.stdout = sys.__stdout__ = _std_stream(1, old[1], True, environ)
-    sys.stderr = sys.__stderr__ = _std_stream(2, old[2], True, environ)
+    new = [None if closed & REQUEST_CLOSED[fd] else _std_stream(fd, old[fd], fd != 0, environ)
+           for fd in range(3)]
+    sys.stdin = sys.__stdin__ = new[0]
+    sys.stdout = sys.__stdout__ = new[1]
+    sys.stderr = sys.__stderr__ = new[2]
     return mask
 
 
