@@ -28,6 +28,12 @@ Process roles (as in the Rust and Perl script sides)::
                                                   own process group (on a
                                                   pseudo-terminal: below)
 
+Each one's title (its argv area, what ps and /proc/PID/cmdline show;
+best effort, cut to the setup run's command line's length) hides the
+first caller's arguments: `SCRIPT [server]`, `SCRIPT [monitor]`,
+`SCRIPT [handler]` (an executor-to-be), and `SCRIPT` for an executor
+once it has read its request (SCRIPT: sys.argv[0] of the setup run).
+
 Per call: the server accepts, greets, and sends the call socket to the
 monitor on CONTROL; the monitor hands it to an idle executor-to-be,
 which reads the request, becomes a process group of its own, sends 'P'
@@ -237,6 +243,54 @@ def _log(priority, message):
     if _logging:
         try:
             syslog.syslog(priority, message)
+        except Exception:
+            pass
+
+
+# ----------------------------------------------------------- process titles
+#
+# What ps shows of the server's processes: not the first caller's
+# arguments, which the interpreter's argv area holds (Python has no
+# setproctitle): `SCRIPT [server]`, `SCRIPT [monitor]`, `SCRIPT [handler]`
+# (an executor-to-be), and an executor, once its request is read, `SCRIPT`.
+
+_argv_area = None  # (address, length) of the argv strings, from the setup run
+_titles = {}  # role: its title's bytes, NUL-filled to that length
+
+
+def _prepare_titles(script):
+    """In the setup run: where the argv strings are (arg_start, arg_end:
+    fields 48 and 49 of /proc/self/stat, counted after the last ')' of
+    the command name), and each role's title, made once so that setting
+    one is a single memmove (an executor does it on each call's path). A
+    title longer than the area is cut, keeping a NUL at its end: the
+    kernel shows the area up to arg_end, and reads on past it into the
+    environment (which we leave alone) if its last byte is not a NUL.
+    Nothing found (unreadable): no titles."""
+    global _argv_area
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[45]), int(fields[46])
+    except (OSError, ValueError, IndexError):
+        return
+    if not 0 < start < end:
+        return  # zeros: the kernel would not tell
+    length = end - start
+    _argv_area = (start, length)
+    name = os.fsencode(script)
+    for role, suffix in (("server", b" [server]"), ("monitor", b" [monitor]"),
+                         ("handler", b" [handler]"), ("executor", b"")):
+        _titles[role] = (name + suffix)[:length - 1].ljust(length, b"\0")
+
+
+def _set_title(role):
+    """Best effort: never fails."""
+    title = _titles.get(role)
+    if title is not None:
+        try:
+            ctypes.memmove(_argv_area[0], title, _argv_area[1])
         except Exception:
             pass
 
@@ -532,6 +586,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         interrupt_grace = None
     facility = _facility(log_facility)
     reload_files = _reload_files(autoreload_modules, autoreload_extra)
+    _prepare_titles(sys.argv[0] if sys.argv and sys.argv[0] else "python3")
     _init_env_changes[:] = _init_env_delta()
     # Before gc.freeze(): what arming makes is frozen with the rest.
     fast_exit_off = _arm_fast_exit() if fast_exit else None
@@ -562,6 +617,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     # The daemon. The script's own code must never run here except in
     # executors: any failure is logged and ends the process.
     try:
+        _set_title("server")
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a caller ignoring it breaks waitpid
         server = _Server(setup, max_servers, idle_timeout, max_errors,
@@ -696,6 +752,7 @@ class _Server:
                     pending.close()
                 _reopen_syslog()
                 theirs.settimeout(None)  # blocking, whatever the script set
+                _set_title("monitor")
             except BaseException:
                 os._exit(1)
             return theirs
@@ -1083,6 +1140,7 @@ class _Monitor:
                 for sock in close + (handover, from_executor):
                     sock.close()
                 _reopen_syslog()
+                _set_title("handler")
             except BaseException:
                 os._exit(127)
             return None, (handover_theirs, from_executor_theirs, self.saved, self.pid)
@@ -1707,6 +1765,7 @@ def _executor(handover, monitor, saved, monitor_pid):
     except Exception as e:
         _log(syslog.LOG_ERR, "call failed: %r" % (e,))
         os._exit(1)
+    _set_title("executor")
     # The monitor signals our group (its id is our pid): us, and whatever
     # the script starts. (Not made while idle: setsid refuses a group
     # leader.)
