@@ -3,8 +3,8 @@
 ::
 
     #!/usr/bin/prefork-interp -U,python3
+    import prefork_interp                       # first: see "environment"
     import heavy_things                         # paid once, by the server
-    import prefork_interp
     prefork_interp.initialisation_complete()    # returns once per call
     main()                                      # sys.argv, os.environ and
                                                 # sys.std* are the caller's
@@ -85,6 +85,20 @@ request flag 0x80 and a second flags byte, 0x01, 0x02, 0x04) comes as
 its dup2s: the number is free for the script's next open(), and the
 matching sys.std* and sys.__std*__ are None, as CPython's start-up
 leaves them in a direct run (print() to a None sys.stdout does nothing).
+
+The environment initialisation reads picks the server: from `import
+prefork_interp` until initialisation_complete(), os.environ and
+os.environb are stand-ins (os._Environ still, sharing the real ones'
+data: writes reach C's environ, and child processes, as always) that
+record the name of each variable read: [], get, in, os.getenv,
+os.getenvb, setdefault, pop. Iteration, keys(), items(), values(),
+copy() are not recorded (dict(os.environ) and {**os.environ} read every
+variable through [], and record them all). Then the real ones are back.
+The server's greeting lists those names with a digest of their
+exec-time values (an `env` line); a caller whose values differ gets a
+server of its own, initialised with its values. Not seen: reads before
+the import, or through a reference taken before it (`from os import
+environ`), and C code's getenv.
 
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
@@ -197,10 +211,8 @@ _init_env_changes = []
 _COERCED_LC_CTYPE = (b"C.UTF-8", b"C.utf8", b"UTF-8")
 
 
-def _init_env_delta():
-    """What the script's start-up did to its environment: os.environb
-    against the exec-time environment. PREFORK_INTERP, ours, and Python's
-    locale coercion are left out."""
+def _exec_environ():
+    """The exec-time environment, name: value (bytes)."""
     if isinstance(_INITIAL_ENVIRON, OSError):
         raise OSError("prefork-interp: cannot read /proc/self/environ: %s" % (_INITIAL_ENVIRON,))
     before = {}
@@ -209,6 +221,14 @@ def _init_env_delta():
         # As getenv: the first of two entries with one name counts.
         if eq > 0 and entry[:eq] not in before:
             before[entry[:eq]] = entry[eq + 1:]
+    return before
+
+
+def _init_env_delta():
+    """What the script's start-up did to its environment: os.environb
+    against the exec-time environment. PREFORK_INTERP, ours, and Python's
+    locale coercion are left out."""
+    before = _exec_environ()
     ours = ENV_VAR.encode()
     changes = []
     for name, value in os.environb.items():
@@ -220,6 +240,118 @@ def _init_env_delta():
         changes.append((name, value))
     changes += [(name, None) for name in before if name != ours and name not in os.environb]
     return changes
+
+
+# What initialisation reads of the environment: from `import
+# prefork_interp` until initialisation_complete(), os.environ and
+# os.environb are stand-ins that record the name of each variable read;
+# the greeting's `env` line lists them, with a digest of their exec-time
+# values, and a client whose values differ goes to a server of its own
+# (man/prefork-interp.7), so that the script is initialised with the
+# caller's values.
+
+_env_reads = set()  # names read (bytes)
+_tracking = False
+
+
+class _TrackedEnviron(os._Environ):
+    """os.environ (or os.environb) during initialisation: the real one's
+    own data dict (so every write reaches it, and through putenv C's
+    environ, which child processes get; and objects that kept the real
+    one, `from os import environ` before the import, agree), with a
+    record of each name read: [], get, in, os.getenv, setdefault, pop.
+    Iteration, keys(), items(), values(), copy(), clear(), ==, | read no
+    one variable and are not recorded: what the real one does. (dict()
+    of it, or **, reads every variable through [], and records them
+    all.) Once initialisation is over, it records nothing: a module may
+    have kept it."""
+
+    def __getitem__(self, key):
+        if _tracking:
+            try:
+                _env_reads.add(self.encodekey(key))
+            except Exception:
+                pass  # not a name: the lookup says why
+        return os._Environ.__getitem__(self, key)
+
+    def items(self):
+        return self._untracked.items()
+
+    def values(self):
+        return self._untracked.values()
+
+    def copy(self):
+        return self._untracked.copy()
+
+    def clear(self):
+        self._untracked.clear()
+
+    def __or__(self, other):
+        return self._untracked.__or__(other)
+
+    def __ror__(self, other):
+        return self._untracked.__ror__(other)
+
+
+def _tracked(real):
+    """A stand-in for real (an os._Environ), or None."""
+    if type(real) is not os._Environ:
+        return None  # replaced by someone: left alone
+    tracked = _TrackedEnviron.__new__(_TrackedEnviron)
+    tracked.__dict__.update(real.__dict__)
+    tracked._untracked = real
+    return tracked
+
+
+_REAL_ENVIRON = os.environ
+_REAL_ENVIRONB = getattr(os, "environb", None)
+_TRACKED_ENVIRON = _tracked(_REAL_ENVIRON)
+_TRACKED_ENVIRONB = _tracked(_REAL_ENVIRONB)
+
+
+def _start_tracking():
+    global _tracking
+    _tracking = True
+    if _TRACKED_ENVIRON is not None:
+        os.environ = _TRACKED_ENVIRON
+    if _TRACKED_ENVIRONB is not None:
+        os.environb = _TRACKED_ENVIRONB
+
+
+def _stop_tracking():
+    """Initialisation is over: the real os.environ and os.environb back
+    (unless the script replaced them itself)."""
+    global _tracking
+    _tracking = False
+    if os.environ is _TRACKED_ENVIRON:
+        os.environ = _REAL_ENVIRON
+    if getattr(os, "environb", None) is _TRACKED_ENVIRONB:
+        os.environb = _REAL_ENVIRONB
+
+
+def _env_line():
+    """The greeting's `env DIGEST NAME...` line for what initialisation
+    read (b"" if nothing): the names sorted, and the SHA-256 of
+    NAME=VALUE\\0 (NAME\\0 if unset) for each, VALUE the exec-time one.
+    Never PREFORK_INTERP, nor a name the line cannot carry (a space, a
+    newline) or no environment can hold (empty, '=', NUL)."""
+    names = sorted(name for name in _env_reads
+                   if name and name != ENV_VAR.encode() and not any(c in name for c in b" \n=\0"))
+    if not names:
+        return b""
+    import hashlib
+
+    before = _exec_environ()
+    digest = hashlib.sha256()
+    for name in names:
+        value = before.get(name)
+        digest.update(name + b"\0" if value is None else name + b"=" + value + b"\0")
+    return b"env %s %s\n" % (digest.hexdigest().encode(), b" ".join(names))
+
+
+# The line, made in the setup run for the server's greetings.
+_greeting_env = b""
+_start_tracking()
 
 
 def autoreload_also_check(*paths):
@@ -559,7 +691,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     SIGKILL, and that is logged, so that no script outlives its caller
     holding the caller's pipes (negative or None: never; default 2).
     """
-    global _logging, _syslog_args, _closed_offered
+    global _logging, _syslog_args, _closed_offered, _greeting_env
+    # What it read so far is what initialisation read.
+    _stop_tracking()
     if not isinstance(fast_exit, bool):
         raise ValueError("prefork-interp: fast_exit must be True or False, not %r" % (fast_exit,))
     value = os.environb.pop(ENV_VAR.encode(), None)
@@ -588,6 +722,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     reload_files = _reload_files(autoreload_modules, autoreload_extra)
     _prepare_titles(sys.argv[0] if sys.argv and sys.argv[0] else "python3")
     _init_env_changes[:] = _init_env_delta()
+    _greeting_env = _env_line()
     # Before gc.freeze(): what arming makes is frozen with the rest.
     fast_exit_off = _arm_fast_exit() if fast_exit else None
 
@@ -812,8 +947,8 @@ class _Server:
         if not again:
             xdata = b""
             if offered:
-                xdata = ("pfi-caps 1\ncaps %s\nserved %d\nrunning %d\n"
-                         % (",".join(offered), self.served, self.busy)).encode()
+                xdata = (b"pfi-caps 1\ncaps %s\n%sserved %d\nrunning %d\n"
+                         % (",".join(offered).encode(), _greeting_env, self.served, self.busy))
             try:
                 _send_all(call, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
             except (_Hangup, OSError) as e:
