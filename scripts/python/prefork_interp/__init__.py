@@ -764,7 +764,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         # Only a client that said it reads greeting xdata is offered our
         # extensions, those it speaks (chiark-utils' misreads any).
         offered = [cap for cap in OUR_CAPS if cap in setup["client_caps"]]
-        _closed_offered = "closed" in offered and "signals" in offered
+        if "signals" not in offered and "closed" in offered:
+            offered.remove("closed")  # a flag of extended requests only
+        _closed_offered = "closed" in offered
         # The monitor first (the first call pays its fork and its first
         # executor's, as it always did), then each call to it; a monitor
         # that dies is forked again at once, so that a spare is ready.
