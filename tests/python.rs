@@ -1,6 +1,7 @@
 //! Python-only behaviour of scripts/python/prefork_interp, beyond the
 //! shared conformance table: KeyboardInterrupt, per-call stream settings,
-//! sys.argv[0], module auto-reload, packaging and the manual page.
+//! sys.argv[0], module auto-reload, the environment stand-in, packaging
+//! and the manual page.
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
@@ -277,6 +278,57 @@ fn pip_installs_the_module() {
         stdout_str(&out).starts_with(target.path().to_str().unwrap()),
         "{}",
         stderr_str(&out)
+    );
+}
+
+/// From `import prefork_interp` until initialisation_complete(),
+/// os.environ and os.environb are stand-ins that record the names read
+/// (the greeting's `env` line, with a digest of their exec-time values)
+/// and otherwise act as the real ones: writes reach child processes,
+/// copies and iteration record nothing, a reference taken before the
+/// import is not seen, and the real ones are back afterwards.
+#[test]
+fn environment_reads_are_recorded_until_initialisation_completes() {
+    let code = r#"
+import hashlib, os, subprocess, sys
+from os import environ as early
+import prefork_interp as p
+seen = set()
+def step(what):
+    print(what, *sorted(n.decode() for n in p._env_reads - seen))
+    seen.update(p._env_reads)
+print(isinstance(os.environ, os._Environ), isinstance(os.environb, os._Environ))
+os.environ['PFI_A']; step('[]')
+os.environ.get('PFI_B'); 'PFI_C' in os.environ; os.getenv('PFI_D'); step('get in getenv')
+os.environb.get(b'PFI_E'); os.getenvb(b'PFI_F'); step('bytes')
+os.environ.copy(); list(os.environ.items()); list(os.environ.values()); step('copies')
+os.environ | {}; {} | os.environ; os.environ == {}; early.get('PFI_G'); step('others')
+os.environ['PFI_W'] = 'w'; step('write')
+print(subprocess.run(['sh', '-c', 'echo $PFI_W'], capture_output=True, text=True).stdout.strip())
+step('child')
+expected = b''.join(n + (b'=' + os.environb[n] if n in os.environb else b'') + b'\0'
+                    for n in sorted(seen))
+print(p._env_line() == b'env %s %s\n' % (hashlib.sha256(expected).hexdigest().encode(),
+                                         b' '.join(sorted(seen))))
+kept = os.environ
+p.initialisation_complete()
+kept.get('PFI_H'); os.environ.get('PFI_I')
+print(type(os.environ) is os._Environ, type(os.environb) is os._Environ)
+step('after')
+"#;
+    let out = Command::new(python())
+        .args(["-c", code])
+        .env("PYTHONPATH", repo().join("scripts/python"))
+        .env("PFI_A", "1")
+        .env_remove("PFI_B")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    // PATH: subprocess's search for sh.
+    assert_eq!(
+        stdout_str(&out),
+        "True True\n[] PFI_A\nget in getenv PFI_B PFI_C PFI_D\nbytes PFI_E PFI_F\ncopies\n\
+         others\nwrite\nw\nchild PATH\nTrue\nTrue True\nafter\n"
     );
 }
 

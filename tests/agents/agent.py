@@ -16,44 +16,55 @@ import termios
 import threading
 import time
 
-import prefork_interp
-
+# Every AGENT_* setting is read here, before `import prefork_interp`
+# starts tracking what initialisation reads (the greeting's `env` line):
+# tests whose calls differ in them share one server. Later writes go
+# through these, the real ones, too.
 environ = os.environ
-if "AGENT_INIT_SLEEP" in environ:
-    time.sleep(float(environ["AGENT_INIT_SLEEP"]))
-if "AGENT_INIT_PRINT" in environ:
-    sys.stdout.write(environ["AGENT_INIT_PRINT"])
-if "AGENT_INIT_EXIT" in environ:
+environb = os.environb
+settings = {name: value for name, value in environ.items() if name.startswith("AGENT_")}
+
+import prefork_interp  # noqa: E402 (after the untracked reads)
+
+if "AGENT_INIT_SLEEP" in settings:
+    time.sleep(float(settings["AGENT_INIT_SLEEP"]))
+if "AGENT_INIT_PRINT" in settings:
+    sys.stdout.write(settings["AGENT_INIT_PRINT"])
+if "AGENT_INIT_EXIT" in settings:
     print("agent: failing initialisation as asked", file=sys.stderr)
-    sys.exit(int(environ["AGENT_INIT_EXIT"]))
-if "AGENT_INIT_THREAD" in environ:
+    sys.exit(int(settings["AGENT_INIT_EXIT"]))
+if "AGENT_INIT_THREAD" in settings:
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
-if "AGENT_INIT_ATEXIT" in environ:
-    record = environ["AGENT_INIT_ATEXIT"]
+if "AGENT_INIT_ATEXIT" in settings:
+    record = settings["AGENT_INIT_ATEXIT"]
 
     def _record_exit():
         with open(record, "a") as f:
             f.write("exit\n")
 
     atexit.register(_record_exit)
-if "AGENT_INIT_SETENV" in environ:
-    for entry in os.environb[b"AGENT_INIT_SETENV"].split(b","):
+if "AGENT_INIT_SETENV" in settings:
+    for entry in os.fsencode(settings["AGENT_INIT_SETENV"]).split(b","):
         name, _, value = entry.partition(b"=")
-        os.environb[name] = value
-if "AGENT_INIT_UNSETENV" in environ:
-    for name in os.environb[b"AGENT_INIT_UNSETENV"].split(b","):
-        os.environb.pop(name, None)
+        environb[name] = value
+if "AGENT_INIT_UNSETENV" in settings:
+    for name in os.fsencode(settings["AGENT_INIT_UNSETENV"]).split(b","):
+        environb.pop(name, None)
+# The one tracked read: the variable it names, read the usual way.
+init_env = None
+if "AGENT_INIT_ENVREAD" in settings:
+    init_env = os.environ.get(settings["AGENT_INIT_ENVREAD"])
 options = {}
-if "AGENT_MAX_SERVERS" in environ:
-    options["max_servers"] = int(environ["AGENT_MAX_SERVERS"])
-if "AGENT_SPARE_HANDLERS" in environ:
-    options["spare_handlers"] = int(environ["AGENT_SPARE_HANDLERS"])
-if "AGENT_INTERRUPT_GRACE" in environ:
-    options["interrupt_grace"] = float(environ["AGENT_INTERRUPT_GRACE"])
-if "AGENT_IDLE_TIMEOUT" in environ:
-    options["idle_timeout"] = float(environ["AGENT_IDLE_TIMEOUT"])
-if "AGENT_RELOAD_EXTRA" in environ:
-    options["autoreload_extra"] = [environ["AGENT_RELOAD_EXTRA"]]
+if "AGENT_MAX_SERVERS" in settings:
+    options["max_servers"] = int(settings["AGENT_MAX_SERVERS"])
+if "AGENT_SPARE_HANDLERS" in settings:
+    options["spare_handlers"] = int(settings["AGENT_SPARE_HANDLERS"])
+if "AGENT_INTERRUPT_GRACE" in settings:
+    options["interrupt_grace"] = float(settings["AGENT_INTERRUPT_GRACE"])
+if "AGENT_IDLE_TIMEOUT" in settings:
+    options["idle_timeout"] = float(settings["AGENT_IDLE_TIMEOUT"])
+if "AGENT_RELOAD_EXTRA" in settings:
+    options["autoreload_extra"] = [settings["AGENT_RELOAD_EXTRA"]]
 
 try:
     prefork_interp.initialisation_complete(**options)
@@ -99,6 +110,26 @@ def parent_of(pid):
     with open("/proc/%d/stat" % pid) as f:
         stat = f.read()
     return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def open_fds():
+    """Its open fds, space-separated (not the one listing them)."""
+    fds = []
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + entry)
+        except OSError:
+            continue
+        if not target.endswith("/fd"):
+            fds.append(int(entry))
+    return " ".join(str(fd) for fd in sorted(fds))
+
+
+def write_raw(fd, text):
+    """Straight to fd, past Python's buffers (which a closed fd lacks)."""
+    data = text.encode()
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def disposition(handler):
@@ -161,15 +192,24 @@ def main():
         elif name == "server":
             print(parent_of(os.getppid()))
         elif name == "fds":
-            fds = []
-            for entry in os.listdir("/proc/self/fd"):
+            print(open_fds())
+        elif name == "fdsto":
+            write_raw(int(param), open_fds() + "\n")
+        elif name == "handlesto":
+            write_raw(int(param), " ".join("closed" if stream is None else "open"
+                                           for stream in (sys.stdin, sys.stdout, sys.stderr))
+                      + "\n")
+        elif name == "ns":
+            for kind in ("mnt", "pid", "net", "user", "uts", "ipc", "cgroup"):
                 try:
-                    target = os.readlink("/proc/self/fd/" + entry)
-                except OSError:
-                    continue
-                if not target.endswith("/fd"):
-                    fds.append(int(entry))
-            print(" ".join(str(fd) for fd in sorted(fds)))
+                    print(kind, os.readlink("/proc/self/ns/" + kind))
+                except OSError as e:
+                    print(kind, errno.errorcode[e.errno])
+        elif name == "cgroup":
+            with open("/proc/self/cgroup") as f:
+                sys.stdout.write(f.read())
+        elif name == "initenv":
+            print("unset" if init_env is None else os.fsencode(init_env).hex())
         elif name == "fdlink":
             print(os.readlink("/proc/self/fd/" + param))
         elif name == "sigdisp":

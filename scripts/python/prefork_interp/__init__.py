@@ -3,8 +3,8 @@
 ::
 
     #!/usr/bin/prefork-interp -U,python3
+    import prefork_interp                       # first: see "environment"
     import heavy_things                         # paid once, by the server
-    import prefork_interp
     prefork_interp.initialisation_complete()    # returns once per call
     main()                                      # sys.argv, os.environ and
                                                 # sys.std* are the caller's
@@ -27,6 +27,12 @@ Process roles (as in the Rust and Perl script sides)::
                                                   calls in flight, each its
                                                   own process group (on a
                                                   pseudo-terminal: below)
+
+Each one's title (its argv area, what ps and /proc/PID/cmdline show;
+best effort, cut to the setup run's command line's length) hides the
+first caller's arguments: `SCRIPT [server]`, `SCRIPT [monitor]`,
+`SCRIPT [handler]` (an executor-to-be), and `SCRIPT` for an executor
+once it has read its request (SCRIPT: sys.argv[0] of the setup run).
 
 Per call: the server accepts, greets, and sends the call socket to the
 monitor on CONTROL; the monitor hands it to an idle executor-to-be,
@@ -73,6 +79,27 @@ caller's, and if the kernel refuses one (a server started under lower
 limits cannot raise them) says so in one line on the caller's stderr and
 ends with 127.
 
+A caller's closed fd 0, 1 or 2 (`script <&-`; capability "closed":
+request flag 0x80 and a second flags byte, 0x01, 0x02, 0x04) comes as
+/dev/null, which the executor (the script's process) closes again after
+its dup2s: the number is free for the script's next open(), and the
+matching sys.std* and sys.__std*__ are None, as CPython's start-up
+leaves them in a direct run (print() to a None sys.stdout does nothing).
+
+The environment initialisation reads picks the server: from `import
+prefork_interp` until initialisation_complete(), os.environ and
+os.environb are stand-ins (os._Environ still, sharing the real ones'
+data: writes reach C's environ, and child processes, as always) that
+record the name of each variable read: [], get, in, os.getenv,
+os.getenvb, setdefault, pop. Iteration, keys(), items(), values(),
+copy() are not recorded (dict(os.environ) and {**os.environ} read every
+variable through [], and record them all). Then the real ones are back.
+The server's greeting lists those names with a digest of their
+exec-time values (an `env` line); a caller whose values differ gets a
+server of its own, initialised with its values. Not seen: reads before
+the import, or through a reference taken before it (`from os import
+environ`), and C code's getenv.
+
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later
 (pidfd_open); Python 3.9 or later (socket.recv_fds, os.pidfd_open).
@@ -107,7 +134,7 @@ ENV_VAR = "PREFORK_INTERP"
 MAX_PAYLOAD = 64 * 1024 * 1024
 # Negotiated extensions (man/prefork-interp.7), offered to a client that
 # declared them.
-OUR_CAPS = ("signals", "context", "tty", "limits")
+OUR_CAPS = ("signals", "context", "tty", "limits", "closed")
 # The request byte: 0x00 (v1), or 0x01 (extended) with these flags.
 REQUEST_EXTENDED = 0x01
 REQUEST_CONTEXT = 0x02
@@ -120,11 +147,21 @@ REQUEST_PTY_BACKGROUND = 0x20
 # A limits message follows the payload and the context message (capability
 # "limits"): the caller's resource limits, nice value and oom_score_adj.
 REQUEST_LIMITS = 0x40
+# A second flags byte follows the request byte at once (capability
+# "closed"): its bits 0x01, 0x02, 0x04 say the caller's fd 0, 1, 2 is
+# closed (and the fd sent for it, /dev/null, is to be closed).
+REQUEST_SECOND = 0x80
+REQUEST_CLOSED = (0x01, 0x02, 0x04)
+_REQUEST_ANY_CLOSED = 0x01 | 0x02 | 0x04
 # Every request byte we take: 0, or 0x01 with any of the other flags,
-# 0x20 only with a pty flag. (One set lookup on a call's path.)
+# 0x20 only with a pty flag. (One set lookup on a call's path; 0x80 is
+# checked against what was offered after it.)
 _REQUEST_BYTES = frozenset([0] + [
-    byte for byte in range(0x80)
+    byte for byte in range(0x100)
     if byte & REQUEST_EXTENDED and (byte & _REQUEST_ANY_PTY or not byte & REQUEST_PTY_BACKGROUND)])
+# Whether this server offered "closed" (set before the monitor's fork,
+# for its executors).
+_closed_offered = False
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 FORWARDED = tuple(getattr(signal, "SIG" + name) for name in
@@ -174,10 +211,8 @@ _init_env_changes = []
 _COERCED_LC_CTYPE = (b"C.UTF-8", b"C.utf8", b"UTF-8")
 
 
-def _init_env_delta():
-    """What the script's start-up did to its environment: os.environb
-    against the exec-time environment. PREFORK_INTERP, ours, and Python's
-    locale coercion are left out."""
+def _exec_environ():
+    """The exec-time environment, name: value (bytes)."""
     if isinstance(_INITIAL_ENVIRON, OSError):
         raise OSError("prefork-interp: cannot read /proc/self/environ: %s" % (_INITIAL_ENVIRON,))
     before = {}
@@ -186,6 +221,14 @@ def _init_env_delta():
         # As getenv: the first of two entries with one name counts.
         if eq > 0 and entry[:eq] not in before:
             before[entry[:eq]] = entry[eq + 1:]
+    return before
+
+
+def _init_env_delta():
+    """What the script's start-up did to its environment: os.environb
+    against the exec-time environment. PREFORK_INTERP, ours, and Python's
+    locale coercion are left out."""
+    before = _exec_environ()
     ours = ENV_VAR.encode()
     changes = []
     for name, value in os.environb.items():
@@ -197,6 +240,118 @@ def _init_env_delta():
         changes.append((name, value))
     changes += [(name, None) for name in before if name != ours and name not in os.environb]
     return changes
+
+
+# What initialisation reads of the environment: from `import
+# prefork_interp` until initialisation_complete(), os.environ and
+# os.environb are stand-ins that record the name of each variable read;
+# the greeting's `env` line lists them, with a digest of their exec-time
+# values, and a client whose values differ goes to a server of its own
+# (man/prefork-interp.7), so that the script is initialised with the
+# caller's values.
+
+_env_reads = set()  # names read (bytes)
+_tracking = False
+
+
+class _TrackedEnviron(os._Environ):
+    """os.environ (or os.environb) during initialisation: the real one's
+    own data dict (so every write reaches it, and through putenv C's
+    environ, which child processes get; and objects that kept the real
+    one, `from os import environ` before the import, agree), with a
+    record of each name read: [], get, in, os.getenv, setdefault, pop.
+    Iteration, keys(), items(), values(), copy(), clear(), ==, | read no
+    one variable and are not recorded: what the real one does. (dict()
+    of it, or **, reads every variable through [], and records them
+    all.) Once initialisation is over, it records nothing: a module may
+    have kept it."""
+
+    def __getitem__(self, key):
+        if _tracking:
+            try:
+                _env_reads.add(self.encodekey(key))
+            except Exception:
+                pass  # not a name: the lookup says why
+        return os._Environ.__getitem__(self, key)
+
+    def items(self):
+        return self._untracked.items()
+
+    def values(self):
+        return self._untracked.values()
+
+    def copy(self):
+        return self._untracked.copy()
+
+    def clear(self):
+        self._untracked.clear()
+
+    def __or__(self, other):
+        return self._untracked.__or__(other)
+
+    def __ror__(self, other):
+        return self._untracked.__ror__(other)
+
+
+def _tracked(real):
+    """A stand-in for real (an os._Environ), or None."""
+    if type(real) is not os._Environ:
+        return None  # replaced by someone: left alone
+    tracked = _TrackedEnviron.__new__(_TrackedEnviron)
+    tracked.__dict__.update(real.__dict__)
+    tracked._untracked = real
+    return tracked
+
+
+_REAL_ENVIRON = os.environ
+_REAL_ENVIRONB = getattr(os, "environb", None)
+_TRACKED_ENVIRON = _tracked(_REAL_ENVIRON)
+_TRACKED_ENVIRONB = _tracked(_REAL_ENVIRONB)
+
+
+def _start_tracking():
+    global _tracking
+    _tracking = True
+    if _TRACKED_ENVIRON is not None:
+        os.environ = _TRACKED_ENVIRON
+    if _TRACKED_ENVIRONB is not None:
+        os.environb = _TRACKED_ENVIRONB
+
+
+def _stop_tracking():
+    """Initialisation is over: the real os.environ and os.environb back
+    (unless the script replaced them itself)."""
+    global _tracking
+    _tracking = False
+    if os.environ is _TRACKED_ENVIRON:
+        os.environ = _REAL_ENVIRON
+    if getattr(os, "environb", None) is _TRACKED_ENVIRONB:
+        os.environb = _REAL_ENVIRONB
+
+
+def _env_line():
+    """The greeting's `env DIGEST NAME...` line for what initialisation
+    read (b"" if nothing): the names sorted, and the SHA-256 of
+    NAME=VALUE\\0 (NAME\\0 if unset) for each, VALUE the exec-time one.
+    Never PREFORK_INTERP, nor a name the line cannot carry (a space, a
+    newline) or no environment can hold (empty, '=', NUL)."""
+    names = sorted(name for name in _env_reads
+                   if name and name != ENV_VAR.encode() and not any(c in name for c in b" \n=\0"))
+    if not names:
+        return b""
+    import hashlib
+
+    before = _exec_environ()
+    digest = hashlib.sha256()
+    for name in names:
+        value = before.get(name)
+        digest.update(name + b"\0" if value is None else name + b"=" + value + b"\0")
+    return b"env %s %s\n" % (digest.hexdigest().encode(), b" ".join(names))
+
+
+# The line, made in the setup run for the server's greetings.
+_greeting_env = b""
+_start_tracking()
 
 
 def autoreload_also_check(*paths):
@@ -220,6 +375,54 @@ def _log(priority, message):
     if _logging:
         try:
             syslog.syslog(priority, message)
+        except Exception:
+            pass
+
+
+# ----------------------------------------------------------- process titles
+#
+# What ps shows of the server's processes: not the first caller's
+# arguments, which the interpreter's argv area holds (Python has no
+# setproctitle): `SCRIPT [server]`, `SCRIPT [monitor]`, `SCRIPT [handler]`
+# (an executor-to-be), and an executor, once its request is read, `SCRIPT`.
+
+_argv_area = None  # (address, length) of the argv strings, from the setup run
+_titles = {}  # role: its title's bytes, NUL-filled to that length
+
+
+def _prepare_titles(script):
+    """In the setup run: where the argv strings are (arg_start, arg_end:
+    fields 48 and 49 of /proc/self/stat, counted after the last ')' of
+    the command name), and each role's title, made once so that setting
+    one is a single memmove (an executor does it on each call's path). A
+    title longer than the area is cut, keeping a NUL at its end: the
+    kernel shows the area up to arg_end, and reads on past it into the
+    environment (which we leave alone) if its last byte is not a NUL.
+    Nothing found (unreadable): no titles."""
+    global _argv_area
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(b")") + 2:].split()
+        start, end = int(fields[45]), int(fields[46])
+    except (OSError, ValueError, IndexError):
+        return
+    if not 0 < start < end:
+        return  # zeros: the kernel would not tell
+    length = end - start
+    _argv_area = (start, length)
+    name = os.fsencode(script)
+    for role, suffix in (("server", b" [server]"), ("monitor", b" [monitor]"),
+                         ("handler", b" [handler]"), ("executor", b"")):
+        _titles[role] = (name + suffix)[:length - 1].ljust(length, b"\0")
+
+
+def _set_title(role):
+    """Best effort: never fails."""
+    title = _titles.get(role)
+    if title is not None:
+        try:
+            ctypes.memmove(_argv_area[0], title, _argv_area[1])
         except Exception:
             pass
 
@@ -488,7 +691,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     SIGKILL, and that is logged, so that no script outlives its caller
     holding the caller's pipes (negative or None: never; default 2).
     """
-    global _logging, _syslog_args
+    global _logging, _syslog_args, _closed_offered, _greeting_env
+    # What it read so far is what initialisation read.
+    _stop_tracking()
     if not isinstance(fast_exit, bool):
         raise ValueError("prefork-interp: fast_exit must be True or False, not %r" % (fast_exit,))
     value = os.environb.pop(ENV_VAR.encode(), None)
@@ -515,7 +720,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         interrupt_grace = None
     facility = _facility(log_facility)
     reload_files = _reload_files(autoreload_modules, autoreload_extra)
+    _prepare_titles(sys.argv[0] if sys.argv and sys.argv[0] else "python3")
     _init_env_changes[:] = _init_env_delta()
+    _greeting_env = _env_line()
     # Before gc.freeze(): what arming makes is frozen with the rest.
     fast_exit_off = _arm_fast_exit() if fast_exit else None
 
@@ -545,6 +752,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     # The daemon. The script's own code must never run here except in
     # executors: any failure is logged and ends the process.
     try:
+        _set_title("server")
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a caller ignoring it breaks waitpid
         server = _Server(setup, max_servers, idle_timeout, max_errors,
@@ -556,6 +764,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         # Only a client that said it reads greeting xdata is offered our
         # extensions, those it speaks (chiark-utils' misreads any).
         offered = [cap for cap in OUR_CAPS if cap in setup["client_caps"]]
+        if "signals" not in offered and "closed" in offered:
+            offered.remove("closed")  # a flag of extended requests only
+        _closed_offered = "closed" in offered
         # The monitor first (the first call pays its fork and its first
         # executor's, as it always did), then each call to it; a monitor
         # that dies is forked again at once, so that a spare is ready.
@@ -678,6 +889,7 @@ class _Server:
                     pending.close()
                 _reopen_syslog()
                 theirs.settimeout(None)  # blocking, whatever the script set
+                _set_title("monitor")
             except BaseException:
                 os._exit(1)
             return theirs
@@ -737,8 +949,8 @@ class _Server:
         if not again:
             xdata = b""
             if offered:
-                xdata = ("pfi-caps 1\ncaps %s\nserved %d\nrunning %d\n"
-                         % (",".join(offered), self.served, self.busy)).encode()
+                xdata = (b"pfi-caps 1\ncaps %s\n%sserved %d\nrunning %d\n"
+                         % (",".join(offered).encode(), _greeting_env, self.served, self.busy))
             try:
                 _send_all(call, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
             except (_Hangup, OSError) as e:
@@ -1065,6 +1277,7 @@ class _Monitor:
                 for sock in close + (handover, from_executor):
                     sock.close()
                 _reopen_syslog()
+                _set_title("handler")
             except BaseException:
                 os._exit(127)
             return None, (handover_theirs, from_executor_theirs, self.saved, self.pid)
@@ -1359,14 +1572,22 @@ def _read_request(conn):
     """Reads a request: its byte (0, or 0x01 with any of the flags:
     0x02 context, 0x04, 0x08, 0x10 fd 0, 1, 2 a pseudo-terminal, 0x20
     with one of those: the script starts in its terminal's background),
-    fd 0, 1, 2, the payload, with context the caller's directory and
-    umask, and with 0x40 the caller's limits (a tuple of (resource, soft,
-    hard) entries, the nice value, oom_score_adj)."""
+    with 0x80 the second flags byte (the fds the caller has closed: 0x01,
+    0x02, 0x04; 0 if none), fd 0, 1, 2, the payload, with context the
+    caller's directory and umask, and with 0x40 the caller's limits (a
+    tuple of (resource, soft, hard) entries, the nice value,
+    oom_score_adj)."""
     byte = _read_exact(conn, 1)[0]
-    if byte not in _REQUEST_BYTES:
+    if byte not in _REQUEST_BYTES or (byte & REQUEST_SECOND and not _closed_offered):
         raise ValueError("request starts with byte %#04x, expected 0x00, or 0x01 with flags "
-                         "0x02, 0x04, 0x08, 0x10, 0x40, and 0x20 with one of 0x04, 0x08, 0x10"
-                         % byte)
+                         "0x02, 0x04, 0x08, 0x10, 0x40, %s0x20 with one of 0x04, 0x08, 0x10"
+                         % (byte, "0x80, and " if _closed_offered else "and "))
+    closed = 0
+    if byte & REQUEST_SECOND:
+        closed = _read_exact(conn, 1)[0]
+        if closed & ~_REQUEST_ANY_CLOSED:
+            raise ValueError("second request byte %#04x, expected flags 0x01, 0x02, 0x04"
+                             % closed)
     fds = []
     for _ in range(3):
         try:
@@ -1396,7 +1617,7 @@ def _read_request(conn):
         entries = [struct.unpack_from(">BQQ", body, at) for at in range(0, count * 17, 17)]
         nice, oom = struct.unpack_from(">ii", body, count * 17)
         limits = (entries, nice, oom)
-    return byte, fds, env, args, context, limits
+    return byte, closed, fds, env, args, context, limits
 
 
 def _rlim(value):
@@ -1674,13 +1895,14 @@ def _executor(handover, monitor, saved, monitor_pid):
         os._exit(0)  # the monitor is gone, or never got a call
     conn = socket.socket(fileno=received[0])
     try:
-        byte, fds, env, args, context, limits = _read_request(conn)
+        byte, closed, fds, env, args, context, limits = _read_request(conn)
     except _Hangup:
         _log(syslog.LOG_INFO, "client went away before sending its call")
         os._exit(0)
     except Exception as e:
         _log(syslog.LOG_ERR, "call failed: %r" % (e,))
         os._exit(1)
+    _set_title("executor")
     # The monitor signals our group (its id is our pid): us, and whatever
     # the script starts. (Not made while idle: setsid refuses a group
     # leader.)
@@ -1720,6 +1942,12 @@ def _executor(handover, monitor, saved, monitor_pid):
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
+    for target, flag in enumerate(REQUEST_CLOSED):
+        if closed & flag:
+            # Closed in the caller (capability "closed"): the client sent
+            # /dev/null in its place. The number is free again, as in a
+            # direct run: the script's next open() may take it.
+            os.close(target)
     if limits is not None:
         # What a direct run would inherit beyond fds (capability "limits").
         _take_limits(limits)
@@ -1748,10 +1976,14 @@ def _executor(handover, monitor, saved, monitor_pid):
             os.environb[name] = value
     sys.argv[1:] = [os.fsdecode(a) for a in args]
 
+    # A closed fd has no stream: None, as CPython's start-up makes it (and
+    # as print() and the exit's flush expect).
     old = (sys.stdin, sys.stdout, sys.stderr)
-    sys.stdin = sys.__stdin__ = _std_stream(0, old[0], False, environ)
-    sys.stdout = sys.__stdout__ = _std_stream(1, old[1], True, environ)
-    sys.stderr = sys.__stderr__ = _std_stream(2, old[2], True, environ)
+    new = [None if closed & REQUEST_CLOSED[fd] else _std_stream(fd, old[fd], fd != 0, environ)
+           for fd in range(3)]
+    sys.stdin = sys.__stdin__ = new[0]
+    sys.stdout = sys.__stdout__ = new[1]
+    sys.stderr = sys.__stderr__ = new[2]
     return mask
 
 

@@ -17,6 +17,10 @@ sys.stdout and sys.stderr flushed), then leaves with os._exit: the
 interpreter's finalisation (finalisers of objects still alive, module
 teardown) is skipped, as fast_exit does.
 
+What the setup run reads of os.environ while it imports (the modules'
+own top-level code included) is tracked as for any script (the
+greeting's `env` line), PREFORK_INTERP_PRELOAD excepted.
+
 Without PREFORK_INTERP the program runs here, once, and CPython ends the
 process as always.
 """
@@ -37,8 +41,11 @@ def _usage(message):
 def _parse(args):
     """(preload, program, args) from the runner's command line, and
     PREFORK_INTERP_PRELOAD (MOD[,MOD...], as for Perl's runner): the way
-    to name more modules through `prefork-interp --run`."""
-    preload = [m for m in os.environ.get("PREFORK_INTERP_PRELOAD", "").split(",") if m]
+    to name more modules through `prefork-interp --run`. (Read untracked:
+    preloading only saves time, and callers differing in it share a
+    server.)"""
+    preload = [m for m in prefork_interp._REAL_ENVIRON.get("PREFORK_INTERP_PRELOAD", "").split(",")
+               if m]
     while args:
         arg = args[0]
         if arg == "--":
@@ -342,7 +349,9 @@ def main():
     # What -m put first on sys.path: the current directory (none under -P).
     ours = sys.path[0] if sys.path and not getattr(sys.flags, "safe_path", False) else None
     sys.argv[:] = [program] + args
-    served = prefork_interp.ENV_VAR.encode() in os.environb
+    served = prefork_interp.ENV_VAR in prefork_interp._REAL_ENVIRON
+    if not served:
+        prefork_interp._stop_tracking()  # the program runs here, as python3 PROGRAM
     _set_path0(program, ours)
 
     code = None
