@@ -186,7 +186,11 @@ fn hold_closed_stdio() -> Result<[bool; 3], Failure> {
             .write(true)
             .open("/dev/null")
             .map_err(|e| Failure::new(format!("cannot open /dev/null: {e}")))?;
-        // Held for the client's life, as the caller's fd would be.
+        // Held for the client's life, as the caller's fd would be, and
+        // inherited as it would be: the setup run must not start with it
+        // closed (open's O_CLOEXEC would close it at exec).
+        crate::sys::set_cloexec(std::os::fd::AsFd::as_fd(&null), false)
+            .map_err(|e| Failure::new(format!("cannot keep /dev/null open: {e}")))?;
         let held = std::os::fd::IntoRawFd::into_raw_fd(null);
         if held != fd as i32 {
             return Err(Failure::new(format!(

@@ -208,6 +208,9 @@ def main():
         elif name == "cgroup":
             with open("/proc/self/cgroup") as f:
                 sys.stdout.write(f.read())
+        elif name == "groups":
+            with open("/proc/self/status") as f:
+                print(next(line for line in f if line.startswith("Groups:")), end="")
         elif name == "initenv":
             print("unset" if init_env is None else os.fsencode(init_env).hex())
         elif name == "fdlink":

@@ -2183,7 +2183,7 @@ scenario!(closed_std_fds_like_a_direct_run, |side| {
         // Fds 0, 1, 2 only: a direct run also inherits the test
         // runner's (its jobserver's, say), which an executor never has.
         let shown = |out: &std::process::Output| {
-            assert_success(out);
+            assert!(out.status.success(), "fd {closed} closed: {out:?}");
             let text = if shown_on == 1 {
                 stdout_str(out)
             } else {

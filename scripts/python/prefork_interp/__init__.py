@@ -760,7 +760,8 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        os.close(null)
+        if null > 2:  # started with fd 0, 1 or 2 closed: it is one of them
+            os.close(null)
         # Only a client that said it reads greeting xdata is offered our
         # extensions, those it speaks (chiark-utils' misreads any).
         offered = [cap for cap in OUR_CAPS if cap in setup["client_caps"]]
@@ -1940,8 +1941,11 @@ def _executor(handover, monitor, saved, monitor_pid):
         os.close(cwd)
         os.umask(umask)
     for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        os.close(fd)
+        # The server's 0, 1, 2 are /dev/null, so received fds are above
+        # them; still, never close what was just put in place.
+        if fd != target:
+            os.dup2(fd, target)
+            os.close(fd)
     for target, flag in enumerate(REQUEST_CLOSED):
         if closed & flag:
             # Closed in the caller (capability "closed"): the client sent
