@@ -26,13 +26,18 @@ pub(crate) fn prepare() {
     sys::title::prepare();
 }
 
-/// Shows `PROGRAM [role]`, or just `PROGRAM` for an executor's call.
+/// Shows `PROGRAM [role]`, or just `PROGRAM` for an executor's call;
+/// where that does not fit, the program's file name without its
+/// directory (the role says more than the directory does).
 pub(crate) fn show(role: Option<&str>) {
     let Some(program) = PROGRAM.get() else {
         return;
     };
-    match role {
-        Some(role) => sys::title::set(&[program, &b" ["[..], role.as_bytes(), b"]"].concat()),
-        None => sys::title::set(program),
+    let suffix = role.map_or(Vec::new(), |role| [b" [", role.as_bytes(), b"]"].concat());
+    let mut title = [program.as_slice(), &suffix].concat();
+    if !sys::title::fits(&title) {
+        let base = program.rsplit(|&b| b == b'/').next().unwrap_or(program);
+        title = [base, &suffix].concat();
     }
+    sys::title::set(&title);
 }

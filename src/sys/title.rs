@@ -38,6 +38,11 @@ pub(crate) fn prepare() {
     });
 }
 
+/// Whether `title` fits whole (with its NUL) where [`set`] puts it.
+pub(crate) fn fits(title: &[u8]) -> bool {
+    matches!(AREA.get(), Some(Some(area)) if title.len() < area.len)
+}
+
 /// Shows `title` as this process's command line, cut to the room the
 /// first exec's arguments left (keeping a NUL at the end); the rest of
 /// that room becomes NULs, so nothing of the old arguments remains. Does

@@ -414,7 +414,13 @@ def _prepare_titles(script):
     name = os.fsencode(script)
     for role, suffix in (("server", b" [server]"), ("monitor", b" [monitor]"),
                          ("handler", b" [handler]"), ("executor", b"")):
-        _titles[role] = (name + suffix)[:length - 1].ljust(length, b"\0")
+        title = name + suffix
+        if len(title) >= length:
+            # `python3 ./script` leaves no room for the role: the
+            # script's file name without its directory, as the role says
+            # more than the directory does.
+            title = os.path.basename(name) + suffix
+        _titles[role] = title[:length - 1].ljust(length, b"\0")
 
 
 def _set_title(role):
