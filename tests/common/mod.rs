@@ -1163,3 +1163,13 @@ impl Drop for TestCgroup {
         });
     }
 }
+
+/// Whether the test runs as root; if not, says it is skipped (CI runs as
+/// root), naming what root is needed for.
+pub fn running_as_root(for_what: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: needs root ({for_what})");
+    }
+    root
+}

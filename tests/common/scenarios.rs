@@ -2274,14 +2274,9 @@ scenario!(
         };
         let mut servers = Vec::new();
         for value in [Some("1"), Some("2"), None, Some("1")] {
-            let direct = with(h.direct(&["@initenv"]), value).run();
-            assert_success(&direct);
-            let ours = with(h.call(&["@server", "@initenv"]), value).run();
-            assert_success(&ours);
-            let text = stdout_str(&ours);
-            let (server, read) = text.split_once('\n').unwrap();
-            assert_eq!(read, stdout_str(&direct), "PFI_TEST_X={value:?}");
-            servers.push(server.parse::<u32>().unwrap());
+            servers.push(server_seeing_as_directly(&h, "@initenv", |call| {
+                with(call, value)
+            }));
         }
         assert_eq!(servers[0], servers[3], "the first value's server serves on");
         for (i, j) in [(0, 1), (0, 2), (1, 2)] {
@@ -2300,12 +2295,43 @@ scenario!(
     }
 );
 
+/// A call set up by `world` sees of `command` what a direct run set up so
+/// sees; returns the pid of the server that served it.
+fn server_seeing_as_directly(h: &Harness, command: &str, world: impl Fn(Call) -> Call) -> u32 {
+    let direct = world(h.direct(&[command])).run();
+    assert_success(&direct);
+    let ours = world(h.call(&["@server", command])).run();
+    assert_success(&ours);
+    let text = stdout_str(&ours);
+    let (server, shown) = text.split_once('\n').unwrap();
+    assert_eq!(shown, stdout_str(&direct), "{command}");
+    server.parse().unwrap()
+}
+
+/// For a caller in a world of its own (`world` sets a call up in it: other
+/// namespaces, cgroup or groups): two calls there get one server, not
+/// `outside`, and see of `command` what a direct run there sees; then
+/// `--kill` from there takes that server down.
+fn served_in_a_world_of_its_own(
+    h: &Harness,
+    outside: Option<u32>,
+    command: &str,
+    world: impl Fn(Call) -> Call,
+) {
+    let seen = [0, 1].map(|_| server_seeing_as_directly(h, command, &world));
+    assert_eq!(seen[0], seen[1], "{command}: its server is kept");
+    if let Some(outside) = outside {
+        assert_ne!(seen[0], outside, "{command}: a server of its own");
+    }
+    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
+    assert_success(&world(kill).run());
+}
+
 /// A caller in other namespaces (a sandbox that still reaches the run
 /// directory) gets a server of its own, started there, which sees what a
 /// direct run there sees; the server outside serves on. (Root only.)
 scenario!(namespaces_get_their_own_server, |side| {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (to make namespaces)");
+    if !running_as_root("to make namespaces") {
         return;
     }
     let h = Harness::new(side);
@@ -2320,23 +2346,9 @@ scenario!(namespaces_get_their_own_server, |side| {
         &["--user", "--map-root-user"],
     ] {
         let holder = NamespaceHolder::new(flags);
-        let direct = h.direct(&["@ns"]).inside(holder.pid).run();
-        assert_success(&direct);
-        let mut seen = Vec::new();
-        for _ in 0..2 {
-            let ours = h.call(&["@server", "@ns"]).inside(holder.pid).run();
-            assert_success(&ours);
-            let text = stdout_str(&ours);
-            let (server, ns) = text.split_once('\n').unwrap();
-            assert_eq!(ns, stdout_str(&direct), "{flags:?}");
-            seen.push(server.to_string());
-        }
-        assert_eq!(seen[0], seen[1], "{flags:?}: kept");
-        if !flags.contains(&"--pid") {
-            assert_ne!(seen[0], outside.to_string(), "{flags:?}: its own");
-        }
-        let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
-        assert_success(&kill.inside(holder.pid).run());
+        // Pids are the namespace's own with --pid: none to compare.
+        let other = (!flags.contains(&"--pid")).then_some(outside);
+        served_in_a_world_of_its_own(&h, other, "@ns", |call| call.inside(holder.pid));
     }
     assert_eq!(h.server_pid(), outside, "the server outside serves on");
     h.finish();
@@ -2346,36 +2358,20 @@ scenario!(namespaces_get_their_own_server, |side| {
 /// cgroup, so the cgroup's limits and accounting cover the script's whole
 /// process as in a direct run; the first server serves on. (Root only.)
 scenario!(cgroup_gets_its_own_server, |side| {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (to make a cgroup)");
+    if !running_as_root("to make a cgroup") {
         return;
     }
     let h = Harness::new(side);
     let outside = h.server_pid();
     let cgroup = TestCgroup::new(&format!("{side:?}"));
-    let direct = h.direct(&["@cgroup"]).in_cgroup(&cgroup.path).run();
-    assert_success(&direct);
     assert_ne!(
-        stdout_str(&direct),
+        stdout_str(&h.direct(&["@cgroup"]).in_cgroup(&cgroup.path).run()),
         stdout_str(&h.direct(&["@cgroup"]).run())
     );
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        let ours = h
-            .call(&["@server", "@cgroup"])
-            .in_cgroup(&cgroup.path)
-            .run();
-        assert_success(&ours);
-        let text = stdout_str(&ours);
-        let (server, cgroups) = text.split_once('\n').unwrap();
-        assert_eq!(cgroups, stdout_str(&direct));
-        seen.push(server.parse::<u32>().unwrap());
-    }
-    assert_eq!(seen[0], seen[1], "kept");
-    assert_ne!(seen[0], outside, "its own");
+    served_in_a_world_of_its_own(&h, Some(outside), "@cgroup", |call| {
+        call.in_cgroup(&cgroup.path)
+    });
     assert_eq!(h.server_pid(), outside, "the first serves on");
-    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
-    assert_success(&kill.in_cgroup(&cgroup.path).run());
     h.finish();
     drop(cgroup);
 });
@@ -2385,8 +2381,7 @@ scenario!(cgroup_gets_its_own_server, |side| {
 /// not give its executor; the script sees the groups a direct run does.
 /// (Root only.)
 scenario!(other_groups_get_their_own_server, |side| {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (to call with other groups)");
+    if !running_as_root("to call with other groups") {
         return;
     }
     let h = Harness::new(side);
@@ -2406,21 +2401,8 @@ scenario!(other_groups_get_their_own_server, |side| {
         call
     };
     let direct = with_other_groups(h.direct(&["@groups"])).run();
-    assert_success(&direct);
     assert!(stdout_str(&direct).contains("4242 4243"));
-    let mut seen = Vec::new();
-    for _ in 0..2 {
-        let ours = with_other_groups(h.call(&["@server", "@groups"])).run();
-        assert_success(&ours);
-        let text = stdout_str(&ours);
-        let (pid, groups) = text.split_once('\n').unwrap();
-        assert_eq!(groups, stdout_str(&direct));
-        seen.push(pid.parse::<u32>().unwrap());
-    }
-    assert_eq!(seen[0], seen[1], "kept");
-    assert_ne!(seen[0], server, "a server of its own");
+    served_in_a_world_of_its_own(&h, Some(server), "@groups", with_other_groups);
     assert_eq!(h.server_pid(), server, "the first serves on");
-    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
-    assert_success(&with_other_groups(kill).run());
     h.finish();
 });
