@@ -104,11 +104,12 @@ impl World {
             .unwrap();
         assert_success(&out);
         let text = stdout_str(&out);
-        // IDENT PID STARTED SERVED RUNNING PROTOCOL perl -M... PROGRAM ...
+        // IDENT PID STARTED SERVED RUNNING PROTOCOL PROGRAM [server] (the
+        // server's title: $0 as perl was given it)
         let row: Vec<&str> = text
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|cols| cols.len() > 8 && cols[6] == "perl" && cols[8] == program)
+            .find(|cols| cols.len() == 8 && cols[6] == program && cols[7] == "[server]")
             .unwrap_or_else(|| panic!("no server for {program}:\n{text}"));
         let served = row[3].parse().unwrap();
         *self.calls.entry(program.to_string()).or_default() += 1;

@@ -319,6 +319,23 @@ my %SYSCALL = do {
         : ();
 };
 
+# Process titles: the script's path as perl was given it (the setup
+# run's $0), and comm as exec left it, which an assignment to $0 also
+# sets (PR_SET_NAME) and we put back: a direct run shows the interpreter
+# there.
+my ($SCRIPT, $COMM);
+
+# What /proc/PID/cmdline shows: perl writes $0 over the argv area (and
+# the environment's after it), so the first caller's arguments go. Never
+# fatal.
+sub _set_title {
+    my ($title) = @_;
+    return unless defined $SCRIPT;
+    eval { $0 = $title; 1 } or return;
+    syscall($SYSCALL{prctl}, 15, $COMM) if defined $COMM && $SYSCALL{prctl};    # PR_SET_NAME
+    return;
+}
+
 # signalfd(2) flags; waitid(2)'s arguments and the one si_code we want.
 use constant {
     SFD_NONBLOCK => 04000,         # O_NONBLOCK
@@ -533,6 +550,11 @@ sub prefork_initialisation_complete {
     my $facility = $opts{log_facility} // 'LOG_USER';
 
     @init_env_changes = _init_env_changes();
+    $SCRIPT = $0;
+    # (In a block of its own: a handle opened in an `if`'s condition
+    # stays open until the sub returns, which in the server is never.)
+    $COMM = do { my $comm; open($comm, '<', '/proc/self/comm') ? scalar <$comm> : undef };
+    chomp $COMM if defined $COMM;
 
     my @reload = @{ $opts{autoreload_extra} // [] };
     push @reload, @also_check;
@@ -561,6 +583,7 @@ sub prefork_initialisation_complete {
     # The daemon. From here the script's own code must never run except
     # in executors: any failure is logged and ends the process.
     my $server = eval {
+        _set_title("$SCRIPT [server]");
         POSIX::setsid();
         $SIG{CHLD} = 'DEFAULT';    # a caller ignoring it would break waitpid
         # Sending a file descriptor to a process that has died must fail,
@@ -857,6 +880,7 @@ sub _next_call {
 # leaves. Never returns, but (true) in an executor.
 sub _monitor {
     my ($control, $spare, $grace) = @_;
+    _set_title("$SCRIPT [monitor]");
     _detach_log();
     $OWN_LIMITS = _read_own_limits();
     # We deliver these to executors' groups; they must not hurt us.
@@ -1027,6 +1051,8 @@ sub _fork_executor {
             (map { @$_{qw(pidfd handover from)} } @{ $m->{idle} }),
             (map { (@$_{qw(pidfd call from)}, $_->{keeper} && $_->{keeper}{from}) }
                 values %{ $m->{calls} });
+        # Before its call: not on any call's path.
+        _set_title("$SCRIPT [handler]");
         _executor($handover_theirs, $from_theirs, $m->{saved}, $monitor);
         return 0;
     }
@@ -1355,6 +1381,7 @@ sub _executor {
     # Nobody could report our status without the monitor.
     (syswrite($monitor, $ready) // -1) == length $ready or POSIX::_exit(127);
     POSIX::sigprocmask(SIG_SETMASK, $old_mask) if $old_mask;
+    _set_title($SCRIPT);
 
     if ($context) {
         # The caller's directory and umask (capability "context").
@@ -1658,7 +1685,7 @@ Otherwise turns the script into a server and returns once per call, each
 time in a new process (the "executor") whose STDIN, STDOUT, STDERR,
 C<@ARGV> and C<%ENV> are those of the call (C<%ENV> with what
 initialisation did to it laid over it: see L</ENVIRONMENT>). C<$0> is
-the script's path.
+the script's path (see L</PROCESS TITLES>).
 It dies, with a message naming the problem, when other threads are
 running or C<PREFORK_INTERP> is malformed.
 
@@ -1763,6 +1790,19 @@ terminal runs on a pseudo-terminal of its own (below); and
 C<prefork-interp --list> shows the server with its call counts. Signal
 handlers the script set up during initialisation are in place in every
 call (SIGINT and SIGPIPE excepted: default). See prefork-interp(7).
+
+=head1 PROCESS TITLES
+
+The first call's arguments are in the argv area of the process that
+became the server, which its monitor and executors share. Each overwrites
+it with a title, by assigning C<$0>: C<SCRIPT [server]>, C<SCRIPT
+[monitor]>, C<SCRIPT [handler]> (an executor waiting for its call, and on
+a pseudo-terminal of its own the session's keeper), and in an executor
+once it has its call, C<$0> is C<SCRIPT> again, where SCRIPT is C<$0>
+when C<prefork_initialisation_complete> was called. That is what
+F</proc/PID/cmdline>, C<ps> and C<prefork-interp --list> show. The process
+name (F</proc/PID/comm>, which an assignment to C<$0> also sets) is put
+back to what it was (C<perl>).
 
 =head1 RESOURCE LIMITS
 
