@@ -45,7 +45,7 @@ use warnings;
 
 use Config ();
 use Exporter qw(import);
-use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC O_RDWR);
+use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC O_RDWR SEEK_END);
 use IO::FDPass;
 use IO::Handle;
 use POSIX qw(:errno_h :signal_h :sys_wait_h);
@@ -72,7 +72,9 @@ use constant {
 };
 # Negotiated extensions (man/prefork-interp.7), offered to a client that
 # declared them.
-my @OUR_CAPS = qw(signals context tty limits);
+my @OUR_CAPS = qw(signals context tty limits closed);
+# Those offered to this server's client, known to its executors.
+my %OFFERED;
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 my @FORWARDED = qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
@@ -87,13 +89,17 @@ my @TERMINAL_SIGNALS = qw(INT QUIT TSTP TTIN TTOU WINCH HUP CHLD);
 # Request flags (with 0x01, extended): 0x02 context; 0x04, 0x08, 0x10: fd
 # 0, 1, 2 is the call's own pseudo-terminal; with one of those, 0x20: the
 # script starts in its terminal's background; 0x40: a limits message
-# follows (capability "limits").
+# follows (capability "limits"); 0x80: a second flags byte follows at
+# once, whose 0x01, 0x02, 0x04 say the caller's fd 0, 1, 2 is closed
+# (capability "closed").
 use constant {
     FLAG_CONTEXT    => 0x02,
     FLAGS_PTY       => 0x1c,
     FLAG_BACKGROUND => 0x20,
     FLAG_LIMITS     => 0x40,
-    KNOWN_FLAGS     => 0x7f,
+    FLAG_MORE       => 0x80,
+    KNOWN_FLAGS     => 0xff,
+    KNOWN_CLOSED    => 0x07,
 };
 # The server's limits (packed 'QQ' by resource number, nice value,
 # oom_score_adj), read once by the monitor before it forks executors:
@@ -614,6 +620,7 @@ sub prefork_initialisation_complete {
             errors       => 0,
             idle_since   => Time::HiRes::time(),
         );
+        %OFFERED = map { ($_ => 1) } @{ $s{offered} };
         _set_cloexec($s{$_}) for qw(listen watch_err watch_in);
         $s{listen}->blocking(0);
         $s{watch_err}->blocking(0);
@@ -1319,16 +1326,24 @@ sub _executor {
         POSIX::_exit(1);
     };
 
-    my ($byte, $fds, $env, $args, $context, $limits);
+    my ($byte, $closed, $fds, $env, $args, $context, $limits) = (0, 0);
     eval {
         $byte = ord _read_exact($call, 1);
         # 0 (v1), or 0x01 (extended) with any of the flags we know (0x20
-        # only with a pseudo-terminal).
+        # only with a pseudo-terminal; 0x80 only if "closed" was offered).
         die sprintf("request starts with byte %#04x, expected 0x00, "
-                . "or 0x01 with flags of 0x02, 0x04, 0x08, 0x10, 0x20, 0x40\n", $byte)
+                . "or 0x01 with flags of 0x02, 0x04, 0x08, 0x10, 0x20, 0x40%s\n",
+                $byte, $OFFERED{closed} ? ', 0x80' : '')
             unless $byte == 0
             || ($byte & 1 && !($byte & ~KNOWN_FLAGS)
-                && ($byte & FLAGS_PTY || !($byte & FLAG_BACKGROUND)));
+                && ($byte & FLAGS_PTY || !($byte & FLAG_BACKGROUND))
+                && ($OFFERED{closed} || !($byte & FLAG_MORE)));
+        if ($byte & FLAG_MORE) {
+            $closed = ord _read_exact($call, 1);
+            die sprintf("request's second flags byte is %#04x, expected flags of "
+                    . "0x01, 0x02, 0x04\n", $closed)
+                if $closed & ~KNOWN_CLOSED;
+        }
         $fds = [];
         for (1 .. 3) {
             my $fd = IO::FDPass::recv(fileno $call);
@@ -1383,6 +1398,29 @@ sub _executor {
     POSIX::sigprocmask(SIG_SETMASK, $old_mask) if $old_mask;
     _set_title($SCRIPT);
 
+    # The caller's closed fds (capability "closed"; the client sent
+    # /dev/null in their place) as perl started with them closed has
+    # them. It makes STDIN, STDOUT and STDERR on fds 0, 1, 2 regardless,
+    # then opens its script (for -e, /dev/null), and at compile time each
+    # module file, on the lowest free fd, reading each to its end; closing
+    # the handle leaves an fd that a standard handle also counts open.
+    # So each closed fd holds a file read-only at its end: reads see
+    # EOF, writes fail with EBADF (output is buffered and its flush
+    # fails: at exit, "Unable to flush stdout" and status 1). Here each
+    # gets the script's file (opened before the caller's directory is
+    # ours: $0 may be relative), and a standard handle made on it is
+    # perl's own from start-up, with no second one for output (which a
+    # character device such as /dev/null gets, and which perl's exit
+    # does not check). If the script is unreadable now, the fd is closed.
+    my $script_file;
+    if ($closed && open($script_file, '<', $SCRIPT eq '-e' ? '/dev/null' : $SCRIPT)) {
+        sysseek($script_file, 0, SEEK_END);
+    }
+    my @std = @$fds;
+    if ($script_file) {
+        $std[$_] = fileno $script_file for grep { $closed & (1 << $_) } 0 .. 2;
+    }
+
     if ($context) {
         # The caller's directory and umask (capability "context").
         open(my $cwd, '<&=', $context->{cwd}) or POSIX::_exit(127);
@@ -1392,14 +1430,19 @@ sub _executor {
     }
     # Reopening a standard handle keeps its fd number (0, 1, 2), and
     # PerlIO looks afresh at whether it is a terminal (line buffering).
-    open(STDIN,  '<&', $fds->[0]) or POSIX::_exit(127);
-    open(STDOUT, '>&', $fds->[1]) or POSIX::_exit(127);
-    open(STDERR, '>&', $fds->[2]) or POSIX::_exit(127);
+    open(STDIN,  '<&', $std[0]) or POSIX::_exit(127);
+    open(STDOUT, '>&', $std[1]) or POSIX::_exit(127);
+    open(STDERR, '>&', $std[2]) or POSIX::_exit(127);
     # What a direct run would inherit beyond fds; said on the caller's
     # stderr (ours now) if it cannot be, and the call does not run.
     if ($limits and defined(my $why = _take_limits($limits))) {
         syswrite STDERR, "prefork-interp: $why\n";
         POSIX::_exit(127);
+    }
+    if ($script_file) {
+        close $script_file;
+    } elsif ($closed) {
+        POSIX::close($_) for grep { $closed & (1 << $_) } 0 .. 2;
     }
     POSIX::close($_) for @$fds;
     close $call;
@@ -1786,10 +1829,26 @@ process group, and the caller sees what the script made of them;
 Ctrl-Z stops the script and C<fg> resumes it; each call runs in its
 caller's current directory with its caller's umask, resource limits,
 nice value and OOM score adjustment (below); a call made from a
-terminal runs on a pseudo-terminal of its own (below); and
-C<prefork-interp --list> shows the server with its call counts. Signal
+terminal runs on a pseudo-terminal of its own (below); a caller's
+closed standard fd is closed for the script as in a direct run (below);
+and C<prefork-interp --list> shows the server with its call counts. Signal
 handlers the script set up during initialisation are in place in every
 call (SIGINT and SIGPIPE excepted: default). See prefork-interp(7).
+
+=head1 CLOSED STANDARD FILE DESCRIPTORS
+
+With this project's client (the capability C<closed>), a call whose
+caller has fd 0, 1 or 2 closed (C<script E<lt>&->) has STDIN, STDOUT
+and STDERR as perl has them when started so. Perl makes those handles
+on fds 0, 1 and 2 regardless, and then opens its script (and each
+module it loads) on the lowest free fd; so in a direct run each closed
+one holds such a file, read-only and at its end. In a call it holds the
+script's file the same way: C<fileno> is the fd's number, C<-t> is
+false, reading gives end of file, output to it is buffered and fails
+with EBADF when flushed (for STDOUT at exit: "Unable to flush stdout",
+exit status 1), as in a direct run. (If the script's file cannot be
+opened again, the fd is closed.) Without the capability the client
+passes F</dev/null> in its place.
 
 =head1 PROCESS TITLES
 
