@@ -133,6 +133,77 @@ if (open my $f, '<:raw', '/proc/self/environ') {
 # removed. Laid over each call's environment.
 my @init_env_changes;
 
+# The names of the variables initialisation reads, from now until
+# prefork_initialisation_complete: %ENV is a stand-in meanwhile, a tied
+# hash that records FETCH and EXISTS and passes everything on to the
+# real %ENV, whose magic keeps C's environ (system's children) in step.
+# Iteration is not recorded: it would make every variable a dependency.
+# A copy or `values` of a tied hash fetches each key after iterating;
+# those fetches (of a key the iteration returned, from the statement
+# that iterated) are iteration too. (Not under taint checks, which look
+# at the real %ENV's values.)
+my %env_read;
+my $real_env;
+{
+    package Proc::Prefork::Interp::TrackedEnv;
+    my (%iterated, $iterated_at);    # keys the last iteration returned, and where
+    sub _read {
+        my ($name, $at) = @_;
+        $env_read{$name} = 1 unless delete $iterated{$name} && $at eq $iterated_at;
+        return;
+    }
+    sub _iterated {
+        my ($key) = @_;
+        $iterated{$key} = 1 if defined $key;
+        return $key;
+    }
+    sub TIEHASH  { my ($class, $real) = @_; return bless \$real, $class }
+    sub FETCH    { _read($_[1], join ':', (caller 0)[1, 2]); return ${ $_[0] }->{ $_[1] } }
+    sub EXISTS   { _read($_[1], join ':', (caller 0)[1, 2]); return exists ${ $_[0] }->{ $_[1] } }
+    sub STORE    { ${ $_[0] }->{ $_[1] } = $_[2]; return }
+    sub DELETE   { return delete ${ $_[0] }->{ $_[1] } }
+    sub CLEAR    { %{ ${ $_[0] } } = (); return }
+    sub FIRSTKEY {
+        %iterated = ();
+        $iterated_at = join ':', (caller 0)[1, 2];
+        my $real = ${ $_[0] };
+        keys %$real;
+        return _iterated(each %$real);
+    }
+    sub NEXTKEY  { return _iterated(each %{ ${ $_[0] } }) }
+    sub SCALAR   { return scalar %{ ${ $_[0] } } }
+}
+if (!${^TAINT}) {
+    $real_env = \%ENV;
+    tie my %tracked, 'Proc::Prefork::Interp::TrackedEnv', $real_env;
+    *main::ENV = \%tracked;
+}
+
+# The real %ENV back; the end of tracking.
+sub _untrack_env {
+    *main::ENV = $real_env if $real_env;
+    undef $real_env;
+    return;
+}
+
+# The greeting's `env` line for the names initialisation read (without
+# ours, and those a line cannot carry): the names, and the SHA-256 of
+# NAME=VALUE\0 (or NAME\0 if unset) for each in the exec-time
+# environment, as a client computes it from its own. Empty if none.
+sub _env_line {
+    my @names = sort grep { length && $_ ne 'PREFORK_INTERP' && !/[ \n]/ } keys %env_read;
+    return '' unless @names;
+    my %initial;
+    for my $entry (split /\0/, $initial_environ // '') {
+        # As getenv: the first of two entries with one name counts.
+        $initial{$1} = $2 if $entry =~ /\A(.[^=]*)=(.*)\z/s && !exists $initial{$1};
+    }
+    require Digest::SHA;
+    my $digest = Digest::SHA::sha256_hex(
+        join '', map { exists $initial{$_} ? "$_=$initial{$_}\0" : "$_\0" } @names);
+    return "env $digest @names\n";
+}
+
 sub prefork_autoreload_also_check {
     push @also_check, @_;
     return;
@@ -528,6 +599,7 @@ sub prefork_initialisation_complete {
     # server and monitors never run END blocks), and a direct run ends as
     # a call does.
     _arm_fast_exit() if $opts{fast_exit};
+    _untrack_env();
     my $value = delete $ENV{PREFORK_INTERP};
     return unless defined $value;    # standalone: nothing more to do
 
@@ -556,6 +628,7 @@ sub prefork_initialisation_complete {
     my $facility = $opts{log_facility} // 'LOG_USER';
 
     @init_env_changes = _init_env_changes();
+    my $env_line = _env_line();
     $SCRIPT = $0;
     # (In a block of its own: a handle opened in an `if`'s condition
     # stays open until the sub returns, which in the server is never.)
@@ -604,6 +677,7 @@ sub prefork_initialisation_complete {
             # Only a client that said it reads greeting xdata is offered
             # our extensions, those it speaks (chiark-utils' misreads any).
             offered => [ grep { $setup->{client_caps}{$_} } @OUR_CAPS ],
+            env_line     => $env_line,
             max_servers  => $max_servers,
             idle_timeout => $idle_timeout,
             max_errors   => $max_errors,
@@ -712,8 +786,8 @@ sub _hand_over {
     }
     my @offered = @{ $s->{offered} };
     my $xdata = @offered
-        ? "pfi-caps 1\ncaps " . join(',', @offered)
-            . "\nserved $s->{served}\nrunning $s->{busy}\n"
+        ? "pfi-caps 1\ncaps " . join(',', @offered) . "\n$s->{env_line}"
+            . "served $s->{served}\nrunning $s->{busy}\n"
         : '';
     if (!eval { _send_all($call, "PFI\n" . pack('N', length $xdata) . $xdata); 1 }) {
         _log('info', "caller went away before its greeting: $@");
@@ -1932,6 +2006,29 @@ with the environment the process was started with, read from
 F</proc/self/environ> when the module loads (an assignment to C<$0>
 overwrites it later, so load the module before any). C<PREFORK_INTERP>
 is left out.
+
+The environment initialisation reads picks the server: from the moment
+the module is loaded until C<prefork_initialisation_complete>, C<%ENV>
+is a stand-in that records the names read (C<$ENV{NAME}>, C<exists>,
+C<defined>, C<local $ENV{NAME}>) and passes everything, writes included,
+on to the real C<%ENV> (so C<system>'s children see the writes); the
+real one is back afterwards. Iterating (C<keys>, C<each>, C<values>, a
+copy) records nothing, nor does C's C<getenv> (a module in C). The
+server offers the names, with a digest of the values the setup run had,
+to this project's client, which goes to another server (starting it if
+need be) when its own values differ: the script is initialised with the
+caller's values, as a direct run would be. To read a variable without
+making it part of that choice, read it before the module is loaded, in
+a C<BEGIN> block above the C<use>:
+
+    my $debug;
+    BEGIN { $debug = $ENV{MY_DEBUG} }
+    use Proc::Prefork::Interp;
+
+(C<PREFORK_INTERP> is never recorded; nor is anything under taint
+checks, C<-T>, where C<%ENV> is left alone.) With
+L<Proc::Prefork::Interp::Run>, the module is loaded first, so the
+preloaded modules' reads are recorded.
 
 =head1 STATE AND CONTEXT
 
