@@ -333,3 +333,60 @@ fn server_watches_files_with_inotify() {
     assert!(holds_inotify(&h.plain_call()));
     h.finish();
 }
+
+/// The greeting's `env` line: the names read through %ENV from the
+/// module's loading to initialisation's end (not by iteration or a copy,
+/// not PREFORK_INTERP, not a name a line cannot carry), sorted, and the
+/// SHA-256 of their exec-time values, here checked against Python's
+/// hashlib; while the stand-in is there, writes reach C's environ and
+/// `local` and `delete` work, and the real %ENV is back afterwards.
+#[test]
+fn environment_read_in_initialisation_is_tracked_and_digested() {
+    let perl = r#"
+        use Proc::Prefork::Interp;
+        my %copy = %ENV;
+        my @values = values %ENV;
+        my $a = exists $ENV{PFI_A};
+        my $b = $ENV{PFI_B};
+        my $u = defined $ENV{PFI_UNSET};
+        my $p = $ENV{PREFORK_INTERP};
+        my $s = $ENV{'WITH SPACE'};
+        $ENV{PFI_W} = 'written';
+        print `echo "w=\$PFI_W"`;
+        { local $ENV{PFI_L} = 'local'; print `echo "l=\$PFI_L"`; }
+        print `echo "l=\${PFI_L-unset}"`;
+        delete $ENV{PFI_D};
+        print `echo "d=\${PFI_D-unset}"`;
+        print Proc::Prefork::Interp::_env_line();
+        prefork_initialisation_complete();
+        print tied(%ENV) ? "tied\n" : "real\n";
+        { local $ENV{PFI_W} = 'again'; print `echo "w=\$PFI_W"`; }
+        print `echo "w=\$PFI_W"`;
+    "#;
+    let out = Command::new("perl")
+        .args(["-w", "-I", "scripts/perl", "-e", perl])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("PFI_A", "1")
+        .env("PFI_B", "two words")
+        .env("PFI_D", "deleted")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    let digest = Command::new(python())
+        .args([
+            "-c",
+            "import hashlib; print(hashlib.sha256(b'PFI_A=1\\0PFI_B=two words\\0PFI_L\\0PFI_UNSET\\0').hexdigest())",
+        ])
+        .output()
+        .unwrap();
+    assert!(digest.status.success(), "{}", stderr_str(&digest));
+    assert_eq!(
+        stdout_str(&out),
+        format!(
+            "w=written\nl=local\nl=unset\nd=unset\nenv {} PFI_A PFI_B PFI_L PFI_UNSET\nreal\nw=again\nw=written\n",
+            stdout_str(&digest).trim_end()
+        )
+    );
+}

@@ -3,39 +3,47 @@
 # for scripts/perl, then this file. Its language (initialisation variables
 # AGENT_*, per-call commands @CMD[:PARAM]) is documented in
 # tests/agents/agent.rs; keep the agents in step.
+#
+# The AGENT_* settings are read before the module is loaded, untracked:
+# only AGENT_INIT_ENVREAD's variable is read the tracked way (after the
+# `use`), so that calls differing in AGENT_* still share one server.
 use strict;
 use warnings;
 
 use POSIX ();
 use Time::HiRes ();
+my %agent;
+BEGIN { %agent = map { ($_ => $ENV{$_}) } grep {/\AAGENT_/} keys %ENV }
 use Proc::Prefork::Interp;
 
-Time::HiRes::sleep($ENV{AGENT_INIT_SLEEP}) if defined $ENV{AGENT_INIT_SLEEP};
-print $ENV{AGENT_INIT_PRINT} if defined $ENV{AGENT_INIT_PRINT};
-if (defined $ENV{AGENT_INIT_EXIT}) {
+# What initialisation read of AGENT_INIT_ENVREAD's variable (@initenv).
+my $init_env = defined $agent{AGENT_INIT_ENVREAD} ? $ENV{ $agent{AGENT_INIT_ENVREAD} } : undef;
+Time::HiRes::sleep($agent{AGENT_INIT_SLEEP}) if defined $agent{AGENT_INIT_SLEEP};
+print $agent{AGENT_INIT_PRINT} if defined $agent{AGENT_INIT_PRINT};
+if (defined $agent{AGENT_INIT_EXIT}) {
     print STDERR "agent: failing initialisation as asked\n";
-    exit $ENV{AGENT_INIT_EXIT};
+    exit $agent{AGENT_INIT_EXIT};
 }
-if (defined $ENV{AGENT_INIT_THREAD}) {
+if (defined $agent{AGENT_INIT_THREAD}) {
     require threads;
     threads->create(sub { sleep 3600 })->detach;
 }
-if (defined(my $file = $ENV{AGENT_INIT_ATEXIT})) {
+if (defined(my $file = $agent{AGENT_INIT_ATEXIT})) {
     eval 'END { open my $f, ">>", $file or die; print $f "exit\n"; close $f } 1' or die $@;
 }
-if (defined $ENV{AGENT_INIT_SETENV}) {
-    for (split /,/, $ENV{AGENT_INIT_SETENV}) {
+if (defined $agent{AGENT_INIT_SETENV}) {
+    for (split /,/, $agent{AGENT_INIT_SETENV}) {
         my ($name, $value) = /\A([^=]*)=(.*)\z/s or die "NAME=VALUE: $_\n";
         $ENV{$name} = $value;
     }
 }
-delete @ENV{ split /,/, $ENV{AGENT_INIT_UNSETENV} } if defined $ENV{AGENT_INIT_UNSETENV};
+delete @ENV{ split /,/, $agent{AGENT_INIT_UNSETENV} } if defined $agent{AGENT_INIT_UNSETENV};
 my %options;
-$options{max_servers}      = $ENV{AGENT_MAX_SERVERS}    if defined $ENV{AGENT_MAX_SERVERS};
-$options{idle_timeout}     = $ENV{AGENT_IDLE_TIMEOUT}   if defined $ENV{AGENT_IDLE_TIMEOUT};
-$options{spare_handlers}   = $ENV{AGENT_SPARE_HANDLERS} if defined $ENV{AGENT_SPARE_HANDLERS};
-$options{interrupt_grace}  = $ENV{AGENT_INTERRUPT_GRACE} if defined $ENV{AGENT_INTERRUPT_GRACE};
-$options{autoreload_extra} = [ $ENV{AGENT_RELOAD_EXTRA} ] if defined $ENV{AGENT_RELOAD_EXTRA};
+$options{max_servers}      = $agent{AGENT_MAX_SERVERS}     if defined $agent{AGENT_MAX_SERVERS};
+$options{idle_timeout}     = $agent{AGENT_IDLE_TIMEOUT}    if defined $agent{AGENT_IDLE_TIMEOUT};
+$options{spare_handlers}   = $agent{AGENT_SPARE_HANDLERS}  if defined $agent{AGENT_SPARE_HANDLERS};
+$options{interrupt_grace}  = $agent{AGENT_INTERRUPT_GRACE} if defined $agent{AGENT_INTERRUPT_GRACE};
+$options{autoreload_extra} = [ $agent{AGENT_RELOAD_EXTRA} ] if defined $agent{AGENT_RELOAD_EXTRA};
 
 eval { prefork_initialisation_complete(%options); 1 } or do {
     print STDERR "agent: $@";
@@ -87,6 +95,25 @@ sub read_secret {
 }
 
 my $winches = 0;
+
+# Writes straight to fd $fd, under perl's buffering.
+sub write_fd {
+    my ($fd, $text) = @_;
+    while (length $text) {
+        my $n = POSIX::write($fd, $text, length $text) // die "write to fd $fd: $!\n";
+        substr($text, 0, $n) = '';
+    }
+    return;
+}
+
+sub open_fds {
+    opendir my $d, '/proc/self/fd' or die;
+    my @fds = sort { $a <=> $b }
+        grep { my $t = readlink "/proc/self/fd/$_"; defined $t && $t !~ m{/fd\z} }
+        grep {/\A\d+\z/} readdir $d;
+    closedir $d;
+    return "@fds\n";
+}
 
 sub parent_of {
     my ($pid) = @_;
@@ -154,12 +181,27 @@ for my $arg (@ARGV) {
     } elsif ($name eq 'server') {
         print parent_of(getppid()), "\n";
     } elsif ($name eq 'fds') {
-        opendir my $d, '/proc/self/fd' or die;
-        my @fds = sort { $a <=> $b }
-            grep { my $t = readlink "/proc/self/fd/$_"; defined $t && $t !~ m{/fd\z} }
-            grep {/\A\d+\z/} readdir $d;
-        closedir $d;
-        print "@fds\n";
+        print open_fds();
+    } elsif ($name eq 'fdsto') {
+        write_fd($param, open_fds());
+    } elsif ($name eq 'handlesto') {
+        write_fd($param,
+            join(' ', map { defined fileno($_) ? 'open' : 'closed' } \*STDIN, \*STDOUT, \*STDERR)
+                . "\n");
+    } elsif ($name eq 'ns') {
+        for my $ns (qw(mnt pid net user uts ipc cgroup)) {
+            my $link = readlink "/proc/self/ns/$ns";
+            print "$ns ", $link // errno_name(), "\n";
+        }
+    } elsif ($name eq 'cgroup') {
+        local $/;
+        open(my $c, '<', '/proc/self/cgroup') or die "cgroup: $!";
+        print scalar <$c>;
+    } elsif ($name eq 'groups') {
+        open(my $s, '<', '/proc/self/status') or die "status: $!";
+        print grep { /^Groups:/ } <$s>;
+    } elsif ($name eq 'initenv') {
+        print defined $init_env ? unpack('H*', $init_env) : 'unset', "\n";
     } elsif ($name eq 'fdlink') {
         print readlink("/proc/self/fd/$param"), "\n";
     } elsif ($name eq 'sigdisp') {

@@ -45,7 +45,7 @@ use warnings;
 
 use Config ();
 use Exporter qw(import);
-use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC O_RDWR);
+use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC O_RDWR SEEK_END);
 use IO::FDPass;
 use IO::Handle;
 use POSIX qw(:errno_h :signal_h :sys_wait_h);
@@ -72,7 +72,9 @@ use constant {
 };
 # Negotiated extensions (man/prefork-interp.7), offered to a client that
 # declared them.
-my @OUR_CAPS = qw(signals context tty limits);
+my @OUR_CAPS = qw(signals context tty limits closed);
+# Those offered to this server's client, known to its executors.
+my %OFFERED;
 # Signals an extended client may have delivered to the executor's group;
 # the monitor ignores them, the executor gets back what the server had.
 my @FORWARDED = qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
@@ -87,13 +89,17 @@ my @TERMINAL_SIGNALS = qw(INT QUIT TSTP TTIN TTOU WINCH HUP CHLD);
 # Request flags (with 0x01, extended): 0x02 context; 0x04, 0x08, 0x10: fd
 # 0, 1, 2 is the call's own pseudo-terminal; with one of those, 0x20: the
 # script starts in its terminal's background; 0x40: a limits message
-# follows (capability "limits").
+# follows (capability "limits"); 0x80: a second flags byte follows at
+# once, whose 0x01, 0x02, 0x04 say the caller's fd 0, 1, 2 is closed
+# (capability "closed").
 use constant {
     FLAG_CONTEXT    => 0x02,
     FLAGS_PTY       => 0x1c,
     FLAG_BACKGROUND => 0x20,
     FLAG_LIMITS     => 0x40,
-    KNOWN_FLAGS     => 0x7f,
+    FLAG_MORE       => 0x80,
+    KNOWN_FLAGS     => 0xff,
+    KNOWN_CLOSED    => 0x07,
 };
 # The server's limits (packed 'QQ' by resource number, nice value,
 # oom_score_adj), read once by the monitor before it forks executors:
@@ -126,6 +132,77 @@ if (open my $f, '<:raw', '/proc/self/environ') {
 # What initialisation did to %ENV: [NAME, VALUE] set or changed, [NAME]
 # removed. Laid over each call's environment.
 my @init_env_changes;
+
+# The names of the variables initialisation reads, from now until
+# prefork_initialisation_complete: %ENV is a stand-in meanwhile, a tied
+# hash that records FETCH and EXISTS and passes everything on to the
+# real %ENV, whose magic keeps C's environ (system's children) in step.
+# Iteration is not recorded: it would make every variable a dependency.
+# A copy or `values` of a tied hash fetches each key after iterating;
+# those fetches (of a key the iteration returned, from the statement
+# that iterated) are iteration too. (Not under taint checks, which look
+# at the real %ENV's values.)
+my %env_read;
+my $real_env;
+{
+    package Proc::Prefork::Interp::TrackedEnv;
+    my (%iterated, $iterated_at);    # keys the last iteration returned, and where
+    sub _read {
+        my ($name, $at) = @_;
+        $env_read{$name} = 1 unless delete $iterated{$name} && $at eq $iterated_at;
+        return;
+    }
+    sub _iterated {
+        my ($key) = @_;
+        $iterated{$key} = 1 if defined $key;
+        return $key;
+    }
+    sub TIEHASH  { my ($class, $real) = @_; return bless \$real, $class }
+    sub FETCH    { _read($_[1], join ':', (caller 0)[1, 2]); return ${ $_[0] }->{ $_[1] } }
+    sub EXISTS   { _read($_[1], join ':', (caller 0)[1, 2]); return exists ${ $_[0] }->{ $_[1] } }
+    sub STORE    { ${ $_[0] }->{ $_[1] } = $_[2]; return }
+    sub DELETE   { return delete ${ $_[0] }->{ $_[1] } }
+    sub CLEAR    { %{ ${ $_[0] } } = (); return }
+    sub FIRSTKEY {
+        %iterated = ();
+        $iterated_at = join ':', (caller 0)[1, 2];
+        my $real = ${ $_[0] };
+        keys %$real;
+        return _iterated(each %$real);
+    }
+    sub NEXTKEY  { return _iterated(each %{ ${ $_[0] } }) }
+    sub SCALAR   { return scalar %{ ${ $_[0] } } }
+}
+if (!${^TAINT}) {
+    $real_env = \%ENV;
+    tie my %tracked, 'Proc::Prefork::Interp::TrackedEnv', $real_env;
+    *main::ENV = \%tracked;
+}
+
+# The real %ENV back; the end of tracking.
+sub _untrack_env {
+    *main::ENV = $real_env if $real_env;
+    undef $real_env;
+    return;
+}
+
+# The greeting's `env` line for the names initialisation read (without
+# ours, and those a line cannot carry): the names, and the SHA-256 of
+# NAME=VALUE\0 (or NAME\0 if unset) for each in the exec-time
+# environment, as a client computes it from its own. Empty if none.
+sub _env_line {
+    my @names = sort grep { length && $_ ne 'PREFORK_INTERP' && !/[ \n]/ } keys %env_read;
+    return '' unless @names;
+    my %initial;
+    for my $entry (split /\0/, $initial_environ // '') {
+        # As getenv: the first of two entries with one name counts.
+        $initial{$1} = $2 if $entry =~ /\A(.[^=]*)=(.*)\z/s && !exists $initial{$1};
+    }
+    require Digest::SHA;
+    my $digest = Digest::SHA::sha256_hex(
+        join '', map { exists $initial{$_} ? "$_=$initial{$_}\0" : "$_\0" } @names);
+    return "env $digest @names\n";
+}
 
 sub prefork_autoreload_also_check {
     push @also_check, @_;
@@ -319,6 +396,23 @@ my %SYSCALL = do {
         : ();
 };
 
+# Process titles: the script's path as perl was given it (the setup
+# run's $0), and comm as exec left it, which an assignment to $0 also
+# sets (PR_SET_NAME) and we put back: a direct run shows the interpreter
+# there.
+my ($SCRIPT, $COMM);
+
+# What /proc/PID/cmdline shows: perl writes $0 over the argv area (and
+# the environment's after it), so the first caller's arguments go. Never
+# fatal.
+sub _set_title {
+    my ($title) = @_;
+    return unless defined $SCRIPT;
+    eval { $0 = $title; 1 } or return;
+    syscall($SYSCALL{prctl}, 15, $COMM) if defined $COMM && $SYSCALL{prctl};    # PR_SET_NAME
+    return;
+}
+
 # signalfd(2) flags; waitid(2)'s arguments and the one si_code we want.
 use constant {
     SFD_NONBLOCK => 04000,         # O_NONBLOCK
@@ -505,6 +599,7 @@ sub prefork_initialisation_complete {
     # server and monitors never run END blocks), and a direct run ends as
     # a call does.
     _arm_fast_exit() if $opts{fast_exit};
+    _untrack_env();
     my $value = delete $ENV{PREFORK_INTERP};
     return unless defined $value;    # standalone: nothing more to do
 
@@ -533,6 +628,12 @@ sub prefork_initialisation_complete {
     my $facility = $opts{log_facility} // 'LOG_USER';
 
     @init_env_changes = _init_env_changes();
+    my $env_line = _env_line();
+    $SCRIPT = $0;
+    # (In a block of its own: a handle opened in an `if`'s condition
+    # stays open until the sub returns, which in the server is never.)
+    $COMM = do { my $comm; open($comm, '<', '/proc/self/comm') ? scalar <$comm> : undef };
+    chomp $COMM if defined $COMM;
 
     my @reload = @{ $opts{autoreload_extra} // [] };
     push @reload, @also_check;
@@ -561,6 +662,7 @@ sub prefork_initialisation_complete {
     # The daemon. From here the script's own code must never run except
     # in executors: any failure is logged and ends the process.
     my $server = eval {
+        _set_title("$SCRIPT [server]");
         POSIX::setsid();
         $SIG{CHLD} = 'DEFAULT';    # a caller ignoring it would break waitpid
         # Sending a file descriptor to a process that has died must fail,
@@ -575,6 +677,7 @@ sub prefork_initialisation_complete {
             # Only a client that said it reads greeting xdata is offered
             # our extensions, those it speaks (chiark-utils' misreads any).
             offered => [ grep { $setup->{client_caps}{$_} } @OUR_CAPS ],
+            env_line     => $env_line,
             max_servers  => $max_servers,
             idle_timeout => $idle_timeout,
             max_errors   => $max_errors,
@@ -591,6 +694,7 @@ sub prefork_initialisation_complete {
             errors       => 0,
             idle_since   => Time::HiRes::time(),
         );
+        %OFFERED = map { ($_ => 1) } @{ $s{offered} };
         _set_cloexec($s{$_}) for qw(listen watch_err watch_in);
         $s{listen}->blocking(0);
         $s{watch_err}->blocking(0);
@@ -682,8 +786,8 @@ sub _hand_over {
     }
     my @offered = @{ $s->{offered} };
     my $xdata = @offered
-        ? "pfi-caps 1\ncaps " . join(',', @offered)
-            . "\nserved $s->{served}\nrunning $s->{busy}\n"
+        ? "pfi-caps 1\ncaps " . join(',', @offered) . "\n$s->{env_line}"
+            . "served $s->{served}\nrunning $s->{busy}\n"
         : '';
     if (!eval { _send_all($call, "PFI\n" . pack('N', length $xdata) . $xdata); 1 }) {
         _log('info', "caller went away before its greeting: $@");
@@ -857,6 +961,7 @@ sub _next_call {
 # leaves. Never returns, but (true) in an executor.
 sub _monitor {
     my ($control, $spare, $grace) = @_;
+    _set_title("$SCRIPT [monitor]");
     _detach_log();
     $OWN_LIMITS = _read_own_limits();
     # We deliver these to executors' groups; they must not hurt us.
@@ -1027,6 +1132,8 @@ sub _fork_executor {
             (map { @$_{qw(pidfd handover from)} } @{ $m->{idle} }),
             (map { (@$_{qw(pidfd call from)}, $_->{keeper} && $_->{keeper}{from}) }
                 values %{ $m->{calls} });
+        # Before its call: not on any call's path.
+        _set_title("$SCRIPT [handler]");
         _executor($handover_theirs, $from_theirs, $m->{saved}, $monitor);
         return 0;
     }
@@ -1293,16 +1400,24 @@ sub _executor {
         POSIX::_exit(1);
     };
 
-    my ($byte, $fds, $env, $args, $context, $limits);
+    my ($byte, $closed, $fds, $env, $args, $context, $limits) = (0, 0);
     eval {
         $byte = ord _read_exact($call, 1);
         # 0 (v1), or 0x01 (extended) with any of the flags we know (0x20
-        # only with a pseudo-terminal).
+        # only with a pseudo-terminal; 0x80 only if "closed" was offered).
         die sprintf("request starts with byte %#04x, expected 0x00, "
-                . "or 0x01 with flags of 0x02, 0x04, 0x08, 0x10, 0x20, 0x40\n", $byte)
+                . "or 0x01 with flags of 0x02, 0x04, 0x08, 0x10, 0x20, 0x40%s\n",
+                $byte, $OFFERED{closed} ? ', 0x80' : '')
             unless $byte == 0
             || ($byte & 1 && !($byte & ~KNOWN_FLAGS)
-                && ($byte & FLAGS_PTY || !($byte & FLAG_BACKGROUND)));
+                && ($byte & FLAGS_PTY || !($byte & FLAG_BACKGROUND))
+                && ($OFFERED{closed} || !($byte & FLAG_MORE)));
+        if ($byte & FLAG_MORE) {
+            $closed = ord _read_exact($call, 1);
+            die sprintf("request's second flags byte is %#04x, expected flags of "
+                    . "0x01, 0x02, 0x04\n", $closed)
+                if $closed & ~KNOWN_CLOSED;
+        }
         $fds = [];
         for (1 .. 3) {
             my $fd = IO::FDPass::recv(fileno $call);
@@ -1355,6 +1470,30 @@ sub _executor {
     # Nobody could report our status without the monitor.
     (syswrite($monitor, $ready) // -1) == length $ready or POSIX::_exit(127);
     POSIX::sigprocmask(SIG_SETMASK, $old_mask) if $old_mask;
+    _set_title($SCRIPT);
+
+    # The caller's closed fds (capability "closed"; the client sent
+    # /dev/null in their place) as perl started with them closed has
+    # them. It makes STDIN, STDOUT and STDERR on fds 0, 1, 2 regardless,
+    # then opens its script (for -e, /dev/null), and at compile time each
+    # module file, on the lowest free fd, reading each to its end; closing
+    # the handle leaves an fd that a standard handle also counts open.
+    # So each closed fd holds a file read-only at its end: reads see
+    # EOF, writes fail with EBADF (output is buffered and its flush
+    # fails: at exit, "Unable to flush stdout" and status 1). Here each
+    # gets the script's file (opened before the caller's directory is
+    # ours: $0 may be relative), and a standard handle made on it is
+    # perl's own from start-up, with no second one for output (which a
+    # character device such as /dev/null gets, and which perl's exit
+    # does not check). If the script is unreadable now, the fd is closed.
+    my $script_file;
+    if ($closed && open($script_file, '<', $SCRIPT eq '-e' ? '/dev/null' : $SCRIPT)) {
+        sysseek($script_file, 0, SEEK_END);
+    }
+    my @std = @$fds;
+    if ($script_file) {
+        $std[$_] = fileno $script_file for grep { $closed & (1 << $_) } 0 .. 2;
+    }
 
     if ($context) {
         # The caller's directory and umask (capability "context").
@@ -1365,14 +1504,19 @@ sub _executor {
     }
     # Reopening a standard handle keeps its fd number (0, 1, 2), and
     # PerlIO looks afresh at whether it is a terminal (line buffering).
-    open(STDIN,  '<&', $fds->[0]) or POSIX::_exit(127);
-    open(STDOUT, '>&', $fds->[1]) or POSIX::_exit(127);
-    open(STDERR, '>&', $fds->[2]) or POSIX::_exit(127);
+    open(STDIN,  '<&', $std[0]) or POSIX::_exit(127);
+    open(STDOUT, '>&', $std[1]) or POSIX::_exit(127);
+    open(STDERR, '>&', $std[2]) or POSIX::_exit(127);
     # What a direct run would inherit beyond fds; said on the caller's
     # stderr (ours now) if it cannot be, and the call does not run.
     if ($limits and defined(my $why = _take_limits($limits))) {
         syswrite STDERR, "prefork-interp: $why\n";
         POSIX::_exit(127);
+    }
+    if ($script_file) {
+        close $script_file;
+    } elsif ($closed) {
+        POSIX::close($_) for grep { $closed & (1 << $_) } 0 .. 2;
     }
     POSIX::close($_) for @$fds;
     close $call;
@@ -1658,7 +1802,7 @@ Otherwise turns the script into a server and returns once per call, each
 time in a new process (the "executor") whose STDIN, STDOUT, STDERR,
 C<@ARGV> and C<%ENV> are those of the call (C<%ENV> with what
 initialisation did to it laid over it: see L</ENVIRONMENT>). C<$0> is
-the script's path.
+the script's path (see L</PROCESS TITLES>).
 It dies, with a message naming the problem, when other threads are
 running or C<PREFORK_INTERP> is malformed.
 
@@ -1759,10 +1903,39 @@ process group, and the caller sees what the script made of them;
 Ctrl-Z stops the script and C<fg> resumes it; each call runs in its
 caller's current directory with its caller's umask, resource limits,
 nice value and OOM score adjustment (below); a call made from a
-terminal runs on a pseudo-terminal of its own (below); and
-C<prefork-interp --list> shows the server with its call counts. Signal
+terminal runs on a pseudo-terminal of its own (below); a caller's
+closed standard fd is closed for the script as in a direct run (below);
+and C<prefork-interp --list> shows the server with its call counts. Signal
 handlers the script set up during initialisation are in place in every
 call (SIGINT and SIGPIPE excepted: default). See prefork-interp(7).
+
+=head1 CLOSED STANDARD FILE DESCRIPTORS
+
+With this project's client (the capability C<closed>), a call whose
+caller has fd 0, 1 or 2 closed (C<script E<lt>&->) has STDIN, STDOUT
+and STDERR as perl has them when started so. Perl makes those handles
+on fds 0, 1 and 2 regardless, and then opens its script (and each
+module it loads) on the lowest free fd; so in a direct run each closed
+one holds such a file, read-only and at its end. In a call it holds the
+script's file the same way: C<fileno> is the fd's number, C<-t> is
+false, reading gives end of file, output to it is buffered and fails
+with EBADF when flushed (for STDOUT at exit: "Unable to flush stdout",
+exit status 1), as in a direct run. (If the script's file cannot be
+opened again, the fd is closed.) Without the capability the client
+passes F</dev/null> in its place.
+
+=head1 PROCESS TITLES
+
+The first call's arguments are in the argv area of the process that
+became the server, which its monitor and executors share. Each overwrites
+it with a title, by assigning C<$0>: C<SCRIPT [server]>, C<SCRIPT
+[monitor]>, C<SCRIPT [handler]> (an executor waiting for its call, and on
+a pseudo-terminal of its own the session's keeper), and in an executor
+once it has its call, C<$0> is C<SCRIPT> again, where SCRIPT is C<$0>
+when C<prefork_initialisation_complete> was called. That is what
+F</proc/PID/cmdline>, C<ps> and C<prefork-interp --list> show. The process
+name (F</proc/PID/comm>, which an assignment to C<$0> also sets) is put
+back to what it was (C<perl>).
 
 =head1 RESOURCE LIMITS
 
@@ -1833,6 +2006,29 @@ with the environment the process was started with, read from
 F</proc/self/environ> when the module loads (an assignment to C<$0>
 overwrites it later, so load the module before any). C<PREFORK_INTERP>
 is left out.
+
+The environment initialisation reads picks the server: from the moment
+the module is loaded until C<prefork_initialisation_complete>, C<%ENV>
+is a stand-in that records the names read (C<$ENV{NAME}>, C<exists>,
+C<defined>, C<local $ENV{NAME}>) and passes everything, writes included,
+on to the real C<%ENV> (so C<system>'s children see the writes); the
+real one is back afterwards. Iterating (C<keys>, C<each>, C<values>, a
+copy) records nothing, nor does C's C<getenv> (a module in C). The
+server offers the names, with a digest of the values the setup run had,
+to this project's client, which goes to another server (starting it if
+need be) when its own values differ: the script is initialised with the
+caller's values, as a direct run would be. To read a variable without
+making it part of that choice, read it before the module is loaded, in
+a C<BEGIN> block above the C<use>:
+
+    my $debug;
+    BEGIN { $debug = $ENV{MY_DEBUG} }
+    use Proc::Prefork::Interp;
+
+(C<PREFORK_INTERP> is never recorded; nor is anything under taint
+checks, C<-T>, where C<%ENV> is left alone.) With
+L<Proc::Prefork::Interp::Run>, the module is loaded first, so the
+preloaded modules' reads are recorded.
 
 =head1 STATE AND CONTEXT
 

@@ -137,6 +137,10 @@ sub import {
     my ($class, @explicit) = @_;
     # Run directly: nothing to do, perl runs the program as usual.
     return unless defined $ENV{PREFORK_INTERP};
+    # Loaded first: from here, what initialisation (the preloading, its
+    # modules) reads of %ENV is tracked (see Proc::Prefork::Interp,
+    # ENVIRONMENT).
+    require Proc::Prefork::Interp;
     my $program = $0;
     die "prefork-interp: Proc::Prefork::Interp::Run needs a program file, not '$program'\n"
         if $program eq '-e' || $program eq '-' || !-f $program;
@@ -178,7 +182,6 @@ sub import {
         # their %INC paths; @INC is the program's business again.
     }
 
-    require Proc::Prefork::Interp;
     Proc::Prefork::Interp::prefork_autoreload_also_check(File::Spec->rel2abs($program));
     Proc::Prefork::Interp::prefork_initialisation_complete();
 
