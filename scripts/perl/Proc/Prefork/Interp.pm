@@ -179,6 +179,13 @@ if (!${^TAINT}) {
     *main::ENV = \%tracked;
 }
 
+# A variable's value, read without noting it (for the runner's own
+# settings, which pick what to preload, not what the program does).
+sub _untracked_env {
+    my ($name) = @_;
+    return $real_env ? $real_env->{$name} : $ENV{$name};
+}
+
 # The real %ENV back; the end of tracking.
 sub _untrack_env {
     *main::ENV = $real_env if $real_env;
@@ -191,7 +198,7 @@ sub _untrack_env {
 # NAME=VALUE\0 (or NAME\0 if unset) for each in the exec-time
 # environment, as a client computes it from its own. Empty if none.
 sub _env_line {
-    my @names = sort grep { length && $_ ne 'PREFORK_INTERP' && !/[ \n]/ } keys %env_read;
+    my @names = sort grep { length && $_ ne 'PREFORK_INTERP' && !/[ \n=\0]/ } keys %env_read;
     return '' unless @names;
     my %initial;
     for my $entry (split /\0/, $initial_environ // '') {

@@ -151,7 +151,9 @@ sub import {
     # What to load: PREFORK_INTERP_PRELOAD and the import list (which -M
     # splits on commas; the environment variable takes commas or spaces),
     # then the program's own. "-Module" leaves Module out.
-    my @listed = (@explicit, split /[\s,]+/, $ENV{PREFORK_INTERP_PRELOAD} // '');
+    # (Read untracked: it says what to preload, as the Python runner's.)
+    my @listed = (@explicit, split /[\s,]+/,
+        Proc::Prefork::Interp::_untracked_env('PREFORK_INTERP_PRELOAD') // '');
     my %skip = map { /\A-(.+)/ ? ($1 => 1) : () } @listed;
     my ($scanned, $lib) = ([], []);
     if (open(my $source, '<', $program)) {
