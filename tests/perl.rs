@@ -53,12 +53,13 @@ print "call\n";
 "#,
     );
     let record = h.path("record");
-    // Both calls with PFI_RECORD: initialisation reads it, so a call
-    // without it would (rightly) get a server of its own.
+    // Both calls, and the kill, with PFI_RECORD: initialisation reads it,
+    // so a caller without it would (rightly) have a server of its own.
     for _ in 0..2 {
         assert_success(&h.call(&[] as &[&str]).env("PFI_RECORD", &record).run());
     }
-    assert_success(&h.kill_server());
+    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
+    assert_success(&kill.env("PFI_RECORD", &record).run());
     wait_until("every process to exit", Duration::from_secs(10), || {
         h.processes().is_empty()
     })

@@ -44,11 +44,11 @@ proptest! {
         running in any::<u64>(),
     ) {
         let names: Vec<&str> = caps.iter().map(String::as_str).collect();
-        let xdata = encode_greeting_xdata(&names, None, served, running);
+        let xdata = encode_greeting_xdata(&names, None, None, served, running);
         prop_assert_eq!(decode_caps(&xdata), caps);
         prop_assert_eq!(decode_xdata_number(&xdata, "served"), Some(served));
         prop_assert_eq!(decode_xdata_number(&xdata, "running"), Some(running));
-        prop_assert!(encode_greeting_xdata(&[], None, served, running).is_empty());
+        prop_assert!(encode_greeting_xdata(&[], None, None, served, running).is_empty());
     }
 
     #[test]

@@ -19,11 +19,23 @@ pub(crate) struct Greeted {
     pub(crate) caps: Vec<String>,
     /// What its initialisation read of the environment.
     pub(crate) env: Option<protocol::EnvDependency>,
+    /// The digest of its namespaces and cgroups.
+    pub(crate) world: Option<String>,
 }
 
 impl Greeted {
     pub(crate) fn offers(&self, cap: &str) -> bool {
         self.caps.iter().any(|c| c == cap)
+    }
+
+    /// Our world's digest, if this server's world (namespaces, cgroups) is
+    /// another: this caller belongs with a server started in its own.
+    pub(crate) fn world_differs(&self) -> Option<&'static str> {
+        let ours = own_world();
+        self.world
+            .as_deref()
+            .is_some_and(|theirs| theirs != ours)
+            .then_some(ours)
     }
 
     /// The variables this server's initialisation read whose values here
@@ -39,10 +51,26 @@ impl Greeted {
     }
 }
 
+/// This process's world digest, worked out once (see
+/// [`procfs::own_world`](crate::sys::procfs::own_world)).
+fn own_world() -> &'static str {
+    static WORLD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    WORLD.get_or_init(sys::procfs::own_world)
+}
+
 /// Connects to the server at `socket` and reads its greeting. `None` when
 /// there is no live server there (no socket, nobody listening, or EOF
 /// before the greeting from a server that is quitting).
 pub(crate) fn connect(socket: &Path) -> Result<Option<Greeted>, Failure> {
+    connect_within(socket, None)
+}
+
+/// [`connect`], but a server that has not greeted within `patience` (one
+/// at its call limit) counts as none.
+pub(crate) fn connect_within(
+    socket: &Path,
+    patience: Option<Duration>,
+) -> Result<Option<Greeted>, Failure> {
     let conn = match UnixStream::connect(socket) {
         Ok(c) => c,
         Err(e) => {
@@ -74,7 +102,18 @@ pub(crate) fn connect(socket: &Path) -> Result<Option<Greeted>, Failure> {
             )));
         }
     }
-    greeting(conn, socket)
+    // Worked out while the server accepts and writes its greeting (on
+    // another core): a call's only other cost of checking that the
+    // server's world is ours.
+    own_world();
+    if patience.is_some() {
+        conn.set_read_timeout(patience)
+            .map_err(|e| Failure::new(format!("cannot wait for a greeting: {e}")))?;
+    }
+    match greeting(conn, socket) {
+        Err(_) if patience.is_some() => Ok(None),
+        other => other,
+    }
 }
 
 /// Reads the greeting on `conn` (a connection to `socket`, or the first
@@ -85,6 +124,7 @@ pub(crate) fn greeting(conn: UnixStream, socket: &Path) -> Result<Option<Greeted
             conn,
             caps: protocol::decode_caps(&xdata),
             env: protocol::decode_env_dependency(&xdata),
+            world: protocol::decode_world(&xdata),
         })),
         Err(e) if protocol::io::hung_up(&e) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {

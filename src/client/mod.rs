@@ -74,28 +74,42 @@ fn run() -> Result<i32, Failure> {
     if args.mode == Mode::List {
         return list::print(&base).map(|()| 0);
     }
-    // The identity's own items, then, round by round, the variables a
-    // server there read at initialisation whose values here differ.
+    // The identity's own items, then, round by round, what a server there
+    // says it depends on and we differ in: our world (namespaces,
+    // cgroups), which an executor could not take on, and the variables
+    // its initialisation read.
     let mut items = args.identity_items.clone();
     for round in 0.. {
         let paths = identity_paths(&base, &args, &items)?;
-        // Whether a server there suits us, or which variables send us on.
+        // Whether a server there suits us, or what sends us on. (Never with
+        // an identity given: the caller chose to share it.)
         let folded = |server: &connect::Greeted, items: &mut Vec<IdentityItem>| {
-            if round == MAX_ENV_ROUNDS {
+            if round == MAX_ROUNDS || args.given_identity.is_some() {
                 return false;
             }
-            let Some(names) = server.env_differs() else {
-                return false;
-            };
             let before = items.len();
-            for name in names {
-                let item = IdentityItem::EnvVar(OsStr::from_bytes(name).to_owned());
+            let world = server
+                .world_differs()
+                .map(|w| IdentityItem::World(w.to_string()));
+            let names = server.env_differs().unwrap_or_default();
+            let vars = names
+                .iter()
+                .map(|name| IdentityItem::EnvVar(OsStr::from_bytes(name).to_owned()));
+            for item in world.into_iter().chain(vars) {
                 if !items.contains(&item) {
                     items.push(item);
                 }
             }
             items.len() > before
         };
+
+        // --kill takes down the server this caller would be served by.
+        if args.mode == Mode::Kill
+            && let Some(server) = connect::connect_within(&paths.socket, Some(KILL_PATIENCE))?
+            && folded(&server, &mut items)
+        {
+            continue;
+        }
 
         if matches!(args.mode, Mode::Normal | Mode::Fresh)
             && let Some(server) = connect::connect(&paths.socket)?
@@ -143,14 +157,18 @@ fn run() -> Result<i32, Failure> {
         drop(lock);
         return call::call(server, &args, closed);
     }
-    unreachable!("the rounds end at MAX_ENV_ROUNDS")
+    unreachable!("the rounds end at MAX_ROUNDS")
 }
 
-/// How many times a caller moves on to an identity with more variables in
-/// it; after that it takes the server it has (a server whose start-up
-/// reads other variables for every value of the last is not worth
-/// chasing further).
-const MAX_ENV_ROUNDS: usize = 4;
+/// How many times a caller moves on to an identity with more in it; after
+/// that it takes the server it has (one whose start-up reads other
+/// variables for every value of the last is not worth chasing further).
+const MAX_ROUNDS: usize = 4;
+
+/// How long --kill waits for a server's greeting, to learn whether this
+/// caller belongs with another; a server at its call limit is killed as
+/// the one found.
+const KILL_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn identity_paths(
     base: &Path,

@@ -155,6 +155,9 @@ pub(crate) enum IdentityItem {
     EnvVar(OsString),
     /// `-G STRING`: the string is part of it.
     String(OsString),
+    /// The caller's world digest (namespaces and cgroups), added when a
+    /// server's world differs from the caller's.
+    World(String),
 }
 
 /// Everything a server's identity is made of, bar the machine facts that
@@ -213,6 +216,7 @@ pub(crate) fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
                 }
             }
             IdentityItem::String(s) => field(b'G', s.as_bytes()),
+            IdentityItem::World(digest) => field(b'W', digest.as_bytes()),
         }
     }
     // The caller's credentials beyond its uid (whose run directory this
@@ -240,21 +244,6 @@ pub(crate) fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
     }
     field(b'P', &limits.nice.to_be_bytes());
     field(b'O', &limits.oom_score_adj.to_be_bytes());
-    // Namespaces: an executor forked by a server elsewhere would see the
-    // server's mounts, pids, network and user, not the caller's sandbox
-    // (unshare, bwrap, PrivateTmp=), and cannot join it unprivileged. A
-    // namespace we cannot read counts as its own value.
-    for (name, inode) in procfs::own_namespaces() {
-        field(b'n', name.as_bytes());
-        field(b'#', &inode.unwrap_or(0).to_be_bytes());
-    }
-    // The cgroups: a server started in the caller's cgroup has all its
-    // memory (the initialisation's too) charged there, and its calls hit
-    // the cgroup's limits and die with it, as a direct run would; moving
-    // an executor in later would leave the initialisation's pages charged
-    // elsewhere, and is refused unprivileged across systemd's sessions and
-    // services anyway (man prefork-interp(1), CGROUPS).
-    field(b'c', &procfs::own_cgroups());
     field(b'I', &(spec.interpreter.len() as u64).to_be_bytes());
     for word in spec.interpreter {
         field(b'a', word.as_bytes());

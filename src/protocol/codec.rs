@@ -151,13 +151,15 @@ pub const CAP_CLOSED: &str = "closed";
 pub const OUR_CAPS: [&str; 5] = [CAP_SIGNALS, CAP_CONTEXT, CAP_TTY, CAP_LIMITS, CAP_CLOSED];
 
 /// Greeting xdata of a server of ours: the capabilities it offers this
-/// client, what its initialisation read of the environment (if anything),
+/// client, the digest of its world ([`world_digest`]), what its
+/// initialisation read of the environment (if anything),
 /// then its counters (read by `--list`): calls handed over before this
 /// one, and calls running. Empty when nothing is offered (a v1 client,
 /// which misreads any xdata). Every script side sends exactly these bytes
 /// (the golden greeting scenario pins them).
 pub fn encode_greeting_xdata(
     offered: &[&str],
+    world: Option<&str>,
     env: Option<&EnvDependency>,
     served: u64,
     running: u64,
@@ -166,6 +168,9 @@ pub fn encode_greeting_xdata(
         return Vec::new();
     }
     let mut x = format!("{CAPS_MAGIC}\ncaps {}\n", offered.join(",")).into_bytes();
+    if let Some(world) = world {
+        x.extend_from_slice(format!("world {world}\n").as_bytes());
+    }
     if let Some(env) = env {
         x.extend_from_slice(b"env ");
         x.extend_from_slice(env.digest.as_bytes());
@@ -177,6 +182,45 @@ pub fn encode_greeting_xdata(
     }
     x.extend_from_slice(format!("served {served}\nrunning {running}\n").as_bytes());
     x
+}
+
+// ------------------------------------------------------------ the world
+
+/// The namespaces whose inodes go into a [`world_digest`], in its order.
+pub const WORLD_NAMESPACES: [&str; 8] =
+    ["mnt", "pid", "net", "user", "uts", "ipc", "cgroup", "time"];
+
+/// Lowercase hex SHA-256 of a process's world, which an unprivileged
+/// executor cannot take on from its caller: for each of
+/// [`WORLD_NAMESPACES`] in order, `NAME:INODE\n` (the inode of
+/// /proc/self/ns/NAME in decimal, `-` if unreadable), then `cgroup\n` and
+/// /proc/self/cgroup as it is. Greeting line `world DIGEST`: a caller
+/// whose own differs belongs with a server started in its world.
+pub fn world_digest(namespaces: &[Option<u64>], cgroups: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, inode) in WORLD_NAMESPACES.iter().zip(namespaces) {
+        let inode = inode.map_or_else(|| "-".to_string(), |i| i.to_string());
+        h.update(format!("{name}:{inode}\n"));
+    }
+    h.update(b"cgroup\n");
+    h.update(cgroups);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digest on a greeting's `world` line, if it has a well-formed one.
+pub fn decode_world(xdata: &[u8]) -> Option<String> {
+    let mut lines = xdata.split(|&b| b == b'\n');
+    if lines.next() != Some(CAPS_MAGIC.as_bytes()) {
+        return None;
+    }
+    let digest = std::str::from_utf8(lines.find_map(|line| line.strip_prefix(b"world "))?).ok()?;
+    is_hex_digest(digest).then(|| digest.to_string())
+}
+
+/// 64 lowercase hex digits.
+fn is_hex_digest(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 // ------------------------------------------------ environment dependency
@@ -247,11 +291,7 @@ pub fn decode_env_dependency(xdata: &[u8]) -> Option<EnvDependency> {
     let line = lines.find_map(|line| line.strip_prefix(b"env "))?;
     let mut words = line.split(|&b| b == b' ');
     let digest = std::str::from_utf8(words.next()?).ok()?;
-    if digest.len() != 64
-        || !digest
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if !is_hex_digest(digest) {
         return None;
     }
     let names: Vec<Vec<u8>> = words.map(<[u8]>::to_vec).collect();
@@ -932,10 +972,10 @@ mod tests {
 
     #[test]
     fn caps_round_trip_and_tolerance() {
-        let x = encode_greeting_xdata(&[CAP_SIGNALS, "future"], None, 0, 0);
+        let x = encode_greeting_xdata(&[CAP_SIGNALS, "future"], None, None, 0, 0);
         assert_eq!(x, b"pfi-caps 1\ncaps signals,future\nserved 0\nrunning 0\n");
         assert!(
-            encode_greeting_xdata(&[], None, 5, 1).is_empty(),
+            encode_greeting_xdata(&[], None, None, 5, 1).is_empty(),
             "v1: no xdata"
         );
         assert_eq!(decode_caps(&x), vec!["signals", "future"]);
@@ -950,7 +990,7 @@ mod tests {
 
     #[test]
     fn stats_in_xdata() {
-        let x = encode_greeting_xdata(&[CAP_SIGNALS], None, 12, 3);
+        let x = encode_greeting_xdata(&[CAP_SIGNALS], None, None, 12, 3);
         assert_eq!(decode_caps(&x), vec!["signals"]);
         assert_eq!(decode_xdata_number(&x, "served"), Some(12));
         assert_eq!(decode_xdata_number(&x, "running"), Some(3));
@@ -970,7 +1010,18 @@ mod tests {
             env.digest,
             "f432bd1ad73898b12209f4a97d57dcbd6ca4ad1b51d0401a9dc396edfb84d906"
         );
-        let x = encode_greeting_xdata(&[CAP_SIGNALS], Some(&env), 1, 0);
+        let world = world_digest(
+            &[Some(1), None, Some(3), None, None, None, None, None],
+            b"0::/\n",
+        );
+        let x = encode_greeting_xdata(&[CAP_SIGNALS], Some(&world), Some(&env), 1, 0);
+        assert!(x.starts_with(format!("pfi-caps 1\ncaps signals\nworld {world}\nenv ").as_bytes()));
+        // sha256("mnt:1\npid:-\nnet:3\nuser:-\nuts:-\nipc:-\ncgroup:-\ntime:-\ncgroup\n0::/\n"),
+        // as Perl's Digest::SHA and Python's hashlib compute it.
+        assert_eq!(
+            decode_world(&x).unwrap(),
+            "d15d2c0ff084b76b1f2adcd05f584fc5a49de96efd56a35d970e5da36e42d8b3"
+        );
         let line = format!("env {} HOME LANG\n", env.digest);
         assert!(x.windows(line.len()).any(|w| w == line.as_bytes()));
         assert_eq!(decode_env_dependency(&x), Some(env));

@@ -29,6 +29,7 @@
 //!                     (chiark-utils' client misreads any non-empty xdata,
 //!                     so a server offers it only when told so)
 //! greeting xdata      "pfi-caps 1\n" "caps NAME[,NAME...]\n"
+//!                     ["world DIGEST\n": its namespaces and cgroups]
 //!                     ["env DIGEST NAME...\n": what initialisation read]
 //!                     "served N\n" "running N\n" (other lines: ignore);
 //!                     a v1 server sends none

@@ -60,6 +60,9 @@ pub(crate) struct Server {
     /// The extensions offered in greetings: those the creating client
     /// speaks (chiark-utils' client misreads any non-empty xdata).
     offered: Vec<&'static str>,
+    /// Its namespaces and cgroups, for greetings: a caller in another
+    /// world goes to a server of its own.
+    world: String,
     spare: usize,
     interrupt_grace: Option<Duration>,
     /// Calls handed over so far.
@@ -109,6 +112,7 @@ impl Server {
             monitor: None,
             setup_run,
             offered,
+            world: sys::procfs::own_world(),
             spare: options.spare_handlers,
             interrupt_grace: options.interrupt_grace,
             served: 0,
@@ -221,6 +225,7 @@ impl Server {
     fn hand_over(&mut self, call: OwnedFd) {
         let xdata = protocol::encode_greeting_xdata(
             &self.offered,
+            Some(&self.world),
             init_env::dependency(),
             self.served,
             self.running,

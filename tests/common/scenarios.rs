@@ -1326,10 +1326,12 @@ scenario!(terminal_settings_restored_after_calls, |side| {
 });
 
 /// The greeting, to the byte, from a server our client started, after
-/// one call has come and gone: magic, xdata length (51, u32 big-endian),
-/// then the offer and the counters (served: calls handed over before
-/// this connection). Written out, not encoded with the crate's encoder,
-/// which it pins too.
+/// one call has come and gone: magic, xdata length (140, u32 big-endian),
+/// then the offer, the server's world (the digest of its namespaces and
+/// cgroups, which are the test's) and the counters (served: calls handed
+/// over before this connection). Written out, not encoded with the
+/// crate's encoder, which it pins too (the digest's formula aside, which
+/// the codec's unit test pins on all sides' behalf).
 scenario!(greeting_bytes_after_one_call, |side| {
     let h = Harness::new(side);
     let (call, pid_file) = start_long_call(&h, "call");
@@ -1341,8 +1343,22 @@ scenario!(greeting_bytes_after_one_call, |side| {
         reaped(executor),
         "the executor is reaped before its status is sent"
     );
-    let expected: &[u8] =
-        b"PFI\n\x00\x00\x00\x45pfi-caps 1\ncaps signals,context,tty,limits,closed\nserved 1\nrunning 0\n";
+    // The server's world is this test's (its namespaces and cgroups).
+    let world = prefork_interp::protocol::world_digest(
+        &prefork_interp::protocol::WORLD_NAMESPACES.map(|name| {
+            std::fs::metadata(format!("/proc/self/ns/{name}"))
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        }),
+        &std::fs::read("/proc/self/cgroup").unwrap(),
+    );
+    let expected = [
+        &b"PFI\n\x00\x00\x00\x8cpfi-caps 1\ncaps signals,context,tty,limits,closed\n"[..],
+        format!("world {world}\n").as_bytes(),
+        b"served 1\nrunning 0\n",
+    ]
+    .concat();
+    let expected = expected.as_slice();
     let got = raw_greeting(&h.socket());
     assert!(
         got == expected,
@@ -2286,8 +2302,13 @@ scenario!(
             let cols = h.listed(server);
             assert_eq!(cols[6], "PFI_TEST_X", "{cols:?}");
         }
-        // The servers for other values are killed by identity.
-        for &server in &servers[1..3] {
+        // --kill takes the server the caller would be served by.
+        let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
+        assert_success(&with(kill, Some("2")).run());
+        wait_until("that server to quit", LIMIT, || !alive(servers[1])).unwrap();
+        assert!(alive(servers[0]) && alive(servers[2]));
+        // The others by identity, as --list shows them.
+        for server in [servers[0], servers[2]] {
             let ident = h.listed(server)[0].clone();
             assert_success(&h.client_call(&["--kill", "-g", &ident]).run());
         }

@@ -329,6 +329,35 @@ def _stop_tracking():
         os.environb = _REAL_ENVIRONB
 
 
+_WORLD_NAMESPACES = ("mnt", "pid", "net", "user", "uts", "ipc", "cgroup", "time")
+
+
+def _world_line():
+    """The greeting's `world DIGEST` line: the SHA-256 of NAME:INODE\n for
+    each namespace in _WORLD_NAMESPACES' order (the inode /proc/self/ns/NAME
+    links to, `-` if unreadable), then cgroup\n and /proc/self/cgroup as
+    it is. A client in another world goes to a server of its own: an
+    executor of ours could not take on the caller's namespaces and
+    cgroups."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in _WORLD_NAMESPACES:
+        try:
+            link = os.readlink("/proc/self/ns/" + name)  # NAME:[INODE]
+            inode = str(int(link[link.index("[") + 1:-1]))
+        except (OSError, ValueError):
+            inode = "-"
+        digest.update(("%s:%s\n" % (name, inode)).encode())
+    digest.update(b"cgroup\n")
+    try:
+        with open("/proc/self/cgroup", "rb") as f:
+            digest.update(f.read())
+    except OSError:
+        pass
+    return b"world %s\n" % digest.hexdigest().encode()
+
+
 def _env_line():
     """The greeting's `env DIGEST NAME...` line for what initialisation
     read (b"" if nothing): the names sorted, and the SHA-256 of
@@ -728,7 +757,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     reload_files = _reload_files(autoreload_modules, autoreload_extra)
     _prepare_titles(sys.argv[0] if sys.argv and sys.argv[0] else "python3")
     _init_env_changes[:] = _init_env_delta()
-    _greeting_env = _env_line()
+    # The greeting's lines between caps and the counters: the server's
+    # world, and what its initialisation read of the environment.
+    _greeting_env = _world_line() + _env_line()
     # Before gc.freeze(): what arming makes is frozen with the rest.
     fast_exit_off = _arm_fast_exit() if fast_exit else None
 

@@ -211,6 +211,33 @@ sub _env_line {
     return "env $digest @names\n";
 }
 
+# The greeting's `world DIGEST` line: the SHA-256 of NAME:INODE\n for each
+# namespace in this order (the inode /proc/self/ns/NAME links to, `-` if
+# unreadable), then cgroup\n and /proc/self/cgroup as it is. A client in
+# another world goes to a server of its own: an executor of ours could
+# not take on the caller's namespaces and cgroups.
+sub _world_line {
+    my $text = '';
+    for my $name (qw(mnt pid net user uts ipc cgroup time)) {
+        my $link = readlink("/proc/self/ns/$name");
+        my $inode = defined $link && $link =~ /\[(\d+)\]\z/ ? $1 : '-';
+        $text .= "$name:$inode\n";
+    }
+    $text .= "cgroup\n";
+    {
+        # (A block of its own: a handle opened in an `if`'s condition
+        # stays open until the sub returns.)
+        my $cgroups;
+        if (open($cgroups, '<', '/proc/self/cgroup')) {
+            local $/;
+            $text .= <$cgroups> // '';
+            close $cgroups;
+        }
+    }
+    require Digest::SHA;
+    return 'world ' . Digest::SHA::sha256_hex($text) . "\n";
+}
+
 sub prefork_autoreload_also_check {
     push @also_check, @_;
     return;
@@ -635,7 +662,9 @@ sub prefork_initialisation_complete {
     my $facility = $opts{log_facility} // 'LOG_USER';
 
     @init_env_changes = _init_env_changes();
-    my $env_line = _env_line();
+    # The greeting's lines between caps and the counters: the server's
+    # world, and what its initialisation read of the environment.
+    my $env_line = _world_line() . _env_line();
     $SCRIPT = $0;
     # (In a block of its own: a handle opened in an `if`'s condition
     # stays open until the sub returns, which in the server is never.)
