@@ -253,7 +253,7 @@ pub(crate) fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
         None => field(b'N', b""),
     }
     let digest = h.finalize();
-    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::protocol::hex_lower(&digest))
 }
 
 /// The socket and lock paths of one identity.

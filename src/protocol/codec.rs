@@ -198,14 +198,21 @@ pub const WORLD_NAMESPACES: [&str; 8] =
 /// whose own differs belongs with a server started in its world.
 pub fn world_digest(namespaces: &[Option<u64>], cgroups: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
+    let mut text = Vec::with_capacity(256 + cgroups.len());
     for (name, inode) in WORLD_NAMESPACES.iter().zip(namespaces) {
-        let inode = inode.map_or_else(|| "-".to_string(), |i| i.to_string());
-        h.update(format!("{name}:{inode}\n"));
+        text.extend_from_slice(name.as_bytes());
+        text.push(b':');
+        match inode {
+            Some(inode) => text.extend_from_slice(inode.to_string().as_bytes()),
+            None => text.push(b'-'),
+        }
+        text.push(b'\n');
     }
-    h.update(b"cgroup\n");
-    h.update(cgroups);
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    text.extend_from_slice(b"cgroup\n");
+    text.extend_from_slice(cgroups);
+    let mut h = Sha256::new();
+    h.update(&text);
+    hex_lower(&h.finalize())
 }
 
 /// The digest on a greeting's `world` line, if it has a well-formed one.
@@ -216,6 +223,18 @@ pub fn decode_world(xdata: &[u8]) -> Option<String> {
     }
     let digest = std::str::from_utf8(lines.find_map(|line| line.strip_prefix(b"world "))?).ok()?;
     is_hex_digest(digest).then(|| digest.to_string())
+}
+
+/// `bytes` in lowercase hex (a digest's text on the wire, and an
+/// identity's), without a formatter per byte: it is on every call's path.
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        text.push(DIGITS[usize::from(b >> 4)] as char);
+        text.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    text
 }
 
 /// 64 lowercase hex digits.
@@ -279,7 +298,7 @@ pub fn env_digest(names: &[Vec<u8>], value_of: impl Fn(&[u8]) -> Option<Vec<u8>>
         }
         h.update([0]);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex_lower(&h.finalize())
 }
 
 /// The `env` line of a greeting's xdata, if it has a well-formed one.
