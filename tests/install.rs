@@ -125,3 +125,142 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// The Python side as PyPI would take it: an sdist and a wheel made by
+/// `python3 -m build` (without its isolation, which would fetch
+/// setuptools; from a copy of scripts/python), with complete
+/// metadata and the licence files; the wheel installed into a fresh venv
+/// runs the Python example through the client, cold and warm.
+#[test]
+fn python_sdist_and_wheel_install_into_a_venv() {
+    let world = tempfile::tempdir().unwrap();
+    let source = world.path().join("source");
+    let copied = Command::new("cp")
+        .arg("-rL")
+        .arg(repo().join("scripts/python"))
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let dist = world.path().join("dist");
+    // (./test installs build and wheel with pip.)
+    let built = Command::new(python())
+        .args([
+            "-m",
+            "build",
+            "--no-isolation",
+            "--sdist",
+            "--wheel",
+            "--outdir",
+        ])
+        .arg(&dist)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert_success(&built);
+    let mut names: Vec<String> = std::fs::read_dir(&dist)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort_by_key(|n| !n.ends_with(".whl"));
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], "prefork_interp-0.1.0-py3-none-any.whl");
+    assert!(names[1].starts_with("prefork") && names[1].ends_with("-0.1.0.tar.gz"));
+    let (wheel, sdist) = (dist.join(&names[0]), dist.join(&names[1]));
+
+    // Each archive's file list, and the wheel's metadata, through Python's
+    // own readers.
+    let listed = Command::new(python())
+        .args([
+            "-c",
+            "import sys, tarfile, zipfile\n\
+             print('\\n'.join(tarfile.open(sys.argv[1]).getnames()))\n\
+             w = zipfile.ZipFile(sys.argv[2])\n\
+             print('\\n'.join(w.namelist()))\n\
+             print(w.read('prefork_interp-0.1.0.dist-info/METADATA').decode())",
+        ])
+        .arg(&sdist)
+        .arg(&wheel)
+        .output()
+        .unwrap();
+    assert_success(&listed);
+    let listed = stdout_str(&listed);
+    for wanted in [
+        "/prefork_interp/__init__.py",
+        "/prefork_interp/_runner.py",
+        "/pyproject.toml",
+        "/LICENSE-MIT",
+        "/LICENSE-APACHE",
+        "prefork_interp/__main__.py",
+        "License: MIT OR Apache-2.0",
+        "Requires-Python: >=3.9",
+        "Summary: Script side of prefork-interp",
+        "Classifier: Operating System :: POSIX :: Linux",
+    ] {
+        assert!(listed.contains(wanted), "{wanted} missing:\n{listed}");
+    }
+
+    let venv = world.path().join("venv");
+    let made = Command::new(python())
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .output()
+        .unwrap();
+    assert_success(&made);
+    let installed = Command::new(venv.join("bin/pip"))
+        .args([
+            "install",
+            "--quiet",
+            "--no-index",
+            "--disable-pip-version-check",
+        ])
+        .arg(&wheel)
+        .output()
+        .unwrap();
+    assert_success(&installed);
+    let run = world.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    set_mode(&run, 0o700);
+    let script = example_script(world.path(), "hello.py", &client());
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let call = |args: &[&str]| {
+        Command::new(&script)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", &run)
+            .env("PATH", &path)
+            .env_remove("PYTHONPATH")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let cold = call(&["from-the-wheel"]);
+    assert_success(&cold);
+    assert!(
+        stdout_str(&cold).contains("\"from-the-wheel\""),
+        "{}",
+        stdout_str(&cold)
+    );
+    let warm = call(&["again", "7"]);
+    assert_eq!(warm.status.code(), Some(7), "{}", stderr_str(&warm));
+    // The module came from the venv, not from the repository.
+    let from = Command::new(venv.join("bin/python3"))
+        .args([
+            "-c",
+            "import prefork_interp; print(prefork_interp.__file__)",
+        ])
+        .output()
+        .unwrap();
+    assert!(stdout_str(&from).starts_with(&venv.display().to_string()));
+    let kill = Command::new(client())
+        .arg("-U,--kill,python3")
+        .arg(&script)
+        .env("XDG_RUNTIME_DIR", &run)
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_success(&kill);
+}
