@@ -275,11 +275,6 @@ L<Proc::Prefork::Interp>, prefork-interp(1)
 
 =head1 LICENSE
 
-Copyright (c) 2026 The prefork-interp developers.
-
-Licensed under either of the Apache License, Version 2.0, or the MIT
-license, at your option (SPDX: C<MIT OR Apache-2.0>); the texts are
-LICENSE-APACHE and LICENSE-MIT in the source, and
-/usr/share/doc/prefork-interp/copyright in the Debian package.
+As L<Proc::Prefork::Interp>'s: C<MIT OR Apache-2.0>, at your option.
 
 =cut
