@@ -217,11 +217,8 @@ pub fn world_digest(namespaces: &[Option<u64>], cgroups: &[u8]) -> String {
 
 /// The digest on a greeting's `world` line, if it has a well-formed one.
 pub fn decode_world(xdata: &[u8]) -> Option<String> {
-    let mut lines = xdata.split(|&b| b == b'\n');
-    if lines.next() != Some(CAPS_MAGIC.as_bytes()) {
-        return None;
-    }
-    let digest = std::str::from_utf8(lines.find_map(|line| line.strip_prefix(b"world "))?).ok()?;
+    let line = xdata_lines(xdata).find_map(|line| line.strip_prefix(b"world "))?;
+    let digest = std::str::from_utf8(line).ok()?;
     is_hex_digest(digest).then(|| digest.to_string())
 }
 
@@ -256,7 +253,8 @@ pub struct EnvDependency {
 }
 
 /// Whether a variable read can be a dependency: not `PREFORK_INTERP`
-/// (ours), nor a name the greeting line cannot carry (space, newline).
+/// (ours), nor a name the greeting line cannot carry (space, newline) or
+/// no environment can hold (empty, `=`, NUL).
 pub fn trackable_env_name(name: &[u8]) -> bool {
     !name.is_empty()
         && name != ENV_VAR.as_bytes()
@@ -303,11 +301,7 @@ pub fn env_digest(names: &[Vec<u8>], value_of: impl Fn(&[u8]) -> Option<Vec<u8>>
 
 /// The `env` line of a greeting's xdata, if it has a well-formed one.
 pub fn decode_env_dependency(xdata: &[u8]) -> Option<EnvDependency> {
-    let mut lines = xdata.split(|&b| b == b'\n');
-    if lines.next() != Some(CAPS_MAGIC.as_bytes()) {
-        return None;
-    }
-    let line = lines.find_map(|line| line.strip_prefix(b"env "))?;
+    let line = xdata_lines(xdata).find_map(|line| line.strip_prefix(b"env "))?;
     let mut words = line.split(|&b| b == b' ');
     let digest = std::str::from_utf8(words.next()?).ok()?;
     if !is_hex_digest(digest) {
@@ -325,24 +319,24 @@ pub fn decode_env_dependency(xdata: &[u8]) -> Option<EnvDependency> {
 
 /// A numeric line `NAME N` of our greeting xdata, if there is one.
 pub fn decode_xdata_number(xdata: &[u8], name: &str) -> Option<u64> {
-    let mut lines = xdata.split(|&b| b == b'\n');
-    if lines.next() != Some(CAPS_MAGIC.as_bytes()) {
-        return None;
-    }
-    lines.find_map(|line| {
+    xdata_lines(xdata).find_map(|line| {
         let rest = line.strip_prefix(name.as_bytes())?.strip_prefix(b" ")?;
         std::str::from_utf8(rest).ok()?.parse().ok()
     })
 }
 
+/// The lines of our greeting xdata after its first (`pfi-caps 1`); none
+/// for xdata that does not start so (v1's, or someone else's).
+fn xdata_lines(xdata: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut lines = xdata.split(|&b| b == b'\n');
+    let ours = lines.next() == Some(CAPS_MAGIC.as_bytes());
+    lines.filter(move |_| ours)
+}
+
 /// The capabilities a greeting's xdata advertises (none for v1 servers,
 /// or xdata we do not understand).
 pub fn decode_caps(xdata: &[u8]) -> Vec<String> {
-    let mut lines = xdata.split(|&b| b == b'\n');
-    if lines.next() != Some(CAPS_MAGIC.as_bytes()) {
-        return Vec::new();
-    }
-    lines
+    xdata_lines(xdata)
         .filter_map(|line| line.strip_prefix(b"caps "))
         .flat_map(|list| list.split(|&b| b == b','))
         .filter(|cap| !cap.is_empty())
@@ -431,22 +425,14 @@ pub fn encode_request_bytes(kind: RequestKind) -> Vec<u8> {
         if kind.context {
             byte |= REQUEST_FLAG_CONTEXT;
         }
-        for (flag, on) in REQUEST_FLAG_PTY.into_iter().zip(kind.pty) {
-            if on {
-                byte |= flag;
-            }
-        }
+        byte |= flag_bits(REQUEST_FLAG_PTY, kind.pty);
         if kind.pty_background && kind.on_pty() {
             byte |= REQUEST_FLAG_PTY_BACKGROUND;
         }
         if kind.limits {
             byte |= REQUEST_FLAG_LIMITS;
         }
-        for (flag, on) in REQUEST_SECOND_CLOSED.into_iter().zip(kind.closed) {
-            if on {
-                second |= flag;
-            }
-        }
+        second = flag_bits(REQUEST_SECOND_CLOSED, kind.closed);
     }
     if second == 0 {
         vec![byte]
@@ -464,8 +450,8 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
     if byte == REQUEST_BYTE {
         return Ok(RequestKind::default());
     }
-    let background_without_pty =
-        byte & REQUEST_FLAG_PTY_BACKGROUND != 0 && byte & (4 | 8 | 16) == 0;
+    let background_without_pty = byte & REQUEST_FLAG_PTY_BACKGROUND != 0
+        && byte & flag_bits(REQUEST_FLAG_PTY, [true; 3]) == 0;
     if byte & REQUEST_BYTE_EXTENDED == 0 || background_without_pty {
         return Err(ProtocolError::BadRequestByte(byte));
     }
@@ -479,6 +465,14 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
     })
 }
 
+/// The bits of `flags` whose entries in `on` are set: one flag per fd.
+fn flag_bits(flags: [u8; 3], on: [bool; 3]) -> u8 {
+    flags
+        .into_iter()
+        .zip(on)
+        .fold(0, |bits, (flag, on)| if on { bits | flag } else { bits })
+}
+
 /// Whether a checked request byte says a second byte follows.
 pub fn has_second_request_byte(byte: u8) -> bool {
     byte & REQUEST_FLAG_SECOND_BYTE != 0
@@ -486,7 +480,7 @@ pub fn has_second_request_byte(byte: u8) -> bool {
 
 /// Adds the second request byte's flags to `kind`.
 pub fn check_second_request_byte(kind: &mut RequestKind, byte: u8) -> Result<(), ProtocolError> {
-    if byte & !REQUEST_SECOND_CLOSED.iter().fold(0, |all, f| all | f) != 0 {
+    if byte & !flag_bits(REQUEST_SECOND_CLOSED, [true; 3]) != 0 {
         return Err(ProtocolError::BadSecondRequestByte(byte));
     }
     kind.closed = REQUEST_SECOND_CLOSED.map(|flag| byte & flag != 0);
