@@ -85,57 +85,59 @@ pub(crate) fn record() -> io::Result<()> {
             format!("prefork-interp: cannot read /proc/self/environ: {e}"),
         )
     })?;
+    let at_exec = ExecEnviron::parse(&initial);
     let current: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    let _ = DELTA.set(delta(&initial, &current));
+    let _ = DELTA.set(delta(&at_exec, &current));
     let read = std::mem::take(&mut *READ.lock().unwrap_or_else(|e| e.into_inner()));
-    let at_exec = exec_values(&initial);
     let _ = DEPENDENCY.set(protocol::env_dependency(
         read.iter().map(Vec::as_slice),
-        |name| at_exec.get(name).map(|v| v.to_vec()),
+        |name| at_exec.values.get(name).map(|v| v.to_vec()),
     ));
     Ok(())
 }
 
-/// The exec-time environment's values by name; the first of two entries
-/// with one name is what getenv sees.
-fn exec_values(initial: &[u8]) -> HashMap<&[u8], &[u8]> {
-    let mut values = HashMap::new();
-    for entry in initial.split(|&b| b == 0) {
-        if let Some((name, value)) = protocol::split_env_entry(entry) {
-            values.entry(name).or_insert(value);
-        }
-    }
-    values
+/// The environment at exec (/proc/self/environ's text): each name's
+/// value, and the names in their order. The first of two entries with one
+/// name is what getenv sees.
+struct ExecEnviron<'a> {
+    values: HashMap<&'a [u8], &'a [u8]>,
+    order: Vec<&'a [u8]>,
 }
 
-/// The changes from `initial` (/proc/self/environ's text) to `current`:
-/// set or changed variables in `current`'s order, then removed ones in
-/// `initial`'s. `PREFORK_INTERP` is never part of it.
-fn delta(initial: &[u8], current: &[(OsString, OsString)]) -> Vec<Change> {
-    let mut before: HashMap<&[u8], &[u8]> = HashMap::new();
-    let mut order = Vec::new();
-    for entry in initial.split(|&b| b == 0) {
-        if let Some((name, value)) = protocol::split_env_entry(entry) {
-            // The first of two entries with one name is what getenv sees.
-            if !before.contains_key(name) {
-                before.insert(name, value);
+impl<'a> ExecEnviron<'a> {
+    fn parse(initial: &'a [u8]) -> Self {
+        let mut values = HashMap::new();
+        let mut order = Vec::new();
+        for entry in initial.split(|&b| b == 0) {
+            if let Some((name, value)) = protocol::split_env_entry(entry)
+                && !values.contains_key(name)
+            {
+                values.insert(name, value);
                 order.push(name);
             }
         }
+        ExecEnviron { values, order }
     }
+}
+
+/// The changes from `before` (the exec-time environment) to `current`:
+/// set or changed variables in `current`'s order, then removed ones in
+/// `before`'s. `PREFORK_INTERP` is never part of it.
+fn delta(before: &ExecEnviron<'_>, current: &[(OsString, OsString)]) -> Vec<Change> {
     let ours = protocol::ENV_VAR.as_bytes();
     let mut changes: Vec<Change> = current
         .iter()
         .filter(|(name, value)| {
-            name.as_bytes() != ours && before.get(name.as_bytes()) != Some(&value.as_bytes())
+            name.as_bytes() != ours && before.values.get(name.as_bytes()) != Some(&value.as_bytes())
         })
         .map(|(name, value)| (name.clone(), Some(value.clone())))
         .collect();
     let now: HashSet<&[u8]> = current.iter().map(|(n, _)| n.as_bytes()).collect();
     changes.extend(
-        order
-            .into_iter()
-            .filter(|name| *name != ours && !now.contains(name))
+        before
+            .order
+            .iter()
+            .filter(|name| **name != ours && !now.contains(*name))
             .map(|name| (OsStr::from_bytes(name).to_owned(), None)),
     );
     changes
@@ -179,7 +181,7 @@ mod tests {
         let initial = b"KEPT=1\0CHANGED=old\0GONE=x\0PREFORK_INTERP=v1,...\0NOEQUALS\0";
         let current = pairs(&[("KEPT", "1"), ("CHANGED", "new"), ("ADDED", "")]);
         assert_eq!(
-            delta(initial, &current),
+            delta(&ExecEnviron::parse(initial), &current),
             vec![
                 ("CHANGED".into(), Some("new".into())),
                 ("ADDED".into(), Some("".into())),
@@ -191,12 +193,12 @@ mod tests {
     #[test]
     fn prefork_interp_is_never_part_of_it() {
         let current = pairs(&[("PREFORK_INTERP", "set again")]);
-        assert_eq!(delta(b"", &current), vec![]);
+        assert_eq!(delta(&ExecEnviron::parse(b""), &current), vec![]);
     }
 
     #[test]
     fn first_of_duplicate_entries_counts() {
         let current = pairs(&[("A", "1")]);
-        assert_eq!(delta(b"A=1\0A=2\0", &current), vec![]);
+        assert_eq!(delta(&ExecEnviron::parse(b"A=1\0A=2\0"), &current), vec![]);
     }
 }

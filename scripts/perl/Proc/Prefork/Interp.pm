@@ -200,14 +200,10 @@ sub _untrack_env {
 sub _env_line {
     my @names = sort grep { length && $_ ne 'PREFORK_INTERP' && !/[ \n=\0]/ } keys %env_read;
     return '' unless @names;
-    my %initial;
-    for my $entry (split /\0/, $initial_environ // '') {
-        # As getenv: the first of two entries with one name counts.
-        $initial{$1} = $2 if $entry =~ /\A(.[^=]*)=(.*)\z/s && !exists $initial{$1};
-    }
+    my ($initial) = _exec_environ();
     require Digest::SHA;
     my $digest = Digest::SHA::sha256_hex(
-        join '', map { exists $initial{$_} ? "$_=$initial{$_}\0" : "$_\0" } @names);
+        join '', map { exists $initial->{$_} ? "$_=$initial->{$_}\0" : "$_\0" } @names);
     return "env $digest @names\n";
 }
 
@@ -607,23 +603,29 @@ sub _add_watches {
 
 # What the script's start-up did to its environment: %ENV against the
 # exec-time environment. PREFORK_INTERP, ours, is left out.
-sub _init_env_changes {
+# The environment at exec: {NAME => VALUE}, and the names in order. As
+# getenv: the first of two entries with one name counts.
+sub _exec_environ {
     die "prefork-interp: cannot read /proc/self/environ: $initial_environ_error\n"
         unless defined $initial_environ;
     my (%before, @order);
     for my $entry (split /\0/, $initial_environ) {
-        # As getenv: the first of two entries with one name counts.
         next unless $entry =~ /\A(.[^=]*)=(.*)\z/s && !exists $before{$1};
         $before{$1} = $2;
         push @order, $1;
     }
+    return (\%before, \@order);
+}
+
+sub _init_env_changes {
+    my ($before, $order) = _exec_environ();
     my @changes;
     for my $name (sort keys %ENV) {
         next if $name eq 'PREFORK_INTERP';
         push @changes, [ $name, $ENV{$name} ]
-            unless defined $before{$name} && $before{$name} eq $ENV{$name};
+            unless defined $before->{$name} && $before->{$name} eq $ENV{$name};
     }
-    push @changes, map { [$_] } grep { $_ ne 'PREFORK_INTERP' && !exists $ENV{$_} } @order;
+    push @changes, map { [$_] } grep { $_ ne 'PREFORK_INTERP' && !exists $ENV{$_} } @$order;
     return @changes;
 }
 
