@@ -68,9 +68,9 @@ pub(crate) fn run(
     }
     saved.restore();
     sys::default_signal(Signal::SIGINT);
-    title::show(Some("handler"));
+    title::show(title::Role::Handler);
     let (call, request) = take_call(&handover);
-    title::show(None);
+    title::show(title::Role::Call);
     let payload = protocol::decode_payload(&request.payload).unwrap_or_else(|e| {
         log::error(&format!("call failed: {e}"));
         sys::exit_now(1)

@@ -189,7 +189,7 @@ impl Server {
         match unsafe { sys::fork() } {
             Ok(Forked::Child) => {
                 drop(control);
-                title::show(Some("monitor"));
+                title::show(title::Role::Monitor);
                 Some(theirs)
             }
             Ok(Forked::Parent(pid)) => {

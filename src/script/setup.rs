@@ -58,7 +58,7 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
         log::open(&program_name(), facility);
     }
     let setup_run = become_daemon()?;
-    title::show(Some("server"));
+    title::show(title::Role::Server);
 
     // From here on we are the daemon: the script's own code must never run
     // here, so a failure is logged and ends this process (the waiting

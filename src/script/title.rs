@@ -12,32 +12,52 @@ use std::sync::OnceLock;
 
 use crate::sys;
 
-static PROGRAM: OnceLock<Vec<u8>> = OnceLock::new();
-
-/// Remembers the program's name and where the titles go; in the setup
-/// run, before its first fork.
-pub(crate) fn prepare() {
-    PROGRAM.get_or_init(|| {
-        std::env::args_os()
-            .next()
-            .map(|a| a.as_bytes().to_vec())
-            .unwrap_or_default()
-    });
-    sys::title::prepare();
+/// Which process this is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    Server,
+    Monitor,
+    /// A spare executor, waiting for its call.
+    Handler,
+    /// An executor with its call.
+    Call,
 }
 
-/// Shows `PROGRAM [role]`, or just `PROGRAM` for an executor's call;
-/// where that does not fit, the program's file name without its
-/// directory (the role says more than the directory does).
-pub(crate) fn show(role: Option<&str>) {
-    let Some(program) = PROGRAM.get() else {
-        return;
-    };
-    let suffix = role.map_or(Vec::new(), |role| [b" [", role.as_bytes(), b"]"].concat());
-    let mut title = [program.as_slice(), &suffix].concat();
-    if !sys::title::fits(&title) {
-        let base = program.rsplit(|&b| b == b'/').next().unwrap_or(program);
-        title = [base, &suffix].concat();
+/// Each role's title, made once in the setup run: an executor sets one
+/// on every call's path.
+static TITLES: OnceLock<[Vec<u8>; 4]> = OnceLock::new();
+
+/// Finds where the titles go and makes them; in the setup run, before its
+/// first fork. Where `PROGRAM [role]` does not fit, the program's file
+/// name without its directory (the role says more than the directory
+/// does).
+pub(crate) fn prepare() {
+    sys::title::prepare();
+    TITLES.get_or_init(|| {
+        let program = std::env::args_os()
+            .next()
+            .map(|a| a.as_bytes().to_vec())
+            .unwrap_or_default();
+        let base = program.rsplit(|&b| b == b'/').next().unwrap_or(&program);
+        ["server", "monitor", "handler", ""].map(|role| {
+            let suffix = if role.is_empty() {
+                Vec::new()
+            } else {
+                [b" [", role.as_bytes(), b"]"].concat()
+            };
+            let title = [program.as_slice(), &suffix].concat();
+            if sys::title::fits(&title) {
+                title
+            } else {
+                [base, &suffix].concat()
+            }
+        })
+    });
+}
+
+/// Shows this process's title (nothing before [`prepare`]).
+pub(crate) fn show(role: Role) {
+    if let Some(titles) = TITLES.get() {
+        sys::title::set(&titles[role as usize]);
     }
-    sys::title::set(&title);
 }

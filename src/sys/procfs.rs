@@ -49,8 +49,9 @@ pub(crate) fn own_world() -> String {
 /// The inode of each of [`crate::protocol::WORLD_NAMESPACES`]
 /// (/proc/self/ns/NAME), `None` where it cannot be read. The directory is
 /// opened once, and each link read (`mnt:[4026531841]`) from it: reading
-/// a link costs half what following it does (the kernel then makes a
-/// path to the namespace's own file).
+/// the eight links cost about a third less than following them (49–68 µs
+/// against 73–105 in a new process; following makes the kernel build a
+/// path to each namespace's own file).
 fn own_namespaces() -> Vec<Option<u64>> {
     use nix::fcntl::{OFlag, open, readlinkat};
     use nix::sys::stat::Mode;
