@@ -123,7 +123,7 @@ pub struct Harness {
     /// Run every call in one mount namespace of the test's, with this
     /// directory bound over /run, held by a sleeping process (see
     /// [`Harness::with_private_run`]).
-    private_run: Option<(PathBuf, std::process::Child)>,
+    private_run: Option<(PathBuf, NamespaceHolder)>,
     interpreter: Vec<OsString>,
     finished: bool,
 }
@@ -219,19 +219,10 @@ impl Harness {
         let user = run.join("user").join(nix::unistd::getuid().to_string());
         std::fs::create_dir_all(&user).unwrap();
         std::fs::set_permissions(&user, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let ready = self.path("private-run-ready");
-        let holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg("mount --bind \"$0\" /run && : > \"$1\" && exec sleep 3600")
-            .arg(&run)
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_until("the private /run", Duration::from_secs(10), || {
-            ready.exists()
-        })
-        .unwrap();
+        let holder = NamespaceHolder::after(
+            &["--mount", "--propagation", "private"],
+            &["mount", "--bind", run.to_str().unwrap(), "/run"],
+        );
         self.private_run = Some((run, holder));
         self
     }
@@ -242,7 +233,7 @@ impl Harness {
             None => Command::new(program),
             Some((_, holder)) => {
                 let mut cmd = Command::new("nsenter");
-                cmd.arg(format!("--mount=/proc/{}/ns/mnt", holder.id()))
+                cmd.arg(format!("--mount=/proc/{}/ns/mnt", holder.pid))
                     .arg("--")
                     .arg(program);
                 cmd
@@ -252,10 +243,7 @@ impl Harness {
 
     /// Ends the private /run's holder, if there is one.
     fn end_private_run(&mut self) {
-        if let Some((_, holder)) = &mut self.private_run {
-            let _ = holder.kill();
-            let _ = holder.wait();
-        }
+        self.private_run = None;
     }
 
     pub fn dir(&self) -> &Path {
@@ -1089,12 +1077,22 @@ pub struct NamespaceHolder {
 
 impl NamespaceHolder {
     pub fn new(flags: &[&str]) -> Self {
-        let child = Command::new("unshare")
-            .args(flags)
-            .args(["--", "sleep", "3600"])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        Self::after(flags, &[])
+    }
+
+    /// Like [`new`](Self::new), but the holder first runs `setup` (a
+    /// command and its arguments) in its namespaces, and holds them only
+    /// if that succeeds.
+    pub fn after(flags: &[&str], setup: &[&str]) -> Self {
+        let mut cmd = Command::new("unshare");
+        cmd.args(flags).arg("--");
+        if setup.is_empty() {
+            cmd.args(["sleep", "3600"]);
+        } else {
+            cmd.args(["sh", "-c", "\"$@\" && exec sleep 3600", "sh"])
+                .args(setup);
+        }
+        let child = cmd.stdin(Stdio::null()).spawn().unwrap();
         let outer = child.id();
         let mut pid = 0;
         wait_until("the namespaces' holder", Duration::from_secs(10), || {
