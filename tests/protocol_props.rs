@@ -42,13 +42,16 @@ proptest! {
         caps in proptest::collection::vec("[a-z]{1,10}", 1..5),
         served in any::<u64>(),
         running in any::<u64>(),
+        idle_ms in any::<u64>(),
     ) {
+        let counters = ServerCounters { served, running, idle_ms };
         let names: Vec<&str> = caps.iter().map(String::as_str).collect();
-        let xdata = encode_greeting_xdata(&names, None, None, served, running);
+        let xdata = encode_greeting_xdata(&names, None, None, counters);
         prop_assert_eq!(decode_caps(&xdata), caps);
         prop_assert_eq!(decode_xdata_number(&xdata, "served"), Some(served));
         prop_assert_eq!(decode_xdata_number(&xdata, "running"), Some(running));
-        prop_assert!(encode_greeting_xdata(&[], None, None, served, running).is_empty());
+        prop_assert_eq!(decode_xdata_number(&xdata, "idle"), Some(idle_ms));
+        prop_assert!(encode_greeting_xdata(&[], None, None, counters).is_empty());
     }
 
     #[test]

@@ -150,19 +150,30 @@ pub const CAP_CLOSED: &str = "closed";
 /// The extensions this implementation speaks, in both roles.
 pub const OUR_CAPS: [&str; 5] = [CAP_SIGNALS, CAP_CONTEXT, CAP_TTY, CAP_LIMITS, CAP_CLOSED];
 
+/// A server's counters, as its greeting gives them (for `--list`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerCounters {
+    /// Connections accepted before this one.
+    pub served: u64,
+    /// Calls then running.
+    pub running: u64,
+    /// Milliseconds since the last call ended (or the server started),
+    /// connections hung up before a request (such as `--list`'s) not
+    /// counted; 0 while a call runs.
+    pub idle_ms: u64,
+}
+
 /// Greeting xdata of a server of ours: the capabilities it offers this
 /// client, the digest of its world ([`world_digest`]), what its
-/// initialisation read of the environment (if anything),
-/// then its counters (read by `--list`): calls handed over before this
-/// one, and calls running. Empty when nothing is offered (a v1 client,
-/// which misreads any xdata). Every script side sends exactly these bytes
-/// (the golden greeting scenario pins them).
+/// initialisation read of the environment (if anything), then its
+/// [`ServerCounters`]. Empty when nothing is offered (a v1 client, which
+/// misreads any xdata). Every script side sends exactly these bytes (the
+/// golden greeting scenario pins them).
 pub fn encode_greeting_xdata(
     offered: &[&str],
     world: Option<&str>,
     env: Option<&EnvDependency>,
-    served: u64,
-    running: u64,
+    counters: ServerCounters,
 ) -> Vec<u8> {
     if offered.is_empty() {
         return Vec::new();
@@ -180,7 +191,12 @@ pub fn encode_greeting_xdata(
         }
         x.push(b'\n');
     }
-    x.extend_from_slice(format!("served {served}\nrunning {running}\n").as_bytes());
+    let ServerCounters {
+        served,
+        running,
+        idle_ms,
+    } = counters;
+    x.extend_from_slice(format!("served {served}\nrunning {running}\nidle {idle_ms}\n").as_bytes());
     x
 }
 
@@ -487,6 +503,36 @@ pub fn check_second_request_byte(kind: &mut RequestKind, byte: u8) -> Result<(),
     Ok(())
 }
 
+// ------------------------------------------------- the run directory
+
+/// The lock file beside a server's socket (`BASE/s<ident>` →
+/// `BASE/l<ident>`), to which a quitting server appends its
+/// [`encode_quit_line`]. `None` for a socket not so named.
+pub fn lock_path_for_socket(socket: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = socket.file_name()?.as_bytes();
+    let ident = name.strip_prefix(b"s").filter(|i| !i.is_empty())?;
+    let lock = [&b"l"[..], ident].concat();
+    Some(socket.with_file_name(std::ffi::OsStr::from_bytes(&lock)))
+}
+
+/// What a quitting server appends to its lock file:
+/// `quit SECONDS REASON` and a newline, SECONDS since the epoch, each
+/// newline in REASON made a space.
+pub fn encode_quit_line(secs: u64, reason: &str) -> Vec<u8> {
+    format!("quit {secs} {}\n", reason.replace('\n', " ")).into_bytes()
+}
+
+/// The last `quit` line in a lock file's text: when, and why.
+pub fn decode_last_quit(text: &[u8]) -> Option<(u64, &[u8])> {
+    text.split(|&b| b == b'\n').rev().find_map(|line| {
+        let rest = line.strip_prefix(b"quit ")?;
+        let space = rest.iter().position(|&b| b == b' ')?;
+        let secs = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+        Some((secs, &rest[space + 1..]))
+    })
+}
+
 // --------------------------------------------- script side, internal
 
 // Not on the wire between client and server: how one script side's own
@@ -508,10 +554,17 @@ pub fn check_second_request_byte(kind: &mut RequestKind, byte: u8) -> Result<(),
 //            when the script stops and 'x', u32be(wait status) when it
 //            has ended, then exits
 //   monitor ── 'd' ──> server, once per call handed to it, when the call
-//            has ended (before the status goes to the client)
+//            has ended (before the status goes to the client); 'h'
+//            instead for a call whose script never ran (no request)
 
 /// Monitor to server: a call it was handed has ended.
 pub const MONITOR_CALL_ENDED: u8 = b'd';
+
+/// Monitor to server: a call it was handed has ended before its script
+/// ran (its client hung up before a request: `--list`, or a client that
+/// belongs with another server). Counted out of `running`, but the
+/// server's idle time goes on.
+pub const MONITOR_CALL_DROPPED: u8 = b'h';
 
 /// Executor to monitor: the request is read; the request byte follows.
 pub const EXECUTOR_READY: u8 = b'r';
@@ -985,10 +1038,32 @@ mod tests {
 
     #[test]
     fn caps_round_trip_and_tolerance() {
-        let x = encode_greeting_xdata(&[CAP_SIGNALS, "future"], None, None, 0, 0);
-        assert_eq!(x, b"pfi-caps 1\ncaps signals,future\nserved 0\nrunning 0\n");
+        let x = encode_greeting_xdata(
+            &[CAP_SIGNALS, "future"],
+            None,
+            None,
+            ServerCounters {
+                served: 0,
+                running: 0,
+                idle_ms: 0,
+            },
+        );
+        assert_eq!(
+            x,
+            b"pfi-caps 1\ncaps signals,future\nserved 0\nrunning 0\nidle 0\n"
+        );
         assert!(
-            encode_greeting_xdata(&[], None, None, 5, 1).is_empty(),
+            encode_greeting_xdata(
+                &[],
+                None,
+                None,
+                ServerCounters {
+                    served: 5,
+                    running: 1,
+                    idle_ms: 0
+                }
+            )
+            .is_empty(),
             "v1: no xdata"
         );
         assert_eq!(decode_caps(&x), vec!["signals", "future"]);
@@ -1002,11 +1077,41 @@ mod tests {
     }
 
     #[test]
+    fn quit_lines_in_the_lock_file() {
+        use std::path::Path;
+        assert_eq!(
+            lock_path_for_socket(Path::new("/run/p/sabc")).unwrap(),
+            Path::new("/run/p/labc")
+        );
+        assert_eq!(lock_path_for_socket(Path::new("/run/p/s")), None);
+        assert_eq!(lock_path_for_socket(Path::new("/run/p/xabc")), None);
+        let line = encode_quit_line(1_795_467_572, "/a/b\nc changed");
+        assert_eq!(line, b"quit 1795467572 /a/b c changed\n");
+        let text = [&b"{\"record\":1}\nquit 5 idle timeout\n"[..], &line].concat();
+        assert_eq!(
+            decode_last_quit(&text),
+            Some((1_795_467_572, &b"/a/b c changed"[..]))
+        );
+        assert_eq!(decode_last_quit(b"{}\nquit x y\n"), None);
+        assert_eq!(decode_last_quit(b""), None);
+    }
+
+    #[test]
     fn stats_in_xdata() {
-        let x = encode_greeting_xdata(&[CAP_SIGNALS], None, None, 12, 3);
+        let x = encode_greeting_xdata(
+            &[CAP_SIGNALS],
+            None,
+            None,
+            ServerCounters {
+                served: 12,
+                running: 3,
+                idle_ms: 4500,
+            },
+        );
         assert_eq!(decode_caps(&x), vec!["signals"]);
         assert_eq!(decode_xdata_number(&x, "served"), Some(12));
         assert_eq!(decode_xdata_number(&x, "running"), Some(3));
+        assert_eq!(decode_xdata_number(&x, "idle"), Some(4500));
         assert_eq!(decode_xdata_number(&x, "other"), None);
         assert_eq!(decode_xdata_number(b"served 1\n", "served"), None);
     }
@@ -1027,7 +1132,16 @@ mod tests {
             &[Some(1), None, Some(3), None, None, None, None, None],
             b"0::/\n",
         );
-        let x = encode_greeting_xdata(&[CAP_SIGNALS], Some(&world), Some(&env), 1, 0);
+        let x = encode_greeting_xdata(
+            &[CAP_SIGNALS],
+            Some(&world),
+            Some(&env),
+            ServerCounters {
+                served: 1,
+                running: 0,
+                idle_ms: 0,
+            },
+        );
         assert!(x.starts_with(format!("pfi-caps 1\ncaps signals\nworld {world}\nenv ").as_bytes()));
         // sha256("mnt:1\npid:-\nnet:3\nuser:-\nuts:-\nipc:-\ncgroup:-\ntime:-\ncgroup\n0::/\n"),
         // as Perl's Digest::SHA and Python's hashlib compute it.

@@ -266,7 +266,16 @@ mod tests {
     #[test]
     fn greeting_and_frames() {
         let (server, client) = UnixStream::pair().unwrap();
-        let xdata = codec::encode_greeting_xdata(&[codec::CAP_SIGNALS], None, None, 2, 1);
+        let xdata = codec::encode_greeting_xdata(
+            &[codec::CAP_SIGNALS],
+            None,
+            None,
+            codec::ServerCounters {
+                served: 2,
+                running: 1,
+                idle_ms: 3,
+            },
+        );
         send_all(&server, &codec::encode_greeting(&xdata)).unwrap();
         send_all(&server, &codec::encode_frame(codec::FRAME_STATUS, 7)).unwrap();
         assert_eq!(read_greeting(&client).unwrap(), xdata);

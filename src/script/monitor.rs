@@ -8,8 +8,8 @@
 //! server ══control══ monitor (forwardable signals ignored; the server's
 //!    0x00 + call ──>   │      dispositions saved for the executors)
 //!    <── 'd' per call  ├─fork─> executor-to-be (see `executor`), its own
-//!        ended         │        process group; waits on its hand-over
-//!                      │        socket
+//!        ended ('h' if │        process group; waits on its hand-over
+//!        no request)   │        socket
 //!   loop: keep `spare` executors idle (forking the missing ones when
 //!     no call is in flight, or once they have been missing for 5 ms);
 //!     poll (level-triggered) on
@@ -484,8 +484,13 @@ impl Monitor {
             signal_group(pid, Signal::SIGINT);
         }
         let status = sys::wait_status(pid);
-        if !matches!(call.phase, Phase::Reported) {
-            self.call_ended();
+        match call.phase {
+            Phase::Reported => {}
+            // No request came (a listing; a caller that went elsewhere).
+            Phase::Waiting(_) | Phase::Failed => self.call_ended(protocol::MONITOR_CALL_DROPPED),
+            Phase::Running { .. } | Phase::Abandoned { .. } => {
+                self.call_ended(protocol::MONITOR_CALL_ENDED)
+            }
         }
         let mut status = match status {
             Ok(status) => status,
@@ -596,7 +601,7 @@ impl Monitor {
         if let Some(status) = keeper.status {
             let extended = *extended;
             call.phase = Phase::Reported;
-            self.call_ended();
+            self.call_ended(protocol::MONITOR_CALL_ENDED);
             if let Some(call) = self.calls.get(&pid) {
                 send_status(pid, &call.call, extended, status);
             }
@@ -627,7 +632,7 @@ impl Monitor {
                     Ok(None) => {}
                     Err(e) => {
                         log::error(&format!("no executor for a call: {e}"));
-                        self.call_ended();
+                        self.call_ended(protocol::MONITOR_CALL_DROPPED);
                         return None; // dropping the call: its client says so
                     }
                 }
@@ -663,10 +668,12 @@ impl Monitor {
         }
     }
 
-    /// Tells the server a call it handed us has ended.
-    fn call_ended(&mut self) {
+    /// Tells the server a call it handed us has ended: `how` is
+    /// [`protocol::MONITOR_CALL_ENDED`], or [`protocol::MONITOR_CALL_DROPPED`]
+    /// if its script never ran.
+    fn call_ended(&mut self, how: u8) {
         if let Some(control) = &self.control
-            && send_all(control, &[protocol::MONITOR_CALL_ENDED]).is_err()
+            && send_all(control, &[how]).is_err()
         {
             self.server_gone();
         }

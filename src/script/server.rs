@@ -12,7 +12,8 @@
 //!   ├─fork─> the monitor (once; again if it dies), which forks every
 //!   │        executor (see `monitor`)
 //!   │  per call: accept, greeting, call socket to the monitor;
-//!   │  'd' back from the monitor when it has ended (the `running` count)
+//!   │  'd' back from the monitor when it has ended (the `running` count;
+//!   │  'h' for one that ended before a request: it leaves the idle time be)
 //!   └─ once, first: wait for the setup run's exit, then collapse the
 //!      heap into huge pages, which the monitor then shares
 //! ```
@@ -71,6 +72,9 @@ pub(crate) struct Server {
     running: u64,
     max_servers: Option<usize>,
     idle_timeout: Option<Duration>,
+    /// When the last call ended (or the server started): calls dropped
+    /// before a request (`--list`'s) do not count. The idle timeout runs
+    /// from here, and greetings say how long ago it was.
     idle_since: Instant,
     reload: Reload,
     errors: u32,
@@ -161,7 +165,34 @@ impl Server {
 
     fn quit(&self, why: &str) -> ! {
         log::info(&format!("server quitting: {why}"));
+        self.record_quit(why);
         sys::exit_now(0)
+    }
+
+    /// Appends the `quit` line to the identity's lock file, for `--list`
+    /// to show as the reason of the next server's start. Best effort: a
+    /// lock file removed (`--kill`) or a socket path not ours is skipped.
+    fn record_quit(&self, why: &str) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(lock) = self
+            .listener
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().and_then(protocol::lock_path_for_socket))
+        else {
+            return;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(lock)
+        {
+            let _ = file.write_all(&protocol::encode_quit_line(now, why));
+        }
     }
 
     fn error(&mut self, msg: &str) {
@@ -223,12 +254,20 @@ impl Server {
     /// (a fork failed, or it has just died) the call is dropped: its
     /// client says so.
     fn hand_over(&mut self, call: OwnedFd) {
+        let idle = if self.running == 0 {
+            self.idle_since.elapsed()
+        } else {
+            Duration::ZERO
+        };
         let xdata = protocol::encode_greeting_xdata(
             &self.offered,
             Some(&self.world),
             init_env::dependency(),
-            self.served,
-            self.running,
+            protocol::ServerCounters {
+                served: self.served,
+                running: self.running,
+                idle_ms: idle.as_millis().try_into().unwrap_or(u64::MAX),
+            },
         );
         if let Err(e) = protocol::io::send_all(&call, &protocol::encode_greeting(&xdata)) {
             log::info(&format!("caller went away before its greeting: {e}"));
@@ -248,7 +287,8 @@ impl Server {
         }
     }
 
-    /// Reads the monitor's 'd's (calls ended). False if it has gone.
+    /// Reads the monitor's 'd's (calls ended) and 'h's (calls dropped
+    /// before a request). False if it has gone.
     fn hear_monitor(&mut self) -> bool {
         let Some(monitor) = &self.monitor else {
             return false;
@@ -262,12 +302,13 @@ impl Server {
             ) {
                 Ok(0) => return false,
                 Ok(n) => {
-                    let ended = buf[..n]
-                        .iter()
-                        .filter(|&&b| b == protocol::MONITOR_CALL_ENDED)
-                        .count() as u64;
-                    self.running = self.running.saturating_sub(ended);
-                    if self.running == 0 {
+                    let count = |byte| buf[..n].iter().filter(|&&b| b == byte).count() as u64;
+                    let ended = count(protocol::MONITOR_CALL_ENDED);
+                    let dropped = count(protocol::MONITOR_CALL_DROPPED);
+                    self.running = self.running.saturating_sub(ended + dropped);
+                    // A listing, or a caller that went elsewhere, keeps
+                    // no server alive.
+                    if self.running == 0 && ended > 0 {
                         self.idle_since = Instant::now();
                     }
                 }
@@ -387,7 +428,6 @@ impl Server {
                     log::error(&refusal);
                     return None;
                 }
-                self.idle_since = Instant::now();
                 if let Some(file) = self.reload.changed() {
                     // Dropping the call makes its client start a fresh
                     // server.

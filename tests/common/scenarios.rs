@@ -1326,14 +1326,16 @@ scenario!(terminal_settings_restored_after_calls, |side| {
 });
 
 /// The greeting, to the byte, from a server our client started, after
-/// one call has come and gone: magic, xdata length (140, u32 big-endian),
+/// one call has come and gone: magic, xdata length (u32 big-endian),
 /// then the offer, the server's world (the digest of its namespaces and
 /// cgroups, which are the test's) and the counters (served: calls handed
-/// over before this connection). Written out, not encoded with the
-/// crate's encoder, which it pins too (the digest's formula aside, which
-/// the codec's unit test pins on all sides' behalf).
+/// over before this connection; idle: milliseconds since that call
+/// ended, the one number not known in advance, bounded). Written out, not encoded
+/// with the crate's encoder, which it pins too (the digest's formula
+/// aside, which the codec's unit test pins on all sides' behalf).
 scenario!(greeting_bytes_after_one_call, |side| {
     let h = Harness::new(side);
+    let began = std::time::Instant::now();
     let (call, pid_file) = start_long_call(&h, "call");
     let executor: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     assert_success(&call.wait_with_output().unwrap());
@@ -1352,14 +1354,27 @@ scenario!(greeting_bytes_after_one_call, |side| {
         }),
         &std::fs::read("/proc/self/cgroup").unwrap(),
     );
-    let expected = [
-        &b"PFI\n\x00\x00\x00\x8cpfi-caps 1\ncaps signals,context,tty,limits,closed\n"[..],
+    let got = raw_greeting(&h.socket());
+    let idle_bound = began.elapsed().as_millis();
+    // The idle line's number, as sent, if it is no more than the time
+    // since the call began.
+    let idle = got
+        .strip_suffix(b"\n")
+        .and_then(|g| g.rsplit(|&b| b == b'\n').next())
+        .and_then(|line| line.strip_prefix(b"idle "))
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .filter(|n| n.parse::<u128>().is_ok_and(|n| n <= idle_bound))
+        .unwrap_or("(milliseconds, at most the time since the call began)");
+    let xdata = [
+        &b"pfi-caps 1\ncaps signals,context,tty,limits,closed\n"[..],
         format!("world {world}\n").as_bytes(),
         b"served 1\nrunning 0\n",
+        format!("idle {idle}\n").as_bytes(),
     ]
     .concat();
+    assert_eq!(xdata.len(), 146 + idle.len());
+    let expected = [&b"PFI\n"[..], &(xdata.len() as u32).to_be_bytes(), &xdata].concat();
     let expected = expected.as_slice();
-    let got = raw_greeting(&h.socket());
     assert!(
         got == expected,
         "greeting\n got: {:?}\nwant: {:?}",

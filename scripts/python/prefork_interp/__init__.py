@@ -964,8 +964,8 @@ class _Server:
         self.error("monitor %d %s" % (pid, _describe_status(status)))
 
     def read_control(self):
-        """Counts the calls the monitor says have ended (all it has said
-        so far). False if it has died."""
+        """Counts the calls the monitor says have ended, 'd' or 'h' each
+        (all it has said so far). False if it has died."""
         while True:
             try:
                 data = self.control.recv(4096, socket.MSG_DONTWAIT)
@@ -976,8 +976,11 @@ class _Server:
             if not data:
                 self.monitor_gone()
                 return False
-            self.busy = max(0, self.busy - data.count(b"d"))
-            if not self.busy:
+            ended = data.count(b"d")
+            self.busy = max(0, self.busy - ended - data.count(b"h"))
+            # 'h': a call that ended before a request (a listing, or a
+            # caller that went elsewhere) keeps no server alive.
+            if ended and not self.busy:
                 self.idle_since = time.monotonic()
 
     def hand_over(self, call, offered, again):
@@ -987,8 +990,10 @@ class _Server:
         if not again:
             xdata = b""
             if offered:
-                xdata = (b"pfi-caps 1\ncaps %s\n%sserved %d\nrunning %d\n"
-                         % (",".join(offered).encode(), _greeting_env, self.served, self.busy))
+                idle_ms = 0 if self.busy else int((time.monotonic() - self.idle_since) * 1000)
+                xdata = (b"pfi-caps 1\ncaps %s\n%sserved %d\nrunning %d\nidle %d\n"
+                         % (",".join(offered).encode(), _greeting_env, self.served, self.busy,
+                            idle_ms))
             try:
                 _send_all(call, b"PFI\n" + struct.pack(">I", len(xdata)) + xdata)
             except (_Hangup, OSError) as e:
@@ -1005,7 +1010,30 @@ class _Server:
 
     def quit(self, why):
         _log(syslog.LOG_INFO, "server quitting: %s" % why)
+        self.record_quit(why)
         os._exit(0)
+
+    def record_quit(self, why):
+        """Appends "quit SECONDS REASON" to the identity's lock file
+        (beside the socket: BASE/s<ident>, BASE/l<ident>), for --list to
+        show as the reason of the next server's start. Best effort: a lock
+        file removed (--kill) is skipped."""
+        try:
+            path = os.fsencode(self.listen.getsockname())
+            folder, name = os.path.split(path)
+            if not name.startswith(b"s") or len(name) < 2:
+                return
+            fd = os.open(os.path.join(folder, b"l" + name[1:]),
+                         os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (OSError, TypeError):
+            return
+        try:
+            os.write(fd, b"quit %d %s\n" % (int(time.time()), why.replace("\n", " ").encode(
+                errors="surrogateescape")))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def error(self, message):
         _log(syslog.LOG_ERR, message)
@@ -1066,7 +1094,6 @@ class _Server:
                         _log(syslog.LOG_ERR, refusal)
                         conn.close()
                         continue
-                    self.idle_since = time.monotonic()
                     changed = self.reload.changed()
                     if changed is not None:
                         # Dropping the call makes its client start afresh.
@@ -1163,7 +1190,7 @@ class _Monitor:
         self.grace = grace  # interrupt_grace: None, never SIGKILL
         self.idle = []  # _Spare, oldest first
         self.calls = {}  # executor pid -> _Call
-        self.owed = 0  # 'd' bytes the server has not yet been sent
+        self.owed = b""  # 'd' and 'h' bytes the server has not yet been sent
         self.pid = os.getpid()
         # Executors are groups of their own and signals go to those, but
         # nothing sent to us by mistake may hurt us; the executors get
@@ -1352,7 +1379,7 @@ class _Monitor:
             for fd in fds:
                 os.close(fd)
             _log(syslog.LOG_ERR, "a call came without its socket")
-            self.done()
+            self.done(b"h")
             return None
         conn = socket.socket(fileno=fds[0])
         conn.settimeout(None)  # blocking, as the executor reads it
@@ -1369,7 +1396,7 @@ class _Monitor:
             if spare is None:
                 _log(syslog.LOG_ERR, "no executor to take a call")
                 conn.close()
-                self.done()
+                self.done(b"h")
                 return None
             try:
                 socket.send_fds(spare.handover, [b"\0"], [conn.fileno()], socket.MSG_NOSIGNAL)
@@ -1388,28 +1415,29 @@ class _Monitor:
         spares leave on their handover's EOF (and are reaped)."""
         self.control.close()
         self.control = None
-        self.owed = 0
+        self.owed = b""
         for spare in self.idle:
             if spare.handover is not None:
                 spare.handover.close()
                 spare.handover = None
 
-    def done(self):
-        """A call handed to us has ended: tell the server."""
-        self.owed += 1
+    def done(self, how=b"d"):
+        """A call handed to us has ended: tell the server ('d', or 'h'
+        if its script never ran)."""
+        self.owed += how
         self.flush()
 
     def flush(self):
         if self.control is None:
-            self.owed = 0
+            self.owed = b""
             return
         try:
-            self.owed -= self.control.send(b"d" * self.owed,
-                                           socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            sent = self.control.send(self.owed, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+            self.owed = self.owed[sent:]
         except (BlockingIOError, InterruptedError):
             pass  # later, when control is writable
         except OSError:
-            self.owed = 0  # the server has gone; its EOF follows
+            self.owed = b""  # the server has gone; its EOF follows
 
     def read_r(self, call):
         """from_executor has something: 'r' and the request byte (the
@@ -1516,7 +1544,9 @@ class _Monitor:
                 if status:
                     _log(syslog.LOG_ERR, "executor %d failed before its call: it %s"
                          % (call.pid, _describe_status(status)))
-                self.done()  # its client sees EOF
+                # Its client sees EOF. 'h': no request came (a listing;
+                # a caller that went elsewhere).
+                self.done(b"h")
         call.conn.close()
 
     def send_status(self, call, status):

@@ -45,7 +45,7 @@ use warnings;
 
 use Config ();
 use Exporter qw(import);
-use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC O_RDWR SEEK_END);
+use Fcntl qw(F_GETFD F_SETFD FD_CLOEXEC O_APPEND O_NOFOLLOW O_RDWR O_WRONLY SEEK_END);
 use IO::FDPass;
 use IO::Handle;
 use POSIX qw(:errno_h :signal_h :sys_wait_h);
@@ -116,6 +116,7 @@ use constant WATCH_MASK =>
     IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF;
 
 my @also_check;
+my $LOCK_PATH;    # the server's lock file, where its quit is recorded
 my @logging;    # openlog's arguments, once the server logs
 
 # The environment as exec left it: the kernel's copy, /proc/self/environ,
@@ -733,6 +734,7 @@ sub prefork_initialisation_complete {
             idle_since   => Time::HiRes::time(),
         );
         %OFFERED = map { ($_ => 1) } @{ $s{offered} };
+        $LOCK_PATH = _lock_path_of($s{listen});
         _set_cloexec($s{$_}) for qw(listen watch_err watch_in);
         $s{listen}->blocking(0);
         $s{watch_err}->blocking(0);
@@ -825,7 +827,8 @@ sub _hand_over {
     my @offered = @{ $s->{offered} };
     my $xdata = @offered
         ? "pfi-caps 1\ncaps " . join(',', @offered) . "\n$s->{env_line}"
-            . "served $s->{served}\nrunning $s->{busy}\n"
+            . "served $s->{served}\nrunning $s->{busy}\nidle "
+            . ($s->{busy} ? 0 : int((Time::HiRes::time() - $s->{idle_since}) * 1000)) . "\n"
         : '';
     if (!eval { _send_all($call, "PFI\n" . pack('N', length $xdata) . $xdata); 1 }) {
         _log('info', "caller went away before its greeting: $@");
@@ -842,11 +845,13 @@ sub _hand_over {
     return;
 }
 
-# Counts the calls the monitor says have ended, a 'd' each. False when
-# the monitor has died (EOF).
+# Counts the calls the monitor says have ended, a 'd' each, or an 'h'
+# for one that ended before a request (which leaves the idle time be: a
+# listing, or a caller that went elsewhere, keeps no server alive). False
+# when the monitor has died (EOF).
 sub _calls_done {
     my ($s) = @_;
-    my $busy = $s->{busy};
+    my $ended = 0;
     my $alive = 1;
     while (1) {
         my $got = recv($s->{monitor}{control}, my $bytes, 4096, MSG_DONTWAIT);
@@ -859,10 +864,12 @@ sub _calls_done {
             $alive = 0;
             last;
         }
-        $s->{busy} -= $bytes =~ tr/d//;
+        my $done = $bytes =~ tr/d//;
+        $ended += $done;
+        $s->{busy} -= $done + ($bytes =~ tr/h//);
     }
     $s->{busy} = 0 if $s->{busy} < 0;
-    $s->{idle_since} = Time::HiRes::time() if $busy && !$s->{busy};
+    $s->{idle_since} = Time::HiRes::time() if $ended && !$s->{busy};
     return $alive;
 }
 
@@ -884,7 +891,31 @@ sub _monitor_gone {
 sub _quit {
     my ($why) = @_;
     _log('info', "server quitting: $why");
+    _record_quit($why);
     POSIX::_exit(0);
+}
+
+# The identity's lock file, beside the listening socket (BASE/s<ident>,
+# BASE/l<ident>); undef for a socket not so named.
+sub _lock_path_of {
+    my ($listen) = @_;
+    my $name = getsockname($listen) or return;
+    my $path = eval { Socket::unpack_sockaddr_un($name) };
+    return unless defined $path && $path =~ m{\A(.*/)s([^/]+)\z}s;
+    return "$1l$2";
+}
+
+# Appends "quit SECONDS REASON" to the identity's lock file, for --list
+# to show as the reason of the next server's start. Best effort: a lock
+# file removed (--kill) is skipped.
+sub _record_quit {
+    my ($why) = @_;
+    return unless defined $LOCK_PATH;
+    sysopen(my $lock, $LOCK_PATH, O_WRONLY | O_APPEND | O_NOFOLLOW) or return;
+    (my $reason = $why) =~ tr/\n/ /;
+    syswrite($lock, 'quit ' . time() . " $reason\n");
+    close $lock;
+    return;
 }
 
 sub _server_error {
@@ -966,7 +997,6 @@ sub _next_call {
                         : "refused a call whose caller is unknown: $!");
                     close $conn;
                 } else {
-                    $s->{idle_since} = Time::HiRes::time();
                     if ($s->{dirty} || !$s->{watch}) {
                         my ($file, $missing) = _changed_file($s->{reload}, $s->{started});
                         # Dropping the call makes its client start afresh.
@@ -1215,7 +1245,7 @@ sub _take_call {
         if (!$e) {
             _log('err', 'no executor to take a call');
             close $call;
-            _call_done($m);
+            _call_done($m, 'h');
             return;
         }
         my $sent = IO::FDPass::send(fileno $e->{handover}, fileno $call);
@@ -1289,7 +1319,7 @@ sub _from_keeper {
 sub _report {
     my ($m, $c) = @_;
     $c->{phase} = 'reported';
-    _call_done($m);
+    _call_done($m, 'd');
     # A client that has gone is no error.
     eval { _send_all($c->{call}, ($c->{extended} ? 'X' : '') . pack('N', $c->{keeper}{status})) };
     return;
@@ -1320,7 +1350,7 @@ sub _call_ended {
         my $status = $keeper ? $keeper->{status} : ${^CHILD_ERROR_NATIVE};
         _log('info', 'client went away; script interrupted, it '
             . (defined $status ? _describe_status($status) : 'has no known status'));
-        _call_done($m);
+        _call_done($m, 'd');
     } else {
         # What it left behind in its group. First: unreaped, it keeps its
         # pid (the group's id) from being reused. (A keeper has done so
@@ -1328,7 +1358,8 @@ sub _call_ended {
         kill 'INT', -$pid;
         waitpid($pid, 0);
         my $status = ${^CHILD_ERROR_NATIVE};
-        _call_done($m);
+        # 'h': no request came (a listing; a caller that went elsewhere).
+        _call_done($m, $c->{phase} eq 'running' ? 'd' : 'h');
         if ($keeper) {
             if (defined $keeper->{status}) {
                 $status = $keeper->{status};
@@ -1354,10 +1385,11 @@ sub _call_ended {
     return;
 }
 
-# Tells the server a call has ended (while it lives).
+# Tells the server a call has ended (while it lives): 'd', or 'h' if its
+# script never ran.
 sub _call_done {
-    my ($m) = @_;
-    send($m->{control}, 'd', MSG_NOSIGNAL) if $m->{control};
+    my ($m, $how) = @_;
+    send($m->{control}, $how, MSG_NOSIGNAL) if $m->{control};
     return;
 }
 
