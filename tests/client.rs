@@ -52,11 +52,12 @@ fn help_documents_every_option_and_exit_status() {
 #[test]
 fn usage_errors() {
     let h = Harness::new(Side::Rust);
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["perl", "x"], "-U is required"),
         (&[], "-U is required"),
         (&["-U"], "no interpreter"),
         (&["-U,--frobnicate,perl", "x"], "--frobnicate"),
+        (&["-U", "--json", "perl", "x"], "--list"),
     ];
     for (args, needle) in cases {
         let out = client_cmd(&h).args(args).output().unwrap();

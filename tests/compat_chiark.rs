@@ -273,17 +273,18 @@ fn caller_dir_with_chiark_perl_module_is_refused() {
 }
 
 /// `--list` shows a v1 server (chiark's module) with what can be known:
-/// its pid and command, protocol v1, no counters.
+/// its pid and command, protocol v1, no counters nor idle time.
 #[test]
 fn list_shows_a_v1_server() {
     let h = our_client_chiark_perl();
     let out = h.call(&["@server", "@err:.", "@_exit:0"]).run();
     let server: u32 = stdout_str(&out).trim().parse().unwrap();
     let cols = h.listed(server);
-    assert_eq!(cols[3..6], ["?", "?", "v1"], "{cols:?}");
+    assert_eq!(cols[3..6], ["?", "?", "?"], "{cols:?}");
+    assert_eq!(cols[7], "v1", "{cols:?}");
     // (That module renames its process "SCRIPT [server]".)
     assert!(
-        cols[6..].join(" ").contains(h.script.to_str().unwrap()),
+        cols[9..].join(" ").contains(h.script.to_str().unwrap()),
         "{cols:?}"
     );
     h.finish();

@@ -104,12 +104,12 @@ impl World {
             .unwrap();
         assert_success(&out);
         let text = stdout_str(&out);
-        // IDENT PID STARTED SERVED RUNNING PROTOCOL ENV PROGRAM [server]
-        // (the server's title: $0 as perl was given it)
+        // IDENT PID STARTED SERVED RUNNING IDLE MEMORY PROTOCOL ENV PROGRAM
+        // [server] (the server's title: $0 as perl was given it)
         let row: Vec<&str> = text
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|cols| cols.len() == 9 && cols[7] == program && cols[8] == "[server]")
+            .find(|cols| cols.len() == 11 && cols[9] == program && cols[10] == "[server]")
             .unwrap_or_else(|| panic!("no server for {program}:\n{text}"));
         let served = row[3].parse().unwrap();
         *self.calls.entry(program.to_string()).or_default() += 1;

@@ -19,6 +19,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode_caps(input);
             let _ = decode_xdata_number(input, "served");
             let _ = decode_env_dependency(input);
+            let _ = decode_world(input);
+            let _ = decode_last_quit(input);
         }
         2 => {
             for pair in input.chunks(2) {

@@ -36,8 +36,9 @@ pub(crate) enum Mode {
     Fresh,
     /// `--kill`: tear down any server for this identity; run nothing.
     Kill,
-    /// `--list`: show this user's servers; run nothing.
-    List,
+    /// `--list`: show this user's servers (with `--json`, as JSON); run
+    /// nothing.
+    List { json: bool },
 }
 
 /// A parsed command line that asks for a call (or a kill).
@@ -126,7 +127,14 @@ fn command() -> Command {
                 .long("list")
                 .action(ArgAction::SetTrue)
                 .conflicts_with_all(["kill", "fresh"])
-                .help("List this user's servers (identity, pid, start, calls, protocol, command); the identity works with --kill -g"),
+                .help("List this user's servers (identity, pid, start, calls, idle time, memory, protocol, command); the identity works with --kill -g"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .requires("list")
+                .help("With --list: a JSON array, one object per server, with what the table shows and more (script, why the last server quit, what the identity depends on)"),
         )
         .arg(
             Arg::new("run")
@@ -256,7 +264,9 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
         .unwrap_or_default();
     let given_identity = matches.get_one::<OsString>("ident").cloned();
     let mode = if matches.get_flag("list") {
-        Mode::List
+        Mode::List {
+            json: matches.get_flag("json"),
+        }
     } else if matches.get_flag("kill") {
         Mode::Kill
     } else if matches.get_flag("fresh") {
@@ -266,7 +276,8 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
     };
     let run = matches.get_flag("run");
     // Only a call needs -U: --list, and --kill -g IDENT, name no script.
-    let names_no_script = mode == Mode::List || (mode == Mode::Kill && given_identity.is_some());
+    let names_no_script =
+        matches!(mode, Mode::List { .. }) || (mode == Mode::Kill && given_identity.is_some());
     if !matches.get_flag("unlaundered") && !names_no_script && !run {
         return Err(Failure::new(
             "usage error: -U is required (unlaundered is the only mode); \
@@ -322,7 +333,7 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
         (command, after.next(), after.collect())
     };
     let needs_interpreter =
-        !(mode == Mode::List || (mode == Mode::Kill && given_identity.is_some()));
+        !(matches!(mode, Mode::List { .. }) || (mode == Mode::Kill && given_identity.is_some()));
     if interpreter.is_empty() && needs_interpreter {
         return Err(Failure::new(
             "usage error: no interpreter given; see prefork-interp --help",
@@ -346,8 +357,18 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
 /// clap's errors are several lines; we promise one.
 fn one_line_usage_error(e: &clap::Error) -> String {
     let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("bad usage");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("bad usage");
+    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // "the following required arguments were not provided:" names them
+    // on the indented lines after it.
+    if first.ends_with(':') {
+        let named: Vec<&str> = lines
+            .take_while(|l| l.starts_with(' '))
+            .map(str::trim)
+            .collect();
+        first = format!("{first} {}", named.join(", "));
+    }
     format!("usage error: {first}; see prefork-interp --help")
 }
 

@@ -64,15 +64,15 @@ fn run() -> Result<i32, Failure> {
     };
     // A closed fd 0..2 would be reused by our own sockets and sent on:
     // /dev/null holds its place, and the call says it was closed.
-    let closed = if matches!(args.mode, Mode::Kill | Mode::List) {
+    let closed = if matches!(args.mode, Mode::Kill | Mode::List { .. }) {
         [false; 3]
     } else {
         hold_closed_stdio()?
     };
 
     let base = rundir::base_dir()?;
-    if args.mode == Mode::List {
-        return list::print(&base).map(|()| 0);
+    if let Mode::List { json } = args.mode {
+        return list::print(&base, json).map(|()| 0);
     }
     // The identity's own items, then, round by round, what a server there
     // says it depends on and we differ in: our world (namespaces,
@@ -142,12 +142,15 @@ fn run() -> Result<i32, Failure> {
                 }
             }
             // (--list returned above.)
-            Mode::Fresh | Mode::List => {}
+            Mode::Fresh | Mode::List { .. } => {}
         }
 
         // Best effort: a directory we cannot tidy fails clearly just below.
         let _ = rundir::preclean(&base, rundir::MAX_IDENTITIES);
         let server = spawn::create_server(&paths, &args)?;
+        // For --list: what this server is, and why the last one went.
+        // Best effort: the server is up either way.
+        let _ = lock.write_record(server_record(&args, &items));
         if args.caller_dir && !server.offers(crate::protocol::CAP_CONTEXT) {
             // Useless to anyone: take the new server down again (we hold the
             // lock, so its file may go too).
@@ -188,6 +191,32 @@ fn identity_paths(
             IdentityPaths::for_hash(base, &hash)
         }
     }
+}
+
+/// The record of a server this caller has created: its script and
+/// interpreter, when, and what its identity depends on (`null` for an
+/// identity given with `-g`).
+fn server_record(args: &ClientArgs, items: &[IdentityItem]) -> serde_json::Value {
+    let text = |s: &OsStr| s.to_string_lossy().into_owned();
+    let depends_on = match args.given_identity {
+        Some(_) => None,
+        None => rundir::identity_inputs_json(&IdentitySpec {
+            items,
+            interpreter: &args.interpreter,
+            script: args.script.as_deref(),
+            include_cwd: !args.caller_dir,
+        }),
+    };
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    serde_json::json!({
+        "record": 1,
+        "created": created,
+        "script": args.script.as_deref().map(text),
+        "interpreter": args.interpreter.iter().map(|w| text(w)).collect::<Vec<_>>(),
+        "depends_on": depends_on,
+    })
 }
 
 /// Opens /dev/null on each of fds 0, 1, 2 that is closed, in that order

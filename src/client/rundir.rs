@@ -172,88 +172,195 @@ pub(crate) struct IdentitySpec<'a> {
     pub(crate) include_cwd: bool,
 }
 
-/// Hex SHA-256 (64 digits) of the identity: uname, device and inode of `.`
-/// and `/`, each `-E`/`-G` in order, the interpreter, the script. Every
-/// field is length-prefixed and tagged, so no two inputs collide by
-/// concatenation.
-pub(crate) fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
-    let mut h = Sha256::new();
-    let mut field = |tag: u8, bytes: &[u8]| {
-        h.update([tag]);
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(bytes);
-    };
-    let u = nix::sys::utsname::uname()?;
-    for part in [
-        u.sysname(),
-        u.nodename(),
-        u.release(),
-        u.version(),
-        u.machine(),
-    ] {
-        field(b'u', part.as_bytes());
+/// What an identity is made of, read from this process: hashed for its
+/// name ([`identity_hash`]), and described, without values, in the record
+/// a new server's lock file keeps ([`identity_record`]).
+struct IdentityInputs<'a> {
+    spec: &'a IdentitySpec<'a>,
+    uname: nix::sys::utsname::UtsName,
+    /// (`.` or `/`, device, inode): `.` unless --caller-dir.
+    dirs: Vec<(&'static str, u64, u64)>,
+    egid: u32,
+    /// Sorted, without duplicates.
+    groups: Vec<u32>,
+    limits: &'static crate::protocol::CallerLimits,
+}
+
+impl<'a> IdentityInputs<'a> {
+    fn read(spec: &'a IdentitySpec<'a>) -> io::Result<Self> {
+        let dirs: &[&'static str] = if spec.include_cwd {
+            &[".", "/"]
+        } else {
+            &["/"]
+        };
+        let dirs = dirs
+            .iter()
+            .map(|&dir| fs::metadata(dir).map(|m| (dir, m.dev(), m.ino())))
+            .collect::<io::Result<_>>()?;
+        let mut groups: Vec<u32> = nix::unistd::getgroups()
+            .unwrap_or_default()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        Ok(IdentityInputs {
+            spec,
+            uname: nix::sys::utsname::uname()?,
+            dirs,
+            egid: nix::unistd::getegid().as_raw(),
+            groups,
+            limits: crate::sys::own_limits(),
+        })
     }
-    let dirs: &[&str] = if spec.include_cwd {
-        &[".", "/"]
-    } else {
-        &["/"]
-    };
-    for dir in dirs {
-        let m = fs::metadata(dir)?;
-        field(b'd', &m.dev().to_be_bytes());
-        field(b'i', &m.ino().to_be_bytes());
+
+    fn uname_parts(&self) -> [&OsStr; 5] {
+        let u = &self.uname;
+        [
+            u.sysname(),
+            u.nodename(),
+            u.release(),
+            u.version(),
+            u.machine(),
+        ]
     }
-    if !spec.include_cwd {
-        field(b'C', b"caller-dir");
-    }
-    for item in spec.items {
-        match item {
-            IdentityItem::EnvVar(name) => {
-                field(b'E', name.as_bytes());
-                match std::env::var_os(name) {
-                    Some(v) => field(b'v', v.as_bytes()),
-                    None => field(b'n', b""),
-                }
-            }
-            IdentityItem::String(s) => field(b'G', s.as_bytes()),
-            IdentityItem::World(digest) => field(b'W', digest.as_bytes()),
+
+    /// Hex SHA-256 (64 digits). Every field is length-prefixed and
+    /// tagged, so no two inputs collide by concatenation.
+    fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        let mut field = |tag: u8, bytes: &[u8]| {
+            h.update([tag]);
+            h.update((bytes.len() as u64).to_be_bytes());
+            h.update(bytes);
+        };
+        for part in self.uname_parts() {
+            field(b'u', part.as_bytes());
         }
+        for (_, dev, ino) in &self.dirs {
+            field(b'd', &dev.to_be_bytes());
+            field(b'i', &ino.to_be_bytes());
+        }
+        if !self.spec.include_cwd {
+            field(b'C', b"caller-dir");
+        }
+        for item in self.spec.items {
+            match item {
+                IdentityItem::EnvVar(name) => {
+                    field(b'E', name.as_bytes());
+                    match std::env::var_os(name) {
+                        Some(v) => field(b'v', v.as_bytes()),
+                        None => field(b'n', b""),
+                    }
+                }
+                IdentityItem::String(s) => field(b'G', s.as_bytes()),
+                IdentityItem::World(digest) => field(b'W', digest.as_bytes()),
+            }
+        }
+        // The caller's credentials beyond its uid (whose run directory
+        // this is): an unprivileged server cannot give an executor other
+        // groups, so a caller with others (sg, newgrp, setpriv --groups)
+        // gets a server of its own.
+        field(b'g', &self.egid.to_be_bytes());
+        for group in &self.groups {
+            field(b'y', &group.to_be_bytes());
+        }
+        // What an executor cannot take on from a caller unprivileged
+        // (raise a hard limit, lower its nice value or OOM score
+        // adjustment): a caller whose differ gets a server of its own,
+        // started under them.
+        for (resource, _, hard) in &self.limits.rlimits {
+            field(b'L', &[*resource]);
+            field(b'h', &hard.to_be_bytes());
+        }
+        field(b'P', &self.limits.nice.to_be_bytes());
+        field(b'O', &self.limits.oom_score_adj.to_be_bytes());
+        field(b'I', &(self.spec.interpreter.len() as u64).to_be_bytes());
+        for word in self.spec.interpreter {
+            field(b'a', word.as_bytes());
+        }
+        match self.spec.script {
+            Some(s) => field(b'S', s.as_bytes()),
+            None => field(b'N', b""),
+        }
+        crate::protocol::hex_lower(&h.finalize())
     }
-    // The caller's credentials beyond its uid (whose run directory this
-    // is): an unprivileged server cannot give an executor other groups,
-    // so a caller with others (sg, newgrp, setpriv --groups) gets a
-    // server of its own.
-    field(b'g', &nix::unistd::getegid().as_raw().to_be_bytes());
-    let mut groups: Vec<u32> = nix::unistd::getgroups()
-        .unwrap_or_default()
-        .iter()
-        .map(|g| g.as_raw())
-        .collect();
-    groups.sort_unstable();
-    groups.dedup();
-    for group in groups {
-        field(b'y', &group.to_be_bytes());
+
+    /// The same inputs as JSON, for `--list --json`'s `depends_on`:
+    /// names, not the values of environment variables (which the run
+    /// directory, private as it is, need not hold).
+    fn describe(&self) -> serde_json::Value {
+        use serde_json::json;
+        let text = |s: &OsStr| s.to_string_lossy().into_owned();
+        let pick = |want: fn(&IdentityItem) -> Option<&OsStr>| -> Vec<String> {
+            self.spec.items.iter().filter_map(want).map(text).collect()
+        };
+        let directory = self
+            .dirs
+            .iter()
+            .find(|(d, ..)| *d == ".")
+            .map(|(_, dev, ino)| {
+                let path = std::env::current_dir().map(|p| text(p.as_os_str())).ok();
+                json!({ "path": path, "dev": dev, "ino": ino })
+            });
+        let root = self
+            .dirs
+            .iter()
+            .find(|(d, ..)| *d == "/")
+            .map(|(_, dev, ino)| json!({ "dev": dev, "ino": ino }));
+        let world = self.spec.items.iter().find_map(|item| match item {
+            IdentityItem::World(digest) => Some(digest.clone()),
+            _ => None,
+        });
+        let hard_limits: serde_json::Map<String, serde_json::Value> = self
+            .limits
+            .rlimits
+            .iter()
+            .filter_map(|&(resource, _, hard)| {
+                let name = crate::sys::RESOURCES.get(usize::from(resource))?;
+                let hard = if hard == crate::protocol::RLIM_INFINITY {
+                    json!("unlimited")
+                } else {
+                    json!(hard)
+                };
+                Some((name.to_string(), hard))
+            })
+            .collect();
+        json!({
+            "machine": self.uname_parts().map(text),
+            "root": root,
+            "directory": directory,
+            "environment": pick(|i| match i {
+                IdentityItem::EnvVar(name) => Some(name),
+                _ => None,
+            }),
+            "strings": pick(|i| match i {
+                IdentityItem::String(s) => Some(s),
+                _ => None,
+            }),
+            "world": world,
+            "egid": self.egid,
+            "groups": self.groups,
+            "hard_limits": hard_limits,
+            "nice": self.limits.nice,
+            "oom_score_adj": self.limits.oom_score_adj,
+            "interpreter": self.spec.interpreter.iter().map(|w| text(w)).collect::<Vec<_>>(),
+            "script": self.spec.script.map(text),
+        })
     }
-    // What an executor cannot take on from a caller unprivileged (raise a
-    // hard limit, lower its nice value or OOM score adjustment): a caller
-    // whose differ gets a server of its own, started under them.
-    let limits = crate::sys::own_limits();
-    for (resource, _, hard) in &limits.rlimits {
-        field(b'L', &[*resource]);
-        field(b'h', &hard.to_be_bytes());
-    }
-    field(b'P', &limits.nice.to_be_bytes());
-    field(b'O', &limits.oom_score_adj.to_be_bytes());
-    field(b'I', &(spec.interpreter.len() as u64).to_be_bytes());
-    for word in spec.interpreter {
-        field(b'a', word.as_bytes());
-    }
-    match spec.script {
-        Some(s) => field(b'S', s.as_bytes()),
-        None => field(b'N', b""),
-    }
-    let digest = h.finalize();
-    Ok(crate::protocol::hex_lower(&digest))
+}
+
+/// Hex SHA-256 (64 digits) of the identity: uname, device and inode of `.`
+/// and `/`, each `-E`/`-G` in order, the caller's groups, hard limits,
+/// nice value and OOM score adjustment, the interpreter, the script.
+pub(crate) fn identity_hash(spec: &IdentitySpec) -> io::Result<String> {
+    Ok(IdentityInputs::read(spec)?.hash())
+}
+
+/// What an identity depends on, as JSON (`None` if it cannot be read,
+/// or for an identity given with `-g`).
+pub(crate) fn identity_inputs_json(spec: &IdentitySpec) -> Option<serde_json::Value> {
+    IdentityInputs::read(spec).ok().map(|i| i.describe())
 }
 
 /// The socket and lock paths of one identity.
@@ -316,7 +423,7 @@ impl IdentityPaths {
 /// An exclusive flock on an identity's lock file, released on drop.
 #[derive(Debug)]
 pub(crate) struct IdentityLock {
-    _lock: Flock<File>,
+    lock: Flock<File>,
 }
 
 /// Who holds the flock on `path`: pid and command name.
@@ -363,7 +470,7 @@ impl IdentityLock {
             let held = lock.metadata()?;
             match fs::symlink_metadata(path) {
                 Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(Some(IdentityLock { _lock: lock }));
+                    return Ok(Some(IdentityLock { lock }));
                 }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -371,6 +478,47 @@ impl IdentityLock {
             }
         }
     }
+}
+
+impl IdentityLock {
+    /// Writes the record of the server just created (we hold the lock):
+    /// `record`, with the reason its predecessor gave for quitting (the
+    /// last `quit` line a server appended, man 7), as one line of JSON in
+    /// place of what was there. Read back by [`read_record`].
+    pub(crate) fn write_record(&self, mut record: serde_json::Value) -> io::Result<()> {
+        use std::io::{Read, Seek, Write};
+        let mut file: &File = &self.lock;
+        let mut old = Vec::new();
+        file.seek(io::SeekFrom::Start(0))?;
+        file.read_to_end(&mut old)?;
+        let last = crate::protocol::decode_last_quit(&old).map(|(at, reason)| {
+            serde_json::json!({ "at": at, "reason": String::from_utf8_lossy(reason) })
+        });
+        record["last_restart"] = last.unwrap_or(serde_json::Value::Null);
+        let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        line.push(b'\n');
+        file.set_len(0)?;
+        file.seek(io::SeekFrom::Start(0))?;
+        file.write_all(&line)
+    }
+}
+
+/// The record a client wrote in a lock file when it created the server
+/// ([`IdentityLock::write_record`]), if there is one.
+pub(crate) fn read_record(lock: &Path) -> Option<serde_json::Value> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(lock)
+        .ok()?;
+    // Only a regular file of ours is read (a FIFO planted there would
+    // block, a huge file would waste memory).
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > 1 << 20 {
+        return None;
+    }
+    let text = io::read_to_string(file).ok()?;
+    serde_json::from_str(text.lines().next()?).ok()
 }
 
 /// Removes a file, counting "already gone" as success.

@@ -106,7 +106,7 @@ pub(crate) fn take_controlling_terminal(terminal: &impl AsFd) -> io::Result<()> 
 
 /// Linux's resource numbers, RLIMIT_CPU (0) to RLIMIT_RTTIME (15), with
 /// their names for messages.
-const RESOURCES: [&str; 16] = [
+pub(crate) const RESOURCES: [&str; 16] = [
     "CPU",
     "FSIZE",
     "DATA",

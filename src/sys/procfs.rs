@@ -158,6 +158,43 @@ fn join_cmdline(raw: &[u8]) -> String {
     words.join(" ")
 }
 
+/// A process's children (/proc/PID/task/PID/children: those of its main
+/// thread, which for our single-threaded servers is all of them).
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// What a process really uses, from /proc/PID/smaps_rollup: resident
+/// (RSS) and proportional (PSS: each shared page divided among its
+/// sharers), in KiB. `None` if unreadable (gone, or not ours).
+pub(crate) fn memory_kib(pid: u32) -> Option<MemoryKib> {
+    parse_smaps_rollup(&fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+}
+
+/// Resident and proportional set sizes, in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct MemoryKib {
+    pub(crate) rss: u64,
+    pub(crate) pss: u64,
+}
+
+fn parse_smaps_rollup(text: &str) -> Option<MemoryKib> {
+    let field = |name: &str| {
+        text.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?.strip_prefix(':')?;
+            rest.trim().strip_suffix("kB")?.trim().parse().ok()
+        })
+    };
+    Some(MemoryKib {
+        rss: field("Rss")?,
+        pss: field("Pss")?,
+    })
+}
+
 /// A process's command name (/proc/PID/comm).
 pub(crate) fn command_name(pid: u32) -> String {
     let name = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -238,6 +275,23 @@ fn parse_smaps(smaps: &str) -> Vec<Mapping> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smaps_rollup_sizes() {
+        let text = "55d0c0a00000-7ffd1c9f4000 ---p 00000000 00:00 0                          [rollup]\n\
+                    Rss:               10240 kB\n\
+                    Pss:                3021 kB\n\
+                    Pss_Dirty:          1200 kB\n\
+                    Pss_Anon:           1100 kB\n";
+        assert_eq!(
+            parse_smaps_rollup(text),
+            Some(MemoryKib {
+                rss: 10240,
+                pss: 3021
+            })
+        );
+        assert_eq!(parse_smaps_rollup("Rss: 1 kB\n"), None);
+    }
 
     #[test]
     fn net_unix_lists_listening_sockets_only() {

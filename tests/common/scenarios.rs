@@ -1497,9 +1497,9 @@ scenario!(runs_in_callers_directory_and_umask, |side| {
 });
 
 /// `--list` shows the server: identity, pid, start, calls served and
-/// running, protocol, environment read (none), its title (the script, not
-/// the first call's arguments); `--kill -g IDENT` takes the listed
-/// identity.
+/// running, idle time, memory, protocol, environment read (none), its
+/// title (the script, not the first call's arguments); `--kill -g IDENT`
+/// takes the listed identity.
 scenario!(list_and_kill_by_identity, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
@@ -1515,21 +1515,133 @@ scenario!(list_and_kill_by_identity, |side| {
         "two calls accepted before the listing: {cols:?}"
     );
     assert_eq!(cols[4], "0", "none running: {cols:?}");
-    assert_eq!(cols[5], "signals,context,tty,limits,closed");
-    assert_eq!(cols[6], "-", "no environment read: {cols:?}");
+    assert!(
+        cols[5].ends_with('s') && cols[5][..cols[5].len() - 1].parse::<u32>().is_ok(),
+        "idle, in seconds: {cols:?}"
+    );
+    assert!(
+        cols[6].ends_with('M')
+            && cols[6][..cols[6].len() - 1]
+                .parse::<f64>()
+                .is_ok_and(|m| m > 0.5),
+        "the memory of the server and its spare handlers, in MiB: {cols:?}"
+    );
+    assert_eq!(cols[7], "signals,context,tty,limits,closed");
+    assert_eq!(cols[8], "-", "no environment read: {cols:?}");
     let shown = if side == Side::Rust {
         &h.program
     } else {
         &h.script
     };
     assert_eq!(
-        cols[7..].join(" "),
+        cols[9..].join(" "),
         format!("{} [server]", shown.display()),
         "{cols:?}"
     );
     let out = h.client_call(&["-U", "--kill", "-g", &cols[0]]).run();
     assert_success(&out);
     wait_until("the server to quit", LIMIT, || !alive(server)).unwrap();
+    h.finish();
+});
+
+/// `--list --json` says what a server is: one object with its identity,
+/// pid, script, counters, the memory of it and its spare handlers, and
+/// what its identity depends on. Listing does not count as a call: the
+/// server's idle time goes on across two listings. A server that quit
+/// because a file it watches changed is named as the reason of its
+/// successor's start.
+scenario!(list_json_tells_what_a_server_is, |side| {
+    use serde_json::Value;
+    let h = Harness::new(side);
+    let extra = h.path("config");
+    std::fs::write(&extra, "x").unwrap();
+    let first = |h: &Harness| {
+        let out = h.call(&["@server"]).env("AGENT_RELOAD_EXTRA", &extra).run();
+        assert_success(&out);
+        stdout_str(&out).trim().parse::<u32>().unwrap()
+    };
+    let server = first(&h);
+    let listed = |h: &Harness| -> Value {
+        let out = h.client_call(&["--list", "--json"]).run();
+        assert_success(&out);
+        let all: Value = serde_json::from_str(&stdout_str(&out)).unwrap();
+        let all = all.as_array().expect("a JSON array").clone();
+        assert_eq!(all.len(), 1, "{all:?}");
+        all[0].clone()
+    };
+    let one = listed(&h);
+    std::thread::sleep(Duration::from_millis(600));
+    let two = listed(&h);
+    let socket = h.socket();
+    assert_eq!(
+        two["ident"],
+        socket.file_name().unwrap().to_str().unwrap()[1..]
+    );
+    assert_eq!(two["socket"], socket.to_str().unwrap());
+    assert_eq!(two["state"], "live");
+    assert_eq!(two["pid"], server);
+    assert_eq!(two["script"], h.script.to_str().unwrap(), "{two:#}");
+    assert_eq!(two["protocol"], "pfi-caps 1");
+    assert_eq!(
+        two["capabilities"],
+        serde_json::json!(["signals", "context", "tty", "limits", "closed"])
+    );
+    assert_eq!(two["running"], 0);
+    assert_eq!(two["last_restart"], Value::Null, "a first server: {two:#}");
+    // The listings' own connections are not calls: idle time goes on.
+    let idle = |v: &Value| v["idle_seconds"].as_f64().unwrap();
+    assert!(
+        idle(&two) >= idle(&one) + 0.5,
+        "idle {} then {} seconds, 0.6 s apart",
+        idle(&one),
+        idle(&two)
+    );
+    // Memory: the server, its monitor, its spare handler(s), summed.
+    let memory = &two["memory"];
+    let processes = memory["processes"].as_array().unwrap();
+    let roles: Vec<&str> = processes
+        .iter()
+        .map(|p| p["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles[..2], ["server", "monitor"], "{memory:#}");
+    assert!(
+        roles[2..].iter().all(|&r| r == "handler") && roles.len() > 2,
+        "{memory:#}"
+    );
+    assert_eq!(processes[0]["pid"], server);
+    for size in ["pss_kib", "rss_kib"] {
+        let sum: u64 = processes.iter().map(|p| p[size].as_u64().unwrap()).sum();
+        assert_eq!(memory[size], sum, "{memory:#}");
+        assert!(sum > 1024, "{size} of {memory:#}");
+    }
+    let depends_on = &two["depends_on"];
+    assert_eq!(depends_on["script"], two["script"]);
+    assert_eq!(depends_on["interpreter"], two["interpreter"]);
+    assert!(
+        !two["interpreter"].as_array().unwrap().is_empty(),
+        "{two:#}"
+    );
+    assert_eq!(depends_on["environment_read"], serde_json::json!([]));
+    assert_eq!(depends_on["world"], Value::Null, "nothing folded: {two:#}");
+    assert_eq!(
+        depends_on["directory"]["path"],
+        std::fs::canonicalize(h.dir()).unwrap().to_str().unwrap()
+    );
+    assert!(depends_on["hard_limits"]["NOFILE"].is_u64(), "{two:#}");
+    // A watched file changes: the next call starts a new server, which
+    // is listed with the reason the old one gave.
+    touch(&extra);
+    let new = first(&h);
+    assert_ne!(new, server);
+    wait_until("the old server to quit", LIMIT, || !alive(server)).unwrap();
+    let three = listed(&h);
+    assert_eq!(three["pid"], new);
+    assert_eq!(
+        three["last_restart"]["reason"],
+        format!("{} changed", extra.display()),
+        "{three:#}"
+    );
+    assert!(three["last_restart"]["at"].as_u64().unwrap() >= two["started_unix"].as_u64().unwrap());
     h.finish();
 });
 
@@ -2315,7 +2427,7 @@ scenario!(
         }
         for &server in &servers[..3] {
             let cols = h.listed(server);
-            assert_eq!(cols[6], "PFI_TEST_X", "{cols:?}");
+            assert_eq!(cols[8], "PFI_TEST_X", "{cols:?}");
         }
         // --kill takes the server the caller would be served by.
         let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
