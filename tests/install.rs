@@ -264,3 +264,48 @@ fn python_sdist_and_wheel_install_into_a_venv() {
         .unwrap();
     assert_success(&kill);
 }
+
+/// What debian/copyright says of the crates compiled into the client (a
+/// static binary) stays true: each is under MIT or Apache-2.0 (one of
+/// them may be chosen), and the copyright file names the crates whose
+/// licence says more than those two. (`cargo tree -e normal`: what is
+/// linked in, with the features a build of the client resolves; not the
+/// proc macros or build scripts that run at build time.)
+#[test]
+fn compiled_in_crates_are_mit_or_apache() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--no-dedupe",
+            "--offline",
+            "--locked",
+        ])
+        .args(["--format", "{p}|{l}"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let copyright = std::fs::read_to_string(repo().join("debian/copyright")).unwrap();
+    let tree = stdout_str(&out);
+    let crates: std::collections::BTreeSet<&str> = tree.lines().collect();
+    assert!(crates.len() > 10, "{tree}");
+    for line in crates {
+        let (package, license) = line.split_once('|').unwrap();
+        let name = package.split(' ').next().unwrap();
+        let choices: Vec<&str> = license.split(" OR ").map(str::trim).collect();
+        assert!(
+            choices.iter().any(|c| ["MIT", "Apache-2.0"].contains(c)),
+            "{name} is under {license}, which debian/copyright does not allow for"
+        );
+        if !choices.iter().all(|c| ["MIT", "Apache-2.0"].contains(c)) {
+            assert!(
+                copyright.contains(&format!("{name} (")),
+                "{name} is under {license}: debian/copyright must name it"
+            );
+        }
+    }
+}
