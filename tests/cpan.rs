@@ -104,7 +104,7 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
     }
     let source = top.join("scripts/perl");
 
-    run_ok(&mut perl_tool(&source, "perl").arg("Makefile.PL"));
+    run_ok(perl_tool(&source, "perl").arg("Makefile.PL"));
     run_ok(&mut perl_tool(&source, "make"));
     let tested = run_ok(
         perl_tool(&source, "make")
