@@ -10,6 +10,7 @@ use warnings;
 
 BEGIN { delete $ENV{PREFORK_INTERP} }
 
+use Cwd ();
 use File::Spec ();
 use File::Temp ();
 use Test::More;
@@ -22,7 +23,8 @@ use PfiTest;
 sub find_client {
     my $named = $ENV{PREFORK_INTERP_CLIENT};
     if (defined $named && length $named) {
-        return ($named, 'PREFORK_INTERP_CLIENT');
+        # (Relative: to the directory make test runs in.)
+        return (Cwd::abs_path($named) // $named, 'PREFORK_INTERP_CLIENT');
     }
     for my $dir (File::Spec->path) {
         my $path = File::Spec->catfile($dir, 'prefork-interp');
@@ -69,10 +71,14 @@ if ($ARGV[0] eq 'die') { $! = 0; die "died in the call\n" }
 exit $ARGV[-1];
 EOS
 # A real #! line, as a user writes it (the kernel passes "-U,PERL,-w" as
-# one argument); the explicit form if it would be too long for the kernel.
+# one argument); the explicit form, without a #! line, if it would be too
+# long for the kernel, or if the client's path holds "perl" (perl reads
+# the #! line again, and takes the switches after the first "perl" in it
+# for its own).
 my $first = "#!$client @interpreter\n";
-my $script = perl_script($body, dir => $dir, first_line => length $first < 200 ? $first : '');
-my @call = length $first < 200 ? ($script) : ($client, @interpreter, $script);
+my $shebang = length $first < 200 && $client !~ /perl/;
+my $script = perl_script($body, dir => $dir, first_line => $shebang ? $first : '');
+my @call = $shebang ? ($script) : ($client, @interpreter, $script);
 
 my %env = (XDG_RUNTIME_DIR => $run);
 sub call {
