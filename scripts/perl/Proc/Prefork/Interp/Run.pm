@@ -54,8 +54,10 @@ sub _scan {
         last if $line =~ /\A__(?:END|DATA)__\b/;
         if ($line =~ /\A\s*use\s+lib\s+(.*)/) {
             my $args = $1;
-            if ($args =~ /\Aqw\s*[(\[{\/]([^)\]}\/]*)/) {
-                push @lib, split ' ', $1;
+            if ($args =~ /\Aqw\s*([^\w\s])/) {
+                # qw with any delimiter; a bracket closes with its pair.
+                my $close = { '(' => ')', '[' => ']', '{' => '}', '<' => '>' }->{$1} // $1;
+                push @lib, split ' ', $1 if $args =~ /\Aqw\s*.([^\Q$close\E]*)/;
             } else {
                 push @lib, $1 while $args =~ /'([^'\\]*)'/g;
                 push @lib, $1 while $args =~ /"([^"\\\$\@]*)"/g;

@@ -1,0 +1,324 @@
+//! The Perl side as a CPAN-style distribution (scripts/perl/Makefile.PL):
+//! in a copy of scripts/perl, `perl Makefile.PL && make && make test`
+//! passes with the built client (the module's own t/, its calls through
+//! the client included, not skipped), `make distcheck` finds MANIFEST
+//! complete, `make dist` makes a tarball with the modules, the tests,
+//! the licence files (real files, though symlinks in the repository) and
+//! META.json (both licences, IO::FDPass); cpanm installs that tarball,
+//! testing it, into a fresh local lib without reaching any network
+//! (IO::FDPass is Debian's, installed system-wide), and a script using the
+//! installed module runs through the client cold and warm.
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+/// The version the tarball carries: the module's $VERSION, which is
+/// Cargo.toml's.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A command in `dir` without the caller's Perl settings (a local::lib in
+/// the environment would send installs and lookups elsewhere).
+fn perl_tool(dir: &Path, program: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.current_dir(dir).stdin(Stdio::null());
+    for var in [
+        "PERL5LIB",
+        "PERL5OPT",
+        "PERL_MM_OPT",
+        "PERL_MB_OPT",
+        "PERL_LOCAL_LIB_ROOT",
+        "PERL_CPANM_OPT",
+        "PREFORK_INTERP",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[track_caller]
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{cmd:?}: {e} (./test installs perl, make and cpanminus from Debian's packages)")
+    });
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout_str(&out),
+        stderr_str(&out)
+    );
+    out
+}
+
+/// The module's own tests passed, the calls through the client (t/10-client.t)
+/// among them and not skipped. `verbose`: TAP lines are in `log`.
+#[track_caller]
+fn assert_own_tests_ran(log: &str, verbose: bool) {
+    assert!(log.contains("Result: PASS"), "{log}");
+    assert!(!log.contains("skipped"), "a test file was skipped:\n{log}");
+    for file in [
+        "t/00-load.t",
+        "t/01-standalone.t",
+        "t/02-errors.t",
+        "t/03-run.t",
+        "t/10-client.t",
+    ] {
+        assert!(log.contains(file), "{file} did not run:\n{log}");
+    }
+    if verbose {
+        for line in [
+            "ok 1 - cold call: the exit status",
+            "ok 5 - warm call: the exit status",
+            "ok 10 - warm calls: the initialisation ran once",
+            "ok 15 - the server is gone",
+        ] {
+            assert!(log.contains(line), "{line:?} missing:\n{log}");
+        }
+    }
+}
+
+#[test]
+fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
+    let world = tempfile::tempdir().unwrap();
+    // scripts/perl copied as it is (its LICENSE-* symlinks still point at
+    // ../../LICENSE-*, which are copied to the same places relative to it).
+    let top = world.path().join("repo");
+    std::fs::create_dir_all(top.join("scripts")).unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(repo().join("scripts/perl"))
+            .arg(top.join("scripts")),
+    );
+    for licence in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        std::fs::copy(repo().join(licence), top.join(licence)).unwrap();
+        let link = top.join("scripts/perl").join(licence);
+        assert!(
+            link.symlink_metadata().unwrap().file_type().is_symlink(),
+            "scripts/perl/{licence} should be a symlink to the root's"
+        );
+    }
+    let source = top.join("scripts/perl");
+
+    run_ok(perl_tool(&source, "perl").arg("Makefile.PL"));
+    run_ok(&mut perl_tool(&source, "make"));
+    let tested = run_ok(
+        perl_tool(&source, "make")
+            .arg("test")
+            .arg(format!("PREFORK_INTERP_CLIENT={}", client().display()))
+            .arg("TEST_VERBOSE=1"),
+    );
+    assert_own_tests_ran(
+        &format!("{}{}", stdout_str(&tested), stderr_str(&tested)),
+        true,
+    );
+
+    // distcheck prints the files MANIFEST lacks or lists wrongly, and only
+    // the command itself when all is well.
+    let checked = run_ok(perl_tool(&source, "make").arg("distcheck"));
+    let said = stdout_str(&checked);
+    let complaints: Vec<&str> = said
+        .lines()
+        .filter(|l| !l.contains("-MExtUtils::Manifest=fullcheck"))
+        .collect();
+    assert!(
+        complaints.is_empty() && checked.stderr.is_empty(),
+        "make distcheck: {complaints:#?}\n{}",
+        stderr_str(&checked)
+    );
+
+    run_ok(perl_tool(&source, "make").arg("dist"));
+    let name = format!("Proc-Prefork-Interp-{VERSION}");
+    let tarball = source.join(format!("{name}.tar.gz"));
+    assert!(tarball.exists(), "make dist made no {}", tarball.display());
+
+    // Its entries, as `tar tv` shows them: type and path.
+    let listed = run_ok(Command::new("tar").arg("-tvzf").arg(&tarball));
+    let entries: Vec<(char, String)> = stdout_str(&listed)
+        .lines()
+        .map(|l| {
+            let kind = l.chars().next().unwrap();
+            let path = l.split_whitespace().last().unwrap().to_owned();
+            (kind, path)
+        })
+        .collect();
+    for file in [
+        "Makefile.PL",
+        "MANIFEST",
+        "META.json",
+        "META.yml",
+        "LICENSE-MIT",
+        "LICENSE-APACHE",
+        "Proc/Prefork/Interp.pm",
+        "Proc/Prefork/Interp/Run.pm",
+        "t/00-load.t",
+        "t/01-standalone.t",
+        "t/02-errors.t",
+        "t/03-run.t",
+        "t/10-client.t",
+        "t/lib/PfiTest.pm",
+    ] {
+        let path = format!("{name}/{file}");
+        assert!(
+            entries.contains(&('-', path.clone())),
+            "{path} is not a regular file in the tarball: {entries:#?}"
+        );
+    }
+    for (_, path) in &entries {
+        for product in ["/blib/", "/Makefile", "/MYMETA", "/pm_to_blib"] {
+            if product == "/Makefile" && path.ends_with("/Makefile.PL") {
+                continue;
+            }
+            assert!(
+                !path.contains(product),
+                "build product {path} in the tarball"
+            );
+        }
+    }
+
+    let unpacked = world.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&unpacked),
+    );
+    let unpacked = unpacked.join(&name);
+    for licence in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert_eq!(
+            std::fs::read(unpacked.join(licence)).unwrap(),
+            std::fs::read(repo().join(licence)).unwrap(),
+            "{licence} in the tarball differs from the repository's"
+        );
+    }
+    assert_eq!(
+        std::fs::read(unpacked.join("Proc/Prefork/Interp.pm")).unwrap(),
+        std::fs::read(repo().join("scripts/perl/Proc/Prefork/Interp.pm")).unwrap()
+    );
+    // META.json through Perl's own JSON reader.
+    let meta = run_ok(
+        perl_tool(&unpacked, "perl")
+            .args([
+                "-MJSON::PP",
+                "-0777",
+                "-ne",
+                r#"my $m = decode_json($_);
+                   my $r = $m->{prereqs}{runtime}{requires};
+                   print "name=$m->{name}\n";
+                   print "version=$m->{version}\n";
+                   print "license=@{$m->{license}}\n";
+                   print "abstract=$m->{abstract}\n";
+                   print "author=@{$m->{author}}\n";
+                   print "fdpass=", $r->{'IO::FDPass'} // 'missing', "\n";
+                   print "perl=", $r->{perl} // 'missing', "\n";
+                   print "spec=$m->{'meta-spec'}{version}\n";"#,
+            ])
+            .arg("META.json"),
+    );
+    assert_eq!(
+        stdout_str(&meta),
+        format!(
+            "name=Proc-Prefork-Interp\nversion=v{VERSION}\nlicense=mit apache_2_0\n\
+             abstract=script side of prefork-interp, for Perl\n\
+             author=prefork-interp developers\nfdpass=0\nperl=5.010\nspec=2\n"
+        )
+    );
+
+    // cpanm, from the tarball, tests included (with the client), into a
+    // fresh local lib. Its only mirror is an empty directory: nothing is
+    // fetched, so a prerequisite missing from the system fails here.
+    let local = world.path().join("local");
+    let empty = world.path().join("empty-mirror");
+    std::fs::create_dir(&empty).unwrap();
+    let cpanm_home = world.path().join("cpanm-home");
+    let installed = perl_tool(world.path(), "cpanm")
+        .arg("-l")
+        .arg(&local)
+        .arg("--mirror")
+        .arg(format!("file://{}", empty.display()))
+        .arg("--mirror-only")
+        .arg(&tarball)
+        .env("PERL_CPANM_HOME", &cpanm_home)
+        .env("PREFORK_INTERP_CLIENT", client())
+        .output()
+        .expect("cpanm (./test installs Debian's cpanminus)");
+    let build_log =
+        std::fs::read_to_string(cpanm_home.join("latest-build/build.log")).unwrap_or_default();
+    assert!(
+        installed.status.success(),
+        "cpanm: {:?}\n{}{}\nbuild.log:\n{build_log}",
+        installed.status,
+        stdout_str(&installed),
+        stderr_str(&installed)
+    );
+    assert_own_tests_ran(&build_log, false);
+    let lib = local.join("lib/perl5");
+    for module in ["Proc/Prefork/Interp.pm", "Proc/Prefork/Interp/Run.pm"] {
+        assert_eq!(
+            std::fs::read(lib.join(module)).unwrap(),
+            std::fs::read(repo().join("scripts/perl").join(module)).unwrap(),
+            "{module} as cpanm installed it"
+        );
+    }
+    assert!(local.join("man/man3/Proc::Prefork::Interp.3pm").exists());
+
+    // A script using the installed module (found through PERL5LIB alone),
+    // through the client: cold, then warm.
+    let run = world.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    set_mode(&run, 0o700);
+    let inits = world.path().join("inits");
+    let script = world.path().join("installed.pl");
+    std::fs::write(
+        &script,
+        format!(
+            "#!{} -U,perl,-w\nuse strict;\nuse Proc::Prefork::Interp;\n\
+             open(my $f, '>>', '{}') or die; print $f \"$$\\n\"; close $f;\n\
+             prefork_initialisation_complete();\n\
+             print \"$INC{{'Proc/Prefork/Interp.pm'}} @ARGV\\n\";\nexit $ARGV[-1];\n",
+            client().display(),
+            inits.display()
+        ),
+    )
+    .unwrap();
+    set_mode(&script, 0o755);
+    let module = lib.join("Proc/Prefork/Interp.pm");
+    let call = |args: &[&str]| {
+        perl_tool(world.path(), &script)
+            .args(args)
+            .env("PERL5LIB", &lib)
+            .env("XDG_RUNTIME_DIR", &run)
+            .output()
+            .unwrap()
+    };
+    let cold = call(&["cold", "0"]);
+    assert_success(&cold);
+    assert_eq!(stdout_str(&cold), format!("{} cold 0\n", module.display()));
+    let warm = call(&["warm", "two words", "7"]);
+    assert_eq!(warm.status.code(), Some(7), "{}", stderr_str(&warm));
+    assert_eq!(
+        stdout_str(&warm),
+        format!("{} warm two words 7\n", module.display())
+    );
+    let inits_seen = std::fs::read_to_string(&inits).unwrap();
+    assert_eq!(
+        inits_seen.lines().count(),
+        1,
+        "initialised once, the warm call a fork: {inits_seen}"
+    );
+    let kill = perl_tool(world.path(), client())
+        .arg("--kill")
+        .arg("-U,perl,-w")
+        .arg(&script)
+        .env("PERL5LIB", &lib)
+        .env("XDG_RUNTIME_DIR", &run)
+        .output()
+        .unwrap();
+    assert_success(&kill);
+}
