@@ -958,12 +958,20 @@ fn script_waiting(h: &Harness, name: &str) -> u32 {
         let call = std::fs::read_to_string(format!("/proc/{pid}/syscall"))
             .ok()
             .and_then(|text| text.split_whitespace().next()?.parse::<libc::c_long>().ok());
+        // Python before 3.11 sleeps in select() (no fds, a timeout),
+        // which glibc makes x86_64's select or pselect6.
+        #[cfg(target_arch = "x86_64")]
+        const SELECT: libc::c_long = libc::SYS_select;
+        #[cfg(not(target_arch = "x86_64"))]
+        const SELECT: libc::c_long = libc::SYS_pselect6;
         asleep
             && call.is_none_or(|call| {
                 [
                     libc::SYS_read,
                     libc::SYS_nanosleep,
                     libc::SYS_clock_nanosleep,
+                    SELECT,
+                    libc::SYS_pselect6,
                 ]
                 .contains(&call)
             })
