@@ -226,7 +226,7 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
         format!(
             "name=Proc-Prefork-Interp\nversion=v{VERSION}\nlicense=mit apache_2_0\n\
              abstract=script side of prefork-interp, for Perl\n\
-             author=prefork-interp developers\nfdpass=0\nperl=5.010\nspec=2\n"
+             author=prefork-interp developers\nfdpass=0\nperl=5.032\nspec=2\n"
         )
     );
 
