@@ -172,6 +172,7 @@ impl Entry {
         if let Value::Object(map) = &mut depends_on {
             map.insert("environment_read".into(), json!(self.env_read()));
         }
+        let caps = self.caps();
         json!({
             "ident": self.ident,
             "socket": self.socket.to_string_lossy(),
@@ -182,12 +183,12 @@ impl Entry {
             "started_unix": self.started,
             "script": record("script"),
             "interpreter": record("interpreter"),
-            "protocol": match self.caps() {
+            "protocol": match &caps {
                 None => Value::Null,
                 Some(caps) if caps.is_empty() => json!("v1"),
                 Some(_) => json!("pfi-caps 1"),
             },
-            "capabilities": self.caps(),
+            "capabilities": caps,
             "served": self.number("served"),
             "running": self.number("running"),
             "idle_seconds": self.number("idle").map(|ms| ms as f64 / 1000.0),
@@ -292,7 +293,8 @@ fn entries(base: &Path) -> io::Result<Vec<Entry>> {
             // replacement may be mid-fork.
             let memory = pid.and_then(Memory::of_server);
             let state = probe(&socket);
-            let record = rundir::read_record(&base.join(format!("l{ident}")));
+            let record =
+                protocol::lock_path_for_socket(&socket).and_then(|lock| rundir::read_record(&lock));
             Entry {
                 command: pid.map(procfs::command_line).unwrap_or_default(),
                 memory,

@@ -174,7 +174,7 @@ pub(crate) struct IdentitySpec<'a> {
 
 /// What an identity is made of, read from this process: hashed for its
 /// name ([`identity_hash`]), and described, without values, in the record
-/// a new server's lock file keeps ([`identity_record`]).
+/// a new server's lock file keeps ([`identity_inputs_json`]).
 struct IdentityInputs<'a> {
     spec: &'a IdentitySpec<'a>,
     uname: nix::sys::utsname::UtsName,
@@ -478,9 +478,7 @@ impl IdentityLock {
             }
         }
     }
-}
 
-impl IdentityLock {
     /// Writes the record of the server just created (we hold the lock):
     /// `record`, with the reason its predecessor gave for quitting (the
     /// last `quit` line a server appended, man 7), as one line of JSON in
@@ -560,12 +558,12 @@ pub(crate) fn preclean(base: &Path, keep: usize) -> io::Result<()> {
     sockets.sort();
     let excess = sockets.len() + 1 - keep;
     for (_, name) in sockets.into_iter().take(excess) {
-        let ident = OsStr::from_bytes(&name.as_bytes()[1..]);
-        let mut lock_name = OsString::from("l");
-        lock_name.push(ident);
-        let lock_path = base.join(&lock_name);
+        let socket = base.join(&name);
+        let Some(lock_path) = crate::protocol::lock_path_for_socket(&socket) else {
+            continue;
+        };
         if let Some(_lock) = IdentityLock::try_acquire(&lock_path)? {
-            remove_if_exists(&base.join(&name))?;
+            remove_if_exists(&socket)?;
             remove_if_exists(&lock_path)?;
         }
     }
