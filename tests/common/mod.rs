@@ -535,13 +535,25 @@ impl Call {
     }
 
     /// The same call run inside every namespace of process `holder`
-    /// (`nsenter --all`). Call it first: what was set up to run before
-    /// exec (pre_exec) is not carried over.
+    /// (`nsenter --all`), in the same directory. Call it first: what was
+    /// set up to run before exec (pre_exec) is not carried over.
     pub fn inside(self, holder: u32) -> Self {
         let old = self.cmd;
+        // Entering a mount namespace (--all enters the holder's even when
+        // it is ours) moves the process to that namespace's root: without
+        // --wd the call would run in `/`, and its directory alone would
+        // give it another server, whatever its namespaces.
+        let dir = match old.get_current_dir() {
+            Some(dir) => dir.to_owned(),
+            None => std::env::current_dir().unwrap(),
+        };
+        let mut wd = OsString::from("--wd=");
+        wd.push(&dir);
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--target={holder}"))
-            .args(["--all", "--"])
+            .arg("--all")
+            .arg(wd)
+            .arg("--")
             .arg(old.get_program())
             .args(old.get_args())
             .env_clear();
@@ -550,10 +562,8 @@ impl Call {
                 cmd.env(name, value);
             }
         }
-        if let Some(dir) = old.get_current_dir() {
-            cmd.current_dir(dir);
-        }
-        cmd.stdin(Stdio::null())
+        cmd.current_dir(&dir)
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         Call {

@@ -2506,6 +2506,15 @@ scenario!(namespaces_get_their_own_server, |side| {
         &["--user", "--map-root-user"],
     ] {
         let holder = NamespaceHolder::new(flags);
+        // The caller's directory is the one outside: only the namespaces
+        // differ (entering a mount namespace moves a process to its root,
+        // and another directory alone would give another server).
+        let cwd = h.call(&["@cwd"]).inside(holder.pid).run();
+        assert_eq!(
+            stdout_str(&cwd).trim_end(),
+            h.dir().to_str().unwrap(),
+            "{flags:?}"
+        );
         // Pids are the namespace's own with --pid: none to compare.
         let other = (!flags.contains(&"--pid")).then_some(outside);
         served_in_a_world_of_its_own(&h, other, "@ns", |call| call.inside(holder.pid));
