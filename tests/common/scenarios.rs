@@ -2360,6 +2360,24 @@ scenario!(closed_std_fds_like_a_direct_run, |side| {
             let ours = shown(&h.call(&args).closing(closed).run());
             assert_eq!(ours, direct, "fd {closed} closed, {round} call");
         }
+        // Used, the closed fd fails (or reads nothing, or writes nowhere)
+        // as in a direct run: the status, and what reaches the caller on
+        // the other two (Perl, say: its output buffered for a closed
+        // stdout fails at exit, "Unable to flush stdout", status 1).
+        let used: &[&str] = match closed {
+            0 => &["@cat", "@out:after"],
+            // (Alone: Perl's agent flushes stdout before writing to
+            // stderr, which takes the failed output away before exit.)
+            1 => &["@out:lost"],
+            _ => &["@err:lost", "@out:after"],
+        };
+        let seen =
+            |out: std::process::Output| (out.status.code(), stdout_str(&out), stderr_str(&out));
+        assert_eq!(
+            seen(h.call(used).closing(closed).run()),
+            seen(h.direct(used).closing(closed).run()),
+            "fd {closed} closed and used: {used:?}, through us (left), directly (right)"
+        );
         // Cold next time: the setup run is a direct run too.
         assert_success(&h.kill_server());
     }
