@@ -707,7 +707,7 @@ pub fn touch(path: &std::path::Path) {
     .unwrap();
 }
 
-/// An interactive bash on a pty that is its controlling terminal (a new
+/// An interactive shell on a pty that is its controlling terminal (a new
 /// session, TIOCSCTTY), driven as a person at a terminal would: job
 /// control, ^C and ^Z go through the real terminal line discipline. The
 /// terminal is 24 rows by 80 columns, `TERM=dumb` (a command that needs
@@ -715,6 +715,12 @@ pub fn touch(path: &std::path::Path) {
 /// variables, not exported: `S`, the script (a call through us); `D`, the
 /// same agent run directly by its interpreter (words to split); `PY`, the
 /// python3 executable.
+///
+/// The shell is bash ([`shell`](Self::shell)), or dash
+/// ([`dash`](Self::dash)), which unlike bash never puts back terminal
+/// settings of its own when a job stops or dies of a signal: there,
+/// whatever a call leaves on the terminal stays for the next command to
+/// see.
 pub struct Terminal {
     master: std::fs::File,
     shell: Child,
@@ -727,8 +733,26 @@ pub struct Terminal {
 /// instead of hanging; nothing is expected to take nearly as long.
 const TERMINAL_LIMIT: Duration = Duration::from_secs(10);
 
+/// Which interactive shell a [`Terminal`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Dash,
+}
+
 impl Terminal {
+    /// An interactive bash (which restores its own terminal settings
+    /// after a job that stopped or died of a signal).
     pub fn shell(h: &Harness) -> Terminal {
+        Self::spawn(h, Shell::Bash)
+    }
+
+    /// An interactive dash (job control, and no settings put back).
+    pub fn dash(h: &Harness) -> Terminal {
+        Self::spawn(h, Shell::Dash)
+    }
+
+    fn spawn(h: &Harness, shell: Shell) -> Terminal {
         let size = nix::pty::Winsize {
             ws_row: 24,
             ws_col: 80,
@@ -745,17 +769,34 @@ impl Terminal {
                     .to_owned()
             })
             .collect();
-        let mut cmd = Command::new("bash");
-        cmd.args(["--norc", "--noprofile", "-i"])
-            .env_clear()
+        let variables = [
+            ("S", h.script.to_str().expect("the script's path in UTF-8")),
+            ("D", &direct.join(" ")),
+            ("PY", python().to_str().expect("python3's path in UTF-8")),
+        ]
+        .map(|(name, value)| (name, value.to_owned()));
+        let mut cmd = match shell {
+            Shell::Bash => {
+                let mut cmd = Command::new("bash");
+                cmd.args(["--norc", "--noprofile", "-i"]);
+                cmd
+            }
+            Shell::Dash => {
+                let mut cmd = Command::new("dash");
+                cmd.arg("-i");
+                cmd
+            }
+        };
+        cmd.env_clear()
             .envs(h.base_env())
             .env("PS1", "PROMPT> ")
             .env("TERM", "dumb")
             .env("HISTFILE", "/dev/null")
-            .env("S", &h.script)
-            .env("D", direct.join(" "))
-            .env("PY", python())
             .current_dir(h.dir());
+        if shell == Shell::Bash {
+            // Given in the environment, then unexported below.
+            cmd.envs(variables.clone());
+        }
         for fd in 0..3 {
             let slave = Stdio::from(pty.slave.try_clone().unwrap());
             match fd {
@@ -773,17 +814,26 @@ impl Terminal {
                 Ok(())
             });
         }
-        let shell = cmd.spawn().unwrap();
+        let child = cmd.spawn().unwrap();
         drop(pty.slave);
         let mut t = Terminal {
             master: std::fs::File::from(pty.master),
-            shell,
+            shell: child,
             seen: Vec::new(),
             mark: 0,
         };
         t.expect("PROMPT> ");
-        // They came in the environment; calls need not see them.
-        t.run("export -n S D PY");
+        match shell {
+            // They came in the environment; calls need not see them.
+            Shell::Bash => t.run("export -n S D PY"),
+            // dash cannot unexport: set, never exported.
+            Shell::Dash => {
+                for (name, value) in &variables {
+                    assert!(!value.contains('\''), "{name}: {value}");
+                    t.run(&format!("{name}='{value}'"));
+                }
+            }
+        }
         t
     }
 
@@ -872,6 +922,19 @@ impl Terminal {
     /// The terminal's settings as `stty -a` in the shell prints them.
     pub fn stty(&mut self) -> String {
         self.output("stty -a")
+    }
+
+    /// The terminal's modes and control characters as the kernel has them
+    /// now, read from the master side: unlike [`stty`](Self::stty) this
+    /// works on a terminal left raw (no echo of a typed command, no
+    /// `\r\n`), and a difference reads as flag names.
+    pub fn modes(&self) -> String {
+        // A pty master's TCGETS answers with its slave's settings.
+        let t = nix::sys::termios::tcgetattr(&self.master).unwrap();
+        format!(
+            "input {:?}; output {:?}; control {:?}; local {:?}; characters {:?}",
+            t.input_flags, t.output_flags, t.control_flags, t.local_flags, t.control_chars
+        )
     }
 
     /// Everything the terminal showed, from the start.

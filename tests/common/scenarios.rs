@@ -1255,6 +1255,64 @@ scenario!(terminal_job_control, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// ^Z at an interactive bash stops a job whose stdin, stdout and stderr
+/// are all elsewhere (so no pseudo-terminal: the call's signals are
+/// passed on as they come): the script and the client stop, the shell
+/// says so, `fg` and `bg` resume it, its output goes on, and `wait` gives
+/// its status, as for a direct run.
+scenario!(terminal_job_control_with_stdio_elsewhere, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    let pid_file = h.path("p");
+    let log = h.path("log");
+    let logged = |text: &str| std::fs::read_to_string(&log).is_ok_and(|said| said.contains(text));
+    let start_and_stop = |t: &mut Terminal, run: Run, exit: u8| {
+        let _ = std::fs::remove_file(&pid_file);
+        t.start(&format!(
+            // (Short: readline scrolls a line longer than the screen.
+            // Stderr: a file as stdout would be block-buffered.)
+            "$X @pid:p @err:BEFORE @sleep:1 @err:AFTER @exit:{exit} <&- >log 2>&1"
+        ));
+        wait_until("the script's first line", LIMIT, || logged("BEFORE\n")).unwrap();
+        let job = t.job();
+        let executor = pid_in(&h, "p");
+        t.send(b"\x1a");
+        t.expect("Stopped");
+        t.expect("PROMPT> ");
+        let stopped = |pid: u32| proc_state(pid).is_some_and(|(state, _)| state == 'T');
+        wait_until("the job's processes to stop", LIMIT, || {
+            stopped(job) && stopped(executor)
+        })
+        .unwrap();
+        // Stopped, it stays so: its sleep's end does not come.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            stopped(executor) && !logged("AFTER"),
+            "a stopped script ran on"
+        );
+    };
+    let runs = direct_and_served(&mut t, |t, run| {
+        start_and_stop(t, run, 0);
+        t.run("fg");
+        let resumed = (t.status(), std::fs::read_to_string(&log).unwrap());
+        start_and_stop(t, run, 7);
+        t.start("bg; wait %1; echo status=$?");
+        t.expect("status=");
+        let waited = t.until("\r\n");
+        t.expect("PROMPT> ");
+        (resumed, waited, std::fs::read_to_string(&log).unwrap())
+    });
+    assert_same_screen(&runs);
+    for (screen, got) in &runs {
+        let expected = (
+            (0, "BEFORE\nAFTER\n".to_string()),
+            "7".to_string(),
+            "BEFORE\nAFTER\n".to_string(),
+        );
+        assert_eq!(*got, expected, "{screen}");
+    }
+    terminal_done(h, t, &settings);
+});
+
 /// The window's size changes (the terminal emulator sets it on its
 /// pty): the script gets SIGWINCH and reads the new size.
 scenario!(terminal_window_resize, |side| {
@@ -1318,19 +1376,140 @@ scenario!(terminal_client_killed_mid_prompt, |side| {
 });
 
 /// After calls that end normally, with a status, or by a signal, the
-/// terminal's settings are exactly what they were.
+/// terminal's settings are exactly what they were: as the interactive
+/// shell sees them, and (since bash puts back its own settings after a
+/// job that died of a signal, which would hide a call that left them
+/// changed) without job control too, in one `sh -c` that asks `stty`
+/// before and after the call, as a direct run's.
 scenario!(terminal_settings_restored_after_calls, |side| {
     let (h, mut t, settings) = terminal_world(side);
     for (line, status) in [
         ("$S @out:x", 0),
         ("$S @exit:3", 3),
         ("$S @kill:TERM", 128 + libc::SIGTERM),
+        ("$S @kill:INT", 128 + libc::SIGINT),
+        ("$S @kill:HUP", 128 + libc::SIGHUP),
     ] {
         t.run(line);
         assert_eq!(t.status(), status, "{line}");
         assert_eq!(t.stty(), settings, "after {line}");
     }
+    // (The call's words expanded by the interactive shell: `X` is not
+    // exported.)
+    let modes = t.modes();
+    for (call, status) in [
+        ("@out:x", 0),
+        ("@exit:3", 3),
+        ("@kill:TERM", 128 + libc::SIGTERM),
+        ("@kill:INT", 128 + libc::SIGINT),
+        ("@kill:HUP", 128 + libc::SIGHUP),
+    ] {
+        direct_and_served(&mut t, |t, run| {
+            let said = t.output(&format!(
+                "sh -c \"stty -a; echo ===; $X {call}; echo \\\"=== \\$?\\\"; stty -a\""
+            ));
+            // (Left raw, the terminal no longer makes "\r\n" of what
+            // stty says: the modes first, readable.)
+            assert_eq!(t.modes(), modes, "sh -c: after $X {call}, {run:?}");
+            let (before, rest) = said.split_once("===\r\n").unwrap();
+            let (got, after) = rest
+                .rsplit_once("=== ")
+                .unwrap()
+                .1
+                .split_once("\r\n")
+                .unwrap();
+            assert_eq!(got, status.to_string(), "sh -c: $X {call}, {run:?}: {said}");
+            assert_eq!(
+                after, before,
+                "sh -c: the settings after $X {call}, {run:?}"
+            );
+        });
+    }
     terminal_done(h, t, &settings);
+});
+
+/// Where no shell puts the terminal back (dash, with job control but
+/// without bash's restoring), the settings after a call are still what
+/// they were, as after a direct run: after calls that end normally, with
+/// a status, by a signal of their own, by ^C; while a call stopped by ^Z
+/// waits, and after `fg` has let it finish. And after our client itself
+/// was killed (TERM, HUP) while the script read a password with echo off
+/// (a direct run killed so would leave echo off; ours puts back what it
+/// took, and the script's echo-off was on its own pseudo-terminal).
+scenario!(terminal_restored_without_the_shells_help, |side| {
+    let h = Harness::new(side);
+    let mut t = Terminal::dash(&h);
+    assert_eq!(t.output("$S @out:warm"), "warm\r\n");
+    let settings = t.stty();
+    let modes = t.modes();
+    // The modes first: a terminal left raw would not echo `stty -a`.
+    let unchanged = |t: &mut Terminal, after: &str| {
+        assert_eq!(t.modes(), modes, "the terminal's modes {after}");
+        assert_eq!(t.stty(), settings, "the terminal's settings {after}");
+    };
+    let pid_file = h.path("exe.pid");
+    let runs = direct_and_served(&mut t, |t, _| {
+        let mut statuses = Vec::new();
+        for call in ["@out:x", "@exit:3", "@kill:TERM", "@kill:INT", "@kill:HUP"] {
+            t.run(&format!("$X {call}"));
+            unchanged(t, &format!("after $X {call}"));
+            statuses.push(t.status());
+        }
+        // ^C while it sleeps.
+        let _ = std::fs::remove_file(&pid_file);
+        t.start("$X @pid:exe.pid @sleep:30");
+        let script = script_waiting(&h, "exe.pid");
+        t.send(b"\x03");
+        t.expect("PROMPT> ");
+        unchanged(t, "after ^C");
+        statuses.push(t.status());
+        wait_until("the script to be gone", LIMIT, || !alive(script)).unwrap();
+        // ^Z, the settings while it is stopped, then fg.
+        let _ = std::fs::remove_file(&pid_file);
+        t.start("$X @pid:exe.pid @out:BEFORE @sleep:1 @out:AFTER");
+        t.expect("BEFORE\r\n");
+        let job = t.job();
+        let executor = pid_in(&h, "exe.pid");
+        t.send(b"\x1a");
+        t.expect("PROMPT> ");
+        let stopped = |pid: u32| proc_state(pid).is_some_and(|(state, _)| state == 'T');
+        wait_until("the job's processes to stop", LIMIT, || {
+            stopped(job) && stopped(executor)
+        })
+        .unwrap();
+        unchanged(t, "while stopped by ^Z");
+        t.start("fg");
+        t.expect("AFTER\r\n");
+        t.expect("PROMPT> ");
+        unchanged(t, "after fg");
+        statuses.push(t.status());
+        statuses
+    });
+    let [int, hup, term] = [libc::SIGINT, libc::SIGHUP, libc::SIGTERM].map(|sig| 128 + sig);
+    for (_, statuses) in &runs {
+        assert_eq!(*statuses, [0, 3, term, int, hup, int, 0], "the statuses");
+    }
+    t.run("X=$S");
+    for (name, sig) in [("TERM", libc::SIGTERM), ("HUP", libc::SIGHUP)] {
+        let _ = std::fs::remove_file(&pid_file);
+        t.start("$X @pid:exe.pid @secret");
+        t.expect("Password: ");
+        let script = script_waiting(&h, "exe.pid");
+        signal(t.job(), sig);
+        wait_until("the script's process group to go", LIMIT, || {
+            group_members(script).is_empty()
+        })
+        .unwrap();
+        t.expect("PROMPT> ");
+        assert_eq!(t.status(), 128 + sig, "{name}");
+        assert_eq!(
+            t.stty(),
+            settings,
+            "after the client's SIG{name} mid-prompt"
+        );
+    }
+    t.exit();
+    h.finish();
 });
 
 /// The greeting, to the byte, from a server our client started, after
