@@ -1442,18 +1442,20 @@ scenario!(terminal_restored_without_the_shells_help, |side| {
     assert_eq!(t.output("$S @out:warm"), "warm\r\n");
     let settings = t.stty();
     let modes = t.modes();
-    // The modes first: a terminal left raw would not echo `stty -a`.
-    let unchanged = |t: &mut Terminal, after: &str| {
+    // After a call: its status, and the terminal as it was. The modes
+    // first: a terminal left raw would not echo `echo $?`, nor `stty -a`.
+    let ended = |t: &mut Terminal, after: &str| {
         assert_eq!(t.modes(), modes, "the terminal's modes {after}");
+        let status = t.status();
         assert_eq!(t.stty(), settings, "the terminal's settings {after}");
+        status
     };
     let pid_file = h.path("exe.pid");
     let runs = direct_and_served(&mut t, |t, _| {
         let mut statuses = Vec::new();
         for call in ["@out:x", "@exit:3", "@kill:TERM", "@kill:INT", "@kill:HUP"] {
             t.run(&format!("$X {call}"));
-            unchanged(t, &format!("after $X {call}"));
-            statuses.push(t.status());
+            statuses.push(ended(t, &format!("after $X {call}")));
         }
         // ^C while it sleeps.
         let _ = std::fs::remove_file(&pid_file);
@@ -1461,8 +1463,7 @@ scenario!(terminal_restored_without_the_shells_help, |side| {
         let script = script_waiting(&h, "exe.pid");
         t.send(b"\x03");
         t.expect("PROMPT> ");
-        unchanged(t, "after ^C");
-        statuses.push(t.status());
+        statuses.push(ended(t, "after ^C"));
         wait_until("the script to be gone", LIMIT, || !alive(script)).unwrap();
         // ^Z, the settings while it is stopped, then fg.
         let _ = std::fs::remove_file(&pid_file);
@@ -1477,12 +1478,11 @@ scenario!(terminal_restored_without_the_shells_help, |side| {
             stopped(job) && stopped(executor)
         })
         .unwrap();
-        unchanged(t, "while stopped by ^Z");
+        assert_eq!(ended(t, "while stopped by ^Z"), 128 + libc::SIGTSTP);
         t.start("fg");
         t.expect("AFTER\r\n");
         t.expect("PROMPT> ");
-        unchanged(t, "after fg");
-        statuses.push(t.status());
+        statuses.push(ended(t, "after fg"));
         statuses
     });
     let [int, hup, term] = [libc::SIGINT, libc::SIGHUP, libc::SIGTERM].map(|sig| 128 + sig);
