@@ -1287,7 +1287,8 @@ scenario!(terminal_job_control_with_stdio_elsewhere, |side| {
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
             stopped(executor) && !logged("AFTER"),
-            "a stopped script ran on"
+            "{run:?}: a stopped script ran on: {:?}",
+            std::fs::read_to_string(&log)
         );
     };
     let runs = direct_and_served(&mut t, |t, run| {
