@@ -158,11 +158,9 @@ for my $arg (@ARGV) {
         }
     } elsif ($name eq 'spawn') {
         my $child = fork // die "fork: $!";
-        exec 'sleep', '30' or POSIX::_exit(127) if !$child;
-        open my $f, '>', "$param.tmp" or die "$param.tmp: $!";
-        print $f $child;
-        close $f;
-        rename "$param.tmp", $param or die "rename: $!";
+        exec 'sh', '-c', q{trap '' HUP; echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30}, $param
+            or POSIX::_exit(127) if !$child;
+        Time::HiRes::sleep(0.005) until -e $param;
     } elsif ($name eq 'daemon') {
         my $child = fork // die "fork: $!";
         if (!$child) {

@@ -175,10 +175,9 @@ def main():
         elif name == "sleep":
             time.sleep(float(param))
         elif name == "spawn":
-            child = subprocess.Popen(["sleep", "30"])
-            with open(param + ".tmp", "w") as f:
-                f.write(str(child.pid))
-            os.rename(param + ".tmp", param)
+            subprocess.Popen(["sh", "-c", """trap '' HUP; echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30""", param])
+            while not os.path.exists(param):
+                time.sleep(0.005)
         elif name == "daemon":
             subprocess.Popen(["setsid", "sh", "-c", 'echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30', param], stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

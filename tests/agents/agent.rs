@@ -46,8 +46,9 @@
 //! |                  | default action, then send it to itself              |
 //! | `@sleep:SECS`    | sleep                                                |
 //! | `@pid:FILE`      | write its pid to FILE                                |
-//! | `@spawn:FILE`    | start `sleep 30` with its stdio, not waited for;     |
-//! |                  | write that child's pid to FILE                       |
+//! | `@spawn:FILE`    | start `sleep 30` with its stdio and SIGHUP ignored   |
+//! |                  | (as `nohup` would), not waited for; it writes its    |
+//! |                  | pid to FILE once it ignores SIGHUP; return then      |
 //! | `@daemon:FILE`   | start a daemon (`setsid`, stdio on /dev/null) that   |
 //! |                  | writes its pid to FILE and sleeps 30 s; return once  |
 //! |                  | FILE exists (the daemon is detached)                 |
@@ -114,6 +115,11 @@ use std::time::Duration;
 mod proc_stat;
 
 use proc_stat::proc_state;
+
+/// What `@spawn` runs: `sleep 30` that a hang-up does not end (a
+/// terminal's end would otherwise take it, whoever else forgets to); its
+/// pid to the file once SIGHUP is ignored.
+const SPAWNED_SH: &str = r#"trap '' HUP; echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30"#;
 
 /// What `@daemon` runs in its new session: its pid to the file, then sleep.
 const DAEMON_SH: &str = r#"echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec sleep 30"#;
@@ -399,13 +405,13 @@ fn run(args: &[OsString]) -> i32 {
             b"spawn" => {
                 // Left behind on purpose: its monitor's business.
                 #[allow(clippy::zombie_processes)]
-                let child = std::process::Command::new("sleep")
-                    .arg("30")
+                let _child = std::process::Command::new("sh")
+                    .args(["-c", SPAWNED_SH, &param_str])
                     .spawn()
                     .unwrap();
-                let tmp = format!("{param_str}.tmp");
-                std::fs::write(&tmp, child.id().to_string()).unwrap();
-                std::fs::rename(&tmp, &param_str).unwrap();
+                while !std::path::Path::new(&param_str).exists() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
             b"daemon" => {
                 // Not waited for on purpose: it detaches.

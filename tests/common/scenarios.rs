@@ -144,6 +144,14 @@ scenario!(args_byte_exact, |side| {
         assert_success(&out);
         assert_eq!(stdout_str(&out), expected);
     }
+    // Empty arguments at the end (`script x ""`), which a decoder that
+    // splits on NUL must not drop.
+    for args in [&["@args", "x", ""][..], &["@args", "", ""]] {
+        let expected: String = args.iter().map(|a| hex(a.as_bytes()) + "\n").collect();
+        let out = h.call(args).run();
+        assert_success(&out);
+        assert_eq!(stdout_str(&out), expected, "{args:?}");
+    }
     // No arguments at all.
     let out = h.call(&[] as &[&str]).run();
     assert_success(&out);
@@ -548,6 +556,66 @@ fn server_watching(h: &Harness, file: &std::path::Path) -> u32 {
     stdout_str(&out).trim().parse().unwrap()
 }
 
+/// A watched file replaced by rename (as editors save) is a change: the
+/// new file is newer than the server.
+scenario!(autoreload_file_replaced_by_rename, |side| {
+    let h = Harness::new(side);
+    let extra = h.path("config");
+    std::fs::write(&extra, "x").unwrap();
+    let old = server_watching(&h, &extra);
+    assert_eq!(server_watching(&h, &extra), old);
+    // Past the kernel's timestamp granularity: the new file's mtime
+    // lies after the server's start.
+    std::thread::sleep(Duration::from_millis(50));
+    let new_copy = h.path("config.new");
+    std::fs::write(&new_copy, "y").unwrap();
+    std::fs::rename(&new_copy, &extra).unwrap();
+    assert_ne!(
+        server_watching(&h, &extra),
+        old,
+        "a file replaced by rename"
+    );
+    h.finish();
+});
+
+/// chmod fires an event but leaves the mtime; a copy with an old mtime
+/// (`cp -p`) renamed over the file replaces the watched inode. Neither is
+/// a change: the server stays, and its watches, armed again, still see a
+/// later edit of the new file.
+scenario!(
+    autoreload_watches_survive_events_that_change_nothing,
+    |side| {
+        let h = Harness::new(side);
+        let extra = h.path("config");
+        std::fs::write(&extra, "x").unwrap();
+        let old = server_watching(&h, &extra);
+        set_mode(&extra, 0o600);
+        assert_eq!(server_watching(&h, &extra), old, "chmod: no reload");
+        let copy = h.path("config.copy");
+        std::fs::copy(&extra, &copy).unwrap();
+        let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::open(&copy)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        std::fs::rename(&copy, &extra).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                server_watching(&h, &extra),
+                old,
+                "same contents, old mtime: no reload"
+            );
+        }
+        touch(&extra);
+        assert_ne!(
+            server_watching(&h, &extra),
+            old,
+            "an edit after the replacement is seen"
+        );
+        h.finish();
+    }
+);
+
 /// As in chiark-utils' original, a watched file that is missing, removed
 /// after the server started or never there, is no reason to reload.
 scenario!(autoreload_missing_file_is_no_reason, |side| {
@@ -576,6 +644,34 @@ scenario!(autoreload_missing_file_is_no_reason, |side| {
     }
     h.finish();
 });
+
+/// As in chiark-utils' original, a watched file that cannot be examined,
+/// for another reason than that it is missing, is a reason to reload:
+/// here its directory has become a file (ENOTDIR).
+scenario!(
+    autoreload_file_that_cannot_be_examined_is_a_reason,
+    |side| {
+        let h = Harness::new(side);
+        let dir = h.path("conf.d");
+        std::fs::create_dir(&dir).unwrap();
+        let extra = dir.join("config");
+        std::fs::write(&extra, "x").unwrap();
+        let old = server_watching(&h, &extra);
+        assert_eq!(server_watching(&h, &extra), old);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::write(&dir, "not a directory").unwrap();
+        assert_eq!(
+            std::fs::metadata(&extra).unwrap_err().raw_os_error(),
+            Some(libc::ENOTDIR)
+        );
+        assert_ne!(
+            server_watching(&h, &extra),
+            old,
+            "a file that cannot be examined is a reason to reload"
+        );
+        h.finish();
+    }
+);
 
 /// As in chiark-utils' original, a watched file whose mtime is later than
 /// the server's start is a reason to reload: also one removed and then
@@ -1065,38 +1161,61 @@ scenario!(terminal_in_a_pipeline, |side| {
     terminal_done(h, t, &settings);
 });
 
-/// A call started in the background (`&`) whose script reads its
-/// terminal stops (SIGTTIN), as a direct run's job does;
-/// `fg` gives it the terminal, and it reads what is typed.
+/// A call whose script reads its terminal from the background stops
+/// (SIGTTIN), as a direct run's job does: started there (`&`), or sent
+/// there (^Z, then `bg`) while it slept; `fg` gives it the terminal, and
+/// it reads what is typed.
 scenario!(terminal_background_read_stops, |side| {
     let (h, mut t, settings) = terminal_world(side);
     let runs = direct_and_served(&mut t, |t, run| {
-        t.run("$X @cat &");
-        // Asked until it shows: the job stops a moment after it starts.
-        let mut listed = String::new();
-        let stopped = wait_until("the job to stop for its terminal", LIMIT, || {
-            listed = t.output("jobs -l");
-            listed.contains("Stopped (tty input)")
-        });
-        assert!(stopped.is_ok(), "{listed:?}");
-        t.start("fg");
-        t.expect("$X @cat\r\n");
-        if run == Run::Served {
-            // Resumed in the foreground, the call takes the terminal (raw);
-            // a line typed before that would be echoed by both terminals.
-            wait_until("the call to take the terminal", LIMIT, || !t.echoes()).unwrap();
+        let mut got = Vec::new();
+        for sent_there in [false, true] {
+            let line = if sent_there {
+                t.start("$X @out:asleep @sleep:1 @cat");
+                t.expect("asleep\r\n");
+                t.send(b"\x1a");
+                t.expect("Stopped");
+                t.expect("PROMPT> ");
+                t.run("bg");
+                "$X @out:asleep @sleep:1 @cat"
+            } else {
+                t.run("$X @cat &");
+                "$X @cat"
+            };
+            got.push(read_once_foreground(t, run, line));
         }
-        t.send(b"typed\r");
-        t.expect("typed\r\n");
-        t.send(b"\x04");
-        let copied = t.until("PROMPT> ");
-        (copied, t.status())
+        got
     });
     for (screen, got) in &runs {
-        assert_eq!(*got, ("typed\r\n".to_string(), 0), "{screen}");
+        assert_eq!(*got, vec![("typed\r\n".to_string(), 0); 2], "{screen}");
     }
     terminal_done(h, t, &settings);
 });
+
+/// For [`terminal_background_read_stops`]: waits until the job `line`
+/// stops for its terminal, brings it to the foreground, types a line and
+/// ^D; returns what it copied and its status.
+fn read_once_foreground(t: &mut Terminal, run: Run, line: &str) -> (String, i32) {
+    // Asked until it shows: the job stops once it reads.
+    let mut listed = String::new();
+    let stopped = wait_until("the job to stop for its terminal", LIMIT, || {
+        listed = t.output("jobs -l");
+        listed.contains("Stopped (tty input)")
+    });
+    assert!(stopped.is_ok(), "{line}: {listed:?}");
+    t.start("fg");
+    t.expect(&format!("{line}\r\n"));
+    if run == Run::Served {
+        // Resumed in the foreground, the call takes the terminal (raw);
+        // a line typed before that would be echoed by both terminals.
+        wait_until("the call to take the terminal", LIMIT, || !t.echoes()).unwrap();
+    }
+    t.send(b"typed\r");
+    t.expect("typed\r\n");
+    t.send(b"\x04");
+    let copied = t.until("PROMPT> ");
+    (copied, t.status())
+}
 
 /// A password prompt (echo off on /dev/tty, the language's usual way):
 /// what is typed reaches the script and never the screen; with stdin
@@ -1677,10 +1796,16 @@ scenario!(runs_in_callers_directory_and_umask, |side| {
         [h.dir().display().to_string(), "0002".to_string()]
     );
     assert_ne!(plain[2], from_a[2]);
+    let plain_b = run(&[], &b, 0o002);
+    assert_eq!(plain_b[0], b.display().to_string());
+    assert_ne!(plain_b[2], plain[2], "another directory, another server");
     assert_success(
         &h.call_with_options(&["--caller-dir", "--kill"], &[] as &[&str])
             .run(),
     );
+    let mut kill_b = h.call_with_options(&["--kill"], &[] as &[&str]);
+    kill_b.cmd.current_dir(&b);
+    assert_success(&kill_b.run());
     h.finish();
 });
 
@@ -2275,8 +2400,32 @@ scenario!(children_left_behind_get_sigint, |side| {
         .run();
     assert_eq!(out.status.code(), Some(5), "{}", stderr_str(&out));
     assert_eq!(stdout_str(&out), "done\n");
-    let child: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let child: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     wait_until("the child left behind to end", LIMIT, || !alive(child)).unwrap();
+    // The same from a shell on a terminal (the call on a pseudo-terminal
+    // of its own, the script's process under a keeper), for a child that
+    // the hang-up of that terminal does not end.
+    std::fs::remove_file(&pid_file).unwrap();
+    let mut t = Terminal::shell(&h);
+    assert_eq!(
+        t.output("$S @spawn:child.pid @out:done @exit:5"),
+        "done\r\n"
+    );
+    assert_eq!(t.status(), 5);
+    t.exit();
+    let child: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_until("the child left behind on a terminal to end", LIMIT, || {
+        !alive(child)
+    })
+    .unwrap();
     h.finish();
 });
 
@@ -2360,8 +2509,10 @@ enum Limits {
     Soft,
     /// Open files N, soft and hard (what `ulimit -n N` does).
     Hard(u64),
-    /// nice 5 and oom_score_adj 500.
-    Niced,
+    /// nice 5.
+    Nice,
+    /// oom_score_adj 500.
+    Oom,
 }
 
 fn under_limits(mut call: Call, limits: Limits) -> Call {
@@ -2400,10 +2551,13 @@ fn under_limits(mut call: Call, limits: Limits) -> Call {
                     }
                     Ok(())
                 }
-                Limits::Niced => {
+                Limits::Nice => {
                     if libc::setpriority(libc::PRIO_PROCESS, 0, 5) != 0 {
                         return fail();
                     }
+                    Ok(())
+                }
+                Limits::Oom => {
                     let fd = libc::open(c"/proc/self/oom_score_adj".as_ptr(), libc::O_WRONLY);
                     if fd < 0 || libc::write(fd, b"500".as_ptr().cast(), 3) != 3 {
                         return fail();
@@ -2426,7 +2580,7 @@ fn under_limits(mut call: Call, limits: Limits) -> Call {
 scenario!(limits_like_a_direct_run, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
-    for limits in [Limits::Soft, Limits::Niced] {
+    for limits in [Limits::Soft, Limits::Nice, Limits::Oom] {
         let direct = under_limits(h.direct(&["@limits"]), limits).run();
         let served = under_limits(h.call(&["@limits"]), limits).run();
         assert_success(&direct);
@@ -2445,13 +2599,16 @@ scenario!(limits_like_a_direct_run, |side| {
     );
     assert!(soft.contains("Max open files            100 "), "{soft}");
     assert!(soft.contains("Max cpu time              1000 "), "{soft}");
-    let niced = stdout_str(&under_limits(h.call(&["@server", "@limits"]), Limits::Niced).run());
-    assert_ne!(
-        niced.lines().next(),
-        Some(server.to_string().as_str()),
-        "{niced}"
-    );
-    assert!(niced.contains("nice 5\noom 500\n"), "{niced}");
+    // Each on its own: one the identity left out would be served by the
+    // server that the other (or none) started.
+    let mut servers = vec![server.to_string()];
+    for (limits, shown) in [(Limits::Nice, "nice 5\n"), (Limits::Oom, "oom 500\n")] {
+        let said = stdout_str(&under_limits(h.call(&["@server", "@limits"]), limits).run());
+        let its_server = said.lines().next().unwrap_or_default().to_string();
+        assert!(!servers.contains(&its_server), "{servers:?}: {said}");
+        assert!(said.contains(shown), "{said}");
+        servers.push(its_server);
+    }
     // The next call, without them, has the server's again.
     let plain = h.call(&["@limits"]).run();
     assert_success(&plain);
@@ -2459,8 +2616,10 @@ scenario!(limits_like_a_direct_run, |side| {
         stdout_str(&plain),
         stdout_str(&h.direct(&["@limits"]).run())
     );
-    let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
-    assert_success(&under_limits(kill, Limits::Niced).run());
+    for limits in [Limits::Nice, Limits::Oom] {
+        let kill = h.call_with_options(&["--kill"], &[] as &[&str]);
+        assert_success(&under_limits(kill, limits).run());
+    }
     h.finish();
 });
 
