@@ -556,13 +556,20 @@ fn server_watching(h: &Harness, file: &std::path::Path) -> u32 {
     stdout_str(&out).trim().parse().unwrap()
 }
 
+/// A file `config` in the world, and the server that a call watching it
+/// started.
+fn config_watched(h: &Harness) -> (std::path::PathBuf, u32) {
+    let extra = h.path("config");
+    std::fs::write(&extra, "x").unwrap();
+    let server = server_watching(h, &extra);
+    (extra, server)
+}
+
 /// A watched file replaced by rename (as editors save) is a change: the
 /// new file is newer than the server.
 scenario!(autoreload_file_replaced_by_rename, |side| {
     let h = Harness::new(side);
-    let extra = h.path("config");
-    std::fs::write(&extra, "x").unwrap();
-    let old = server_watching(&h, &extra);
+    let (extra, old) = config_watched(&h);
     assert_eq!(server_watching(&h, &extra), old);
     // Past the kernel's timestamp granularity: the new file's mtime
     // lies after the server's start.
@@ -586,9 +593,7 @@ scenario!(
     autoreload_watches_survive_events_that_change_nothing,
     |side| {
         let h = Harness::new(side);
-        let extra = h.path("config");
-        std::fs::write(&extra, "x").unwrap();
-        let old = server_watching(&h, &extra);
+        let (extra, old) = config_watched(&h);
         set_mode(&extra, 0o600);
         assert_eq!(server_watching(&h, &extra), old, "chmod: no reload");
         let copy = h.path("config.copy");
@@ -620,9 +625,7 @@ scenario!(
 /// after the server started or never there, is no reason to reload.
 scenario!(autoreload_missing_file_is_no_reason, |side| {
     let h = Harness::new(side);
-    let extra = h.path("config");
-    std::fs::write(&extra, "x").unwrap();
-    let old = server_watching(&h, &extra);
+    let (extra, old) = config_watched(&h);
     std::fs::remove_file(&extra).unwrap();
     for _ in 0..3 {
         assert_eq!(
@@ -679,9 +682,7 @@ scenario!(
 /// checking every file at every call, sees).
 scenario!(autoreload_missing_file_made_again, |side| {
     let h = Harness::new(side);
-    let extra = h.path("config");
-    std::fs::write(&extra, "x").unwrap();
-    server_watching(&h, &extra);
+    let (extra, _) = config_watched(&h);
     std::fs::remove_file(&extra).unwrap();
     // A call while it is missing: the server has seen the removal.
     let serving = server_watching(&h, &extra);
@@ -784,13 +785,23 @@ scenario!(behaves_like_direct_run, |side| {
         &["@out:before-kill", "@kill:KILL"],
         &["@out:before-term", "@kill:TERM"],
     ];
+    // All of a run at once: a difference shows the whole of both (the
+    // client's own message, say, next to a status that differs).
+    let seen = |out: std::process::Output| {
+        (
+            out.status.code(),
+            out.status.signal(),
+            stdout_str(&out),
+            stderr_str(&out),
+        )
+    };
     for args in cases {
-        let direct = h.direct(args).run();
-        let served = h.call(args).run();
-        assert_eq!(served.status.code(), direct.status.code(), "{args:?}");
-        assert_eq!(served.status.signal(), direct.status.signal(), "{args:?}");
-        assert_eq!(stdout_str(&served), stdout_str(&direct), "{args:?}");
-        assert_eq!(stderr_str(&served), stderr_str(&direct), "{args:?}");
+        let direct = seen(h.direct(args).run());
+        let served = seen(h.call(args).run());
+        assert_eq!(
+            served, direct,
+            "{args:?}: through us (left), directly (right)"
+        );
     }
     h.finish();
 });
@@ -1324,6 +1335,28 @@ scenario!(terminal_interrupt, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// Whether process `pid` is stopped.
+fn stopped(pid: u32) -> bool {
+    proc_state(pid).is_some_and(|(state, _)| state == 'T')
+}
+
+/// ^Z to the shell's foreground job, whose script wrote its pid to
+/// `pid_file` (in the world's directory): returns that pid once the shell
+/// says the job stopped, shows its prompt, and the job's processes (the
+/// client and the script, or the script) are stopped.
+fn stop_the_job(h: &Harness, t: &mut Terminal, pid_file: &str) -> u32 {
+    let job = t.job();
+    let executor = pid_in(h, pid_file);
+    t.send(b"\x1a");
+    t.expect("Stopped");
+    t.expect("PROMPT> ");
+    wait_until("the job's processes to stop", LIMIT, || {
+        stopped(job) && stopped(executor)
+    })
+    .unwrap();
+    executor
+}
+
 /// ^Z from an interactive bash stops the script (and the client: the job
 /// is stopped as a whole), the shell says so; `fg` resumes it and its
 /// output goes on; `bg` lets it run on in the background, where it
@@ -1340,16 +1373,7 @@ scenario!(terminal_job_control, |side| {
             "$X @pid:exe.pid @out:BEFORE @sleep:2 @out:AFTER @exit:{exit}"
         ));
         t.expect("BEFORE\r\n");
-        let job = t.job();
-        let executor = pid_in(&h, "exe.pid");
-        t.send(b"\x1a");
-        t.expect("Stopped");
-        t.expect("PROMPT> ");
-        let stopped = |pid: u32| proc_state(pid).is_some_and(|(state, _)| state == 'T');
-        wait_until("the job's processes to stop", LIMIT, || {
-            stopped(job) && stopped(executor)
-        })
-        .unwrap();
+        stop_the_job(&h, t, "exe.pid");
     };
     let runs = direct_and_served(&mut t, |t, _| {
         start_and_stop(t, 0);
@@ -1392,16 +1416,7 @@ scenario!(terminal_job_control_with_stdio_elsewhere, |side| {
             "$X @pid:p @err:BEFORE @sleep:1 @err:AFTER @exit:{exit} <&- >log 2>&1"
         ));
         wait_until("the script's first line", LIMIT, || logged("BEFORE\n")).unwrap();
-        let job = t.job();
-        let executor = pid_in(&h, "p");
-        t.send(b"\x1a");
-        t.expect("Stopped");
-        t.expect("PROMPT> ");
-        let stopped = |pid: u32| proc_state(pid).is_some_and(|(state, _)| state == 'T');
-        wait_until("the job's processes to stop", LIMIT, || {
-            stopped(job) && stopped(executor)
-        })
-        .unwrap();
+        let executor = stop_the_job(&h, t, "p");
         // Stopped, it stays so: its sleep's end does not come.
         std::thread::sleep(Duration::from_millis(1500));
         assert!(
@@ -1589,15 +1604,7 @@ scenario!(terminal_restored_without_the_shells_help, |side| {
         let _ = std::fs::remove_file(&pid_file);
         t.start("$X @pid:exe.pid @out:BEFORE @sleep:1 @out:AFTER");
         t.expect("BEFORE\r\n");
-        let job = t.job();
-        let executor = pid_in(&h, "exe.pid");
-        t.send(b"\x1a");
-        t.expect("PROMPT> ");
-        let stopped = |pid: u32| proc_state(pid).is_some_and(|(state, _)| state == 'T');
-        wait_until("the job's processes to stop", LIMIT, || {
-            stopped(job) && stopped(executor)
-        })
-        .unwrap();
+        stop_the_job(&h, t, "exe.pid");
         assert_eq!(ended(t, "while stopped by ^Z"), 128 + libc::SIGTSTP);
         t.start("fg");
         t.expect("AFTER\r\n");
