@@ -771,6 +771,18 @@ scenario!(threads_refused, |side| {
     h.finish();
 });
 
+/// All of a run at once (exit code, signal, stdout, stderr), to compare
+/// with another: a difference shows the whole of both (the client's own
+/// message, say, next to a status that differs).
+fn outcome(out: std::process::Output) -> (Option<i32>, Option<i32>, String, String) {
+    (
+        out.status.code(),
+        out.status.signal(),
+        stdout_str(&out),
+        stderr_str(&out),
+    )
+}
+
 /// Status, stdout and stderr of a call through prefork-interp must be those
 /// of running the program directly: this covers each language's own ways
 /// to fail (die, panic, exceptions) and its buffering at exit.
@@ -785,19 +797,9 @@ scenario!(behaves_like_direct_run, |side| {
         &["@out:before-kill", "@kill:KILL"],
         &["@out:before-term", "@kill:TERM"],
     ];
-    // All of a run at once: a difference shows the whole of both (the
-    // client's own message, say, next to a status that differs).
-    let seen = |out: std::process::Output| {
-        (
-            out.status.code(),
-            out.status.signal(),
-            stdout_str(&out),
-            stderr_str(&out),
-        )
-    };
     for args in cases {
-        let direct = seen(h.direct(args).run());
-        let served = seen(h.call(args).run());
+        let direct = outcome(h.direct(args).run());
+        let served = outcome(h.call(args).run());
         assert_eq!(
             served, direct,
             "{args:?}: through us (left), directly (right)"
@@ -1032,7 +1034,12 @@ fn assert_same_screen<T>(runs: &[(String, T); 2]) {
 fn pid_in(h: &Harness, name: &str) -> u32 {
     let path = h.path(name);
     wait_until("the script to write its pid", LIMIT, || path.exists()).unwrap();
-    std::fs::read_to_string(&path).unwrap().parse().unwrap()
+    // (Trimmed: a shell's `echo $$` ends it with a newline.)
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Processes whose process group is `group`.
@@ -1180,21 +1187,18 @@ scenario!(terminal_background_read_stops, |side| {
     let (h, mut t, settings) = terminal_world(side);
     let runs = direct_and_served(&mut t, |t, run| {
         let mut got = Vec::new();
-        for sent_there in [false, true] {
-            let line = if sent_there {
-                t.start("$X @out:asleep @sleep:1 @cat");
-                t.expect("asleep\r\n");
-                t.send(b"\x1a");
-                t.expect("Stopped");
-                t.expect("PROMPT> ");
-                t.run("bg");
-                "$X @out:asleep @sleep:1 @cat"
-            } else {
-                t.run("$X @cat &");
-                "$X @cat"
-            };
-            got.push(read_once_foreground(t, run, line));
-        }
+        // Started in the background.
+        t.run("$X @cat &");
+        got.push(read_once_foreground(t, run, "$X @cat"));
+        // Sent there while it sleeps, before it reads.
+        let line = "$X @out:asleep @sleep:1 @cat";
+        t.start(line);
+        t.expect("asleep\r\n");
+        t.send(b"\x1a");
+        t.expect("Stopped");
+        t.expect("PROMPT> ");
+        t.run("bg");
+        got.push(read_once_foreground(t, run, line));
         got
     });
     for (screen, got) in &runs {
@@ -1518,27 +1522,22 @@ scenario!(terminal_client_killed_mid_prompt, |side| {
 /// before and after the call, as a direct run's.
 scenario!(terminal_settings_restored_after_calls, |side| {
     let (h, mut t, settings) = terminal_world(side);
-    for (line, status) in [
-        ("$S @out:x", 0),
-        ("$S @exit:3", 3),
-        ("$S @kill:TERM", 128 + libc::SIGTERM),
-        ("$S @kill:INT", 128 + libc::SIGINT),
-        ("$S @kill:HUP", 128 + libc::SIGHUP),
-    ] {
-        t.run(line);
-        assert_eq!(t.status(), status, "{line}");
-        assert_eq!(t.stty(), settings, "after {line}");
-    }
-    // (The call's words expanded by the interactive shell: `X` is not
-    // exported.)
-    let modes = t.modes();
-    for (call, status) in [
+    let ends = [
         ("@out:x", 0),
         ("@exit:3", 3),
         ("@kill:TERM", 128 + libc::SIGTERM),
         ("@kill:INT", 128 + libc::SIGINT),
         ("@kill:HUP", 128 + libc::SIGHUP),
-    ] {
+    ];
+    for (call, status) in ends {
+        t.run(&format!("$S {call}"));
+        assert_eq!(t.status(), status, "$S {call}");
+        assert_eq!(t.stty(), settings, "after $S {call}");
+    }
+    // (The call's words expanded by the interactive shell: `X` is not
+    // exported.)
+    let modes = t.modes();
+    for (call, status) in ends {
         direct_and_served(&mut t, |t, run| {
             let said = t.output(&format!(
                 "sh -c \"stty -a; echo ===; $X {call}; echo \\\"=== \\$?\\\"; stty -a\""
@@ -1628,12 +1627,8 @@ scenario!(terminal_restored_without_the_shells_help, |side| {
         })
         .unwrap();
         t.expect("PROMPT> ");
-        assert_eq!(t.status(), 128 + sig, "{name}");
-        assert_eq!(
-            t.stty(),
-            settings,
-            "after the client's SIG{name} mid-prompt"
-        );
+        let status = ended(&mut t, &format!("after the client's SIG{name} mid-prompt"));
+        assert_eq!(status, 128 + sig, "{name}");
     }
     t.exit();
     h.finish();
@@ -2407,11 +2402,7 @@ scenario!(children_left_behind_get_sigint, |side| {
         .run();
     assert_eq!(out.status.code(), Some(5), "{}", stderr_str(&out));
     assert_eq!(stdout_str(&out), "done\n");
-    let child: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let child = pid_in(&h, "child.pid");
     wait_until("the child left behind to end", LIMIT, || !alive(child)).unwrap();
     // The same from a shell on a terminal (the call on a pseudo-terminal
     // of its own, the script's process under a keeper), for a child that
@@ -2424,11 +2415,7 @@ scenario!(children_left_behind_get_sigint, |side| {
     );
     assert_eq!(t.status(), 5);
     t.exit();
-    let child: u32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let child = pid_in(&h, "child.pid");
     wait_until("the child left behind on a terminal to end", LIMIT, || {
         !alive(child)
     })
@@ -2717,11 +2704,9 @@ scenario!(closed_std_fds_like_a_direct_run, |side| {
             1 => &["@out:lost"],
             _ => &["@err:lost", "@out:after"],
         };
-        let seen =
-            |out: std::process::Output| (out.status.code(), stdout_str(&out), stderr_str(&out));
         assert_eq!(
-            seen(h.call(used).closing(closed).run()),
-            seen(h.direct(used).closing(closed).run()),
+            outcome(h.call(used).closing(closed).run()),
+            outcome(h.direct(used).closing(closed).run()),
             "fd {closed} closed and used: {used:?}, through us (left), directly (right)"
         );
         // Cold next time: the setup run is a direct run too.
