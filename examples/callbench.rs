@@ -28,7 +28,7 @@
 //! through chiark-utils' client with our module.
 //!
 //! `python313`: Python 3.13 in the Debian trixie tree (target/trixie,
-//! made by scripts/trixie-chroot, which ./bench runs): this program, the
+//! made by tools/trixie-chroot, which ./bench runs): this program, the
 //! client and the module are copied into it and the table is made there
 //! (`python313-inside`, chrooted in a mount namespace of its own): the
 //! script run directly, and warm calls ending normally, with
@@ -398,7 +398,7 @@ fn perl_bench_body_ending(
 ) -> String {
     let repo = env!("CARGO_MANIFEST_DIR");
     let ours = if with_our_module {
-        format!("use lib '{repo}/scripts/perl';\n")
+        format!("use lib '{repo}/sides/perl/lib';\n")
     } else {
         String::new()
     };
@@ -514,7 +514,7 @@ fn perl_tables(warm_runs: usize, reload_only: bool) {
 
     // The check itself, timed inside perl: stat of $0 and every %INC file.
     let micro = Command::new("perl")
-        .arg(format!("-I{repo}/scripts/perl"))
+        .arg(format!("-I{repo}/sides/perl/lib"))
         .arg(format!("-I{}", lib.display()))
         .arg("-e")
         .arg(format!(
@@ -546,7 +546,7 @@ dataclasses, typing\n";
 /// imports, then one line of output per call.
 fn python_bench_body() -> String {
     let repo = env!("CARGO_MANIFEST_DIR");
-    python_bench_body_with(&format!("{repo}/scripts/python"), "", "")
+    python_bench_body_with(&format!("{repo}/sides/python"), "", "")
 }
 
 /// The Python benchmark script with the module in `module_dir`,
@@ -581,7 +581,7 @@ fn python313_table(warm_runs: usize) -> Option<Python313> {
     let target = exe.ancestors().nth(3).unwrap();
     let Some(tree) = chroot::Chroot::find(target) else {
         println!(
-            "(no {}: scripts/trixie-chroot makes it, as root; ./bench does)",
+            "(no {}: tools/trixie-chroot makes it, as root; ./bench does)",
             target.join("trixie").display()
         );
         return None;
@@ -593,7 +593,7 @@ fn python313_table(warm_runs: usize) -> Option<Python313> {
     std::fs::create_dir_all(host.join("examples")).unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::copy(
-        repo.join("scripts/python/prefork_interp/__init__.py"),
+        repo.join("sides/python/prefork_interp/__init__.py"),
         module.join("__init__.py"),
     )
     .unwrap();
@@ -981,8 +981,8 @@ fn run_table(warm_runs: usize) {
     let client = world.client();
     let repo = env!("CARGO_MANIFEST_DIR");
     let with_runners = |mut c: Command| {
-        c.env("PERL5LIB", format!("{repo}/scripts/perl"))
-            .env("PYTHONPATH", format!("{repo}/scripts/python"));
+        c.env("PERL5LIB", format!("{repo}/sides/perl/lib"))
+            .env("PYTHONPATH", format!("{repo}/sides/python"));
         c
     };
     let mut rows = vec![floor_row(warm_runs)];

@@ -1,5 +1,5 @@
 //! The conformance table for the Perl script side
-//! (scripts/perl/Proc/Prefork/Interp.pm, through tests/agents/agent.pl).
+//! (sides/perl/lib/Proc/Prefork/Interp.pm, through tests/agents/agent.pl).
 mod common;
 #[path = "common/scenarios.rs"]
 mod scenarios;

@@ -1,5 +1,5 @@
 //! The conformance table for the Python script side
-//! (scripts/python/prefork_interp, through tests/agents/agent.py).
+//! (sides/python/prefork_interp, through tests/agents/agent.py).
 mod common;
 #[path = "common/scenarios.rs"]
 mod scenarios;

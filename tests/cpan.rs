@@ -1,5 +1,5 @@
-//! The Perl side as a CPAN-style distribution (scripts/perl/Makefile.PL):
-//! in a copy of scripts/perl, `perl Makefile.PL && make && make test`
+//! The Perl side as a CPAN-style distribution (sides/perl/Makefile.PL):
+//! in a copy of sides/perl, `perl Makefile.PL && make && make test`
 //! passes with the built client (the module's own t/, its calls through
 //! the client included, not skipped), `make distcheck` finds MANIFEST
 //! complete, `make dist` makes a tarball with the modules, the tests,
@@ -81,28 +81,36 @@ fn assert_own_tests_ran(log: &str, verbose: bool) {
     }
 }
 
+/// The Perl side's modules (tools/module-files: the one list).
+fn perl_modules() -> Vec<String> {
+    let out = run_ok(Command::new(repo().join("tools/module-files")).arg("perl"));
+    let modules: Vec<String> = stdout_str(&out).lines().map(str::to_owned).collect();
+    assert!(modules.len() >= 2, "tools/module-files perl: {modules:?}");
+    modules
+}
+
 #[test]
 fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
     let world = tempfile::tempdir().unwrap();
-    // scripts/perl copied as it is (its LICENSE-* symlinks still point at
+    // sides/perl copied as it is (its LICENSE-* symlinks still point at
     // ../../LICENSE-*, which are copied to the same places relative to it).
     let top = world.path().join("repo");
-    std::fs::create_dir_all(top.join("scripts")).unwrap();
+    std::fs::create_dir_all(top.join("sides")).unwrap();
     run_ok(
         Command::new("cp")
             .arg("-a")
-            .arg(repo().join("scripts/perl"))
-            .arg(top.join("scripts")),
+            .arg(repo().join("sides/perl"))
+            .arg(top.join("sides")),
     );
     for licence in ["LICENSE-MIT", "LICENSE-APACHE"] {
         std::fs::copy(repo().join(licence), top.join(licence)).unwrap();
-        let link = top.join("scripts/perl").join(licence);
+        let link = top.join("sides/perl").join(licence);
         assert!(
             link.symlink_metadata().unwrap().file_type().is_symlink(),
-            "scripts/perl/{licence} should be a symlink to the root's"
+            "sides/perl/{licence} should be a symlink to the root's"
         );
     }
-    let source = top.join("scripts/perl");
+    let source = top.join("sides/perl");
 
     run_ok(perl_tool(&source, "perl").arg("Makefile.PL"));
     run_ok(&mut perl_tool(&source, "make"));
@@ -146,22 +154,19 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
             (kind, path)
         })
         .collect();
-    for file in [
-        "Makefile.PL",
-        "MANIFEST",
-        "META.json",
-        "META.yml",
-        "LICENSE-MIT",
-        "LICENSE-APACHE",
-        "Proc/Prefork/Interp.pm",
-        "Proc/Prefork/Interp/Run.pm",
-        "t/00-load.t",
-        "t/01-standalone.t",
-        "t/02-errors.t",
-        "t/03-run.t",
-        "t/10-client.t",
-        "t/lib/PfiTest.pm",
-    ] {
+    // MANIFEST's files (distcheck above held it against the directory)
+    // and the generated metadata, as regular files.
+    let manifest: Vec<String> = std::fs::read_to_string(repo().join("sides/perl/MANIFEST"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+        .filter(|f| !f.is_empty())
+        .collect();
+    for file in manifest
+        .iter()
+        .map(String::as_str)
+        .chain(["META.json", "META.yml"])
+    {
         let path = format!("{name}/{file}");
         assert!(
             entries.contains(&('-', path.clone())),
@@ -197,10 +202,13 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
             "{licence} in the tarball differs from the repository's"
         );
     }
-    assert_eq!(
-        std::fs::read(unpacked.join("Proc/Prefork/Interp.pm")).unwrap(),
-        std::fs::read(repo().join("scripts/perl/Proc/Prefork/Interp.pm")).unwrap()
-    );
+    for module in perl_modules() {
+        assert_eq!(
+            std::fs::read(unpacked.join("lib").join(&module)).unwrap(),
+            std::fs::read(repo().join("sides/perl/lib").join(&module)).unwrap(),
+            "{module} in the tarball"
+        );
+    }
     // META.json through Perl's own JSON reader.
     let meta = run_ok(
         perl_tool(&unpacked, "perl")
@@ -259,10 +267,10 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
     );
     assert_own_tests_ran(&build_log, false);
     let lib = local.join("lib/perl5");
-    for module in ["Proc/Prefork/Interp.pm", "Proc/Prefork/Interp/Run.pm"] {
+    for module in perl_modules() {
         assert_eq!(
-            std::fs::read(lib.join(module)).unwrap(),
-            std::fs::read(repo().join("scripts/perl").join(module)).unwrap(),
+            std::fs::read(lib.join(&module)).unwrap(),
+            std::fs::read(repo().join("sides/perl/lib").join(&module)).unwrap(),
             "{module} as cpanm installed it"
         );
     }

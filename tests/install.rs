@@ -1,4 +1,4 @@
-//! The install command on a clean prefix: install (scripts/install.sh,
+//! The install command on a clean prefix: install (tools/install.sh,
 //! what `make install` runs after building), run the Perl and Python
 //! examples through the installed binary and modules, uninstall, and find
 //! nothing left.
@@ -10,10 +10,10 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-/// Runs scripts/install.sh ACTION for PREFIX, installing the binary the
+/// Runs tools/install.sh ACTION for PREFIX, installing the binary the
 /// tests use.
 fn install_sh(action: &str, prefix: &Path) {
-    let out = Command::new(repo().join("scripts/install.sh"))
+    let out = Command::new(repo().join("tools/install.sh"))
         .arg(action)
         .env("PREFIX", prefix)
         .env("CLIENT", client())
@@ -128,7 +128,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// The Python side as PyPI would take it: an sdist and a wheel made by
 /// `python3 -m build` (without its isolation, which would fetch
-/// setuptools; from a copy of scripts/python), with complete
+/// setuptools; from a copy of sides/python), with complete
 /// metadata and the licence files; the wheel installed into a fresh venv
 /// runs the Python example through the client, cold and warm.
 #[test]
@@ -137,7 +137,7 @@ fn python_sdist_and_wheel_install_into_a_venv() {
     let source = world.path().join("source");
     let copied = Command::new("cp")
         .arg("-rL")
-        .arg(repo().join("scripts/python"))
+        .arg(repo().join("sides/python"))
         .arg(&source)
         .status()
         .unwrap();

@@ -1,4 +1,4 @@
-//! Perl-only behaviour of scripts/perl/Proc/Prefork/Interp.pm, beyond the
+//! Perl-only behaviour of sides/perl/lib/Proc/Prefork/Interp.pm, beyond the
 //! shared conformance table: $0, destructors, %INC auto-reload, SIGPIPE,
 //! and the module's own hygiene (perl -c, podchecker, its manual page).
 mod common;
@@ -13,7 +13,7 @@ use common::*;
 fn perl_world(body: &str) -> Harness {
     let text = format!(
         "use lib '{}';\n{body}",
-        repo().join("scripts/perl").display()
+        repo().join("sides/perl/lib").display()
     );
     Harness::custom(
         Side::Perl,
@@ -227,12 +227,12 @@ fn standalone_script_runs_normally() {
     h.finish();
 }
 
-const MODULE: &str = "scripts/perl/Proc/Prefork/Interp.pm";
+const MODULE: &str = "sides/perl/lib/Proc/Prefork/Interp.pm";
 
 #[test]
 fn module_compiles_and_its_pod_is_clean() {
     let out = Command::new("perl")
-        .args(["-c", "-I", "scripts/perl"])
+        .args(["-c", "-I", "sides/perl/lib"])
         .arg(MODULE)
         .current_dir(repo())
         .output()
@@ -248,11 +248,11 @@ fn module_compiles_and_its_pod_is_clean() {
     assert!(!all.contains("WARNING"), "podchecker warnings: {all}");
 }
 
-/// The manual page is the POD rendered by `scripts/render-man`: it must
+/// The manual page is the POD rendered by `tools/render-man`: it must
 /// be in step with the module.
 #[test]
 fn manual_page_matches_the_pod() {
-    let out = Command::new("scripts/render-man")
+    let out = Command::new("tools/render-man")
         .arg("--stdout")
         .current_dir(repo())
         .output()
@@ -261,7 +261,7 @@ fn manual_page_matches_the_pod() {
     let committed = std::fs::read(repo().join("man/Proc::Prefork::Interp.3pm")).unwrap();
     assert!(
         out.stdout == committed,
-        "man/Proc::Prefork::Interp.3pm is out of date: run scripts/render-man"
+        "man/Proc::Prefork::Interp.3pm is out of date: run tools/render-man"
     );
 }
 
@@ -270,7 +270,7 @@ fn manual_page_matches_the_pod() {
 #[test]
 fn setup_variable_is_read_in_chiarks_order() {
     let out = Command::new("perl")
-        .args(["-I", "scripts/perl", "-MProc::Prefork::Interp", "-e"])
+        .args(["-I", "sides/perl/lib", "-MProc::Prefork::Interp", "-e"])
         .arg(
             "for my $v ('v1,1795467572.582498935 5,9,7,8', \
                         'v1,1795467572.582498935 5,9,7,8 pfi-caps=signals,later') {\
@@ -326,7 +326,7 @@ fn environment_read_in_initialisation_is_tracked_and_digested() {
         print `echo "w=\$PFI_W"`;
     "#;
     let out = Command::new("perl")
-        .args(["-w", "-I", "scripts/perl", "-e", perl])
+        .args(["-w", "-I", "sides/perl/lib", "-e", perl])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap())
         .env("PFI_A", "1")

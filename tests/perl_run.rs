@@ -1,4 +1,4 @@
-//! scripts/perl/Proc/Prefork/Interp/Run.pm: an unchanged Perl program run
+//! sides/perl/lib/Proc/Prefork/Interp/Run.pm: an unchanged Perl program run
 //! as `prefork-interp -U,perl,-MProc::Prefork::Interp::Run PROGRAM ARG...`
 //! behaves as `perl PROGRAM ARG...` does (stdout, stderr and status, byte
 //! for byte), in the cold call and in warm ones, which a server served.
@@ -42,7 +42,7 @@ impl World {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path().join("home"))
             .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
-            .env("PERL5LIB", repo().join("scripts/perl"))
+            .env("PERL5LIB", repo().join("sides/perl/lib"))
             .current_dir(self.dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -1,4 +1,4 @@
-//! Python-only behaviour of scripts/python/prefork_interp, beyond the
+//! Python-only behaviour of sides/python/prefork_interp, beyond the
 //! shared conformance table: KeyboardInterrupt, per-call stream settings,
 //! sys.argv[0], module auto-reload, the environment stand-in, packaging
 //! and the manual page.
@@ -74,7 +74,7 @@ fn per_call_stream_settings_like_a_direct_run() {
 fn python_world(body: &str) -> Harness {
     let text = format!(
         "import sys; sys.path.insert(0, '{}')\n{body}",
-        repo().join("scripts/python").display()
+        repo().join("sides/python").display()
     );
     Harness::custom(Side::Python, client(), vec![python().into()], None, &text)
 }
@@ -229,7 +229,7 @@ fn setup_variable_is_read_in_chiarks_order() {
              \x20   print(s['listen'], s['call'], s['watch_in'], s['watch_err'], s['started_ns'], \
                     sorted(s['client_caps']))",
         ])
-        .env("PYTHONPATH", repo().join("scripts/python"))
+        .env("PYTHONPATH", repo().join("sides/python"))
         .output()
         .unwrap();
     assert_eq!(
@@ -250,7 +250,7 @@ fn pip_installs_the_module() {
     for file in ["pyproject.toml", "README.md", "prefork_interp/__init__.py"] {
         let to = source.path().join(file);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(repo().join("scripts/python").join(file), to).unwrap();
+        std::fs::copy(repo().join("sides/python").join(file), to).unwrap();
     }
     let out = Command::new(python())
         .args([
@@ -318,7 +318,7 @@ step('after')
 "#;
     let out = Command::new(python())
         .args(["-c", code])
-        .env("PYTHONPATH", repo().join("scripts/python"))
+        .env("PYTHONPATH", repo().join("sides/python"))
         .env("PFI_A", "1")
         .env_remove("PFI_B")
         .output()
@@ -343,7 +343,7 @@ fn manual_page_documents_the_api() {
                 for f in p.__all__:\n    print(f)\n    \
                 for n in inspect.signature(getattr(p, f)).parameters: print(n)",
         ])
-        .env("PYTHONPATH", repo().join("scripts/python"))
+        .env("PYTHONPATH", repo().join("sides/python"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr_str(&out));

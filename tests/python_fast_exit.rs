@@ -1,5 +1,5 @@
-//! Python's `fast_exit=True` (scripts/python/prefork_interp), on Python
-//! 3.13 in the Debian trixie tree (target/trixie: scripts/trixie-chroot
+//! Python's `fast_exit=True` (sides/python/prefork_interp), on Python
+//! 3.13 in the Debian trixie tree (target/trixie: tools/trixie-chroot
 //! makes it, ./test runs that first; these tests need root, as ./test
 //! and CI have).
 //!
@@ -34,7 +34,7 @@ fn trixie() -> Chroot {
     let tree = Chroot::find(&target).unwrap_or_else(|| {
         panic!(
             "{} is missing: these tests need Python 3.13 in a Debian trixie tree; \
-             scripts/trixie-chroot makes it (./test runs it), as root",
+             tools/trixie-chroot makes it (./test runs it), as root",
             target.join("trixie").display()
         )
     });
@@ -86,7 +86,7 @@ impl World {
         let module = host.path().join("python/prefork_interp");
         std::fs::create_dir_all(&module).unwrap();
         std::fs::copy(
-            repo().join("scripts/python/prefork_interp/__init__.py"),
+            repo().join("sides/python/prefork_interp/__init__.py"),
             module.join("__init__.py"),
         )
         .unwrap();

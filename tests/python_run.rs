@@ -1,5 +1,5 @@
 //! The Python runner, `python3 -m prefork_interp PROGRAM ARG...`
-//! (scripts/python/prefork_interp/_runner.py): an unchanged program run
+//! (sides/python/prefork_interp/_runner.py): an unchanged program run
 //! through the client and the runner must end exactly as `python3
 //! PROGRAM ARG...` does, with the same arguments, stdin and environment:
 //! stdout, stderr and status (or signal) byte for byte, on the first
@@ -44,7 +44,7 @@ impl World {
         cmd.current_dir(self.dir.path())
             .env("HOME", self.dir.path().join("home"))
             .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
-            .env("PYTHONPATH", repo().join("scripts/python"))
+            .env("PYTHONPATH", repo().join("sides/python"))
             .env_remove("PYTHONUNBUFFERED")
             .env_remove("PYTHONIOENCODING")
             .stdin(Stdio::piped())

@@ -1,6 +1,6 @@
 # The conformance agent for the Perl script side. The harness
 # (tests/common/mod.rs) makes a script of it: a #! line, a `use lib` line
-# for scripts/perl, then this file. Its language (initialisation variables
+# for sides/perl/lib, then this file. Its language (initialisation variables
 # AGENT_*, per-call commands @CMD[:PARAM]) is documented in
 # tests/agents/agent.rs; keep the agents in step.
 #

@@ -1,6 +1,6 @@
 # The conformance agent for the Python script side. The harness
 # (tests/common/mod.rs) makes a script of it: a #! line, a sys.path line
-# for scripts/python, then this file. Its language (initialisation
+# for sides/python, then this file. Its language (initialisation
 # variables AGENT_*, per-call commands @CMD[:PARAM]) is documented in
 # tests/agents/agent.rs; keep the agents in step.
 import atexit

@@ -49,10 +49,10 @@ pub fn example(name: &str) -> PathBuf {
 pub enum Side {
     /// The Rust library, through tests/agents/agent.rs.
     Rust,
-    /// scripts/perl/Proc/Prefork/Interp.pm, through tests/agents/agent.pl,
+    /// sides/perl/lib/Proc/Prefork/Interp.pm, through tests/agents/agent.pl,
     /// as `#!prefork-interp -U,perl,-w`.
     Perl,
-    /// scripts/python/prefork_interp, through tests/agents/agent.py, as
+    /// sides/python/prefork_interp, through tests/agents/agent.py, as
     /// `#!prefork-interp -U,PYTHON` (the real executable: a pyenv shim on
     /// PATH would need the real HOME, which the tests replace).
     Python,
@@ -62,7 +62,7 @@ pub enum Side {
 pub fn python_agent_body() -> String {
     format!(
         "import sys; sys.path.insert(0, '{}')\n{}",
-        repo().join("scripts/python").display(),
+        repo().join("sides/python").display(),
         include_str!("../agents/agent.py")
     )
 }
@@ -78,7 +78,7 @@ pub fn repo() -> PathBuf {
 pub fn perl_agent_body(ours: bool) -> String {
     let mut body = String::new();
     if ours {
-        body += &format!("use lib '{}';\n", repo().join("scripts/perl").display());
+        body += &format!("use lib '{}';\n", repo().join("sides/perl/lib").display());
     }
     body + include_str!("../agents/agent.pl")
 }

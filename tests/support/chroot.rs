@@ -1,5 +1,5 @@
 //! The Debian trixie tree with Python 3.13 (target/trixie, made by
-//! scripts/trixie-chroot, which ./test and ./bench run), for what needs a
+//! tools/trixie-chroot, which ./test and ./bench run), for what needs a
 //! newer Python than the host's: the tests of Python's fast_exit
 //! (tests/python_fast_exit.rs) and the benchmark's Python 3.13 rows
 //! (examples/callbench.rs), which include this file with `#[path]`.

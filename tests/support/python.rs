@@ -8,7 +8,7 @@ use std::process::Command;
 /// The python3 executable itself, not a wrapper script: a #! line naming
 /// a pyenv shim would need the real HOME (which the tests replace) and
 /// costs ~50 ms a run (which the benchmark would measure). The first
-/// python3 on PATH: in a Debian tree (scripts/tables-in), whose PATH is
+/// python3 on PATH: in a Debian tree (tools/tables-in), whose PATH is
 /// the tree's, the tree's /usr/bin/python3.
 pub fn python() -> PathBuf {
     static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

@@ -3,8 +3,8 @@
 # modules (Proc::Prefork::Interp and Proc::Prefork::Interp::Run), the
 # Python module (with pip) and the manual pages.
 #
-#   scripts/install.sh install     (what `make install` runs)
-#   scripts/install.sh uninstall   (what `make uninstall` runs)
+#   tools/install.sh install     (what `make install` runs)
+#   tools/install.sh uninstall   (what `make uninstall` runs)
 #
 # Variables, as make passes them:
 #   PREFIX   default /usr/local
@@ -54,8 +54,10 @@ do_install() {
     trap 'rm -f "$LISTED"' EXIT
 
     put "$CLIENT" "$BINDIR/prefork-interp" 755
-    put scripts/perl/Proc/Prefork/Interp.pm "$PERLDIR/Proc/Prefork/Interp.pm" 644
-    put scripts/perl/Proc/Prefork/Interp/Run.pm "$PERLDIR/Proc/Prefork/Interp/Run.pm" 644
+    local module
+    for module in $(tools/module-files perl); do
+        put "sides/perl/lib/$module" "$PERLDIR/$module" 644
+    done
     put man/prefork-interp.1 "$MANDIR/man1/prefork-interp.1" 644
     put man/prefork-interp.7 "$MANDIR/man7/prefork-interp.7" 644
     put "man/Proc::Prefork::Interp.3pm" "$MANDIR/man3/Proc::Prefork::Interp.3pm" 644
@@ -65,8 +67,8 @@ do_install() {
     # installs under DESTDIR; its RECORD then says what it wrote.
     BUILD=$(mktemp -d)
     trap 'rm -f "$LISTED"; rm -rf "$BUILD"' EXIT
-    cp -r scripts/python/pyproject.toml scripts/python/README.md \
-        scripts/python/prefork_interp "$BUILD/"
+    cp -r sides/python/pyproject.toml sides/python/README.md \
+        sides/python/prefork_interp "$BUILD/"
     rm -rf "$BUILD/prefork_interp/__pycache__"
     PIP_BREAK_SYSTEM_PACKAGES=1 "$PYTHON" -m pip install --quiet --no-deps \
         --disable-pip-version-check --no-warn-script-location --no-compile \
@@ -105,5 +107,5 @@ do_uninstall() {
 case "${1:-}" in
     install) do_install ;;
     uninstall) do_uninstall ;;
-    *) die "usage: scripts/install.sh install|uninstall" ;;
+    *) die "usage: tools/install.sh install|uninstall" ;;
 esac
