@@ -112,12 +112,18 @@
 //! `prefork-interp = { version = "0.1", default-features = false }`
 //! leaves out the client and its dependencies (clap, sha2).
 //!
-//! The wire contract is [`protocol`]'s module documentation and
-//! man/prefork-interp.7; it is compatible with chiark-utils'
-//! prefork-interp in both directions.
+//! The wire contract is man/prefork-interp.7 (the inner protocol of a
+//! script side's own processes included); it is compatible with
+//! chiark-utils' prefork-interp in both directions. Its bytes are pinned
+//! by sides/wire-vectors.json, which every side's unit tests read.
 
 #[cfg(feature = "client")]
 pub mod client;
+// Public for the integration tests, the conformance table's raw-wire
+// scenarios and the fuzzer, not as an API: hidden from the docs, and not
+// covered by the crate's version. A Rust script needs only the items
+// re-exported below.
+#[doc(hidden)]
 pub mod protocol;
 mod script;
 // Some wrappers serve only the client.

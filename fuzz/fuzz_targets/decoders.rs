@@ -48,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
         }
         6 => {
             if let Ok(frame) = <[u8; FRAME_LEN]>::try_from(input) {
-                let _ = decode_frame(frame);
+                let _ = Frame::decode(frame).encode();
             }
         }
         _ => {

@@ -21,7 +21,7 @@ use super::cli::ClientArgs;
 use super::connect::Greeted;
 use super::exit::{Failure, report_status};
 use super::terminal::{CallTerminal, read_signals, send_frame};
-use crate::protocol;
+use crate::protocol::{self, Frame, WaitStatus};
 use crate::sys;
 
 /// The caller's environment, entry by entry, exactly as the kernel gave it.
@@ -176,12 +176,12 @@ impl ForwardedSignals {
 
 /// An extended call's frames: passes our signals on until the status
 /// comes.
-fn relay(conn: &UnixStream, signals: &ForwardedSignals) -> io::Result<i32> {
+fn relay(conn: &UnixStream, signals: &ForwardedSignals) -> io::Result<WaitStatus> {
     loop {
         let [signalled, from_monitor] = sys::wait_readable([signals.fd.as_fd(), conn.as_fd()])?;
         if signalled {
             for sig in read_signals(&signals.fd) {
-                send_frame(conn, protocol::FRAME_SIGNAL, sig as u32);
+                send_frame(conn, Frame::Signal(sig));
                 if sig == libc::SIGTSTP {
                     // Stop as a direct run would; `fg` continues us, and
                     // the SIGCONT that brings is passed on in turn.
@@ -191,8 +191,8 @@ fn relay(conn: &UnixStream, signals: &ForwardedSignals) -> io::Result<i32> {
         }
         if from_monitor {
             // Other kinds: the executor's pid, or a kind from a later version.
-            if let (protocol::FRAME_STATUS, status) = protocol::io::read_frame(conn)? {
-                return Ok(status as i32);
+            if let Frame::Status(status) = protocol::io::read_frame(conn)? {
+                return Ok(status);
             }
         }
     }

@@ -2,6 +2,8 @@
 
 use nix::sys::signal::{Signal, raise};
 
+use crate::protocol::WaitStatus;
+
 /// Our own failures exit with this (as chiark-utils' client does).
 pub(crate) const EXIT_FAILURE: i32 = 127;
 
@@ -41,9 +43,9 @@ const RERAISED: [Signal; 8] = [
 
 /// Turns the script's wait status into our exit status, or dies of its
 /// signal; other deaths are a failure naming it.
-pub(crate) fn report_status(status: i32) -> Result<i32, Failure> {
-    if libc::WIFEXITED(status) {
-        return Ok(libc::WEXITSTATUS(status));
+pub(crate) fn report_status(status: WaitStatus) -> Result<i32, Failure> {
+    if let Some(code) = status.exit_code() {
+        return Ok(code);
     }
     die_of_same_signal(status);
     Err(Failure::new(format!(
@@ -54,10 +56,10 @@ pub(crate) fn report_status(status: i32) -> Result<i32, Failure> {
 
 /// Dies of the signal that killed the script, if it is one in
 /// [`RERAISED`]; returns otherwise.
-pub(crate) fn die_of_same_signal(status: i32) {
-    if libc::WIFSIGNALED(status)
-        && !libc::WCOREDUMP(status)
-        && let Ok(sig) = Signal::try_from(libc::WTERMSIG(status))
+pub(crate) fn die_of_same_signal(status: WaitStatus) {
+    if let Some(sig) = status.signal()
+        && !status.core_dumped()
+        && let Ok(sig) = Signal::try_from(sig)
         && RERAISED.contains(&sig)
     {
         crate::sys::default_signal(sig);

@@ -90,9 +90,10 @@ pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<
     let status = run_setup(args, &meta, fds)?;
     if !status.success() {
         let raw = status.into_raw();
+        let wait_status = protocol::WaitStatus::from_raw(raw);
         let message = format!(
             "script initialisation failed: {}",
-            sys::describe_status(raw)
+            sys::describe_status(wait_status)
         );
         if let Some(code) = status.code() {
             return Err(Failure {
@@ -103,7 +104,7 @@ pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<
         // Killed: die of the same signal where a direct run would have
         // (the socket and lock go first); other deaths are reported.
         drop(cleanup);
-        die_of_same_signal(raw);
+        die_of_same_signal(wait_status);
         return Err(Failure::new(message));
     }
     let Some(server) = connect::greeting(conn, socket)? else {

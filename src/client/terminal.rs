@@ -46,7 +46,7 @@ use nix::sys::stat::{Mode, SFlag, fstat};
 use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcgetsid, tcsetattr};
 use nix::unistd::{getpgrp, read, tcgetpgrp, write};
 
-use crate::protocol;
+use crate::protocol::{self, Frame, WaitStatus};
 use crate::sys;
 
 /// How long output may keep us once the script's status has come, if
@@ -168,7 +168,7 @@ impl CallTerminal {
         if !self.foreground() {
             if self.script_foreground {
                 self.script_foreground = false;
-                send_frame(conn, protocol::FRAME_FOREGROUND, 0);
+                send_frame(conn, Frame::Foreground(false));
             }
             return false;
         }
@@ -193,7 +193,7 @@ impl CallTerminal {
         self.pass_settings();
         let raw = self.take_raw();
         self.script_foreground = true;
-        send_frame(conn, protocol::FRAME_FOREGROUND, 1);
+        send_frame(conn, Frame::Foreground(true));
         raw
     }
 
@@ -251,7 +251,11 @@ impl CallTerminal {
     /// output to the caller, our signals passed on (SIGWINCH as a size),
     /// its stops as ours, until its status has come and its output is
     /// all out. Returns the status, with the caller's terminal restored.
-    pub(crate) fn relay(&mut self, conn: &UnixStream, signals: &SignalFd) -> io::Result<i32> {
+    pub(crate) fn relay(
+        &mut self,
+        conn: &UnixStream,
+        signals: &SignalFd,
+    ) -> io::Result<WaitStatus> {
         // Our copy goes, or the master would never report the script's end.
         self.slave = None;
         let result = self.relay_until_done(conn, signals);
@@ -259,12 +263,16 @@ impl CallTerminal {
         result
     }
 
-    fn relay_until_done(&mut self, conn: &UnixStream, signals: &SignalFd) -> io::Result<i32> {
+    fn relay_until_done(
+        &mut self,
+        conn: &UnixStream,
+        signals: &SignalFd,
+    ) -> io::Result<WaitStatus> {
         let mut keys = Buffer::default();
         let mut output = Buffer::default();
         let mut reading_keys = self.follow(conn, false);
         let mut master_open = true;
-        let mut status: Option<i32> = None;
+        let mut status: Option<WaitStatus> = None;
         let mut last_output = Instant::now();
         loop {
             if let Some(status) = status
@@ -305,34 +313,32 @@ impl CallTerminal {
                             // A move continues the script once it is
                             // made (the keeper's); else we pass it on.
                             if moved == self.script_foreground {
-                                send_frame(conn, protocol::FRAME_SIGNAL, signal as u32);
+                                send_frame(conn, Frame::Signal(signal));
                             }
                         }
-                        _ => send_frame(conn, protocol::FRAME_SIGNAL, signal as u32),
+                        _ => send_frame(conn, Frame::Signal(signal)),
                     }
                 }
             }
             // (Once the status has come, the monitor's hang-up is no news.)
             if status.is_none() && !from_monitor.is_empty() {
                 match protocol::io::read_frame(conn)? {
-                    (protocol::FRAME_STATUS, value) => status = Some(value as i32),
-                    (protocol::FRAME_STOPPED, signal)
-                        if is_terminal_access(signal) && self.foreground() =>
-                    {
+                    Frame::Status(value) => status = Some(value),
+                    Frame::Stopped(signal) if is_terminal_access(signal) && self.foreground() => {
                         // In its terminal's background, it used it: it
                         // comes forward, as we are. (Or it did so just
                         // before it came forward: the keeper continues
                         // it again.)
                         reading_keys = self.bring_script_forward(conn);
                     }
-                    (protocol::FRAME_STOPPED, signal) => {
+                    Frame::Stopped(signal) => {
                         // What it wrote up to its stop (the echo of ^Z,
                         // say) goes out first, as far as it goes now.
                         if self.pump_output(&mut output).master_done {
                             master_open = false;
                         }
                         self.restore();
-                        stop_our_group(signal as i32);
+                        stop_our_group(signal);
                         // Resumed: the SIGCONT waiting in the signalfd
                         // takes the terminal again if it is ours.
                         reading_keys = false;
@@ -555,13 +561,13 @@ fn undo_onlcr(bytes: &mut Vec<u8>, held: bool, more: bool) -> bool {
 }
 
 /// A frame to the monitor, which may be gone: its EOF says so.
-pub(super) fn send_frame(conn: &UnixStream, kind: u8, value: u32) {
-    let _ = protocol::io::send_all(conn, &protocol::encode_frame(kind, value));
+pub(super) fn send_frame(conn: &UnixStream, frame: Frame) {
+    let _ = protocol::io::send_all(conn, &frame.encode());
 }
 
 /// A stop by a terminal's job control for a background group's access.
-fn is_terminal_access(signal: u32) -> bool {
-    signal == libc::SIGTTIN as u32 || signal == libc::SIGTTOU as u32
+fn is_terminal_access(signal: i32) -> bool {
+    signal == libc::SIGTTIN || signal == libc::SIGTTOU
 }
 
 /// Bytes on their way from one fd to another.

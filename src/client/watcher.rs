@@ -48,7 +48,7 @@ pub(crate) fn spawn(
         Forked::Parent(intermediate) => {
             drop((stdin, stderr));
             let status = sys::wait_status(intermediate)?;
-            if status != 0 {
+            if status.exit_code() != Some(0) {
                 return Err(io::Error::other(format!(
                     "watcher's intermediate process {}",
                     sys::describe_status(status)

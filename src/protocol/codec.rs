@@ -373,9 +373,22 @@ pub const REQUEST_BYTE_EXTENDED: u8 = 1;
 /// caller's current directory (SCM_RIGHTS), then u32be umask.
 pub const REQUEST_FLAG_CONTEXT: u8 = 2;
 
-/// The byte that carries the caller's directory. Zero, as for the stdio
-/// fds: Perl's IO::FDPass refuses (EDOM) any other.
-pub const CONTEXT_BYTE: u8 = 0;
+/// The one byte of every message that carries an fd (SCM_RIGHTS): each
+/// of the request's fds 0, 1, 2, the context message's directory, and
+/// the call socket handed from server to monitor to executor. Zero:
+/// Perl's IO::FDPass refuses (EDOM) any other.
+pub const FD_MESSAGE_BYTE: u8 = 0;
+
+/// The caller's umask, after the context message's [`FD_MESSAGE_BYTE`]
+/// (which carries the caller's directory): u32be.
+pub fn encode_context_umask(umask: u32) -> [u8; 4] {
+    umask.to_be_bytes()
+}
+
+/// The caller's umask from its wire form.
+pub fn decode_context_umask(bytes: [u8; 4]) -> u32 {
+    u32::from_be_bytes(bytes)
+}
 
 /// Request flags, with [`REQUEST_BYTE_EXTENDED`] (needs `tty` offered):
 /// fd 0, 1 or 2 as sent is the slave of a pseudo-terminal the client
@@ -637,19 +650,68 @@ pub const FORWARDED_SIGNALS: [i32; 10] = [
     libc::SIGCONT,
 ];
 
-/// One frame.
-pub fn encode_frame(kind: u8, value: u32) -> [u8; FRAME_LEN] {
-    let v = value.to_be_bytes();
-    [kind, v[0], v[1], v[2], v[3]]
+/// A frame: what one of [`FRAME_LEN`] bytes says. Between client and
+/// monitor the kinds are upper case ('S' 'P' 'X' 'F' 'T'); inside a
+/// script side, between a keeper and its monitor, lower case ('t' 'x'
+/// 'f'). Decoding never fails: a kind this implementation does not know
+/// is [`Frame::Unknown`], which a receiver ignores (forward
+/// compatibility).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// [`FRAME_SIGNAL`]: deliver this signal to the script's group.
+    Signal(i32),
+    /// [`FRAME_EXECUTOR_PID`]: the script's pid.
+    ExecutorPid(u32),
+    /// [`FRAME_STATUS`]: the script's wait status; the last frame.
+    Status(WaitStatus),
+    /// [`FRAME_FOREGROUND`]: value 1 to the foreground (true), any other
+    /// to the background.
+    Foreground(bool),
+    /// [`FRAME_STOPPED`]: the script has stopped, by this signal.
+    Stopped(i32),
+    /// [`KEEPER_STOPPED`]: the keeper saw the script stop, by this signal.
+    KeeperStopped(i32),
+    /// [`KEEPER_STATUS`]: the keeper saw the script end; its last word.
+    KeeperStatus(WaitStatus),
+    /// [`KEEPER_FOREGROUND`]: the client's 'F', passed on to the keeper.
+    KeeperForeground(bool),
+    /// Any other kind, with its value.
+    Unknown(u8, u32),
 }
 
-/// Splits a frame into its kind and value. Unknown kinds are the
-/// caller's to judge (a monitor ignores them, for forward compatibility).
-pub fn decode_frame(frame: [u8; FRAME_LEN]) -> (u8, u32) {
-    (
-        frame[0],
-        u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]),
-    )
+impl Frame {
+    /// The frame's five bytes.
+    pub fn encode(self) -> [u8; FRAME_LEN] {
+        let (kind, value) = match self {
+            Frame::Signal(signal) => (FRAME_SIGNAL, signal as u32),
+            Frame::ExecutorPid(pid) => (FRAME_EXECUTOR_PID, pid),
+            Frame::Status(status) => (FRAME_STATUS, status.raw() as u32),
+            Frame::Foreground(on) => (FRAME_FOREGROUND, u32::from(on)),
+            Frame::Stopped(signal) => (FRAME_STOPPED, signal as u32),
+            Frame::KeeperStopped(signal) => (KEEPER_STOPPED, signal as u32),
+            Frame::KeeperStatus(status) => (KEEPER_STATUS, status.raw() as u32),
+            Frame::KeeperForeground(on) => (KEEPER_FOREGROUND, u32::from(on)),
+            Frame::Unknown(kind, value) => (kind, value),
+        };
+        let v = value.to_be_bytes();
+        [kind, v[0], v[1], v[2], v[3]]
+    }
+
+    /// What five bytes say.
+    pub fn decode(frame: [u8; FRAME_LEN]) -> Frame {
+        let value = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
+        match frame[0] {
+            FRAME_SIGNAL => Frame::Signal(value as i32),
+            FRAME_EXECUTOR_PID => Frame::ExecutorPid(value),
+            FRAME_STATUS => Frame::Status(WaitStatus::from_raw(value as i32)),
+            FRAME_FOREGROUND => Frame::Foreground(value == 1),
+            FRAME_STOPPED => Frame::Stopped(value as i32),
+            KEEPER_STOPPED => Frame::KeeperStopped(value as i32),
+            KEEPER_STATUS => Frame::KeeperStatus(WaitStatus::from_raw(value as i32)),
+            KEEPER_FOREGROUND => Frame::KeeperForeground(value == 1),
+            kind => Frame::Unknown(kind, value),
+        }
+    }
 }
 
 /// The length-prefixed part of a request: environment entries (each
@@ -789,14 +851,57 @@ pub fn decode_limits(n: u8, body: &[u8]) -> Result<CallerLimits, ProtocolError> 
 
 // ------------------------------------------------------------------ status
 
-/// A raw `waitpid` status on the wire.
-pub fn encode_status(wait_status: i32) -> [u8; 4] {
-    (wait_status as u32).to_be_bytes()
+/// A raw `waitpid` status, as the wire carries it (v1's last four bytes,
+/// the 'X' and 'x' frames): the same bits on every Linux, so a client
+/// can end as its script did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WaitStatus(i32);
+
+impl WaitStatus {
+    /// The status `waitpid` gave.
+    pub const fn from_raw(raw: i32) -> WaitStatus {
+        WaitStatus(raw)
+    }
+
+    /// An exit with this code (`exit(code)`, 0..=255).
+    pub const fn exited(code: u8) -> WaitStatus {
+        WaitStatus((code as i32) << 8)
+    }
+
+    /// Death by this signal, without a core dump.
+    pub const fn killed(signal: i32) -> WaitStatus {
+        WaitStatus(signal & 0x7f)
+    }
+
+    /// The bits, as `waitpid` gave them.
+    pub const fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// The exit code, for a process that exited.
+    pub fn exit_code(self) -> Option<i32> {
+        libc::WIFEXITED(self.0).then(|| libc::WEXITSTATUS(self.0))
+    }
+
+    /// The signal that killed the process, for one that was killed.
+    pub fn signal(self) -> Option<i32> {
+        libc::WIFSIGNALED(self.0).then(|| libc::WTERMSIG(self.0))
+    }
+
+    /// Whether the death by signal left a core dump.
+    pub fn core_dumped(self) -> bool {
+        libc::WIFSIGNALED(self.0) && libc::WCOREDUMP(self.0)
+    }
 }
 
-/// The raw `waitpid` status from its wire form.
-pub fn decode_status(bytes: [u8; 4]) -> i32 {
-    u32::from_be_bytes(bytes) as i32
+/// A status in its v1 wire form (u32be of the raw bits).
+pub fn encode_status(status: WaitStatus) -> [u8; 4] {
+    (status.raw() as u32).to_be_bytes()
+}
+
+/// A status from its v1 wire form.
+pub fn decode_status(bytes: [u8; 4]) -> WaitStatus {
+    WaitStatus::from_raw(u32::from_be_bytes(bytes) as i32)
 }
 
 // ------------------------------------------------------- setup environment
@@ -1160,14 +1265,16 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let f = encode_frame(FRAME_STATUS, 0x0300);
+        let f = Frame::Status(WaitStatus::exited(3)).encode();
         assert_eq!(f, [b'X', 0, 0, 3, 0]);
-        assert_eq!(decode_frame(f), (FRAME_STATUS, 0x0300));
+        assert_eq!(Frame::decode(f), Frame::Status(WaitStatus::exited(3)));
+        assert_eq!(Frame::decode(*b"?\0\0\0\x07"), Frame::Unknown(b'?', 7));
+        assert_eq!(Frame::decode(*b"F\0\0\0\x02"), Frame::Foreground(false));
     }
 
     #[test]
     fn status_round_trip() {
-        for s in [0, 3 << 8, 2, 0x8b, -1, i32::MIN] {
+        for s in [0, 3 << 8, 2, 0x8b, -1, i32::MIN].map(WaitStatus::from_raw) {
             assert_eq!(decode_status(encode_status(s)), s);
         }
     }

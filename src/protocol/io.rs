@@ -119,11 +119,11 @@ pub fn read_greeting(mut conn: impl Read) -> io::Result<Vec<u8>> {
     Ok(xdata)
 }
 
-/// Reads one frame of an extended call: its kind and value.
-pub fn read_frame(mut conn: impl Read) -> io::Result<(u8, u32)> {
+/// Reads one frame.
+pub fn read_frame(mut conn: impl Read) -> io::Result<codec::Frame> {
     let mut frame = [0u8; codec::FRAME_LEN];
     conn.read_exact(&mut frame)?;
-    Ok(codec::decode_frame(frame))
+    Ok(codec::Frame::decode(frame))
 }
 
 /// The caller's current directory (an fd) and umask: capability
@@ -167,12 +167,12 @@ pub fn send_request(
     let sock = sock.as_fd();
     send_all(sock, &codec::encode_request_bytes(kind))?;
     for fd in stdio {
-        send_fd(sock, 0, fd)?;
+        send_fd(sock, codec::FD_MESSAGE_BYTE, fd)?;
     }
     send_all(sock, payload)?;
     if let Some((cwd, umask)) = context {
-        send_fd(sock, codec::CONTEXT_BYTE, cwd)?;
-        send_all(sock, &umask.to_be_bytes())?;
+        send_fd(sock, codec::FD_MESSAGE_BYTE, cwd)?;
+        send_all(sock, &codec::encode_context_umask(umask))?;
     }
     if let Some(limits) = limits {
         send_all(sock, &codec::encode_limits(limits))?;
@@ -203,7 +203,7 @@ pub fn read_request(sock: impl AsFd + Read) -> io::Result<Request> {
         sock.read_exact(&mut umask)?;
         Some(CallerContext {
             cwd,
-            umask: u32::from_be_bytes(umask),
+            umask: codec::decode_context_umask(umask),
         })
     } else {
         None
@@ -277,9 +277,16 @@ mod tests {
             },
         );
         send_all(&server, &codec::encode_greeting(&xdata)).unwrap();
-        send_all(&server, &codec::encode_frame(codec::FRAME_STATUS, 7)).unwrap();
+        send_all(
+            &server,
+            &codec::Frame::Status(codec::WaitStatus::from_raw(7)).encode(),
+        )
+        .unwrap();
         assert_eq!(read_greeting(&client).unwrap(), xdata);
-        assert_eq!(read_frame(&client).unwrap(), (codec::FRAME_STATUS, 7));
+        assert_eq!(
+            read_frame(&client).unwrap(),
+            codec::Frame::Status(codec::WaitStatus::from_raw(7))
+        );
         send_all(&server, b"PFX\n\0\0\0\0").unwrap();
         assert_eq!(
             read_greeting(&client).unwrap_err().kind(),

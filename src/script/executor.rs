@@ -47,8 +47,8 @@ use super::init_env;
 use super::invocation::Invocation;
 use super::log;
 use super::title;
-use crate::protocol;
 use crate::protocol::io::{Request, hung_up, read_request, recv_fd, send_all};
+use crate::protocol::{self, Frame, WaitStatus};
 use crate::sys::{self, Forked};
 
 /// Turns this freshly forked child of the monitor into an executor: waits
@@ -217,17 +217,17 @@ fn keep(script: sys::Pid, monitor: &UnixStream, terminal: &OwnedFd) -> ! {
         }) {
             match state {
                 sys::ChildState::Stopped(signal) => {
-                    let message = protocol::encode_frame(protocol::KEEPER_STOPPED, signal as u32);
+                    let message = Frame::KeeperStopped(signal).encode();
                     let _ = send_all(monitor, &message);
                 }
                 sys::ChildState::Exited => {
                     let _ = killpg(script, Signal::SIGINT);
-                    let status = sys::wait_status(script).unwrap_or(0);
+                    let status = sys::wait_status(script).unwrap_or(WaitStatus::exited(0));
                     // Our copies of the terminal go before the status: the
                     // client waits for the last of them (its master's EIO)
                     // before it ends, and need not wait for our exit too.
                     // The monitor's socket alone stays, as fd 0.
-                    let message = protocol::encode_frame(protocol::KEEPER_STATUS, status as u32);
+                    let message = Frame::KeeperStatus(status).encode();
                     if nix::unistd::dup2_stdin(monitor).is_ok() {
                         // SAFETY: we exit right after; nothing here uses
                         // a closed fd again.
@@ -256,12 +256,12 @@ fn keep(script: sys::Pid, monitor: &UnixStream, terminal: &OwnedFd) -> ! {
         while let Ok(Some(_)) = children.read_signal() {}
         if heard {
             match protocol::io::read_frame(monitor) {
-                Ok((protocol::KEEPER_FOREGROUND, 1)) => {
+                Ok(Frame::KeeperForeground(true)) => {
                     // SIGTTOU is blocked: allowed from the background.
                     let _ = nix::unistd::tcsetpgrp(terminal, script);
                     let _ = killpg(script, Signal::SIGCONT);
                 }
-                Ok((protocol::KEEPER_FOREGROUND, _)) => {
+                Ok(Frame::KeeperForeground(false)) => {
                     let _ = nix::unistd::tcsetpgrp(terminal, nix::unistd::getpgrp());
                     let _ = killpg(script, Signal::SIGCONT);
                 }
@@ -276,7 +276,7 @@ fn keep(script: sys::Pid, monitor: &UnixStream, terminal: &OwnedFd) -> ! {
 /// the call is ours; from then on only the monitor uses the call socket.
 fn announce(call: &UnixStream, monitor: &UnixStream, kind: protocol::RequestKind) {
     if kind.extended {
-        let pid_frame = protocol::encode_frame(protocol::FRAME_EXECUTOR_PID, std::process::id());
+        let pid_frame = Frame::ExecutorPid(std::process::id()).encode();
         if send_all(call, &pid_frame).is_err() {
             log::info("client went away before its call started");
             sys::exit_now(0);

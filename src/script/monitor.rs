@@ -60,8 +60,8 @@ use nix::sys::signal::{Signal, killpg};
 use super::executor;
 use super::invocation::Invocation;
 use super::log;
-use crate::protocol;
 use crate::protocol::io::{hung_up, recv_fd, send_all, send_fd};
+use crate::protocol::{self, Frame, WaitStatus};
 use crate::sys::{self, Forked, Pid, Pidfd};
 
 /// An executor-to-be, waiting for a call.
@@ -110,7 +110,7 @@ struct Keeper {
     /// The executor's socket, for its 't' and 'x'; `None` at its EOF.
     from_keeper: Option<UnixStream>,
     /// The script's wait status, once 'x' has told it.
-    status: Option<i32>,
+    status: Option<WaitStatus>,
 }
 
 impl Phase {
@@ -531,7 +531,7 @@ impl Monitor {
                 sys::describe_status(status)
             )),
             Phase::Failed | Phase::Waiting(_) => {
-                if status != 0 {
+                if status.exit_code() != Some(0) {
                     log::error(&format!(
                         "executor {pid} failed before its call: it {}",
                         sys::describe_status(status)
@@ -553,11 +553,11 @@ impl Monitor {
         let group = call.phase.group(pid);
         if *extended {
             match protocol::io::read_frame(&call.call) {
-                Ok((protocol::FRAME_FOREGROUND, value)) => {
+                Ok(Frame::Foreground(foreground)) => {
                     // For the keeper, which moves the script's group.
                     if let Some(from_keeper) = keeper.as_ref().and_then(|k| k.from_keeper.as_ref())
                     {
-                        let frame = protocol::encode_frame(protocol::KEEPER_FOREGROUND, value);
+                        let frame = Frame::KeeperForeground(foreground).encode();
                         let _ = send_all(from_keeper, &frame);
                     }
                     return;
@@ -638,7 +638,7 @@ impl Monitor {
                 }
             }
             let spare = self.spares.pop()?;
-            match send_fd(&spare.handover, 0, &call) {
+            match send_fd(&spare.handover, protocol::FD_MESSAGE_BYTE, &call) {
                 Ok(()) => {
                     self.calls.insert(
                         spare.pid,
@@ -681,9 +681,9 @@ impl Monitor {
 }
 
 /// The script's wait status to its client, as the call's framing has it.
-fn send_status(pid: Pid, call: &UnixStream, extended: bool, status: i32) {
+fn send_status(pid: Pid, call: &UnixStream, extended: bool, status: WaitStatus) {
     let message = if extended {
-        protocol::encode_frame(protocol::FRAME_STATUS, status as u32).to_vec()
+        Frame::Status(status).encode().to_vec()
     } else {
         protocol::encode_status(status).to_vec()
     };
@@ -696,9 +696,8 @@ fn send_status(pid: Pid, call: &UnixStream, extended: bool, status: i32) {
 
 /// Acts on a frame from the client: a signal for the call's group.
 /// Anything else (a kind from a later version) is ignored.
-fn forward(group: Pid, (kind, value): (u8, u32)) {
-    let signal = value as i32;
-    if kind == protocol::FRAME_SIGNAL
+fn forward(group: Pid, frame: Frame) {
+    if let Frame::Signal(signal) = frame
         && protocol::FORWARDED_SIGNALS.contains(&signal)
         && let Ok(signal) = Signal::try_from(signal)
     {
@@ -714,12 +713,12 @@ fn hear_keeper(keeper: &mut Keeper, call: &UnixStream) {
         return;
     };
     match protocol::io::read_frame(from_keeper) {
-        Ok((protocol::KEEPER_STOPPED, signal)) => {
-            let frame = protocol::encode_frame(protocol::FRAME_STOPPED, signal);
+        Ok(Frame::KeeperStopped(signal)) => {
+            let frame = Frame::Stopped(signal).encode();
             // A client gone is heard on the call socket.
             let _ = send_all(call, &frame);
         }
-        Ok((protocol::KEEPER_STATUS, status)) => keeper.status = Some(status as i32),
+        Ok(Frame::KeeperStatus(status)) => keeper.status = Some(status),
         Ok(_) | Err(_) => keeper.from_keeper = None,
     }
 }

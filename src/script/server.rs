@@ -277,7 +277,7 @@ impl Server {
             self.error("no monitor to take a call");
             return;
         };
-        match protocol::io::send_fd(&monitor.control, 0, &call) {
+        match protocol::io::send_fd(&monitor.control, protocol::FD_MESSAGE_BYTE, &call) {
             Ok(()) => {
                 self.served += 1;
                 self.running += 1;
@@ -326,7 +326,7 @@ impl Server {
             return;
         };
         drop(monitor.control);
-        let status = sys::wait_status(monitor.pid).unwrap_or(0);
+        let status = sys::wait_status(monitor.pid).unwrap_or(protocol::WaitStatus::exited(0));
         self.error(&format!(
             "monitor {} {}",
             monitor.pid,

@@ -1,0 +1,130 @@
+//! Resource limits, the nice value, oom_score_adj and the umask: what a
+//! caller has that a direct run would inherit.
+
+use nix::errno::Errno;
+
+/// Linux's resource numbers, RLIMIT_CPU (0) to RLIMIT_RTTIME (15), with
+/// their names for messages.
+pub(crate) const RESOURCES: [&str; 16] = [
+    "CPU",
+    "FSIZE",
+    "DATA",
+    "STACK",
+    "CORE",
+    "RSS",
+    "NPROC",
+    "NOFILE",
+    "MEMLOCK",
+    "AS",
+    "LOCKS",
+    "SIGPENDING",
+    "MSGQUEUE",
+    "NICE",
+    "RTPRIO",
+    "RTTIME",
+];
+
+/// This process's resource limits, nice value and OOM score adjustment,
+/// as a direct run of the script would inherit them: read once, the
+/// first time it is asked (a monitor asks before it forks executors, so
+/// that theirs, the server's, cost a call nothing).
+pub(crate) fn own_limits() -> &'static crate::protocol::CallerLimits {
+    static OWN: std::sync::OnceLock<crate::protocol::CallerLimits> = std::sync::OnceLock::new();
+    OWN.get_or_init(read_limits)
+}
+
+fn read_limits() -> crate::protocol::CallerLimits {
+    let rlimits = (0..RESOURCES.len() as u8)
+        .filter_map(|resource| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit writes one rlimit through a valid pointer.
+            let r = unsafe { libc::getrlimit(resource as libc::__rlimit_resource_t, &mut limit) };
+            (r == 0).then_some((resource, limit.rlim_cur, limit.rlim_max))
+        })
+        .collect();
+    crate::protocol::CallerLimits {
+        rlimits,
+        nice: current_nice(),
+        oom_score_adj: std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(crate::protocol::OOM_SCORE_UNKNOWN),
+    }
+}
+
+/// Our nice value (getpriority, whose -1 may be a value, not an error).
+fn current_nice() -> i32 {
+    Errno::clear();
+    // SAFETY: getpriority reads our own priority.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if nice == -1 && Errno::last_raw() != 0 {
+        0
+    } else {
+        nice
+    }
+}
+
+/// Takes on a caller's resource limits, nice value and OOM score
+/// adjustment. Each that differs from ours is set; one the kernel
+/// refuses (raising a hard limit, or the priority, needs privilege) is an
+/// error that names it: the script must not run with the wrong one.
+pub(crate) fn take_limits(limits: &crate::protocol::CallerLimits) -> Result<(), String> {
+    let mine = own_limits();
+    for &(resource, soft, hard) in &limits.rlimits {
+        let Some(name) = RESOURCES.get(usize::from(resource)) else {
+            continue; // a resource this kernel has no name for here
+        };
+        if mine.rlimits.contains(&(resource, soft, hard)) {
+            continue;
+        }
+        let limit = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads one rlimit through a valid pointer.
+        if unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &limit) } != 0 {
+            let shown = |v: u64| match v {
+                crate::protocol::RLIM_INFINITY => "unlimited".to_string(),
+                v => v.to_string(),
+            };
+            return Err(format!(
+                "cannot give the script the caller's RLIMIT_{name} (soft {}, hard {}): {} \
+                 (a server started under lower limits cannot raise them: -f starts a fresh one)",
+                shown(soft),
+                shown(hard),
+                Errno::last()
+            ));
+        }
+    }
+    if limits.nice != mine.nice {
+        // SAFETY: setpriority on ourselves.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, limits.nice) } != 0 {
+            return Err(format!(
+                "cannot give the script the caller's nice value {}: {}",
+                limits.nice,
+                Errno::last()
+            ));
+        }
+    }
+    if limits.oom_score_adj != crate::protocol::OOM_SCORE_UNKNOWN
+        && limits.oom_score_adj != mine.oom_score_adj
+        && let Err(e) = std::fs::write("/proc/self/oom_score_adj", limits.oom_score_adj.to_string())
+    {
+        return Err(format!(
+            "cannot give the script the caller's oom_score_adj {}: {e}",
+            limits.oom_score_adj
+        ));
+    }
+    Ok(())
+}
+
+/// This process's umask (set and put back: single-threaded callers).
+pub(crate) fn current_umask() -> u32 {
+    use nix::sys::stat::{Mode, umask};
+    let mask = umask(Mode::from_bits_truncate(0o022));
+    umask(mask);
+    mask.bits()
+}

@@ -1,0 +1,45 @@
+//! Signal dispositions and names.
+
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+
+/// Gives a signal its default disposition, and unblocks it.
+pub(crate) fn default_signal(sig: Signal) {
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_DFL runs no code of ours.
+    let _ = unsafe { sigaction(sig, &default) };
+    let _ = SigSet::from(sig).thread_unblock();
+}
+
+/// Dispositions taken away from a set of signals, to be given back.
+pub(crate) struct SavedSignals(Vec<(Signal, SigAction)>);
+
+/// Ignores `signals`, remembering what they were. A monitor does this so
+/// that signals it forwards to its process group do not hurt it.
+pub(crate) fn ignore_signals(signals: &[Signal]) -> SavedSignals {
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    let saved = signals
+        .iter()
+        // SAFETY: SIG_IGN runs no code.
+        .filter_map(|&sig| Some((sig, unsafe { sigaction(sig, &ignore) }.ok()?)))
+        .collect();
+    SavedSignals(saved)
+}
+
+impl SavedSignals {
+    /// Gives the signals back what they had (an executor does this).
+    pub(crate) fn restore(&self) {
+        for (sig, old) in &self.0 {
+            // SAFETY: reinstating a disposition sigaction gave us, in a
+            // single-threaded process.
+            let _ = unsafe { sigaction(*sig, old) };
+        }
+    }
+}
+
+/// The name of a signal, e.g. "SIGTERM", or its number.
+pub(crate) fn signal_name(sig: i32) -> String {
+    match Signal::try_from(sig) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("signal {sig}"),
+    }
+}
