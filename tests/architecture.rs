@@ -207,3 +207,196 @@ fn the_checker_sees_imports() {
     assert!(edges("protocol::io").contains(&"protocol::codec".to_string()));
     assert!(edges("").contains(&"client".to_string()));
 }
+
+// ------------------------------------------------ the Perl and Python sides
+
+/// Depth-first search for a back edge: the first cycle, if any.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<String> {
+    fn visit<'a>(
+        module: &'a str,
+        graph: &'a BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<String> {
+        if done.contains(module) {
+            return None;
+        }
+        if let Some(at) = path.iter().position(|m| *m == module) {
+            return Some(path[at..].join(" -> ") + " -> " + module);
+        }
+        path.push(module);
+        for next in graph.get(module).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(module);
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph
+        .keys()
+        .find_map(|m| visit(m, graph, &mut Vec::new(), &mut done))
+}
+
+fn files_under(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, extension, out);
+        } else if path.extension().is_some_and(|e| e == extension) {
+            out.push(path);
+        }
+    }
+}
+
+/// The Perl side's modules (sides/perl/lib) and which of ours each loads
+/// (`use` or `require` of a `Proc::Prefork::Interp` name, outside POD and
+/// after `__END__` nothing).
+fn perl_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("sides/perl/lib");
+    let mut files = Vec::new();
+    files_under(&lib, "pm", &mut files);
+    let mut graph = BTreeMap::new();
+    for file in files {
+        let module = file
+            .strip_prefix(&lib)
+            .unwrap()
+            .with_extension("")
+            .to_string_lossy()
+            .replace('/', "::");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut in_pod = false;
+        let mut imports = BTreeSet::new();
+        for line in text.lines() {
+            if line == "__END__" || line == "__DATA__" {
+                break;
+            }
+            if line.starts_with('=') {
+                in_pod = !line.starts_with("=cut");
+                continue;
+            }
+            if in_pod {
+                continue;
+            }
+            let code = line.split('#').next().unwrap().trim();
+            for word in ["use ", "require "] {
+                if let Some(rest) = code.strip_prefix(word) {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|&c| c.is_alphanumeric() || c == '_' || c == ':')
+                        .collect();
+                    if (name == "Proc::Prefork::Interp"
+                        || name.starts_with("Proc::Prefork::Interp::"))
+                        && name != module
+                    {
+                        imports.insert(name);
+                    }
+                }
+            }
+        }
+        graph.insert(module, imports);
+    }
+    graph
+}
+
+/// The Python package's modules (sides/python/prefork_interp) and which
+/// of its own each imports (`from . import a, b`, `from ._a import x`,
+/// `from prefork_interp... import`, `import prefork_interp[._a]`), at
+/// the top or inside a function. A name that is no module of the package
+/// is the package's API (`__init__`).
+fn python_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let package = Path::new(env!("CARGO_MANIFEST_DIR")).join("sides/python/prefork_interp");
+    let mut files = Vec::new();
+    files_under(&package, "py", &mut files);
+    let mut graph = BTreeMap::new();
+    for file in files {
+        let module = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut imports = BTreeSet::new();
+        for line in text.lines() {
+            let code = line.split('#').next().unwrap().trim();
+            let named: Vec<String> = if let Some(rest) = code.strip_prefix("from ") {
+                let (from, names) = rest.split_once(" import ").unwrap_or((rest, ""));
+                let from = from.trim();
+                let from = from
+                    .strip_prefix("prefork_interp")
+                    .map(|r| r.replacen('.', "", 1))
+                    .or_else(|| from.strip_prefix('.').map(str::to_owned));
+                match from.as_deref() {
+                    Some("") => names
+                        .trim_matches(|c| c == '(' || c == ')' || c == ' ')
+                        .split(',')
+                        .map(|n| n.split_whitespace().next().unwrap_or("").to_owned())
+                        .collect(),
+                    Some(sub) => vec![sub.split('.').next().unwrap().to_owned()],
+                    None => vec![],
+                }
+            } else if let Some(rest) = code.strip_prefix("import prefork_interp.") {
+                vec![rest.split([' ', '.', ',']).next().unwrap().to_owned()]
+            } else if code == "import prefork_interp" || code.starts_with("import prefork_interp ")
+            {
+                vec!["__init__".to_owned()]
+            } else {
+                vec![]
+            };
+            for name in named.into_iter().filter(|n| !n.is_empty() && *n != module) {
+                if package.join(format!("{name}.py")).exists() {
+                    imports.insert(name);
+                } else {
+                    // `from . import initialisation_complete`: the
+                    // package itself, its API.
+                    imports.insert("__init__".to_owned());
+                }
+            }
+        }
+        graph.insert(module, imports);
+    }
+    graph
+}
+
+/// The rules every script side's roles keep: no cycles, the wire module
+/// imports no other module of ours, and no role loads the side's API
+/// module (the API loads the roles). The runner of `--run` (and Python's
+/// `__main__`) uses the API, as a script does.
+fn check_side(graph: &BTreeMap<String, BTreeSet<String>>, top: &str, wire: &str, users: &[&str]) {
+    assert!(graph.len() >= 8, "too few modules seen: {graph:#?}");
+    assert!(
+        graph.values().any(|i| i.contains(wire)),
+        "no module imports {wire}: the checker sees no edges? {graph:#?}"
+    );
+    assert!(!graph[top].is_empty(), "{top} loads no role: {graph:#?}");
+    if let Some(cycle) = find_cycle(graph) {
+        panic!("import cycle: {cycle}");
+    }
+    assert!(graph[wire].is_empty(), "{wire} imports {:?}", graph[wire]);
+    for (module, imports) in graph {
+        if module != top && !users.contains(&module.as_str()) {
+            assert!(
+                !imports.contains(top),
+                "{module} imports the API module {top}"
+            );
+        }
+    }
+}
+
+#[test]
+fn perl_side_roles_without_cycles() {
+    check_side(
+        &perl_graph(),
+        "Proc::Prefork::Interp",
+        "Proc::Prefork::Interp::Wire",
+        &["Proc::Prefork::Interp::Run"],
+    );
+}
+
+#[test]
+fn python_side_roles_without_cycles() {
+    check_side(
+        &python_graph(),
+        "__init__",
+        "_wire",
+        &["_runner", "__main__"],
+    );
+}

@@ -549,26 +549,8 @@ pub fn decode_last_quit(text: &[u8]) -> Option<(u64, &[u8])> {
 // --------------------------------------------- script side, internal
 
 // Not on the wire between client and server: how one script side's own
-// processes hand a call along. Every side (Rust, Perl, Python) uses the
-// same bytes, so that the three stay alike.
-//
-//   server ── greeting ──> caller
-//   server ── 0x00 + call socket (SCM_RIGHTS) ──> the monitor (one per
-//            server, forked once)
-//   monitor ── 0x00 + call socket (SCM_RIGHTS) ──> an idle executor
-//            (forked in advance by the monitor)
-//   executor reads the request, sends 'P' (extended calls),
-//            then ── 'r', request byte ──> monitor; runs the call
-//   on a pseudo-terminal of its own, the executor leads a new session
-//            and forks the script's process (the terminal's foreground
-//            group), which sends 'P' and ── 'r', request byte,
-//            u32be(its pid) ──> monitor; the executor stays as the
-//            session's keeper and sends the monitor 't', u32be(signal)
-//            when the script stops and 'x', u32be(wait status) when it
-//            has ended, then exits
-//   monitor ── 'd' ──> server, once per call handed to it, when the call
-//            has ended (before the status goes to the client); 'h'
-//            instead for a call whose script never ran (no request)
+// processes hand a call along (man/prefork-interp.7, INSIDE A SCRIPT
+// SIDE). Every side (Rust, Perl, Python) sends the same bytes.
 
 /// Monitor to server: a call it was handed has ended.
 pub const MONITOR_CALL_ENDED: u8 = b'd';

@@ -45,22 +45,17 @@
 //!   client -> monitor 'S' signal: deliver it to the script's group
 //!   executor -> client 'P' the script's pid (before its per-call code)
 //!   monitor -> client 'T' stop signal: the script stopped (`tty` calls)
+//!   client -> monitor 'F' 1 or 0: the script's group to its terminal's
+//!                     foreground or background (`tty` calls)
 //!   monitor -> client 'X' wait status (last)
 //! ```
 //!
-//! Inside a script side (all three send the same bytes):
-//!
-//! ```text
-//! server -> monitor    0x00 carrying the call socket
-//! monitor -> executor  0x00 carrying the call socket (to a spare)
-//! executor -> monitor  'r', request byte (the request is read); on a
-//!                      pseudo-terminal of its own, u32be(script pid) too:
-//!                      the executor keeps the session and forked the
-//!                      script, and then sends
-//!   't', u32be(signal)  the script has stopped
-//!   'x', u32be(status)  the script has ended (its wait status)
-//! monitor -> server    'd' (a call has ended; before its status is sent)
-//! ```
+//! Inside a script side, its own processes hand a call along with
+//! messages of the same kind (server -> monitor -> executor the call
+//! socket; executor -> monitor 'r'; keeper <-> monitor 't', 'x', 'f';
+//! monitor -> server 'd', 'h'): man/prefork-interp.7, INSIDE A SCRIPT
+//! SIDE, is their one description, and sides/wire-vectors.json pins
+//! every message's bytes for every side's unit tests.
 //!
 //! All integers are big-endian. Environment entries and arguments are
 //! arbitrary bytes without NUL: nothing here assumes UTF-8.

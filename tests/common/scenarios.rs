@@ -29,8 +29,9 @@ inventory::collect!(Scenario);
 
 /// Registers a scenario under its name. Both arguments are expressions so
 /// that rustfmt formats the body. The scenario becomes a function of that
-/// name (backtraces show it, and a second scenario of the same name is a
-/// compile error) and an entry of the table.
+/// name (backtraces show it; a second scenario of the same name is a
+/// compile error in its file, and [`main`] refuses one in another) and an
+/// entry of the table.
 macro_rules! scenario {
     ($name:ident, $run:expr $(,)?) => {
         fn $name(side: Side) {
@@ -53,6 +54,16 @@ mod trials;
 /// named exactly as the scenario, so that libtest's and nextest's filters
 /// (`--exact NAME`, `-E 'test(NAME)'`) select it.
 pub fn main(side: Side) -> ExitCode {
+    // The theme files are modules of their own, so two scenarios of one
+    // name in two of them would compile: the table refuses them here.
+    let mut names: Vec<&str> = inventory::iter::<Scenario>
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        panic!("two scenarios are called {}", pair[0]);
+    }
     trials::run(
         inventory::iter::<Scenario>
             .into_iter()
