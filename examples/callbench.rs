@@ -592,11 +592,13 @@ fn python313_table(warm_runs: usize) -> Option<Python313> {
     std::fs::create_dir_all(&module).unwrap();
     std::fs::create_dir_all(host.join("examples")).unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::copy(
-        repo.join("sides/python/prefork_interp/__init__.py"),
-        module.join("__init__.py"),
-    )
-    .unwrap();
+    // The whole package: every module of it (tools/module-files python).
+    for entry in std::fs::read_dir(repo.join("sides/python/prefork_interp")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "py") {
+            std::fs::copy(&path, module.join(path.file_name().unwrap())).unwrap();
+        }
+    }
     // Both static: they run in the tree as they are. The layout is
     // target/release's, for World (bin_dir: the client beside examples/).
     std::fs::copy(&exe, host.join("examples/callbench")).unwrap();

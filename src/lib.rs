@@ -97,7 +97,8 @@
 //! ```text
 //! src/protocol/   the wire: codec (pure encode/decode) and io (blocking
 //!                 socket I/O over it); public, below everything else
-//! src/sys/        thin fd-typed system wrappers, and procfs (/proc)
+//! src/sys/        thin fd-typed system wrappers by family (process, fd,
+//!                 signal, term, resource), procfs (/proc), titles
 //! src/script/     the Rust script side: setup, server, monitor,
 //!                 executor, reload, huge pages, log; its API is
 //!                 initialisation_complete, Options, Invocation
@@ -105,6 +106,9 @@
 //!                 run, rundir, connect, spawn, watcher, call, terminal,
 //!                 list, exit
 //! src/bin/        the command's main, calling client::main
+//! sides/          the Perl and Python script sides (the same roles in
+//!                 files of the same names) and the wire vectors every
+//!                 side's unit tests read
 //! ```
 //!
 //! `client` and `script` never import each other; both stand on

@@ -2,7 +2,7 @@
 //!
 //! Every script side (Rust, Perl, Python) has an agent that understands
 //! the same little language, so that one table of scenarios
-//! (tests/common/scenarios.rs) drives them all. Keep them in step.
+//! (tests/common/scenarios.rs and its theme files) drives them all. Keep them in step.
 //!
 //! At initialisation (read from the environment of the first call):
 //!
