@@ -248,14 +248,7 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
 
     let matches = match command().try_get_matches_from(std::iter::once(argv0).chain(clap_args)) {
         Ok(m) => m,
-        Err(e) => {
-            return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    Ok(Parsed::Print(e.render().to_string()))
-                }
-                _ => Err(Failure::new(one_line_usage_error(&e))),
-            };
-        }
+        Err(e) => return help_or_usage_error(&e),
     };
 
     let mut command: Vec<OsString> = matches
@@ -263,17 +256,7 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
     let given_identity = matches.get_one::<OsString>("ident").cloned();
-    let mode = if matches.get_flag("list") {
-        Mode::List {
-            json: matches.get_flag("json"),
-        }
-    } else if matches.get_flag("kill") {
-        Mode::Kill
-    } else if matches.get_flag("fresh") {
-        Mode::Fresh
-    } else {
-        Mode::Normal
-    };
+    let mode = mode_of(&matches);
     let run = matches.get_flag("run");
     // Only a call needs -U: --list, and --kill -g IDENT, name no script.
     let names_no_script =
@@ -284,57 +267,30 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
              see prefork-interp --help",
         ));
     }
-
-    // -E and -G interleave in command-line order.
-    let mut identity_items: Vec<(usize, IdentityItem)> = Vec::new();
-    for (id, make) in [
-        ("env", IdentityItem::EnvVar as fn(OsString) -> IdentityItem),
-        ("string", IdentityItem::String),
-    ] {
-        if let (Some(values), Some(indices)) =
-            (matches.get_many::<OsString>(id), matches.indices_of(id))
-        {
-            for (v, i) in values.zip(indices) {
-                identity_items.push((i, make(v.clone())));
-            }
-        }
-    }
-    identity_items.sort_by_key(|(i, _)| *i);
-    let identity_items = identity_items.into_iter().map(|(_, item)| item).collect();
-
+    let identity_items = identity_items_of(&matches);
     if run {
         // PROGRAM [ARG ...], wherever the words came from.
         command.extend(after);
-        if command.is_empty() {
+        let Some(program) = (!command.is_empty()).then(|| command.remove(0)) else {
             return Err(Failure::new(
                 "usage error: --run needs a PROGRAM; see prefork-interp --help",
             ));
-        }
-        let program = command.remove(0);
+        };
         let (interpreter, script) = run::runner_command(&program)?;
+        let (script, args) = (Some(script), command);
         return Ok(Parsed::Run(ClientArgs {
             mode,
             identity_items,
             given_identity,
             caller_dir: true,
             interpreter,
-            script: Some(script),
-            args: command,
+            script,
+            args,
         }));
     }
 
-    let (interpreter, script, args) = if after.is_empty() && !command.is_empty() {
-        // Plain form, or a combined form with no script after it.
-        let interp = command.remove(0);
-        let script = (!command.is_empty()).then(|| command.remove(0));
-        (vec![interp], script, command)
-    } else {
-        let mut after = after.into_iter();
-        (command, after.next(), after.collect())
-    };
-    let needs_interpreter =
-        !(matches!(mode, Mode::List { .. }) || (mode == Mode::Kill && given_identity.is_some()));
-    if interpreter.is_empty() && needs_interpreter {
+    let (interpreter, script, args) = split_command(command, after);
+    if interpreter.is_empty() && !names_no_script {
         return Err(Failure::new(
             "usage error: no interpreter given; see prefork-interp --help",
         ));
@@ -352,6 +308,67 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
         script,
         args,
     }))
+}
+
+/// The interpreter's words, the script and its arguments: from the
+/// plain form's words (or a combined form with no script after it), else
+/// the combined form's words and the words after them.
+fn split_command(
+    mut command: Vec<OsString>,
+    after: Vec<OsString>,
+) -> (Vec<OsString>, Option<OsString>, Vec<OsString>) {
+    if after.is_empty() && !command.is_empty() {
+        let interp = command.remove(0);
+        let script = (!command.is_empty()).then(|| command.remove(0));
+        (vec![interp], script, command)
+    } else {
+        let mut after = after.into_iter();
+        (command, after.next(), after.collect())
+    }
+}
+
+/// What the command is to do: --list, --kill, --fresh, or call.
+fn mode_of(matches: &clap::ArgMatches) -> Mode {
+    if matches.get_flag("list") {
+        Mode::List {
+            json: matches.get_flag("json"),
+        }
+    } else if matches.get_flag("kill") {
+        Mode::Kill
+    } else if matches.get_flag("fresh") {
+        Mode::Fresh
+    } else {
+        Mode::Normal
+    }
+}
+
+/// The -E and -G items, interleaved in command-line order.
+fn identity_items_of(matches: &clap::ArgMatches) -> Vec<IdentityItem> {
+    let mut items: Vec<(usize, IdentityItem)> = Vec::new();
+    for (id, make) in [
+        ("env", IdentityItem::EnvVar as fn(OsString) -> IdentityItem),
+        ("string", IdentityItem::String),
+    ] {
+        if let (Some(values), Some(indices)) =
+            (matches.get_many::<OsString>(id), matches.indices_of(id))
+        {
+            for (v, i) in values.zip(indices) {
+                items.push((i, make(v.clone())));
+            }
+        }
+    }
+    items.sort_by_key(|(i, _)| *i);
+    items.into_iter().map(|(_, item)| item).collect()
+}
+
+/// --help and --version print; any other error of clap's is a usage error.
+fn help_or_usage_error(e: &clap::Error) -> Result<Parsed, Failure> {
+    match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            Ok(Parsed::Print(e.render().to_string()))
+        }
+        _ => Err(Failure::new(one_line_usage_error(e))),
+    }
 }
 
 /// clap's errors are several lines; we promise one.

@@ -84,23 +84,7 @@ fn run() -> Result<i32, Failure> {
         // Whether a server there suits us, or what sends us on. (Never with
         // an identity given: the caller chose to share it.)
         let folded = |server: &connect::Greeted, items: &mut Vec<IdentityItem>| {
-            if round == MAX_ROUNDS || args.given_identity.is_some() {
-                return false;
-            }
-            let before = items.len();
-            let world = server
-                .world_differs()
-                .map(|w| IdentityItem::World(w.to_string()));
-            let names = server.env_differs().unwrap_or_default();
-            let vars = names
-                .iter()
-                .map(|name| IdentityItem::EnvVar(OsStr::from_bytes(name).to_owned()));
-            for item in world.into_iter().chain(vars) {
-                if !items.contains(&item) {
-                    items.push(item);
-                }
-            }
-            items.len() > before
+            round < MAX_ROUNDS && args.given_identity.is_none() && fold(server, items)
         };
 
         // --kill takes down the server this caller would be served by.
@@ -124,14 +108,7 @@ fn run() -> Result<i32, Failure> {
 
         let lock = connect::lock_identity(&paths.lock)?;
         match args.mode {
-            Mode::Kill => {
-                for path in [&paths.socket, &paths.lock] {
-                    rundir::remove_if_exists(path).map_err(|e| {
-                        Failure::new(format!("cannot remove {}: {e}", path.display()))
-                    })?;
-                }
-                return Ok(0);
-            }
+            Mode::Kill => return remove_identity(&paths).map(|()| 0),
             Mode::Normal => {
                 if let Some(server) = connect::connect(&paths.socket)? {
                     drop(lock);
@@ -145,22 +122,65 @@ fn run() -> Result<i32, Failure> {
             Mode::Fresh | Mode::List { .. } => {}
         }
 
-        // Best effort: a directory we cannot tidy fails clearly just below.
-        let _ = rundir::preclean(&base, rundir::MAX_IDENTITIES);
-        let server = spawn::create_server(&paths, &args)?;
-        // For --list: what this server is, and why the last one went.
-        // Best effort: the server is up either way.
-        let _ = lock.write_record(server_record(&args, &items));
-        if args.caller_dir && !server.offers(crate::protocol::CAP_CONTEXT) {
-            // Useless to anyone: take the new server down again (we hold the
-            // lock, so its file may go too).
-            let _ = rundir::remove_if_exists(&paths.socket);
-            let _ = rundir::remove_if_exists(&paths.lock);
-        }
-        drop(lock);
+        let server = create_server(&base, &paths, &args, &items, lock)?;
         return call::call(server, &args, closed);
     }
     unreachable!("the rounds end at MAX_ROUNDS")
+}
+
+/// A new server for this identity, made while we hold its `lock`
+/// (released when it is up).
+fn create_server(
+    base: &std::path::Path,
+    paths: &rundir::IdentityPaths,
+    args: &ClientArgs,
+    items: &[IdentityItem],
+    lock: rundir::IdentityLock,
+) -> Result<connect::Greeted, Failure> {
+    // Best effort: a directory we cannot tidy fails clearly just below.
+    let _ = rundir::preclean(base, rundir::MAX_IDENTITIES);
+    let server = spawn::create_server(paths, args)?;
+    // For --list: what this server is, and why the last one went.
+    // Best effort: the server is up either way.
+    let _ = lock.write_record(server_record(args, items));
+    if args.caller_dir && !server.offers(crate::protocol::CAP_CONTEXT) {
+        // Useless to anyone: take the new server down again (we hold the
+        // lock, so its file may go too).
+        let _ = rundir::remove_if_exists(&paths.socket);
+        let _ = rundir::remove_if_exists(&paths.lock);
+    }
+    drop(lock);
+    Ok(server)
+}
+
+/// --kill with no server answering: its socket and lock file go (we
+/// hold the lock).
+fn remove_identity(paths: &rundir::IdentityPaths) -> Result<(), Failure> {
+    for path in [&paths.socket, &paths.lock] {
+        rundir::remove_if_exists(path)
+            .map_err(|e| Failure::new(format!("cannot remove {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Adds to `items` what `server` says we differ in: our world, and the
+/// variables its initialisation read whose values here differ. Whether
+/// anything was added (then the caller belongs with another server).
+fn fold(server: &connect::Greeted, items: &mut Vec<IdentityItem>) -> bool {
+    let before = items.len();
+    let world = server
+        .world_differs()
+        .map(|w| IdentityItem::World(w.to_string()));
+    let names = server.env_differs().unwrap_or_default();
+    let vars = names
+        .iter()
+        .map(|name| IdentityItem::EnvVar(OsStr::from_bytes(name).to_owned()));
+    for item in world.into_iter().chain(vars) {
+        if !items.contains(&item) {
+            items.push(item);
+        }
+    }
+    items.len() > before
 }
 
 /// How many times a caller moves on to an identity with more in it; after

@@ -304,44 +304,15 @@ impl CallTerminal {
                 fds.map(|fd| fd.revents().unwrap_or(PollFlags::empty()));
 
             if sig.contains(PollFlags::POLLIN) {
-                for signal in read_signals(signals) {
-                    match signal {
-                        libc::SIGWINCH => self.pass_window_size(),
-                        libc::SIGCONT => {
-                            let moved = self.script_foreground;
-                            reading_keys = self.follow(conn, true);
-                            // A move continues the script once it is
-                            // made (the keeper's); else we pass it on.
-                            if moved == self.script_foreground {
-                                send_frame(conn, Frame::Signal(signal));
-                            }
-                        }
-                        _ => send_frame(conn, Frame::Signal(signal)),
-                    }
-                }
+                self.pass_signals(conn, signals, &mut reading_keys);
             }
             // (Once the status has come, the monitor's hang-up is no news.)
             if status.is_none() && !from_monitor.is_empty() {
                 match protocol::io::read_frame(conn)? {
                     Frame::Status(value) => status = Some(value),
-                    Frame::Stopped(signal) if is_terminal_access(signal) && self.foreground() => {
-                        // In its terminal's background, it used it: it
-                        // comes forward, as we are. (Or it did so just
-                        // before it came forward: the keeper continues
-                        // it again.)
-                        reading_keys = self.bring_script_forward(conn);
-                    }
                     Frame::Stopped(signal) => {
-                        // What it wrote up to its stop (the echo of ^Z,
-                        // say) goes out first, as far as it goes now.
-                        if self.pump_output(&mut output).master_done {
-                            master_open = false;
-                        }
-                        self.restore();
-                        stop_our_group(signal);
-                        // Resumed: the SIGCONT waiting in the signalfd
-                        // takes the terminal again if it is ours.
-                        reading_keys = false;
+                        reading_keys =
+                            self.script_stopped(conn, signal, &mut output, &mut master_open);
                     }
                     _ => {} // 'P', or a kind from a later version
                 }
@@ -349,37 +320,92 @@ impl CallTerminal {
             let ready = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
             if master_open && (master.intersects(ready) || user.contains(PollFlags::POLLOUT)) {
                 let pumped = self.pump_output(&mut output);
-                if pumped.read {
-                    last_output = Instant::now();
-                }
-                if pumped.master_done {
-                    master_open = false;
-                }
+                last_output = if pumped.read {
+                    Instant::now()
+                } else {
+                    last_output
+                };
+                master_open = !pumped.master_done;
             } else if user.contains(PollFlags::POLLOUT) {
                 self.drain_output(&mut output);
             }
             // Keys, likewise.
             if master.contains(PollFlags::POLLOUT) || (want_keys && user.intersects(ready)) {
-                loop {
-                    if !keys.is_empty() {
-                        if keys.drain(&self.master).is_err() {
-                            keys.clear();
-                        }
-                        if !keys.is_empty() {
-                            break;
-                        }
+                self.pump_keys(&mut keys, want_keys);
+            }
+        }
+    }
+
+    /// The script has stopped by `signal`: a terminal access from its
+    /// terminal's background brings it forward if we are in the
+    /// foreground; any other stop stops us too, with the caller's
+    /// terminal as it was. Says whether keys are ours to read.
+    fn script_stopped(
+        &mut self,
+        conn: &UnixStream,
+        signal: i32,
+        output: &mut Buffer,
+        master_open: &mut bool,
+    ) -> bool {
+        if is_terminal_access(signal) && self.foreground() {
+            // In its terminal's background, it used it: it comes
+            // forward, as we are. (Or it did so just before it came
+            // forward: the keeper continues it again.)
+            return self.bring_script_forward(conn);
+        }
+        // What it wrote up to its stop (the echo of ^Z, say) goes out
+        // first, as far as it goes now.
+        if self.pump_output(output).master_done {
+            *master_open = false;
+        }
+        self.restore();
+        stop_our_group(signal);
+        // Resumed: the SIGCONT waiting in the signalfd takes the terminal
+        // again if it is ours.
+        false
+    }
+
+    /// Our signals, as they came: SIGWINCH as a window size, SIGCONT as
+    /// a move where we now are (or passed on), the rest passed on.
+    fn pass_signals(&mut self, conn: &UnixStream, signals: &SignalFd, reading_keys: &mut bool) {
+        for signal in read_signals(signals) {
+            match signal {
+                libc::SIGWINCH => self.pass_window_size(),
+                libc::SIGCONT => {
+                    let moved = self.script_foreground;
+                    *reading_keys = self.follow(conn, true);
+                    // A move continues the script once it is made (the
+                    // keeper's); else we pass it on.
+                    if moved == self.script_foreground {
+                        send_frame(conn, Frame::Signal(signal));
                     }
-                    if !want_keys {
-                        break;
-                    }
-                    match keys.fill(&self.user) {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(_) => {
-                            self.user_gone = true;
-                            break;
-                        }
-                    }
+                }
+                _ => send_frame(conn, Frame::Signal(signal)),
+            }
+        }
+    }
+
+    /// Keys from the caller's terminal to the script's, as far as each
+    /// goes without blocking (`want_keys`: we may read more).
+    fn pump_keys(&mut self, keys: &mut Buffer, want_keys: bool) {
+        loop {
+            if !keys.is_empty() {
+                if keys.drain(&self.master).is_err() {
+                    keys.clear();
+                }
+                if !keys.is_empty() {
+                    return;
+                }
+            }
+            if !want_keys {
+                return;
+            }
+            match keys.fill(&self.user) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => {
+                    self.user_gone = true;
+                    return;
                 }
             }
         }

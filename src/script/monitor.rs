@@ -492,7 +492,7 @@ impl Monitor {
                 self.call_ended(protocol::MONITOR_CALL_ENDED)
             }
         }
-        let mut status = match status {
+        let status = match status {
             Ok(status) => status,
             Err(e) => {
                 log::error(&format!("cannot reap executor {pid}: {e}"));
@@ -500,29 +500,7 @@ impl Monitor {
             }
         };
         let mut call = call;
-        if let Phase::Running {
-            keeper: Some(keeper),
-            ..
-        } = &mut call.phase
-        {
-            // The keeper has exited: all it said is there to read.
-            while keeper.from_keeper.is_some() {
-                hear_keeper(keeper, &call.call);
-            }
-            match keeper.status {
-                Some(script_status) => status = script_status,
-                None => {
-                    // The keeper was killed before the script ended:
-                    // nothing watches the script now. It goes too.
-                    log::error(&format!(
-                        "keeper {pid} of script {} {}: script killed",
-                        keeper.script,
-                        sys::describe_status(status)
-                    ));
-                    signal_group(keeper.script, Signal::SIGKILL);
-                }
-            }
-        }
+        let status = script_status(pid, &mut call, status);
         match call.phase {
             Phase::Running { extended, .. } => send_status(pid, &call.call, extended, status),
             Phase::Reported => {}
@@ -678,6 +656,33 @@ impl Monitor {
             self.server_gone();
         }
     }
+}
+
+/// The status of a call's script, its executor `pid` reaped with
+/// `status`: the executor's own, or on a pseudo-terminal of its own what
+/// its keeper said of the script (all it said is there to read now).
+fn script_status(pid: Pid, call: &mut Call, status: WaitStatus) -> WaitStatus {
+    let Phase::Running {
+        keeper: Some(keeper),
+        ..
+    } = &mut call.phase
+    else {
+        return status;
+    };
+    while keeper.from_keeper.is_some() {
+        hear_keeper(keeper, &call.call);
+    }
+    keeper.status.unwrap_or_else(|| {
+        // The keeper was killed before the script ended: nothing watches
+        // the script now. It goes too.
+        log::error(&format!(
+            "keeper {pid} of script {} {}: script killed",
+            keeper.script,
+            sys::describe_status(status)
+        ));
+        signal_group(keeper.script, Signal::SIGKILL);
+        status
+    })
 }
 
 /// The script's wait status to its client, as the call's framing has it.
