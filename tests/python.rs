@@ -222,12 +222,12 @@ fn setup_variable_is_read_in_chiarks_order() {
     let out = Command::new(python())
         .args([
             "-c",
-            "import prefork_interp as p\n\
+            "from prefork_interp import _wire\n\
              for v in (b'v1,1795467572.582498935 5,9,7,8',\n\
                        b'v1,1795467572.582498935 5,9,7,8 pfi-caps=signals'):\n\
-             \x20   s = p._parse_setup(v)\n\
-             \x20   print(s['listen'], s['call'], s['watch_in'], s['watch_err'], s['started_ns'], \
-                    sorted(s['client_caps']))",
+             \x20   s = _wire.decode_setup_env(v)\n\
+             \x20   print(s['listen'], s['call'], s['watch_in'], s['watch_err'], \
+                    s['started_secs'] * 10**9 + s['started_nsecs'], sorted(s['client_caps']))",
         ])
         .env("PYTHONPATH", repo().join("sides/python"))
         .output()
@@ -247,7 +247,9 @@ fn pip_installs_the_module() {
     let target = tempfile::tempdir().unwrap();
     let source = tempfile::tempdir().unwrap();
     // Build from a copy, so that no build/ or egg-info/ lands in the tree.
-    for file in ["pyproject.toml", "README.md", "prefork_interp/__init__.py"] {
+    let mut files = vec!["pyproject.toml".to_string(), "README.md".to_string()];
+    files.extend(module_files());
+    for file in &files {
         let to = source.path().join(file);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(repo().join("sides/python").join(file), to).unwrap();
@@ -281,6 +283,39 @@ fn pip_installs_the_module() {
     );
 }
 
+/// The package's files (every *.py), as tools/module-files lists them.
+fn module_files() -> Vec<String> {
+    let out = Command::new(repo().join("tools/module-files"))
+        .arg("python")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_str(&out));
+    let files: Vec<String> = stdout_str(&out).lines().map(str::to_string).collect();
+    assert!(files.contains(&"prefork_interp/__init__.py".to_string()), "{files:?}");
+    files
+}
+
+/// The package's own unit tests (sides/python/tests: the wire vectors of
+/// sides/wire-vectors.json against prefork_interp._wire), run as its
+/// README says, by the python3 the other tests use.
+#[test]
+fn package_unit_tests_pass() {
+    let out = Command::new(python())
+        .args(["-m", "unittest", "discover", "-s", "tests"])
+        .current_dir(repo().join("sides/python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    let err = stderr_str(&out);
+    assert!(out.status.success(), "unittest failed:\n{err}");
+    let ran: u32 = err
+        .lines()
+        .find_map(|line| line.strip_prefix("Ran ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no `Ran N tests` line:\n{err}"));
+    assert!(ran > 0, "no tests ran:\n{err}");
+    assert!(err.contains("\nOK"), "{err}");
+}
+
 /// From `import prefork_interp` until initialisation_complete(),
 /// os.environ and os.environb are stand-ins that record the names read
 /// (the greeting's `env` line, with a digest of their exec-time values)
@@ -295,8 +330,8 @@ from os import environ as early
 import prefork_interp as p
 seen = set()
 def step(what):
-    print(what, *sorted(n.decode() for n in p._env_reads - seen))
-    seen.update(p._env_reads)
+    print(what, *sorted(n.decode() for n in p._init_env_state.reads - seen))
+    seen.update(p._init_env_state.reads)
 print(isinstance(os.environ, os._Environ), isinstance(os.environb, os._Environ))
 os.environ['PFI_A']; step('[]')
 os.environ.get('PFI_B'); 'PFI_C' in os.environ; os.getenv('PFI_D'); step('get in getenv')
@@ -308,8 +343,8 @@ print(subprocess.run(['sh', '-c', 'echo $PFI_W'], capture_output=True, text=True
 step('child')
 expected = b''.join(n + (b'=' + os.environb[n] if n in os.environb else b'') + b'\0'
                     for n in sorted(seen))
-print(p._env_line() == b'env %s %s\n' % (hashlib.sha256(expected).hexdigest().encode(),
-                                         b' '.join(sorted(seen))))
+print(p._init_env_state.dependency(p._init_env_state.reads)
+      == (hashlib.sha256(expected).hexdigest(), sorted(seen)))
 kept = os.environ
 p.initialisation_complete()
 kept.get('PFI_H'); os.environ.get('PFI_I')

@@ -83,13 +83,17 @@ impl World {
         if std::fs::hard_link(client(), &client_copy).is_err() {
             std::fs::copy(client(), &client_copy).unwrap();
         }
-        let module = host.path().join("python/prefork_interp");
-        std::fs::create_dir_all(&module).unwrap();
-        std::fs::copy(
-            repo().join("sides/python/prefork_interp/__init__.py"),
-            module.join("__init__.py"),
-        )
-        .unwrap();
+        // The whole package, as tools/module-files lists it.
+        let listed = Command::new(repo().join("tools/module-files"))
+            .arg("python")
+            .output()
+            .unwrap();
+        assert!(listed.status.success());
+        for file in String::from_utf8(listed.stdout).unwrap().lines() {
+            let to = host.path().join("python").join(file);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(repo().join("sides/python").join(file), to).unwrap();
+        }
         World {
             tree,
             host,

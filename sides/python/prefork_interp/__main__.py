@@ -2,6 +2,6 @@
 
 Runs an unchanged Python program behind prefork-interp (see _runner)."""
 
-from prefork_interp._runner import main
+from ._runner import main
 
 main()

@@ -28,7 +28,8 @@ process as always.
 import os
 import sys
 
-import prefork_interp
+from . import _init_env_state, autoreload_also_check, initialisation_complete
+from ._wire import ENV_VAR
 
 USAGE = "usage: python3 -m prefork_interp [--preload MOD[,MOD...]] PROGRAM [ARG...]\n"
 
@@ -44,7 +45,7 @@ def _parse(args):
     to name more modules through `prefork-interp --run`. (Read untracked:
     preloading only saves time, and callers differing in it share a
     server.)"""
-    preload = [m for m in prefork_interp._REAL_ENVIRON.get("PREFORK_INTERP_PRELOAD", "").split(",")
+    preload = [m for m in _init_env_state.real_environ.get("PREFORK_INTERP_PRELOAD", "").split(",")
                if m]
     while args:
         arg = args[0]
@@ -319,7 +320,9 @@ def _finish(kind, status, fast):
             except Exception:
                 pass
     try:
-        prefork_interp._LIBC.fflush(None)
+        from ._sys import fflush_all
+
+        fflush_all()
     except Exception:
         pass
     if kind == "interrupt":
@@ -349,9 +352,9 @@ def main():
     # What -m put first on sys.path: the current directory (none under -P).
     ours = sys.path[0] if sys.path and not getattr(sys.flags, "safe_path", False) else None
     sys.argv[:] = [program] + args
-    served = prefork_interp.ENV_VAR in prefork_interp._REAL_ENVIRON
+    served = ENV_VAR in _init_env_state.real_environ
     if not served:
-        prefork_interp._stop_tracking()  # the program runs here, as python3 PROGRAM
+        _init_env_state.stop_tracking()  # the program runs here, as python3 PROGRAM
     _set_path0(program, ours)
 
     code = None
@@ -370,8 +373,8 @@ def main():
             except BaseException:
                 code = None  # compiled again in each call, which reports it
         del source
-        prefork_interp.autoreload_also_check(program)
-        prefork_interp.initialisation_complete()
+        autoreload_also_check(program)
+        initialisation_complete()
         # Now in a call: sys.argv[1:], os.environ, the std streams, the
         # directory and umask are the caller's.
         if not os.path.isabs(program) and os.getcwd() != setup_dir:

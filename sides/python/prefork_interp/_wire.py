@@ -1,0 +1,347 @@
+"""The bytes on the wire (man/prefork-interp.7): pure encoders and
+decoders, no I/O, the standard library only. Named as the Rust side's
+src/protocol/codec.rs; sides/wire-vectors.json pins them
+(tests/test_wire.py). A decoder's error is a ProtocolError whose kind is
+Rust's ProtocolError variant."""
+
+import struct
+
+ENV_VAR = "PREFORK_INTERP"
+VERSION = b"v1"
+GREETING_MAGIC = b"PFI\n"
+# Greeting xdata a client reads at most; request payloads at most.
+MAX_XDATA_LEN = 64 * 1024
+MAX_PAYLOAD_LEN = 64 * 1024 * 1024
+CAPS_MAGIC = b"pfi-caps 1"
+# Negotiated extensions, offered to a client that declared them.
+OUR_CAPS = ("signals", "context", "tty", "limits", "closed")
+SETUP_CAPS_PREFIX = b"pfi-caps="
+
+# The request byte: 0 (v1), or 1 (extended) with these flags.
+REQUEST_BYTE = 0x00
+REQUEST_BYTE_EXTENDED = 0x01
+REQUEST_FLAG_CONTEXT = 0x02
+# fd 0, 1, 2 as sent is the slave of the call's own pseudo-terminal.
+REQUEST_FLAG_PTY = (0x04, 0x08, 0x10)
+REQUEST_ANY_PTY = 0x04 | 0x08 | 0x10
+# With a pty flag: the script starts in its terminal's background (the
+# client is in a pipeline, or in the background itself).
+REQUEST_FLAG_PTY_BACKGROUND = 0x20
+# A limits message follows the payload and the context message (capability
+# "limits"): the caller's resource limits, nice value and oom_score_adj.
+REQUEST_FLAG_LIMITS = 0x40
+# A second flags byte follows the request byte at once (capability
+# "closed"): its bits say the caller's fd 0, 1, 2 is closed (and the fd
+# sent for it, /dev/null, is to be closed).
+REQUEST_FLAG_SECOND_BYTE = 0x80
+REQUEST_SECOND_CLOSED = (0x01, 0x02, 0x04)
+REQUEST_ANY_SECOND_CLOSED = 0x01 | 0x02 | 0x04
+# The one byte of a message carrying an fd: a call handed over, the
+# context message's directory.
+HAND_OVER_BYTE = b"\0"
+
+# Monitor to server, one byte each: a call has ended; a call ended before
+# its script ran (no request: a listing, a caller that went elsewhere).
+MONITOR_CALL_ENDED = b"d"
+MONITOR_CALL_DROPPED = b"h"
+# Executor to monitor: the call runs ('r', the request byte, and on a
+# pseudo-terminal of its own the script's pid).
+EXECUTOR_READY = b"r"
+# Frames between keeper and monitor: the script stopped ('t', signal);
+# ended ('x', wait status); monitor to keeper: to the foreground or not.
+KEEPER_STOPPED = b"t"
+KEEPER_STATUS = b"x"
+KEEPER_FOREGROUND = b"f"
+# Frames between client and monitor: kind, u32be value.
+FRAME_LEN = 5
+FRAME_SIGNAL = b"S"
+FRAME_EXECUTOR_PID = b"P"
+FRAME_STATUS = b"X"
+FRAME_FOREGROUND = b"F"
+FRAME_STOPPED = b"T"
+
+# No limit, on the wire; the oom_score_adj a caller could not read.
+RLIM_INFINITY = 2**64 - 1
+OOM_SCORE_UNKNOWN = -2**31
+LIMITS_ENTRY_LEN = 17
+LIMITS_TAIL_LEN = 8
+
+WORLD_NAMESPACES = ("mnt", "pid", "net", "user", "uts", "ipc", "cgroup", "time")
+
+_FRAME = struct.Struct(">cI")
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+_LIMITS_ENTRY = struct.Struct(">BQQ")
+_LIMITS_TAIL = struct.Struct(">ii")
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the wire format. kind: Rust's ProtocolError
+    variant (BadRequestByte, BadSecondRequestByte, PayloadTooLong,
+    PayloadUnterminated, PayloadNoEnvEnd, BadLimits, BadSetupEnv,
+    BadExecutorMessage, XdataTooLong, BadGreetingMagic); the message says
+    what was wrong."""
+
+    def __init__(self, kind, message):
+        ValueError.__init__(self, message)
+        self.kind = kind
+
+
+# ---------------------------------------------------------------- greeting
+
+
+def encode_greeting(xdata):
+    """The greeting: "PFI\\n", u32be xdata length, xdata."""
+    return GREETING_MAGIC + _U32.pack(len(xdata)) + xdata
+
+
+def encode_greeting_xdata(offered, world, env, served, running, idle_ms):
+    """Our greeting's xdata (b"" when nothing is offered: a v1 client
+    misreads any): the capabilities offered, `world DIGEST` (world: the
+    hex digest, or None), `env DIGEST NAME...` (env: (digest, names) from
+    env_dependency, or None), then the counters."""
+    if not offered:
+        return b""
+    xdata = b"%s\ncaps %s\n" % (CAPS_MAGIC, ",".join(offered).encode())
+    if world is not None:
+        xdata += b"world %s\n" % world.encode()
+    if env is not None:
+        digest, names = env
+        xdata += b"env %s %s\n" % (digest.encode(), b" ".join(names))
+    return xdata + b"served %d\nrunning %d\nidle %d\n" % (served, running, idle_ms)
+
+
+def world_digest(namespaces, cgroups):
+    """Lowercase hex SHA-256 of NAME:INODE\\n for each of WORLD_NAMESPACES
+    (namespaces: their inodes in that order, None for `-`, unreadable),
+    then cgroup\\n and cgroups (/proc/self/cgroup as it is)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, inode in zip(WORLD_NAMESPACES, namespaces):
+        digest.update(("%s:%s\n" % (name, "-" if inode is None else int(inode))).encode())
+    digest.update(b"cgroup\n")
+    digest.update(cgroups)
+    return digest.hexdigest()
+
+
+def trackable_env_name(name):
+    """Whether a variable read can be a dependency: not PREFORK_INTERP,
+    nor a name the line cannot carry (space, newline) or no environment
+    can hold (empty, '=', NUL)."""
+    return bool(name) and name != b"PREFORK_INTERP" and not any(c in name for c in b" \n=\0")
+
+
+def env_dependency(names, value_of):
+    """(digest, names) for the names read (any order, repeats and
+    untrackable ones dropped), value_of(name) their values (bytes, or
+    None for unset); None for no names."""
+    names = sorted(set(name for name in names if trackable_env_name(name)))
+    if not names:
+        return None
+    return env_digest(names, value_of), names
+
+
+def env_digest(names, value_of):
+    """Lowercase hex SHA-256 of NAME=VALUE\\0 (NAME\\0 if unset) for each
+    name, in the order given."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in names:
+        value = value_of(name)
+        digest.update(name + b"\0" if value is None else name + b"=" + value + b"\0")
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------- the setup run's env
+
+
+def decode_setup_env(value):
+    """PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE [pfi-caps=...]
+    as a dict: started_secs, started_nsecs, listen, call, watch_in,
+    watch_err, client_caps (a list). The fd order is chiark-utils'
+    client's: WATCHI is the write end of the watcher's stdin, WATCHE the
+    read end of its stderr. Extra words and items are ignored."""
+
+    def bad(why):
+        return ProtocolError("BadSetupEnv", "prefork-interp: bad %s: %s" % (ENV_VAR, why))
+
+    words = value.split(b" ")
+    if len(words) < 2:
+        raise bad("expected two words")
+    items = words[0].split(b",")
+    if items[0] != VERSION:
+        raise bad("unsupported version %r (expected v1)" % items[0].decode("ascii", "replace"))
+    if len(items) < 2:
+        raise bad("no start time")
+    secs, dot, nsecs = items[1].partition(b".")
+    if not (dot and secs.isdigit() and nsecs.isdigit() and len(nsecs) == 9):
+        raise bad("start time must be SECS.NSECS with 9 digits of nanoseconds")
+    fds = words[1].split(b",")
+    if len(fds) < 4 or not all(f.isdigit() for f in fds[:4]):
+        raise bad("file descriptors must be four non-negative numbers")
+    listen, call, watch_in, watch_err = (int(f) for f in fds[:4])
+    # Our client adds "pfi-caps=NAME,...": it reads greeting xdata.
+    client_caps = []
+    for word in words[2:]:
+        if word.startswith(SETUP_CAPS_PREFIX):
+            client_caps = [c.decode("ascii", "replace")
+                           for c in word[len(SETUP_CAPS_PREFIX):].split(b",") if c]
+            break
+    return {
+        "started_secs": int(secs),
+        "started_nsecs": int(nsecs),
+        "listen": listen,
+        "call": call,
+        "watch_in": watch_in,
+        "watch_err": watch_err,
+        "client_caps": client_caps,
+    }
+
+
+# ----------------------------------------------------------------- request
+
+
+def check_request_byte(byte):
+    """The byte that opens a request, checked: 0, or 0x01 with any of the
+    other flags, 0x20 only with a pty flag. Returned as it is (its flags
+    are tested as bits)."""
+    if byte and not (byte & REQUEST_BYTE_EXTENDED and (
+            byte & REQUEST_ANY_PTY or not byte & REQUEST_FLAG_PTY_BACKGROUND)):
+        raise ProtocolError(
+            "BadRequestByte",
+            "request starts with byte %#04x, expected 0x00, or 0x01 with flags 0x02, 0x04, "
+            "0x08, 0x10, 0x40, 0x80, and 0x20 with one of 0x04, 0x08, 0x10" % byte)
+    return byte
+
+
+def has_second_request_byte(byte):
+    return bool(byte & REQUEST_FLAG_SECOND_BYTE)
+
+
+def check_second_request_byte(byte):
+    """The second request byte, checked: the caller's closed fds
+    (REQUEST_SECOND_CLOSED), 0 for none. Returned as it is."""
+    if byte & ~REQUEST_ANY_SECOND_CLOSED:
+        raise ProtocolError("BadSecondRequestByte",
+                            "second request byte %#04x, expected flags 0x01, 0x02, 0x04" % byte)
+    return byte
+
+
+def decode_payload_len(prefix):
+    """The u32be before a request's payload."""
+    (length,) = _U32.unpack(prefix)
+    if length > MAX_PAYLOAD_LEN:
+        raise ProtocolError("PayloadTooLong", "request too long (%d bytes, at most %d)"
+                            % (length, MAX_PAYLOAD_LEN))
+    return length
+
+
+def decode_payload(payload):
+    """Splits "NAME=value\\0"... "\\0" "arg\\0"... into (env, args)."""
+    if not payload.endswith(b"\0"):
+        raise ProtocolError("PayloadUnterminated", "request payload does not end with a NUL")
+    strings = payload[:-1].split(b"\0")
+    try:
+        end = strings.index(b"")
+    except ValueError:
+        raise ProtocolError("PayloadNoEnvEnd",
+                            "request payload has no empty string ending the environment")
+    return strings[:end], strings[end + 1:]
+
+
+def split_env_entry(entry):
+    """(name, value): an environment entry split at its first '=' after
+    its first byte (a leading '=' is the name's, as in glibc); None
+    without one."""
+    eq = entry.find(b"=", 1)
+    if eq < 0:
+        return None
+    return entry[:eq], entry[eq + 1:]
+
+
+def encode_context_umask(umask):
+    return _U32.pack(umask)
+
+
+def decode_context_umask(data):
+    """The u32be umask after the context message's byte."""
+    return _U32.unpack(data)[0]
+
+
+def decode_limits(count, body):
+    """What follows a limits message's count byte: count entries
+    (resource, soft, hard; RLIM_INFINITY for none) and nice, oom_score_adj
+    (OOM_SCORE_UNKNOWN: unknown), in exactly count * 17 + 8 bytes, as
+    (entries, nice, oom_score_adj)."""
+    size = count * LIMITS_ENTRY_LEN
+    if len(body) != size + LIMITS_TAIL_LEN:
+        raise ProtocolError("BadLimits", "limits message of %d bytes after its count %d, "
+                            "expected %d" % (len(body), count, size + LIMITS_TAIL_LEN))
+    entries = [_LIMITS_ENTRY.unpack_from(body, at) for at in range(0, size, LIMITS_ENTRY_LEN)]
+    nice, oom = _LIMITS_TAIL.unpack_from(body, size)
+    return entries, nice, oom
+
+
+# ------------------------------------------------------------ status, frames
+
+
+def encode_status(wait_status):
+    """A wait status on the wire: u32be."""
+    return _U32.pack(wait_status & 0xFFFFFFFF)
+
+
+def decode_status(data):
+    """A wait status from the wire (read as signed, i32)."""
+    return _I32.unpack(data)[0]
+
+
+def encode_frame(kind, value):
+    """kind: one byte (b"S"...); value: u32."""
+    return _FRAME.pack(kind, value & 0xFFFFFFFF)
+
+
+def decode_frame(frame):
+    """(kind, value) of FRAME_LEN bytes; unknown kinds decode too."""
+    return _FRAME.unpack(frame)
+
+
+def encode_executor_ready(byte, script_pid=None):
+    """'r', the request byte as read, and on a pseudo-terminal of its own
+    (script_pid) the script's pid."""
+    message = EXECUTOR_READY + bytes([byte])
+    if script_pid is not None:
+        message += _U32.pack(script_pid)
+    return message
+
+
+def decode_executor_ready(message):
+    """The request byte of an executor's 2-byte 'r' message (with a pty
+    flag the script's pid follows: decode_script_pid)."""
+    if message[:1] != EXECUTOR_READY:
+        raise ProtocolError("BadExecutorMessage", "executor said %r, expected 'r'"
+                            % message[:1])
+    return check_request_byte(message[1])
+
+
+def decode_script_pid(data):
+    return _U32.unpack(data)[0]
+
+
+def lock_path_for_socket(socket_path):
+    """The lock file beside a server's socket (BASE/s<ident> ->
+    BASE/l<ident>, bytes), to which a quitting server appends its
+    encode_quit_line; None for a socket not so named."""
+    folder, slash, name = socket_path.rpartition(b"/")
+    if not name.startswith(b"s") or len(name) < 2:
+        return None
+    return folder + slash + b"l" + name[1:]
+
+
+def encode_quit_line(secs, reason):
+    """What a quitting server appends to its lock file: `quit SECS
+    REASON`, each newline in REASON a space (reason: str or bytes)."""
+    if isinstance(reason, str):
+        reason = reason.encode(errors="surrogateescape")
+    return b"quit %d %s\n" % (secs, reason.replace(b"\n", b" "))
