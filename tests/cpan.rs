@@ -3,7 +3,8 @@
 //! passes with the built client (the module's own t/, its calls through
 //! the client included, not skipped), `make distcheck` finds MANIFEST
 //! complete, `make dist` makes a tarball with the modules, the tests,
-//! the licence files (real files, though symlinks in the repository) and
+//! the licence files and t/wire-vectors.json (real files, though symlinks
+//! in the repository) and
 //! META.json (both licences, IO::FDPass); cpanm installs that tarball,
 //! testing it, into a fresh local lib without reaching any network
 //! (IO::FDPass is Debian's, installed system-wide), and a script using the
@@ -66,6 +67,7 @@ fn assert_own_tests_ran(log: &str, verbose: bool) {
         "t/02-errors.t",
         "t/03-run.t",
         "t/10-client.t",
+        "t/wire.t",
     ] {
         assert!(log.contains(file), "{file} did not run:\n{log}");
     }
@@ -93,7 +95,8 @@ fn perl_modules() -> Vec<String> {
 fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
     let world = tempfile::tempdir().unwrap();
     // sides/perl copied as it is (its LICENSE-* symlinks still point at
-    // ../../LICENSE-*, which are copied to the same places relative to it).
+    // ../../LICENSE-*, and t/wire-vectors.json at ../../wire-vectors.json,
+    // which are copied to the same places relative to it).
     let top = world.path().join("repo");
     std::fs::create_dir_all(top.join("sides")).unwrap();
     run_ok(
@@ -110,6 +113,19 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
             "sides/perl/{licence} should be a symlink to the root's"
         );
     }
+    std::fs::copy(
+        repo().join("sides/wire-vectors.json"),
+        top.join("sides/wire-vectors.json"),
+    )
+    .unwrap();
+    assert!(
+        top.join("sides/perl/t/wire-vectors.json")
+            .symlink_metadata()
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "sides/perl/t/wire-vectors.json should be a symlink to sides/wire-vectors.json"
+    );
     let source = top.join("sides/perl");
 
     run_ok(perl_tool(&source, "perl").arg("Makefile.PL"));
@@ -202,6 +218,11 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
             "{licence} in the tarball differs from the repository's"
         );
     }
+    assert_eq!(
+        std::fs::read(unpacked.join("t/wire-vectors.json")).unwrap(),
+        std::fs::read(repo().join("sides/wire-vectors.json")).unwrap(),
+        "t/wire-vectors.json in the tarball differs from sides/wire-vectors.json"
+    );
     for module in perl_modules() {
         assert_eq!(
             std::fs::read(unpacked.join("lib").join(&module)).unwrap(),

@@ -1,4 +1,5 @@
-//! Perl-only behaviour of sides/perl/lib/Proc/Prefork/Interp.pm, beyond the
+//! Perl-only behaviour of sides/perl/lib/Proc/Prefork/Interp.pm (and its
+//! modules, sides/perl/lib/Proc/Prefork/Interp/*.pm), beyond the
 //! shared conformance table: $0, destructors, %INC auto-reload, SIGPIPE,
 //! and the module's own hygiene (perl -c, podchecker, its manual page).
 mod common;
@@ -229,15 +230,42 @@ fn standalone_script_runs_normally() {
 
 const MODULE: &str = "sides/perl/lib/Proc/Prefork/Interp.pm";
 
-#[test]
-fn module_compiles_and_its_pod_is_clean() {
-    let out = Command::new("perl")
-        .args(["-c", "-I", "sides/perl/lib"])
-        .arg(MODULE)
+/// Every module file of the Perl side (tools/module-files, the one list),
+/// as paths from the repository's top.
+fn module_files() -> Vec<String> {
+    let out = Command::new(repo().join("tools/module-files"))
+        .arg("perl")
         .current_dir(repo())
         .output()
         .unwrap();
-    assert!(out.status.success(), "perl -c: {}", stderr_str(&out));
+    assert!(out.status.success(), "tools/module-files: {}", stderr_str(&out));
+    let files: Vec<String> = stdout_str(&out)
+        .lines()
+        .map(|m| format!("sides/perl/lib/{m}"))
+        .collect();
+    assert!(
+        files.iter().any(|f| f == MODULE),
+        "tools/module-files perl does not list {MODULE}: {files:?}"
+    );
+    files
+}
+
+#[test]
+fn module_compiles_and_its_pod_is_clean() {
+    for module in module_files() {
+        let out = Command::new("perl")
+            .args(["-wc", "-I", "sides/perl/lib"])
+            .arg(&module)
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "perl -c {module}: {}", stderr_str(&out));
+        assert_eq!(
+            stderr_str(&out),
+            format!("{module} syntax OK\n"),
+            "perl -wc {module}: warnings"
+        );
+    }
     let out = Command::new("podchecker")
         .arg(MODULE)
         .current_dir(repo())
@@ -274,8 +302,8 @@ fn setup_variable_is_read_in_chiarks_order() {
         .arg(
             "for my $v ('v1,1795467572.582498935 5,9,7,8', \
                         'v1,1795467572.582498935 5,9,7,8 pfi-caps=signals,later') {\
-               my $s = Proc::Prefork::Interp::_parse_setup($v);\
-               print join(' ', @$s{qw(listen call watch_in watch_err)}, sort keys %{$s->{client_caps}}), \"\\n\";\
+               my $s = Proc::Prefork::Interp::Wire::decode_setup_env($v);\
+               print join(' ', @$s{qw(listen call watch_in watch_err)}, sort @{$s->{client_caps}}), \"\\n\";\
              }",
         )
         .current_dir(repo())
@@ -319,7 +347,8 @@ fn environment_read_in_initialisation_is_tracked_and_digested() {
         print `echo "l=\${PFI_L-unset}"`;
         delete $ENV{PFI_D};
         print `echo "d=\${PFI_D-unset}"`;
-        print Proc::Prefork::Interp::_env_line();
+        my $dependency = Proc::Prefork::Interp::_init_env()->dependency;
+        print "env $dependency->{digest} @{$dependency->{names}}\n";
         prefork_initialisation_complete();
         print tied(%ENV) ? "tied\n" : "real\n";
         { local $ENV{PFI_W} = 'again'; print `echo "w=\$PFI_W"`; }

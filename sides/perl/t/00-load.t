@@ -1,6 +1,6 @@
-# Loading: both modules compile, agree on their version, and the main
-# module exports exactly its two functions (and nothing with an empty
-# import list).
+# Loading: every module compiles, they agree on their version, and the
+# main module exports exactly its two functions (and nothing with an
+# empty import list).
 use strict;
 use warnings;
 
@@ -14,6 +14,14 @@ require_ok('Proc::Prefork::Interp::Run');
 like($Proc::Prefork::Interp::VERSION, qr/\A[0-9]+\.[0-9]+\.[0-9]+\z/, 'a three-part $VERSION');
 is($Proc::Prefork::Interp::Run::VERSION, $Proc::Prefork::Interp::VERSION,
     'Run.pm has the same $VERSION');
+# The modules of the roles (each a file under lib/Proc/Prefork/Interp/).
+for my $role (qw(Wire Sys InitEnv Titles Reload Log HugePages Setup Server Monitor Executor
+    Keeper FastExit))
+{
+    my $module = "Proc::Prefork::Interp::$role";
+    require_ok($module);
+    is($module->VERSION, $Proc::Prefork::Interp::VERSION, "$module has the same \$VERSION");
+}
 
 is_deeply([ sort @Proc::Prefork::Interp::EXPORT ],
     [qw(prefork_autoreload_also_check prefork_initialisation_complete)],

@@ -298,7 +298,7 @@ class Monitor:
                 self.call_ended(_wire.MONITOR_CALL_DROPPED)
                 return None
             try:
-                socket.send_fds(spare.handover, [_wire.HAND_OVER_BYTE], [conn.fileno()],
+                socket.send_fds(spare.handover, [_wire.FD_MESSAGE_BYTE], [conn.fileno()],
                                 socket.MSG_NOSIGNAL)
             except OSError:
                 # It died idle: its pidfd says so, and it is reaped then.

@@ -189,7 +189,7 @@ class Server:
                 self.log(LOG_INFO, "caller went away before its greeting: %r" % (e,))
                 return False
         try:
-            socket.send_fds(self.control, [_wire.HAND_OVER_BYTE], [call.fileno()],
+            socket.send_fds(self.control, [_wire.FD_MESSAGE_BYTE], [call.fileno()],
                             socket.MSG_NOSIGNAL)
         except OSError:
             self.monitor_died()

@@ -36,9 +36,10 @@ REQUEST_FLAG_LIMITS = 0x40
 REQUEST_FLAG_SECOND_BYTE = 0x80
 REQUEST_SECOND_CLOSED = (0x01, 0x02, 0x04)
 REQUEST_ANY_SECOND_CLOSED = 0x01 | 0x02 | 0x04
-# The one byte of a message carrying an fd: a call handed over, the
-# context message's directory.
-HAND_OVER_BYTE = b"\0"
+# The one byte of every message carrying an fd (Rust's FD_MESSAGE_BYTE):
+# a call handed over, fds 0, 1, 2 of a request, the context message's
+# directory.
+FD_MESSAGE_BYTE = b"\0"
 
 # Monitor to server, one byte each: a call has ended; a call ended before
 # its script ran (no request: a listing, a caller that went elsewhere).

@@ -210,7 +210,7 @@ class WireVectors(unittest.TestCase):
 
     def test_hand_over(self):
         for v in self.each("hand_over"):
-            self.assertEqual(_wire.HAND_OVER_BYTE, h(v["bytes"]))
+            self.assertEqual(_wire.FD_MESSAGE_BYTE, h(v["bytes"]))
             self.assertEqual(v["fds"], 1)
 
     def test_quit_line(self):
