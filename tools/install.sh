@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs or uninstalls prefork-interp: the client binary, the Perl
-# modules (Proc::Prefork::Interp and Proc::Prefork::Interp::Run), the
-# Python module (with pip) and the manual pages.
+# modules (Proc::Prefork::Interp, its roles and ::Run: every file
+# tools/module-files lists), the Python package (with pip) and the
+# manual pages.
 #
 #   tools/install.sh install     (what `make install` runs)
 #   tools/install.sh uninstall   (what `make uninstall` runs)
