@@ -238,7 +238,11 @@ fn module_files() -> Vec<String> {
         .current_dir(repo())
         .output()
         .unwrap();
-    assert!(out.status.success(), "tools/module-files: {}", stderr_str(&out));
+    assert!(
+        out.status.success(),
+        "tools/module-files: {}",
+        stderr_str(&out)
+    );
     let files: Vec<String> = stdout_str(&out)
         .lines()
         .map(|m| format!("sides/perl/lib/{m}"))
@@ -259,7 +263,11 @@ fn module_compiles_and_its_pod_is_clean() {
             .current_dir(repo())
             .output()
             .unwrap();
-        assert!(out.status.success(), "perl -c {module}: {}", stderr_str(&out));
+        assert!(
+            out.status.success(),
+            "perl -c {module}: {}",
+            stderr_str(&out)
+        );
         assert_eq!(
             stderr_str(&out),
             format!("{module} syntax OK\n"),

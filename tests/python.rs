@@ -291,7 +291,10 @@ fn module_files() -> Vec<String> {
         .unwrap();
     assert!(out.status.success(), "{}", stderr_str(&out));
     let files: Vec<String> = stdout_str(&out).lines().map(str::to_string).collect();
-    assert!(files.contains(&"prefork_interp/__init__.py".to_string()), "{files:?}");
+    assert!(
+        files.contains(&"prefork_interp/__init__.py".to_string()),
+        "{files:?}"
+    );
     files
 }
 
