@@ -311,3 +311,17 @@ fn our_servers_greet_chiarks_client_in_v1() {
         h.finish();
     }
 }
+
+/// chiark-utils documents the combined form as `[<option>,..],<interpreter>`:
+/// any option may lead it, a long one too. Its client and ours both take
+/// `--kill,-U,perl SCRIPT` (the server goes: the next call has another).
+#[test]
+fn combined_form_led_by_a_long_option_like_chiarks_client() {
+    for h in [chiark_client_our_perl(), Harness::new(Side::Perl)] {
+        let before = h.server_pid();
+        let out = h.call_led_by("--kill", &[] as &[&str]).run();
+        assert_success(&out);
+        assert_ne!(h.server_pid(), before, "--kill,-U,...: the server is still there");
+        h.finish();
+    }
+}

@@ -219,9 +219,9 @@ fn find_combined(rest: &[OsString]) -> Option<(usize, Vec<OsString>)> {
             at += 2;
             continue;
         }
-        if !bytes.starts_with(b"--")
-            && let Some(words) = split_combined(word)
-        {
+        // Any option may lead the combined form, a long one too
+        // (`--kill,-U,perl`): none of ours takes a value in its word.
+        if let Some(words) = split_combined(word) {
             return Some((at, words));
         }
         at += 1;
@@ -492,6 +492,15 @@ mod tests {
         );
         assert_eq!(a.interpreter, os(&["perl"]));
         assert_eq!(a.args, os(&["c,d"]));
+        // A long option may lead it too, as chiark-utils' client takes.
+        let a = run(&["--kill,-U,perl", "s.pl"]);
+        assert_eq!(
+            (a.mode, a.interpreter, a.script),
+            (Mode::Kill, os(&["perl"]), Some("s.pl".into()))
+        );
+        let a = run(&["--caller-dir,-U,perl,-w", "s.pl", "x"]);
+        assert!(a.caller_dir);
+        assert_eq!((a.interpreter, a.args), (os(&["perl", "-w"]), os(&["x"])));
         // The plain form's arguments are never split.
         let a = run(&["-U", "perl", "s", "-x,y"]);
         assert_eq!(a.args, os(&["-x,y"]));

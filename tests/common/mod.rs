@@ -307,6 +307,18 @@ impl Harness {
         self.prepare(cmd)
     }
 
+    /// The client run by hand in the combined form led by a long option
+    /// (`--kill,-U,INTERP SCRIPT ARGS`), as chiark-utils documents it.
+    pub fn call_led_by<S: AsRef<OsStr>>(&self, option: &str, args: &[S]) -> Call {
+        let mut first = format!("{option},-U,").into_bytes();
+        first.extend_from_slice(&join_commas(&self.interpreter));
+        let mut cmd = self.command(self.client.as_os_str());
+        cmd.arg(OsStr::from_bytes(&first))
+            .arg(&self.script)
+            .args(args);
+        self.prepare(cmd)
+    }
+
     /// The client run by hand with these arguments, in this world.
     pub fn client_call<S: AsRef<OsStr>>(&self, args: &[S]) -> Call {
         let mut cmd = Command::new(&self.client);
