@@ -321,7 +321,11 @@ fn combined_form_led_by_a_long_option_like_chiarks_client() {
         let before = h.server_pid();
         let out = h.call_led_by("--kill", &[] as &[&str]).run();
         assert_success(&out);
-        assert_ne!(h.server_pid(), before, "--kill,-U,...: the server is still there");
+        assert_ne!(
+            h.server_pid(),
+            before,
+            "--kill,-U,...: the server is still there"
+        );
         h.finish();
     }
 }

@@ -1,7 +1,5 @@
 //! The client's one error type, and how a wait status becomes our exit.
 
-use nix::sys::signal::{Signal, raise};
-
 use crate::protocol::WaitStatus;
 
 /// Our own failures exit with this (as chiark-utils' client does).
@@ -25,22 +23,6 @@ impl Failure {
     }
 }
 
-/// Signals we die of ourselves when the script died of them, so that the
-/// caller sees what a direct run would have shown: those whose default
-/// action is to end the process without a core dump. (The original
-/// re-raises the first five; with signal forwarding a script may die of
-/// any forwarded signal.) Others, and core dumps: a message and 127.
-const RERAISED: [Signal; 8] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGPIPE,
-    Signal::SIGKILL,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGALRM,
-];
-
 /// Turns the script's wait status into our exit status, or dies of its
 /// signal; other deaths are a failure naming it.
 pub(crate) fn report_status(status: WaitStatus) -> Result<i32, Failure> {
@@ -54,15 +36,12 @@ pub(crate) fn report_status(status: WaitStatus) -> Result<i32, Failure> {
     )))
 }
 
-/// Dies of the signal that killed the script, if it is one in
-/// [`RERAISED`]; returns otherwise.
+/// Dies of the signal that killed the script, so that the caller sees
+/// what a direct run would have shown (the shell's message, 128+N):
+/// every signal, a core-dumping one too (without a core of our own: the
+/// script's, if its limits allowed one, is written by the script).
 pub(crate) fn die_of_same_signal(status: WaitStatus) {
-    if let Some(sig) = status.signal()
-        && !status.core_dumped()
-        && let Ok(sig) = Signal::try_from(sig)
-        && RERAISED.contains(&sig)
-    {
-        crate::sys::default_signal(sig);
-        let _ = raise(sig);
+    if let Some(signal) = status.signal() {
+        crate::sys::die_of(signal);
     }
 }

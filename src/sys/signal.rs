@@ -43,3 +43,26 @@ pub(crate) fn signal_name(sig: i32) -> String {
         Err(_) => format!("signal {sig}"),
     }
 }
+
+/// Ends this process by `signal` (any number, real-time ones too), as the
+/// death of a process by it shows to a shell: its message ("Quit",
+/// "Segmentation fault"), status 128+N. We write no core of our own:
+/// not dumpable, whatever RLIMIT_CORE (which a `core_pattern` pipe to
+/// systemd-coredump ignores). Returns only if the signal does not end a
+/// process by default (then the caller reports the status otherwise).
+pub(crate) fn die_of(signal: i32) {
+    // SAFETY: prctl with integer arguments; sigaction installing SIG_DFL
+    // runs no code of ours; sigprocmask and raise on a signal set of our
+    // own. Any of them failing leaves us alive, which the caller handles.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(signal, &default, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+}

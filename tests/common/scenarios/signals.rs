@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::common::*;
 
-use super::{LIMIT, Scenario, pid_in, sigkill};
+use super::{LIMIT, Scenario, outcome, pid_in, sigkill};
 
 scenario!(signal_deaths, |side| {
     let h = Harness::new(side);
@@ -32,13 +32,29 @@ scenario!(signal_deaths, |side| {
             "{name}: output before death kept"
         );
     }
-    // Core-dumping ones: a message naming the signal, and 127.
-    let out = h.call(&["@kill:SEGV"]).run();
-    assert_eq!(out.status.code(), Some(127));
-    let err = stderr_str(&out);
-    assert!(
-        err.starts_with("prefork-interp: ") && err.contains("SIGSEGV"),
-        "{err}"
+    // Those whose default dumps core, and others that end a process: the
+    // same death as a direct run's (the shell says "Quit", 131), and no
+    // core of the client's own.
+    for name in ["QUIT", "SEGV", "ABRT", "FPE", "PROF"] {
+        let args = ["@out:before".to_string(), format!("@kill:{name}")];
+        let direct = h.direct(&args).without_core().run();
+        let served = h.call(&args).without_core().run();
+        assert!(direct.status.signal().is_some(), "{name}: {direct:?}");
+        assert!(
+            !served.status.core_dumped(),
+            "{name}: the client dumped core"
+        );
+        assert_eq!(
+            outcome(served),
+            outcome(direct),
+            "{name}: through us, then directly"
+        );
+    }
+    // (Limits are part of an identity: those calls had a server of their own.)
+    assert_success(
+        &h.call_with_options(&["--kill"], &[] as &[&str])
+            .without_core()
+            .run(),
     );
     h.finish();
 });
