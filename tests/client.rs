@@ -168,6 +168,36 @@ fn setup_killed_by_a_signal() {
     h.finish();
 }
 
+/// Where cores may be written (RLIMIT_CORE as high as it goes), the
+/// script's initialisation killed by SIGQUIT writes its own (in its
+/// directory, as `core_pattern` says), and the client, dying of the same
+/// signal, writes none: its status says no core was dumped.
+#[test]
+fn the_client_dumps_no_core_of_its_own() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let h = Harness::new(Side::Rust);
+    let mut cmd = client_cmd(&h);
+    cmd.args(["-U", "/bin/sh", "-c", "kill -QUIT $$"]);
+    // SAFETY: getrlimit and setrlimit are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut core = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_CORE, &mut core);
+            core.rlim_cur = core.rlim_max;
+            libc::setrlimit(libc::RLIMIT_CORE, &core);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGQUIT), "{out:?}");
+    assert!(!out.status.core_dumped(), "the client dumped core");
+    let _ = std::fs::remove_file(h.path("core"));
+    h.finish();
+}
+
 #[test]
 fn interpreter_arguments_from_the_combined_form_reach_the_interpreter() {
     // The original looks for an interpreter called "perl,-w". We run
