@@ -449,3 +449,54 @@ fn run_option_follows_changes_to_the_program_and_its_modules() {
         .unwrap();
     assert_success(&kill);
 }
+
+/// `--run ./tool` typed in two directories runs each directory's own
+/// file, as a direct `./tool` does there (its output, `$0` and
+/// `$FindBin::Bin`), cold and warm; and a change to the second
+/// directory's file reaches the calls made there.
+#[test]
+fn relative_program_is_the_file_it_names_from_each_directory() {
+    let w = World::new();
+    let write = |dir: &str, version: &str| {
+        let path = w.dir.path().join(dir).join("tool");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "#!/usr/bin/perl\nuse FindBin;\nprint \"{dir} {version} \", \
+                 ($FindBin::Bin =~ m{{/([^/]+)$}})[0], \" $0\\n\";\n"
+            ),
+        )
+        .unwrap();
+        set_mode(&path, 0o755);
+    };
+    write("a", "one");
+    write("b", "one");
+    let run = |dir: &str, through: bool| {
+        let mut c = if through {
+            let mut c = w.command(client().to_str().unwrap());
+            c.arg("--run").arg("./tool");
+            c
+        } else {
+            w.command("./tool")
+        };
+        c.current_dir(w.dir.path().join(dir));
+        let out = World::run(c, b"");
+        (out.status.code(), stdout_str(&out), stderr_str(&out))
+    };
+    for _ in 0..2 {
+        for dir in ["a", "b"] {
+            assert_eq!(run(dir, true), run(dir, false), "--run ./tool in {dir}");
+        }
+    }
+    assert_eq!(run("b", false).1, "b one b ./tool\n");
+    write("b", "two");
+    assert_eq!(run("b", true), run("b", false), "after b's tool changed");
+    assert_eq!(run("a", true).1, "a one a ./tool\n");
+    for dir in ["a", "b"] {
+        let mut kill = w.command(client().to_str().unwrap());
+        kill.args(["--kill", "--run", "./tool"])
+            .current_dir(w.dir.path().join(dir));
+        assert_success(&kill.output().unwrap());
+    }
+}

@@ -184,6 +184,11 @@ struct IdentityInputs<'a> {
     /// Sorted, without duplicates.
     groups: Vec<u32>,
     limits: &'static crate::protocol::CallerLimits,
+    /// Without the caller's directory in the identity (`--run`,
+    /// `--caller-dir`): the file the script's words name from here
+    /// (realpath), so that `./tool` typed in two directories is two
+    /// programs. (The words stay in it too: they are the script's `$0`.)
+    resolved_script: Option<std::path::PathBuf>,
 }
 
 impl<'a> IdentityInputs<'a> {
@@ -211,6 +216,11 @@ impl<'a> IdentityInputs<'a> {
             egid: nix::unistd::getegid().as_raw(),
             groups,
             limits: crate::sys::own_limits(),
+            resolved_script: spec
+                .script
+                .filter(|_| !spec.include_cwd)
+                .map(|script| fs::canonicalize(script).or_else(|_| std::path::absolute(script)))
+                .transpose()?,
         })
     }
 
@@ -282,6 +292,9 @@ impl<'a> IdentityInputs<'a> {
         match self.spec.script {
             Some(s) => field(b'S', s.as_bytes()),
             None => field(b'N', b""),
+        }
+        if let Some(file) = &self.resolved_script {
+            field(b'R', file.as_os_str().as_bytes());
         }
         crate::protocol::hex_lower(&h.finalize())
     }
