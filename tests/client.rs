@@ -738,3 +738,66 @@ fn manual_page_documents_every_option() {
     }
     assert!(seen >= 11, "only {seen} options found in --help");
 }
+
+/// `--run` where the interpreter cannot find our runner (no PERL5LIB or
+/// PYTHONPATH to the repository's, nothing installed): one line naming
+/// the missing runner and how to install it, status 127, and nothing left
+/// in the run directory; not the interpreter's own "Can't locate" or
+/// "No module named", which would read as the program failing. With the
+/// runner found, the same program runs.
+#[test]
+fn run_without_the_runner_says_so() {
+    let h = Harness::new(Side::Rust);
+    for (program, text, runner, path_var, path) in [
+        (
+            "tool.pl",
+            "#!/usr/bin/perl\nprint \"ran\\n\";\n",
+            "Perl runner",
+            "PERL5LIB",
+            repo().join("sides/perl/lib"),
+        ),
+        (
+            "tool.py",
+            "#!/usr/bin/env python3\nprint('ran')\n",
+            "Python runner",
+            "PYTHONPATH",
+            repo().join("sides/python"),
+        ),
+    ] {
+        let file = h.path(program);
+        std::fs::write(&file, text).unwrap();
+        set_mode(&file, 0o755);
+        let out = client_cmd(&h).arg("--run").arg(&file).output().unwrap();
+        assert_one_line_failure(&out, &format!("prefork-interp's {runner} ("));
+        assert!(
+            stderr_str(&out).contains("is not installed for"),
+            "{}",
+            stderr_str(&out)
+        );
+        assert!(
+            stderr_str(&out).contains("install it ("),
+            "{}",
+            stderr_str(&out)
+        );
+        assert_eq!(h.run_dir_entries(), Vec::<String>::new(), "{program}");
+        let out = client_cmd(&h)
+            .env(path_var, &path)
+            .arg("--run")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout_str(&out),
+            "ran\n",
+            "{program} with {path_var}: {out:?}"
+        );
+        let out = client_cmd(&h)
+            .env(path_var, &path)
+            .args(["--kill", "--run"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert_success(&out);
+    }
+    h.finish();
+}

@@ -57,6 +57,9 @@ pub(crate) struct ClientArgs {
     pub(crate) script: Option<OsString>,
     /// The caller's arguments after the script: what the executor gets.
     pub(crate) args: Vec<OsString>,
+    /// `--run`: the interpreter's words end with its language's runner,
+    /// which a new server checks is installed before it starts.
+    pub(crate) run: bool,
 }
 
 /// The outcome of parsing.
@@ -286,6 +289,7 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
             interpreter,
             script,
             args,
+            run: true,
         }));
     }
 
@@ -307,6 +311,7 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
         interpreter,
         script,
         args,
+        run: false,
     }))
 }
 

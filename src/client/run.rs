@@ -39,6 +39,58 @@ fn runner_arguments(interpreter: &OsStr) -> Option<&'static [&'static str]> {
     }
 }
 
+/// Checks, for a new server of `--run`, that the interpreter finds our
+/// runner (`interpreter` ends with the runner's arguments): without it
+/// the interpreter's own "Can't locate ..." or "No module named ..."
+/// would read as the program failing. Asks the interpreter with its own
+/// arguments (`-I`, `-T`, `-E` change where it looks) and environment,
+/// loading nothing: a few milliseconds, on the cold path only. An
+/// interpreter that cannot be run is left to the setup run to report.
+pub(crate) fn check_runner(interpreter: &[OsString]) -> Result<(), Failure> {
+    const MISSING: i32 = 3;
+    let (runner, probe, installs) = if interpreter.iter().any(|w| w == "-m") {
+        (
+            "Python runner (the prefork_interp package)",
+            vec![
+                "-c".to_owned(),
+                format!(
+                    "import importlib.util, sys; \
+                     sys.exit(0 if importlib.util.find_spec('prefork_interp') else {MISSING})"
+                ),
+            ],
+            "pip install prefork-interp, apt install ./prefork-interp_*.deb or make install",
+        )
+    } else {
+        (
+            "Perl runner (Proc::Prefork::Interp::Run)",
+            vec![
+                "-e".to_owned(),
+                format!(
+                    "exit((grep {{ -f \"$_/Proc/Prefork/Interp/Run.pm\" }} @INC) ? 0 : {MISSING})"
+                ),
+            ],
+            "cpanm ./sides/perl, apt install ./prefork-interp_*.deb or make install",
+        )
+    };
+    // The interpreter's own words, without the runner's (the last ones).
+    let runner_words = runner_arguments(&interpreter[0]).map_or(0, <[_]>::len);
+    let own = &interpreter[1..interpreter.len() - runner_words];
+    let status = std::process::Command::new(&interpreter[0])
+        .args(own)
+        .args(&probe)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(status) if status.code() == Some(MISSING) => Err(Failure::new(format!(
+            "--run: prefork-interp's {runner} is not installed for {}: install it ({installs})",
+            interpreter[0].display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The interpreter and its arguments that a `#!` line names, as the kernel
 /// (and `env`, `env -S`) would run them. `None`: not a `#!` line.
 pub(crate) fn parse_shebang(first_line: &[u8]) -> Option<Vec<OsString>> {

@@ -73,6 +73,9 @@ pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<
     // Armed before the socket exists: a failure to make it (a full file
     // system, say) must not leave our lock file behind either.
     let mut cleanup = Cleanup { paths, armed: true };
+    if args.run {
+        super::run::check_runner(&args.interpreter)?;
+    }
     let (listener, meta) = listen(socket)?;
     // What ps shows for the watcher: the script it watches for.
     let script = args
