@@ -391,3 +391,25 @@ fn environment_read_in_initialisation_is_tracked_and_digested() {
         )
     );
 }
+
+/// The script's code after `prefork_initialisation_complete` finds `$!`,
+/// `$?` and `$@` as they were when it called it, as without us: `die`
+/// exits with `$!` (here EIO, 5) in a direct run and in every call.
+#[test]
+fn errno_and_friends_are_as_the_script_left_them() {
+    let h = perl_world(
+        "use Proc::Prefork::Interp;\n$! = 5; $? = 256; eval { die \"left\\n\" };\n\
+         prefork_initialisation_complete();\nprint \"[$?] [$@]\";\ndie \"gone\\n\";\n",
+    );
+    let direct = h.direct(&[] as &[&str]).run();
+    assert_eq!(direct.status.code(), Some(5), "{direct:?}");
+    for round in 0..2 {
+        let out = h.call(&[] as &[&str]).run();
+        assert_eq!(
+            (out.status.code(), stdout_str(&out), stderr_str(&out)),
+            (direct.status.code(), stdout_str(&direct), stderr_str(&direct)),
+            "call {round} (left) against a direct run"
+        );
+    }
+    h.finish();
+}

@@ -311,6 +311,10 @@ fn debian_json_pp_as_directly() {
     );
     let bad = w.same_as_direct(json_pp, &[], b"{not json");
     assert_ne!(bad.status.code(), Some(0));
+    // `die` exits with $!: here the ENOENT of a direct run's module search
+    // (2), which the preloading left in the server.
+    let bad = w.same_as_direct(json_pp, &["-f", "nosuch"], b"");
+    assert_eq!(bad.status.code(), Some(2));
 }
 
 /// Run directly (no PREFORK_INTERP), `-MProc::Prefork::Interp::Run` does

@@ -72,6 +72,10 @@ sub prefork_autoreload_also_check {
 
 sub prefork_initialisation_complete {
     my %opts = @_;
+    # What the script's code after this call finds, as it would without
+    # us: $! (which `die` exits with), $? and $@ as they are now, not as
+    # the server's and executor's work leaves them.
+    my @as_called = ($! + 0, $?, $@);
     # Armed here, before the server forks: executors inherit it (the
     # server and monitors never run END blocks), and a direct run ends as
     # a call does.
@@ -81,6 +85,7 @@ sub prefork_initialisation_complete {
     return unless defined $value;    # standalone: nothing more to do
     Proc::Prefork::Interp::Setup::initialisation_complete($value, _options(%opts), $INIT_ENV,
         [@also_check]);
+    ($!, $?, $@) = @as_called;
     return;    # in an executor, into the script
 }
 

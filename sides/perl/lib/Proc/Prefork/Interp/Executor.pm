@@ -244,9 +244,8 @@ sub become_the_call {
     # as in a direct run.
     Proc::Prefork::Interp::InitEnv::lay_over($self->{payload}{env}, $self->{init_env});
     @ARGV = @{ $self->{payload}{args} };
-    # As a fresh run starts: `die` exits with $! when it is set, and ours
-    # (from the handle juggling above) is no business of the script's.
-    ($!, $?, $@) = (0, 0, '');
+    # ($!, $? and $@ are put back as the script left them by
+    # prefork_initialisation_complete, once we return.)
     return;
 }
 

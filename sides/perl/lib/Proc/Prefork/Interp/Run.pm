@@ -164,6 +164,9 @@ sub import {
     }
     my %seen;
     my @modules = grep { length && !/\A-/ && !$skip{$_} && !$seen{$_}++ } @listed, @$scanned;
+    # What loading left in $@ (a module's own `eval` that failed), kept
+    # for the program as a direct run's compile would leave it.
+    my $left_in_eval = '';
 
     {
         # The program's `use lib` puts its directories on @INC when it is
@@ -173,7 +176,13 @@ sub import {
             next unless _is_module($module);
             (my $file = "$module.pm") =~ s{::}{/}g;
             next if $INC{$file};
-            my $ok = eval { local $SIG{__DIE__}; local $SIG{__WARN__} = sub { }; require $file; 1 };
+            my $ok = eval {
+                local $SIG{__DIE__};
+                local $SIG{__WARN__} = sub { };
+                require $file;
+                $left_in_eval = $@;
+                1;
+            };
             next if $ok;
             my $error = $@;
             # A module that failed half-way is loaded again by the program
@@ -185,13 +194,17 @@ sub import {
         # Modules loaded from the program's own lib directories keep
         # their %INC paths; @INC is the program's business again.
     }
+    # $! as the preloading left it: a direct run's compile of the same
+    # `use` lines searches @INC the same way, and `die` exits with it
+    # (json_pp's "not a valid fromformat" exits 2, ENOENT, directly).
+    my $errno_after_loading = $! + 0;
 
     Proc::Prefork::Interp::prefork_autoreload_also_check(File::Spec->rel2abs($program));
     Proc::Prefork::Interp::prefork_initialisation_complete();
 
     # In the executor, once per call; perl then compiles PROGRAM.
     _private_program($program, $fd, $offset);
-    ($!, $?, $@) = (0, 0, '');
+    ($!, $?, $@) = ($errno_after_loading, 0, $left_in_eval);
     return;
 }
 
