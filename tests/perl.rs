@@ -407,9 +407,135 @@ fn errno_and_friends_are_as_the_script_left_them() {
         let out = h.call(&[] as &[&str]).run();
         assert_eq!(
             (out.status.code(), stdout_str(&out), stderr_str(&out)),
-            (direct.status.code(), stdout_str(&direct), stderr_str(&direct)),
+            (
+                direct.status.code(),
+                stdout_str(&direct),
+                stderr_str(&direct)
+            ),
             "call {round} (left) against a direct run"
         );
     }
     h.finish();
+}
+
+/// Perl's own start-up variables (hash seed and key order, the Unicode
+/// switches, PERL5OPT's switches) are inputs of the initialisation: a
+/// call with other values than the server's reaches a server started
+/// with its values, and sees what a direct run does.
+#[test]
+fn interpreter_start_up_variables_like_a_direct_run() {
+    let h = perl_world(
+        "use Proc::Prefork::Interp;\nprefork_initialisation_complete();\n\
+         my %h = map { ($_ => 1) } 'a' .. 'p';\n\
+         print join('', keys %h), ' ', ${^UNICODE}, ' ', $^W, \"\\n\";\n",
+    );
+    let cases: [&[(&str, &str)]; 4] = [
+        &[("PERL_HASH_SEED", "1"), ("PERL_PERTURB_KEYS", "0")],
+        &[("PERL_HASH_SEED", "2"), ("PERL_PERTURB_KEYS", "0")],
+        &[
+            ("PERL_HASH_SEED", "1"),
+            ("PERL_PERTURB_KEYS", "0"),
+            ("PERL_UNICODE", "S"),
+        ],
+        &[
+            ("PERL_HASH_SEED", "3"),
+            ("PERL_PERTURB_KEYS", "0"),
+            ("PERL5OPT", "-W"),
+        ],
+    ];
+    let with = |call: Call, env: &[(&str, &str)]| {
+        env.iter()
+            .fold(call, |call, (name, value)| call.env(name, value))
+    };
+    for round in 0..2 {
+        for env in cases {
+            let direct = with(h.direct(&[] as &[&str]), env).run();
+            let served = with(h.call(&[] as &[&str]), env).run();
+            assert_success(&direct);
+            assert_eq!(
+                stdout_str(&served),
+                stdout_str(&direct),
+                "{env:?}, round {round}: through us, then directly"
+            );
+        }
+    }
+    // (The first case's server is the base identity's: the others found
+    // it and moved on from it, so they go first.)
+    for env in cases.iter().rev() {
+        assert_success(&with(h.call_with_options(&["--kill"], &[] as &[&str]), env).run());
+    }
+    h.finish();
+}
+
+/// INTERPRETER_VARIABLES (Proc::Prefork::Interp::InitEnv) against perl's
+/// own list, perlrun's ENVIRONMENT (Debian's perl-doc): each variable
+/// there is in it, or here with the reason it is not an input of the
+/// initialisation.
+#[test]
+fn interpreter_variables_cover_perlrun() {
+    const NOT_AT_START: [(&str, &str); 9] = [
+        (
+            "HOME",
+            "chdir() without an argument reads it then: the call's own",
+        ),
+        (
+            "LOGDIR",
+            "chdir() without an argument reads it then: the call's own",
+        ),
+        ("PATH", "perl -S only; the client finds the script"),
+        (
+            "PERL_DL_NONLAZY",
+            "read from %ENV as a module loads: tracked as any read",
+        ),
+        ("PERL_ENCODING", "gone since 5.26"),
+        ("PERL5SHELL", "Win32 only"),
+        ("PERL_ALLOW_NON_IFS_LSP", "Win32 only"),
+        ("PERL_ROOT", "VMS only"),
+        ("SYS$LOGIN", "VMS only"),
+    ];
+    let pod = Command::new("perldoc").args(["-l", "perlrun"]).output();
+    let pod = pod
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| stdout_str(&out).trim().to_string())
+        .expect("perlrun.pod (Debian's perl-doc; ./test installs it)");
+    let text = std::fs::read_to_string(&pod).unwrap();
+    let environment = text
+        .split("\n=head1 ENVIRONMENT")
+        .nth(1)
+        .expect("perlrun has an ENVIRONMENT section");
+    let environment = environment.split("\n=head1 ").next().unwrap();
+    let documented: Vec<&str> = environment
+        .lines()
+        .filter_map(|line| line.strip_prefix("=item "))
+        .filter_map(|item| item.split_whitespace().next())
+        .filter(|name| !name.starts_with(':'))
+        .collect();
+    assert!(documented.len() >= 20, "{documented:?}");
+    let listed = Command::new("perl")
+        .args([
+            "-I",
+            "sides/perl/lib",
+            "-MProc::Prefork::Interp::InitEnv",
+            "-e",
+        ])
+        .arg("print join ' ', Proc::Prefork::Interp::InitEnv::INTERPRETER_VARIABLES")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_success(&listed);
+    let listed = stdout_str(&listed);
+    let listed: Vec<&str> = listed.split_whitespace().collect();
+    for name in &documented {
+        assert!(
+            listed.contains(name) || NOT_AT_START.iter().any(|(n, _)| n == name),
+            "{name} (perlrun) is neither in INTERPRETER_VARIABLES nor explained"
+        );
+    }
+    for (name, _) in NOT_AT_START {
+        assert!(
+            !listed.contains(&name),
+            "{name} is listed and explained away"
+        );
+    }
 }

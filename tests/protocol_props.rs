@@ -46,12 +46,12 @@ proptest! {
     ) {
         let counters = ServerCounters { served, running, idle_ms };
         let names: Vec<&str> = caps.iter().map(String::as_str).collect();
-        let xdata = encode_greeting_xdata(&names, None, None, counters);
+        let xdata = encode_greeting_xdata(&names, None, None, None, counters);
         prop_assert_eq!(decode_caps(&xdata), caps);
         prop_assert_eq!(decode_xdata_number(&xdata, "served"), Some(served));
         prop_assert_eq!(decode_xdata_number(&xdata, "running"), Some(running));
         prop_assert_eq!(decode_xdata_number(&xdata, "idle"), Some(idle_ms));
-        prop_assert!(encode_greeting_xdata(&[], None, None, counters).is_empty());
+        prop_assert!(encode_greeting_xdata(&[], None, None, None, counters).is_empty());
     }
 
     #[test]

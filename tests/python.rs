@@ -400,3 +400,108 @@ fn manual_page_documents_the_api() {
     assert!(out.status.success(), "{}", stderr_str(&out));
     assert_eq!(stderr_str(&out), "", "man page warnings");
 }
+
+/// The interpreter's own start-up variables (hash seed, bytecode writing,
+/// UTF-8 mode, optimisation, warnings filters) are inputs of the
+/// initialisation: a call with other values than the server's reaches a
+/// server started with its values, and sees what a direct run does.
+#[test]
+fn interpreter_start_up_variables_like_a_direct_run() {
+    let h = python_world(
+        "import prefork_interp\nprefork_interp.initialisation_complete()\nimport sys\n\
+         print(hash('abc'), sys.flags.dont_write_bytecode, sys.flags.utf8_mode, \
+         sys.flags.optimize, sys.warnoptions)\n",
+    );
+    let cases: [&[(&str, &str)]; 4] = [
+        &[("PYTHONHASHSEED", "1")],
+        &[("PYTHONHASHSEED", "2")],
+        &[("PYTHONHASHSEED", "1"), ("PYTHONDONTWRITEBYTECODE", "1")],
+        &[
+            ("PYTHONHASHSEED", "3"),
+            ("PYTHONUTF8", "1"),
+            ("PYTHONOPTIMIZE", "1"),
+            ("PYTHONWARNINGS", "error"),
+        ],
+    ];
+    let with = |call: Call, env: &[(&str, &str)]| {
+        env.iter()
+            .fold(call, |call, (name, value)| call.env(name, value))
+    };
+    for round in 0..2 {
+        for env in cases {
+            let direct = with(h.direct(&[] as &[&str]), env).run();
+            let served = with(h.call(&[] as &[&str]), env).run();
+            assert_success(&direct);
+            assert_eq!(
+                stdout_str(&served),
+                stdout_str(&direct),
+                "{env:?}, round {round}: through us, then directly"
+            );
+        }
+    }
+    // (The first case's server is the base identity's: the others found
+    // it and moved on from it, so they go first.)
+    for env in cases.iter().rev() {
+        assert_success(&with(h.call_with_options(&["--kill"], &[] as &[&str]), env).run());
+    }
+    h.finish();
+}
+
+/// INTERPRETER_VARIABLES (prefork_interp/_init_env.py) against the
+/// interpreter's own list, `python3 --help-env` (3.11 on): each variable
+/// there is in it, or here with the reason it is not an input of the
+/// initialisation.
+#[test]
+fn interpreter_variables_cover_python_help_env() {
+    const NOT_AT_START: [(&str, &str); 5] = [
+        ("PYTHONUNBUFFERED", "each call's streams are made with the caller's"),
+        ("PYTHONIOENCODING", "each call's streams are made with the caller's"),
+        ("PYTHONSTARTUP", "read by interactive sessions only"),
+        ("PYTHONCASEOK", "Windows and macOS only"),
+        (
+            "PYTHONBREAKPOINT",
+            "read from os.environ by each breakpoint(): the call's own",
+        ),
+    ];
+    let help = Command::new(python()).arg("--help-env").output().unwrap();
+    if !help.status.success() {
+        // Before 3.11 there is no --help-env: nothing to hold the list to.
+        assert!(stderr_str(&help).contains("--help-env"), "{help:?}");
+        return;
+    }
+    let documented: std::collections::BTreeSet<String> = stdout_str(&help)
+        .lines()
+        .filter_map(|line| {
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            (name.starts_with("PYTHON") && name.len() > 6).then_some(name)
+        })
+        .collect();
+    assert!(documented.len() >= 20, "{documented:?}");
+    let listed = Command::new(python())
+        .env("PYTHONPATH", repo().join("sides/python"))
+        .args([
+            "-c",
+            "from prefork_interp import _init_env\n\
+             print(' '.join(n.decode() for n in _init_env.INTERPRETER_VARIABLES))",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&listed);
+    let listed = stdout_str(&listed);
+    let listed: Vec<&str> = listed.split_whitespace().collect();
+    for name in &documented {
+        assert!(
+            listed.contains(&name.as_str()) || NOT_AT_START.iter().any(|(n, _)| n == name),
+            "{name} (python3 --help-env) is neither in INTERPRETER_VARIABLES nor explained"
+        );
+    }
+    for (name, _) in NOT_AT_START {
+        assert!(
+            !listed.contains(&name),
+            "{name} is listed and explained away"
+        );
+    }
+}

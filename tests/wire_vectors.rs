@@ -106,17 +106,26 @@ fn check_group(group: &str, v: &Value) {
         "greeting_xdata" => {
             let offered = strings(&v["offered"]);
             let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
-            let env = (!v["env"].is_null()).then(|| EnvDependency {
-                digest: v["env"]["digest"].as_str().unwrap().to_owned(),
-                names: hexes(&v["env"]["names"]),
-            });
+            let dependency = |key: &str| {
+                (!v[key].is_null()).then(|| EnvDependency {
+                    digest: v[key]["digest"].as_str().unwrap().to_owned(),
+                    names: hexes(&v[key]["names"]),
+                })
+            };
+            let (env, start) = (dependency("env"), dependency("start"));
             let counters = ServerCounters {
                 served: int(&v["served"]) as u64,
                 running: int(&v["running"]) as u64,
                 idle_ms: int(&v["idle_ms"]) as u64,
             };
             assert_eq!(
-                encode_greeting_xdata(&offered, v["world"].as_str(), env.as_ref(), counters),
+                encode_greeting_xdata(
+                    &offered,
+                    v["world"].as_str(),
+                    env.as_ref(),
+                    start.as_ref(),
+                    counters
+                ),
                 bytes()
             );
         }
@@ -124,13 +133,17 @@ fn check_group(group: &str, v: &Value) {
             let xdata = bytes();
             assert_eq!(decode_caps(&xdata), strings(&v["caps"]));
             assert_eq!(decode_world(&xdata).as_deref(), v["world"].as_str());
-            let env = decode_env_dependency(&xdata);
-            match &v["env"] {
-                Value::Null => assert_eq!(env, None),
-                want => {
-                    let env = env.expect("an env line");
-                    assert_eq!(env.digest, want["digest"].as_str().unwrap());
-                    assert_eq!(env.names, hexes(&want["names"]));
+            for (key, got) in [
+                ("env", decode_env_dependency(&xdata)),
+                ("start", decode_start_dependency(&xdata)),
+            ] {
+                match &v[key] {
+                    Value::Null => assert_eq!(got, None, "{key}"),
+                    want => {
+                        let got = got.unwrap_or_else(|| panic!("no {key} line"));
+                        assert_eq!(got.digest, want["digest"].as_str().unwrap());
+                        assert_eq!(got.names, hexes(&want["names"]));
+                    }
                 }
             }
             for name in ["served", "running", "idle"] {

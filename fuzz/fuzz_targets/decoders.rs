@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = decode_caps(input);
             let _ = decode_xdata_number(input, "served");
             let _ = decode_env_dependency(input);
+            let _ = decode_start_dependency(input);
             let _ = decode_world(input);
             let _ = decode_last_quit(input);
         }

@@ -19,6 +19,8 @@ pub(crate) struct Greeted {
     pub(crate) caps: Vec<String>,
     /// What its initialisation read of the environment.
     pub(crate) env: Option<protocol::EnvDependency>,
+    /// What its interpreter read of the environment as it started.
+    pub(crate) start: Option<protocol::EnvDependency>,
     /// The digest of its namespaces and cgroups.
     pub(crate) world: Option<String>,
 }
@@ -38,16 +40,24 @@ impl Greeted {
             .then_some(ours)
     }
 
-    /// The variables this server's initialisation read whose values here
-    /// differ from those it was started with (all it read, since only a
-    /// digest is known), if any do: this caller belongs with a server
-    /// initialised with its own values.
-    pub(crate) fn env_differs(&self) -> Option<&[Vec<u8>]> {
-        let env = self.env.as_ref()?;
-        let ours = protocol::env_digest(&env.names, |name| {
-            std::env::var_os(std::ffi::OsStr::from_bytes(name)).map(|v| v.into_vec())
-        });
-        (ours != env.digest).then_some(env.names.as_slice())
+    /// The variables this server's initialisation, or its interpreter as
+    /// it started, read whose values here differ from those it was
+    /// started with (all of that line's, since only a digest is known),
+    /// if any do: this caller belongs with a server started with its own
+    /// values.
+    pub(crate) fn env_differs(&self) -> Vec<&[u8]> {
+        let differs = |dependency: &protocol::EnvDependency| {
+            let ours = protocol::env_digest(&dependency.names, |name| {
+                std::env::var_os(std::ffi::OsStr::from_bytes(name)).map(|v| v.into_vec())
+            });
+            ours != dependency.digest
+        };
+        [&self.env, &self.start]
+            .into_iter()
+            .flatten()
+            .filter(|dependency| differs(dependency))
+            .flat_map(|dependency| dependency.names.iter().map(Vec::as_slice))
+            .collect()
     }
 }
 
@@ -124,6 +134,7 @@ pub(crate) fn greeting(conn: UnixStream, socket: &Path) -> Result<Option<Greeted
             conn,
             caps: protocol::decode_caps(&xdata),
             env: protocol::decode_env_dependency(&xdata),
+            start: protocol::decode_start_dependency(&xdata),
             world: protocol::decode_world(&xdata),
         })),
         Err(e) if protocol::io::hung_up(&e) => Ok(None),

@@ -135,10 +135,23 @@ impl Entry {
 
     /// The names its initialisation read, from the greeting.
     fn env_read(&self) -> Option<Vec<String>> {
+        self.dependency_names(protocol::decode_env_dependency)
+    }
+
+    /// The names its interpreter read as it started (Perl's and Python's
+    /// own variables, the locale), from the greeting.
+    fn interpreter_read(&self) -> Option<Vec<String>> {
+        self.dependency_names(protocol::decode_start_dependency)
+    }
+
+    fn dependency_names(
+        &self,
+        decode: fn(&[u8]) -> Option<protocol::EnvDependency>,
+    ) -> Option<Vec<String>> {
         let State::Live { xdata } = &self.state else {
             return None;
         };
-        let names = protocol::decode_env_dependency(xdata).map(|env| env.names);
+        let names = decode(xdata).map(|env| env.names);
         Some(
             names
                 .unwrap_or_default()
@@ -171,6 +184,7 @@ impl Entry {
         let mut depends_on = record("depends_on");
         if let Value::Object(map) = &mut depends_on {
             map.insert("environment_read".into(), json!(self.env_read()));
+            map.insert("interpreter_read".into(), json!(self.interpreter_read()));
         }
         let caps = self.caps();
         json!({

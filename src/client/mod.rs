@@ -171,7 +171,7 @@ fn fold(server: &connect::Greeted, items: &mut Vec<IdentityItem>) -> bool {
     let world = server
         .world_differs()
         .map(|w| IdentityItem::World(w.to_string()));
-    let names = server.env_differs().unwrap_or_default();
+    let names = server.env_differs();
     let vars = names
         .iter()
         .map(|name| IdentityItem::EnvVar(OsStr::from_bytes(name).to_owned()));

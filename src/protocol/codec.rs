@@ -165,14 +165,16 @@ pub struct ServerCounters {
 
 /// Greeting xdata of a server of ours: the capabilities it offers this
 /// client, the digest of its world ([`world_digest`]), what its
-/// initialisation read of the environment (if anything), then its
-/// [`ServerCounters`]. Empty when nothing is offered (a v1 client, which
+/// initialisation read of the environment (if anything), what its
+/// interpreter read of it as it started (`start`: Perl's and Python's
+/// own variables, the locale), then its [`ServerCounters`]. Empty when nothing is offered (a v1 client, which
 /// misreads any xdata). Every script side sends exactly these bytes (the
 /// golden greeting scenario pins them).
 pub fn encode_greeting_xdata(
     offered: &[&str],
     world: Option<&str>,
     env: Option<&EnvDependency>,
+    start: Option<&EnvDependency>,
     counters: ServerCounters,
 ) -> Vec<u8> {
     if offered.is_empty() {
@@ -182,14 +184,16 @@ pub fn encode_greeting_xdata(
     if let Some(world) = world {
         x.extend_from_slice(format!("world {world}\n").as_bytes());
     }
-    if let Some(env) = env {
-        x.extend_from_slice(b"env ");
-        x.extend_from_slice(env.digest.as_bytes());
-        for name in &env.names {
-            x.push(b' ');
-            x.extend_from_slice(name);
+    for (keyword, dependency) in [(&b"env "[..], env), (&b"start "[..], start)] {
+        if let Some(dependency) = dependency {
+            x.extend_from_slice(keyword);
+            x.extend_from_slice(dependency.digest.as_bytes());
+            for name in &dependency.names {
+                x.push(b' ');
+                x.extend_from_slice(name);
+            }
+            x.push(b'\n');
         }
-        x.push(b'\n');
     }
     let ServerCounters {
         served,
@@ -317,7 +321,18 @@ pub fn env_digest(names: &[Vec<u8>], value_of: impl Fn(&[u8]) -> Option<Vec<u8>>
 
 /// The `env` line of a greeting's xdata, if it has a well-formed one.
 pub fn decode_env_dependency(xdata: &[u8]) -> Option<EnvDependency> {
-    let line = xdata_lines(xdata).find_map(|line| line.strip_prefix(b"env "))?;
+    decode_dependency_line(xdata, b"env ")
+}
+
+/// The `start` line of a greeting's xdata (what the interpreter read of
+/// its environment as it started), if it has a well-formed one.
+pub fn decode_start_dependency(xdata: &[u8]) -> Option<EnvDependency> {
+    decode_dependency_line(xdata, b"start ")
+}
+
+/// A line `KEYWORD DIGEST NAME...`: an [`EnvDependency`].
+fn decode_dependency_line(xdata: &[u8], keyword: &[u8]) -> Option<EnvDependency> {
+    let line = xdata_lines(xdata).find_map(|line| line.strip_prefix(keyword))?;
     let mut words = line.split(|&b| b == b' ');
     let digest = std::str::from_utf8(words.next()?).ok()?;
     if !is_hex_digest(digest) {
@@ -1129,6 +1144,7 @@ mod tests {
             &[CAP_SIGNALS, "future"],
             None,
             None,
+            None,
             ServerCounters {
                 served: 0,
                 running: 0,
@@ -1142,6 +1158,7 @@ mod tests {
         assert!(
             encode_greeting_xdata(
                 &[],
+                None,
                 None,
                 None,
                 ServerCounters {
@@ -1189,6 +1206,7 @@ mod tests {
             &[CAP_SIGNALS],
             None,
             None,
+            None,
             ServerCounters {
                 served: 12,
                 running: 3,
@@ -1223,6 +1241,7 @@ mod tests {
             &[CAP_SIGNALS],
             Some(&world),
             Some(&env),
+            None,
             ServerCounters {
                 served: 1,
                 running: 0,

@@ -270,6 +270,7 @@ mod tests {
             &[codec::CAP_SIGNALS],
             None,
             None,
+            None,
             codec::ServerCounters {
                 served: 2,
                 running: 1,

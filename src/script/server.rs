@@ -263,6 +263,9 @@ impl Server {
             &self.offered,
             Some(&self.world),
             init_env::dependency(),
+            // (A Rust program has no interpreter reading its environment
+            // before its own code runs.)
+            None,
             protocol::ServerCounters {
                 served: self.served,
                 running: self.running,

@@ -101,9 +101,10 @@ sub greeting {
 
 sub greeting_xdata {
     for my $v (@_) {
-        my $env = $v->{env}
-            && { digest => $v->{env}{digest}, names => [ map { unhex $_ } @{ $v->{env}{names} } ] };
-        my $x = encode_greeting_xdata($v->{offered}, $v->{world}, $env,
+        my ($env, $start) = map {
+            $v->{$_} && { digest => $v->{$_}{digest}, names => [ map { unhex $_ } @{ $v->{$_}{names} } ] }
+        } qw(env start);
+        my $x = encode_greeting_xdata($v->{offered}, $v->{world}, $env, $start,
             { map { ($_ => $v->{$_}) } qw(served running idle_ms) });
         is(unpack('H*', $x), $v->{bytes}, "$v->{name}: encode");
     }

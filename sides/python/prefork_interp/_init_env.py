@@ -18,6 +18,35 @@ import os
 _COERCED_LC_CTYPE = (b"C.UTF-8", b"C.utf8", b"UTF-8")
 _ENV_VAR = b"PREFORK_INTERP"  # _wire.ENV_VAR (not imported: a direct run needs none of it)
 
+# What the interpreter reads of its environment as it starts, before any
+# of the script's code (its options, sys.path, hash seed, UTF-8 mode and
+# locale coercion, warnings filters, bytecode writing...): inputs of the
+# initialisation as surely as a variable the script reads, so every
+# server's greeting names them (the `env` line), and a caller whose
+# values differ gets a server started with its own. The one list of this
+# side; tests/python.rs holds it to `python3 --help-env`, each variable
+# there being in it or named there with the reason it is not
+# (PYTHONUNBUFFERED and PYTHONIOENCODING are not: each call's streams are
+# made with the caller's). (The
+# greeting's `start` line, apart from `env`: --list shows what the
+# script's initialisation read, not these.)
+INTERPRETER_VARIABLES = tuple(name.encode() for name in (
+    # (python3 --help-env, 3.11)
+    "PYTHONPATH", "PYTHONHOME", "PYTHONPLATLIBDIR", "PYTHONUTF8",
+    "PYTHONFAULTHANDLER", "PYTHONHASHSEED", "PYTHONINTMAXSTRDIGITS", "PYTHONMALLOC",
+    "PYTHONCOERCECLOCALE", "PYTHONDEVMODE", "PYTHONPYCACHEPREFIX", "PYTHONWARNDEFAULTENCODING",
+    "PYTHONNODEBUGRANGES", "PYTHONDEBUG", "PYTHONDONTWRITEBYTECODE", "PYTHONINSPECT",
+    "PYTHONNOUSERSITE", "PYTHONOPTIMIZE", "PYTHONSAFEPATH", "PYTHONVERBOSE",
+    "PYTHONWARNINGS",
+    # (the documentation's others, and later versions')
+    "PYTHONUSERBASE", "PYTHONTRACEMALLOC", "PYTHONPROFILEIMPORTTIME", "PYTHONMALLOCSTATS",
+    "PYTHONASYNCIODEBUG", "PYTHONPERFSUPPORT", "PYTHON_PERF_JIT_SUPPORT", "PYTHON_FROZEN_MODULES",
+    "PYTHON_CPU_COUNT", "PYTHON_GIL", "PYTHON_PRESITE",
+    # The locale: UTF-8 mode and the C locale's coercion (PEP 538, 540)
+    # are decided from these, and LC_CTYPE is set from them, at start.
+    "LC_ALL", "LC_CTYPE", "LANG",
+))
+
 
 def _read_initial_environ():
     """The environment as exec left it: the kernel's copy, which
@@ -148,6 +177,14 @@ class InitEnv:
             return None
         before = self.exec_environ()
         return env_dependency(reads, before.get)
+
+    def start_dependency(self):
+        """The greeting's start line: the interpreter's start-up variables
+        (INTERPRETER_VARIABLES) with their exec-time values, (digest,
+        names)."""
+        from ._wire import env_dependency
+
+        return env_dependency(INTERPRETER_VARIABLES, self.exec_environ().get)
 
 
 def world():

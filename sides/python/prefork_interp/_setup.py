@@ -50,6 +50,7 @@ class Settings:
         self.offered = []
         self.world = None
         self.env_dependency = None
+        self.start_dependency = None
         self.init_env_changes = []
 
 
@@ -82,6 +83,7 @@ def run(init_env, reads, setup, options):
     # world, and what its initialisation read of the environment.
     world = _init_env.world()
     env_dependency = init_env.dependency(reads)
+    start_dependency = init_env.start_dependency()
     # Before gc.freeze(): what arming makes is frozen with the rest.
     fast_exit_off = None
     if options["fast_exit"]:
@@ -107,6 +109,7 @@ def run(init_env, reads, setup, options):
     settings = Settings(options, log, titles)
     settings.world = world
     settings.env_dependency = env_dependency
+    settings.start_dependency = start_dependency
     settings.init_env_changes = init_env_changes
 
     if os.fork():

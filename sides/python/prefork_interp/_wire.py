@@ -96,19 +96,22 @@ def encode_greeting(xdata):
     return GREETING_MAGIC + _U32.pack(len(xdata)) + xdata
 
 
-def encode_greeting_xdata(offered, world, env, served, running, idle_ms):
+def encode_greeting_xdata(offered, world, env, start, served, running, idle_ms):
     """Our greeting's xdata (b"" when nothing is offered: a v1 client
     misreads any): the capabilities offered, `world DIGEST` (world: the
     hex digest, or None), `env DIGEST NAME...` (env: (digest, names) from
-    env_dependency, or None), then the counters."""
+    env_dependency, or None; what initialisation read), `start DIGEST
+    NAME...` (likewise: what the interpreter read as it started), then
+    the counters."""
     if not offered:
         return b""
     xdata = b"%s\ncaps %s\n" % (CAPS_MAGIC, ",".join(offered).encode())
     if world is not None:
         xdata += b"world %s\n" % world.encode()
-    if env is not None:
-        digest, names = env
-        xdata += b"env %s %s\n" % (digest.encode(), b" ".join(names))
+    for keyword, dependency in ((b"env", env), (b"start", start)):
+        if dependency is not None:
+            digest, names = dependency
+            xdata += b"%s %s %s\n" % (keyword, digest.encode(), b" ".join(names))
     return xdata + b"served %d\nrunning %d\nidle %d\n" % (served, running, idle_ms)
 
 

@@ -79,11 +79,11 @@ class WireVectors(unittest.TestCase):
 
     def test_greeting_xdata(self):
         for v in self.each("greeting_xdata"):
-            env = v["env"]
-            if env is not None:
-                env = (env["digest"], [h(name) for name in env["names"]])
-            xdata = _wire.encode_greeting_xdata(v["offered"], v["world"], env, v["served"],
-                                                v["running"], v["idle_ms"])
+            env, start = (None if v[key] is None
+                          else (v[key]["digest"], [h(name) for name in v[key]["names"]])
+                          for key in ("env", "start"))
+            xdata = _wire.encode_greeting_xdata(v["offered"], v["world"], env, start,
+                                                v["served"], v["running"], v["idle_ms"])
             self.assertEqual(xdata, h(v["bytes"]))
 
     def test_env_dependency(self):

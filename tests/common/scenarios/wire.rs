@@ -48,14 +48,52 @@ scenario!(greeting_bytes_after_one_call, |side| {
         .and_then(|n| std::str::from_utf8(n).ok())
         .filter(|n| n.parse::<u128>().is_ok_and(|n| n <= idle_bound))
         .unwrap_or("(milliseconds, at most the time since the call began)");
+    // Perl and Python name their interpreter's start-up variables (a
+    // list of each side's own), none of which this world sets; a Rust
+    // program has none.
+    let start = prefork_interp::protocol::decode_start_dependency(&got[8..]);
+    let start_line = match (side, start) {
+        (Side::Rust, None) => String::new(),
+        (Side::Rust, Some(start)) => panic!("a start line from a Rust program: {start:?}"),
+        (_, None) => panic!("no start line"),
+        (_, Some(start)) => {
+            let names: Vec<&str> = start
+                .names
+                .iter()
+                .map(|n| std::str::from_utf8(n).unwrap())
+                .collect();
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(names, sorted, "sorted, unique");
+            let own = if side == Side::Perl {
+                "PERL5LIB"
+            } else {
+                "PYTHONHASHSEED"
+            };
+            assert!(
+                names.contains(&own) && names.contains(&"LC_ALL"),
+                "{names:?}"
+            );
+            for (name, _) in h.base_env() {
+                assert!(
+                    !names.contains(&name.to_str().unwrap()),
+                    "{name:?} in {names:?}"
+                );
+            }
+            let unset = prefork_interp::protocol::env_digest(&start.names, |_| None);
+            format!("start {unset} {}\n", names.join(" "))
+        }
+    };
     let xdata = [
         &b"pfi-caps 1\ncaps signals,context,tty,limits,closed\n"[..],
         format!("world {world}\n").as_bytes(),
+        start_line.as_bytes(),
         b"served 1\nrunning 0\n",
         format!("idle {idle}\n").as_bytes(),
     ]
     .concat();
-    assert_eq!(xdata.len(), 146 + idle.len());
+    assert_eq!(xdata.len(), 146 + start_line.len() + idle.len());
     let expected = [&b"PFI\n"[..], &(xdata.len() as u32).to_be_bytes(), &xdata].concat();
     let expected = expected.as_slice();
     assert!(

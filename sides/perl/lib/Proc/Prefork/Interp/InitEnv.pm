@@ -86,6 +86,31 @@ sub dependency {
     });
 }
 
+# What perl reads of its environment as it starts, before any of the
+# script's code (its options, @INC, hash seed, PerlIO layers, Unicode
+# switches, the locale it sets from the environment): inputs of the
+# initialisation as surely as a variable the script reads, so every
+# server's greeting names them (its `start` line), and a caller whose
+# values differ gets a server started with its own. The one list of this
+# side; tests/perl.rs holds it to perlrun's ENVIRONMENT, each variable
+# there being in it or named there with the reason it is not.
+use constant INTERPRETER_VARIABLES => qw(
+    PERL5LIB PERLLIB PERL5OPT PERLIO PERLIO_DEBUG PERL5DB PERL5DB_THREADED
+    PERL_DEBUG_MSTATS PERL_DESTRUCT_LEVEL PERL_HASH_SEED PERL_PERTURB_KEYS
+    PERL_HASH_SEED_DEBUG PERL_MEM_LOG PERL_SIGNALS PERL_UNICODE PERL_USE_UNSAFE_INC
+    PERL_INTERNAL_RAND_SEED PERL_RAND_SEED PERL_BADLANG PERL_SKIP_LOCALE_INIT
+    LC_ALL LC_CTYPE LC_COLLATE LC_NUMERIC LC_MESSAGES LC_MONETARY LC_TIME
+    LC_ADDRESS LC_IDENTIFICATION LC_MEASUREMENT LC_NAME LC_PAPER LC_TELEPHONE LANG
+);
+
+# The greeting's start dependency: INTERPRETER_VARIABLES with their
+# exec-time values ({digest, names}).
+sub start_dependency {
+    my ($self) = @_;
+    my ($initial) = $self->exec_environ;
+    return env_dependency([INTERPRETER_VARIABLES], sub { $initial->{ $_[0] } });
+}
+
 # What the script's start-up did to its environment: %ENV against the
 # exec-time environment, [NAME, VALUE] set or changed, [NAME] removed.
 # PREFORK_INTERP, ours, is left out.

@@ -39,6 +39,7 @@ sub new {
         offered      => [ grep { $caps{$_} } OUR_CAPS ],
         world        => $config->{world},
         env          => $config->{env},
+        start        => $config->{start},
         max_servers  => $config->{max_servers},
         idle_timeout => $config->{idle_timeout},
         max_errors   => $config->{max_errors},
@@ -128,7 +129,8 @@ sub hand_over {
         write_log('err', 'no monitor to take a call');    # its fork failed (logged)
         return;
     }
-    my $xdata = encode_greeting_xdata($self->{offered}, $self->{world}, $self->{env}, {
+    my $xdata = encode_greeting_xdata($self->{offered}, $self->{world}, $self->{env},
+        $self->{start}, {
         served  => $self->{served},
         running => $self->{busy},
         idle_ms => $self->{busy} ? 0

@@ -35,6 +35,7 @@ sub initialisation_complete {
         # environment.
         world       => world_digest(world_namespaces([WORLD_NAMESPACES]), read_cgroups()),
         env         => scalar $init_env->dependency,
+        start       => scalar $init_env->start_dependency,
         titles      => Proc::Prefork::Interp::Titles->new($0),
         reload      => reload_files($options, $also_check),
     );
