@@ -505,3 +505,34 @@ fn interpreter_variables_cover_python_help_env() {
         );
     }
 }
+
+/// What a call leaves in __main__'s globals is finalised at its normal
+/// end as in a direct run: a global object's `__del__` (which uses another
+/// global function), a `weakref.finalize`, an exit handler first; the
+/// same output, cold and warm.
+#[test]
+fn globals_made_by_a_call_are_finalised_like_a_direct_run() {
+    let h = python_world(
+        "import prefork_interp\nprefork_interp.initialisation_complete()\n\
+         import atexit, weakref\n\
+         def say(text):\n    print(text, flush=True)\n\
+         class Resource:\n    def __del__(self):\n        say('del ' + self.name)\n\
+         r = Resource(); r.name = 'r'\n\
+         class Plain: pass\n\
+         p = Plain(); weakref.finalize(p, say, 'finalize p')\n\
+         atexit.register(say, 'atexit')\n\
+         say('end of main')\n",
+    );
+    let direct = h.direct(&[] as &[&str]).run();
+    assert_success(&direct);
+    assert!(stdout_str(&direct).contains("del r"), "{direct:?}");
+    for round in 0..2 {
+        let out = h.call(&[] as &[&str]).run();
+        assert_eq!(
+            (out.status.code(), stdout_str(&out), stderr_str(&out)),
+            (direct.status.code(), stdout_str(&direct), stderr_str(&direct)),
+            "call {round} (left) against a direct run"
+        );
+    }
+    h.finish();
+}

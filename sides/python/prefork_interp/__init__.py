@@ -92,9 +92,10 @@ run in executors only. Standard library only; Linux 5.3 or later
 """
 
 
+import atexit
 import os
 
-from . import _init_env
+from . import _call_globals, _init_env
 
 __all__ = ["initialisation_complete", "autoreload_also_check"]
 __version__ = "0.1.0"
@@ -103,6 +104,11 @@ __version__ = "0.1.0"
 # tracked from here (before the script's own code) until
 # initialisation_complete().
 _init_env_state = _init_env.InitEnv()
+
+# Registered before any exit handler of the script's (the last
+# registered runs first), so that it runs after them: see _call_globals.
+_call_globals_state = _call_globals.CallGlobals()
+atexit.register(_call_globals_state.release)
 
 
 def autoreload_also_check(*paths):
@@ -165,6 +171,7 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
     options = _options(max_servers, idle_timeout, autoreload_modules, autoreload_extra,
                        max_errors, log_facility, spare_handlers, fast_exit, interrupt_grace)
     mask = _setup.run(_init_env_state, reads, setup, options)
+    _call_globals_state.start()
     if mask is not None:
         import signal
 
