@@ -454,8 +454,14 @@ fn interpreter_start_up_variables_like_a_direct_run() {
 #[test]
 fn interpreter_variables_cover_python_help_env() {
     const NOT_AT_START: [(&str, &str); 5] = [
-        ("PYTHONUNBUFFERED", "each call's streams are made with the caller's"),
-        ("PYTHONIOENCODING", "each call's streams are made with the caller's"),
+        (
+            "PYTHONUNBUFFERED",
+            "each call's streams are made with the caller's",
+        ),
+        (
+            "PYTHONIOENCODING",
+            "each call's streams are made with the caller's",
+        ),
         ("PYTHONSTARTUP", "read by interactive sessions only"),
         ("PYTHONCASEOK", "Windows and macOS only"),
         (
@@ -530,7 +536,11 @@ fn globals_made_by_a_call_are_finalised_like_a_direct_run() {
         let out = h.call(&[] as &[&str]).run();
         assert_eq!(
             (out.status.code(), stdout_str(&out), stderr_str(&out)),
-            (direct.status.code(), stdout_str(&direct), stderr_str(&direct)),
+            (
+                direct.status.code(),
+                stdout_str(&direct),
+                stderr_str(&direct)
+            ),
             "call {round} (left) against a direct run"
         );
     }
