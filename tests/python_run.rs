@@ -442,3 +442,23 @@ fn run_option_follows_changes_to_the_program_and_its_modules() {
     assert_eq!(call(), "program two helper two\n");
     w.finish();
 }
+
+/// A program's global objects are finalised at its end as in a direct
+/// run (their `__del__`, using another global, after the exit handlers),
+/// through the runner, which otherwise skips the interpreter's
+/// finalisation.
+#[test]
+fn global_objects_finalised_like_a_direct_run() {
+    let w = World::new();
+    w.program(
+        "prog.py",
+        "import atexit\n\
+         def say(text):\n    print(text, flush=True)\n\
+         class Resource:\n    def __del__(self):\n        say('del resource')\n\
+         kept = Resource()\n\
+         atexit.register(say, 'atexit')\n\
+         say('end')\n",
+    );
+    same_as_direct(&w, "", "prog.py", &[], b"");
+    w.finish();
+}
