@@ -462,3 +462,78 @@ fn global_objects_finalised_like_a_direct_run() {
     same_as_direct(&w, "", "prog.py", &[], b"");
     w.finish();
 }
+
+/// Warnings raised while the server preloads and compiles the program
+/// are shown in every call, under its filters, from where a direct run
+/// shows them: a module that warns as it is imported (a
+/// DeprecationWarning pointing at the program's import line, which the
+/// default filters show for __main__), then a SyntaxWarning of the
+/// program's own, which a direct run's compilation shows first.
+#[test]
+fn warnings_while_preloading_like_a_direct_run() {
+    let w = World::new();
+    w.program(
+        "olden.py",
+        "import warnings\nwarnings.warn('olden is deprecated', DeprecationWarning, stacklevel=2)\n",
+    );
+    w.program(
+        "prog.py",
+        "import sys\nimport olden\nx = 1\nprint('ran', x is 1)\n",
+    );
+    same_as_direct(&w, "", "prog.py", &[], b"");
+    w.finish();
+}
+
+/// Real programs that warn as they start: 2to3 (lib2to3 is deprecated)
+/// and jsonschema's CLI (from PyPI, installed by ./test), each the same
+/// as a direct run, cold and warm, its error cases too.
+#[test]
+fn deprecated_programs_warn_like_a_direct_run() {
+    let bin = python().parent().unwrap().to_path_buf();
+    let w = World::new();
+    w.program("instance.json", "{\"a\": 1}\n");
+    w.program(
+        "schema.json",
+        "{\"type\": \"object\", \"required\": [\"b\"]}\n",
+    );
+    for (program, args) in [
+        ("2to3", &["--help"][..]),
+        ("2to3", &["--no-such-option"]),
+        ("jsonschema", &["-i", "instance.json", "schema.json"]),
+    ] {
+        let path = bin.join(program);
+        assert!(
+            path.exists(),
+            "{} is missing (./test installs jsonschema with pip)",
+            path.display()
+        );
+        let direct = run(
+            {
+                let mut c = w.command(&path);
+                c.args(args);
+                c
+            },
+            b"",
+        );
+        assert!(
+            stderr_str(&direct).contains("DeprecationWarning"),
+            "{program}: {direct:?}"
+        );
+        for which in ["cold", "warm"] {
+            let mut c = w.command(&client());
+            c.arg("--run").arg(&path).args(args);
+            assert_eq!(
+                describe(&run(c, b"")),
+                describe(&direct),
+                "{which} call of {program} {args:?} differs from the direct run"
+            );
+        }
+        // (Each program's server is killed before the next arguments:
+        // what a preloaded module does as it loads, such as jsonschema's
+        // CLI taking sys.argv as main()'s default, happens once.)
+        let mut kill = w.command(&client());
+        kill.arg("--kill").arg("--run").arg(&path);
+        assert_success(&run(kill, b""));
+    }
+    w.finish();
+}

@@ -127,7 +127,8 @@ def _load(program):
 def _top_level_imports(source, program):
     """Modules PROGRAM imports at top level (also in top-level if, try and
     with blocks), in order, up to the first other statement that mentions
-    sys.path (what it imports after may come from where it points)."""
+    sys.path (what it imports after may come from where it points): their
+    names, and the line of each one's first import."""
     import ast
 
     try:
@@ -145,10 +146,10 @@ def _top_level_imports(source, program):
     def scan(statements):
         for node in statements:
             if isinstance(node, ast.Import):
-                found.extend(alias.name for alias in node.names)
+                found.extend((alias.name, node.lineno) for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
                 if node.level == 0 and node.module:
-                    found.append(node.module)
+                    found.append((node.module, node.lineno))
             elif isinstance(node, blocks):
                 if isinstance(node, ast.If) and touches_sys_path(node.test):
                     return False
@@ -166,12 +167,18 @@ def _top_level_imports(source, program):
         return True
 
     scan(tree.body)
-    return list(dict.fromkeys(found))
+    lines = {}
+    for name, line in found:
+        lines.setdefault(name, line)
+    return lines
 
 
-def _preload(modules, program):
-    """Imports them; a failure is logged (syslog, user facility, as the
-    server logs) and ignored: preloading only saves time."""
+def _preload(modules, lines, program):
+    """Imports them, those PROGRAM imports (`lines`: name: line) as from
+    its line in __main__, as a direct run does (a module that warns as it
+    is imported, DeprecationWarning, points at that line); a failure is
+    logged (syslog, user facility, as the server logs) and ignored:
+    preloading only saves time."""
     import importlib
 
     failed = []
@@ -179,7 +186,12 @@ def _preload(modules, program):
         if name in sys.modules:
             continue
         try:
-            importlib.import_module(name)
+            if name in lines:
+                import_line = "\n" * (lines[name] - 1) + "import " + name
+                exec(compile(import_line, _file_name(program), "exec", dont_inherit=True),
+                     {"__name__": "__main__", "__builtins__": __builtins__})
+            else:
+                importlib.import_module(name)
         except (Exception, SystemExit) as e:
             failed.append("preloading %s failed: %s: %s" % (name, type(e).__name__, e))
     if failed:
@@ -192,6 +204,67 @@ def _preload(modules, program):
             syslog.closelog()
         except Exception:
             pass
+
+
+class _Warnings:
+    """The warnings raised while the server preloads and compiles
+    PROGRAM, kept rather than shown (the server's start is no call), and
+    shown again in each call under its filters, as a direct run's imports
+    and compilation show them: a deprecated module's DeprecationWarning
+    (shown when it points at __main__), a SyntaxWarning."""
+
+    def __init__(self, program):
+        self.file = _file_name(program)
+        self.kept = []
+
+    def __enter__(self):
+        import warnings
+
+        self.shown_by = warnings.showwarning
+        warnings.showwarning = self._keep
+        # First of the filters, so that each warning comes here once
+        # whatever the filters say now; taken out again by identity (the
+        # modules may have added filters of their own meanwhile, which a
+        # direct run has too).
+        warnings.simplefilter("always")
+        self.always = warnings.filters[0]
+        return self
+
+    def _keep(self, message, category, filename, lineno, file=None, line=None):
+        self.kept.append((message, category, filename, lineno))
+
+    def __exit__(self, *exc):
+        import warnings
+
+        warnings.showwarning = self.shown_by
+        if self.always in warnings.filters:
+            warnings.filters.remove(self.always)
+        warnings._filters_mutated()
+        return False
+
+    def replay(self):
+        """In a call: each warning again, under the call's filters, from
+        where it pointed (__main__ for PROGRAM's own lines)."""
+        if not self.kept:
+            return
+        import warnings
+
+        for message, category, filename, lineno in self.kept:
+            warnings.warn_explicit(message, category, filename, lineno,
+                                   module=self._module(category, filename))
+
+    def _module(self, category, filename):
+        """The module a warning pointing at `filename` came from, as the
+        filters match it: __main__ for PROGRAM; for a compiler's warning,
+        and a file no loaded module has, the file's name without .py (as
+        warnings names it)."""
+        if filename == self.file and not issubclass(category, SyntaxWarning):
+            return "__main__"
+        if not issubclass(category, SyntaxWarning):
+            for name, module in list(sys.modules.items()):
+                if getattr(module, "__file__", None) == filename:
+                    return name
+        return filename[:-3] if filename[-3:].lower() == ".py" else filename or "<unknown>"
 
 
 def _main_module(program):
@@ -363,20 +436,21 @@ def main():
         source = None
         if not os.path.isdir(program):
             source, _ = _load(program)
-        modules = preload
-        if source is not None:
-            modules = _top_level_imports(source, program) + preload
-        _preload(modules, program)
-        if source is not None:
-            try:
-                code = compile(source, _file_name(program), "exec", dont_inherit=True)
-            except BaseException:
-                code = None  # compiled again in each call, which reports it
+        lines = {} if source is None else _top_level_imports(source, program)
+        # Compiled first, as a direct run does: its warnings come first.
+        with _Warnings(program) as warned:
+            if source is not None:
+                try:
+                    code = compile(source, _file_name(program), "exec", dont_inherit=True)
+                except BaseException:
+                    code = None  # compiled again in each call, which reports it
+            _preload(list(lines) + preload, lines, program)
         del source
         autoreload_also_check(program)
         initialisation_complete()
         # Now in a call: sys.argv[1:], os.environ, the std streams, the
         # directory and umask are the caller's.
+        warned.replay()
         if not os.path.isabs(program) and os.getcwd() != setup_dir:
             # (--caller-dir) another directory's PROGRAM.
             code = None
