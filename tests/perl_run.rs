@@ -504,3 +504,28 @@ fn relative_program_is_the_file_it_names_from_each_directory() {
         assert_success(&kill.output().unwrap());
     }
 }
+
+/// What a module warns as it is compiled (its own `use warnings`: a
+/// masked `my`, a redefined sub) is warned in every call, as a direct
+/// run's compile of the program's `use` lines warns it, though the server
+/// compiled the module once.
+#[test]
+fn compile_warnings_of_modules_like_a_direct_run() {
+    let mut w = World::new();
+    let lib = w.dir.path().join("mylib");
+    std::fs::create_dir(&lib).unwrap();
+    std::fs::write(
+        lib.join("Noisy.pm"),
+        "package Noisy;\nuse warnings;\nmy $x = 1;\nmy $x = 2;\nsub f { 1 }\nsub f { 2 }\n1;\n",
+    )
+    .unwrap();
+    let p = w.program(
+        "noisy.pl",
+        "use strict;\nuse lib 'mylib';\nuse Noisy;\nprint \"ok\\n\";\n",
+    );
+    let out = w.same_as_direct(&p, &[], b"");
+    assert!(
+        stderr_str(&out).contains("masks earlier declaration"),
+        "{out:?}"
+    );
+}

@@ -167,6 +167,12 @@ sub import {
     # What loading left in $@ (a module's own `eval` that failed), kept
     # for the program as a direct run's compile would leave it.
     my $left_in_eval = '';
+    # What the modules warned as they were compiled (under -w, or their
+    # own `use warnings`: "Subroutine redefined", a masked `my`...): kept,
+    # not shown (the server's start is no call), and warned again in
+    # each call, as a direct run's compile of its `use` lines warns.
+    # (Not a module's that failed: the program loads it again, and warns.)
+    my @warned;
 
     {
         # The program's `use lib` puts its directories on @INC when it is
@@ -176,13 +182,15 @@ sub import {
             next unless _is_module($module);
             (my $file = "$module.pm") =~ s{::}{/}g;
             next if $INC{$file};
+            my @warned_by_it;
             my $ok = eval {
                 local $SIG{__DIE__};
-                local $SIG{__WARN__} = sub { };
+                local $SIG{__WARN__} = sub { push @warned_by_it, $_[0] };
                 require $file;
                 $left_in_eval = $@;
                 1;
             };
+            push @warned, @warned_by_it if $ok;
             next if $ok;
             my $error = $@;
             # A module that failed half-way is loaded again by the program
@@ -203,6 +211,7 @@ sub import {
     Proc::Prefork::Interp::prefork_initialisation_complete();
 
     # In the executor, once per call; perl then compiles PROGRAM.
+    warn $_ for @warned;
     _private_program($program, $fd, $offset);
     ($!, $?, $@) = ($errno_after_loading, 0, $left_in_eval);
     return;
