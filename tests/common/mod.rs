@@ -299,6 +299,18 @@ impl Harness {
             first.extend_from_slice(o.as_bytes());
             first.push(b',');
         }
+        self.combined_call(first, args)
+    }
+
+    /// The client run by hand in the combined form led by a long option
+    /// (`--kill,-U,INTERP SCRIPT ARGS`), as chiark-utils documents it.
+    pub fn call_led_by<S: AsRef<OsStr>>(&self, option: &str, args: &[S]) -> Call {
+        self.combined_call(format!("{option},-U,").into_bytes(), args)
+    }
+
+    /// `FIRST` + the interpreter's words, comma-separated, then the script
+    /// and `args`.
+    fn combined_call<S: AsRef<OsStr>>(&self, mut first: Vec<u8>, args: &[S]) -> Call {
         first.extend_from_slice(&join_commas(&self.interpreter));
         let mut cmd = self.command(self.client.as_os_str());
         cmd.arg(OsStr::from_bytes(&first))
@@ -307,16 +319,30 @@ impl Harness {
         self.prepare(cmd)
     }
 
-    /// The client run by hand in the combined form led by a long option
-    /// (`--kill,-U,INTERP SCRIPT ARGS`), as chiark-utils documents it.
-    pub fn call_led_by<S: AsRef<OsStr>>(&self, option: &str, args: &[S]) -> Call {
-        let mut first = format!("{option},-U,").into_bytes();
-        first.extend_from_slice(&join_commas(&self.interpreter));
-        let mut cmd = self.command(self.client.as_os_str());
-        cmd.arg(OsStr::from_bytes(&first))
-            .arg(&self.script)
-            .args(args);
-        self.prepare(cmd)
+    /// The script run directly and through us (twice) under each set of
+    /// environment variables: the same stdout. Then each set's server
+    /// goes, the first set's last: it has the base identity, which the
+    /// others found and moved on from.
+    pub fn same_stdout_as_direct_under(&self, cases: &[&[(&str, &str)]]) {
+        let with = |call: Call, env: &[(&str, &str)]| {
+            env.iter()
+                .fold(call, |call, (name, value)| call.env(name, value))
+        };
+        for round in 0..2 {
+            for env in cases {
+                let direct = with(self.direct(&[] as &[&str]), env).run();
+                let served = with(self.call(&[] as &[&str]), env).run();
+                assert_success(&direct);
+                assert_eq!(
+                    stdout_str(&served),
+                    stdout_str(&direct),
+                    "{env:?}, round {round}: through us, then directly"
+                );
+            }
+        }
+        for env in cases.iter().rev() {
+            assert_success(&with(self.call_with_options(&["--kill"], &[] as &[&str]), env).run());
+        }
     }
 
     /// The client run by hand with these arguments, in this world.
@@ -1273,4 +1299,30 @@ pub fn running_as_root(for_what: &str) -> bool {
         eprintln!("skipped: needs root ({for_what})");
     }
     root
+}
+
+/// A side's list of its interpreter's start-up variables (`listed`)
+/// against the interpreter's documentation of them (`documented`, from
+/// `source`): each documented one is listed, or explained in
+/// `not_at_start`, never both.
+#[track_caller]
+pub fn assert_interpreter_variables_cover<D: AsRef<str>>(
+    documented: &[D],
+    listed: &[&str],
+    not_at_start: &[(&str, &str)],
+    source: &str,
+) {
+    assert!(documented.len() >= 20, "too few read from {source}");
+    for name in documented.iter().map(AsRef::as_ref) {
+        assert!(
+            listed.contains(&name) || not_at_start.iter().any(|(n, _)| *n == name),
+            "{name} ({source}) is neither in INTERPRETER_VARIABLES nor explained"
+        );
+    }
+    for (name, _) in not_at_start {
+        assert!(
+            !listed.contains(name),
+            "{name} is listed and explained away"
+        );
+    }
 }
