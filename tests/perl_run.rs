@@ -529,3 +529,38 @@ fn compile_warnings_of_modules_like_a_direct_run() {
         "{out:?}"
     );
 }
+
+/// Debian's own Perl programs (the perl package's), with their error
+/// cases, each as a direct run, cold and warm. (Not enc2xs -h: it prints
+/// a hash, whose order a direct run draws afresh each time.)
+#[test]
+fn debian_perl_tools_like_a_direct_run() {
+    let mut w = World::new();
+    w.program(
+        "doc.pod",
+        "=head1 NAME\n\nx - y\n\n=head1 DESCRIPTION\n\nText.\n",
+    );
+    w.program("text.txt", "hello\n");
+    for (program, args) in [
+        ("/usr/bin/pod2text", &["doc.pod"][..]),
+        ("/usr/bin/pod2text", &["no-such.pod"]),
+        ("/usr/bin/podchecker", &["doc.pod"]),
+        ("/usr/bin/podchecker", &["no-such.pod"]),
+        ("/usr/bin/pod2man", &["doc.pod"]),
+        ("/usr/bin/pod2usage", &["doc.pod"]),
+        ("/usr/bin/shasum", &["text.txt"]),
+        ("/usr/bin/shasum", &["-a", "999", "text.txt"]),
+        (
+            "/usr/bin/piconv",
+            &["-f", "utf8", "-t", "latin1", "text.txt"],
+        ),
+        ("/usr/bin/piconv", &["-f", "no-such-encoding", "text.txt"]),
+        ("/usr/bin/prove", &["--version"]),
+        ("/usr/bin/zipdetails", &["-h"]),
+        ("/usr/bin/ptar", &["-h"]),
+        ("/usr/bin/h2ph", &["-h"]),
+    ] {
+        assert!(Path::new(program).exists(), "{program}: install perl");
+        w.same_as_direct(program, args, b"");
+    }
+}

@@ -501,39 +501,68 @@ fn deprecated_programs_warn_like_a_direct_run() {
         ("2to3", &["--no-such-option"]),
         ("jsonschema", &["-i", "instance.json", "schema.json"]),
     ] {
-        let path = bin.join(program);
-        assert!(
-            path.exists(),
-            "{} is missing (./test installs jsonschema with pip)",
-            path.display()
-        );
-        let direct = run(
-            {
-                let mut c = w.command(&path);
-                c.args(args);
-                c
-            },
-            b"",
-        );
+        let direct = run_option_like_a_direct_run(&w, &bin.join(program), args);
         assert!(
             stderr_str(&direct).contains("DeprecationWarning"),
             "{program}: {direct:?}"
         );
-        for which in ["cold", "warm"] {
-            let mut c = w.command(&client());
-            c.arg("--run").arg(&path).args(args);
-            assert_eq!(
-                describe(&run(c, b"")),
-                describe(&direct),
-                "{which} call of {program} {args:?} differs from the direct run"
-            );
-        }
-        // (Each program's server is killed before the next arguments:
-        // what a preloaded module does as it loads, such as jsonschema's
-        // CLI taking sys.argv as main()'s default, happens once.)
-        let mut kill = w.command(&client());
-        kill.arg("--kill").arg("--run").arg(&path);
-        assert_success(&run(kill, b""));
+    }
+    w.finish();
+}
+
+/// `--run PATH ARGS` as a direct run of PATH: the same stdout, stderr and
+/// status, cold and warm; then its server goes (what a preloaded module
+/// does as it loads, such as jsonschema's CLI taking sys.argv as main()'s
+/// default, happens once: other arguments start afresh). The direct
+/// run's output.
+fn run_option_like_a_direct_run(w: &World, path: &Path, args: &[&str]) -> Output {
+    assert!(
+        path.exists(),
+        "{} is missing (./test installs it)",
+        path.display()
+    );
+    let mut c = w.command(path);
+    c.args(args);
+    let direct = run(c, b"");
+    for which in ["cold", "warm"] {
+        let mut c = w.command(&client());
+        c.arg("--run").arg(path).args(args);
+        assert_eq!(
+            describe(&run(c, b"")),
+            describe(&direct),
+            "{which} call of {} {args:?} differs from the direct run",
+            path.display()
+        );
+    }
+    let mut kill = w.command(&client());
+    kill.arg("--kill").arg("--run").arg(path);
+    assert_success(&run(kill, b""));
+    direct
+}
+
+/// Real programs nobody here wrote, with their error cases: the
+/// interpreter's own (pip, pydoc3; Debian's py3versions, pygettext3) and
+/// PyPI's that ./test installs (pyproject-build from build, docutils and
+/// jp.py that awscli brings), each as a direct run, cold and warm.
+#[test]
+fn real_programs_like_a_direct_run() {
+    let bin = python().parent().unwrap().to_path_buf();
+    let w = World::new();
+    w.program("text.txt", "plain text\n");
+    for (path, args) in [
+        (bin.join("pip"), &["--version"][..]),
+        (bin.join("pip"), &["show", "no-such-package-here"]),
+        (bin.join("pydoc3"), &["json.dumps"]),
+        (bin.join("pydoc3"), &["no_such_module_here"]),
+        (bin.join("pyproject-build"), &["--version"]),
+        (bin.join("pyproject-build"), &["--no-such-option"]),
+        (bin.join("docutils"), &["--version"]),
+        (bin.join("docutils"), &["text.txt"]),
+        (bin.join("jp.py"), &["--help"]),
+        ("/usr/bin/py3versions".into(), &["-d"]),
+        ("/usr/bin/pygettext3".into(), &["--no-such-option"]),
+    ] {
+        run_option_like_a_direct_run(&w, &path, args);
     }
     w.finish();
 }
