@@ -22,21 +22,42 @@ use super::exit::Failure;
 /// The kernel reads at most this much of a `#!` line (BINPRM_BUF_SIZE).
 const SHEBANG_MAX: usize = 256;
 
-/// The runner of each language we have one for, by the interpreter's
-/// name: the arguments that go between the interpreter's own and PROGRAM.
-fn runner_arguments(interpreter: &OsStr) -> Option<&'static [&'static str]> {
-    let name = Path::new(interpreter).file_name()?.as_bytes();
-    let is = |language: &[u8]| {
-        name.strip_prefix(language)
-            .is_some_and(|version| version.iter().all(|b| b.is_ascii_digit() || *b == b'.'))
-    };
-    if is(b"python") {
-        Some(&["-m", "prefork_interp"])
-    } else if is(b"perl") {
-        Some(&["-MProc::Prefork::Interp::Run"])
-    } else {
-        None
+/// A language we have a runner for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Language {
+    Perl,
+    Python,
+}
+
+impl Language {
+    /// By the interpreter's name (`perl`, `python3.11`, a path to one).
+    fn of(interpreter: &OsStr) -> Option<Language> {
+        let name = Path::new(interpreter).file_name()?.as_bytes();
+        let is = |language: &[u8]| {
+            name.strip_prefix(language)
+                .is_some_and(|version| version.iter().all(|b| b.is_ascii_digit() || *b == b'.'))
+        };
+        if is(b"python") {
+            Some(Language::Python)
+        } else if is(b"perl") {
+            Some(Language::Perl)
+        } else {
+            None
+        }
     }
+
+    /// The arguments that go between the interpreter's own and PROGRAM.
+    fn runner_arguments(self) -> &'static [&'static str] {
+        match self {
+            Language::Python => &["-m", "prefork_interp"],
+            Language::Perl => &["-MProc::Prefork::Interp::Run"],
+        }
+    }
+}
+
+/// The runner's arguments for this interpreter, if it has one.
+fn runner_arguments(interpreter: &OsStr) -> Option<&'static [&'static str]> {
+    Language::of(interpreter).map(Language::runner_arguments)
 }
 
 /// Checks, for a new server of `--run`, that the interpreter finds our
@@ -48,7 +69,10 @@ fn runner_arguments(interpreter: &OsStr) -> Option<&'static [&'static str]> {
 /// interpreter that cannot be run is left to the setup run to report.
 pub(crate) fn check_runner(interpreter: &[OsString]) -> Result<(), Failure> {
     const MISSING: i32 = 3;
-    let (runner, probe, installs) = if interpreter.iter().any(|w| w == "-m") {
+    let Some(language) = Language::of(&interpreter[0]) else {
+        return Ok(());
+    };
+    let (runner, probe, installs) = if language == Language::Python {
         (
             "Python runner (the prefork_interp package)",
             vec![
@@ -73,8 +97,7 @@ pub(crate) fn check_runner(interpreter: &[OsString]) -> Result<(), Failure> {
         )
     };
     // The interpreter's own words, without the runner's (the last ones).
-    let runner_words = runner_arguments(&interpreter[0]).map_or(0, <[_]>::len);
-    let own = &interpreter[1..interpreter.len() - runner_words];
+    let own = &interpreter[1..interpreter.len() - language.runner_arguments().len()];
     let status = std::process::Command::new(&interpreter[0])
         .args(own)
         .args(&probe)

@@ -865,11 +865,6 @@ impl WaitStatus {
         WaitStatus((code as i32) << 8)
     }
 
-    /// Death by this signal, without a core dump.
-    pub const fn killed(signal: i32) -> WaitStatus {
-        WaitStatus(signal & 0x7f)
-    }
-
     /// The bits, as `waitpid` gave them.
     pub const fn raw(self) -> i32 {
         self.0

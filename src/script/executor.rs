@@ -67,7 +67,7 @@ pub(crate) fn run(
         sys::exit_now(0); // it died before we could ask
     }
     saved.restore();
-    sys::default_signal(Signal::SIGINT);
+    sys::default_signal(libc::SIGINT);
     title::show(title::Role::Handler);
     let (call, request) = take_call(&handover);
     title::show(title::Role::Call);

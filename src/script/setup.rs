@@ -134,6 +134,6 @@ fn become_daemon() -> io::Result<Option<Pidfd>> {
     }
     let _ = nix::unistd::setsid();
     // A caller that ignored SIGCHLD would make every wait fail.
-    sys::default_signal(nix::sys::signal::Signal::SIGCHLD);
+    sys::default_signal(libc::SIGCHLD);
     Ok(setup_run)
 }

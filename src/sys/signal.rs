@@ -2,12 +2,20 @@
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
-/// Gives a signal its default disposition, and unblocks it.
-pub(crate) fn default_signal(sig: Signal) {
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: installing SIG_DFL runs no code of ours.
-    let _ = unsafe { sigaction(sig, &default) };
-    let _ = SigSet::from(sig).thread_unblock();
+/// Gives a signal its default disposition, and unblocks it. By number:
+/// real-time signals too, which nix's `Signal` cannot name.
+pub(crate) fn default_signal(signal: i32) {
+    // SAFETY: sigaction installing SIG_DFL runs no code of ours;
+    // pthread_sigmask on a signal set of our own.
+    unsafe {
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(signal, &default, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
 }
 
 /// Dispositions taken away from a set of signals, to be given back.
@@ -51,18 +59,10 @@ pub(crate) fn signal_name(sig: i32) -> String {
 /// systemd-coredump ignores). Returns only if the signal does not end a
 /// process by default (then the caller reports the status otherwise).
 pub(crate) fn die_of(signal: i32) {
-    // SAFETY: prctl with integer arguments; sigaction installing SIG_DFL
-    // runs no code of ours; sigprocmask and raise on a signal set of our
-    // own. Any of them failing leaves us alive, which the caller handles.
-    unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(signal, &default, std::ptr::null_mut());
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, signal);
-        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
-        libc::raise(signal);
-    }
+    // SAFETY: prctl with integer arguments. (Failing leaves us dumpable,
+    // as a failed raise leaves us alive: the caller handles that.)
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    default_signal(signal);
+    // SAFETY: raise(3) on ourselves.
+    unsafe { libc::raise(signal) };
 }

@@ -14,6 +14,9 @@ globals all still there for their finalisers), then the rest."""
 
 import sys
 
+# The name fast_exit's sys.monitoring tool id goes by (_fast_exit uses it).
+FAST_EXIT_TOOL = "prefork_interp fast_exit"
+
 
 class CallGlobals:
     """__main__'s globals as a call starts (name: id of the value), and
@@ -47,4 +50,4 @@ def _fast_exit_armed():
     use): it skips the finalisation of what is still alive, this too."""
     monitoring = getattr(sys, "monitoring", None)
     return monitoring is not None and any(
-        monitoring.get_tool(tool) == "prefork_interp fast_exit" for tool in (3, 4))
+        monitoring.get_tool(tool) == FAST_EXIT_TOOL for tool in (3, 4))

@@ -41,6 +41,7 @@ import os
 import sys
 
 from . import _sys
+from ._call_globals import FAST_EXIT_TOOL
 
 
 def _system_exit_status(exc):
@@ -133,7 +134,7 @@ class FastExit:
         if tool is None:
             return "sys.monitoring tool ids 3 and 4 are both in use"
         events = monitoring.events
-        monitoring.use_tool_id(tool, "prefork_interp fast_exit")
+        monitoring.use_tool_id(tool, FAST_EXIT_TOOL)
         try:
             monitoring.register_callback(tool, events.PY_RETURN, self.on_return)
             monitoring.register_callback(tool, events.PY_UNWIND, self.on_unwind)

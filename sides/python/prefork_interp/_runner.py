@@ -239,7 +239,12 @@ class _Warnings:
         warnings.showwarning = self.shown_by
         if self.always in warnings.filters:
             warnings.filters.remove(self.always)
-        warnings._filters_mutated()
+            # (As the warnings module itself does after a change to its
+            # filters, where it has that function: "always" left no
+            # registry entries to forget anyway.)
+            mutated = getattr(warnings, "_filters_mutated", None)
+            if mutated is not None:
+                mutated()
         return False
 
     def replay(self):
