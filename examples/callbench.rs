@@ -518,9 +518,10 @@ fn perl_tables(warm_runs: usize, reload_only: bool) {
         .arg(format!("-I{}", lib.display()))
         .arg("-e")
         .arg(format!(
-            "use Proc::Prefork::Interp; use Time::HiRes; {}\
-             my @f = grep {{ defined }} values %INC; my $n = 2000; my $t = Time::HiRes::time();\
-             Proc::Prefork::Interp::_changed_file(\\@f, 9e9) for 1..$n;\
+            "use Proc::Prefork::Interp; use Proc::Prefork::Interp::Reload; use Time::HiRes; {}\
+             my @f = grep {{ defined }} values %INC; my $n = 2000;\
+             my $reload = Proc::Prefork::Interp::Reload->new(\\@f, 9e9); my $t = Time::HiRes::time();\
+             $reload->changed_file for 1..$n;\
              printf \"full reload check (stat of every file; runs only after a watched file was touched, or every call without inotify): %.1f us for %d files\\n\", \
              (Time::HiRes::time() - $t) / $n * 1e6, scalar @f;",
             (0..300)
