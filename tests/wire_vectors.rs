@@ -75,6 +75,7 @@ fn request_kind(v: &Value) -> RequestKind {
         pty_background: v["pty_background"].as_bool().unwrap(),
         limits: v["limits"].as_bool().unwrap(),
         closed: flags("closed"),
+        caller_signals: v["caller_signals"].as_bool().unwrap(),
     }
 }
 
@@ -272,6 +273,34 @@ fn check_group(group: &str, v: &Value) {
                 (got, _) => panic!("got {got:?}"),
             }
         }
+        "caller_signals" => {
+            let bits = |name: &str| {
+                v[name]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .fold(0u64, |bits, sig| bits | CallerSignals::bit(int(sig) as i32))
+            };
+            let want = CallerSignals {
+                ignored: bits("ignored"),
+                blocked: bits("blocked"),
+            };
+            let all: [u8; CALLER_SIGNALS_LEN] = bytes().try_into().unwrap();
+            assert_eq!(decode_caller_signals(all), want);
+            assert_eq!(encode_caller_signals(&want), all);
+            let numbers: Vec<i64> = CallerSignals::numbers(want.ignored)
+                .map(i64::from)
+                .collect();
+            assert_eq!(
+                numbers,
+                v["ignored"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(int)
+                    .collect::<Vec<_>>()
+            );
+        }
         "status" => {
             let status = WaitStatus::from_raw(int(&v["wait_status"]) as i32);
             assert_eq!(decode_status(bytes().try_into().unwrap()), status);
@@ -301,7 +330,9 @@ fn check_group(group: &str, v: &Value) {
                 (Ok(kind), None) => {
                     let want = request_kind(&v["kind"]);
                     let mut decoded = kind;
-                    decoded.closed = want.closed; // not in the message
+                    // Not in the message: the second request byte's flags.
+                    decoded.closed = want.closed;
+                    decoded.caller_signals = want.caller_signals;
                     assert_eq!(decoded, want);
                     let pid = v["script_pid"].as_u64().map(|p| p as u32);
                     let tail = pid.map(u32::to_be_bytes);

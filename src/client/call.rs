@@ -55,6 +55,7 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs, closed: [bool; 3]) -> Res
     let limits = extended && server.offers(protocol::CAP_LIMITS);
     // Without the capability, /dev/null stands in for a closed fd.
     let says_closed = extended && server.offers(protocol::CAP_CLOSED);
+    let takes_signals = extended && server.offers(protocol::CAP_DISPOSITIONS);
     let mut conn = server.conn;
     if args.caller_dir && !context {
         return Err(Failure::new(
@@ -62,6 +63,8 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs, closed: [bool; 3]) -> Res
              (capability \"context\", this project's libraries); this server does not offer it",
         ));
     }
+    // What a direct run would inherit, read before we block anything.
+    let caller_signals = sys::own_signals();
     // Before the request: from now on no forwardable signal kills us.
     let signals = if extended {
         Some(ForwardedSignals::block()?)
@@ -69,7 +72,7 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs, closed: [bool; 3]) -> Res
         None
     };
     let mut terminal = if extended && server_offers_tty {
-        CallTerminal::open()
+        CallTerminal::open(stops_on_terminal_use(&caller_signals))
     } else {
         None
     };
@@ -82,13 +85,14 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs, closed: [bool; 3]) -> Res
             .is_some_and(CallTerminal::starts_in_background),
         limits,
         closed: closed.map(|c| c && says_closed),
+        caller_signals: takes_signals && !caller_signals.is_empty(),
     };
     let stdio = [0, 1, 2].map(|fd| match &terminal {
         Some(terminal) => terminal.stdio(fd),
         // SAFETY: fds 0..2 were checked open at start and stay open.
         None => unsafe { BorrowedFd::borrow_raw(fd as i32) },
     });
-    if let Err(e) = send_request(&conn, kind, stdio, args) {
+    if let Err(e) = send_request(&conn, kind, stdio, args, &caller_signals) {
         return Err(Failure::new(format!(
             "cannot send the call to the server: {e}"
         )));
@@ -117,15 +121,28 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs, closed: [bool; 3]) -> Res
     }
 }
 
+/// Whether a direct run, started with these signals, would stop when it
+/// used its terminal from the background (SIGTTIN, SIGTTOU): one that
+/// ignores or blocks them gets EIO instead, or goes ahead, so it must be
+/// in its terminal's foreground (inside `$(...)` it is: in the shell's
+/// group).
+fn stops_on_terminal_use(caller: &protocol::CallerSignals) -> bool {
+    let either =
+        protocol::CallerSignals::bit(libc::SIGTTIN) | protocol::CallerSignals::bit(libc::SIGTTOU);
+    (caller.ignored | caller.blocked) & either == 0
+}
+
 /// Sends our request: `stdio` as fds 0, 1, 2 (ours, or the pseudo-terminal
 /// in place of our terminal), the environment and arguments, with
-/// `context` our directory and umask, and with `limits` our resource
-/// limits, nice value and OOM score adjustment.
+/// `context` our directory and umask, with `limits` our resource
+/// limits, nice value and OOM score adjustment, and with
+/// `caller_signals` the signals we ignore and block.
 fn send_request(
     conn: &UnixStream,
     kind: protocol::RequestKind,
     stdio: [BorrowedFd<'_>; 3],
     args: &ClientArgs,
+    caller_signals: &protocol::CallerSignals,
 ) -> io::Result<()> {
     let payload = protocol::encode_request_payload(
         environ_entries(),
@@ -134,8 +151,17 @@ fn send_request(
             .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str())),
     );
     let limits = kind.limits.then(sys::own_limits);
+    let caller_signals = kind.caller_signals.then_some(caller_signals);
     if !kind.context {
-        return protocol::io::send_request(conn, kind, stdio, &payload, None, limits);
+        return protocol::io::send_request(
+            conn,
+            kind,
+            stdio,
+            &payload,
+            None,
+            limits,
+            caller_signals,
+        );
     }
     let cwd = std::fs::File::open(".").or_else(|_| {
         // Unreadable: O_PATH needs no permission on it.
@@ -152,6 +178,7 @@ fn send_request(
         &payload,
         Some((cwd.as_fd(), umask)),
         limits,
+        caller_signals,
     )
 }
 

@@ -203,10 +203,14 @@ fn run_setup(
     // The setup (and so the server, for its whole life) gets fds 0..2 and
     // the protocol's four, nothing else: any other fd of the first caller
     // (a pipe, say) must not be held open by a long-lived server.
-    // SAFETY: the closure only calls close_range and fcntl, which are
-    // async-signal-safe; the fds it borrows are open until exec.
+    // SAFETY: the closure only calls sigaction, close_range and fcntl,
+    // which are async-signal-safe; the fds it borrows are open until exec.
     unsafe {
         command.pre_exec(move || {
+            // The server starts with no signal ignored (std's spawn gives
+            // it an empty mask): what its initialisation does is then its
+            // own, and each call brings its caller's signals.
+            sys::default_ignored_signals();
             sys::cloexec_from(3)?;
             for fd in inherited {
                 sys::set_cloexec(BorrowedFd::borrow_raw(fd), false)?;

@@ -83,7 +83,10 @@ pub(crate) struct CallTerminal {
 impl CallTerminal {
     /// A pseudo-terminal for this call, if it should have one (see the
     /// module docs); `None` means the call gets our fds as they are.
-    pub(crate) fn open() -> Option<CallTerminal> {
+    /// `stops_on_use`: the script would stop on using its terminal from
+    /// the background (it neither ignores nor blocks SIGTTIN, SIGTTOU);
+    /// without that, a pipeline's script starts in the foreground.
+    pub(crate) fn open(stops_on_use: bool) -> Option<CallTerminal> {
         let is_fifo = |fd: i32| {
             // SAFETY: fds 0..2 were checked open at start.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -91,7 +94,7 @@ impl CallTerminal {
                 SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO
             })
         };
-        let pipeline = is_fifo(0) || is_fifo(1);
+        let pipeline = stops_on_use && (is_fifo(0) || is_fifo(1));
         // SAFETY: fds 0..2 were checked open at start and stay open.
         let stdio = [0, 1, 2].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) });
         // A terminal tells its session only to its controlling terminal's

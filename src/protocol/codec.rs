@@ -147,8 +147,20 @@ pub const CAP_LIMITS: &str = "limits";
 /// executor closes them.
 pub const CAP_CLOSED: &str = "closed";
 
+/// Capability: a call may bring the signals the caller ignores and
+/// blocks ([`REQUEST_SECOND_CALLER_SIGNALS`], [`CallerSignals`]), which
+/// the executor takes on.
+pub const CAP_DISPOSITIONS: &str = "dispositions";
+
 /// The extensions this implementation speaks, in both roles.
-pub const OUR_CAPS: [&str; 5] = [CAP_SIGNALS, CAP_CONTEXT, CAP_TTY, CAP_LIMITS, CAP_CLOSED];
+pub const OUR_CAPS: [&str; 6] = [
+    CAP_SIGNALS,
+    CAP_CONTEXT,
+    CAP_TTY,
+    CAP_LIMITS,
+    CAP_CLOSED,
+    CAP_DISPOSITIONS,
+];
 
 /// A server's counters, as its greeting gives them (for `--list`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -432,6 +444,11 @@ pub const REQUEST_FLAG_SECOND_BYTE: u8 = 128;
 /// its place, which the executor closes.
 pub const REQUEST_SECOND_CLOSED: [u8; 3] = [1, 2, 4];
 
+/// Flag of the second request byte (needs `dispositions` offered): a
+/// caller-signals message follows the payload (and the context and
+/// limits messages, if any): see [`encode_caller_signals`].
+pub const REQUEST_SECOND_CALLER_SIGNALS: u8 = 8;
+
 /// What the request byte asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestKind {
@@ -450,6 +467,9 @@ pub struct RequestKind {
     /// Which of the caller's fds 0, 1, 2 are closed (only with
     /// `extended`; in the second request byte).
     pub closed: [bool; 3],
+    /// A caller-signals message follows (only with `extended`; in the
+    /// second request byte).
+    pub caller_signals: bool,
 }
 
 impl RequestKind {
@@ -477,6 +497,9 @@ pub fn encode_request_bytes(kind: RequestKind) -> Vec<u8> {
             byte |= REQUEST_FLAG_LIMITS;
         }
         second = flag_bits(REQUEST_SECOND_CLOSED, kind.closed);
+        if kind.caller_signals {
+            second |= REQUEST_SECOND_CALLER_SIGNALS;
+        }
     }
     if second == 0 {
         vec![byte]
@@ -506,6 +529,7 @@ pub fn check_request_byte(byte: u8) -> Result<RequestKind, ProtocolError> {
         pty_background: byte & REQUEST_FLAG_PTY_BACKGROUND != 0,
         limits: byte & REQUEST_FLAG_LIMITS != 0,
         closed: [false; 3],
+        caller_signals: false,
     })
 }
 
@@ -524,10 +548,11 @@ pub fn has_second_request_byte(byte: u8) -> bool {
 
 /// Adds the second request byte's flags to `kind`.
 pub fn check_second_request_byte(kind: &mut RequestKind, byte: u8) -> Result<(), ProtocolError> {
-    if byte & !flag_bits(REQUEST_SECOND_CLOSED, [true; 3]) != 0 {
+    if byte & !(flag_bits(REQUEST_SECOND_CLOSED, [true; 3]) | REQUEST_SECOND_CALLER_SIGNALS) != 0 {
         return Err(ProtocolError::BadSecondRequestByte(byte));
     }
     kind.closed = REQUEST_SECOND_CLOSED.map(|flag| byte & flag != 0);
+    kind.caller_signals = byte & REQUEST_SECOND_CALLER_SIGNALS != 0;
     Ok(())
 }
 
@@ -846,6 +871,62 @@ pub fn decode_limits(n: u8, body: &[u8]) -> Result<CallerLimits, ProtocolError> 
     })
 }
 
+// ---------------------------------------------------------- caller signals
+
+/// What a caller's process has of signals that a direct run would
+/// inherit: the signals it ignores (SIG_IGN) and those it blocks. Bit
+/// `n - 1` stands for Linux's signal `n`, 1 to 64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CallerSignals {
+    /// The signals whose disposition is "ignore".
+    pub ignored: u64,
+    /// The signals in the blocked mask.
+    pub blocked: u64,
+}
+
+/// Bytes of a caller-signals message.
+pub const CALLER_SIGNALS_LEN: usize = 16;
+
+/// The highest signal number a caller-signals message can carry.
+pub const MAX_SIGNAL: i32 = 64;
+
+impl CallerSignals {
+    /// Whether the caller neither ignores nor blocks any signal (the
+    /// client then sends no message: the executor's are the server's).
+    pub fn is_empty(&self) -> bool {
+        self.ignored == 0 && self.blocked == 0
+    }
+
+    /// The bit of signal `sig` (1 to [`MAX_SIGNAL`]).
+    pub fn bit(sig: i32) -> u64 {
+        assert!((1..=MAX_SIGNAL).contains(&sig), "signal {sig}");
+        1 << (sig - 1)
+    }
+
+    /// The signal numbers in `bits`, lowest first.
+    pub fn numbers(bits: u64) -> impl Iterator<Item = i32> {
+        (1..=MAX_SIGNAL).filter(move |&sig| bits & Self::bit(sig) != 0)
+    }
+}
+
+/// A caller-signals message: u64be ignored, u64be blocked.
+pub fn encode_caller_signals(signals: &CallerSignals) -> [u8; CALLER_SIGNALS_LEN] {
+    let mut out = [0; CALLER_SIGNALS_LEN];
+    out[..8].copy_from_slice(&signals.ignored.to_be_bytes());
+    out[8..].copy_from_slice(&signals.blocked.to_be_bytes());
+    out
+}
+
+/// Decodes a caller-signals message. Every bit pattern is valid: an
+/// executor leaves alone what it cannot set (SIGKILL, SIGSTOP, the C
+/// library's own real-time signals).
+pub fn decode_caller_signals(bytes: [u8; CALLER_SIGNALS_LEN]) -> CallerSignals {
+    CallerSignals {
+        ignored: u64::from_be_bytes(bytes[..8].try_into().unwrap()),
+        blocked: u64::from_be_bytes(bytes[8..].try_into().unwrap()),
+    }
+}
+
 // ------------------------------------------------------------------ status
 
 /// A raw `waitpid` status, as the wire carries it (v1's last four bytes,
@@ -1080,8 +1161,8 @@ mod tests {
         );
         let mut kind = check_request_byte(0x81).unwrap();
         assert_eq!(
-            check_second_request_byte(&mut kind, 8),
-            Err(ProtocolError::BadSecondRequestByte(8))
+            check_second_request_byte(&mut kind, 16),
+            Err(ProtocolError::BadSecondRequestByte(16))
         );
         for extended in [false, true] {
             for context in [false, true] {
@@ -1095,6 +1176,7 @@ mod tests {
                             pty_background: pty & 8 != 0 && on.contains(&true),
                             limits: extended && context,
                             closed: [0, 1, 2].map(|fd| extended && closed & (1 << fd) != 0),
+                            caller_signals: extended && pty & 4 != 0,
                         };
                         let bytes = encode_request_bytes(kind);
                         let mut decoded = check_request_byte(bytes[0]).unwrap();
@@ -1107,6 +1189,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn caller_signals_round_trip() {
+        let signals = CallerSignals {
+            ignored: CallerSignals::bit(libc::SIGHUP) | CallerSignals::bit(MAX_SIGNAL),
+            blocked: CallerSignals::bit(libc::SIGUSR2),
+        };
+        assert_eq!(
+            decode_caller_signals(encode_caller_signals(&signals)),
+            signals
+        );
+        let ignored: Vec<i32> = CallerSignals::numbers(signals.ignored).collect();
+        assert_eq!(ignored, [libc::SIGHUP, MAX_SIGNAL]);
+        assert!(CallerSignals::default().is_empty() && !signals.is_empty());
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub struct Request {
     /// With `limits`: the caller's resource limits, nice value and OOM
     /// score adjustment.
     pub limits: Option<codec::CallerLimits>,
+    /// With `kind.caller_signals`: the signals the caller ignores and
+    /// blocks.
+    pub caller_signals: Option<codec::CallerSignals>,
 }
 
 /// Sends a whole request on a greeted connection. `payload` is
@@ -161,9 +164,11 @@ pub fn send_request(
     payload: &[u8],
     context: Option<(BorrowedFd<'_>, u32)>,
     limits: Option<&codec::CallerLimits>,
+    caller_signals: Option<&codec::CallerSignals>,
 ) -> io::Result<()> {
     debug_assert_eq!(kind.context, context.is_some());
     debug_assert_eq!(kind.limits, limits.is_some());
+    debug_assert_eq!(kind.caller_signals, caller_signals.is_some());
     let sock = sock.as_fd();
     send_all(sock, &codec::encode_request_bytes(kind))?;
     for fd in stdio {
@@ -177,11 +182,15 @@ pub fn send_request(
     if let Some(limits) = limits {
         send_all(sock, &codec::encode_limits(limits))?;
     }
+    if let Some(signals) = caller_signals {
+        send_all(sock, &codec::encode_caller_signals(signals))?;
+    }
     Ok(())
 }
 
-/// Reads a whole request: its byte, fd 0, 1, 2, the payload, and with
-/// `context` the caller's directory and umask.
+/// Reads a whole request: its byte(s), fd 0, 1, 2, the payload, then
+/// with `context` the caller's directory and umask, with `limits` its
+/// limits, with `caller_signals` its ignored and blocked signals.
 pub fn read_request(sock: impl AsFd + Read) -> io::Result<Request> {
     let mut sock = sock;
     let mut byte = [0u8; 1];
@@ -218,12 +227,20 @@ pub fn read_request(sock: impl AsFd + Read) -> io::Result<Request> {
     } else {
         None
     };
+    let caller_signals = if kind.caller_signals {
+        let mut message = [0u8; codec::CALLER_SIGNALS_LEN];
+        sock.read_exact(&mut message)?;
+        Some(codec::decode_caller_signals(message))
+    } else {
+        None
+    };
     Ok(Request {
         kind,
         stdio,
         payload,
         context,
         limits,
+        caller_signals,
     })
 }
 
@@ -245,6 +262,11 @@ mod tests {
             pty_background: false,
             limits: false,
             closed: [false, true, false],
+            caller_signals: true,
+        };
+        let signals = codec::CallerSignals {
+            ignored: 1 << (libc::SIGHUP - 1),
+            blocked: 1 << 63,
         };
         send_request(
             &client,
@@ -253,12 +275,14 @@ mod tests {
             &payload,
             Some((dir.as_fd(), 0o027)),
             None,
+            Some(&signals),
         )
         .unwrap();
         let request = read_request(&executor).unwrap();
         assert_eq!(request.kind, kind);
         assert_eq!(request.payload, &payload[4..]);
         assert_eq!(request.context.unwrap().umask, 0o027);
+        assert_eq!(request.caller_signals, Some(signals));
         drop(client);
         assert!(hung_up(&recv_fd(&executor).unwrap_err()));
     }

@@ -38,9 +38,11 @@
 //!                     own pseudo-terminal; 0x20 it starts in the
 //!                     background; 0x40 (`limits`) a limits message comes
 //!                     last; 0x80 a second byte follows (`closed`: 0x01,
-//!                     0x02, 0x04: fd 0, 1, 2 closed, /dev/null sent);
-//!                     then fds and payload as in v1; with `context`, then
-//!                     0x00 carrying the caller's directory and u32be(umask)
+//!                     0x02, 0x04: fd 0, 1, 2 closed, /dev/null sent;
+//!                     `dispositions`: 0x08, a caller-signals message
+//!                     comes last); then fds and payload as in v1; with
+//!                     `context`, then 0x00 carrying the caller's
+//!                     directory and u32be(umask)
 //! then, frames        5 bytes each: kind, u32be value
 //!   client -> monitor 'S' signal: deliver it to the script's group
 //!   executor -> client 'P' the script's pid (before its per-call code)

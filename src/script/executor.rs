@@ -11,10 +11,13 @@
 //! fd 0, 1, 2   the caller's stdin, stdout, stderr (received by SCM_RIGHTS)
 //! environment  the caller's, then what the script's initialisation did
 //!              to its own (set, changed, removed: `init_env`) on top
-//! signals      what the server had (the monitor ignores the forwardable
-//!              ones), except SIGINT: default (the first caller may have
-//!              ignored it; we must not inherit that: a killed client's
-//!              executor must die)
+//! signals      what the server had when initialisation completed (the
+//!              monitor ignores the forwardable ones), except SIGINT:
+//!              default (a server that chiark's client started inherits
+//!              its first caller's; our client starts servers with no
+//!              signal ignored); then, with `dispositions`, the caller's
+//!              ignored signals (where those are at their default) and
+//!              blocked ones laid over, as a direct run inherits them
 //! ```
 //!
 //! The monitor hands it the call socket (greeting sent). It reads the
@@ -324,6 +327,9 @@ fn become_the_call(request: &Request, payload: &protocol::Payload<'_>) -> Invoca
             format!("prefork-interp: {e}\n").as_bytes(),
         );
         sys::exit_now(127);
+    }
+    if let Some(signals) = &request.caller_signals {
+        sys::take_caller_signals(signals);
     }
     // The server's syslog connection, if it had one, is not the script's.
     log::close();

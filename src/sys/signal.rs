@@ -2,6 +2,8 @@
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
+use crate::protocol::{CallerSignals, MAX_SIGNAL};
+
 /// Gives a signal its default disposition, and unblocks it. By number:
 /// real-time signals too, which nix's `Signal` cannot name.
 pub(crate) fn default_signal(signal: i32) {
@@ -15,6 +17,80 @@ pub(crate) fn default_signal(signal: i32) {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, signal);
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// The signals this process ignores and blocks: what a process it
+/// started would inherit. (A client reads its own before it blocks the
+/// signals it forwards.)
+pub(crate) fn own_signals() -> CallerSignals {
+    let mut signals = CallerSignals::default();
+    // SAFETY: sigaction and pthread_sigmask only read here, into
+    // zeroed structures of ours.
+    unsafe {
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+        for sig in 1..=MAX_SIGNAL {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            // Fails for the C library's own real-time signals: not ours.
+            if libc::sigaction(sig, std::ptr::null(), &mut action) == 0
+                && action.sa_sigaction == libc::SIG_IGN
+            {
+                signals.ignored |= CallerSignals::bit(sig);
+            }
+            if libc::sigismember(&mask, sig) == 1 {
+                signals.blocked |= CallerSignals::bit(sig);
+            }
+        }
+    }
+    signals
+}
+
+/// Gives every ignored signal its default disposition: what a process
+/// that should inherit none of its starter's ignored signals (a server)
+/// does before exec. Async-signal-safe (sigaction only).
+pub(crate) fn default_ignored_signals() {
+    for sig in 1..=MAX_SIGNAL {
+        // SAFETY: sigaction reading a disposition, and replacing SIG_IGN
+        // with SIG_DFL, runs no code of ours.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut action) == 0
+                && action.sa_sigaction == libc::SIG_IGN
+            {
+                action.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &action, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// Takes on a caller's signals (an executor does this, last before the
+/// script's per-call code), as a direct run would have inherited them
+/// with initialisation's own changes laid over: a signal initialisation
+/// left at its default is ignored if the caller ignores it (one it
+/// handles or ignores keeps that); the caller's blocked signals join the
+/// mask. What cannot be set (SIGKILL, SIGSTOP, the C library's own
+/// signals) is left as it is.
+pub(crate) fn take_caller_signals(caller: &CallerSignals) {
+    // SAFETY: replacing SIG_DFL by SIG_IGN runs no code; the mask is a
+    // set of our own.
+    unsafe {
+        for sig in CallerSignals::numbers(caller.ignored) {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut action) == 0
+                && action.sa_sigaction == libc::SIG_DFL
+            {
+                action.sa_sigaction = libc::SIG_IGN;
+                libc::sigaction(sig, &action, std::ptr::null_mut());
+            }
+        }
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut mask);
+        for sig in CallerSignals::numbers(caller.blocked) {
+            libc::sigaddset(&mut mask, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut());
     }
 }
 

@@ -195,6 +195,9 @@ for my $arg (@ARGV) {
         local $/;
         open(my $c, '<', '/proc/self/cgroup') or die "cgroup: $!";
         print scalar <$c>;
+    } elsif ($name eq 'sigs') {
+        open(my $s, '<', '/proc/self/status') or die "status: $!";
+        print grep { /^Sig(Blk|Ign):/ } <$s>;
     } elsif ($name eq 'groups') {
         open(my $s, '<', '/proc/self/status') or die "status: $!";
         print grep { /^Groups:/ } <$s>;

@@ -207,6 +207,9 @@ def main():
         elif name == "cgroup":
             with open("/proc/self/cgroup") as f:
                 sys.stdout.write(f.read())
+        elif name == "sigs":
+            with open("/proc/self/status") as f:
+                print("".join(line for line in f if line.startswith(("SigBlk:", "SigIgn:"))), end="")
         elif name == "groups":
             with open("/proc/self/status") as f:
                 print(next(line for line in f if line.startswith("Groups:")), end="")

@@ -65,6 +65,8 @@
 //! | `@ns`            | for mnt pid net user uts ipc cgroup: `NAME TARGET`,  |
 //! |                  | TARGET what /proc/self/ns/NAME links to              |
 //! | `@cgroup`        | print /proc/self/cgroup as it is                     |
+//! | `@sigs`          | print the `SigBlk:` and `SigIgn:` lines of           |
+//! |                  | /proc/self/status (blocked and ignored signals)      |
 //! | `@groups`        | print the `Groups:` line of /proc/self/status        |
 //! | `@fdsto:N`       | `@fds`, written straight to fd N                     |
 //! | `@handlesto:N`   | write to fd N whether the language's stdin, stdout,  |
@@ -455,6 +457,14 @@ fn run(args: &[OsString]) -> i32 {
                         Err(e) => errno_name(&e),
                     };
                     writeln!(out, "{name} {target}").unwrap();
+                }
+            }
+            b"sigs" => {
+                let status = std::fs::read_to_string("/proc/self/status").unwrap();
+                for line in status.lines() {
+                    if line.starts_with("SigBlk:") || line.starts_with("SigIgn:") {
+                        writeln!(out, "{line}").unwrap();
+                    }
                 }
             }
             b"groups" => {

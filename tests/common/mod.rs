@@ -590,6 +590,21 @@ impl Call {
         self
     }
 
+    /// Starts the client with `signal` blocked.
+    pub fn blocking(mut self, signal: libc::c_int) -> Self {
+        // SAFETY: sigprocmask on a set of our own is async-signal-safe.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, signal);
+                libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// The same call run inside every namespace of process `holder`
     /// (`nsenter --all`), in the same directory. Call it first: what was
     /// set up to run before exec (pre_exec) is not carried over.

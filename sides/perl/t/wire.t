@@ -35,6 +35,7 @@ my %TESTS = (
     payload_len       => \&payload_len,
     context_umask     => \&context_umask,
     limits            => \&limits,
+    caller_signals    => \&caller_signals,
     status            => \&status,
     frame             => \&frame,
     executor_ready    => \&executor_ready,
@@ -212,6 +213,14 @@ sub limits {
             [ map { [ map {"$_"} @$_ ] } @{ $v->{rlimits} } ], "$v->{name}: rlimits");
         is($got->{nice}, $v->{nice}, "$v->{name}: nice");
         is($got->{oom_score_adj}, $v->{oom_score_adj}, "$v->{name}: oom_score_adj");
+    }
+}
+
+sub caller_signals {
+    for my $v (@_) {
+        my $want = { ignored => $v->{ignored}, blocked => $v->{blocked} };
+        is_deeply(decode_caller_signals(unhex $v->{bytes}), $want, "$v->{name}: decode");
+        is(unpack('H*', encode_caller_signals($want)), $v->{bytes}, "$v->{name}: encode");
     }
 }
 

@@ -71,8 +71,9 @@ def read_request(conn):
     with one of those: the script starts in its terminal's background),
     with 0x80 the second flags byte (the fds the caller has closed: 0x01,
     0x02, 0x04; 0 if none), fd 0, 1, 2, the payload, with context the
-    caller's directory and umask, and with 0x40 the caller's limits
-    (_wire.decode_limits)."""
+    caller's directory and umask, with 0x40 the caller's limits
+    (_wire.decode_limits), and with the second byte's 0x08 the signals
+    the caller ignores and blocks (_wire.decode_caller_signals)."""
     byte = _wire.check_request_byte(_read_exact(conn, 1)[0])
     closed = 0
     if _wire.has_second_request_byte(byte):
@@ -91,7 +92,35 @@ def read_request(conn):
         count = _read_exact(conn, 1)[0]
         limits = _wire.decode_limits(
             count, _read_exact(conn, count * _wire.LIMITS_ENTRY_LEN + _wire.LIMITS_TAIL_LEN))
-    return byte, closed, fds, env, args, context, limits
+    caller_signals = None
+    if closed & _wire.REQUEST_SECOND_CALLER_SIGNALS:
+        caller_signals = _wire.decode_caller_signals(
+            _read_exact(conn, _wire.CALLER_SIGNALS_LEN))
+    return byte, closed, fds, env, args, context, limits, caller_signals
+
+
+def take_caller_signals(ignored, blocked, mask):
+    """Takes on the caller's signals (capability "dispositions"), as a
+    direct run would have inherited them with initialisation's own
+    changes laid over: a signal initialisation left as Python's start-up
+    makes a default one (SIGINT: KeyboardInterrupt; others: SIG_DFL) is
+    ignored where the caller ignores it, as Python leaves an inherited
+    ignored signal ignored; one it handles or ignores keeps that. The
+    caller's blocked signals join the mask: now, or, where mask (the one
+    the script gets once back in it) is not None, in the mask returned.
+    What cannot be set (KILL, STOP, the C library's own) is left."""
+    valid = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
+    for sig in ignored:
+        if sig not in valid:
+            continue
+        untouched = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        if signal.getsignal(sig) == untouched:
+            signal.signal(sig, signal.SIG_IGN)
+    blocked = set(blocked) & valid
+    if mask is None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        return None
+    return set(mask) | blocked
 
 
 def std_stream(fd, old, write, env):
@@ -255,6 +284,8 @@ class Executor:
             script_pid = os.getpid()
         self.announce(conn, byte, script_pid)
         self.become_the_call(conn, request)
+        if request[7] is not None:
+            mask = take_caller_signals(*request[7], mask)
         return mask
 
     def take_call(self):
@@ -336,7 +367,7 @@ class Executor:
         """Takes on the caller's directory and umask, fds, limits,
         environment (with what initialisation did to its own laid over
         it), arguments and std streams."""
-        _, closed, fds, env, args, context, limits = request
+        _, closed, fds, env, args, context, limits, _ = request
         if context is not None:
             # The caller's directory and umask (capability "context").
             cwd, umask = context

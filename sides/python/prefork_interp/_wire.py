@@ -14,7 +14,7 @@ MAX_XDATA_LEN = 64 * 1024
 MAX_PAYLOAD_LEN = 64 * 1024 * 1024
 CAPS_MAGIC = b"pfi-caps 1"
 # Negotiated extensions, offered to a client that declared them.
-OUR_CAPS = ("signals", "context", "tty", "limits", "closed")
+OUR_CAPS = ("signals", "context", "tty", "limits", "closed", "dispositions")
 SETUP_CAPS_PREFIX = b"pfi-caps="
 
 # The request byte: 0 (v1), or 1 (extended) with these flags.
@@ -36,6 +36,12 @@ REQUEST_FLAG_LIMITS = 0x40
 REQUEST_FLAG_SECOND_BYTE = 0x80
 REQUEST_SECOND_CLOSED = (0x01, 0x02, 0x04)
 REQUEST_ANY_SECOND_CLOSED = 0x01 | 0x02 | 0x04
+# Also in the second byte (capability "dispositions"): a caller-signals
+# message follows, last: u64be ignored, u64be blocked (bit n-1: signal n,
+# 1 to MAX_SIGNAL).
+REQUEST_SECOND_CALLER_SIGNALS = 0x08
+CALLER_SIGNALS_LEN = 16
+MAX_SIGNAL = 64
 # The one byte of every message carrying an fd (Rust's FD_MESSAGE_BYTE):
 # a call handed over, fds 0, 1, 2 of a request, the context message's
 # directory.
@@ -74,6 +80,7 @@ _U32 = struct.Struct(">I")
 _I32 = struct.Struct(">i")
 _LIMITS_ENTRY = struct.Struct(">BQQ")
 _LIMITS_TAIL = struct.Struct(">ii")
+_CALLER_SIGNALS = struct.Struct(">QQ")
 
 
 class ProtocolError(ValueError):
@@ -226,10 +233,12 @@ def has_second_request_byte(byte):
 
 def check_second_request_byte(byte):
     """The second request byte, checked: the caller's closed fds
-    (REQUEST_SECOND_CLOSED), 0 for none. Returned as it is."""
-    if byte & ~REQUEST_ANY_SECOND_CLOSED:
+    (REQUEST_SECOND_CLOSED) and REQUEST_SECOND_CALLER_SIGNALS, 0 for
+    none. Returned as it is."""
+    if byte & ~(REQUEST_ANY_SECOND_CLOSED | REQUEST_SECOND_CALLER_SIGNALS):
         raise ProtocolError("BadSecondRequestByte",
-                            "second request byte %#04x, expected flags 0x01, 0x02, 0x04" % byte)
+                            "second request byte %#04x, expected flags 0x01, 0x02, 0x04, 0x08"
+                            % byte)
     return byte
 
 
@@ -286,6 +295,26 @@ def decode_limits(count, body):
     entries = [_LIMITS_ENTRY.unpack_from(body, at) for at in range(0, size, LIMITS_ENTRY_LEN)]
     nice, oom = _LIMITS_TAIL.unpack_from(body, size)
     return entries, nice, oom
+
+
+def _signal_bits(numbers):
+    bits = 0
+    for sig in numbers:
+        bits |= 1 << (sig - 1)
+    return bits
+
+
+def encode_caller_signals(ignored, blocked):
+    """A caller-signals message from two lists of signal numbers."""
+    return _CALLER_SIGNALS.pack(_signal_bits(ignored), _signal_bits(blocked))
+
+
+def decode_caller_signals(data):
+    """A caller-signals message (CALLER_SIGNALS_LEN bytes; every bit
+    pattern is valid) as (ignored, blocked), lists of signal numbers,
+    lowest first."""
+    return tuple([sig for sig in range(1, MAX_SIGNAL + 1) if bits >> (sig - 1) & 1]
+                 for bits in _CALLER_SIGNALS.unpack(data))
 
 
 # ------------------------------------------------------------ status, frames

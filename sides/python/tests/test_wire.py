@@ -41,6 +41,7 @@ def request_kind(byte, second=0):
         "pty_background": bool(byte & _wire.REQUEST_FLAG_PTY_BACKGROUND),
         "limits": bool(byte & _wire.REQUEST_FLAG_LIMITS),
         "closed": [bool(second & flag) for flag in _wire.REQUEST_SECOND_CLOSED],
+        "caller_signals": bool(second & _wire.REQUEST_SECOND_CALLER_SIGNALS),
     }
 
 
@@ -169,6 +170,12 @@ class WireVectors(unittest.TestCase):
             self.assertEqual([list(e) for e in entries],
                              [[r, int(soft), int(hard)] for r, soft, hard in v["rlimits"]])
             self.assertEqual((nice, oom), (v["nice"], v["oom_score_adj"]))
+
+    def test_caller_signals(self):
+        for v in self.each("caller_signals"):
+            data = h(v["bytes"])
+            self.assertEqual(_wire.decode_caller_signals(data), (v["ignored"], v["blocked"]))
+            self.assertEqual(_wire.encode_caller_signals(v["ignored"], v["blocked"]), data)
 
     def test_status(self):
         for v in self.each("status"):

@@ -36,7 +36,7 @@ scenario!(list_and_kill_by_identity, |side| {
         ["K", "M"].contains(&unit) && size.parse::<f64>().is_ok_and(|m| m > 0.0),
         "the memory of the server and its spare handlers, in KiB or MiB: {cols:?}"
     );
-    assert_eq!(cols[7], "signals,context,tty,limits,closed");
+    assert_eq!(cols[7], "signals,context,tty,limits,closed,dispositions");
     assert_eq!(cols[8], "-", "no environment read: {cols:?}");
     let shown = if side == Side::Rust {
         &h.program
@@ -94,7 +94,14 @@ scenario!(list_json_tells_what_a_server_is, |side| {
     assert_eq!(two["protocol"], "pfi-caps 1");
     assert_eq!(
         two["capabilities"],
-        serde_json::json!(["signals", "context", "tty", "limits", "closed"])
+        serde_json::json!([
+            "signals",
+            "context",
+            "tty",
+            "limits",
+            "closed",
+            "dispositions"
+        ])
     );
     assert_eq!(two["running"], 0);
     assert_eq!(two["last_restart"], Value::Null, "a first server: {two:#}");

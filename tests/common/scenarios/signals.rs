@@ -59,14 +59,67 @@ scenario!(signal_deaths, |side| {
     h.finish();
 });
 
-scenario!(sigint_default_in_executor, |side| {
+/// A caller ignoring SIGINT (a background job of a non-interactive
+/// shell) gives a script that ignores it, as a direct run would, and
+/// leaves nothing of that to the next caller, though its call started
+/// the server.
+scenario!(sigint_as_the_caller_has_it, |side| {
     let h = Harness::new(side);
-    // The first call, which starts the server, comes from a context that
-    // ignores SIGINT (a background job of a non-interactive shell).
-    let out = h.call(&["@sigdisp:INT"]).ignoring_sigint().run();
-    assert_eq!(stdout_str(&out), "default\n");
+    let direct = h.direct(&["@sigdisp:INT"]).ignoring_sigint().run();
+    assert_eq!(stdout_str(&direct), "ignore\n");
+    for _cold_then_warm in 0..2 {
+        let out = h.call(&["@sigdisp:INT"]).ignoring_sigint().run();
+        assert_eq!(stdout_str(&out), "ignore\n");
+    }
     let out = h.call(&["@sigdisp:INT"]).run();
     assert_eq!(stdout_str(&out), "default\n");
+    h.finish();
+});
+
+/// Who ignores and blocks what: `nohup`; `trap '' INT QUIT`; a command
+/// substitution; a blocked signal; real-time signals. A direct run
+/// inherits these; so does a call, cold and warm; a caller with none
+/// gets none of an earlier caller's, though that caller started the
+/// server.
+scenario!(caller_signals_like_a_direct_run, |side| {
+    let h = Harness::new(side);
+    let callers: [(&str, &[i32], &[i32]); 6] = [
+        ("nohup", &[libc::SIGHUP], &[]),
+        ("trap '' INT QUIT", &[libc::SIGINT, libc::SIGQUIT], &[]),
+        (
+            "a command substitution",
+            &[libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU],
+            &[],
+        ),
+        ("nothing", &[], &[]),
+        (
+            "USR2 and TERM blocked",
+            &[libc::SIGUSR1],
+            &[libc::SIGUSR2, libc::SIGTERM],
+        ),
+        ("real-time", &[40], &[64]),
+    ];
+    let under = |mut call: Call, ignored: &[i32], blocked: &[i32]| {
+        for &sig in ignored {
+            call = call.ignoring(sig);
+        }
+        for &sig in blocked {
+            call = call.blocking(sig);
+        }
+        call
+    };
+    for (caller, ignored, blocked) in callers {
+        let direct = under(h.direct(&["@sigs"]), ignored, blocked).run();
+        assert_success(&direct);
+        for round in ["first", "second"] {
+            let served = under(h.call(&["@sigs"]), ignored, blocked).run();
+            assert_eq!(
+                stdout_str(&served),
+                stdout_str(&direct),
+                "{caller}, {round} call: through us, then directly"
+            );
+        }
+    }
     h.finish();
 });
 

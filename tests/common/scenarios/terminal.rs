@@ -245,6 +245,56 @@ scenario!(terminal_in_a_pipeline, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// Inside a command substitution an interactive shell ignores SIGTSTP,
+/// SIGTTIN and SIGTTOU, and the script is in its terminal's foreground
+/// (the shell's group): a direct run sees those ignored and reads its
+/// terminal. So does a call, though its stdout is a pipe; and a server
+/// first started there keeps none of that for the calls after it: a
+/// pipeline's script, which starts in its terminal's background, stops
+/// and comes forward when it reads its terminal, where an ignored
+/// SIGTTIN would give it EIO.
+scenario!(terminal_in_a_command_substitution, |side| {
+    let h = Harness::new(side);
+    let mut t = Terminal::shell(&h);
+    // The server starts inside the substitution.
+    assert_eq!(t.output("echo \"[$($S @out:cold)]\""), "[cold]\r\n");
+    let settings = t.stty();
+    let runs = direct_and_served(&mut t, |t, run| {
+        let sigs = t.output("echo \"$($X @sigs)\"");
+        t.start("v=$($X @ask); echo \"[$v]\"");
+        t.expect("Say: ");
+        t.send(b"substituted\r");
+        let asked = t.until("PROMPT> ");
+        t.start("echo x | $X @ask");
+        t.expect("Say: ");
+        if run == Run::Served {
+            // As in terminal_in_a_pipeline: typed once the call has the
+            // terminal.
+            wait_until("the call to take the terminal", LIMIT, || !t.echoes()).unwrap();
+        }
+        t.send(b"piped\r");
+        let piped = t.until("PROMPT> ");
+        [sigs, asked, piped]
+    });
+    assert_same_screen(&runs);
+    let [sigs, asked, piped] = &runs[0].1;
+    let ignored = sigs
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .unwrap();
+    let ignored = u64::from_str_radix(ignored.trim(), 16).unwrap();
+    for sig in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        assert_ne!(
+            ignored & 1 << (sig - 1),
+            0,
+            "{sig} ignored directly: {sigs}"
+        );
+    }
+    assert_eq!(asked, "substituted\r\n[said substituted]\r\n");
+    assert_eq!(piped, "piped\r\nsaid piped\r\n");
+    terminal_done(h, t, &settings);
+});
+
 /// A password prompt (echo off on /dev/tty, the language's usual way):
 /// what is typed reaches the script and never the screen; with stdin
 /// from a file, the prompt still reads the terminal, and stdin is the

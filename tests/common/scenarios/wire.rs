@@ -86,14 +86,14 @@ scenario!(greeting_bytes_after_one_call, |side| {
         }
     };
     let xdata = [
-        &b"pfi-caps 1\ncaps signals,context,tty,limits,closed\n"[..],
+        &b"pfi-caps 1\ncaps signals,context,tty,limits,closed,dispositions\n"[..],
         format!("world {world}\n").as_bytes(),
         start_line.as_bytes(),
         b"served 1\nrunning 0\n",
         format!("idle {idle}\n").as_bytes(),
     ]
     .concat();
-    assert_eq!(xdata.len(), 146 + start_line.len() + idle.len());
+    assert_eq!(xdata.len(), 159 + start_line.len() + idle.len());
     let expected = [&b"PFI\n"[..], &(xdata.len() as u32).to_be_bytes(), &xdata].concat();
     let expected = expected.as_slice();
     assert!(
@@ -139,8 +139,10 @@ scenario!(wire_extended_and_v1_calls, |side| {
             pty_background: false,
             limits: false,
             closed: [false; 3],
+            caller_signals: false,
         };
-        protocol::io::send_request(&conn, kind, [null.as_fd(); 3], &payload, None, None).unwrap();
+        protocol::io::send_request(&conn, kind, [null.as_fd(); 3], &payload, None, None, None)
+            .unwrap();
         conn
     };
 

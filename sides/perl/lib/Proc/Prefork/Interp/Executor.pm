@@ -6,8 +6,9 @@ package Proc::Prefork::Interp::Executor;
 # Gets the call socket from the monitor, reads the request itself, makes
 # a process group of its own, sends an extended call's 'P' with its own
 # pid (before any per-call code), tells the monitor 'r', and becomes the
-# call: the caller's fds, directory, umask, limits, environment and
-# arguments; then it returns into the script.
+# call: the caller's fds, directory, umask, limits, ignored and blocked
+# signals (over what initialisation left), environment and arguments;
+# then it returns into the script.
 #
 # On a call with a pseudo-terminal of its own it starts a session
 # instead, with that terminal as its controlling terminal, and forks the
@@ -90,7 +91,8 @@ sub _recv_fd {
 }
 
 # Reads the request: kind, fds (0, 1, 2), payload ({env, args}), context
-# ({cwd, umask}) and limits. Dies with the reason.
+# ({cwd, umask}), limits and caller_signals ({ignored, blocked}). Dies
+# with the reason.
 sub take_call {
     my ($self) = @_;
     my $call = $self->{call};
@@ -108,6 +110,8 @@ sub take_call {
         my $n = ord read_exact($call, 1);
         $self->{limits} = decode_limits($n, read_exact($call, $n * LIMITS_ENTRY_LEN + LIMITS_TAIL_LEN));
     }
+    $self->{caller_signals} = decode_caller_signals(read_exact($call, CALLER_SIGNALS_LEN))
+        if $kind->{caller_signals};
     return;
 }
 
@@ -233,6 +237,7 @@ sub become_the_call {
         syswrite STDERR, "prefork-interp: $why\n";
         POSIX::_exit(127);
     }
+    $self->take_caller_signals($self->{caller_signals}) if $self->{caller_signals};
     if ($script_file) {
         close $script_file;
     } else {
@@ -246,6 +251,27 @@ sub become_the_call {
     @ARGV = @{ $self->{payload}{args} };
     # ($!, $? and $@ are put back as the script left them by
     # prefork_initialisation_complete, once we return.)
+    return;
+}
+
+# Takes on the caller's signals (capability "dispositions"), as a direct
+# run would have inherited them with initialisation's own changes laid
+# over: a signal initialisation left at its default is ignored where the
+# caller ignores it (one it handles or ignores keeps that); the caller's
+# blocked signals join the mask. What cannot be set (KILL, STOP, the C
+# library's own) is left as it is.
+sub take_caller_signals {
+    my ($self, $caller) = @_;
+    my $ignore = POSIX::SigAction->new('IGNORE');
+    for my $sig (@{ $caller->{ignored} }) {
+        my $old = POSIX::SigAction->new;
+        POSIX::sigaction($sig, $ignore)
+            if POSIX::sigaction($sig, undef, $old) && !ref $old->handler && $old->handler eq 'DEFAULT';
+    }
+    # One by one: new() dies on a signal the C library keeps for itself.
+    my $blocked = POSIX::SigSet->new;
+    $blocked->addset($_) for @{ $caller->{blocked} };
+    POSIX::sigprocmask(SIG_BLOCK, $blocked);
     return;
 }
 

@@ -27,7 +27,7 @@ use constant SETUP_CAPS_PREFIX => 'pfi-caps=';
 # The greeting: magic, u32be length, xdata (at most MAX_XDATA_LEN).
 use constant { GREETING_MAGIC => "PFI\n", MAX_XDATA_LEN => 64 * 1024, CAPS_MAGIC => 'pfi-caps 1' };
 # Negotiated extensions, offered to a client that declared them.
-use constant OUR_CAPS => qw(signals context tty limits closed);
+use constant OUR_CAPS => qw(signals context tty limits closed dispositions);
 # The namespaces a server's world is made of, in the digest's order.
 use constant WORLD_NAMESPACES => qw(mnt pid net user uts ipc cgroup time);
 
@@ -35,7 +35,8 @@ use constant WORLD_NAMESPACES => qw(mnt pid net user uts ipc cgroup time);
 # 0x04, 0x08, 0x10: fd 0, 1, 2 is the call's own pseudo-terminal; with
 # one of those, 0x20: the script starts in its terminal's background;
 # 0x40: a limits message follows; 0x80: a second byte follows at once,
-# whose 0x01, 0x02, 0x04 say the caller's fd 0, 1, 2 is closed.
+# whose 0x01, 0x02, 0x04 say the caller's fd 0, 1, 2 is closed, and 0x08
+# that a caller-signals message follows.
 use constant {
     REQUEST_BYTE                => 0x00,
     REQUEST_BYTE_EXTENDED       => 0x01,
@@ -46,6 +47,10 @@ use constant {
 };
 use constant REQUEST_FLAG_PTY      => (0x04, 0x08, 0x10);
 use constant REQUEST_SECOND_CLOSED => (0x01, 0x02, 0x04);
+use constant REQUEST_SECOND_CALLER_SIGNALS => 0x08;
+# A caller-signals message: u64be ignored, u64be blocked (bit n-1: signal
+# n, 1 to MAX_SIGNAL).
+use constant { CALLER_SIGNALS_LEN => 16, MAX_SIGNAL => 64 };
 use constant MAX_PAYLOAD_LEN       => 64 * 1024 * 1024;
 # A limits message: u8 N, N entries of LIMITS_ENTRY_LEN, the tail.
 use constant { LIMITS_ENTRY_LEN => 17, LIMITS_TAIL_LEN => 8 };
@@ -80,7 +85,8 @@ our @EXPORT = qw(
     ENV_VAR PROTOCOL_VERSION SETUP_CAPS_PREFIX GREETING_MAGIC MAX_XDATA_LEN CAPS_MAGIC OUR_CAPS
     WORLD_NAMESPACES REQUEST_BYTE REQUEST_BYTE_EXTENDED REQUEST_FLAG_CONTEXT
     REQUEST_FLAG_PTY REQUEST_FLAG_PTY_BACKGROUND REQUEST_FLAG_LIMITS
-    REQUEST_FLAG_SECOND_BYTE REQUEST_SECOND_CLOSED MAX_PAYLOAD_LEN LIMITS_ENTRY_LEN
+    REQUEST_FLAG_SECOND_BYTE REQUEST_SECOND_CLOSED REQUEST_SECOND_CALLER_SIGNALS
+    CALLER_SIGNALS_LEN MAX_SIGNAL MAX_PAYLOAD_LEN LIMITS_ENTRY_LEN
     LIMITS_TAIL_LEN OOM_SCORE_UNKNOWN MONITOR_CALL_ENDED MONITOR_CALL_DROPPED
     EXECUTOR_READY KEEPER_STOPPED KEEPER_STATUS KEEPER_FOREGROUND FRAME_LEN FRAME_SIGNAL
     FRAME_EXECUTOR_PID FRAME_STATUS FRAME_FOREGROUND FRAME_STOPPED FORWARDED_SIGNALS
@@ -88,7 +94,7 @@ our @EXPORT = qw(
     world_digest decode_setup_env check_request_byte has_second_request_byte
     check_second_request_byte encode_request_bytes on_pty encode_executor_ready
     decode_executor_ready decode_payload_len decode_payload split_env_entry
-    decode_limits encode_status decode_status encode_frame decode_frame
+    decode_limits encode_caller_signals decode_caller_signals encode_status decode_status encode_frame decode_frame
     encode_context_umask decode_context_umask lock_path_for_socket encode_quit_line
 );
 
@@ -201,13 +207,13 @@ sub decode_setup_env {
 sub _pty_bits { my $bits = 0; $bits |= $_ for REQUEST_FLAG_PTY; return $bits }
 
 # What the request byte asks for: {extended, context, pty => [3],
-# pty_background, limits, closed => [3]} (closed from the second byte,
-# see check_second_request_byte). Pure: every flag is taken whatever was
+# pty_background, limits, closed => [3], caller_signals} (the last two
+# from the second byte, see check_second_request_byte). Pure: every flag is taken whatever was
 # offered.
 sub check_request_byte {
     my ($byte) = @_;
     my %kind = (extended => 0, context => 0, pty => [ 0, 0, 0 ], pty_background => 0,
-        limits => 0, closed => [ 0, 0, 0 ]);
+        limits => 0, closed => [ 0, 0, 0 ], caller_signals => 0);
     return \%kind if $byte == REQUEST_BYTE;
     _error(BadRequestByte => sprintf 'request starts with byte %#04x, expected 0x00, or 0x01'
             . ' with flags of 0x02, 0x04, 0x08, 0x10, 0x20 (with one of 0x04, 0x08, 0x10),'
@@ -231,12 +237,13 @@ sub has_second_request_byte {
 # Adds the second request byte's flags to $kind.
 sub check_second_request_byte {
     my ($kind, $byte) = @_;
-    my $known = 0;
+    my $known = REQUEST_SECOND_CALLER_SIGNALS;
     $known |= $_ for REQUEST_SECOND_CLOSED;
     _error(BadSecondRequestByte => sprintf "request's second flags byte is %#04x, expected"
-            . ' flags of 0x01, 0x02, 0x04', $byte)
+            . ' flags of 0x01, 0x02, 0x04, 0x08', $byte)
         if $byte & ~$known & 0xff;
     $kind->{closed} = [ map { $byte & $_ ? 1 : 0 } REQUEST_SECOND_CLOSED ];
+    $kind->{caller_signals} = $byte & REQUEST_SECOND_CALLER_SIGNALS ? 1 : 0;
     return $kind;
 }
 
@@ -260,6 +267,7 @@ sub encode_request_bytes {
         $byte |= REQUEST_FLAG_PTY_BACKGROUND if $kind->{pty_background} && on_pty($kind);
         $byte |= REQUEST_FLAG_LIMITS if $kind->{limits};
         $second |= $closed[$_] for grep { $kind->{closed}[$_] } 0 .. 2;
+        $second |= REQUEST_SECOND_CALLER_SIGNALS if $kind->{caller_signals};
     }
     return $second ? pack('CC', $byte | REQUEST_FLAG_SECOND_BYTE, $second) : chr $byte;
 }
@@ -337,6 +345,30 @@ sub decode_limits {
     my $nice = pop @fields;
     return { rlimits => [ map { [ @fields[ 3 * $_ .. 3 * $_ + 2 ] ] } 0 .. $n - 1 ],
         nice => $nice, oom_score_adj => $oom };
+}
+
+# A caller-signals message from {ignored => [N...], blocked => [N...]}.
+sub encode_caller_signals {
+    my ($signals) = @_;
+    my @bits = map {
+        my $bits = 0;
+        $bits |= 1 << ($_ - 1) for @$_;
+        $bits
+    } @$signals{qw(ignored blocked)};
+    return pack 'Q> Q>', @bits;
+}
+
+# Decodes a caller-signals message (CALLER_SIGNALS_LEN bytes; every bit
+# pattern is valid) into {ignored => [N...], blocked => [N...]}, lowest
+# first.
+sub decode_caller_signals {
+    my ($message) = @_;
+    my ($ignored, $blocked) = unpack 'Q> Q>', $message;
+    my $numbers = sub {
+        my ($bits) = @_;
+        return [ grep { $bits & (1 << ($_ - 1)) } 1 .. MAX_SIGNAL ];
+    };
+    return { ignored => $numbers->($ignored), blocked => $numbers->($blocked) };
 }
 
 sub encode_context_umask { return pack 'N', $_[0] }
