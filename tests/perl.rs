@@ -452,6 +452,39 @@ fn interpreter_start_up_variables_like_a_direct_run() {
     h.finish();
 }
 
+/// The environment read before our module loads (a BEGIN block, the
+/// `use` lines above ours) is an input of the initialisation too: a call
+/// whose value differs reaches a server started with its value, as for a
+/// variable read after the module loads. (Where the module is in perl's
+/// own @INC, here through PERL5LIB: a `use lib` line comes too late.)
+/// Nothing of the request shows: `$!`, `$@`, and %ENV's tie once
+/// initialisation is over, are a direct run's.
+#[test]
+fn environment_read_before_the_module_loads_like_a_direct_run() {
+    let h = Harness::custom(
+        Side::Perl,
+        client(),
+        vec![OsString::from("perl"), OsString::from("-w")],
+        None,
+        "my ($early, $errno, $error);
+         BEGIN { $early = $ENV{PFI_EARLY}; ($errno, $error) = ($! + 0, $@) }
+         use Proc::Prefork::Interp;
+         prefork_initialisation_complete();
+         print defined $early ? \"[$early]\" : 'unset', \" $errno [$error] \",
+             tied(%ENV) ? 'tied' : 'real', \"\\n\";
+",
+    );
+    let lib = repo().join("sides/perl/lib");
+    let lib = lib.to_str().unwrap();
+    let cases: [&[(&str, &str)]; 3] = [
+        &[("PERL5LIB", lib), ("PFI_EARLY", "first")],
+        &[("PERL5LIB", lib), ("PFI_EARLY", "second")],
+        &[("PERL5LIB", lib)],
+    ];
+    h.same_stdout_as_direct_under(&cases);
+    h.finish();
+}
+
 /// INTERPRETER_VARIABLES (Proc::Prefork::Interp::InitEnv) against perl's
 /// own list, perlrun's ENVIRONMENT (Debian's perl-doc): each variable
 /// there is in it, or here with the reason it is not an input of the

@@ -55,6 +55,24 @@ impl Language {
     }
 }
 
+/// Perl's argument asking it to start our module's tracking of the
+/// environment as it starts (before the script's BEGIN blocks and the
+/// `use` lines above ours), where our module is in perl's own @INC; a
+/// no-op otherwise (see Proc::Prefork::Interp::InitEnv's `start`).
+/// Python needs none: our package's .pth file does this in a setup run.
+const PERL_EARLY_TRACKING: &str = "-M5;BEGIN{local($!,$@);eval{require \
+     Proc::Prefork::Interp::InitEnv;Proc::Prefork::Interp::InitEnv->start}}";
+
+/// The arguments that go after a new server's interpreter's own, before
+/// the script, so that the environment its initialisation reads is
+/// tracked from the interpreter's start.
+pub(super) fn early_tracking_arguments(interpreter: &OsStr) -> &'static [&'static str] {
+    match Language::of(interpreter) {
+        Some(Language::Perl) => &[PERL_EARLY_TRACKING],
+        Some(Language::Python) | None => &[],
+    }
+}
+
 /// The runner's arguments for this interpreter, if it has one.
 fn runner_arguments(interpreter: &OsStr) -> Option<&'static [&'static str]> {
     Language::of(interpreter).map(Language::runner_arguments)

@@ -34,6 +34,7 @@ use nix::fcntl::OFlag;
 use super::cli::ClientArgs;
 use super::connect::{self, Greeted};
 use super::exit::{Failure, die_of_same_signal};
+use super::run;
 use super::rundir::{self, IdentityPaths};
 use super::watcher;
 use crate::protocol::{self, SetupEnv};
@@ -187,6 +188,7 @@ fn run_setup(
     let mut command = Command::new(&interpreter[0]);
     command
         .args(&interpreter[1..])
+        .args(run::early_tracking_arguments(&interpreter[0]))
         .args(args.script.iter())
         .args(&args.args)
         .stdin(Stdio::null())

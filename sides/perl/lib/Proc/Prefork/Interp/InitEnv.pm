@@ -13,8 +13,17 @@ use Proc::Prefork::Interp::Wire;
 
 our $VERSION = '0.1.0';
 
-# Takes the snapshot and starts tracking: called once, when
-# Proc::Prefork::Interp loads, before the script's own code.
+# Takes the snapshot and starts tracking, once; returns the tracker.
+# First called either as perl starts, before any of the script's code:
+# a client starting a server gives perl the argument
+#
+#   -M5;BEGIN{local($!,$@);eval{require Proc::Prefork::Interp::InitEnv;
+#   Proc::Prefork::Interp::InitEnv->start}}
+#
+# (one word; `use 5` is a no-op, and where this module is not in perl's
+# own @INC the request does nothing, leaving $! and $@ as they were),
+# so that BEGIN blocks and `use` lines above ours are tracked too; or
+# else when Proc::Prefork::Interp loads.
 #
 # The environment as exec left it: the kernel's copy, /proc/self/environ,
 # which %ENV changes never touch. Read now, because an assignment to $0
@@ -27,7 +36,14 @@ our $VERSION = '0.1.0';
 # passes everything on to the real %ENV, whose magic keeps C's environ
 # (system's children) in step. (Not under taint checks, which look at
 # the real %ENV's values.)
+my $STARTED;
+
 sub start {
+    my ($class) = @_;
+    return $STARTED //= $class->_begin;
+}
+
+sub _begin {
     my ($class) = @_;
     my $self = bless { read => {} }, $class;
     if (open my $f, '<:raw', '/proc/self/environ') {
