@@ -192,6 +192,9 @@ fn python_sdist_and_wheel_install_into_a_venv() {
         "/LICENSE-MIT",
         "/LICENSE-APACHE",
         "prefork_interp/__main__.py",
+        "/prefork_interp_early.pth",
+        "/setup.py",
+        "\nprefork_interp_early.pth\n",
         "License: MIT OR Apache-2.0",
         "Requires-Python: >=3.9",
         "Summary: Script side of prefork-interp",
@@ -255,6 +258,21 @@ fn python_sdist_and_wheel_install_into_a_venv() {
         .output()
         .unwrap();
     assert!(stdout_str(&from).starts_with(&venv.display().to_string()));
+    // The wheel's .pth file: a run that starts a server (PREFORK_INTERP
+    // set) has our package before its own first line; any other has not.
+    for (setup, imported) in [(true, "True"), (false, "False")] {
+        let mut python = Command::new(venv.join("bin/python3"));
+        python.args(["-c", "import sys; print('prefork_interp' in sys.modules)"]);
+        if setup {
+            python.env("PREFORK_INTERP", "v1,0.0 3,4,5,6");
+        }
+        let out = python.output().unwrap();
+        assert_eq!(
+            (stdout_str(&out).trim(), stderr_str(&out)),
+            (imported, String::new()),
+            "PREFORK_INTERP set: {setup}"
+        );
+    }
     let kill = Command::new(client())
         .arg("-U,--kill,python3")
         .arg(&script)

@@ -427,6 +427,61 @@ fn interpreter_start_up_variables_like_a_direct_run() {
     h.finish();
 }
 
+/// The environment read above `import prefork_interp` (by the script,
+/// or by a library it imports first) is an input of the initialisation
+/// too, where the package is installed with its .pth file (here a user
+/// site, PYTHONUSERBASE, holding that file and a path line for the
+/// tree's package): a run that starts a server imports the package
+/// before the script's first line. A reference taken before the import
+/// (`from os import environ`) is tracked too.
+#[test]
+fn environment_read_before_the_import_like_a_direct_run() {
+    let h = Harness::custom(
+        Side::Python,
+        client(),
+        vec![python().into()],
+        None,
+        "import os\nfrom os import environ\n\
+         early, kept = os.environ.get('PFI_EARLY'), environ.get('PFI_KEPT')\n\
+         import prefork_interp\nprefork_interp.initialisation_complete()\n\
+         print(early, kept, type(os.environ).__name__)\n",
+    );
+    let version = Command::new(python())
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .unwrap();
+    let base = h.path("userbase");
+    let site = base.join(format!(
+        "lib/python{}/site-packages",
+        stdout_str(&version).trim()
+    ));
+    std::fs::create_dir_all(&site).unwrap();
+    // (.pth files run in name order: the path line's first.)
+    std::fs::write(
+        site.join("a-prefork-interp-tree.pth"),
+        format!("{}\n", repo().join("sides/python").display()),
+    )
+    .unwrap();
+    std::fs::copy(
+        repo().join("sides/python/prefork_interp_early.pth"),
+        site.join("prefork_interp_early.pth"),
+    )
+    .unwrap();
+    let base = base.to_str().unwrap();
+    let cases: [&[(&str, &str)]; 4] = [
+        &[("PYTHONUSERBASE", base), ("PFI_EARLY", "first")],
+        &[("PYTHONUSERBASE", base), ("PFI_EARLY", "second")],
+        &[
+            ("PYTHONUSERBASE", base),
+            ("PFI_EARLY", "first"),
+            ("PFI_KEPT", "k"),
+        ],
+        &[("PYTHONUSERBASE", base)],
+    ];
+    h.same_stdout_as_direct_under(&cases);
+    h.finish();
+}
+
 /// INTERPRETER_VARIABLES (prefork_interp/_init_env.py) against the
 /// interpreter's own list, `python3 --help-env` (3.11 on): each variable
 /// there is in it, or here with the reason it is not an input of the
