@@ -82,9 +82,13 @@ copy() are not recorded (dict(os.environ) and {**os.environ} read every
 variable through [], and record them all). Then the real ones are back.
 The server's greeting lists those names with a digest of their
 exec-time values (an `env` line); a caller whose values differ gets a
-server of its own, initialised with its values. Not seen: reads before
-the import, or through a reference taken before it (`from os import
-environ`), and C code's getenv.
+server of its own, initialised with its values. Reads before the
+import are seen where prefork_interp_early.pth is in site-packages (the
+wheel's and the Debian package's install put it there): in a run that
+starts a server it imports this package before the script's first line.
+Not seen: reads before the import without it, or through a reference
+taken before it (`from os import environ`), and C code's getenv. A read
+from a copy (os.environ.copy()) is never recorded.
 
 Server and monitor leave with os._exit: atexit handlers and finalisers
 run in executors only. Standard library only; Linux 5.3 or later

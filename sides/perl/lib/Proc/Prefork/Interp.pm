@@ -395,7 +395,11 @@ overwrites it later, so load the module before any). C<PREFORK_INTERP>
 is left out.
 
 The environment initialisation reads picks the server: from the moment
-the module is loaded until C<prefork_initialisation_complete>, C<%ENV>
+the module is loaded (or, in a server's start, from perl's: this
+project's client asks perl to load the tracker first, with a C<-M>
+argument that takes effect where the module is in perl's own C<@INC>,
+installed or through C<PERL5LIB>, so that C<BEGIN> blocks and C<use>
+lines above ours are seen too) until C<prefork_initialisation_complete>, C<%ENV>
 is a stand-in that records the names read (C<$ENV{NAME}>, C<exists>,
 C<defined>, C<local $ENV{NAME}>) and passes everything, writes included,
 on to the real C<%ENV> (so C<system>'s children see the writes); the
@@ -405,12 +409,10 @@ server offers the names, with a digest of the values the setup run had,
 to this project's client, which goes to another server (starting it if
 need be) when its own values differ: the script is initialised with the
 caller's values, as a direct run would be. To read a variable without
-making it part of that choice, read it before the module is loaded, in
-a C<BEGIN> block above the C<use>:
+making it part of that choice, read it from a copy:
 
-    my $debug;
-    BEGIN { $debug = $ENV{MY_DEBUG} }
     use Proc::Prefork::Interp;
+    my $debug = {%ENV}->{MY_DEBUG};
 
 (C<PREFORK_INTERP> is never recorded; nor is anything under taint
 checks, C<-T>, where C<%ENV> is left alone.) With
