@@ -63,6 +63,11 @@ fn install_run_examples_uninstall() {
     let perl_lib = perl_lib.ancestors().nth(3).unwrap();
     let python_lib = find("/prefork_interp/__init__.py");
     let python_lib = python_lib.ancestors().nth(2).unwrap();
+    // Beside the package: site-packages runs it (reads above the import).
+    assert_eq!(
+        find("/prefork_interp_early.pth").parent().unwrap(),
+        python_lib
+    );
     for page in [
         "man1/prefork-interp.1",
         "man7/prefork-interp.7",

@@ -68,8 +68,8 @@ do_install() {
     # installs under DESTDIR; its RECORD then says what it wrote.
     BUILD=$(mktemp -d)
     trap 'rm -f "$LISTED"; rm -rf "$BUILD"' EXIT
-    cp -r sides/python/pyproject.toml sides/python/README.md \
-        sides/python/prefork_interp "$BUILD/"
+    cp -r sides/python/pyproject.toml sides/python/setup.py sides/python/README.md \
+        sides/python/prefork_interp sides/python/prefork_interp_early.pth "$BUILD/"
     rm -rf "$BUILD/prefork_interp/__pycache__"
     PIP_BREAK_SYSTEM_PACKAGES=1 "$PYTHON" -m pip install --quiet --no-deps \
         --disable-pip-version-check --no-warn-script-location --no-compile \
