@@ -125,6 +125,7 @@ fn check_group(group: &str, v: &Value) {
                     v["world"].as_str(),
                     env.as_ref(),
                     start.as_ref(),
+                    v["terminals"].as_u64().map(|t| t as u8),
                     counters
                 ),
                 bytes()
@@ -147,6 +148,10 @@ fn check_group(group: &str, v: &Value) {
                     }
                 }
             }
+            assert_eq!(
+                decode_terminals(&xdata).map(u64::from),
+                v["terminals"].as_u64()
+            );
             for name in ["served", "running", "idle"] {
                 let key = if name == "idle" { "idle_ms" } else { name };
                 assert_eq!(decode_xdata_number(&xdata, name), v[key].as_u64(), "{name}");

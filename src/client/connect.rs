@@ -23,6 +23,9 @@ pub(crate) struct Greeted {
     pub(crate) start: Option<protocol::EnvDependency>,
     /// The digest of its namespaces and cgroups.
     pub(crate) world: Option<String>,
+    /// Which of fds 0, 1, 2 were terminals in its initialisation (bit N
+    /// for fd N).
+    pub(crate) terminals: Option<u8>,
 }
 
 impl Greeted {
@@ -36,6 +39,18 @@ impl Greeted {
         let ours = own_world();
         self.world
             .as_deref()
+            .is_some_and(|theirs| theirs != ours)
+            .then_some(ours)
+    }
+
+    /// Which of our fds 0, 1, 2 are terminals, if this server's
+    /// initialisation had others (a library deciding at import whether
+    /// it has a terminal, for its prompt or colours, decided otherwise
+    /// than a direct run of ours would): this caller belongs with a
+    /// server initialised with terminals where it has them.
+    pub(crate) fn terminals_differ(&self) -> Option<u8> {
+        let ours = sys::stdio_terminals();
+        self.terminals
             .is_some_and(|theirs| theirs != ours)
             .then_some(ours)
     }
@@ -136,6 +151,7 @@ pub(crate) fn greeting(conn: UnixStream, socket: &Path) -> Result<Option<Greeted
             env: protocol::decode_env_dependency(&xdata),
             start: protocol::decode_start_dependency(&xdata),
             world: protocol::decode_world(&xdata),
+            terminals: protocol::decode_terminals(&xdata),
         })),
         Err(e) if protocol::io::hung_up(&e) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {

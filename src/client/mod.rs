@@ -163,19 +163,21 @@ fn remove_identity(paths: &rundir::IdentityPaths) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Adds to `items` what `server` says we differ in: our world, and the
-/// variables its initialisation read whose values here differ. Whether
+/// Adds to `items` what `server` says we differ in: our world, which of
+/// our fds 0, 1, 2 are terminals, and the variables its initialisation
+/// read whose values here differ. Whether
 /// anything was added (then the caller belongs with another server).
 fn fold(server: &connect::Greeted, items: &mut Vec<IdentityItem>) -> bool {
     let before = items.len();
     let world = server
         .world_differs()
         .map(|w| IdentityItem::World(w.to_string()));
+    let terminals = server.terminals_differ().map(IdentityItem::Terminals);
     let names = server.env_differs();
     let vars = names
         .iter()
         .map(|name| IdentityItem::EnvVar(OsStr::from_bytes(name).to_owned()));
-    for item in world.into_iter().chain(vars) {
+    for item in world.into_iter().chain(terminals).chain(vars) {
         if !items.contains(&item) {
             items.push(item);
         }

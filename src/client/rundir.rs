@@ -158,6 +158,9 @@ pub(crate) enum IdentityItem {
     /// The caller's world digest (namespaces and cgroups), added when a
     /// server's world differs from the caller's.
     World(String),
+    /// Which of the caller's fds 0, 1, 2 are terminals (bit N for fd N),
+    /// added when a server's initialisation had others.
+    Terminals(u8),
 }
 
 /// Everything a server's identity is made of, bar the machine facts that
@@ -265,6 +268,7 @@ impl<'a> IdentityInputs<'a> {
                 }
                 IdentityItem::String(s) => field(b'G', s.as_bytes()),
                 IdentityItem::World(digest) => field(b'W', digest.as_bytes()),
+                IdentityItem::Terminals(bits) => field(b'T', &[*bits]),
             }
         }
         // The caller's credentials beyond its uid (whose run directory
@@ -325,6 +329,12 @@ impl<'a> IdentityInputs<'a> {
             IdentityItem::World(digest) => Some(digest.clone()),
             _ => None,
         });
+        let terminals = self.spec.items.iter().find_map(|item| match item {
+            IdentityItem::Terminals(bits) => {
+                Some((0..3).filter(|fd| bits & 1 << fd != 0).collect::<Vec<u8>>())
+            }
+            _ => None,
+        });
         let hard_limits: serde_json::Map<String, serde_json::Value> = self
             .limits
             .rlimits
@@ -352,6 +362,7 @@ impl<'a> IdentityInputs<'a> {
                 _ => None,
             }),
             "world": world,
+            "terminals": terminals,
             "egid": self.egid,
             "groups": self.groups,
             "hard_limits": hard_limits,

@@ -9,8 +9,10 @@
 //!    │      (reaped here)
 //!    │      socketpair: client end kept, server end ──────────── CALL
 //!    ├─fork+exec─ setup: INTERP [INTERP-ARGS] [SCRIPT] ARGS...
-//!    │             fd0 /dev/null, fd1+fd2 the caller's stderr, no
-//!    │             other fd of the caller's,
+//!    │             fd0 the caller's if a terminal (else /dev/null),
+//!    │             fd1+fd2 the caller's stderr (fd1: its own where only
+//!    │             it is a terminal; a pipe we copy to stderr where only
+//!    │             stderr is: `SetupStdio`), no other fd of the caller's,
 //!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHI,WATCHE pfi-caps=signals,context
 //!    │             (the script initialises, forks the server, exits 0)
 //!    ├─ wait for the setup: non-zero is the script's failure, reported
@@ -179,10 +181,7 @@ fn run_setup(
         // We read greeting xdata: the server may offer its extensions.
         client_caps: protocol::OUR_CAPS.iter().map(|c| c.to_string()).collect(),
     });
-    let stderr_copy: OwnedFd = io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| io_fail("cannot duplicate stderr", e))?;
+    let stdio = SetupStdio::new()?;
 
     let interpreter = &args.interpreter;
     let mut command = Command::new(&interpreter[0]);
@@ -191,8 +190,8 @@ fn run_setup(
         .args(run::early_tracking_arguments(&interpreter[0]))
         .args(args.script.iter())
         .args(&args.args)
-        .stdin(Stdio::null())
-        .stdout(File::from(stderr_copy))
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
         .env(protocol::ENV_VAR, setup_env);
     // Raw numbers: the closure must be 'static, though it runs (in the
     // child, before exec) while `fds` is alive.
@@ -229,7 +228,107 @@ fn run_setup(
     // The server holds these now; ours would keep the watcher and the
     // first call alive past the server's death.
     drop(fds);
+    drop(command);
+    if let Some(relayed) = stdio.relayed {
+        relay_until_exit(&setup, relayed);
+    }
     setup
         .wait()
         .map_err(|e| io_fail("cannot wait for the script's initialisation", e))
+}
+
+/// The setup run's fds 0 and 1 (fd 2 is ours, the caller's stderr): a
+/// terminal where the caller has one, so that what initialisation makes
+/// of its stdio (a library deciding at import whether to prompt, or to
+/// colour) is what a direct run's would; what it prints reaches the
+/// caller's stderr, not its stdout (only this call would get it).
+///
+/// ```text
+/// fd 0  the caller's fd 0 if a terminal, else /dev/null
+/// fd 1  the caller's stderr if both or neither of its fds 1, 2 are
+///       terminals; its fd 1 if only that one is; if only stderr is, a
+///       pipe whose bytes we copy to stderr until the setup run exits
+/// ```
+struct SetupStdio {
+    stdin: Stdio,
+    stdout: Stdio,
+    /// The read end of fd 1's pipe, if it has one.
+    relayed: Option<OwnedFd>,
+}
+
+impl SetupStdio {
+    fn new() -> Result<SetupStdio, Failure> {
+        let terminals = sys::stdio_terminals();
+        let terminal = |fd: u8| terminals & 1 << fd != 0;
+        let stdin = if terminal(0) {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let (stdout, relayed) = match (terminal(1), terminal(2)) {
+            (true, false) => (Stdio::inherit(), None),
+            (false, true) => {
+                let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                    .map_err(|e| io_fail("cannot make a pipe", e.into()))?;
+                sys::set_nonblocking(read.as_fd())
+                    .map_err(|e| io_fail("cannot make a pipe nonblocking", e))?;
+                (Stdio::from(write), Some(read))
+            }
+            _ => {
+                let stderr_copy: OwnedFd = io::stderr()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|e| io_fail("cannot duplicate stderr", e))?;
+                (Stdio::from(File::from(stderr_copy)), None)
+            }
+        };
+        Ok(SetupStdio {
+            stdin,
+            stdout,
+            relayed,
+        })
+    }
+}
+
+/// Copies what the setup run writes to `relayed` (its fd 1's pipe) to our
+/// stderr until it has exited, then what is left in the pipe. (Not until
+/// end of file: a process initialisation started may hold the pipe for
+/// good.) Best effort: the setup run's status is what matters.
+fn relay_until_exit(setup: &std::process::Child, relayed: OwnedFd) {
+    let Ok(pidfd) = sys::Pidfd::open(sys::Pid::from_raw(setup.id() as i32)) else {
+        return;
+    };
+    loop {
+        let Ok([output, exited]) = sys::wait_readable([relayed.as_fd(), pidfd.as_fd()]) else {
+            return;
+        };
+        if exited {
+            copy_available(&relayed);
+            return;
+        }
+        if output && !copy_available(&relayed) {
+            // Its end: nothing more to copy.
+            pidfd.wait_for_exit();
+            return;
+        }
+    }
+}
+
+/// Copies what a nonblocking pipe holds now to our stderr; false once it
+/// is at its end (or cannot be read, or stderr written).
+fn copy_available(pipe: &OwnedFd) -> bool {
+    let mut buf = [0u8; 8192];
+    loop {
+        match nix::unistd::read(pipe, &mut buf) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if io::Write::write_all(&mut io::stderr(), &buf[..n]).is_err() {
+                    return false;
+                }
+            }
+            Err(nix::errno::Errno::EAGAIN) => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
 }

@@ -179,7 +179,9 @@ pub struct ServerCounters {
 /// client, the digest of its world ([`world_digest`]), what its
 /// initialisation read of the environment (if anything), what its
 /// interpreter read of it as it started (`start`: Perl's and Python's
-/// own variables, the locale), then its [`ServerCounters`]. Empty when nothing is offered (a v1 client, which
+/// own variables, the locale), which of fds 0, 1, 2 were terminals in
+/// its initialisation (`terminals`: bit N for fd N), then its
+/// [`ServerCounters`]. Empty when nothing is offered (a v1 client, which
 /// misreads any xdata). Every script side sends exactly these bytes (the
 /// golden greeting scenario pins them).
 pub fn encode_greeting_xdata(
@@ -187,6 +189,7 @@ pub fn encode_greeting_xdata(
     world: Option<&str>,
     env: Option<&EnvDependency>,
     start: Option<&EnvDependency>,
+    terminals: Option<u8>,
     counters: ServerCounters,
 ) -> Vec<u8> {
     if offered.is_empty() {
@@ -206,6 +209,9 @@ pub fn encode_greeting_xdata(
             }
             x.push(b'\n');
         }
+    }
+    if let Some(terminals) = terminals {
+        x.extend_from_slice(format!("terminals {terminals}\n").as_bytes());
     }
     let ServerCounters {
         served,
@@ -245,6 +251,17 @@ pub fn world_digest(namespaces: &[Option<u64>], cgroups: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(&text);
     hex_lower(&h.finalize())
+}
+
+/// The `terminals` line's bits (fd N a terminal in initialisation: bit
+/// N), if the greeting has a well-formed one: a decimal number 0 to 7,
+/// one digit. A caller whose fds differ belongs with a server
+/// initialised with terminals where it has them.
+pub fn decode_terminals(xdata: &[u8]) -> Option<u8> {
+    match xdata_lines(xdata).find_map(|line| line.strip_prefix(b"terminals "))? {
+        &[digit @ b'0'..=b'7'] => Some(digit - b'0'),
+        _ => None,
+    }
 }
 
 /// The digest on a greeting's `world` line, if it has a well-formed one.
@@ -1237,6 +1254,7 @@ mod tests {
             None,
             None,
             None,
+            None,
             ServerCounters {
                 served: 0,
                 running: 0,
@@ -1250,6 +1268,7 @@ mod tests {
         assert!(
             encode_greeting_xdata(
                 &[],
+                None,
                 None,
                 None,
                 None,
@@ -1299,6 +1318,7 @@ mod tests {
             None,
             None,
             None,
+            None,
             ServerCounters {
                 served: 12,
                 running: 3,
@@ -1333,6 +1353,7 @@ mod tests {
             &[CAP_SIGNALS],
             Some(&world),
             Some(&env),
+            None,
             None,
             ServerCounters {
                 served: 1,

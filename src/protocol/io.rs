@@ -295,6 +295,7 @@ mod tests {
             None,
             None,
             None,
+            None,
             codec::ServerCounters {
                 served: 2,
                 running: 1,

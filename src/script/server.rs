@@ -64,6 +64,10 @@ pub(crate) struct Server {
     /// Its namespaces and cgroups, for greetings: a caller in another
     /// world goes to a server of its own.
     world: String,
+    /// Which of fds 0, 1, 2 were terminals in initialisation (bit N, fd
+    /// N), for greetings: a caller whose differ goes to a server of its
+    /// own, initialised as its direct run would be.
+    terminals: u8,
     spare: usize,
     interrupt_grace: Option<Duration>,
     /// Calls handed over so far.
@@ -117,6 +121,8 @@ impl Server {
             setup_run,
             offered,
             world: sys::procfs::own_world(),
+            // (Still the setup run's fds 0, 1, 2: not yet /dev/null.)
+            terminals: sys::stdio_terminals(),
             spare: options.spare_handlers,
             interrupt_grace: options.interrupt_grace,
             served: 0,
@@ -266,6 +272,7 @@ impl Server {
             // (A Rust program has no interpreter reading its environment
             // before its own code runs.)
             None,
+            Some(self.terminals),
             protocol::ServerCounters {
                 served: self.served,
                 running: self.running,

@@ -35,3 +35,16 @@ pub(crate) fn set_window_size(terminal: &impl AsFd, size: &libc::winsize) -> io:
     }
     Ok(())
 }
+
+/// Which of fds 0, 1, 2 are terminals: bit N for fd N (a greeting's
+/// `terminals` line; the client's own, to compare).
+pub(crate) fn stdio_terminals() -> u8 {
+    (0..3).fold(0, |bits, fd| {
+        // SAFETY: isatty only asks the kernel about a number.
+        if unsafe { libc::isatty(fd) } == 1 {
+            bits | 1 << fd
+        } else {
+            bits
+        }
+    })
+}

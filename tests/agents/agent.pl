@@ -18,6 +18,8 @@ use Proc::Prefork::Interp;
 
 # What initialisation read of AGENT_INIT_ENVREAD's variable (@initenv).
 my $init_env = defined $agent{AGENT_INIT_ENVREAD} ? $ENV{ $agent{AGENT_INIT_ENVREAD} } : undef;
+# Which of stdin, stdout, stderr initialisation had as terminals (@inittty).
+my $init_tty = join(' ', map { -t $_ ? 1 : 0 } \*STDIN, \*STDOUT, \*STDERR);
 Time::HiRes::sleep($agent{AGENT_INIT_SLEEP}) if defined $agent{AGENT_INIT_SLEEP};
 print $agent{AGENT_INIT_PRINT} if defined $agent{AGENT_INIT_PRINT};
 if (defined $agent{AGENT_INIT_EXIT}) {
@@ -241,6 +243,8 @@ for my $arg (@ARGV) {
     } elsif ($name eq 'time') {
         my ($s, $us) = Time::HiRes::gettimeofday();
         printf "%d%09d\n", $s, $us * 1000;
+    } elsif ($name eq 'inittty') {
+        print "$init_tty\n";
     } elsif ($name eq 'tty') {
         print join(' ', map { -t $_ ? 1 : 0 } \*STDIN, \*STDOUT, \*STDERR), "\n";
     } elsif ($name eq 'devtty') {

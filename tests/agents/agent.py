@@ -51,6 +51,8 @@ if "AGENT_INIT_UNSETENV" in settings:
     for name in os.fsencode(settings["AGENT_INIT_UNSETENV"]).split(b","):
         environb.pop(name, None)
 # The one tracked read: the variable it names, read the usual way.
+# Which of fds 0, 1, 2 initialisation had as terminals (@inittty).
+init_tty = " ".join("1" if os.isatty(fd) else "0" for fd in range(3))
 init_env = None
 if "AGENT_INIT_ENVREAD" in settings:
     init_env = os.environ.get(settings["AGENT_INIT_ENVREAD"])
@@ -260,6 +262,8 @@ def main():
             print("%04o" % mask)
         elif name == "time":
             print(time.time_ns())
+        elif name == "inittty":
+            print(init_tty)
         elif name == "tty":
             print(" ".join("1" if os.isatty(fd) else "0" for fd in range(3)))
         elif name == "devtty":

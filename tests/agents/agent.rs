@@ -75,6 +75,7 @@
 //! |                  | `AGENT_INIT_ENVREAD` names, in hex, or `unset`       |
 //! | `@time`          | print the wall-clock time in nanoseconds              |
 //! | `@tty`           | print isatty of fds 0, 1, 2 as `1`/`0`, spaced        |
+//! | `@inittty`       | the same, as initialisation found them               |
 //! | `@die:TEXT`      | fail the language's own way (panic, die, raise)       |
 //! | `@_exit:N`       | exit at once with N: no flushing, no exit handlers    |
 //!
@@ -223,6 +224,9 @@ extern "C" fn on_sigint_stay(_: libc::c_int) {
     }
 }
 static ATEXIT_PATH: OnceLock<CString> = OnceLock::new();
+/// Which of fds 0, 1, 2 initialisation had as terminals (`@inittty`).
+static INIT_TTY: OnceLock<String> = OnceLock::new();
+
 /// What initialisation read of the variable AGENT_INIT_ENVREAD names.
 static INIT_ENV: OnceLock<Option<OsString>> = OnceLock::new();
 static TRAP_MESSAGE: OnceLock<Vec<u8>> = OnceLock::new();
@@ -321,6 +325,7 @@ fn main() {
     if let Some(name) = std::env::var_os("AGENT_INIT_ENVREAD") {
         let _ = INIT_ENV.set(prefork_interp::env_var_os(name));
     }
+    let _ = INIT_TTY.set(isatty_words());
     let mut options = prefork_interp::Options::default();
     if let Some(max) = env_f64("AGENT_MAX_SERVERS") {
         options.max_servers = (max >= 0.0).then_some(max as usize);
@@ -556,13 +561,8 @@ fn run(args: &[OsString]) -> i32 {
                     .unwrap();
                 writeln!(out, "{}", now.as_nanos()).unwrap();
             }
-            b"tty" => {
-                // SAFETY: isatty on small integers.
-                let t: Vec<String> = (0..3)
-                    .map(|fd| unsafe { libc::isatty(fd) }.to_string())
-                    .collect();
-                writeln!(out, "{}", t.join(" ")).unwrap();
-            }
+            b"tty" => writeln!(out, "{}", isatty_words()).unwrap(),
+            b"inittty" => writeln!(out, "{}", INIT_TTY.get().unwrap()).unwrap(),
             b"devtty" => match open_tty() {
                 Ok(_) => writeln!(out, "ok").unwrap(),
                 Err(e) => writeln!(out, "{}", errno_name(&e)).unwrap(),
@@ -659,4 +659,13 @@ fn write_to_fd(fd: &str, text: &str) {
     let fd: i32 = fd.parse().expect("fd number");
     // SAFETY: a plain write to a number the test names.
     unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) };
+}
+
+/// isatty of fds 0, 1, 2 as `1`/`0`, spaced.
+fn isatty_words() -> String {
+    // SAFETY: isatty on small integers.
+    let t: Vec<String> = (0..3)
+        .map(|fd| unsafe { libc::isatty(fd) }.to_string())
+        .collect();
+    t.join(" ")
 }

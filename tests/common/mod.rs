@@ -352,6 +352,22 @@ impl Harness {
         self.prepare(cmd)
     }
 
+    /// The identities `--list --json` shows in this world.
+    pub fn listed_idents(&self) -> Vec<String> {
+        let out = self.client_call(&["--list", "--json"]).run();
+        assert_success(&out);
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        listed
+            .as_array()
+            .map(|servers| {
+                servers
+                    .iter()
+                    .filter_map(|s| Some(s["ident"].as_str()?.to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `--list`'s line for the server whose pid is `pid`, split in columns.
     pub fn listed(&self, pid: u32) -> Vec<String> {
         let out = self.client_call(&["--list"]).run();
@@ -478,10 +494,16 @@ impl Harness {
     }
 
     /// Tears the server down and checks nothing of this world is left.
+    /// Servers of callers whose stdio differed (a terminal's, a
+    /// pipeline's: initialised with terminals where those had them) have
+    /// identities of their own, and go by identity, from `--list`.
     pub fn finish(mut self) {
         self.finished = true;
         let out = self.kill_server();
         assert_success(&out);
+        for ident in self.listed_idents() {
+            assert_success(&self.client_call(&["--kill", "-g", &ident]).run());
+        }
         self.end_private_run();
         wait_until(
             "every process of the test to exit",

@@ -105,7 +105,7 @@ sub greeting_xdata {
         my ($env, $start) = map {
             $v->{$_} && { digest => $v->{$_}{digest}, names => [ map { unhex $_ } @{ $v->{$_}{names} } ] }
         } qw(env start);
-        my $x = encode_greeting_xdata($v->{offered}, $v->{world}, $env, $start,
+        my $x = encode_greeting_xdata($v->{offered}, $v->{world}, $env, $start, $v->{terminals},
             { map { ($_ => $v->{$_}) } qw(served running idle_ms) });
         is(unpack('H*', $x), $v->{bytes}, "$v->{name}: encode");
     }

@@ -182,7 +182,8 @@ class Server:
                 idle_ms = 0 if self.busy else int((time.monotonic() - self.idle_since) * 1000)
                 xdata = _wire.encode_greeting_xdata(settings.offered, settings.world,
                                                     settings.env_dependency,
-                                                    settings.start_dependency, self.served,
+                                                    settings.start_dependency,
+                                                    settings.terminals, self.served,
                                                     self.busy, idle_ms)
             try:
                 _sys.send_all(call, _wire.encode_greeting(xdata))

@@ -51,6 +51,7 @@ class Settings:
         self.world = None
         self.env_dependency = None
         self.start_dependency = None
+        self.terminals = None
         self.init_env_changes = []
 
 
@@ -84,6 +85,9 @@ def run(init_env, reads, setup, options):
     world = _init_env.world()
     env_dependency = init_env.dependency(reads)
     start_dependency = init_env.start_dependency()
+    # Which of fds 0, 1, 2 initialisation had as terminals: a caller whose
+    # differ goes to a server of its own.
+    terminals = sum(1 << fd for fd in range(3) if os.isatty(fd))
     # Before gc.freeze(): what arming makes is frozen with the rest.
     fast_exit_off = None
     if options["fast_exit"]:
@@ -110,6 +114,7 @@ def run(init_env, reads, setup, options):
     settings.world = world
     settings.env_dependency = env_dependency
     settings.start_dependency = start_dependency
+    settings.terminals = terminals
     settings.init_env_changes = init_env_changes
 
     if os.fork():

@@ -103,13 +103,14 @@ def encode_greeting(xdata):
     return GREETING_MAGIC + _U32.pack(len(xdata)) + xdata
 
 
-def encode_greeting_xdata(offered, world, env, start, served, running, idle_ms):
+def encode_greeting_xdata(offered, world, env, start, terminals, served, running, idle_ms):
     """Our greeting's xdata (b"" when nothing is offered: a v1 client
     misreads any): the capabilities offered, `world DIGEST` (world: the
     hex digest, or None), `env DIGEST NAME...` (env: (digest, names) from
     env_dependency, or None; what initialisation read), `start DIGEST
-    NAME...` (likewise: what the interpreter read as it started), then
-    the counters."""
+    NAME...` (likewise: what the interpreter read as it started),
+    `terminals N` (which of fds 0, 1, 2 were terminals in
+    initialisation: bit N for fd N; None: no line), then the counters."""
     if not offered:
         return b""
     xdata = b"%s\ncaps %s\n" % (CAPS_MAGIC, ",".join(offered).encode())
@@ -119,6 +120,8 @@ def encode_greeting_xdata(offered, world, env, start, served, running, idle_ms):
         if dependency is not None:
             digest, names = dependency
             xdata += b"%s %s %s\n" % (keyword, digest.encode(), b" ".join(names))
+    if terminals is not None:
+        xdata += b"terminals %d\n" % terminals
     return xdata + b"served %d\nrunning %d\nidle %d\n" % (served, running, idle_ms)
 
 

@@ -84,7 +84,8 @@ class WireVectors(unittest.TestCase):
                           else (v[key]["digest"], [h(name) for name in v[key]["names"]])
                           for key in ("env", "start"))
             xdata = _wire.encode_greeting_xdata(v["offered"], v["world"], env, start,
-                                                v["served"], v["running"], v["idle_ms"])
+                                                v["terminals"], v["served"], v["running"],
+                                                v["idle_ms"])
             self.assertEqual(xdata, h(v["bytes"]))
 
     def test_env_dependency(self):

@@ -295,6 +295,48 @@ scenario!(terminal_in_a_command_substitution, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// What initialisation sees of stdio is a direct run's: a library that
+/// decides as it is imported whether it has a terminal (for a prompt,
+/// for colours) decides as it would directly. A caller on a terminal, in
+/// a pipeline, in `$(...)`, with stdin or stderr elsewhere, or with no
+/// terminal at all, reaches a server initialised with terminals where
+/// it has them, cold and then warm.
+scenario!(initialisation_sees_the_callers_terminals, |side| {
+    let h = Harness::new(side);
+    let mut t = Terminal::shell(&h);
+    let settings = t.stty();
+    let runs = direct_and_served(&mut t, |t, _| {
+        let mut seen = Vec::new();
+        for _cold_then_warm in 0..2 {
+            for line in [
+                "$X @inittty @tty",
+                "$X @inittty @tty | cat",
+                "echo \"$($X @inittty @tty)\"",
+                "$X @inittty @tty < /dev/null",
+                "$X @inittty @tty 2>/dev/null",
+            ] {
+                seen.push(t.output(line));
+            }
+        }
+        seen
+    });
+    assert_same_screen(&runs);
+    let expected = [
+        "1 1 1\r\n1 1 1\r\n",
+        "1 0 1\r\n1 0 1\r\n",
+        "1 0 1\r\n1 0 1\r\n",
+        "0 1 1\r\n0 1 1\r\n",
+        "1 1 0\r\n1 1 0\r\n",
+    ];
+    assert_eq!(runs[1].1, [expected, expected].concat());
+    // From no terminal at all: none, as directly.
+    let direct = h.direct(&["@inittty"]).run();
+    let served = h.call(&["@inittty"]).run();
+    assert_eq!(stdout_str(&direct), "0 0 0\n");
+    assert_eq!(stdout_str(&served), stdout_str(&direct));
+    terminal_done(h, t, &settings);
+});
+
 /// A password prompt (echo off on /dev/tty, the language's usual way):
 /// what is typed reaches the script and never the screen; with stdin
 /// from a file, the prompt still reads the terminal, and stdin is the

@@ -40,6 +40,7 @@ sub new {
         world        => $config->{world},
         env          => $config->{env},
         start        => $config->{start},
+        terminals    => $config->{terminals},
         max_servers  => $config->{max_servers},
         idle_timeout => $config->{idle_timeout},
         max_errors   => $config->{max_errors},
@@ -130,7 +131,7 @@ sub hand_over {
         return;
     }
     my $xdata = encode_greeting_xdata($self->{offered}, $self->{world}, $self->{env},
-        $self->{start}, {
+        $self->{start}, $self->{terminals}, {
         served  => $self->{served},
         running => $self->{busy},
         idle_ms => $self->{busy} ? 0

@@ -36,6 +36,9 @@ sub initialisation_complete {
         world       => world_digest(world_namespaces([WORLD_NAMESPACES]), read_cgroups()),
         env         => scalar $init_env->dependency,
         start       => scalar $init_env->start_dependency,
+        # (Still the setup run's fds 0, 1, 2: a caller whose differ in
+        # being terminals goes to a server of its own.)
+        terminals   => stdio_terminals(),
         titles      => Proc::Prefork::Interp::Titles->new($0),
         reload      => reload_files($options, $also_check),
     );

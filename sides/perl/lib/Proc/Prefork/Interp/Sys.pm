@@ -18,7 +18,7 @@ our $VERSION = '0.1.0';
 our @EXPORT = qw(
     syscall_number signal_number pidfd_open close_from fd_is_open thread_count fdopen
     set_cloexec read_exact send_all describe_status child_signals child_state
-    take_terminal set_comm set_parent_death_signal get_rlimit set_rlimit
+    take_terminal stdio_terminals set_comm set_parent_death_signal get_rlimit set_rlimit
     world_namespaces read_cgroups
 );
 
@@ -227,6 +227,13 @@ sub take_terminal {
     die "$name did not become the controlling terminal\n"
         unless defined $group && $group == $$;
     return;
+}
+
+# Which of fds 0, 1, 2 are terminals: bit N for fd N.
+sub stdio_terminals {
+    my $bits = 0;
+    POSIX::isatty($_) and $bits |= 1 << $_ for 0 .. 2;
+    return $bits;
 }
 
 # comm (/proc/self/comm) set to $name: PR_SET_NAME. Nothing without

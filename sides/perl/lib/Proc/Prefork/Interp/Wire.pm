@@ -122,14 +122,16 @@ sub encode_greeting {
 # client, no xdata): caps, the world's digest (or undef), the env
 # dependency (what initialisation read: {digest, names}, or undef), the
 # start dependency (what the interpreter read as it started: likewise),
-# then the counters {served, running, idle_ms}.
+# which of fds 0, 1, 2 were terminals in initialisation (bit N for fd N,
+# or undef), then the counters {served, running, idle_ms}.
 sub encode_greeting_xdata {
-    my ($offered, $world, $env, $start, $counters) = @_;
+    my ($offered, $world, $env, $start, $terminals, $counters) = @_;
     return '' unless @$offered;
     my $x = CAPS_MAGIC . "\ncaps " . join(',', @$offered) . "\n";
     $x .= "world $world\n" if defined $world;
     $x .= join(' ', 'env', $env->{digest}, @{ $env->{names} }) . "\n" if $env;
     $x .= join(' ', 'start', $start->{digest}, @{ $start->{names} }) . "\n" if $start;
+    $x .= "terminals $terminals\n" if defined $terminals;
     return $x . "served $counters->{served}\nrunning $counters->{running}\n"
         . "idle $counters->{idle_ms}\n";
 }
