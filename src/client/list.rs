@@ -181,6 +181,12 @@ impl Entry {
             State::Live { xdata } => protocol::decode_world(xdata),
             _ => None,
         };
+        // Which of fds 0, 1, 2 its initialisation had as terminals.
+        let terminals = match &self.state {
+            State::Live { xdata } => protocol::decode_terminals(xdata)
+                .map(|bits| (0..3).filter(|fd| bits & 1 << fd != 0).collect::<Vec<u8>>()),
+            _ => None,
+        };
         let mut depends_on = record("depends_on");
         if let Value::Object(map) = &mut depends_on {
             map.insert("environment_read".into(), json!(self.env_read()));
@@ -207,6 +213,7 @@ impl Entry {
             "running": self.number("running"),
             "idle_seconds": self.number("idle").map(|ms| ms as f64 / 1000.0),
             "world": world,
+            "terminals": terminals,
             "last_restart": record("last_restart"),
             "memory": self.memory.as_ref().map(Memory::json),
             "depends_on": depends_on,

@@ -31,6 +31,10 @@
 //! greeting xdata      "pfi-caps 1\n" "caps NAME[,NAME...]\n"
 //!                     ["world DIGEST\n": its namespaces and cgroups]
 //!                     ["env DIGEST NAME...\n": what initialisation read]
+//!                     ["start DIGEST NAME...\n": what the interpreter
+//!                     read as it started]
+//!                     ["terminals N\n": which of fds 0, 1, 2 were
+//!                     terminals in initialisation, bit N for fd N]
 //!                     "served N\n" "running N\n" (other lines: ignore);
 //!                     a v1 server sends none
 //! extended request    0x01 instead of 0x00, plus flags: 0x02 `context`;

@@ -104,6 +104,8 @@ scenario!(list_json_tells_what_a_server_is, |side| {
         ])
     );
     assert_eq!(two["running"], 0);
+    // Started by a call with no terminal.
+    assert_eq!(two["terminals"], serde_json::json!([]), "{two:#}");
     assert_eq!(two["last_restart"], Value::Null, "a first server: {two:#}");
     // The listings' own connections are not calls: idle time goes on.
     let idle = |v: &Value| v["idle_seconds"].as_f64().unwrap();
@@ -146,6 +148,11 @@ scenario!(list_json_tells_what_a_server_is, |side| {
     );
     assert_eq!(depends_on["environment_read"], serde_json::json!([]));
     assert_eq!(depends_on["world"], Value::Null, "nothing folded: {two:#}");
+    assert_eq!(
+        depends_on["terminals"],
+        Value::Null,
+        "nothing folded: {two:#}"
+    );
     assert_eq!(
         depends_on["directory"]["path"],
         std::fs::canonicalize(h.dir()).unwrap().to_str().unwrap()

@@ -421,10 +421,14 @@ preloaded modules' reads are recorded.
 
 =head1 STATE AND CONTEXT
 
-Before C<prefork_initialisation_complete> the script's stdin is
-F</dev/null> and its stdout is the caller's stderr; it should not look at
-per-call arguments or environment yet. Output printed during
-initialisation appears once, on the first caller's stderr.
+Before C<prefork_initialisation_complete> the script's stdin is the
+caller's where that is a terminal (F</dev/null> otherwise) and its
+stdout the caller's stderr (where the caller's stdout is not a terminal
+but its stderr is, a pipe whose bytes go there): C<-t> answers as in a
+direct run, and a caller whose terminals differ gets a server of its
+own. It should not look at per-call arguments or environment yet.
+Output printed during initialisation appears once, on the first
+caller's stderr.
 
 Each executor inherits everything set up before the call: modules, data,
 open files, signal handlers (except SIGINT and SIGPIPE, reset to their
