@@ -18,8 +18,9 @@ use Proc::Prefork::Interp;
 
 # What initialisation read of AGENT_INIT_ENVREAD's variable (@initenv).
 my $init_env = defined $agent{AGENT_INIT_ENVREAD} ? $ENV{ $agent{AGENT_INIT_ENVREAD} } : undef;
-# Which of stdin, stdout, stderr initialisation had as terminals (@inittty).
-my $init_tty = join(' ', map { -t $_ ? 1 : 0 } \*STDIN, \*STDOUT, \*STDERR);
+# Which of stdin, stdout, stderr initialisation had as terminals
+# (@inittty). (-t sets $! for a non-terminal: `die` would exit with it.)
+my $init_tty = do { local $!; join(' ', map { -t $_ ? 1 : 0 } \*STDIN, \*STDOUT, \*STDERR) };
 Time::HiRes::sleep($agent{AGENT_INIT_SLEEP}) if defined $agent{AGENT_INIT_SLEEP};
 print $agent{AGENT_INIT_PRINT} if defined $agent{AGENT_INIT_PRINT};
 if (defined $agent{AGENT_INIT_EXIT}) {
