@@ -432,8 +432,12 @@ caller's stderr.
 
 Each executor inherits everything set up before the call: modules, data,
 open files, signal handlers (except SIGINT and SIGPIPE, reset to their
-defaults). Do not open connections to other servers (databases) before
-initialisation is complete: every call would share them.
+defaults). Then the caller's signals are laid over, as a direct run
+inherits them: a signal the caller ignores, and initialisation left at
+its default, is ignored (C<nohup>, C<trap '' INT>, a command
+substitution); the signals it blocks are blocked. Do not open
+connections to other servers (databases) before initialisation is
+complete: every call would share them.
 
 END blocks and object destructors run in executors only, once per call;
 never in the server or its monitor. If the caller is killed,
