@@ -201,6 +201,24 @@ scenario!(terminal_devtty_foreground_winsize, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// `line`, a pipeline whose `$X @ask` asks at the terminal, answered
+/// with `answer`: what the terminal showed after the prompt. (The answer
+/// goes to the terminal, or a file, not through a pipe to it: the echo
+/// of what is typed comes by way of the call's terminal, and a pipe's
+/// reader would race it.)
+fn asked_in_a_pipeline(t: &mut Terminal, run: Run, line: &str, answer: &str) -> String {
+    t.start(line);
+    t.expect("Say: ");
+    if run == Run::Served {
+        // The call takes the caller's terminal (raw) once the script
+        // reads its own; a line typed before that would be echoed by
+        // both terminals. (A person is slower than this.)
+        wait_until("the call to take the terminal", LIMIT, || !t.echoes()).unwrap();
+    }
+    t.send(format!("{answer}\r").as_bytes());
+    t.until("PROMPT> ")
+}
+
 /// In a pipeline (stdout, or stdin, a pipe), the script is still in its
 /// terminal's foreground, /dev/tty opens, and a line typed at a prompt
 /// written to /dev/tty is echoed once and comes back, as in a direct run.
@@ -209,19 +227,7 @@ scenario!(terminal_in_a_pipeline, |side| {
     let runs = direct_and_served(&mut t, |t, run| {
         let piped_out = t.output("$X @devtty @tty | cat");
         let piped_in = t.output("echo x | $X @devtty @tty");
-        // (Its answer on the terminal too, not through `cat`: the echo of
-        // what is typed comes by way of the call's terminal, and a pipe's
-        // reader would race it.)
-        t.start("echo x | $X @ask");
-        t.expect("Say: ");
-        if run == Run::Served {
-            // The call takes the caller's terminal (raw) once the script
-            // reads its own; a line typed before that would be echoed by
-            // both terminals. (A person is slower than this.)
-            wait_until("the call to take the terminal", LIMIT, || !t.echoes()).unwrap();
-        }
-        t.send(b"in a pipeline\r");
-        let asked = t.until("PROMPT> ");
+        let asked = asked_in_a_pipeline(t, run, "echo x | $X @ask", "in a pipeline");
         [piped_out, piped_in, asked]
     });
     assert_same_screen(&runs);
@@ -250,8 +256,9 @@ scenario!(terminal_in_a_pipeline, |side| {
 /// (the shell's group): a direct run sees those ignored and reads its
 /// terminal. So does a call, though its stdout is a pipe; and a server
 /// first started there keeps none of that for the calls after it: a
-/// pipeline's script, which starts in its terminal's background, stops
-/// and comes forward when it reads its terminal, where an ignored
+/// pipeline's script (here one with the same terminals, stdout a pipe,
+/// so served by that server), which starts in its terminal's background,
+/// stops and comes forward when it reads its terminal, where an ignored
 /// SIGTTIN would give it EIO.
 scenario!(terminal_in_a_command_substitution, |side| {
     let h = Harness::new(side);
@@ -259,25 +266,18 @@ scenario!(terminal_in_a_command_substitution, |side| {
     // The server starts inside the substitution.
     assert_eq!(t.output("echo \"[$($S @out:cold)]\""), "[cold]\r\n");
     let settings = t.stty();
+    let said = h.path("said.txt");
     let runs = direct_and_served(&mut t, |t, run| {
         let sigs = t.output("echo \"$($X @sigs)\"");
         t.start("v=$($X @ask); echo \"[$v]\"");
         t.expect("Say: ");
         t.send(b"substituted\r");
         let asked = t.until("PROMPT> ");
-        t.start("echo x | $X @ask");
-        t.expect("Say: ");
-        if run == Run::Served {
-            // As in terminal_in_a_pipeline: typed once the call has the
-            // terminal.
-            wait_until("the call to take the terminal", LIMIT, || !t.echoes()).unwrap();
-        }
-        t.send(b"piped\r");
-        let piped = t.until("PROMPT> ");
-        [sigs, asked, piped]
+        let piped = asked_in_a_pipeline(t, run, "$X @ask | cat > said.txt", "piped");
+        [sigs, asked, piped, std::fs::read_to_string(&said).unwrap()]
     });
     assert_same_screen(&runs);
-    let [sigs, asked, piped] = &runs[0].1;
+    let [sigs, asked, piped, said] = &runs[0].1;
     let ignored = sigs
         .lines()
         .find_map(|l| l.strip_prefix("SigIgn:\t"))
@@ -291,7 +291,9 @@ scenario!(terminal_in_a_command_substitution, |side| {
         );
     }
     assert_eq!(asked, "substituted\r\n[said substituted]\r\n");
-    assert_eq!(piped, "piped\r\nsaid piped\r\n");
+    assert_eq!(piped, "piped\r\n");
+    assert_eq!(said, "said piped\n");
+    assert_eq!(runs[1].1[3], "said piped\n");
     terminal_done(h, t, &settings);
 });
 
