@@ -369,6 +369,53 @@ fn stale_socket_is_replaced() {
     h.finish();
 }
 
+/// A socket whose listener accepts and never greets (a stuck server, or
+/// something else of ours on the path): the caller is told once, after
+/// two seconds, what it waits for and whom (pid); when the listener goes
+/// it starts a server of its own, and the call is exact.
+#[test]
+fn a_server_that_never_greets_is_named() {
+    let h = Harness::new(Side::Rust);
+    assert_success(&h.call(&["@out:first"]).run());
+    let socket = h.socket();
+    assert_success(&h.kill_server());
+    let impostor = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let mut client = h.call(&["@out:exact"]).spawn();
+    let stderr = client.stderr.take().unwrap();
+    let (line, _) = impostor.accept().unwrap();
+    // The notice, then nothing more while we hold the connection.
+    let (tell, told) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut stderr = std::io::BufReader::new(stderr);
+        let mut said = String::new();
+        stderr.read_line(&mut said).unwrap();
+        tell.send(said).unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        rest
+    });
+    let said = told.recv_timeout(std::time::Duration::from_secs(10));
+    let Ok(said) = said else {
+        let _ = client.kill();
+        panic!("no notice within 10 s of a server that never greets");
+    };
+    assert!(
+        said.starts_with(&format!(
+            "prefork-interp: no greeting yet from {} (pid {})",
+            socket.display(),
+            std::process::id()
+        )) && said.contains("--list"),
+        "{said}"
+    );
+    drop((line, impostor));
+    let out = client.wait_with_output().unwrap();
+    let rest = reader.join().unwrap();
+    assert_eq!(stdout_str(&out), "exact\n", "{rest}");
+    assert_eq!(rest, "", "said once");
+    h.finish();
+}
+
 #[test]
 fn given_identity_shares_a_server_and_kills_by_name() {
     let h = Harness::new(Side::Rust);

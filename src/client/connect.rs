@@ -2,6 +2,7 @@
 //! when there is none.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -112,8 +113,8 @@ pub(crate) fn connect_within(
     // someone else listens on (planted, or a directory we were pointed
     // at) gets nothing, not even a read of its greeting.
     let our_uid = nix::unistd::getuid().as_raw();
-    match sys::peer_credentials(&conn) {
-        Ok((uid, _)) if uid == our_uid => {}
+    let server_pid = match sys::peer_credentials(&conn) {
+        Ok((uid, pid)) if uid == our_uid => pid,
         Ok((uid, pid)) => {
             return Err(Failure::new(format!(
                 "{} belongs to a server of uid {uid} (pid {pid}), not ours ({our_uid}): nothing sent",
@@ -126,7 +127,7 @@ pub(crate) fn connect_within(
                 socket.display()
             )));
         }
-    }
+    };
     // Worked out while the server accepts and writes its greeting (on
     // another core): a call's only other cost of checking that the
     // server's world is ours.
@@ -134,6 +135,14 @@ pub(crate) fn connect_within(
     if patience.is_some() {
         conn.set_read_timeout(patience)
             .map_err(|e| Failure::new(format!("cannot wait for a greeting: {e}")))?;
+    } else if !sys::readable_within(conn.as_fd(), GREETING_PATIENCE) {
+        // Said once, and we go on waiting, as for the lock.
+        eprintln!(
+            "prefork-interp: no greeting yet from {} (pid {server_pid}): a server at its \
+             limit of calls greets when one ends; one that never does is stuck, or is not \
+             a server: see prefork-interp --list, and kill that pid",
+            socket.display()
+        );
     }
     match greeting(conn, socket) {
         Err(_) if patience.is_some() => Ok(None),
@@ -163,6 +172,11 @@ pub(crate) fn greeting(conn: UnixStream, socket: &Path) -> Result<Option<Greeted
         ))),
     }
 }
+
+/// How long a server's greeting may take before we say what we are
+/// waiting for (a server greets at once unless it is at its limit of
+/// calls in flight).
+const GREETING_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How long the lock may take before we say what we are waiting for.
 const LOCK_PATIENCE: Duration = Duration::from_secs(2);

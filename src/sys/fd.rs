@@ -28,6 +28,22 @@ pub(crate) fn wait_readable<const N: usize>(fds: [BorrowedFd<'_>; N]) -> io::Res
     }
 }
 
+/// Whether `fd` becomes readable (or hangs up) within `patience`. An
+/// error counts as readable: the read that follows reports it.
+pub(crate) fn readable_within(fd: BorrowedFd<'_>, patience: std::time::Duration) -> bool {
+    use nix::poll::{PollFd, PollFlags, poll};
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let mut polled = [PollFd::new(fd, PollFlags::POLLIN)];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match poll(&mut polled, poll_timeout(left)) {
+            Ok(0) => return false,
+            Err(Errno::EINTR) => continue,
+            Ok(_) | Err(_) => return true,
+        }
+    }
+}
+
 /// close_range(first, ~0, flags).
 fn close_range(first: RawFd, flags: libc::c_uint) -> io::Result<()> {
     // SAFETY: close_range on a range of integers; what closing them means
