@@ -62,6 +62,9 @@ fn run() -> Result<i32, Failure> {
         }
         Parsed::Run(args) => args,
     };
+    // Our own fds and processes must not cost the caller a call a direct
+    // run would make: the script gets the caller's limits back.
+    crate::sys::raise_soft_limits();
     // A closed fd 0..2 would be reused by our own sockets and sent on:
     // /dev/null holds its place, and the call says it was closed.
     let closed = if matches!(args.mode, Mode::Kill | Mode::List { .. }) {

@@ -66,7 +66,7 @@ struct ServerFds {
 }
 
 fn io_fail(what: &str, e: io::Error) -> Failure {
-    Failure::new(format!("{what}: {e}"))
+    Failure::new(format!("{what}: {e}{}", sys::limit_behind(&e)))
 }
 
 /// Creates a new server for `paths` (replacing any old one) and returns
@@ -204,14 +204,16 @@ fn run_setup(
     // The setup (and so the server, for its whole life) gets fds 0..2 and
     // the protocol's four, nothing else: any other fd of the first caller
     // (a pipe, say) must not be held open by a long-lived server.
-    // SAFETY: the closure only calls sigaction, close_range and fcntl,
-    // which are async-signal-safe; the fds it borrows are open until exec.
+    // SAFETY: the closure only calls sigaction, setrlimit, close_range and
+    // fcntl, which are async-signal-safe; the fds it borrows are open until exec.
     unsafe {
         command.pre_exec(move || {
             // The server starts with no signal ignored (std's spawn gives
             // it an empty mask): what its initialisation does is then its
             // own, and each call brings its caller's signals.
             sys::default_ignored_signals();
+            // The caller's soft limits (we raised ours for our work).
+            sys::restore_soft_limits();
             sys::cloexec_from(3)?;
             for fd in inherited {
                 sys::set_cloexec(BorrowedFd::borrow_raw(fd), false)?;
@@ -221,8 +223,9 @@ fn run_setup(
     }
     let mut setup = command.spawn().map_err(|e| {
         Failure::new(format!(
-            "cannot run interpreter {}: {e}",
-            interpreter[0].to_string_lossy()
+            "cannot run interpreter {}: {e}{}",
+            interpreter[0].to_string_lossy(),
+            sys::limit_behind(&e)
         ))
     })?;
     // The server holds these now; ours would keep the watcher and the

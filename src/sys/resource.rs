@@ -55,6 +55,74 @@ fn read_limits() -> crate::protocol::CallerLimits {
     }
 }
 
+/// The resources whose soft limit the client raises to its hard one for
+/// its own work (sockets, pipes, the watcher's processes): a caller whose
+/// soft limit leaves a direct run just enough must not be refused for
+/// ours. The setup run, and so the script, gets the caller's back.
+const CLIENT_RAISED: [u8; 2] = [libc::RLIMIT_NOFILE as u8, libc::RLIMIT_NPROC as u8];
+
+/// The caller's (resource, soft, hard) of the limits
+/// [`raise_soft_limits`] raised.
+static RAISED: std::sync::OnceLock<Vec<(u8, u64, u64)>> = std::sync::OnceLock::new();
+
+/// Raises the [`CLIENT_RAISED`] soft limits to their hard ones, having
+/// read the caller's first ([`own_limits`], which the script gets).
+pub(crate) fn raise_soft_limits() {
+    let caller = RAISED.get_or_init(|| {
+        own_limits()
+            .rlimits
+            .iter()
+            .copied()
+            .filter(|(resource, soft, hard)| CLIENT_RAISED.contains(resource) && soft < hard)
+            .collect()
+    });
+    for &(resource, _, hard) in caller {
+        set_rlimit(resource, hard, hard);
+    }
+}
+
+/// Gives back the soft limits [`raise_soft_limits`] raised. Async-signal-
+/// safe (setrlimit only, on what was read before): for a child, before
+/// exec.
+pub(crate) fn restore_soft_limits() {
+    for &(resource, soft, hard) in RAISED.get().map_or(&[][..], Vec::as_slice) {
+        set_rlimit(resource, soft, hard);
+    }
+}
+
+fn set_rlimit(resource: u8, soft: u64, hard: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads one rlimit through a valid pointer.
+    unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &limit) };
+}
+
+/// What a failure for want of `e` says of the limit behind it: which
+/// one, and its value, where the error is the kind a limit gives (EMFILE:
+/// open files; EAGAIN from fork: processes). Empty otherwise.
+pub(crate) fn limit_behind(e: &std::io::Error) -> String {
+    let (resource, what, option) = match e.raw_os_error() {
+        Some(libc::EMFILE) => (libc::RLIMIT_NOFILE, "open files", "-n"),
+        Some(libc::EAGAIN) => (libc::RLIMIT_NPROC, "processes", "-u"),
+        _ => return String::new(),
+    };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    if unsafe { libc::getrlimit(resource, &mut limit) } != 0 {
+        return String::new();
+    }
+    format!(
+        " (the limit of {what}: ulimit -H{} is {})",
+        &option[1..],
+        limit.rlim_max
+    )
+}
+
 /// Our nice value (getpriority, whose -1 may be a value, not an error).
 fn current_nice() -> i32 {
     Errno::clear();
