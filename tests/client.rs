@@ -416,6 +416,50 @@ fn a_server_that_never_greets_is_named() {
     h.finish();
 }
 
+/// A caller whose soft limit of open files leaves a direct run just
+/// enough (12: its stdio and a few files) is not refused a cold call for
+/// the client's own sockets and pipes: the client raises its soft limits
+/// for its own work, and the setup run, and the script, have the
+/// caller's. (Rust and Python: perl, with the four fds of the protocol
+/// open, needs 14 to load our module's nested `use` lines.)
+#[test]
+fn low_soft_fd_limit_costs_a_cold_call_nothing() {
+    fn low(mut call: Call) -> Call {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: getrlimit and setrlimit are async-signal-safe.
+        unsafe {
+            call.cmd.pre_exec(|| {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+                limit.rlim_cur = 12;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        call
+    }
+    for side in [Side::Rust, Side::Python] {
+        let h = Harness::new(side);
+        let args = ["@out:exact", "@limits"];
+        let direct = low(h.direct(&args)).run();
+        assert_success(&direct);
+        for round in ["cold", "warm"] {
+            let served = low(h.call(&args)).run();
+            assert_eq!(
+                (stdout_str(&served), stderr_str(&served)),
+                (stdout_str(&direct), stderr_str(&direct)),
+                "{side:?}, {round}: through us, then directly"
+            );
+        }
+        h.finish();
+    }
+}
+
 #[test]
 fn given_identity_shares_a_server_and_kills_by_name() {
     let h = Harness::new(Side::Rust);

@@ -127,44 +127,6 @@ fn under_limits(mut call: Call, limits: Limits) -> Call {
     call
 }
 
-/// A caller whose soft limit of open files leaves a direct run just
-/// enough (10: its stdio and a few files) is not refused a call for the
-/// client's own sockets and pipes: the client raises its soft limits for
-/// its own work, and the script still has the caller's.
-scenario!(low_soft_fd_limit_costs_a_warm_call_nothing, |side| {
-    let h = Harness::new(side);
-    assert_success(&h.call(&["@out:warm"]).run());
-    let low = |mut call: Call| {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: getrlimit and setrlimit are async-signal-safe.
-        unsafe {
-            call.cmd.pre_exec(|| {
-                let mut limit = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-                limit.rlim_cur = 10;
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        call
-    };
-    let args = ["@out:exact", "@limits"];
-    let direct = low(h.direct(&args)).run();
-    assert_success(&direct);
-    let served = low(h.call(&args)).run();
-    assert_eq!(
-        (stdout_str(&served), stderr_str(&served)),
-        (stdout_str(&direct), stderr_str(&direct)),
-        "through us, then directly"
-    );
-    h.finish();
-});
-
 /// The caller's resource limits, nice value and OOM score adjustment
 /// reach the script, as they would a direct run: `ulimit -S`, `ulimit`
 /// and `nice` apply behind prefork-interp too. Soft limits the server's
