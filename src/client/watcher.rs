@@ -60,6 +60,8 @@ pub(crate) fn spawn(
         Forked::Child => match unsafe { sys::fork() } {
             Ok(Forked::Child) => {
                 sys::title::set(&title);
+                // The first caller's variables are nothing of ours.
+                sys::title::forget_initial_environ();
                 become_watcher(socket, dev, ino, stdin, stderr)
             }
             Ok(Forked::Parent(_)) => sys::exit_now(0),

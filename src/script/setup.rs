@@ -59,6 +59,9 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
     }
     let setup_run = become_daemon()?;
     title::show(title::Role::Server);
+    // The first caller's variables, as exec gave them, stay with its
+    // call: not readable in the server's /proc/PID/environ for days.
+    crate::sys::title::forget_initial_environ();
 
     // From here on we are the daemon: the script's own code must never run
     // here, so a failure is logged and ends this process (the waiting

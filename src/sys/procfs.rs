@@ -25,13 +25,25 @@ pub(crate) fn own_argv_area() -> Option<(usize, usize)> {
     parse_stat_argv_area(&fs::read("/proc/self/stat").ok()?)
 }
 
-/// `arg_start` and `arg_end` (fields 48 and 49) of a /proc/PID/stat text;
-/// fields are counted after the last `)`, since the command name (field 2)
-/// may hold spaces and parentheses.
+/// Where this process's environment strings are, as exec left them:
+/// `env_start` and `env_end` of /proc/self/stat (what /proc/self/environ
+/// shows).
+pub(crate) fn own_environ_area() -> Option<(usize, usize)> {
+    parse_stat_pair(&fs::read("/proc/self/stat").ok()?, 50)
+}
+
+/// `arg_start` and `arg_end` (fields 48 and 49) of a /proc/PID/stat text.
 fn parse_stat_argv_area(stat: &[u8]) -> Option<(usize, usize)> {
+    parse_stat_pair(stat, 48)
+}
+
+/// Fields `first` and `first + 1` of a /proc/PID/stat text, as numbers;
+/// fields are counted after the last `)`, since the command name (field
+/// 2) may hold spaces and parentheses.
+fn parse_stat_pair(stat: &[u8], first: usize) -> Option<(usize, usize)> {
     let close = stat.iter().rposition(|&b| b == b')')?;
     let text = std::str::from_utf8(&stat[close + 1..]).ok()?;
-    let mut fields = text.split_ascii_whitespace().skip(48 - 3);
+    let mut fields = text.split_ascii_whitespace().skip(first - 3);
     let start = fields.next()?.parse().ok()?;
     let end = fields.next()?.parse().ok()?;
     Some((start, end))

@@ -63,3 +63,34 @@ pub(crate) fn set(title: &[u8]) {
         std::ptr::write_bytes(base.add(shown), 0, area.len - shown);
     }
 }
+
+/// Forgets the environment exec gave this process, where /proc/PID/environ
+/// shows it (any process of the same user may read it): a long-lived
+/// process forked from a call's process must not keep that caller's
+/// variables, a token or a password, for its whole life. The variables
+/// stay ours, copied first (libc's `environ` then points to copies, not
+/// into the area); the area becomes NULs. Single-threaded processes only.
+/// Best effort: without /proc, nothing changes.
+pub(crate) fn forget_initial_environ() {
+    let Some((start, end)) = procfs::own_environ_area() else {
+        return;
+    };
+    if end <= start {
+        return;
+    }
+    let vars: Vec<_> = std::env::vars_os().collect();
+    // SAFETY: single-threaded (the caller's promise), so nothing reads
+    // the environment meanwhile; clearenv and setenv leave libc's environ
+    // pointing at copies of its own.
+    unsafe {
+        if nix::env::clearenv().is_err() {
+            return;
+        }
+        for (name, value) in vars {
+            std::env::set_var(name, value);
+        }
+        // [start, end) is the environment strings exec copied to our
+        // stack, which nothing points into any more.
+        std::ptr::write_bytes(start as *mut u8, 0, end - start);
+    }
+}

@@ -435,12 +435,33 @@ impl Harness {
     }
 
     /// Live (non-zombie) processes of this world: any whose command line
-    /// mentions its directory (client, watcher, server, monitors,
-    /// executors all do, through the script's path).
+    /// or environment at exec mentions its directory (clients, setup
+    /// runs, executors, scripts; interpreted sides' servers through the
+    /// script's path); any holding a socket bound in it (servers); their
+    /// descendants (monitors, handlers, executors); and any whose stdin
+    /// is a pipe such a server holds (watchers). Long-lived processes keep
+    /// no caller's environment, and a Rust program's title need not name
+    /// the directory.
     pub fn processes(&self) -> Vec<(u32, String)> {
         let needle = self.dir().as_os_str().as_bytes();
+        let mentions = |text: &[u8]| text.windows(needle.len()).any(|w| w == needle);
         let me = std::process::id();
-        let mut found = Vec::new();
+        // Sockets bound under the world's directory, by inode.
+        let bound: Vec<String> = std::fs::read_to_string("/proc/net/unix")
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| mentions(line.as_bytes()))
+            .filter_map(|line| Some(format!("socket:[{}]", line.split_whitespace().nth(6)?)))
+            .collect();
+        struct Seen {
+            pid: u32,
+            ppid: u32,
+            shown: String,
+            fds: Vec<String>,
+            stdin: Option<String>,
+            mentioned: bool,
+        }
+        let mut all = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -455,19 +476,63 @@ impl Harness {
             let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
                 continue;
             };
-            // A server's title need not name the test directory (the Rust
-            // agent's program is elsewhere), but its environment at exec,
-            // the first caller's, does.
             let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-            if [&cmdline, &environ]
-                .iter()
-                .any(|text| text.windows(needle.len()).any(|w| w == needle))
+            let fds: Vec<String> = std::fs::read_dir(entry.path().join("fd"))
+                .map(|dir| {
+                    dir.flatten()
+                        .filter_map(|fd| {
+                            Some(std::fs::read_link(fd.path()).ok()?.display().to_string())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let stdin = std::fs::read_link(entry.path().join("fd/0"))
+                .ok()
+                .map(|p| p.display().to_string());
+            all.push(Seen {
+                pid,
+                ppid: proc_state(pid).map_or(0, |(_, ppid)| ppid),
+                shown: String::from_utf8_lossy(&cmdline).replace('\0', " "),
+                mentioned: mentions(&cmdline) || mentions(&environ),
+                fds,
+                stdin,
+            });
+        }
+        let mut ours: std::collections::BTreeSet<u32> = all
+            .iter()
+            .filter(|p| p.mentioned || p.fds.iter().any(|fd| bound.contains(fd)))
+            .map(|p| p.pid)
+            .collect();
+        // Watchers: their stdin is a pipe one of ours holds.
+        let pipes: Vec<&String> = all
+            .iter()
+            .filter(|p| ours.contains(&p.pid))
+            .flat_map(|p| p.fds.iter().filter(|fd| fd.starts_with("pipe:")))
+            .collect();
+        for p in &all {
+            if p.stdin
+                .as_ref()
+                .is_some_and(|stdin| stdin.starts_with("pipe:") && pipes.contains(&stdin))
             {
-                let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-                found.push((pid, shown));
+                ours.insert(p.pid);
             }
         }
-        found
+        // Descendants.
+        loop {
+            let more: Vec<u32> = all
+                .iter()
+                .filter(|p| ours.contains(&p.ppid) && !ours.contains(&p.pid))
+                .map(|p| p.pid)
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            ours.extend(more);
+        }
+        all.into_iter()
+            .filter(|p| ours.contains(&p.pid))
+            .map(|p| (p.pid, p.shown))
+            .collect()
     }
 
     /// The server socket of this world (there must be exactly one).

@@ -128,6 +128,7 @@ def _daemon(setup, settings, reload_files):
     log = settings.log
     try:
         settings.titles.set("server")
+        settings.titles.forget_initial_environ()
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # a caller ignoring it breaks waitpid
         server = _server.Server(setup, settings, _reload.ReloadWatch(

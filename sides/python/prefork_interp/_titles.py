@@ -20,14 +20,18 @@ class Titles:
         into the environment (which we leave alone) if its last byte is
         not a NUL. Nothing found (unreadable): no titles."""
         self.area = None  # (address, length) of the argv strings
+        self.environ_area = None  # (address, length) of the environment's
         self.titles = {}  # role: its title's bytes, NUL-filled to that length
         try:
             with open("/proc/self/stat", "rb") as f:
                 stat = f.read()
             fields = stat[stat.rindex(b")") + 2:].split()
             start, end = int(fields[45]), int(fields[46])
+            env_start, env_end = int(fields[47]), int(fields[48])
         except (OSError, ValueError, IndexError):
             return
+        if 0 < env_start < env_end:
+            self.environ_area = (env_start, env_end - env_start)
         if not 0 < start < end:
             return  # zeros: the kernel would not tell
         length = end - start
@@ -51,3 +55,20 @@ class Titles:
                 ctypes.memmove(self.area[0], title, self.area[1])
             except Exception:
                 pass
+
+    def forget_initial_environ(self):
+        """The environment exec gave this process, where
+        /proc/PID/environ shows it (to any process of the same user),
+        becomes NULs: a server forked from the first call's setup run
+        must not keep that caller's variables (a token, a password) for
+        its whole life. The C environment is moved to copies first
+        (os.putenv is setenv), so that nothing points into the area.
+        Best effort: never fails."""
+        if self.environ_area is None:
+            return
+        try:
+            for name, value in os.environb.items():
+                os.putenv(name, value)
+            ctypes.memset(self.environ_area[0], 0, self.environ_area[1])
+        except Exception:
+            pass

@@ -361,3 +361,31 @@ scenario!(process_titles_hide_the_first_callers_arguments, |side| {
     sigkill(client.id());
     h.finish();
 });
+
+/// What lives on after a call keeps nothing of its caller's environment:
+/// a token in the environment of the call that started the server is in
+/// no long-lived process's /proc/PID/environ or command line (watcher,
+/// server, monitor, handlers), while a call still gets its own.
+scenario!(long_lived_processes_keep_no_callers_environment, |side| {
+    let h = Harness::new(side);
+    let token = "pfi-token-7c1d9e";
+    let out = h.call(&["@env:PFI_TOKEN"]).env("PFI_TOKEN", token).run();
+    assert_eq!(stdout_str(&out), format!("{}\n", hex(token.as_bytes())));
+    let processes = h.processes();
+    assert!(
+        processes.len() >= 4,
+        "watcher, server, monitor, handler: {processes:?}"
+    );
+    for (pid, shown) in &processes {
+        for part in ["environ", "cmdline"] {
+            let text = std::fs::read(format!("/proc/{pid}/{part}")).unwrap_or_default();
+            assert!(
+                !text.windows(token.len()).any(|w| w == token.as_bytes()),
+                "{shown} (pid {pid}) keeps the first caller's token in its {part}"
+            );
+        }
+    }
+    let out = h.call(&["@env:PFI_TOKEN"]).env("PFI_TOKEN", "again").run();
+    assert_eq!(stdout_str(&out), format!("{}\n", hex(b"again")));
+    h.finish();
+});
