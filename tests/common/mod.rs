@@ -437,11 +437,13 @@ impl Harness {
     /// Live (non-zombie) processes of this world: any whose command line
     /// or environment at exec mentions its directory (clients, setup
     /// runs, executors, scripts; interpreted sides' servers through the
-    /// script's path); any holding a socket bound in it (servers); their
-    /// descendants (monitors, handlers, executors); and any whose stdin
-    /// is a pipe such a server holds (watchers). Long-lived processes keep
-    /// no caller's environment, and a Rust program's title need not name
-    /// the directory.
+    /// script's path); any holding a socket bound in it (servers, and
+    /// what holds a call accepted there); their descendants (monitors,
+    /// handlers, executors); and any whose stdin is a pipe such a server
+    /// holds beyond its stdio (watchers). Long-lived processes keep no
+    /// caller's environment, and a Rust program's title need not name
+    /// the directory. (Never by a pipe of a process found otherwise: a
+    /// client's stdin may be the pipe the test runner itself reads.)
     pub fn processes(&self) -> Vec<(u32, String)> {
         let needle = self.dir().as_os_str().as_bytes();
         let mentions = |text: &[u8]| text.windows(needle.len()).any(|w| w == needle);
@@ -457,6 +459,7 @@ impl Harness {
             pid: u32,
             ppid: u32,
             shown: String,
+            /// What its fds 3 and up are.
             fds: Vec<String>,
             stdin: Option<String>,
             mentioned: bool,
@@ -480,6 +483,11 @@ impl Harness {
             let fds: Vec<String> = std::fs::read_dir(entry.path().join("fd"))
                 .map(|dir| {
                     dir.flatten()
+                        .filter(|fd| {
+                            let number =
+                                fd.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
+                            number.is_some_and(|n| n > 2)
+                        })
                         .filter_map(|fd| {
                             Some(std::fs::read_link(fd.path()).ok()?.display().to_string())
                         })
@@ -498,39 +506,38 @@ impl Harness {
                 stdin,
             });
         }
-        let mut ours: std::collections::BTreeSet<u32> = all
+        let servers: std::collections::BTreeSet<u32> = all
             .iter()
-            .filter(|p| p.mentioned || p.fds.iter().any(|fd| bound.contains(fd)))
+            .filter(|p| p.fds.iter().any(|fd| bound.contains(fd)))
             .map(|p| p.pid)
             .collect();
-        // Watchers: their stdin is a pipe one of ours holds.
+        // Watchers: their stdin is a pipe a server holds (WATCHI).
         let pipes: Vec<&String> = all
             .iter()
-            .filter(|p| ours.contains(&p.pid))
+            .filter(|p| servers.contains(&p.pid))
             .flat_map(|p| p.fds.iter().filter(|fd| fd.starts_with("pipe:")))
             .collect();
-        for p in &all {
-            if p.stdin
-                .as_ref()
-                .is_some_and(|stdin| stdin.starts_with("pipe:") && pipes.contains(&stdin))
-            {
-                ours.insert(p.pid);
-            }
-        }
-        // Descendants.
+        let watchers: Vec<u32> = all
+            .iter()
+            .filter(|p| p.stdin.as_ref().is_some_and(|stdin| pipes.contains(&stdin)))
+            .map(|p| p.pid)
+            .collect();
+        // The servers' descendants.
+        let mut found = servers;
         loop {
             let more: Vec<u32> = all
                 .iter()
-                .filter(|p| ours.contains(&p.ppid) && !ours.contains(&p.pid))
+                .filter(|p| found.contains(&p.ppid) && !found.contains(&p.pid))
                 .map(|p| p.pid)
                 .collect();
             if more.is_empty() {
                 break;
             }
-            ours.extend(more);
+            found.extend(more);
         }
+        found.extend(watchers);
         all.into_iter()
-            .filter(|p| ours.contains(&p.pid))
+            .filter(|p| p.mentioned || found.contains(&p.pid))
             .map(|p| (p.pid, p.shown))
             .collect()
     }
