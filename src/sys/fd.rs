@@ -17,29 +17,33 @@ pub(crate) fn poll_timeout(left: std::time::Duration) -> nix::poll::PollTimeout 
 /// Blocks until at least one of `fds` is readable or hung up, and says
 /// which (level-triggered `poll`). Retries on EINTR.
 pub(crate) fn wait_readable<const N: usize>(fds: [BorrowedFd<'_>; N]) -> io::Result<[bool; N]> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut polled = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
-    loop {
-        match poll(&mut polled, PollTimeout::NONE) {
-            Ok(_) => return Ok(polled.each_ref().map(|p| p.any().unwrap_or(false))),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    poll_readable(fds, None).map(|ready| ready.expect("no deadline, no timeout"))
 }
 
 /// Whether `fd` becomes readable (or hangs up) within `patience`. An
 /// error counts as readable: the read that follows reports it.
 pub(crate) fn readable_within(fd: BorrowedFd<'_>, patience: std::time::Duration) -> bool {
-    use nix::poll::{PollFd, PollFlags, poll};
     let deadline = std::time::Instant::now() + patience;
+    !matches!(poll_readable([fd], Some(deadline)), Ok(None))
+}
+
+/// [`wait_readable`], up to `deadline` if there is one: `None` once it
+/// has passed with nothing readable. Retries on EINTR, with what is left.
+fn poll_readable<const N: usize>(
+    fds: [BorrowedFd<'_>; N],
+    deadline: Option<std::time::Instant>,
+) -> io::Result<Option<[bool; N]>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut polled = fds.map(|fd| PollFd::new(fd, PollFlags::POLLIN));
     loop {
-        let mut polled = [PollFd::new(fd, PollFlags::POLLIN)];
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match poll(&mut polled, poll_timeout(left)) {
-            Ok(0) => return false,
+        let timeout = deadline.map_or(PollTimeout::NONE, |deadline| {
+            poll_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        });
+        match poll(&mut polled, timeout) {
+            Ok(0) if deadline.is_some() => return Ok(None),
+            Ok(_) => return Ok(Some(polled.each_ref().map(|p| p.any().unwrap_or(false)))),
             Err(Errno::EINTR) => continue,
-            Ok(_) | Err(_) => return true,
+            Err(e) => return Err(e.into()),
         }
     }
 }

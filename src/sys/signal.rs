@@ -25,25 +25,44 @@ pub(crate) fn default_signal(signal: i32) {
 /// signals it forwards.)
 pub(crate) fn own_signals() -> CallerSignals {
     let mut signals = CallerSignals::default();
-    // SAFETY: sigaction and pthread_sigmask only read here, into
-    // zeroed structures of ours.
-    unsafe {
+    // SAFETY: pthread_sigmask only reads here, into a set of ours.
+    let mask = unsafe {
         let mut mask: libc::sigset_t = std::mem::zeroed();
         libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
-        for sig in 1..=MAX_SIGNAL {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            // Fails for the C library's own real-time signals: not ours.
-            if libc::sigaction(sig, std::ptr::null(), &mut action) == 0
-                && action.sa_sigaction == libc::SIG_IGN
-            {
-                signals.ignored |= CallerSignals::bit(sig);
-            }
-            if libc::sigismember(&mask, sig) == 1 {
-                signals.blocked |= CallerSignals::bit(sig);
-            }
+        mask
+    };
+    for sig in 1..=MAX_SIGNAL {
+        if action_of(sig).is_some_and(|action| action.sa_sigaction == libc::SIG_IGN) {
+            signals.ignored |= CallerSignals::bit(sig);
+        }
+        // SAFETY: reading a set of ours.
+        if unsafe { libc::sigismember(&mask, sig) } == 1 {
+            signals.blocked |= CallerSignals::bit(sig);
         }
     }
     signals
+}
+
+/// `sig`'s disposition; `None` for a number sigaction refuses (the C
+/// library's own real-time signals, which are not ours). Async-signal-
+/// safe.
+fn action_of(sig: i32) -> Option<libc::sigaction> {
+    // SAFETY: sigaction only reads here, into a zeroed structure of ours.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        (libc::sigaction(sig, std::ptr::null(), &mut action) == 0).then_some(action)
+    }
+}
+
+/// Gives `sig` the handler `to` where its handler is `from` (SIG_DFL or
+/// SIG_IGN: no code of ours), keeping its flags and mask; leaves any
+/// other as it is. Async-signal-safe (sigaction only).
+fn replace_handler(sig: i32, from: libc::sighandler_t, to: libc::sighandler_t) {
+    if let Some(mut action) = action_of(sig).filter(|action| action.sa_sigaction == from) {
+        action.sa_sigaction = to;
+        // SAFETY: installing SIG_DFL or SIG_IGN runs no code of ours.
+        unsafe { libc::sigaction(sig, &action, std::ptr::null_mut()) };
+    }
 }
 
 /// Gives every ignored signal its default disposition: what a process
@@ -51,17 +70,7 @@ pub(crate) fn own_signals() -> CallerSignals {
 /// does before exec. Async-signal-safe (sigaction only).
 pub(crate) fn default_ignored_signals() {
     for sig in 1..=MAX_SIGNAL {
-        // SAFETY: sigaction reading a disposition, and replacing SIG_IGN
-        // with SIG_DFL, runs no code of ours.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut action) == 0
-                && action.sa_sigaction == libc::SIG_IGN
-            {
-                action.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &action, std::ptr::null_mut());
-            }
-        }
+        replace_handler(sig, libc::SIG_IGN, libc::SIG_DFL);
     }
 }
 
@@ -73,18 +82,11 @@ pub(crate) fn default_ignored_signals() {
 /// mask. What cannot be set (SIGKILL, SIGSTOP, the C library's own
 /// signals) is left as it is.
 pub(crate) fn take_caller_signals(caller: &CallerSignals) {
-    // SAFETY: replacing SIG_DFL by SIG_IGN runs no code; the mask is a
-    // set of our own.
+    for sig in CallerSignals::numbers(caller.ignored) {
+        replace_handler(sig, libc::SIG_DFL, libc::SIG_IGN);
+    }
+    // SAFETY: the mask is a set of our own.
     unsafe {
-        for sig in CallerSignals::numbers(caller.ignored) {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut action) == 0
-                && action.sa_sigaction == libc::SIG_DFL
-            {
-                action.sa_sigaction = libc::SIG_IGN;
-                libc::sigaction(sig, &action, std::ptr::null_mut());
-            }
-        }
         let mut mask: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut mask);
         for sig in CallerSignals::numbers(caller.blocked) {
