@@ -424,25 +424,7 @@ fn a_server_that_never_greets_is_named() {
 /// open, needs 14 to load our module's nested `use` lines.)
 #[test]
 fn low_soft_fd_limit_costs_a_cold_call_nothing() {
-    fn low(mut call: Call) -> Call {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: getrlimit and setrlimit are async-signal-safe.
-        unsafe {
-            call.cmd.pre_exec(|| {
-                let mut limit = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-                limit.rlim_cur = 12;
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        call
-    }
+    let low = |call: Call| call.soft_limit(libc::RLIMIT_NOFILE, 12);
     for side in [Side::Rust, Side::Python] {
         let h = Harness::new(side);
         let args = ["@out:exact", "@limits"];

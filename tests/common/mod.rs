@@ -687,6 +687,29 @@ impl Call {
         self
     }
 
+    /// Starts the client with the soft limit of `resource` at `soft` (its
+    /// hard limit as it is), as `ulimit -S` would.
+    pub fn soft_limit(mut self, resource: libc::__rlimit_resource_t, soft: u64) -> Self {
+        // SAFETY: getrlimit and setrlimit are async-signal-safe.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                let mut limit = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                if libc::getrlimit(resource, &mut limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                limit.rlim_cur = soft;
+                if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// Starts the client with `signal` blocked.
     pub fn blocking(mut self, signal: libc::c_int) -> Self {
         // SAFETY: sigprocmask on a set of our own is async-signal-safe.

@@ -73,30 +73,18 @@ enum Limits {
 
 fn under_limits(mut call: Call, limits: Limits) -> Call {
     use std::os::unix::process::CommandExt;
-    // SAFETY: getrlimit, setrlimit, setpriority, open, write and close
-    // are async-signal-safe system calls.
+    if let Limits::Soft = limits {
+        return call
+            .soft_limit(libc::RLIMIT_NOFILE, 100)
+            .soft_limit(libc::RLIMIT_CPU, 1000);
+    }
+    // SAFETY: setrlimit, setpriority, open, write and close are
+    // async-signal-safe system calls.
     unsafe {
         call.cmd.pre_exec(move || {
             let fail = || Err(std::io::Error::last_os_error());
-            let set_soft = |resource, soft| {
-                let mut limit = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                if libc::getrlimit(resource, &mut limit) != 0 {
-                    return fail();
-                }
-                limit.rlim_cur = soft;
-                if libc::setrlimit(resource, &limit) != 0 {
-                    return fail();
-                }
-                Ok(())
-            };
             match limits {
-                Limits::Soft => {
-                    set_soft(libc::RLIMIT_NOFILE, 100)?;
-                    set_soft(libc::RLIMIT_CPU, 1000)
-                }
+                Limits::Soft => Ok(()), // (above)
                 Limits::Hard(n) => {
                     let limit = libc::rlimit {
                         rlim_cur: n,
