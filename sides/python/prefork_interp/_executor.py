@@ -243,13 +243,15 @@ class Executor:
 
     def run(self):
         """Gets back the server's signal dispositions (SIGINT: Python's
-        own handler, KeyboardInterrupt, even if the call that started the
-        server ignored it), waits for the call, leads a process group of
-        its own (or a session: keep_session), sends an extended call's
-        'P' with its own pid (before any per-call code), tells the
-        monitor 'r', and becomes the call. Returns the signal mask to
+        own handler, KeyboardInterrupt, even if a server started by
+        another client inherited it ignored), waits for the call, leads a
+        process group of its own (or a session: keep_session), sends an
+        extended call's 'P' with its own pid (before any per-call code),
+        tells the monitor 'r', becomes the call, and lays the caller's
+        signals over (take_caller_signals). Returns the signal mask to
         restore once back in the script (on a pseudo-terminal: the
-        terminal's signals and SIGCHLD are held until then), or None."""
+        terminal's signals and SIGCHLD are held until then, and the
+        caller's blocked ones join them), or None."""
         # A monitor killed mid-call leaves the call with nobody to report
         # its end: it ends as when its client goes, with SIGINT.
         _sys.set_parent_death_signal(signal.SIGINT)
