@@ -47,13 +47,13 @@ proptest! {
     ) {
         let counters = ServerCounters { served, running, idle_ms };
         let names: Vec<&str> = caps.iter().map(String::as_str).collect();
-        let xdata = encode_greeting_xdata(&names, None, None, None, terminals, counters);
+        let xdata = encode_greeting_xdata(&names, None, None, None, terminals, None, counters);
         prop_assert_eq!(decode_terminals(&xdata), terminals);
         prop_assert_eq!(decode_caps(&xdata), caps);
         prop_assert_eq!(decode_xdata_number(&xdata, "served"), Some(served));
         prop_assert_eq!(decode_xdata_number(&xdata, "running"), Some(running));
         prop_assert_eq!(decode_xdata_number(&xdata, "idle"), Some(idle_ms));
-        prop_assert!(encode_greeting_xdata(&[], None, None, None, terminals, counters).is_empty());
+        prop_assert!(encode_greeting_xdata(&[], None, None, None, terminals, None, counters).is_empty());
     }
 
     #[test]

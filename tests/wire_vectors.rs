@@ -126,6 +126,7 @@ fn check_group(group: &str, v: &Value) {
                     env.as_ref(),
                     start.as_ref(),
                     v["terminals"].as_u64().map(|t| t as u8),
+                    v["degraded"].as_str(),
                     counters
                 ),
                 bytes()
@@ -152,6 +153,7 @@ fn check_group(group: &str, v: &Value) {
                 decode_terminals(&xdata).map(u64::from),
                 v["terminals"].as_u64()
             );
+            assert_eq!(decode_degraded(&xdata).as_deref(), v["degraded"].as_str());
             for name in ["served", "running", "idle"] {
                 let key = if name == "idle" { "idle_ms" } else { name };
                 assert_eq!(decode_xdata_number(&xdata, name), v[key].as_u64(), "{name}");
@@ -207,6 +209,7 @@ fn check_group(group: &str, v: &Value) {
                         fds
                     );
                     assert_eq!(setup.client_caps, strings(&v["client_caps"]));
+                    assert_eq!(setup.idle_limit, v["idle_limit"].as_u64());
                 }
                 (Err(e), Some(kind)) => assert_eq!(kind_of(&e), kind),
                 (got, _) => panic!("got {got:?}"),

@@ -27,6 +27,10 @@ pub(crate) struct Greeted {
     /// Which of fds 0, 1, 2 were terminals in its initialisation (bit N
     /// for fd N).
     pub(crate) terminals: Option<u8>,
+    /// Calls it was running, and how long it had been idle (ms), as it
+    /// greeted (servers of ours only).
+    pub(crate) running: Option<u64>,
+    pub(crate) idle_ms: Option<u64>,
 }
 
 impl Greeted {
@@ -161,6 +165,8 @@ pub(crate) fn greeting(conn: UnixStream, socket: &Path) -> Result<Option<Greeted
             start: protocol::decode_start_dependency(&xdata),
             world: protocol::decode_world(&xdata),
             terminals: protocol::decode_terminals(&xdata),
+            running: protocol::decode_xdata_number(&xdata, "running"),
+            idle_ms: protocol::decode_xdata_number(&xdata, "idle"),
         })),
         Err(e) if protocol::io::hung_up(&e) => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => {

@@ -20,6 +20,7 @@
 //! `call` (request, signal relay, status), `list` (`--list`), `exit`
 //! (the one error type, and how a status becomes ours).
 
+mod budget;
 mod call;
 mod cli;
 mod connect;
@@ -140,9 +141,15 @@ fn create_server(
     items: &[IdentityItem],
     lock: rundir::IdentityLock,
 ) -> Result<connect::Greeted, Failure> {
+    let budget = budget::Budget::from_env()?;
     // Best effort: a directory we cannot tidy fails clearly just below.
     let _ = rundir::preclean(base, rundir::MAX_IDENTITIES);
-    let server = spawn::create_server(paths, args)?;
+    let _ = budget::make_room(base, &paths.socket, budget.server_limit);
+    // A folded identity (a value of a variable, a world, terminals) is one
+    // of many of its script's: its server idles out sooner.
+    let folded = items.len() > args.identity_items.len();
+    let idle_limit = folded.then_some(budget.folded_idle_secs);
+    let server = spawn::create_server(paths, args, idle_limit)?;
     // For --list: what this server is, and why the last one went.
     // Best effort: the server is up either way.
     let _ = lock.write_record(server_record(args, items));

@@ -503,6 +503,14 @@ impl IdentityLock {
         }
     }
 
+    /// Appends `bytes` to the lock file (we hold the lock): a quit line.
+    pub(crate) fn append(&self, bytes: &[u8]) -> io::Result<()> {
+        use std::io::{Seek, Write};
+        let mut file: &File = &self.lock;
+        file.seek(io::SeekFrom::End(0))?;
+        file.write_all(bytes)
+    }
+
     /// Writes the record of the server just created (we hold the lock):
     /// `record`, with the reason its predecessor gave for quitting (the
     /// last `quit` line a server appended, man 7), as one line of JSON in
@@ -559,12 +567,26 @@ pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// recently used by socket atime (their servers quit once their calls in
 /// flight finish). An identity whose lock is held (being created or
 /// killed right now, including our own) is skipped.
+///
+/// Lock files whose socket has gone (an evicted server's keeps the reason
+/// for its next start) are kept up to `keep` too, the oldest going first.
 pub(crate) fn preclean(base: &Path, keep: usize) -> io::Result<()> {
     let listening = procfs::listening_sockets();
     let mut sockets = Vec::new();
+    let mut orphan_locks = Vec::new();
     for entry in fs::read_dir(base)? {
         let entry = entry?;
         let name = entry.file_name();
+        if name.as_bytes().first() == Some(&b'l') {
+            let socket_name = [b"s", &name.as_bytes()[1..]].concat();
+            let socket = base.join(OsStr::from_bytes(&socket_name));
+            if !socket.exists()
+                && let Ok(m) = entry.metadata()
+            {
+                orphan_locks.push(((m.mtime(), m.mtime_nsec()), entry.path()));
+            }
+            continue;
+        }
         if name.as_bytes().first() != Some(&b's') {
             continue;
         }
@@ -574,6 +596,15 @@ pub(crate) fn preclean(base: &Path, keep: usize) -> io::Result<()> {
         };
         let live = listening.contains_key(&base.join(&name));
         sockets.push(((live, m.atime(), m.atime_nsec()), name));
+    }
+    if orphan_locks.len() > keep {
+        orphan_locks.sort();
+        let excess = orphan_locks.len() - keep;
+        for (_, lock_path) in orphan_locks.into_iter().take(excess) {
+            if let Some(_lock) = IdentityLock::try_acquire(&lock_path)? {
+                remove_if_exists(&lock_path)?;
+            }
+        }
     }
     // The new socket will make one more.
     if sockets.len() < keep {
@@ -699,5 +730,33 @@ mod tests {
         assert_eq!(left, [false, true, false, true, true]);
         assert!(!dir.path().join("l0").exists());
         assert!(dir.path().join("l1").exists());
+    }
+
+    #[test]
+    fn preclean_keeps_so_many_lock_files_without_sockets() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            let lock = dir.path().join(format!("l{i}"));
+            File::create(&lock).unwrap();
+            let t = nix::sys::time::TimeSpec::new(1000 + i, 0);
+            nix::sys::stat::utimensat(
+                nix::fcntl::AT_FDCWD,
+                &lock,
+                &t,
+                &t,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            )
+            .unwrap();
+        }
+        // Identity 4 has its socket: its lock is no orphan.
+        let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("s4")).unwrap();
+        let _busy = IdentityLock::acquire(&dir.path().join("l0")).unwrap();
+        preclean(dir.path(), 2).unwrap();
+        let left: Vec<bool> = (0..5)
+            .map(|i| dir.path().join(format!("l{i}")).exists())
+            .collect();
+        // Four orphans, two too many: the oldest two go, except that 0's
+        // lock is held (it is skipped, not waited for).
+        assert_eq!(left, [true, false, true, true, true]);
     }
 }

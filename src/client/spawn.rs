@@ -4,19 +4,21 @@
 //! client ── bind+listen BASE/s<ident> (nonblocking) ─────────── LISTEN
 //!    │      pipe  watcher stdin   (read end: watcher; write end: WATCHI)
 //!    │      pipe  watcher stderr  (write end: watcher; read end: WATCHE)
-//!    ├─fork─ intermediate ─fork─ watcher (setsid; fd0 WATCHI's pipe,
-//!    │        exits at once        fd2 WATCHE's pipe, fd1 /dev/null)
-//!    │      (reaped here)
 //!    │      socketpair: client end kept, server end ──────────── CALL
 //!    ├─fork+exec─ setup: INTERP [INTERP-ARGS] [SCRIPT] ARGS...
 //!    │             fd0 the caller's if a terminal (else /dev/null),
 //!    │             fd1+fd2 the caller's stderr (fd1: its own where only
 //!    │             it is a terminal; a pipe we copy to stderr where only
 //!    │             stderr is: `SetupStdio`), no other fd of the caller's,
-//!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHI,WATCHE pfi-caps=signals,context
+//!    │             PREFORK_INTERP=v1,MTIME LISTEN,CALL,WATCHI,WATCHE
+//!    │               pfi-caps=signals,...,watch [pfi-idle=SECONDS]
 //!    │             (the script initialises, forks the server, exits 0)
 //!    ├─ wait for the setup: non-zero is the script's failure, reported
-//!    └─ read the greeting on the client end: that is the first call
+//!    ├─ read the greeting on the client end: that is the first call
+//!    └─ unless the server offers `watch` (it watches its own socket path):
+//!       fork─ intermediate ─fork─ watcher (setsid; fd0 WATCHI's pipe,
+//!              exits at once        fd2 WATCHE's pipe, fd1 /dev/null)
+//!       (reaped here); either way the client drops its pipe ends
 //! ```
 //!
 //! On any failure the socket and lock are removed, which also makes the
@@ -70,8 +72,13 @@ fn io_fail(what: &str, e: io::Error) -> Failure {
 }
 
 /// Creates a new server for `paths` (replacing any old one) and returns
-/// the first call's connection, greeting already read.
-pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<Greeted, Failure> {
+/// the first call's connection, greeting already read. `idle_limit`
+/// (seconds) bounds how long the server may idle (`pfi-idle`).
+pub(crate) fn create_server(
+    paths: &IdentityPaths,
+    args: &ClientArgs,
+    idle_limit: Option<u64>,
+) -> Result<Greeted, Failure> {
     let socket = &paths.socket;
     // Armed before the socket exists: a failure to make it (a full file
     // system, say) must not leave our lock file behind either.
@@ -85,15 +92,15 @@ pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<
         .script
         .as_deref()
         .unwrap_or(args.interpreter[0].as_os_str());
-    let (watch_in, watch_err) = start_watcher(socket, &meta, script)?;
+    let pipes = WatcherPipes::new()?;
     let (conn, call) = UnixStream::pair().map_err(|e| io_fail("cannot make a socket pair", e))?;
     let fds = ServerFds {
         listener,
         call,
-        watch_in,
-        watch_err,
+        watch_in: pipes.server_in,
+        watch_err: pipes.server_err,
     };
-    let status = run_setup(args, &meta, fds)?;
+    let status = run_setup(args, &meta, idle_limit, fds)?;
     if !status.success() {
         let raw = status.into_raw();
         let wait_status = protocol::WaitStatus::from_raw(raw);
@@ -119,6 +126,19 @@ pub(crate) fn create_server(paths: &IdentityPaths, args: &ClientArgs) -> Result<
              (does it call the prefork-interp library's initialisation-complete function?)",
         ));
     };
+    // A server that watches its own socket path needs no watcher (nor
+    // its inotify instance); chiark-utils' module does.
+    if !server.offers(protocol::CAP_WATCH) {
+        watcher::spawn(
+            socket,
+            meta.dev(),
+            meta.ino(),
+            pipes.watcher_in,
+            pipes.watcher_err,
+            script,
+        )
+        .map_err(|e| io_fail("cannot start the watcher", e))?;
+    }
     cleanup.armed = false;
     Ok(server)
 }
@@ -138,30 +158,35 @@ fn listen(socket: &Path) -> Result<(UnixListener, fs::Metadata), Failure> {
     Ok((listener, meta))
 }
 
-/// Starts the watcher for `socket`; returns the server's ends of its two
-/// pipes (WATCHI: write end of its stdin; WATCHE: read end of its stderr).
-fn start_watcher(
-    socket: &Path,
-    meta: &fs::Metadata,
-    script: &std::ffi::OsStr,
-) -> Result<(OwnedFd, OwnedFd), Failure> {
-    let pipe = || {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_fail("cannot make a pipe", e.into()))
-    };
-    let (watch_in_read, watch_in_write) = pipe()?;
-    let (watch_err_read, watch_err_write) = pipe()?;
-    sys::set_nonblocking(watch_err_read.as_fd())
-        .map_err(|e| io_fail("cannot make a pipe nonblocking", e))?;
-    watcher::spawn(
-        socket,
-        meta.dev(),
-        meta.ino(),
-        watch_in_read,
-        watch_err_write,
-        script,
-    )
-    .map_err(|e| io_fail("cannot start the watcher", e))?;
-    Ok((watch_in_write, watch_err_read))
+/// The watcher's two pipes. The server gets its ends at once; the
+/// watcher, if the server needs one, gets the others after the greeting
+/// (until then the client holds them, so the server sees no EOF).
+struct WatcherPipes {
+    /// WATCHI: the write end of the watcher's stdin.
+    server_in: OwnedFd,
+    /// WATCHE: the read end (nonblocking) of the watcher's stderr.
+    server_err: OwnedFd,
+    watcher_in: OwnedFd,
+    watcher_err: OwnedFd,
+}
+
+impl WatcherPipes {
+    fn new() -> Result<WatcherPipes, Failure> {
+        let pipe = || {
+            nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(|e| io_fail("cannot make a pipe", e.into()))
+        };
+        let (watcher_in, server_in) = pipe()?;
+        let (server_err, watcher_err) = pipe()?;
+        sys::set_nonblocking(server_err.as_fd())
+            .map_err(|e| io_fail("cannot make a pipe nonblocking", e))?;
+        Ok(WatcherPipes {
+            server_in,
+            server_err,
+            watcher_in,
+            watcher_err,
+        })
+    }
 }
 
 /// Runs the setup: the script, told its fds by `PREFORK_INTERP`; waits
@@ -169,6 +194,7 @@ fn start_watcher(
 fn run_setup(
     args: &ClientArgs,
     meta: &fs::Metadata,
+    idle_limit: Option<u64>,
     fds: ServerFds,
 ) -> Result<std::process::ExitStatus, Failure> {
     let setup_env = protocol::encode_setup_env(&SetupEnv {
@@ -180,6 +206,7 @@ fn run_setup(
         watch_err: fds.watch_err.as_raw_fd(),
         // We read greeting xdata: the server may offer its extensions.
         client_caps: protocol::OUR_CAPS.iter().map(|c| c.to_string()).collect(),
+        idle_limit,
     });
     let stdio = SetupStdio::new()?;
 

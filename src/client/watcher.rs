@@ -14,7 +14,14 @@
 //! to fd 2 as one line, which the server logs before quitting.
 //!
 //! The path is watched with inotify on its directory, so that unlink,
-//! rename over it and re-creation are all seen without polling.
+//! rename over it and re-creation are all seen without polling. Without
+//! an inotify instance (the user's 128 are all taken) it looks at the path
+//! every [`CHECK_INTERVAL`] instead, silently: chiark-utils' module, the
+//! only server that still needs a watcher (ours watch their own socket,
+//! capability `watch`), quits on any text from it.
+//!
+//! Started after the server's greeting, and only for a server that does
+//! not offer `watch`.
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
@@ -108,9 +115,23 @@ fn still_there(socket: &Path, dev: u64, ino: u64) -> bool {
     matches!(std::fs::symlink_metadata(socket), Ok(m) if m.dev() == dev && m.ino() == ino)
 }
 
+/// How often the path is looked at without inotify.
+const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn watch(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
+    match dir_watch(socket) {
+        Ok(inotify) => watch_with(inotify, socket, dev, ino),
+        // The user's instances or watches are used up: look instead.
+        Err(Errno::EMFILE | Errno::ENFILE | Errno::ENOSPC | Errno::ENOMEM) => {
+            look_now_and_then(socket, dev, ino)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// An inotify instance watching the socket's directory.
+fn dir_watch(socket: &Path) -> nix::Result<Inotify> {
     let dir = socket.parent().unwrap_or(Path::new("."));
-    let name: &OsStr = socket.file_name().unwrap_or_default();
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
     inotify.add_watch(
         dir,
@@ -121,6 +142,36 @@ fn watch(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
             | AddWatchFlags::IN_DELETE_SELF
             | AddWatchFlags::IN_MOVE_SELF,
     )?;
+    Ok(inotify)
+}
+
+/// Looks at the path every [`CHECK_INTERVAL`]; returns when it has gone or
+/// fd 0 reaches EOF.
+fn look_now_and_then(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
+    // SAFETY: fd 0 stays open for the life of this process.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    loop {
+        if !still_there(socket, dev, ino) {
+            return Ok(());
+        }
+        if sys::readable_within(stdin, CHECK_INTERVAL) && server_gone(stdin)? {
+            return Ok(());
+        }
+    }
+}
+
+/// After fd 0 polled readable: whether it is at EOF (the server is gone).
+fn server_gone(stdin: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut byte = [0u8; 64];
+    match nix::unistd::read(stdin, &mut byte) {
+        Ok(0) => Ok(true),
+        Ok(_) | Err(Errno::EINTR) | Err(Errno::EAGAIN) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn watch_with(inotify: Inotify, socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
+    let name: &OsStr = socket.file_name().unwrap_or_default();
     // The path may have changed before the watch existed.
     if !still_there(socket, dev, ino) {
         return Ok(());
@@ -129,13 +180,8 @@ fn watch(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
     let stdin = unsafe { BorrowedFd::borrow_raw(0) };
     loop {
         let [stdin_ready, inotify_ready] = sys::wait_readable([stdin, inotify.as_fd()])?;
-        if stdin_ready {
-            let mut byte = [0u8; 64];
-            match nix::unistd::read(stdin, &mut byte) {
-                Ok(0) => return Ok(()),
-                Ok(_) | Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if stdin_ready && server_gone(stdin)? {
+            return Ok(());
         }
         if inotify_ready {
             let check = match inotify.read_events() {

@@ -152,14 +152,20 @@ pub const CAP_CLOSED: &str = "closed";
 /// the executor takes on.
 pub const CAP_DISPOSITIONS: &str = "dispositions";
 
+/// Capability: the server watches its own socket path (and quits when
+/// it is removed or replaced), so the client that created it starts no
+/// watcher; the server ignores WATCHI and WATCHE (closes them).
+pub const CAP_WATCH: &str = "watch";
+
 /// The extensions this implementation speaks, in both roles.
-pub const OUR_CAPS: [&str; 6] = [
+pub const OUR_CAPS: [&str; 7] = [
     CAP_SIGNALS,
     CAP_CONTEXT,
     CAP_TTY,
     CAP_LIMITS,
     CAP_CLOSED,
     CAP_DISPOSITIONS,
+    CAP_WATCH,
 ];
 
 /// A server's counters, as its greeting gives them (for `--list`).
@@ -180,8 +186,9 @@ pub struct ServerCounters {
 /// initialisation read of the environment (if anything), what its
 /// interpreter read of it as it started (`start`: Perl's and Python's
 /// own variables, the locale), which of fds 0, 1, 2 were terminals in
-/// its initialisation (`terminals`: bit N for fd N), then its
-/// [`ServerCounters`]. Empty when nothing is offered (a v1 client, which
+/// its initialisation (`terminals`: bit N for fd N), what it does
+/// without (`degraded`: one line of text, such as no inotify instance to
+/// watch with), then its [`ServerCounters`]. Empty when nothing is offered (a v1 client, which
 /// misreads any xdata). Every script side sends exactly these bytes (the
 /// golden greeting scenario pins them).
 pub fn encode_greeting_xdata(
@@ -190,6 +197,7 @@ pub fn encode_greeting_xdata(
     env: Option<&EnvDependency>,
     start: Option<&EnvDependency>,
     terminals: Option<u8>,
+    degraded: Option<&str>,
     counters: ServerCounters,
 ) -> Vec<u8> {
     if offered.is_empty() {
@@ -212,6 +220,11 @@ pub fn encode_greeting_xdata(
     }
     if let Some(terminals) = terminals {
         x.extend_from_slice(format!("terminals {terminals}\n").as_bytes());
+    }
+    if let Some(text) = degraded {
+        x.extend_from_slice(b"degraded ");
+        x.extend(text.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
+        x.push(b'\n');
     }
     let ServerCounters {
         served,
@@ -374,6 +387,14 @@ fn decode_dependency_line(xdata: &[u8], keyword: &[u8]) -> Option<EnvDependency>
     Some(EnvDependency {
         digest: digest.to_string(),
         names,
+    })
+}
+
+/// What a server says it does without (its `degraded` line), if anything.
+pub fn decode_degraded(xdata: &[u8]) -> Option<String> {
+    xdata_lines(xdata).find_map(|line| {
+        let text = line.strip_prefix(b"degraded ")?;
+        Some(String::from_utf8_lossy(text).into_owned())
     })
 }
 
@@ -1014,7 +1035,14 @@ pub struct SetupEnv {
     /// The creating client reads greeting xdata and speaks these
     /// extensions (third word `pfi-caps=...`; empty from a v1 client).
     pub client_caps: Vec<String>,
+    /// The longest the server may stay idle, in seconds (word
+    /// `pfi-idle=SECONDS`): its own idle timeout, if shorter, still
+    /// rules. Our client sets it for a folded identity's server.
+    pub idle_limit: Option<u64>,
 }
+
+/// The word of `PREFORK_INTERP` that bounds the server's idle time.
+pub const SETUP_IDLE_PREFIX: &str = "pfi-idle=";
 
 /// The third word of `PREFORK_INTERP` that our client adds.
 pub const SETUP_CAPS_PREFIX: &str = "pfi-caps=";
@@ -1033,6 +1061,9 @@ pub fn encode_setup_env(e: &SetupEnv) -> String {
     if !e.client_caps.is_empty() {
         value += &format!(" {SETUP_CAPS_PREFIX}{}", e.client_caps.join(","));
     }
+    if let Some(idle) = e.idle_limit {
+        value += &format!(" {SETUP_IDLE_PREFIX}{idle}");
+    }
     value
 }
 
@@ -1043,7 +1074,14 @@ pub fn decode_setup_env(value: &[u8]) -> Result<SetupEnv, ProtocolError> {
     let mut words = value.split(|&b| b == b' ');
     let first = words.next().unwrap_or_default();
     let second = words.next().ok_or_else(|| bad("expected two words"))?;
-    let client_caps = words
+    let rest: Vec<&[u8]> = words.collect();
+    // (A malformed number is ignored, as an unknown word is.)
+    let idle_limit = rest
+        .iter()
+        .find_map(|w| w.strip_prefix(SETUP_IDLE_PREFIX.as_bytes()))
+        .and_then(parse_decimal);
+    let client_caps = rest
+        .iter()
         .find_map(|w| w.strip_prefix(SETUP_CAPS_PREFIX.as_bytes()))
         .map(|list| {
             list.split(|&b| b == b',')
@@ -1090,6 +1128,7 @@ pub fn decode_setup_env(value: &[u8]) -> Result<SetupEnv, ProtocolError> {
         watch_in: next_fd()?,
         watch_err: next_fd()?,
         client_caps,
+        idle_limit,
     })
 }
 
@@ -1255,6 +1294,7 @@ mod tests {
             None,
             None,
             None,
+            None,
             ServerCounters {
                 served: 0,
                 running: 0,
@@ -1268,6 +1308,7 @@ mod tests {
         assert!(
             encode_greeting_xdata(
                 &[],
+                None,
                 None,
                 None,
                 None,
@@ -1319,6 +1360,7 @@ mod tests {
             None,
             None,
             None,
+            None,
             ServerCounters {
                 served: 12,
                 running: 3,
@@ -1353,6 +1395,7 @@ mod tests {
             &[CAP_SIGNALS],
             Some(&world),
             Some(&env),
+            None,
             None,
             None,
             ServerCounters {
@@ -1403,6 +1446,7 @@ mod tests {
             watch_in: 5,
             watch_err: 6,
             client_caps: Vec::new(),
+            idle_limit: None,
         };
         let s = encode_setup_env(&e);
         assert_eq!(s, "v1,1700000000.000000005 3,4,5,6");
@@ -1414,6 +1458,13 @@ mod tests {
         let s = encode_setup_env(&ours);
         assert_eq!(s, "v1,1700000000.000000005 3,4,5,6 pfi-caps=signals");
         assert_eq!(decode_setup_env(s.as_bytes()), Ok(ours));
+        let folded = SetupEnv {
+            idle_limit: Some(3600),
+            ..e.clone()
+        };
+        let s = encode_setup_env(&folded);
+        assert_eq!(s, "v1,1700000000.000000005 3,4,5,6 pfi-idle=3600");
+        assert_eq!(decode_setup_env(s.as_bytes()), Ok(folded));
         // Extra items and words are ignored.
         assert_eq!(
             decode_setup_env(b"v1,1700000000.000000005,x 3,4,5,6,7 more"),

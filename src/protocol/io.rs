@@ -296,6 +296,7 @@ mod tests {
             None,
             None,
             None,
+            None,
             codec::ServerCounters {
                 served: 2,
                 running: 1,

@@ -10,12 +10,18 @@
 //!   and watched afresh (a file replaced by rename is a new inode).
 //!   While a file is missing (it has no watch), and without inotify,
 //!   every call stats every file.
+//!
+//! The same inotify instance carries the server's watch on its socket's
+//! directory (capability `watch`): one instance per server, of the 128
+//! a user has by default.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::os::unix::fs::MetadataExt;
 
 use super::log;
@@ -27,14 +33,28 @@ const WATCH_MASK: AddWatchFlags = AddWatchFlags::IN_MODIFY
     .union(AddWatchFlags::IN_DELETE_SELF)
     .union(AddWatchFlags::IN_MOVE_SELF);
 
+/// What in the socket's directory may mean the socket went.
+const DIR_MASK: AddWatchFlags = AddWatchFlags::IN_CREATE
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_DELETE_SELF)
+    .union(AddWatchFlags::IN_MOVE_SELF);
+
 pub(crate) struct Reload {
     files: Vec<PathBuf>,
     /// The server's start: the socket's mtime, from the setup environment.
     started: (i64, i64),
-    /// `None`: inotify is unavailable; check at every call.
-    watch: Option<Inotify>,
+    /// The server's one inotify instance, or why it has none (then every
+    /// call checks every file).
+    inotify: Result<Inotify, Errno>,
+    /// The first file that could not be watched (not for being missing),
+    /// and why: every call then checks every file.
+    unwatched: Option<(PathBuf, Errno)>,
     /// A watched file may have changed since the last check.
     dirty: bool,
+    /// The watch on the socket's directory, and the socket's name in it.
+    socket_dir: Option<(WatchDescriptor, OsString)>,
 }
 
 impl Reload {
@@ -44,32 +64,86 @@ impl Reload {
         let mut reload = Reload {
             files,
             started,
-            watch: Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok(),
+            inotify: Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC),
+            unwatched: None,
             // Nothing changed between the start and the first watch is
             // missed: the first call checks.
             dirty: true,
+            socket_dir: None,
         };
         reload.add_watches();
         reload
     }
 
-    /// Readable when a watched file may have changed (then call
-    /// [`note_events`](Self::note_events)).
+    /// Readable when a watched file or the socket's directory may have
+    /// changed (then call [`note_events`](Self::note_events)).
     pub(crate) fn watch_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.watch.as_ref().map(|w| w.as_fd())
+        self.inotify.as_ref().ok().map(|w| w.as_fd())
     }
 
-    /// Reads the pending inotify events: something was touched.
-    pub(crate) fn note_events(&mut self) {
-        if let Some(watch) = &self.watch {
-            while watch.read_events().is_ok_and(|events| !events.is_empty()) {}
+    /// Why the server has no inotify instance, if it has none.
+    pub(crate) fn without_inotify(&self) -> Option<Errno> {
+        self.inotify.as_ref().err().copied()
+    }
+
+    /// The first file that cannot be watched (so every call checks), and why.
+    pub(crate) fn unwatched_file(&self) -> Option<(&Path, Errno)> {
+        self.unwatched.as_ref().map(|(p, e)| (p.as_path(), *e))
+    }
+
+    /// Watches the directory of `socket` for its removal or replacement,
+    /// in the same instance.
+    pub(crate) fn watch_socket(&mut self, socket: &Path) -> Result<(), Errno> {
+        let inotify = self.inotify.as_ref().map_err(|e| *e)?;
+        let dir = socket.parent().unwrap_or(Path::new("."));
+        let name = socket.file_name().unwrap_or_default().to_owned();
+        let wd = inotify.add_watch(dir, DIR_MASK)?;
+        self.socket_dir = Some((wd, name));
+        Ok(())
+    }
+
+    /// Reads the pending inotify events. A file's marks the files for a
+    /// check at the next call; true if one may mean the socket went (its
+    /// name, its directory's own end, or lost events).
+    pub(crate) fn note_events(&mut self) -> bool {
+        let Ok(inotify) = &self.inotify else {
+            return false;
+        };
+        let mut socket = false;
+        while let Ok(events) = inotify.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for event in events {
+                let on_dir = self
+                    .socket_dir
+                    .as_ref()
+                    .filter(|(wd, _)| *wd == event.wd)
+                    .map(|(_, name)| name.as_os_str());
+                let overflow = event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
+                match on_dir {
+                    Some(name) => {
+                        socket |= event.name.as_deref() == Some(name)
+                            || event.mask.intersects(
+                                AddWatchFlags::IN_DELETE_SELF
+                                    | AddWatchFlags::IN_MOVE_SELF
+                                    | AddWatchFlags::IN_IGNORED,
+                            )
+                    }
+                    None => self.dirty = true,
+                }
+                if overflow {
+                    socket = true;
+                    self.dirty = true;
+                }
+            }
         }
-        self.dirty = true;
+        socket
     }
 
     /// At a call: the first file that changed since the start, if any.
     pub(crate) fn changed(&mut self) -> Option<&Path> {
-        if !self.dirty && self.watch.is_some() {
+        if !self.dirty && self.inotify.is_ok() && self.unwatched.is_none() {
             return None;
         }
         let started = self.started;
@@ -98,18 +172,23 @@ impl Reload {
     }
 
     /// (Re-)adds a watch per file. Missing files are skipped; a file that
-    /// cannot be watched otherwise means checking at every call instead.
+    /// cannot be watched otherwise means checking at every call instead
+    /// (said once; the instance stays, for the socket's directory).
     fn add_watches(&mut self) {
-        let Some(watch) = &self.watch else { return };
+        let Ok(inotify) = &self.inotify else { return };
+        if self.unwatched.is_some() {
+            return;
+        }
         for file in &self.files {
-            match watch.add_watch(file.as_path(), WATCH_MASK) {
-                Ok(_) | Err(nix::errno::Errno::ENOENT) => {}
+            match inotify.add_watch(file.as_path(), WATCH_MASK) {
+                Ok(_) | Err(Errno::ENOENT) => {}
                 Err(e) => {
                     log::error(&format!(
-                        "cannot watch {}: {e}; checking at every call instead",
-                        file.display()
+                        "cannot watch {} ({}): checking files at every call instead",
+                        file.display(),
+                        e.desc()
                     ));
-                    self.watch = None;
+                    self.unwatched = Some((file.clone(), e));
                     return;
                 }
             }
@@ -120,6 +199,7 @@ impl Reload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::time::{Duration, SystemTime};
 
     fn now() -> (i64, i64) {
@@ -151,7 +231,7 @@ mod tests {
         assert!(!reload.dirty, "all watched: no check until an event");
 
         std::fs::remove_file(&a).unwrap();
-        reload.note_events();
+        let _ = reload.note_events();
         assert_eq!(reload.changed(), None, "a missing file is no reason");
         assert!(reload.dirty, "but it has no watch: every call checks");
         assert_eq!(reload.changed(), None, "nor at the next call");
@@ -175,6 +255,32 @@ mod tests {
     }
 
     #[test]
+    fn the_socket_watch_shares_the_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, socket) = (dir.path().join("f"), dir.path().join("s"));
+        std::fs::write(&file, "").unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let mut reload = Reload::new(vec![file.clone()], now());
+        assert_eq!(reload.changed(), None);
+        reload.watch_socket(&socket).unwrap();
+        let fd = |r: &Reload| r.watch_fd().unwrap().as_raw_fd();
+        let instance = fd(&reload);
+
+        // Another name in the directory: not the socket's business.
+        std::fs::write(dir.path().join("other"), "").unwrap();
+        assert!(!reload.note_events());
+        assert!(!reload.dirty, "nor the files'");
+        // A watched file: the files', not the socket's.
+        touch_later(&file);
+        assert!(!reload.note_events());
+        assert!(reload.dirty);
+        // The socket's removal, seen in the same instance.
+        std::fs::remove_file(&socket).unwrap();
+        assert!(reload.note_events());
+        assert_eq!(fd(&reload), instance);
+    }
+
+    #[test]
     fn a_touched_file_wakes_the_watch() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
@@ -184,7 +290,7 @@ mod tests {
         touch_later(&file);
         let [readable] = crate::sys::wait_readable([reload.watch_fd().unwrap()]).unwrap();
         assert!(readable);
-        reload.note_events();
+        let _ = reload.note_events();
         assert_eq!(reload.changed(), Some(file.as_path()));
     }
 }

@@ -3,10 +3,14 @@
 //! advance.
 //!
 //! ```text
-//! server  loop: poll (level-triggered) on WATCHE, the reload watch,
-//!   │           the monitor's control socket and pidfd, and LISTEN while
-//!   │           under max_servers
-//!   │     WATCHE EOF/text: quit; idle timeout: quit;
+//! server  loop: poll (level-triggered) on WATCHE (or, with capability
+//!   │           `watch`, nothing of the watcher's), the inotify instance
+//!   │           (reload files; the socket's directory), the monitor's
+//!   │           control socket and pidfd, and LISTEN while under
+//!   │           max_servers
+//!   │     WATCHE EOF/text, or the socket path removed or replaced: quit
+//!   │     (without inotify the path is checked every 5 s, and the
+//!   │     files at every call: `degraded`); idle timeout: quit;
 //!   │     a watched file changed: quit at the next call (dropping it
 //!   │     makes its client start a fresh server)
 //!   ├─fork─> the monitor (once; again if it dies), which forks every
@@ -25,7 +29,9 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -50,10 +56,47 @@ struct MonitorLink {
     control: UnixStream,
 }
 
+/// How the server learns that its socket path was removed or replaced
+/// (by `--kill`, `-f`, a stale-socket recovery, an eviction).
+enum SocketWatch {
+    /// The client's watcher (chiark-utils' client; ours without `watch`):
+    /// EOF or text on WATCHE.
+    Watcher { watch_err: File, _watch_in: OwnedFd },
+    /// Our own (capability `watch`): the socket's directory in the
+    /// reload's inotify instance, or without one a look every
+    /// [`SOCKET_CHECK_INTERVAL`].
+    Own(OwnSocketWatch),
+}
+
+struct OwnSocketWatch {
+    path: PathBuf,
+    /// The socket file's identity at the start; `None` if it had already
+    /// gone (the first call is served, then the server quits).
+    inode: Option<(u64, u64)>,
+    /// When to look next, without inotify.
+    next_check: Option<Instant>,
+}
+
+impl OwnSocketWatch {
+    fn still_there(&self) -> bool {
+        let now = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        now.is_some() && now == self.inode
+    }
+}
+
+/// How often a server without inotify looks at its socket path.
+const SOCKET_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 pub(crate) struct Server {
     listener: UnixListener,
-    watch_err: File,
-    _watch_in: OwnedFd,
+    socket_watch: SocketWatch,
+    /// What the server does without, said in greetings (`degraded`).
+    degraded: Option<String>,
+    /// The second of its start (PREFORK_INTERP's SECS): a quit line dated
+    /// since is someone's word on why its socket went.
+    started_secs: i64,
     /// `None` until forked, and after it has died.
     monitor: Option<MonitorLink>,
     /// A pidfd of the setup run (our parent), until it has been waited for.
@@ -94,7 +137,7 @@ impl Server {
     pub(crate) unsafe fn new(
         setup: &SetupEnv,
         options: &Options,
-        reload: Reload,
+        mut reload: Reload,
         setup_run: Option<Pidfd>,
     ) -> io::Result<Self> {
         let own = |fd: RawFd| {
@@ -104,19 +147,43 @@ impl Server {
         let listener = UnixListener::from(own(setup.listen));
         let watch_err = File::from(own(setup.watch_err));
         let watch_in = own(setup.watch_in);
-        for fd in [listener.as_fd(), watch_err.as_fd(), watch_in.as_fd()] {
-            sys::set_cloexec(fd, true)?;
-        }
+        sys::set_cloexec(listener.as_fd(), true)?;
         sys::set_nonblocking(listener.as_fd())?;
-        sys::set_nonblocking(watch_err.as_fd())?;
-        let offered = protocol::OUR_CAPS
+        let offered: Vec<&'static str> = protocol::OUR_CAPS
             .into_iter()
             .filter(|cap| setup.client_caps.iter().any(|c| c == cap))
             .collect();
+        let (socket_watch, degraded) = if offered.contains(&protocol::CAP_WATCH) {
+            // No watcher will hold the other ends: the pipes mean nothing.
+            drop((watch_err, watch_in));
+            let (own, degraded) = watch_own_socket(&listener, setup, &mut reload);
+            (SocketWatch::Own(own), degraded)
+        } else {
+            for fd in [watch_err.as_fd(), watch_in.as_fd()] {
+                sys::set_cloexec(fd, true)?;
+            }
+            sys::set_nonblocking(watch_err.as_fd())?;
+            let degraded = files_degraded(&reload);
+            let watcher = SocketWatch::Watcher {
+                watch_err,
+                _watch_in: watch_in,
+            };
+            (watcher, degraded)
+        };
+        if let Some(text) = &degraded {
+            log::error(&format!("degraded: {text}"));
+        }
+        // A folded identity's server idles out sooner (`pfi-idle`).
+        let idle_limit = setup.idle_limit.map(Duration::from_secs);
+        let idle_timeout = match (options.idle_timeout, idle_limit) {
+            (Some(own), Some(limit)) => Some(own.min(limit)),
+            (own, limit) => own.or(limit),
+        };
         Ok(Server {
             listener,
-            watch_err,
-            _watch_in: watch_in,
+            socket_watch,
+            degraded,
+            started_secs: setup.started_secs,
             monitor: None,
             setup_run,
             offered,
@@ -128,7 +195,7 @@ impl Server {
             served: 0,
             running: 0,
             max_servers: options.max_servers,
-            idle_timeout: options.idle_timeout,
+            idle_timeout,
             idle_since: Instant::now(),
             reload,
             errors: 0,
@@ -171,14 +238,25 @@ impl Server {
 
     fn quit(&self, why: &str) -> ! {
         log::info(&format!("server quitting: {why}"));
-        self.record_quit(why);
+        self.record_quit(why, false);
+        sys::exit_now(0)
+    }
+
+    /// Quits because the socket path went: whoever removed it may have
+    /// said why in the lock file already (an eviction does), and that
+    /// word stands.
+    fn quit_socket_gone(&self, why: &str) -> ! {
+        log::info(&format!("server quitting: {why}"));
+        self.record_quit(why, true);
         sys::exit_now(0)
     }
 
     /// Appends the `quit` line to the identity's lock file, for `--list`
-    /// to show as the reason of the next server's start. Best effort: a
-    /// lock file removed (`--kill`) or a socket path not ours is skipped.
-    fn record_quit(&self, why: &str) {
+    /// to show as the reason of the next server's start; with
+    /// `unless_said`, not if a quit line dated since our start is there.
+    /// Best effort: a lock file removed (`--kill`) or a socket path not
+    /// ours is skipped.
+    fn record_quit(&self, why: &str, unless_said: bool) {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let Some(lock) = self
@@ -194,11 +272,25 @@ impl Server {
             .map_or(0, |d| d.as_secs());
         if let Ok(mut file) = std::fs::OpenOptions::new()
             .append(true)
+            .read(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(lock)
         {
+            if unless_said && self.quit_said_since_start(&mut file) {
+                return;
+            }
             let _ = file.write_all(&protocol::encode_quit_line(now, why));
         }
+    }
+
+    /// Whether `lock`'s last quit line is dated at or after our start.
+    fn quit_said_since_start(&self, lock: &mut File) -> bool {
+        let mut text = Vec::new();
+        if lock.read_to_end(&mut text).is_err() {
+            return false;
+        }
+        protocol::decode_last_quit(&text)
+            .is_some_and(|(secs, _)| i64::try_from(secs).is_ok_and(|s| s >= self.started_secs))
     }
 
     fn error(&mut self, msg: &str) {
@@ -273,6 +365,7 @@ impl Server {
             // before its own code runs.)
             None,
             Some(self.terminals),
+            self.degraded.as_deref(),
             protocol::ServerCounters {
                 served: self.served,
                 running: self.running,
@@ -351,18 +444,50 @@ impl Server {
             .is_some_and(|max| self.running >= max as u64)
     }
 
-    /// How long poll may wait: until the idle timeout, while no call runs.
-    /// Quits if that time has come.
-    fn poll_timeout(&self) -> PollTimeout {
-        match self.idle_timeout {
+    /// How long poll may wait: until the idle timeout, while no call runs,
+    /// or the next look at the socket path, without inotify. Quits if the
+    /// idle timeout has come, or the socket has gone.
+    fn poll_timeout(&mut self) -> PollTimeout {
+        let idle_left = match self.idle_timeout {
             Some(idle) if self.running == 0 => {
                 let left = idle.saturating_sub(self.idle_since.elapsed());
                 if left.is_zero() {
                     self.quit("idle timeout");
                 }
-                sys::poll_timeout(left)
+                Some(left)
             }
-            _ => PollTimeout::NONE,
+            _ => None,
+        };
+        let check_left = self.check_socket_if_due();
+        match (idle_left, check_left) {
+            (Some(a), Some(b)) => sys::poll_timeout(a.min(b)),
+            (Some(left), None) | (None, Some(left)) => sys::poll_timeout(left),
+            (None, None) => PollTimeout::NONE,
+        }
+    }
+
+    /// Without inotify: looks at the socket path if it is time (quits if it
+    /// has gone); how long until the next look.
+    fn check_socket_if_due(&mut self) -> Option<Duration> {
+        let SocketWatch::Own(own) = &mut self.socket_watch else {
+            return None;
+        };
+        let next = own.next_check?;
+        let now = Instant::now();
+        if now < next {
+            return Some(next - now);
+        }
+        own.next_check = Some(now + SOCKET_CHECK_INTERVAL);
+        self.check_socket();
+        Some(SOCKET_CHECK_INTERVAL)
+    }
+
+    /// Quits if our socket path has been removed or replaced.
+    fn check_socket(&self) {
+        if let SocketWatch::Own(own) = &self.socket_watch
+            && !own.still_there()
+        {
+            self.quit_socket_gone("socket replaced or removed");
         }
     }
 
@@ -370,6 +495,8 @@ impl Server {
     /// meanwhile. `None` when the monitor has died (the loop forks
     /// another first). Quits the process when the server's life is over.
     fn next_call(&mut self) -> Option<OwnedFd> {
+        // (Its socket gone before it started: the first call was served.)
+        self.check_socket();
         loop {
             let timeout = self.poll_timeout();
             let ready = match self.wait(timeout) {
@@ -382,8 +509,8 @@ impl Server {
             if ready.watcher {
                 self.check_watcher();
             }
-            if ready.reload {
-                self.reload.note_events();
+            if ready.reload && self.reload.note_events() {
+                self.check_socket();
             }
             // Before any accept: a greeting's `running` counts what the
             // monitor has said.
@@ -401,10 +528,14 @@ impl Server {
 
     /// One poll over everything the server waits for; says what is ready.
     fn wait(&self, timeout: PollTimeout) -> io::Result<Ready> {
-        let mut fds = vec![PollFd::new(self.watch_err.as_fd(), PollFlags::POLLIN)];
+        let mut fds = Vec::with_capacity(5);
         let mut add = |fd| {
             fds.push(PollFd::new(fd, PollFlags::POLLIN));
             fds.len() - 1
+        };
+        let watcher_at = match &self.socket_watch {
+            SocketWatch::Watcher { watch_err, .. } => Some(add(watch_err.as_fd())),
+            SocketWatch::Own(_) => None,
         };
         let reload_at = self.reload.watch_fd().map(&mut add);
         // At the limit, calls wait in the listen queue.
@@ -420,7 +551,7 @@ impl Server {
         }
         let is_ready = |at: Option<usize>| at.is_some_and(|i| fds[i].any().unwrap_or(false));
         Ok(Ready {
-            watcher: is_ready(Some(0)),
+            watcher: is_ready(watcher_at),
             reload: is_ready(reload_at),
             listener: is_ready(listener_at),
             monitor_said: is_ready(monitor_at.map(|(control, _)| control)),
@@ -464,13 +595,16 @@ impl Server {
     /// The watcher says nothing unless something is wrong; EOF means the
     /// socket path changed or the watcher died. Either way: quit.
     fn check_watcher(&mut self) {
+        let SocketWatch::Watcher { watch_err, .. } = &mut self.socket_watch else {
+            return;
+        };
         let mut buf = [0u8; 1024];
         loop {
-            match self.watch_err.read(&mut buf) {
-                Ok(0) => self.quit("socket replaced or removed (watcher exited)"),
+            match watch_err.read(&mut buf) {
+                Ok(0) => self.quit_socket_gone("socket replaced or removed (watcher exited)"),
                 Ok(n) => {
                     let text = String::from_utf8_lossy(&buf[..n]);
-                    self.quit(&format!("watcher reported: {}", text.trim_end()));
+                    self.quit_socket_gone(&format!("watcher reported: {}", text.trim_end()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -478,6 +612,60 @@ impl Server {
             }
         }
     }
+}
+
+/// Sets up the server's own watch on its socket path (capability
+/// `watch`); says what it does without, if inotify fails it.
+fn watch_own_socket(
+    listener: &UnixListener,
+    setup: &SetupEnv,
+    reload: &mut Reload,
+) -> (OwnSocketWatch, Option<String>) {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(PathBuf::from))
+        .unwrap_or_default();
+    let started = (setup.started_secs, i64::from(setup.started_nsecs));
+    // The file at the path must be the one our client made: same mtime.
+    let inode = std::fs::symlink_metadata(&path)
+        .ok()
+        .filter(|m| (m.mtime(), m.mtime_nsec()) == started)
+        .map(|m| (m.dev(), m.ino()));
+    let mut own = OwnSocketWatch {
+        path,
+        inode,
+        next_check: None,
+    };
+    let degraded = match reload.watch_socket(&own.path) {
+        Ok(()) => files_degraded(reload),
+        Err(e) => {
+            own.next_check = Some(Instant::now() + SOCKET_CHECK_INTERVAL);
+            Some(format!(
+                "no inotify ({}): socket path checked every {} s, files at every call",
+                e.desc(),
+                SOCKET_CHECK_INTERVAL.as_secs()
+            ))
+        }
+    };
+    (own, degraded)
+}
+
+/// What the reload watch does without, if anything.
+fn files_degraded(reload: &Reload) -> Option<String> {
+    if let Some(e) = reload.without_inotify() {
+        return Some(format!(
+            "no inotify ({}): files checked at every call",
+            e.desc()
+        ));
+    }
+    reload.unwatched_file().map(|(file, e)| {
+        format!(
+            "cannot watch {} ({}): files checked at every call",
+            file.display(),
+            e.desc()
+        )
+    })
 }
 
 /// What one poll found ready.
