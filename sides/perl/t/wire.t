@@ -21,7 +21,6 @@ use Proc::Prefork::Interp::Wire;
 my %LEFT_TO_OTHERS = (
     greeting_header       => 'the client decodes the greeting',
     greeting_xdata_decode => 'the client decodes the greeting',
-    last_quit             => "the client (--list) reads the lock file's quit lines",
 );
 
 my %TESTS = (
@@ -41,6 +40,7 @@ my %TESTS = (
     executor_ready    => \&executor_ready,
     monitor_to_server => \&monitor_to_server,
     quit_line         => \&quit_line,
+    last_quit         => \&last_quit,
     env_entry         => \&env_entry,
     hand_over         => \&hand_over,
 );
@@ -106,7 +106,7 @@ sub greeting_xdata {
             $v->{$_} && { digest => $v->{$_}{digest}, names => [ map { unhex $_ } @{ $v->{$_}{names} } ] }
         } qw(env start);
         my $x = encode_greeting_xdata($v->{offered}, $v->{world}, $env, $start, $v->{terminals},
-            { map { ($_ => $v->{$_}) } qw(served running idle_ms) });
+            $v->{degraded}, { map { ($_ => $v->{$_}) } qw(served running idle_ms) });
         is(unpack('H*', $x), $v->{bytes}, "$v->{name}: encode");
     }
 }
@@ -140,8 +140,8 @@ sub setup_env {
         my $s = decode_setup_env($v->{value});
         is_deeply(
             [ @$s{qw(started_secs started_nsecs)}, [ @$s{qw(listen call watch_in watch_err)} ],
-                $s->{client_caps} ],
-            [ @$v{qw(started_secs started_nsecs fds client_caps)} ],
+                @$s{qw(client_caps idle_limit)} ],
+            [ @$v{qw(started_secs started_nsecs fds client_caps idle_limit)} ],
             "$v->{name}: decode");
     }
 }
@@ -270,6 +270,15 @@ sub quit_line {
     for my $v (@_) {
         is(unpack('H*', encode_quit_line($v->{secs}, unhex $v->{reason})), $v->{bytes},
             "$v->{name}: encode");
+    }
+}
+
+# The server reads it too: whoever removed its socket may have said why.
+sub last_quit {
+    for my $v (@_) {
+        my @quit = decode_last_quit(unhex $v->{text});
+        is_deeply(@quit ? [ "$quit[0]", unpack('H*', $quit[1]) ] : undef,
+            defined $v->{secs} ? [ @$v{qw(secs reason)} ] : undef, "$v->{name}: decode");
     }
 }
 

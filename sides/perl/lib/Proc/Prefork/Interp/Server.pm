@@ -131,7 +131,7 @@ sub hand_over {
         return;
     }
     my $xdata = encode_greeting_xdata($self->{offered}, $self->{world}, $self->{env},
-        $self->{start}, $self->{terminals}, {
+        $self->{start}, $self->{terminals}, undef, {
         served  => $self->{served},
         running => $self->{busy},
         idle_ms => $self->{busy} ? 0

@@ -23,6 +23,8 @@ our $VERSION = '0.1.0';
 # The setup run's environment variable, and its one version.
 use constant { ENV_VAR => 'PREFORK_INTERP', PROTOCOL_VERSION => 'v1' };
 use constant SETUP_CAPS_PREFIX => 'pfi-caps=';
+# The word of PREFORK_INTERP that bounds the server's idle time (seconds).
+use constant SETUP_IDLE_PREFIX => 'pfi-idle=';
 
 # The greeting: magic, u32be length, xdata (at most MAX_XDATA_LEN).
 use constant { GREETING_MAGIC => "PFI\n", MAX_XDATA_LEN => 64 * 1024, CAPS_MAGIC => 'pfi-caps 1' };
@@ -82,7 +84,7 @@ use constant {
 use constant FORWARDED_SIGNALS => qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
 
 our @EXPORT = qw(
-    ENV_VAR PROTOCOL_VERSION SETUP_CAPS_PREFIX GREETING_MAGIC MAX_XDATA_LEN CAPS_MAGIC OUR_CAPS
+    ENV_VAR PROTOCOL_VERSION SETUP_CAPS_PREFIX SETUP_IDLE_PREFIX GREETING_MAGIC MAX_XDATA_LEN CAPS_MAGIC OUR_CAPS
     WORLD_NAMESPACES REQUEST_BYTE REQUEST_BYTE_EXTENDED REQUEST_FLAG_CONTEXT
     REQUEST_FLAG_PTY REQUEST_FLAG_PTY_BACKGROUND REQUEST_FLAG_LIMITS
     REQUEST_FLAG_SECOND_BYTE REQUEST_SECOND_CLOSED REQUEST_SECOND_CALLER_SIGNALS
@@ -96,6 +98,7 @@ our @EXPORT = qw(
     decode_executor_ready decode_payload_len decode_payload split_env_entry
     decode_limits encode_caller_signals decode_caller_signals encode_status decode_status encode_frame decode_frame
     encode_context_umask decode_context_umask lock_path_for_socket encode_quit_line
+    decode_last_quit
 );
 
 {
@@ -123,15 +126,21 @@ sub encode_greeting {
 # dependency (what initialisation read: {digest, names}, or undef), the
 # start dependency (what the interpreter read as it started: likewise),
 # which of fds 0, 1, 2 were terminals in initialisation (bit N for fd N,
+# or undef), what the server does without (degraded: one line of text,
 # or undef), then the counters {served, running, idle_ms}.
 sub encode_greeting_xdata {
-    my ($offered, $world, $env, $start, $terminals, $counters) = @_;
+    my ($offered, $world, $env, $start, $terminals, $degraded, $counters) = @_;
     return '' unless @$offered;
     my $x = CAPS_MAGIC . "\ncaps " . join(',', @$offered) . "\n";
     $x .= "world $world\n" if defined $world;
     $x .= join(' ', 'env', $env->{digest}, @{ $env->{names} }) . "\n" if $env;
     $x .= join(' ', 'start', $start->{digest}, @{ $start->{names} }) . "\n" if $start;
     $x .= "terminals $terminals\n" if defined $terminals;
+    if (defined $degraded) {
+        # One line, whatever the text (a newline would end it early).
+        (my $line = $degraded) =~ tr/\n/ /;
+        $x .= "degraded $line\n";
+    }
     return $x . "served $counters->{served}\nrunning $counters->{running}\n"
         . "idle $counters->{idle_ms}\n";
 }
@@ -177,11 +186,13 @@ sub world_digest {
 # ----------------------------------------------------------- setup run
 
 # PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE (extra words and
-# items are ignored; our client adds pfi-caps=NAME,...). This is the
-# order chiark-utils' client sends: WATCHI is the write end of the
-# watcher's stdin, WATCHE the read end of its stderr. Returns
-# {started_secs, started_nsecs, listen, call, watch_in, watch_err,
-# client_caps => [NAME...]}.
+# items are ignored; our client adds pfi-caps=NAME,... and may add
+# pfi-idle=SECONDS). This is the order chiark-utils' client sends:
+# WATCHI is the write end of the watcher's stdin, WATCHE the read end of
+# its stderr. Returns {started_secs, started_nsecs, listen, call,
+# watch_in, watch_err, client_caps => [NAME...], idle_limit} (idle_limit:
+# undef without the word, or when its number is malformed, which is
+# ignored as an unknown word is).
 sub decode_setup_env {
     my ($value) = @_;
     my $bad = sub { _error(BadSetupEnv => "bad PREFORK_INTERP: $_[0]") };
@@ -198,8 +209,11 @@ sub decode_setup_env {
         unless @fds >= 4 && !grep { !/\A[0-9]+\z/ } @fds[0 .. 3];
     my $prefix = SETUP_CAPS_PREFIX;
     my ($caps) = map { /\A\Q$prefix\E(.*)\z/s ? $1 : () } @words[2 .. $#words];
+    my $idle_prefix = SETUP_IDLE_PREFIX;
+    my ($idle) = map { /\A\Q$idle_prefix\E(.*)\z/s ? $1 : () } @words[2 .. $#words];
     my %setup = (started_secs => $secs + 0, started_nsecs => $nsecs + 0,
-        client_caps => [ grep {length} split /,/, $caps // '' ]);
+        client_caps => [ grep {length} split /,/, $caps // '' ],
+        idle_limit  => defined $idle && $idle =~ /\A[0-9]+\z/ ? $idle + 0 : undef);
     @setup{qw(listen call watch_in watch_err)} = map { $_ + 0 } @fds[0 .. 3];
     return \%setup;
 }
@@ -405,6 +419,16 @@ sub encode_quit_line {
     my ($secs, $reason) = @_;
     (my $line = $reason) =~ tr/\n/ /;
     return "quit $secs $line\n";
+}
+
+# The last well-formed quit line in a lock file's text: (SECONDS,
+# REASON), or nothing.
+sub decode_last_quit {
+    my ($text) = @_;
+    for my $line (reverse split /\n/, $text, -1) {
+        return ($1, $2) if $line =~ /\Aquit ([0-9]+) (.*)\z/s;
+    }
+    return;
 }
 
 1;
