@@ -19,7 +19,7 @@ our @EXPORT = qw(
     syscall_number signal_number pidfd_open close_from fd_is_open thread_count fdopen
     set_cloexec read_exact send_all describe_status child_signals child_state
     take_terminal stdio_terminals set_comm set_parent_death_signal get_rlimit set_rlimit
-    world_namespaces read_cgroups
+    world_namespaces read_cgroups inotify_open inotify_add_watch inotify_events
 );
 
 # pidfd_open(2) has this number on every Linux architecture (since 5.3).
@@ -52,6 +52,12 @@ my %SYSCALL = do {
 # has all.
 my %SIGNAL_NUMBER;
 @SIGNAL_NUMBER{ split ' ', $Config::Config{sig_name} } = split ' ', $Config::Config{sig_num};
+
+# inotify_init1(2) flags.
+use constant {
+    IN_NONBLOCK => 04000,       # O_NONBLOCK
+    IN_CLOEXEC  => 02000000,    # O_CLOEXEC
+};
 
 # signalfd(2) flags; waitid(2)'s arguments and the one si_code we want;
 # prctl(2)'s options.
@@ -105,6 +111,68 @@ sub set_cloexec {
     my $flags = fcntl($fh, F_GETFD, 0) or die "fcntl: $!\n";
     fcntl($fh, F_SETFD, $flags | FD_CLOEXEC) or die "fcntl: $!\n";
     return;
+}
+
+# An inotify instance (a handle, non-blocking, close-on-exec); nothing,
+# with $! set, when there is none: the user may have used up
+# fs.inotify.max_user_instances (EMFILE), or this ABI's numbers are
+# unknown (ENOSYS).
+sub inotify_open {
+    my $init = $SYSCALL{inotify_init1};
+    if (!$init) {
+        $! = ENOSYS;
+        return;
+    }
+    my $fd = syscall($init, IN_NONBLOCK | IN_CLOEXEC);
+    return if $fd < 0;
+    return fdopen($fd, '<');
+}
+
+# Watches $path for the events of $mask: the watch descriptor, or undef
+# with $! set.
+sub inotify_add_watch {
+    my ($inotify, $path, $mask) = @_;
+    my $add = $SYSCALL{inotify_add_watch};
+    if (!$add) {
+        $! = ENOSYS;
+        return;
+    }
+    my $copy = "$path";    # a string, so syscall passes its address
+    my $wd = syscall($add, fileno $inotify, $copy, $mask + 0);
+    return $wd < 0 ? undef : $wd;
+}
+
+# The events waiting on an inotify instance, read until none is left:
+# [WD, MASK, NAME] each (NAME '' for an event on the watched path itself).
+sub inotify_events {
+    my ($inotify) = @_;
+    my @events;
+    while (1) {
+        # (Room for many events: a read too short for the next fails.)
+        my $got = sysread($inotify, my $bytes, 65536);
+        if (!defined $got) {
+            next if $! == EINTR;
+            last;    # EAGAIN: all read
+        }
+        last if !$got;
+        push @events, _inotify_records($bytes);
+    }
+    return @events;
+}
+
+# struct inotify_event: int wd; u32 mask, cookie, len; char name[len]
+# (NUL-padded).
+sub _inotify_records {
+    my ($bytes) = @_;
+    my @events;
+    my $at = 0;
+    while ($at + 16 <= length $bytes) {
+        my ($wd, $mask, $len) = unpack "x$at i L x4 L", $bytes;
+        my ($name) = unpack 'Z*', substr($bytes, $at + 16, $len);
+        push @events, [ $wd, $mask, $name // '' ];
+        $at += 16 + $len;
+    }
+    return @events;
 }
 
 # Closes every fd from $low up, under perl's handles (for a process
