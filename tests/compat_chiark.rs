@@ -24,6 +24,7 @@ mod common;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
 
@@ -217,6 +218,37 @@ fn our_client_with_chiark_perl_module() {
         "{:?}",
         out.status
     );
+    h.finish();
+}
+
+/// chiark's module does not watch its own socket (it offers nothing): our
+/// client starts a watcher for it, after its greeting, and the watcher's
+/// end (killed, or the socket removed) makes the server quit; the next
+/// call starts another.
+#[test]
+fn our_client_gives_chiark_perl_module_a_watcher() {
+    let h = our_client_chiark_perl();
+    for fault in ["watcher killed", "socket removed"] {
+        let server = h.server_pid();
+        let watchers: Vec<u32> = h
+            .processes()
+            .into_iter()
+            .filter(|(_, cmd)| cmd.starts_with("prefork-interp [watcher] "))
+            .map(|(pid, _)| pid)
+            .collect();
+        assert_eq!(watchers.len(), 1, "{fault}: {:#?}", h.processes());
+        if fault == "watcher killed" {
+            // SAFETY: killing a test process by pid.
+            unsafe { libc::kill(watchers[0] as i32, libc::SIGKILL) };
+        } else {
+            std::fs::remove_file(h.socket()).unwrap();
+        }
+        wait_until("the server to quit", Duration::from_secs(10), || {
+            !alive(server)
+        })
+        .unwrap();
+        assert_ne!(h.server_pid(), server, "{fault}: a new server");
+    }
     h.finish();
 }
 

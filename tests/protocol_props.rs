@@ -163,6 +163,7 @@ proptest! {
         started_nsecs in 0u32..1_000_000_000,
         fds in any::<[u16; 4]>(),
         client_caps in proptest::collection::vec("[a-z]{1,10}", 0..4),
+        idle_limit in proptest::option::of(any::<u64>()),
     ) {
         let setup = SetupEnv {
             started_secs,
@@ -172,6 +173,7 @@ proptest! {
             watch_in: fds[2].into(),
             watch_err: fds[3].into(),
             client_caps,
+            idle_limit,
         };
         let decoded = decode_setup_env(encode_setup_env(&setup).as_bytes()).unwrap();
         prop_assert_eq!(decoded, setup);

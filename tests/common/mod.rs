@@ -250,6 +250,18 @@ impl Harness {
         self.dir.path()
     }
 
+    /// Makes the world's directory and everything in it `uid`'s, for calls
+    /// made [`Call::as_user`].
+    pub fn give_to(&self, uid: u32, gid: u32) {
+        let status = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(self.dir())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -702,6 +714,24 @@ impl Call {
                 }
                 limit.rlim_cur = soft;
                 if libc::setrlimit(resource, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
+    /// Runs the call as `uid`/`gid`, with no supplementary groups (its
+    /// world must be the user's: [`Harness::give_to`]).
+    pub fn as_user(mut self, uid: u32, gid: u32) -> Self {
+        // SAFETY: setgroups, setresgid and setresuid are async-signal-safe.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -1233,6 +1263,18 @@ pub fn raw_greeting(socket: &Path) -> Vec<u8> {
 }
 
 /// Does process `pid` hold an inotify instance (a server watching files)?
+/// How many inotify instances `pid` holds (0 if it has gone).
+pub fn inotify_instances(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|t| t.as_os_str() == "anon_inode:inotify")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 pub fn holds_inotify(pid: &str) -> bool {
     std::fs::read_dir(format!("/proc/{}/fd", pid.trim()))
         .unwrap()
@@ -1272,10 +1314,16 @@ pub fn wait_until(
 /// The second user the cross-user tests act as (made on first use; the
 /// tests need root, as CI has). Returns its uid and gid.
 pub fn other_user() -> (u32, u32) {
-    const NAME: &str = "pfi-other";
+    test_user("pfi-other")
+}
+
+/// A system user of the tests' own, `name` (made on first use): a budget
+/// of processes and inotify instances no other test shares. Returns its
+/// uid and gid.
+pub fn test_user(name: &str) -> (u32, u32) {
     let lookup = || {
         let id = |flag: &str| {
-            let out = Command::new("id").args([flag, NAME]).output().ok()?;
+            let out = Command::new("id").args([flag, name]).output().ok()?;
             String::from_utf8(out.stdout)
                 .ok()?
                 .trim()
@@ -1296,13 +1344,69 @@ pub fn other_user() -> (u32, u32) {
                 "--no-create-home",
                 "--shell",
                 "/usr/sbin/nologin",
-                NAME,
+                name,
             ])
             .stderr(Stdio::null())
             .status();
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("cannot make user {NAME} (these tests need root)");
+    panic!("cannot make user {name} (these tests need root)");
+}
+
+/// A process of `uid` holding that user's inotify instances, all but
+/// `spare` of them (`fs.inotify.max_user_instances`, less those its other
+/// processes hold): as a user's editors, file managers and desktop may.
+/// Killed when dropped.
+pub struct InotifyHolder {
+    child: Child,
+    /// How many it holds.
+    pub held: usize,
+}
+
+impl InotifyHolder {
+    pub fn new(uid: u32, gid: u32, spare: usize) -> InotifyHolder {
+        let program = format!(
+            r#"
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while True:
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        break
+    fds.append(fd)
+spare = min({spare}, len(fds))
+for fd in fds[len(fds) - spare:]:
+    os.close(fd)
+print(len(fds) - spare, flush=True)
+sys.stdin.read()
+"#
+        );
+        let mut child = as_user(uid, gid, "/usr/bin/python3")
+            .args(["-c", &program])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let held = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("holder said {line:?}"));
+        InotifyHolder { child, held }
+    }
+}
+
+impl Drop for InotifyHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// `program`, to be run as `uid`/`gid` with no supplementary groups.

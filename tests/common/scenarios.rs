@@ -76,6 +76,8 @@ pub fn main(side: Side) -> ExitCode {
 }
 
 // The scenarios, by theme.
+#[path = "scenarios/budget.rs"]
+mod budget;
 #[path = "scenarios/calls.rs"]
 mod calls;
 #[path = "scenarios/context.rs"]

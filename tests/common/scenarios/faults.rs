@@ -1,5 +1,5 @@
 //! Failures and faults: an initialisation that fails or is refused, and a
-//! server, monitor, watcher or socket lost mid-life.
+//! server, monitor or socket lost mid-life.
 
 use crate::common::*;
 
@@ -114,27 +114,30 @@ scenario!(monitor_killed_mid_call, |side| {
     h.finish();
 });
 
-/// Fault: the watcher is SIGKILLed. The server takes its pipe's EOF as
-/// the end of its socket and quits; the next call starts a new server.
-scenario!(watcher_killed, |side| {
+/// Our servers watch their own socket path (capability `watch`): no
+/// watcher process is started for them, and a server with its monitor and
+/// spare holds one inotify instance, of the 128 a user has by default.
+scenario!(one_inotify_instance_and_no_watcher, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
-    let watchers: Vec<u32> = h
-        .processes()
-        .into_iter()
-        .filter(|(_, cmd)| cmd.starts_with("prefork-interp [watcher] "))
-        .map(|(pid, _)| pid)
-        .collect();
-    assert_eq!(watchers.len(), 1, "{:#?}", h.processes());
-    sigkill(watchers[0]);
-    let killed = std::time::Instant::now();
-    wait_until("the server to quit", LIMIT, || !alive(server)).unwrap();
-    assert_ne!(recovered(&h, "watcher killed", killed), server);
+    let processes = h.processes();
+    assert!(
+        !processes
+            .iter()
+            .any(|(_, cmd)| cmd.starts_with("prefork-interp [watcher]")),
+        "{processes:#?}"
+    );
+    let instances: usize = processes
+        .iter()
+        .map(|(pid, _)| inotify_instances(*pid))
+        .sum();
+    assert_eq!(instances, 1, "{processes:#?}");
+    assert_eq!(inotify_instances(server), 1, "the server's");
     h.finish();
 });
 
 /// Fault: the socket file is removed, or replaced by another file, by
-/// hand. The server quits (its watcher saw it); the next call replaces
+/// hand. The server quits (its watch saw it); the next call replaces
 /// whatever is there with a new server.
 scenario!(socket_removed_or_replaced_by_hand, |side| {
     let h = Harness::new(side);

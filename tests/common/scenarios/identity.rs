@@ -36,7 +36,10 @@ scenario!(list_and_kill_by_identity, |side| {
         ["K", "M"].contains(&unit) && size.parse::<f64>().is_ok_and(|m| m > 0.0),
         "the memory of the server and its spare handlers, in KiB or MiB: {cols:?}"
     );
-    assert_eq!(cols[7], "signals,context,tty,limits,closed,dispositions");
+    assert_eq!(
+        cols[7],
+        "signals,context,tty,limits,closed,dispositions,watch"
+    );
     assert_eq!(cols[8], "-", "no environment read: {cols:?}");
     let shown = if side == Side::Rust {
         &h.program
@@ -100,7 +103,8 @@ scenario!(list_json_tells_what_a_server_is, |side| {
             "tty",
             "limits",
             "closed",
-            "dispositions"
+            "dispositions",
+            "watch"
         ])
     );
     assert_eq!(two["running"], 0);

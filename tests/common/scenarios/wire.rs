@@ -86,7 +86,7 @@ scenario!(greeting_bytes_after_one_call, |side| {
         }
     };
     let xdata = [
-        &b"pfi-caps 1\ncaps signals,context,tty,limits,closed,dispositions\n"[..],
+        &b"pfi-caps 1\ncaps signals,context,tty,limits,closed,dispositions,watch\n"[..],
         format!("world {world}\n").as_bytes(),
         start_line.as_bytes(),
         // (The call that started it had no terminal.)
@@ -95,7 +95,7 @@ scenario!(greeting_bytes_after_one_call, |side| {
         format!("idle {idle}\n").as_bytes(),
     ]
     .concat();
-    assert_eq!(xdata.len(), 171 + start_line.len() + idle.len());
+    assert_eq!(xdata.len(), 177 + start_line.len() + idle.len());
     let expected = [&b"PFI\n"[..], &(xdata.len() as u32).to_be_bytes(), &xdata].concat();
     let expected = expected.as_slice();
     assert!(
