@@ -14,8 +14,7 @@
 //!     │ fork/exec (the kernel, from the #! line)
 //!   CLIENT  (src/client, the `prefork-interp` command)
 //!     │ connect BASE/s<ident>, read greeting; if none: lock, and
-//!     │ spawn a server:      ─fork─fork─> WATCHER (client/watcher, daemon)
-//!     │                      ─fork/exec─> SETUP (the script, initialising)
+//!     │ spawn a server:      ─fork/exec─> SETUP (the script, initialising)
 //!     │                                     │ initialisation complete:
 //!     │                                     │ fork, exit 0
 //!     │                                   SERVER (script/server, daemon)
@@ -29,10 +28,10 @@
 //! ```
 //!
 //! ```text
-//!                      listening socket   WATCHI, WATCHE (watcher's
-//!   CLIENT ══call════╗       │              stdin and stderr pipes)
-//!     0 1 2 ─passed─╗║       └──── SERVER ══════════════ WATCHER ── inotify:
-//!                   ║║               ║ control socket,             socket path
+//!                      listening socket
+//!   CLIENT ══call════╗       │        one inotify instance: the socket's
+//!     0 1 2 ─passed─╗║       └──── SERVER ── directory, the reload files
+//!                   ║║               ║ control socket,
 //!                   ║║               ║ pidfd
 //!                   ║╚═══════════ MONITOR
 //!                   ║╚══════════╗    │ per executor: pidfd, hand-over
@@ -48,11 +47,17 @@
 //! The monitor tells the server 'd' when a call has ended: that is the
 //! greeting's `running` count and what `max_servers` limits.
 //!
+//! A server of ours watches its own socket path (capability `watch`). For
+//! one that does not (chiark-utils' Perl module), the client forks a
+//! WATCHER (client/watcher, a daemon with inotify of its own) after the
+//! greeting, tied to the server by the WATCHI and WATCHE pipes.
+//!
 //! Causality, which is what makes teardown need no bookkeeping:
-//! - socket path removed or replaced (`--kill`, `-f`) → watcher exits →
-//!   WATCHE reaches EOF → server quits; calls in flight finish, because
-//!   the monitor is a process of its own.
-//! - server dies or quits → WATCHI reaches EOF → watcher exits; the
+//! - socket path removed or replaced (`--kill`, `-f`, an eviction) → the
+//!   server sees it (or the watcher exits → WATCHE reaches EOF) → server
+//!   quits; calls in flight finish, because the monitor is a process of
+//!   its own.
+//! - server dies or quits → (WATCHI reaches EOF → watcher exits;) the
 //!   monitor sees its control socket's EOF → it lets its spare executors
 //!   go, serves the calls in flight to their end, and exits.
 //! - monitor dies (killed) → every executor gets SIGINT

@@ -8,7 +8,8 @@
 //!   │ --kill: unlink socket and lock, exit 0                          │
 //! connect again (someone may just have made it) ──ok── unlock ────────┤
 //!   │ still nothing (or -f)                                           │
-//! spawn: socket, watcher, setup run, greeting; unlock ────────────────┤
+//! at the budget: evict the least recently used server                 │
+//! spawn: socket, setup run, greeting (watcher if needed); unlock ─────┤
 //!                                                                     v
 //! call: request (fd 0, 1, 2, env, args) ──> executor; status <── monitor:
 //! exit with it, or die of the same signal
@@ -16,7 +17,8 @@
 //!
 //! One file per job: `cli` (the command line), `rundir` (run directory,
 //! identity, lock), `connect` (a greeted connection), `spawn` (a new
-//! server), `watcher` (the daemon tying a server to its socket path),
+//! server), `watcher` (the daemon tying a server that does not watch its
+//! own socket path to it), `budget` (how many servers, which goes),
 //! `call` (request, signal relay, status), `list` (`--list`), `exit`
 //! (the one error type, and how a status becomes ours).
 
