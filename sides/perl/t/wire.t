@@ -101,6 +101,10 @@ sub greeting {
 }
 
 sub greeting_xdata {
+    # A server offers OUR_CAPS (those its client speaks) in this order:
+    # the vectors' fullest offer is all of them.
+    my ($fullest) = sort { @{ $b->{offered} } <=> @{ $a->{offered} } } @_;
+    is_deeply([OUR_CAPS], $fullest->{offered}, 'OUR_CAPS: the fullest offer, in its order');
     for my $v (@_) {
         my ($env, $start) = map {
             $v->{$_} && { digest => $v->{$_}{digest}, names => [ map { unhex $_ } @{ $v->{$_}{names} } ] }

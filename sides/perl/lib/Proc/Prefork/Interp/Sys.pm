@@ -28,7 +28,8 @@ use constant SYS_pidfd_open => 434;
 # System call numbers (and TIOCSCTTY) for this perl's ABI: x86_64, and
 # the generic table that aarch64, riscv64 and loongarch64 share.
 # Elsewhere there are none: there is no inotify watch, and every call
-# stats every file (as the original always does); an executor is not
+# stats every file (as the original always does), and a server watching
+# its own socket looks at its path every 5 s; an executor is not
 # told of its monitor's death; an executor takes its pseudo-terminal by
 # opening it again (see take_terminal); stops of executors on a
 # pseudo-terminal are not reported; a keeper closes its fds one by one
