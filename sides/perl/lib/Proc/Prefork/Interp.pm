@@ -5,10 +5,12 @@ package Proc::Prefork::Interp;
 # Proc::Prefork::Interp::; one fork per call:
 #
 #   setup run --fork--> server (setsid; stdio /dev/null; syslog)
-#     exit 0              | waits on LISTEN, WATCHE, CONTROL and the
-#     (Setup)             | monitor's pidfd (and an inotify watch of the
-#                         | modules: Reload); quits on watcher EOF, idle
-#                         | timeout, reload; never forks per call (Server)
+#     exit 0              | waits on LISTEN, WATCHE (or, with capability
+#     (Setup)             | "watch", its socket's directory), CONTROL and
+#                         | the monitor's pidfd (one inotify instance: the
+#                         | modules, and that directory: Reload); quits
+#                         | when its socket goes, on idle timeout, reload;
+#                         | never forks per call (Server)
 #                         +--fork--> monitor: one, long-lived (forked again
 #                                    | if it dies); ignores the forwarded
 #                                    | signals (Monitor)
@@ -205,7 +207,10 @@ Negative: no limit. Default 4.
 =item C<< idle_timeout => I<SECONDS> >>
 
 Quit after this long with no call running or arriving; the next call
-starts a new server. Negative: never. Default 1000000.
+starts a new server. Negative: never. Default 1000000. This project's
+client may bound it for a server it starts (C<pfi-idle> in
+C<PREFORK_INTERP>: see prefork-interp(1) and prefork-interp(7)); the
+shorter of the two applies.
 
 =item C<< autoreload_inc => I<BOOL> >>
 
@@ -280,6 +285,33 @@ unless one of them was touched since the last; then every file is
 checked again. While a file is missing (it has no watch), every call
 checks. (On Linux ABIs other than x86_64, aarch64, riscv64 and
 loongarch64, every call stats every file, as the original does.)
+
+The server has one inotify instance, for these files and for its own
+socket (see L</THE SERVER'S SOCKET>): a user has 128 by default
+(C<fs.inotify.max_user_instances>). A server that cannot have one (the
+user has used them all up) keeps serving without: every call stats
+every file. It says so once in the log, and in every greeting, which
+C<prefork-interp --list> shows as C<degraded>: with this project's
+client
+
+  no inotify (Too many open files): socket path checked every 5 s, files at every call
+
+(the reason is the system's). A file that exists but cannot be watched
+means the same for the files (C<cannot watch FILE (REASON): files
+checked at every call>).
+
+=head1 THE SERVER'S SOCKET
+
+A server quits once its socket path is removed or replaced
+(C<prefork-interp --kill>, a server started afresh, the client making
+room among too many servers). With chiark-utils' client, the watcher
+process that client starts says so. With this project's client
+(capability C<watch>) there is no watcher: the server watches the
+socket's directory itself, in the same inotify instance, and without one
+looks at the path every 5 seconds. Its reason (C<socket replaced or
+removed>) goes in the identity's lock file for C<prefork-interp --list>,
+unless whoever removed the socket has already said why since the server
+started.
 
 =head1 BEYOND THE ORIGINAL
 
