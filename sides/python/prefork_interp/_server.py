@@ -183,7 +183,7 @@ class Server:
                 xdata = _wire.encode_greeting_xdata(settings.offered, settings.world,
                                                     settings.env_dependency,
                                                     settings.start_dependency,
-                                                    settings.terminals, self.served,
+                                                    settings.terminals, None, self.served,
                                                     self.busy, idle_ms)
             try:
                 _sys.send_all(call, _wire.encode_greeting(xdata))

@@ -16,6 +16,8 @@ CAPS_MAGIC = b"pfi-caps 1"
 # Negotiated extensions, offered to a client that declared them.
 OUR_CAPS = ("signals", "context", "tty", "limits", "closed", "dispositions")
 SETUP_CAPS_PREFIX = b"pfi-caps="
+# The setup environment's word bounding the server's idle time (seconds).
+SETUP_IDLE_PREFIX = b"pfi-idle="
 
 # The request byte: 0 (v1), or 1 (extended) with these flags.
 REQUEST_BYTE = 0x00
@@ -103,14 +105,17 @@ def encode_greeting(xdata):
     return GREETING_MAGIC + _U32.pack(len(xdata)) + xdata
 
 
-def encode_greeting_xdata(offered, world, env, start, terminals, served, running, idle_ms):
+def encode_greeting_xdata(offered, world, env, start, terminals, degraded, served, running,
+                          idle_ms):
     """Our greeting's xdata (b"" when nothing is offered: a v1 client
     misreads any): the capabilities offered, `world DIGEST` (world: the
     hex digest, or None), `env DIGEST NAME...` (env: (digest, names) from
     env_dependency, or None; what initialisation read), `start DIGEST
     NAME...` (likewise: what the interpreter read as it started),
     `terminals N` (which of fds 0, 1, 2 were terminals in
-    initialisation: bit N for fd N; None: no line), then the counters."""
+    initialisation: bit N for fd N; None: no line), `degraded TEXT`
+    (what the server does without, such as inotify; one line, so each
+    newline a space; None: no line), then the counters."""
     if not offered:
         return b""
     xdata = b"%s\ncaps %s\n" % (CAPS_MAGIC, ",".join(offered).encode())
@@ -122,6 +127,8 @@ def encode_greeting_xdata(offered, world, env, start, terminals, served, running
             xdata += b"%s %s %s\n" % (keyword, digest.encode(), b" ".join(names))
     if terminals is not None:
         xdata += b"terminals %d\n" % terminals
+    if degraded is not None:
+        xdata += b"degraded %s\n" % degraded.replace("\n", " ").encode()
     return xdata + b"served %d\nrunning %d\nidle %d\n" % (served, running, idle_ms)
 
 
@@ -173,10 +180,12 @@ def env_digest(names, value_of):
 
 def decode_setup_env(value):
     """PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE [pfi-caps=...]
-    as a dict: started_secs, started_nsecs, listen, call, watch_in,
-    watch_err, client_caps (a list). The fd order is chiark-utils'
-    client's: WATCHI is the write end of the watcher's stdin, WATCHE the
-    read end of its stderr. Extra words and items are ignored."""
+    [pfi-idle=SECONDS] as a dict: started_secs, started_nsecs, listen,
+    call, watch_in, watch_err, client_caps (a list), idle_limit (seconds,
+    or None). The fd order is chiark-utils' client's: WATCHI is the write
+    end of the watcher's stdin, WATCHE the read end of its stderr. Extra
+    words and items are ignored, and so is a malformed idle bound (as an
+    unknown word would be)."""
 
     def bad(why):
         return ProtocolError("BadSetupEnv", "prefork-interp: bad %s: %s" % (ENV_VAR, why))
@@ -197,12 +206,11 @@ def decode_setup_env(value):
         raise bad("file descriptors must be four non-negative numbers")
     listen, call, watch_in, watch_err = (int(f) for f in fds[:4])
     # Our client adds "pfi-caps=NAME,...": it reads greeting xdata.
-    client_caps = []
-    for word in words[2:]:
-        if word.startswith(SETUP_CAPS_PREFIX):
-            client_caps = [c.decode("ascii", "replace")
-                           for c in word[len(SETUP_CAPS_PREFIX):].split(b",") if c]
-            break
+    caps = _setup_word(words, SETUP_CAPS_PREFIX)
+    client_caps = [] if caps is None else [c.decode("ascii", "replace")
+                                           for c in caps.split(b",") if c]
+    # And for a folded identity's server "pfi-idle=SECONDS".
+    idle = _setup_word(words, SETUP_IDLE_PREFIX)
     return {
         "started_secs": int(secs),
         "started_nsecs": int(nsecs),
@@ -211,7 +219,26 @@ def decode_setup_env(value):
         "watch_in": watch_in,
         "watch_err": watch_err,
         "client_caps": client_caps,
+        "idle_limit": _decimal_u64(idle),
     }
+
+
+def _setup_word(words, prefix):
+    """What follows prefix in the first word after the second that has
+    it, or None."""
+    for word in words[2:]:
+        if word.startswith(prefix):
+            return word[len(prefix):]
+    return None
+
+
+def _decimal_u64(digits):
+    """A non-empty run of ASCII digits that fits in a u64 as a number
+    (Rust's parse_decimal), else None."""
+    if not digits or not digits.isdigit():
+        return None
+    number = int(digits)
+    return number if number < 2**64 else None
 
 
 # ----------------------------------------------------------------- request
@@ -373,6 +400,21 @@ def lock_path_for_socket(socket_path):
     if not name.startswith(b"s") or len(name) < 2:
         return None
     return folder + slash + b"l" + name[1:]
+
+
+def decode_last_quit(text):
+    """The last well-formed `quit SECS REASON` line of a lock file's text
+    (bytes) as (secs, reason bytes), or None: a server that quits because
+    its socket went reads it, since whoever removed the socket may have
+    said why already."""
+    for line in reversed(text.split(b"\n")):
+        if not line.startswith(b"quit "):
+            continue
+        secs, space, reason = line[len(b"quit "):].partition(b" ")
+        number = _decimal_u64(secs)
+        if space and number is not None:
+            return number, reason
+    return None
 
 
 def encode_quit_line(secs, reason):

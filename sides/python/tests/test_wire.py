@@ -20,7 +20,6 @@ with open(VECTORS_PATH, encoding="utf-8") as _f:
 LEFT_TO_OTHERS = {
     "greeting_header": "the client reads greetings",
     "greeting_xdata_decode": "the client reads greetings",
-    "last_quit": "the client's --list reads the lock file",
 }
 
 
@@ -84,8 +83,8 @@ class WireVectors(unittest.TestCase):
                           else (v[key]["digest"], [h(name) for name in v[key]["names"]])
                           for key in ("env", "start"))
             xdata = _wire.encode_greeting_xdata(v["offered"], v["world"], env, start,
-                                                v["terminals"], v["served"], v["running"],
-                                                v["idle_ms"])
+                                                v["terminals"], v["degraded"], v["served"],
+                                                v["running"], v["idle_ms"])
             self.assertEqual(xdata, h(v["bytes"]))
 
     def test_env_dependency(self):
@@ -118,6 +117,7 @@ class WireVectors(unittest.TestCase):
             self.assertEqual([setup["listen"], setup["call"], setup["watch_in"],
                               setup["watch_err"]], v["fds"])
             self.assertEqual(setup["client_caps"], v["client_caps"])
+            self.assertEqual(setup["idle_limit"], v["idle_limit"])
 
     def decode_request(self, data):
         byte = _wire.check_request_byte(data[0])
@@ -230,6 +230,12 @@ class WireVectors(unittest.TestCase):
             self.assertEqual(_wire.encode_quit_line(int(v["secs"]),
                                                     reason.decode("utf-8", "surrogateescape")),
                              h(v["bytes"]))
+
+    def test_last_quit(self):
+        # Read by a server whose socket went, as by the client's --list.
+        for v in self.each("last_quit"):
+            want = None if v["secs"] is None else (int(v["secs"]), h(v["reason"]))
+            self.assertEqual(_wire.decode_last_quit(h(v["text"])), want)
 
     def test_env_entry(self):
         for v in self.each("env_entry"):
