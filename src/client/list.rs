@@ -22,9 +22,33 @@
 //! it quit. A server at its call limit answers no greeting for now
 //! ("busy"); a socket nobody listens on is "stale".
 //!
+//! What each server costs is shown with it: its memory, and the inotify
+//! instances it holds (of the 128 a user has by default): its fds that
+//! are one, in the server, its monitor, its spare handlers and its
+//! watcher if it has one (a process of ours titled
+//! `prefork-interp [watcher] SCRIPT` whose fd 0 is a pipe the server
+//! holds beyond its stdio: WATCHI, whose write end only the server
+//! has). Under each server's row an indented line says how many; another
+//! says what it does without, if its greeting has a `degraded` line; a
+//! last line gives the totals. `--json` gives each object `inotify`,
+//! `watcher` and `degraded`, and `totals`, the same in every object (the
+//! array stays an array of servers, as its readers expect).
+//!
+//! The processes are this uid's, looked at once; a server's listening
+//! socket is looked for in every network namespace they are in
+//! (/proc/net/unix shows only the reader's own), so a server started in
+//! another (`unshare -n`) shows its pid and memory.
+//!
+//! Table cells escape what would break a line or a terminal: control
+//! characters C-style (`\n`, `\t`, `\r`, else `\xHH` per byte), a
+//! backslash as `\\`, and bytes that are not UTF-8 as `\xHH`. In JSON,
+//! `script` is text (a byte that is not UTF-8 shows as U+FFFD) and
+//! `script_hex` its exact bytes.
+//!
 //! Looking costs each live server one monitor that finds no request and
 //! quits; it does not count as a call (the server's idle time goes on).
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
@@ -83,6 +107,16 @@ impl Memory {
         Some(Memory { processes })
     }
 
+    /// The inotify instances these processes and `watcher` hold.
+    fn inotify_count(&self, watcher: Option<u32>) -> usize {
+        self.processes
+            .iter()
+            .map(|&(pid, ..)| pid)
+            .chain(watcher)
+            .map(procfs::inotify_count)
+            .sum()
+    }
+
     fn total(&self) -> MemoryKib {
         self.processes
             .iter()
@@ -110,9 +144,15 @@ struct Entry {
     socket: PathBuf,
     started: i64,
     pid: Option<u32>,
-    command: String,
+    /// Its command line as it is (words joined by spaces).
+    command: Vec<u8>,
     state: State,
     memory: Option<Memory>,
+    /// Its watcher's pid, if it has one.
+    watcher: Option<u32>,
+    /// The inotify instances its processes hold (none known if its
+    /// processes were not seen).
+    inotify: Option<usize>,
     /// What its creating client recorded in the lock file.
     record: Option<Value>,
 }
@@ -161,6 +201,26 @@ impl Entry {
         )
     }
 
+    /// What it does without, from its greeting's `degraded` line.
+    fn degraded(&self) -> Option<String> {
+        match &self.state {
+            State::Live { xdata } => protocol::decode_degraded(xdata),
+            _ => None,
+        }
+    }
+
+    /// The script's exact bytes, as the record has them: `script_hex` if
+    /// the client wrote it, else `script` when that lost nothing (no
+    /// U+FFFD, which stands in for bytes that were not UTF-8).
+    fn script_bytes(&self) -> Option<Vec<u8>> {
+        let record = self.record.as_ref()?;
+        if let Some(hex) = record.get("script_hex") {
+            return unhex(hex.as_str()?);
+        }
+        let text = record.get("script")?.as_str()?;
+        (!text.contains('\u{FFFD}')).then(|| text.as_bytes().to_vec())
+    }
+
     fn state_name(&self) -> &'static str {
         match self.state {
             State::Stale => "stale",
@@ -169,7 +229,7 @@ impl Entry {
         }
     }
 
-    fn json(&self) -> Value {
+    fn json(&self, totals: &Value) -> Value {
         let record = |key: &str| {
             self.record
                 .as_ref()
@@ -198,10 +258,11 @@ impl Entry {
             "socket": self.socket.to_string_lossy(),
             "state": self.state_name(),
             "pid": self.pid,
-            "command": self.command,
+            "command": String::from_utf8_lossy(&self.command),
             "started": utc(self.started),
             "started_unix": self.started,
             "script": record("script"),
+            "script_hex": self.script_bytes().map(|b| protocol::hex_lower(&b)),
             "interpreter": record("interpreter"),
             "protocol": match &caps {
                 None => Value::Null,
@@ -216,11 +277,18 @@ impl Entry {
             "terminals": terminals,
             "last_restart": record("last_restart"),
             "memory": self.memory.as_ref().map(Memory::json),
+            "inotify": self.inotify,
+            "watcher": self.watcher,
+            "degraded": self.degraded(),
             "depends_on": depends_on,
+            "totals": totals,
         })
     }
 
-    fn table_row(&self) -> String {
+    /// Its row, then its indented lines: the inotify instances its
+    /// processes hold (not for a stale socket), and what it does without
+    /// (if it says).
+    fn table_lines(&self) -> Vec<String> {
         let number = |name| {
             self.number(name)
                 .map_or_else(|| self.unknown().to_string(), |n| n.to_string())
@@ -228,14 +296,16 @@ impl Entry {
         let protocol = match self.caps() {
             None => self.state_name().to_string(),
             Some(caps) if caps.is_empty() => "v1".to_string(),
-            Some(caps) => caps.join(","),
+            Some(caps) => cell(caps.join(",").as_bytes()),
         };
         // What its initialisation read: callers with other values of
         // these have servers of their own.
-        let env = match self.env_read() {
-            None => self.unknown().to_string(),
-            Some(names) if names.is_empty() => "-".to_string(),
-            Some(names) => names.join(","),
+        let env = match &self.state {
+            State::Live { xdata } => match protocol::decode_env_dependency(xdata) {
+                Some(env) if !env.names.is_empty() => cell(&env.names.join(&b',')),
+                _ => "-".to_string(),
+            },
+            _ => self.unknown().to_string(),
         };
         let idle = self
             .number("idle")
@@ -245,14 +315,24 @@ impl Entry {
             .as_ref()
             .map_or_else(|| "-".to_string(), |m| human_kib(m.total().pss));
         let pid = self.pid.map_or_else(|| "-".to_string(), |p| p.to_string());
-        format!(
+        let mut lines = vec![format!(
             "{:<64}  {pid:>7}  {:<20}  {:>6}  {:>7}  {idle:>6}  {memory:>7}  {protocol:<33}  {env:<12}  {}",
-            self.ident,
+            cell(self.ident.as_bytes()),
             utc(self.started),
             number("served"),
             number("running"),
-            self.command
-        )
+            cell(&self.command)
+        )];
+        if !matches!(self.state, State::Stale) {
+            let inotify = self
+                .inotify
+                .map_or_else(|| "-".to_string(), |n| n.to_string());
+            lines.push(format!("    inotify instances {inotify}"));
+        }
+        if let Some(text) = self.degraded() {
+            lines.push(format!("    degraded: {}", cell(text.as_bytes())));
+        }
+        lines
     }
 
     /// What a column this state cannot know shows: `-` for a stale
@@ -271,9 +351,11 @@ impl Entry {
 pub(crate) fn print(base: &Path, json: bool) -> Result<(), Failure> {
     let fail = |e: io::Error| Failure::new(format!("cannot list {}: {e}", base.display()));
     let entries = entries(base).map_err(fail)?;
+    let totals = Totals::of(&entries);
     let mut out = io::stdout().lock();
     if json {
-        let all: Vec<Value> = entries.iter().map(Entry::json).collect();
+        let totals = totals.json();
+        let all: Vec<Value> = entries.iter().map(|e| e.json(&totals)).collect();
         let text = serde_json::to_string_pretty(&all).map_err(|e| fail(io::Error::other(e)))?;
         let _ = writeln!(out, "{text}");
     } else {
@@ -283,8 +365,11 @@ pub(crate) fn print(base: &Path, json: bool) -> Result<(), Failure> {
             "IDENT", "PID", "STARTED", "SERVED", "RUNNING", "IDLE", "MEMORY", "PROTOCOL", "ENV"
         );
         for entry in &entries {
-            let _ = writeln!(out, "{}", entry.table_row());
+            for line in entry.table_lines() {
+                let _ = writeln!(out, "{line}");
+            }
         }
+        let _ = writeln!(out, "{}", totals.table_line());
     }
     out.flush().map_err(fail)
 }
@@ -303,22 +388,27 @@ fn entries(base: &Path) -> io::Result<Vec<Entry>> {
         })
         .collect();
     sockets.sort();
-    let listening = procfs::listening_sockets();
+    let processes = procfs::own_processes();
+    let listening = procfs::listening_sockets_everywhere(&processes);
     Ok(sockets
         .into_iter()
         .map(|(ident, socket, started)| {
             let pid = listening
                 .get(&socket)
-                .and_then(|&inode| procfs::socket_holder(inode));
+                .and_then(|inodes| procfs::socket_holder(&processes, inodes));
             // Before the probe, which takes a spare handler, whose
             // replacement may be mid-fork.
             let memory = pid.and_then(Memory::of_server);
+            let watcher = pid.and_then(|pid| procfs::watcher_of(&processes, pid));
+            let inotify = memory.as_ref().map(|m| m.inotify_count(watcher));
             let state = probe(&socket);
             let record =
                 protocol::lock_path_for_socket(&socket).and_then(|lock| rundir::read_record(&lock));
             Entry {
-                command: pid.map(procfs::command_line).unwrap_or_default(),
+                command: pid.map(procfs::command_line_bytes).unwrap_or_default(),
                 memory,
+                watcher,
+                inotify,
                 ident,
                 socket,
                 started,
@@ -328,6 +418,103 @@ fn entries(base: &Path) -> io::Result<Vec<Entry>> {
             }
         })
         .collect())
+}
+
+/// What all the servers listed cost together.
+struct Totals {
+    /// Sockets listed that are not stale (live or busy servers).
+    servers: usize,
+    memory: MemoryKib,
+    inotify: usize,
+    /// Servers whose processes were not seen: not in the sums.
+    unseen: usize,
+}
+
+impl Totals {
+    fn of(entries: &[Entry]) -> Totals {
+        let servers: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| !matches!(e.state, State::Stale))
+            .collect();
+        let memory = servers
+            .iter()
+            .filter_map(|e| e.memory.as_ref())
+            .map(Memory::total)
+            .fold(MemoryKib::default(), |sum, m| MemoryKib {
+                rss: sum.rss + m.rss,
+                pss: sum.pss + m.pss,
+            });
+        Totals {
+            servers: servers.len(),
+            memory,
+            inotify: servers.iter().filter_map(|e| e.inotify).sum(),
+            unseen: servers.iter().filter(|e| e.memory.is_none()).count(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "servers": self.servers,
+            "pss_kib": self.memory.pss,
+            "rss_kib": self.memory.rss,
+            "inotify": self.inotify,
+            "unseen": self.unseen,
+        })
+    }
+
+    /// The table's last line: no number in its second word, which the
+    /// PID column has in a server's row.
+    fn table_line(&self) -> String {
+        let mut line = format!(
+            "TOTAL  servers {}  memory {}  inotify instances {}",
+            self.servers,
+            human_kib(self.memory.pss),
+            self.inotify
+        );
+        if self.unseen > 0 {
+            let _ = write!(line, "  ({} not seen, not counted)", self.unseen);
+        }
+        line
+    }
+}
+
+/// `bytes` as a table cell: UTF-8 text as it is, but control characters
+/// C-style (`\n`, `\t`, `\r`, any other as `\xHH` per byte), a backslash
+/// as `\\`, and each byte that is not UTF-8 as `\xHH`: one line, nothing
+/// a terminal acts on, and the bytes recoverable.
+fn cell(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() => {
+                    for b in c.encode_utf8(&mut [0; 4]).bytes() {
+                        let _ = write!(out, "\\x{b:02x}");
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Lowercase (or uppercase) hex digits as bytes.
+fn unhex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// `1234567` ms as `20m34s`: the largest two units.
@@ -405,6 +592,26 @@ mod tests {
         assert_eq!(human_kib(950), "950K");
         assert_eq!(human_kib(12_595), "12.3M");
         assert_eq!(human_kib(3 * 1024 * 1024), "3.0G");
+    }
+
+    #[test]
+    fn cells_escape_control_characters_and_other_bytes() {
+        assert_eq!(cell(b"/x/script [server]"), "/x/script [server]");
+        assert_eq!(cell("/x/caf\u{e9}".as_bytes()), "/x/caf\u{e9}");
+        assert_eq!(cell(b"/x/new\nline"), "/x/new\\nline");
+        assert_eq!(cell(b"a\tb\rc\\d"), "a\\tb\\rc\\\\d");
+        assert_eq!(cell(b"\x1b[31m\x7f"), "\\x1b[31m\\x7f");
+        assert_eq!(cell("\u{9b}".as_bytes()), "\\xc2\\x9b");
+        assert_eq!(cell(b"caf\xe9 \xff"), "caf\\xe9 \\xff");
+    }
+
+    #[test]
+    fn hex_back_to_bytes() {
+        assert_eq!(unhex("2f78e90a"), Some(b"/x\xe9\n".to_vec()));
+        assert_eq!(unhex(""), Some(Vec::new()));
+        assert_eq!(unhex("2f7"), None);
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("\u{e9}a"), None);
     }
 
     #[test]

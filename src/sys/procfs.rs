@@ -3,6 +3,7 @@
 //! a reader next to it opens the real file.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::path::PathBuf;
@@ -117,57 +118,228 @@ fn own_cgroups() -> Vec<u8> {
 
 // ------------------------------------------------------------ /proc/net/unix
 
-/// Listening Unix sockets by path, with their socket inodes.
+/// Listening Unix sockets by path, with their socket inodes, in this
+/// process's network namespace (/proc/net/unix shows no other's).
 pub(crate) fn listening_sockets() -> HashMap<PathBuf, u64> {
-    parse_net_unix(&fs::read_to_string("/proc/net/unix").unwrap_or_default())
+    parse_net_unix(&fs::read("/proc/net/unix").unwrap_or_default())
+        .into_iter()
+        .collect()
 }
 
-/// The listening sockets in the text of /proc/net/unix.
-fn parse_net_unix(table: &str) -> HashMap<PathBuf, u64> {
-    const ACCEPTING: u32 = 0x0001_0000; // __SO_ACCEPTCON
+/// Listening Unix sockets by path, with their socket inodes, in this
+/// process's network namespace and in every one `processes` are in: each
+/// namespace's table is read once, as /proc/PID/net/unix of one process
+/// in it. A path may be listened on in more than one (a socket file
+/// replaced while its old server still listens): ours come first.
+pub(crate) fn listening_sockets_everywhere(processes: &[OwnProcess]) -> HashMap<PathBuf, Vec<u64>> {
+    let mut tables = vec![fs::read("/proc/net/unix").unwrap_or_default()];
+    let own = namespace_inode(std::process::id(), "net");
+    let mut seen: Vec<u64> = own.into_iter().collect();
+    for process in processes {
+        let Some(ns) = process.net_ns else { continue };
+        if seen.contains(&ns) {
+            continue;
+        }
+        seen.push(ns);
+        if let Ok(table) = fs::read(format!("/proc/{}/net/unix", process.pid)) {
+            tables.push(table);
+        }
+    }
+    let mut all: HashMap<PathBuf, Vec<u64>> = HashMap::new();
+    for (path, inode) in tables.iter().flat_map(|t| parse_net_unix(t)) {
+        let inodes = all.entry(path).or_default();
+        if !inodes.contains(&inode) {
+            inodes.push(inode);
+        }
+    }
+    all
+}
+
+/// The listening sockets in the text of /proc/net/unix, in its order. A
+/// path is the rest of its line after the inode (it may hold spaces),
+/// taken as bytes (it need not be UTF-8).
+fn parse_net_unix(table: &[u8]) -> Vec<(PathBuf, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    const ACCEPTING: u64 = 0x0001_0000; // __SO_ACCEPTCON
     table
-        .lines()
+        .split(|&b| b == b'\n')
         .skip(1)
         .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
-            let inode = fields.get(6)?.parse().ok()?;
-            let path = fields.get(7)?;
-            (flags & ACCEPTING != 0).then(|| (PathBuf::from(path), inode))
+            // Num RefCount Protocol Flags Type St Inode Path
+            let mut rest = line;
+            let mut fields = [&b""[..]; 7];
+            for field in &mut fields {
+                let start = rest.iter().position(|&b| b != b' ')?;
+                rest = &rest[start..];
+                let end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+                *field = &rest[..end];
+                rest = &rest[end..];
+            }
+            let path = rest.strip_prefix(b" ")?;
+            let number = |field: &[u8], radix| {
+                u64::from_str_radix(std::str::from_utf8(field).ok()?, radix).ok()
+            };
+            let flags = number(fields[3], 16)?;
+            let inode = number(fields[6], 10)?;
+            (flags & ACCEPTING != 0 && !path.is_empty())
+                .then(|| (PathBuf::from(std::ffi::OsStr::from_bytes(path)), inode))
         })
         .collect()
 }
 
 // ---------------------------------------------------------------- processes
 
-/// The process (of ours: others' fds are unreadable) holding socket
-/// `inode`, from /proc/PID/fd.
-pub(crate) fn socket_holder(inode: u64) -> Option<u32> {
-    let wanted = format!("socket:[{inode}]");
-    fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|proc_entry| {
-            let pid: u32 = proc_entry.file_name().to_str()?.parse().ok()?;
-            let fds = fs::read_dir(proc_entry.path().join("fd")).ok()?;
-            fds.flatten()
-                .any(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == wanted.as_str()))
-                .then_some(pid)
-        })
+/// A process of this uid as /proc showed it at one look: its network
+/// namespace and what its fds are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OwnProcess {
+    pub(crate) pid: u32,
+    /// The inode of its network namespace (/proc/PID/ns/net).
+    pub(crate) net_ns: Option<u64>,
+    /// Its fds and what each is (the text of /proc/PID/fd/N:
+    /// `socket:[INODE]`, `pipe:[INODE]`, `anon_inode:inotify`, a path).
+    pub(crate) fds: Vec<(u32, OsString)>,
 }
 
-/// A process's command line, arguments separated by spaces.
+/// This uid's processes: those whose /proc/PID directory it owns (a
+/// process's effective uid). Others' fds are unreadable to a user, and
+/// no server of ours runs as anyone else.
+pub(crate) fn own_processes() -> Vec<OwnProcess> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = nix::unistd::geteuid().as_raw();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            if entry.metadata().ok()?.uid() != uid {
+                return None;
+            }
+            Some(OwnProcess {
+                pid,
+                net_ns: namespace_inode(pid, "net"),
+                fds: fd_links(pid),
+            })
+        })
+        .collect()
+}
+
+/// The inode of process `pid`'s namespace `name` (/proc/PID/ns/NAME).
+fn namespace_inode(pid: u32, name: &str) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let link = fs::read_link(format!("/proc/{pid}/ns/{name}")).ok()?;
+    parse_namespace_link(link.as_os_str().as_bytes())
+}
+
+/// Process `pid`'s fds and what each is (the links in /proc/PID/fd), in
+/// fd order; none if unreadable.
+pub(crate) fn fd_links(pid: u32) -> Vec<(u32, OsString)> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut fds: Vec<(u32, OsString)> = dir
+        .flatten()
+        .filter_map(|fd| {
+            let number = fd.file_name().to_str()?.parse().ok()?;
+            Some((number, fs::read_link(fd.path()).ok()?.into_os_string()))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// How many inotify instances process `pid` holds: its fds that are one
+/// (`anon_inode:inotify`; a forked copy of one would count again, and
+/// none of our processes keeps one across fork).
+pub(crate) fn inotify_count(pid: u32) -> usize {
+    count_inotify(&fd_links(pid))
+}
+
+fn count_inotify(fds: &[(u32, OsString)]) -> usize {
+    fds.iter()
+        .filter(|(_, link)| link.as_os_str() == "anon_inode:inotify")
+        .count()
+}
+
+/// The process of `processes` holding one of socket `inodes` (tried in
+/// order); of several holding it (a child just forked), the one whose
+/// parent does not.
+pub(crate) fn socket_holder(processes: &[OwnProcess], inodes: &[u64]) -> Option<u32> {
+    inodes.iter().find_map(|inode| {
+        let wanted = format!("socket:[{inode}]");
+        let holders: Vec<u32> = processes
+            .iter()
+            .filter(|p| {
+                p.fds
+                    .iter()
+                    .any(|(_, link)| link.as_os_str() == wanted.as_str())
+            })
+            .map(|p| p.pid)
+            .collect();
+        holders
+            .iter()
+            .copied()
+            .find(|&pid| parent(pid).is_none_or(|parent| !holders.contains(&parent)))
+            .or(holders.first().copied())
+    })
+}
+
+/// A process's parent (field 4 of /proc/PID/stat).
+pub(crate) fn parent(pid: u32) -> Option<u32> {
+    parse_stat_parent(&fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat_parent(stat: &[u8]) -> Option<u32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let text = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    text.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// Server `server`'s watcher, if it has one: a process of `processes`
+/// titled `prefork-interp [watcher] ...` whose fd 0 is a pipe the server
+/// holds beyond its stdio (the watcher's end of WATCHI, whose write end
+/// only the server holds).
+pub(crate) fn watcher_of(processes: &[OwnProcess], server: u32) -> Option<u32> {
+    let server_fds = processes
+        .iter()
+        .find(|p| p.pid == server)
+        .map(|p| p.fds.clone())
+        .unwrap_or_else(|| fd_links(server));
+    let pipes: Vec<&OsString> = server_fds
+        .iter()
+        .filter(|(fd, link)| *fd > 2 && link.as_encoded_bytes().starts_with(b"pipe:"))
+        .map(|(_, link)| link)
+        .collect();
+    processes
+        .iter()
+        .filter(|p| p.pid != server)
+        .filter(|p| {
+            p.fds
+                .iter()
+                .any(|(fd, link)| *fd == 0 && pipes.contains(&link))
+        })
+        .map(|p| p.pid)
+        .find(|&pid| command_line_bytes(pid).starts_with(WATCHER_TITLE))
+}
+
+/// How a watcher's title starts (its script follows).
+const WATCHER_TITLE: &[u8] = b"prefork-interp [watcher] ";
+
+/// A process's command line, arguments separated by spaces (bytes that
+/// are not UTF-8 replaced by U+FFFD).
 pub(crate) fn command_line(pid: u32) -> String {
+    String::from_utf8_lossy(&command_line_bytes(pid)).into_owned()
+}
+
+/// A process's command line as it is, arguments separated by spaces.
+pub(crate) fn command_line_bytes(pid: u32) -> Vec<u8> {
     join_cmdline(&fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
 }
 
-fn join_cmdline(raw: &[u8]) -> String {
-    let words: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|w| !w.is_empty())
-        .map(|w| String::from_utf8_lossy(w).into_owned())
-        .collect();
-    words.join(" ")
+fn join_cmdline(raw: &[u8]) -> Vec<u8> {
+    let words: Vec<&[u8]> = raw.split(|&b| b == 0).filter(|w| !w.is_empty()).collect();
+    words.join(&b' ')
 }
 
 /// A process's children (/proc/PID/task/PID/children: those of its main
@@ -307,18 +479,28 @@ mod tests {
 
     #[test]
     fn net_unix_lists_listening_sockets_only() {
-        let table = "\
+        let table = b"\
 Num       RefCount Protocol Flags    Type St Inode Path
 0000000000000000: 00000002 00000000 00010000 0001 01 41234 /run/user/0/prefork-interp/sabc
 0000000000000000: 00000003 00000000 00000000 0001 03 41235 /run/user/0/prefork-interp/sabc
 0000000000000000: 00000002 00000000 00010000 0001 01 17 @abstract
+0000000000000000: 00000002 00000000 00010000 0001 01    42 /tmp/a dir/with  spaces
+0000000000000000: 00000002 00000000 00010000 0001 01 43 /tmp/caf\xe9/s
+0000000000000000: 00000002 00000000 00010000 0001 01 19
 0000000000000000: 00000002 00000000 00000000 0002 01 18
 ";
-        let got = parse_net_unix(table);
-        assert_eq!(got.len(), 2);
+        use std::os::unix::ffi::OsStrExt;
         assert_eq!(
-            got[&PathBuf::from("/run/user/0/prefork-interp/sabc")],
-            41234
+            parse_net_unix(table),
+            vec![
+                (PathBuf::from("/run/user/0/prefork-interp/sabc"), 41234),
+                (PathBuf::from("@abstract"), 17),
+                (PathBuf::from("/tmp/a dir/with  spaces"), 42),
+                (
+                    PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/caf\xe9/s")),
+                    43
+                ),
+            ]
         );
     }
 
@@ -330,8 +512,55 @@ Num       RefCount Protocol Flags    Type St Inode Path
         let inode = *listening_sockets()
             .get(&path)
             .expect("listed in /proc/net/unix");
-        assert_eq!(socket_holder(inode), Some(std::process::id()));
+        let processes = own_processes();
+        assert_eq!(
+            listening_sockets_everywhere(&processes).get(&path),
+            Some(&vec![inode])
+        );
+        assert_eq!(
+            socket_holder(&processes, &[inode]),
+            Some(std::process::id())
+        );
+        assert_eq!(socket_holder(&processes, &[1]), None);
         drop(listener);
+    }
+
+    #[test]
+    fn stat_parent() {
+        assert_eq!(parse_stat_parent(b"42 (a) b (c) S 17 42 42 0"), Some(17));
+        assert_eq!(parse_stat_parent(b"42 (x)"), None);
+        assert_eq!(
+            parent(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
+    }
+
+    #[test]
+    fn inotify_instances_counted_by_fd() {
+        let fds: Vec<(u32, OsString)> = [
+            "/dev/null",
+            "anon_inode:inotify",
+            "anon_inode:[eventfd]",
+            "anon_inode:inotify",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(n, link)| (n as u32, OsString::from(link)))
+        .collect();
+        assert_eq!(count_inotify(&fds), 2);
+        // (Other tests' threads may make instances meanwhile: this one's
+        // fd is what must be seen.)
+        use std::os::fd::{AsFd, AsRawFd};
+        let instance =
+            nix::sys::inotify::Inotify::init(nix::sys::inotify::InitFlags::IN_CLOEXEC).unwrap();
+        let fd = instance.as_fd().as_raw_fd() as u32;
+        assert!(
+            fd_links(std::process::id()).contains(&(fd, "anon_inode:inotify".into())),
+            "{:?}",
+            fd_links(std::process::id())
+        );
+        assert!(inotify_count(std::process::id()) >= 1);
+        drop(instance);
     }
 
     #[test]
@@ -351,8 +580,9 @@ Num       RefCount Protocol Flags    Type St Inode Path
 
     #[test]
     fn cmdline_words() {
-        assert_eq!(join_cmdline(b"perl\0-w\0/x y\0"), "perl -w /x y");
-        assert_eq!(join_cmdline(b""), "");
+        assert_eq!(join_cmdline(b"perl\0-w\0/x y\0"), b"perl -w /x y");
+        assert_eq!(join_cmdline(b"a\n\xff\0b\0"), b"a\n\xff b");
+        assert_eq!(join_cmdline(b""), b"");
     }
 
     #[test]
