@@ -1,7 +1,6 @@
 """Auto-reload: files whose change since the server's start means "quit;
 the next call starts a fresh server"."""
 
-import errno
 import os
 import sys
 
@@ -24,13 +23,16 @@ def reload_files(autoreload_modules, autoreload_extra, also_check):
 
 
 class ReloadWatch:
-    """The files are watched with inotify, so a call costs nothing unless
-    one was touched; then every file is checked again (and the watches
-    re-armed: editors replace files by rename). While a file is missing
-    (it has no watch to say when it is made again), and without inotify,
-    every call checks every file, as the original does."""
+    """The files are watched with the server's inotify instance (shared
+    with its socket's watch), so a call costs nothing unless one was
+    touched; then every file is checked again (and the watches re-armed:
+    editors replace files by rename). While a file is missing (it has no
+    watch to say when it is made again), without inotify, and once a file
+    could not be watched, every call checks every file, as the original
+    does."""
 
-    MASK = 0x2 | 0x4 | 0x8 | 0x400 | 0x800  # MODIFY ATTRIB CLOSE_WRITE DELETE_SELF MOVE_SELF
+    MASK = (_sys.IN_MODIFY | _sys.IN_ATTRIB | _sys.IN_CLOSE_WRITE | _sys.IN_DELETE_SELF
+            | _sys.IN_MOVE_SELF)
 
     def __init__(self, files, started_ns, log):
         self.files = files
@@ -39,43 +41,45 @@ class ReloadWatch:
         # Watches first, then the first call checks every file: nothing
         # changed between the two is missed.
         self.dirty = True
+        # The server's instance, once it lends it (watch_with); None:
+        # every call checks.
         self.inotify = None
-        self.fd = None
-        try:
-            self.inotify = _sys.Inotify()
-            self.fd = self.inotify.fd
-            if not self._arm():
-                self.close()
-        except (OSError, AttributeError):
-            self.close()
+        # Why a file could not be watched (the greeting's `degraded`).
+        self.degraded = None
+
+    def watch_with(self, inotify):
+        """Watches the files in the server's inotify instance (None: it
+        has none)."""
+        self.inotify = inotify
+        if inotify is not None:
+            self._arm()
 
     def _arm(self):
         for path in self.files:
-            err = self.inotify.add_watch(path, self.MASK)
-            if err is None or err == errno.ENOENT:
+            try:
+                self.inotify.add_watch(path, self.MASK)
+            except FileNotFoundError:
                 continue  # a missing file is no reason to reload
-            self.log(LOG_ERR, "cannot watch %s: %s; checking every call instead"
-                     % (path, os.strerror(err)))
-            return False
-        return True
+            except OSError as e:
+                self._give_up(path, e)
+                return
 
-    def close(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    def _give_up(self, path, e):
+        """A file that cannot be watched (not for being missing): every
+        call checks instead, said once. The instance stays, for the
+        socket's watch; the files' watches in it only wake the server."""
+        self.inotify = None
+        self.degraded = "cannot watch %s (%s): files checked at every call" % (
+            os.fsdecode(path), os.strerror(e.errno))
+        self.log(LOG_ERR, "degraded: %s" % self.degraded)
 
-    def drain(self):
-        """The inotify fd is readable: something may have changed."""
-        try:
-            while os.read(self.fd, 65536):
-                pass
-        except BlockingIOError:
-            pass
+    def note_events(self):
+        """An event on a file's watch: something may have changed."""
         self.dirty = True
 
     def changed(self):
         """The first changed file, or None. Cheap unless dirty."""
-        if self.fd is not None and not self.dirty:
+        if self.inotify is not None and not self.dirty:
             return None
         missing = False
         for path in self.files:
@@ -87,8 +91,7 @@ class ReloadWatch:
             except OSError as e:
                 self.log(LOG_ERR, "cannot check %s: %s" % (path, e))
                 return path
-        if self.fd is not None:
+        if self.inotify is not None:
             self.dirty = missing
-            if not self._arm():
-                self.close()
+            self._arm()
         return None

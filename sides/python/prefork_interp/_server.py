@@ -1,6 +1,8 @@
 """The server: accepts and greets calls, and sends each to its one
-monitor; never forks per call. Quits on the watcher's EOF, the idle
-timeout, a changed file (auto-reload), too many errors."""
+monitor; never forks per call. Quits when its socket path is removed or
+replaced (it watches it itself for a client with capability `watch`,
+else the client's watcher's EOF says so), on the idle timeout, a changed
+file (auto-reload), too many errors."""
 
 import os
 import selectors
@@ -25,6 +27,88 @@ def other_user(conn):
     return "refused a call from uid %d (pid %d): this server is uid %d's" % (uid, pid, os.getuid())
 
 
+def no_inotify(e, socket_too):
+    """The `degraded` text of a server without inotify (e: why)."""
+    if socket_too:
+        return ("no inotify (%s): socket path checked every %d s, files at every call"
+                % (os.strerror(e.errno), SocketWatch.CHECK_INTERVAL))
+    return "no inotify (%s): files checked at every call" % os.strerror(e.errno)
+
+
+def sort_events(events, socket_watch):
+    """(files, socket): whether inotify events (wd, mask, name) may mean
+    a watched file changed, and whether the socket went (socket_watch:
+    the server's own, or None). Every watch but the socket directory's is
+    a file's; lost events (the queue overflowed) may mean either."""
+    socket_dir = socket_watch.wd if socket_watch is not None else None
+    files = socket = False
+    for wd, mask, name in events:
+        if mask & _sys.IN_Q_OVERFLOW:
+            files = socket = True
+        elif socket_dir is not None and wd == socket_dir:
+            socket = socket or socket_watch.concerns(mask, name)
+        else:
+            files = True
+    return files, socket
+
+
+class SocketWatch:
+    """The server's own watch on its socket path (capability `watch`; no
+    watcher process then): the socket's directory in the server's one
+    inotify instance, or without one a look every CHECK_INTERVAL seconds.
+    The socket is gone when its path is missing or another file's (an
+    eviction, --kill, a stale-socket recovery made it so)."""
+
+    CHECK_INTERVAL = 5
+    DIR_MASK = (_sys.IN_CREATE | _sys.IN_DELETE | _sys.IN_MOVED_FROM | _sys.IN_MOVED_TO
+                | _sys.IN_DELETE_SELF | _sys.IN_MOVE_SELF)
+    # On the directory's watch: the directory itself went, or its watch.
+    DIR_GONE = _sys.IN_DELETE_SELF | _sys.IN_MOVE_SELF | _sys.IN_IGNORED
+
+    def __init__(self, path, started_ns):
+        self.path = path  # bytes
+        folder, _, self.name = path.rpartition(b"/")
+        self.folder = folder or (b"/" if path.startswith(b"/") else b".")
+        # The socket our client made: the file at the path with the
+        # setup's mtime. None if it is already gone: the first call is
+        # served, then the server quits.
+        self.inode = None
+        try:
+            st = os.lstat(path)
+            if st.st_mtime_ns == started_ns:
+                self.inode = (st.st_dev, st.st_ino)
+        except OSError:
+            pass
+        self.wd = None
+        self.next_check = None  # without inotify, when to look next
+
+    def watch_with(self, inotify):
+        """Watches the directory in inotify, or raises OSError."""
+        self.wd = inotify.add_watch(self.folder, self.DIR_MASK)
+
+    def check_periodically(self):
+        self.next_check = time.monotonic() + self.CHECK_INTERVAL
+
+    def concerns(self, mask, name):
+        """Whether an event on the directory's watch may mean the socket
+        went: its name, or the directory's own end."""
+        return name == self.name or bool(mask & self.DIR_GONE)
+
+    def still_there(self):
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return False
+        return self.inode == (st.st_dev, st.st_ino)
+
+    def due_in(self):
+        """Seconds until the next periodic look (0: now), or None for no
+        periodic looks."""
+        if self.next_check is None:
+            return None
+        return max(0.0, self.next_check - time.monotonic())
+
+
 class Server:
     """Accepts and greets calls, and sends each to the one monitor on
     control; counts the calls the monitor has not yet said (one byte 'd'
@@ -34,15 +118,12 @@ class Server:
     def __init__(self, setup, settings, reload):
         self.listen = socket.socket(fileno=setup["listen"])
         self.listen.setblocking(False)
-        self.watch_err = setup["watch_err"]
-        self.watch_in = setup["watch_in"]
-        os.set_blocking(self.watch_err, False)
-        for fd in (self.listen.fileno(), self.watch_err, self.watch_in):
-            os.set_inheritable(fd, False)
+        os.set_inheritable(self.listen.fileno(), False)
         self.settings = settings
         self.log = settings.log
         self.errors = 0
         self.reload = reload
+        self.idle_timeout = settings.idle_timeout
         self.control = None  # our end of the socketpair with the monitor
         self.monitor = None  # its pid
         self.monitor_pidfd = None
@@ -50,10 +131,57 @@ class Server:
         self.busy = 0  # calls handed to the monitor and not yet ended
         self.idle_since = time.monotonic()
         self.selector = selectors.DefaultSelector()
-        self.selector.register(self.watch_err, selectors.EVENT_READ, "watcher")
         self.listening = False
-        if reload.fd is not None:
-            self.selector.register(reload.fd, selectors.EVENT_READ, "reload")
+        # Who says the socket went: the server itself, or the watcher.
+        self.socket_watch = None
+        self.watch_err = self.watch_in = None
+        if "watch" in setup["client_caps"]:
+            self.socket_watch = SocketWatch(
+                os.fsencode(self.listen.getsockname()),
+                setup["started_secs"] * 1_000_000_000 + setup["started_nsecs"])
+            # The client starts no watcher: the pipes mean nothing.
+            os.close(setup["watch_err"])
+            os.close(setup["watch_in"])
+        else:
+            self.listen_to_watcher(setup["watch_err"], setup["watch_in"])
+        self.inotify = None
+        self.degraded = self.watch_with_inotify()
+        if self.degraded is not None:
+            self.log(LOG_ERR, "degraded: %s" % self.degraded)
+        reload.watch_with(self.inotify)
+
+    def listen_to_watcher(self, watch_err, watch_in):
+        """The client's watcher (chiark-utils', or ours without `watch`)
+        says on WATCHE when the socket went."""
+        self.watch_err = watch_err
+        self.watch_in = watch_in
+        os.set_blocking(watch_err, False)
+        for fd in (watch_err, watch_in):
+            os.set_inheritable(fd, False)
+        self.selector.register(watch_err, selectors.EVENT_READ, "watcher")
+
+    def watch_with_inotify(self):
+        """Makes the server's one inotify instance (self.inotify), for the
+        reload's files and, watching its own socket, the socket's
+        directory. Without one (none to be had, or no directory watch in
+        it: then it goes), the socket path is looked at periodically and
+        the files at every call; returns what the greeting says of that,
+        or None."""
+        try:
+            inotify = _sys.Inotify()
+            if self.socket_watch is not None:
+                try:
+                    self.socket_watch.watch_with(inotify)
+                except OSError:
+                    inotify.close()
+                    raise
+        except OSError as e:
+            if self.socket_watch is not None:
+                self.socket_watch.check_periodically()
+            return no_inotify(e, self.socket_watch is not None)
+        self.inotify = inotify
+        self.selector.register(inotify.fd, selectors.EVENT_READ, "inotify")
+        return None
 
     def run(self, pending):
         """Serves until it quits (os._exit). The monitor first (the first
@@ -83,13 +211,15 @@ class Server:
         """In the monitor: drop everything of the server's."""
         self.selector.close()
         self.listen.close()
-        os.close(self.watch_err)
-        os.close(self.watch_in)
+        if self.watch_err is not None:
+            os.close(self.watch_err)
+            os.close(self.watch_in)
         if self.control is not None:
             self.control.close()
         if self.monitor_pidfd is not None:
             os.close(self.monitor_pidfd)
-        self.reload.close()
+        if self.inotify is not None:
+            self.inotify.close()
 
     def spawn_monitor(self, pending):
         """Forks the monitor. In the child, which has closed every fd of
@@ -183,8 +313,8 @@ class Server:
                 xdata = _wire.encode_greeting_xdata(settings.offered, settings.world,
                                                     settings.env_dependency,
                                                     settings.start_dependency,
-                                                    settings.terminals, None, self.served,
-                                                    self.busy, idle_ms)
+                                                    settings.terminals, self.degraded_text(),
+                                                    self.served, self.busy, idle_ms)
             try:
                 _sys.send_all(call, _wire.encode_greeting(xdata))
             except OSError as e:
@@ -199,6 +329,11 @@ class Server:
         self.served += 1
         self.busy += 1
         return False
+
+    def degraded_text(self):
+        """What the server does without (the greeting's `degraded`), or
+        None: no inotify first, else a file the reload cannot watch."""
+        return self.degraded if self.degraded is not None else self.reload.degraded
 
     def quit(self, why):
         self.log(LOG_INFO, "server quitting: %s" % why)
@@ -242,15 +377,11 @@ class Server:
         """Waits for the next call to serve; handles everything else.
         None if the monitor has died (the caller forks another)."""
         max_servers = self.settings.max_servers
-        idle_timeout = self.settings.idle_timeout
+        # (Its socket gone before it started: the first call was served.)
+        self.check_socket()
         while True:
             self.set_listening(max_servers is None or self.busy < max_servers)
-            timeout = None
-            if idle_timeout is not None and not self.busy:
-                timeout = idle_timeout - (time.monotonic() - self.idle_since)
-                if timeout <= 0:
-                    self.quit("idle timeout")
-            events = self.selector.select(timeout)
+            events = self.selector.select(self.poll_timeout())
             # The monitor's news before any accept: once a client has its
             # status (sent after the 'd'), the next greeting counts it out.
             events.sort(key=lambda event: event[0].data not in ("control", "monitor"))
@@ -266,12 +397,45 @@ class Server:
                         return None
                 elif what == "watcher":
                     self.check_watcher()
-                elif what == "reload":
-                    self.reload.drain()
+                elif what == "inotify":
+                    self.note_inotify()
                 elif what == "listen" and self.listening:  # not busy since the poll
                     conn = self.accept()
                     if conn is not None:
                         return conn
+
+    def poll_timeout(self):
+        """How long to wait: until the idle timeout, while no call runs,
+        or the next periodic look at the socket path (taken now if it is
+        due: it quits if the socket went); None for ever. Quits if the
+        idle timeout has come."""
+        timeout = None
+        if self.idle_timeout is not None and not self.busy:
+            timeout = self.idle_timeout - (time.monotonic() - self.idle_since)
+            if timeout <= 0:
+                self.quit("idle timeout")
+        due = self.socket_watch.due_in() if self.socket_watch is not None else None
+        if due is not None:
+            if due <= 0:
+                self.socket_watch.check_periodically()
+                self.check_socket()
+                due = self.socket_watch.due_in()
+            timeout = due if timeout is None else min(timeout, due)
+        return timeout
+
+    def check_socket(self):
+        """Quits if the server watches its own socket and it went."""
+        if self.socket_watch is not None and not self.socket_watch.still_there():
+            self.quit("socket replaced or removed")
+
+    def note_inotify(self):
+        """Events in the server's inotify instance: the files are checked
+        at the next call, the socket at once."""
+        files, socket_too = sort_events(self.inotify.read_events(), self.socket_watch)
+        if files:
+            self.reload.note_events()
+        if socket_too:
+            self.check_socket()
 
     def accept(self):
         """A call from our user, or None; quits first if a file changed

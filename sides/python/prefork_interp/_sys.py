@@ -8,6 +8,7 @@ import errno
 import os
 import signal
 import socket
+import struct
 
 # The C library, for what the os module lacks.
 LIBC = ctypes.CDLL(None, use_errno=True)
@@ -116,20 +117,79 @@ def kill_group(pid, sig=signal.SIGINT):
         pass
 
 
+# inotify's event bits (linux/inotify.h) that the server asks for or reads.
+IN_MODIFY = 0x2
+IN_ATTRIB = 0x4
+IN_CLOSE_WRITE = 0x8
+IN_MOVED_FROM = 0x40
+IN_MOVED_TO = 0x80
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_DELETE_SELF = 0x400
+IN_MOVE_SELF = 0x800
+IN_Q_OVERFLOW = 0x4000
+IN_IGNORED = 0x8000
+
+# struct inotify_event: wd, mask, cookie, len; then len bytes of name.
+_INOTIFY_EVENT = struct.Struct("iIII")
+
+
 class Inotify:
-    """An inotify fd (non-blocking, close-on-exec), or an OSError."""
+    """An inotify instance (non-blocking, close-on-exec), or an OSError:
+    the server's one, for the reload's files and its socket's directory
+    both (a user has 128 by default)."""
 
     def __init__(self):
-        self.add = LIBC.inotify_add_watch
-        self.add.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
-        fd = LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self._add = LIBC.inotify_add_watch
+            init1 = LIBC.inotify_init1
+        except AttributeError:  # a C library without inotify
+            raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+        self._add.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32)
+        fd = init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
+            raise _errno_error()
         self.fd = fd
 
     def add_watch(self, path, mask):
-        """Returns None, or the errno of a failure (ENOENT: no such file)."""
-        if self.add(self.fd, os.fsencode(path), mask) < 0:
-            return ctypes.get_errno() or errno.EINVAL
-        return None
+        """The watch descriptor of path (the same for the same inode), or
+        an OSError (FileNotFoundError: no such file)."""
+        wd = self._add(self.fd, os.fsencode(path), mask)
+        if wd < 0:
+            raise _errno_error()
+        return wd
+
+    def read_events(self):
+        """Every event pending, as (wd, mask, name): name is b"" for an
+        event on the watched file itself, else the name in the watched
+        directory."""
+        events = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return events
+            if not data:
+                return events
+            events.extend(_inotify_events(data))
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _inotify_events(data):
+    """The events of one read: whole events only, as the kernel gives."""
+    at = 0
+    while at + _INOTIFY_EVENT.size <= len(data):
+        wd, mask, _, length = _INOTIFY_EVENT.unpack_from(data, at)
+        at += _INOTIFY_EVENT.size
+        # The name is NUL-padded to an alignment.
+        yield wd, mask, data[at:at + length].rstrip(b"\0")
+        at += length
+
+
+def _errno_error():
+    err = ctypes.get_errno() or errno.EINVAL
+    return OSError(err, os.strerror(err))

@@ -87,6 +87,12 @@ class WireVectors(unittest.TestCase):
                                                 v["running"], v["idle_ms"])
             self.assertEqual(xdata, h(v["bytes"]))
 
+    def test_our_caps_are_the_fullest_offer(self):
+        # Offered in OUR_CAPS' order (filtered by the client's): the
+        # vectors' fullest offer is every capability, in that order.
+        fullest = max((v["offered"] for v in VECTORS["greeting_xdata"]["vectors"]), key=len)
+        self.assertEqual(list(_wire.OUR_CAPS), fullest)
+
     def test_env_dependency(self):
         for v in self.each("env_dependency"):
             values = {}
