@@ -123,6 +123,7 @@ class Server:
         self.log = settings.log
         self.errors = 0
         self.reload = reload
+        self.started_secs = setup["started_secs"]
         self.idle_timeout = settings.idle_timeout
         self.control = None  # our end of the socketpair with the monitor
         self.monitor = None  # its pid
@@ -335,29 +336,49 @@ class Server:
         None: no inotify first, else a file the reload cannot watch."""
         return self.degraded if self.degraded is not None else self.reload.degraded
 
-    def quit(self, why):
+    def quit(self, why, socket_went=False):
+        """Quits, with a quit line in the lock file; for a socket that
+        went, unless whoever removed it said why already (an eviction
+        does)."""
         self.log(LOG_INFO, "server quitting: %s" % why)
-        self.record_quit(why)
+        self.record_quit(why, socket_went)
         os._exit(0)
 
-    def record_quit(self, why):
+    def record_quit(self, why, unless_said):
         """Appends "quit SECONDS REASON" to the identity's lock file
         (beside the socket: BASE/s<ident>, BASE/l<ident>), for --list to
-        show as the reason of the next server's start. Best effort: a lock
-        file removed (--kill) is skipped."""
+        show as the reason of the next server's start; with unless_said,
+        not if its last quit line is dated at or after our start. Best
+        effort: a lock file removed (--kill) is skipped."""
         try:
             lock = _wire.lock_path_for_socket(os.fsencode(self.listen.getsockname()))
             if lock is None:
                 return
-            fd = os.open(lock, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # (Non-blocking: a FIFO planted there fails the read, never
+            # hangs the quitting server.)
+            fd = os.open(lock, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+                         | os.O_NONBLOCK)
         except (OSError, TypeError):
             return
         try:
-            os.write(fd, _wire.encode_quit_line(int(time.time()), why))
+            if not (unless_said and self.quit_said_since_start(fd)):
+                os.write(fd, _wire.encode_quit_line(int(time.time()), why))
         except OSError:
             pass
         finally:
             os.close(fd)
+
+    def quit_said_since_start(self, fd):
+        """Whether the lock file's last quit line is dated at or after
+        the second the server started."""
+        text = b""
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            text += chunk
+        last = _wire.decode_last_quit(text)
+        return last is not None and last[0] >= self.started_secs
 
     def error(self, message):
         self.log(LOG_ERR, message)
@@ -426,7 +447,7 @@ class Server:
     def check_socket(self):
         """Quits if the server watches its own socket and it went."""
         if self.socket_watch is not None and not self.socket_watch.still_there():
-            self.quit("socket replaced or removed")
+            self.quit("socket replaced or removed", socket_went=True)
 
     def note_inotify(self):
         """Events in the server's inotify instance: the files are checked
@@ -470,5 +491,6 @@ class Server:
         except OSError as e:
             self.quit("cannot read from the watcher: %s" % e)
         if not text:
-            self.quit("socket replaced or removed (watcher exited)")
-        self.quit("watcher reported: %s" % text.decode("utf-8", "replace").strip())
+            self.quit("socket replaced or removed (watcher exited)", socket_went=True)
+        self.quit("watcher reported: %s" % text.decode("utf-8", "replace").strip(),
+                  socket_went=True)
