@@ -27,6 +27,15 @@ def other_user(conn):
     return "refused a call from uid %d (pid %d): this server is uid %d's" % (uid, pid, os.getuid())
 
 
+def bounded_idle_timeout(own, limit):
+    """The idle timeout: the server's own (None: none), at most the
+    client's pfi-idle bound (None: none), which a folded identity's
+    server gets."""
+    if own is None or limit is None:
+        return limit if own is None else own
+    return min(own, limit)
+
+
 def no_inotify(e, socket_too):
     """The `degraded` text of a server without inotify (e: why)."""
     if socket_too:
@@ -124,7 +133,7 @@ class Server:
         self.errors = 0
         self.reload = reload
         self.started_secs = setup["started_secs"]
-        self.idle_timeout = settings.idle_timeout
+        self.idle_timeout = bounded_idle_timeout(settings.idle_timeout, setup["idle_limit"])
         self.control = None  # our end of the socketpair with the monitor
         self.monitor = None  # its pid
         self.monitor_pidfd = None

@@ -98,6 +98,11 @@ class SocketWatchAlone(unittest.TestCase):
                 self.assertFalse(_server.SocketWatch(os.fsencode(path), mtime + 1).still_there())
                 self.assertFalse(_server.SocketWatch(os.fsencode(path + "x"), mtime).still_there())
 
+    def test_idle_bound(self):
+        bound = _server.bounded_idle_timeout
+        self.assertEqual([bound(None, None), bound(None, 5), bound(9, None), bound(9, 5),
+                          bound(3, 5)], [None, 5, 9, 5, 3])
+
 
 class Degraded(unittest.TestCase):
     def test_no_inotify_texts(self):
