@@ -139,8 +139,9 @@ def initialisation_complete(max_servers=4, idle_timeout=1000000, autoreload_modu
 
     max_servers: calls served at once, more callers queue (negative or
     None: no limit). idle_timeout: seconds with nothing to do before the
-    server quits (negative or None: never). autoreload_modules: restart
-    the server when the script or any imported module's file changes;
+    server quits (negative or None: never; the client may set a shorter
+    one, as it does for a folded identity's server). autoreload_modules:
+    restart the server when the script or any imported module's file changes;
     autoreload_extra: more files. max_errors: server errors tolerated.
     log_facility: syslog facility for the server's messages ("user",
     "daemon", "local0"..., or a syslog.LOG_* value); None or "": none.

@@ -5,10 +5,13 @@ monitor it forks the monitor, in an executor the call.
 Process roles (as in the Rust and Perl script sides)::
 
     setup run --fork--> server (setsid; stdio /dev/null; syslog)
-      exit 0              | waits on LISTEN, WATCHE, CONTROL and the
-                          | monitor's pidfd (and an inotify watch of the
-                          | modules); quits on watcher EOF, idle timeout,
-                          | reload; never forks per call
+      exit 0              | waits on LISTEN, CONTROL, the monitor's pidfd,
+                          | its one inotify instance (the modules; with
+                          | capability `watch` its socket's directory) and
+                          | without `watch` WATCHE; quits when its socket
+                          | path is removed or replaced (seen itself, or
+                          | the watcher's EOF), on the idle timeout (at
+                          | most pfi-idle), reload; never forks per call
                           +--fork--> monitor: one, long-lived (forked again
                                        |        if it dies); ignores the
                                        |        forwardable signals
