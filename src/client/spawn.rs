@@ -26,7 +26,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -67,6 +67,37 @@ struct ServerFds {
     watch_err: OwnedFd,
 }
 
+impl ServerFds {
+    /// Moves the four fds to numbers at or above the caller's soft limit
+    /// of open files, where we raised ours: the setup run (perl, say,
+    /// loading modules) then has every number below it free, as a direct
+    /// run has (the limit bounds fd numbers, not how many are open).
+    fn above_callers_limit(self) -> Result<ServerFds, Failure> {
+        let Some(soft) = sys::caller_soft_limit(libc::RLIMIT_NOFILE) else {
+            return Ok(self);
+        };
+        let Ok(lowest) = i32::try_from(soft) else {
+            return Ok(self);
+        };
+        let moved = |fd: OwnedFd| -> Result<OwnedFd, Failure> {
+            if fd.as_raw_fd() >= lowest {
+                return Ok(fd);
+            }
+            let raw = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(lowest))
+                .map_err(|e| io_fail("cannot move a file descriptor", e.into()))?;
+            // SAFETY: fcntl just made `raw`, and nothing else owns it. (The
+            // old number closes as `fd` drops.)
+            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+        };
+        Ok(ServerFds {
+            listener: UnixListener::from(moved(OwnedFd::from(self.listener))?),
+            call: UnixStream::from(moved(OwnedFd::from(self.call))?),
+            watch_in: moved(self.watch_in)?,
+            watch_err: moved(self.watch_err)?,
+        })
+    }
+}
+
 fn io_fail(what: &str, e: io::Error) -> Failure {
     Failure::new(format!("{what}: {e}{}", sys::limit_behind(&e)))
 }
@@ -99,7 +130,8 @@ pub(crate) fn create_server(
         call,
         watch_in: pipes.server_in,
         watch_err: pipes.server_err,
-    };
+    }
+    .above_callers_limit()?;
     let status = run_setup(args, &meta, idle_limit, fds)?;
     if !status.success() {
         let raw = status.into_raw();

@@ -90,6 +90,16 @@ pub(crate) fn restore_soft_limits() {
     }
 }
 
+/// The caller's soft limit of `resource`, if [`raise_soft_limits`]
+/// raised ours above it.
+pub(crate) fn caller_soft_limit(resource: libc::__rlimit_resource_t) -> Option<u64> {
+    RAISED
+        .get()?
+        .iter()
+        .find(|(r, _, _)| libc::__rlimit_resource_t::from(*r) == resource)
+        .map(|&(_, soft, _)| soft)
+}
+
 fn set_rlimit(resource: u8, soft: u64, hard: u64) {
     let limit = libc::rlimit {
         rlim_cur: soft,
