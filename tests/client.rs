@@ -443,6 +443,62 @@ fn low_soft_fd_limit_costs_a_cold_call_nothing() {
     }
 }
 
+/// Processes of `uid` (zombies too: they count against its limit until
+/// reaped).
+fn processes_of(uid: u32) -> u64 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter(|e| {
+            std::os::unix::fs::MetadataExt::uid(
+                &e.metadata()
+                    .unwrap_or_else(|_| std::fs::metadata("/").unwrap()),
+            ) == uid
+        })
+        .count() as u64
+}
+
+/// A caller whose soft limit of processes leaves a direct run just
+/// enough (two more than it has: the script, and a fork of the
+/// `@limits` command's) is not refused a cold call for the client's own
+/// processes (the setup run) nor the server's (server, monitor, spare):
+/// those raise their soft limits for their own work, and each call's
+/// script has the caller's. As a user of the test's own (root's limit of
+/// processes is not enforced).
+#[test]
+fn low_soft_process_limit_costs_a_cold_call_nothing() {
+    let (uid, gid) = test_user("pfi-nproc");
+    for side in [Side::Rust, Side::Perl, Side::Python] {
+        let h = Harness::new(side);
+        h.give_to(uid, gid);
+        let soft = processes_of(uid) + 2;
+        let low = |call: Call| call.as_user(uid, gid).soft_limit(libc::RLIMIT_NPROC, soft);
+        let args = ["@out:exact", "@limits"];
+        let direct = low(h.direct(&args)).run();
+        assert_success(&direct);
+        for round in ["cold", "warm"] {
+            let served = low(h.call(&args)).run();
+            assert_eq!(
+                (stdout_str(&served), stderr_str(&served)),
+                (stdout_str(&direct), stderr_str(&direct)),
+                "{side:?}, {round}: through us, then directly (soft limit {soft})"
+            );
+        }
+        for (pid, _) in h.processes() {
+            // SAFETY: killing a test process by pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_dir_all(h.base());
+        std::fs::create_dir(h.base()).ok();
+        h.finish();
+    }
+}
+
 #[test]
 fn given_identity_shares_a_server_and_kills_by_name() {
     let h = Harness::new(Side::Rust);

@@ -57,6 +57,13 @@ pub fn initialisation_complete(options: Options) -> io::Result<Invocation> {
     if let Some(facility) = facility {
         log::open(&program_name(), facility);
     }
+    if setup.client_caps.iter().any(|c| c == protocol::CAP_LIMITS) {
+        // The server, monitor and spares are ours, not the caller's: under
+        // a caller's low soft limit of processes (or open files), their
+        // forks must not fail where a direct run would not. Each call's
+        // executor takes its caller's limits back (capability `limits`).
+        crate::sys::raise_soft_limits_for_server();
+    }
     let setup_run = become_daemon()?;
     title::show(title::Role::Server);
     // The first caller's variables, as exec gave them, stay with its

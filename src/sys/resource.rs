@@ -81,6 +81,25 @@ pub(crate) fn raise_soft_limits() {
     }
 }
 
+/// Raises the [`CLIENT_RAISED`] soft limits to their hard ones for a
+/// server of ours (its monitor and spares are its own work, not its
+/// callers'), leaving [`own_limits`] unread: the monitor reads them after
+/// this, so that each executor sees the raised ones as its own and takes
+/// its caller's back.
+pub(crate) fn raise_soft_limits_for_server() {
+    for resource in CLIENT_RAISED {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one rlimit through a valid pointer.
+        let r = unsafe { libc::getrlimit(resource as libc::__rlimit_resource_t, &mut limit) };
+        if r == 0 && limit.rlim_cur < limit.rlim_max {
+            set_rlimit(resource, limit.rlim_max, limit.rlim_max);
+        }
+    }
+}
+
 /// Gives back the soft limits [`raise_soft_limits`] raised. Async-signal-
 /// safe (setrlimit only, on what was read before): for a child, before
 /// exec.
