@@ -373,7 +373,6 @@ fn a_path_not_in_utf8_escaped_in_the_table() {
 /// A script whose path is not UTF-8: `--list --json`'s `script` is text
 /// (U+FFFD for the byte), `script_hex` the path's exact bytes.
 #[test]
-#[ignore = "needs the record to keep the script's bytes (src/client/mod.rs: script_hex)"]
 fn a_path_not_in_utf8_exact_in_json() {
     let h = Harness::new(Side::Rust);
     let path = non_utf8_path(&h);

@@ -248,6 +248,8 @@ fn server_record(args: &ClientArgs, items: &[IdentityItem]) -> serde_json::Value
         "record": 1,
         "created": created,
         "script": args.script.as_deref().map(text),
+        // The exact bytes (`script` is text: a non-UTF-8 byte is lost).
+        "script_hex": args.script.as_deref().map(|s| crate::protocol::hex_lower(s.as_bytes())),
         "interpreter": args.interpreter.iter().map(|w| text(w)).collect::<Vec<_>>(),
         "depends_on": depends_on,
     })
