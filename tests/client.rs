@@ -474,10 +474,10 @@ fn processes_of(uid: u32) -> u64 {
 fn low_soft_process_limit_costs_a_cold_call_nothing() {
     let (uid, gid) = test_user("pfi-nproc");
     for side in [Side::Rust, Side::Perl, Side::Python] {
-        let h = Harness::new(side);
+        let h = Harness::for_other_users(side);
         h.give_to(uid, gid);
         let soft = processes_of(uid) + 2;
-        let low = |call: Call| call.as_user(uid, gid).soft_limit(libc::RLIMIT_NPROC, soft);
+        let low = |call: Call| call.by_user(uid, gid).soft_limit(libc::RLIMIT_NPROC, soft);
         let args = ["@out:exact", "@limits"];
         let direct = low(h.direct(&args)).run();
         assert_success(&direct);

@@ -99,8 +99,7 @@ struct Candidate {
 /// Best effort: a server that cannot be evicted (its lock is held) is
 /// passed over.
 pub(crate) fn make_room(base: &Path, ours: &Path, limit: usize) -> std::io::Result<()> {
-    let listening = procfs::listening_sockets();
-    let mut live = Vec::new();
+    let mut sockets = Vec::new();
     for entry in fs::read_dir(base)? {
         let entry = entry?;
         let name = entry.file_name();
@@ -110,11 +109,21 @@ pub(crate) fn make_room(base: &Path, ours: &Path, limit: usize) -> std::io::Resu
         }
         if let Ok(m) = entry.metadata()
             && m.file_type().is_socket()
-            && listening.contains_key(&path)
         {
-            live.push((path, m));
+            sockets.push((path, m));
         }
     }
+    // Under the limit even if all were live: no look at /proc.
+    if sockets.len() < limit {
+        return Ok(());
+    }
+    // Live: listened on, in any network namespace of ours (a server
+    // started in another one is as live as ours).
+    let listening = procfs::listening_sockets_everywhere(&procfs::own_processes());
+    let live: Vec<_> = sockets
+        .into_iter()
+        .filter(|(path, _)| listening.contains_key(path))
+        .collect();
     if live.len() < limit {
         return Ok(());
     }

@@ -571,7 +571,6 @@ pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
 /// Lock files whose socket has gone (an evicted server's keeps the reason
 /// for its next start) are kept up to `keep` too, the oldest going first.
 pub(crate) fn preclean(base: &Path, keep: usize) -> io::Result<()> {
-    let listening = procfs::listening_sockets();
     let mut sockets = Vec::new();
     let mut orphan_locks = Vec::new();
     for entry in fs::read_dir(base)? {
@@ -594,8 +593,7 @@ pub(crate) fn preclean(base: &Path, keep: usize) -> io::Result<()> {
             Ok(m) if m.file_type().is_socket() => m,
             _ => continue,
         };
-        let live = listening.contains_key(&base.join(&name));
-        sockets.push(((live, m.atime(), m.atime_nsec()), name));
+        sockets.push(((m.atime(), m.atime_nsec()), name));
     }
     if orphan_locks.len() > keep {
         orphan_locks.sort();
@@ -610,6 +608,13 @@ pub(crate) fn preclean(base: &Path, keep: usize) -> io::Result<()> {
     if sockets.len() < keep {
         return Ok(());
     }
+    // Live: listened on in any network namespace of ours (a server
+    // started in another one is no stale socket). Stale ones go first.
+    let listening = procfs::listening_sockets_everywhere(&procfs::own_processes());
+    let mut sockets: Vec<_> = sockets
+        .into_iter()
+        .map(|(atime, name)| ((listening.contains_key(&base.join(&name)), atime), name))
+        .collect();
     sockets.sort();
     let excess = sockets.len() + 1 - keep;
     for (_, name) in sockets.into_iter().take(excess) {

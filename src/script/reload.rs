@@ -102,6 +102,13 @@ impl Reload {
         Ok(())
     }
 
+    /// Does without inotify from now on (`why`): every call checks every
+    /// file, as the server's `degraded` line then says.
+    pub(crate) fn give_up_inotify(&mut self, why: Errno) {
+        self.inotify = Err(why);
+        self.socket_dir = None;
+    }
+
     /// Reads the pending inotify events. A file's marks the files for a
     /// check at the next call; true if one may mean the socket went (its
     /// name, its directory's own end, or lost events).

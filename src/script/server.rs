@@ -640,6 +640,9 @@ fn watch_own_socket(
     let degraded = match reload.watch_socket(&own.path) {
         Ok(()) => files_degraded(reload),
         Err(e) => {
+            // (An instance that cannot watch the directory is given up
+            // too, so that what the line says is so.)
+            reload.give_up_inotify(e);
             own.next_check = Some(Instant::now() + SOCKET_CHECK_INTERVAL);
             Some(format!(
                 "no inotify ({}): socket path checked every {} s, files at every call",

@@ -119,14 +119,6 @@ fn own_cgroups() -> Vec<u8> {
 // ------------------------------------------------------------ /proc/net/unix
 
 /// Listening Unix sockets by path, with their socket inodes, in this
-/// process's network namespace (/proc/net/unix shows no other's).
-pub(crate) fn listening_sockets() -> HashMap<PathBuf, u64> {
-    parse_net_unix(&fs::read("/proc/net/unix").unwrap_or_default())
-        .into_iter()
-        .collect()
-}
-
-/// Listening Unix sockets by path, with their socket inodes, in this
 /// process's network namespace and in every one `processes` are in: each
 /// namespace's table is read once, as /proc/PID/net/unix of one process
 /// in it. A path may be listened on in more than one (a socket file

@@ -139,7 +139,21 @@ impl Harness {
         Self::build(side, true)
     }
 
+    /// Like [`new`](Self::new), for calls made [`Call::by_user`]: a
+    /// Python side runs Debian's /usr/bin/python3, which any user may run
+    /// (the tests' own may be under root's home).
+    pub fn for_other_users(side: Side) -> Self {
+        let python = PathBuf::from("/usr/bin/python3");
+        assert!(python.exists(), "{} is needed", python.display());
+        Self::build_with(side, false, (side == Side::Python).then_some(python))
+    }
+
     fn build(side: Side, private: bool) -> Self {
+        Self::build_with(side, private, None)
+    }
+
+    /// `python`: the interpreter of a Python side, if not the tests' own.
+    fn build_with(side: Side, private: bool, python: Option<PathBuf>) -> Self {
         let dir = new_world_dir();
         // The file whose change means "reload": the agent program, or the
         // script itself for interpreted sides.
@@ -152,7 +166,10 @@ impl Harness {
             Some(agent) => agent,
             None => dir.path().join("agent-script"),
         };
-        let interpreter = side.interpreter(&program);
+        let interpreter = match python {
+            Some(python) => vec![python.into()],
+            None => side.interpreter(&program),
+        };
         Self::assemble(
             side,
             dir,
@@ -251,7 +268,7 @@ impl Harness {
     }
 
     /// Makes the world's directory and everything in it `uid`'s, for calls
-    /// made [`Call::as_user`].
+    /// made [`Call::by_user`].
     pub fn give_to(&self, uid: u32, gid: u32) {
         let status = Command::new("chown")
             .arg("-R")
@@ -724,7 +741,7 @@ impl Call {
 
     /// Runs the call as `uid`/`gid`, with no supplementary groups (its
     /// world must be the user's: [`Harness::give_to`]).
-    pub fn as_user(mut self, uid: u32, gid: u32) -> Self {
+    pub fn by_user(mut self, uid: u32, gid: u32) -> Self {
         // SAFETY: setgroups, setresgid and setresuid are async-signal-safe.
         unsafe {
             self.cmd.pre_exec(move || {

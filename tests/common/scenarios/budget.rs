@@ -42,7 +42,7 @@ fn take_down(h: &Harness, user: Option<(u32, u32)>, why: &str) -> usize {
         if let Some(ident) = name.strip_prefix('s') {
             let mut kill = h.client_call(&["--kill", "-g", ident]);
             if let Some((uid, gid)) = user {
-                kill = kill.as_user(uid, gid);
+                kill = kill.by_user(uid, gid);
             }
             assert_success(&kill.run());
         }
@@ -67,17 +67,17 @@ fn take_down(h: &Harness, user: Option<(u32, u32)>, why: &str) -> usize {
 /// exact, and `--list` says what it does without.
 scenario!(no_inotify_instance_left_calls_stay_warm, |side| {
     let (uid, gid) = budget_user("noino", side);
-    let h = Harness::new(side);
+    let h = Harness::for_other_users(side);
     h.give_to(uid, gid);
     let holder = InotifyHolder::new(uid, gid, 0);
     assert!(holder.held > 0, "the holder holds nothing");
-    let call = || h.call(&["@server", "@out:exact"]).as_user(uid, gid).run();
+    let call = || h.call(&["@server", "@out:exact"]).by_user(uid, gid).run();
     let (server, rest) = server_and_rest(&call());
     assert_eq!(rest, "exact\n");
     for _ in ["second", "third"] {
         assert_eq!(server_and_rest(&call()), (server, "exact\n".to_string()));
     }
-    let listed = stdout_str(&h.client_call(&["--list", "--json"]).as_user(uid, gid).run());
+    let listed = stdout_str(&h.client_call(&["--list", "--json"]).by_user(uid, gid).run());
     assert!(
         listed.contains(
             "no inotify (Too many open files): socket path checked every 5 s, files at every call"
@@ -105,14 +105,14 @@ scenario!(many_identities_stay_within_the_budget, |side| {
     const IDENTITIES: usize = 150;
     const LIMIT_OF_SERVERS: usize = 32;
     let (uid, gid) = budget_user("many", side);
-    let h = Harness::new(side);
+    let h = Harness::for_other_users(side);
     h.give_to(uid, gid);
     let _holder = InotifyHolder::new(uid, gid, 40);
     let call = |i: usize| {
         h.call(&["@server".to_string(), format!("@out:{i}")])
             .env("AGENT_INIT_ENVREAD", "PFI_N")
             .env("PFI_N", i.to_string())
-            .as_user(uid, gid)
+            .by_user(uid, gid)
             .run()
     };
     let mut servers = Vec::new();
@@ -121,24 +121,24 @@ scenario!(many_identities_stay_within_the_budget, |side| {
         assert_eq!(rest, format!("{i}\n"), "identity {i}");
         servers.push(server);
     }
-    for i in IDENTITIES - 10..IDENTITIES {
+    for (i, &before) in servers.iter().enumerate().skip(IDENTITIES - 10) {
         let (server, rest) = server_and_rest(&call(i));
         assert_eq!(rest, format!("{i}\n"));
-        assert_eq!(server, servers[i], "identity {i} is no longer warm");
+        assert_eq!(server, before, "identity {i} is no longer warm");
     }
     let live = servers.iter().filter(|&&pid| alive(pid)).count();
     assert!(
         live <= LIMIT_OF_SERVERS,
         "{live} live servers, the limit being {LIMIT_OF_SERVERS}"
     );
-    let listed = stdout_str(&h.client_call(&["--list", "--json"]).as_user(uid, gid).run());
+    let listed = stdout_str(&h.client_call(&["--list", "--json"]).by_user(uid, gid).run());
     assert!(!listed.contains("no inotify"), "{listed}");
     assert!(!listed.contains("Too many open files"), "{listed}");
     // The first identity was evicted long ago: its new server says so.
     let (again, rest) = server_and_rest(&call(1));
     assert_eq!(rest, "1\n");
     assert_ne!(again, servers[1]);
-    let listed = stdout_str(&h.client_call(&["--list", "--json"]).as_user(uid, gid).run());
+    let listed = stdout_str(&h.client_call(&["--list", "--json"]).by_user(uid, gid).run());
     assert!(
         listed.contains("evicted: least recently used of"),
         "{listed}"
