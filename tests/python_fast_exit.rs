@@ -173,6 +173,8 @@ impl World {
         stdout_str(&list)
             .lines()
             .skip(1)
+            // (Not a server's indented notes, nor the TOTAL line.)
+            .filter(|line| !line.starts_with(' ') && !line.starts_with("TOTAL "))
             .filter_map(|line| line.split_whitespace().next())
             .map(|ident| {
                 self.command(&client)

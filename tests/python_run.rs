@@ -79,6 +79,8 @@ impl World {
         stdout_str(&out)
             .lines()
             .skip(1)
+            // (Not a server's indented notes, nor the TOTAL line.)
+            .filter(|line| !line.starts_with(' ') && !line.starts_with("TOTAL "))
             .filter_map(|line| line.split_whitespace().next().map(String::from))
             .collect()
     }
