@@ -369,6 +369,15 @@ lower its nice value or its oom_score_adj, so a server started under
 lower limits (C<ulimit -n 100>) refuses a call from a caller with higher
 ones; C<prefork-interp -f> starts a fresh server.
 
+The server, its monitor and its spare handlers are the module's work,
+not the caller's: with that capability, just before the setup run forks
+the server, the module raises its soft limits of processes and open
+files (C<RLIMIT_NPROC>, C<RLIMIT_NOFILE>) to the hard ones where they
+are lower, so that a caller whose soft limit of processes leaves a
+direct run just enough (C<ulimit -S -u>) is not refused for them. Each
+call's executor takes its caller's soft limits back before the script's
+code runs.
+
 Resource limits are set with the prlimit64 system call, whose number the
 module keeps for x86_64, aarch64, riscv64 and loongarch64 only (not to
 load F<syscall.ph>); on other Linux ABIs a call keeps the server's

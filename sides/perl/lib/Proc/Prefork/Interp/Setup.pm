@@ -49,6 +49,13 @@ sub initialisation_complete {
     STDERR->flush;
     open_log($options->{log_facility});
 
+    # The server, monitor and spares are ours, not the caller's: under a
+    # caller's low soft limit of processes (or open files) their forks
+    # must not fail where a direct run would not. Each call's executor
+    # takes its caller's limits back (capability limits); the monitor
+    # reads its own, to compare them with, after this.
+    raise_soft_limits_for_server() if grep { $_ eq 'limits' } @{ $setup->{client_caps} };
+
     # The server waits for the setup run's end before it collapses its
     # heap.
     my $setup_run = eval { pidfd_open($$) };
@@ -80,6 +87,17 @@ sub reload_files {
     my @reload = (@{ $options->{autoreload_extra} }, @$also_check);
     unshift @reload, $0, grep { defined && !ref } values %INC if $options->{autoreload_inc};
     return \@reload;
+}
+
+# Raises our soft limits of processes and open files (RLIMIT_NPROC and
+# RLIMIT_NOFILE, 6 and 7 on Linux) to the hard ones, where lower.
+sub raise_soft_limits_for_server {
+    for my $resource (6, 7) {
+        my $limit = get_rlimit($resource) // next;
+        my ($soft, $hard) = unpack 'QQ', $limit;
+        set_rlimit($resource, pack 'QQ', $hard, $hard) if $soft < $hard;
+    }
+    return;
 }
 
 # Forks the server; the setup run ends here. From here the script's own
