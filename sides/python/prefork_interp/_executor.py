@@ -168,6 +168,29 @@ def read_own_limits():
     return rlimits, nice, oom
 
 
+# The limits the server raises, soft to hard, for its own processes
+# (Rust's CLIENT_RAISED): the monitor and the spares it forks are its
+# work, not a caller's.
+SERVER_RAISED = (resource.RLIMIT_NPROC, resource.RLIMIT_NOFILE)
+
+
+def raise_soft_limits_for_server():
+    """Raises the SERVER_RAISED soft limits (each lower than its hard one)
+    to their hard ones, in the setup run just before the daemon fork:
+    under a caller's low soft limit of processes or open files, the
+    server's forks and fds must not fail where a direct run would not.
+    The monitor reads its own limits (read_own_limits) after this, so each
+    executor sees the raised ones as the server's and takes its caller's
+    back."""
+    for number in SERVER_RAISED:
+        try:
+            soft, hard = resource.getrlimit(number)
+            if soft != hard:  # lower: the kernel keeps soft <= hard
+                resource.setrlimit(number, (hard, hard))
+        except (OSError, ValueError):
+            pass
+
+
 def _rlim(value):
     """A limit on the wire (u64, 2**64-1 for none) as the resource module
     has it (RLIM_INFINITY is -1 there, rlim_t read as signed)."""

@@ -32,7 +32,7 @@ import signal
 import socket
 import sys
 
-from . import _init_env, _log, _monitor, _reload, _server, _sys, _titles, _wire
+from . import _executor, _init_env, _log, _monitor, _reload, _server, _sys, _titles, _wire
 from ._log import LOG_ERR, LOG_INFO
 
 
@@ -120,6 +120,12 @@ def run(init_env, reads, setup, options):
     settings.terminals = terminals
     settings.init_env_changes = init_env_changes
 
+    if "limits" in setup["client_caps"]:
+        # The server, monitor and spares are ours, not the caller's: under
+        # a caller's low soft limit of processes (or open files), their
+        # forks must not fail where a direct run would not. Each call's
+        # executor takes its caller's limits back (capability "limits").
+        _executor.raise_soft_limits_for_server()
     if os.fork():
         os._exit(0)  # the setup run ends; the client is waiting for it
     return _daemon(setup, settings, reload_files)
