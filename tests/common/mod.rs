@@ -414,8 +414,13 @@ impl Harness {
     pub fn direct_words(&self) -> Vec<OsString> {
         match self.side {
             Side::Rust => vec![self.program.clone().into()],
-            Side::Perl => vec!["perl".into(), "-w".into(), self.script.clone().into()],
-            Side::Python => vec![python().into(), self.script.clone().into()],
+            // The #! line's interpreter and its words (perl -w; the
+            // tests' python3, or /usr/bin/python3 for other users).
+            Side::Perl | Side::Python => {
+                let mut words = self.interpreter.clone();
+                words.push(self.script.clone().into());
+                words
+            }
         }
     }
 
