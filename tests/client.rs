@@ -428,18 +428,25 @@ fn low_soft_fd_limit_costs_a_cold_call_nothing() {
     let low = |call: Call| call.soft_limit(libc::RLIMIT_NOFILE, 12);
     for side in [Side::Rust, Side::Perl, Side::Python] {
         let h = Harness::new(side);
-        let args = ["@out:exact", "@limits"];
-        let direct = low(h.direct(&args)).run();
-        assert_success(&direct);
-        for round in ["cold", "warm"] {
-            let served = low(h.call(&args)).run();
-            assert_eq!(
-                (stdout_str(&served), stderr_str(&served)),
-                (stdout_str(&direct), stderr_str(&direct)),
-                "{side:?}, {round}: through us, then directly"
-            );
-        }
+        cold_and_warm_like_a_direct_run(&h, low, "soft limit of open files 12");
         h.finish();
+    }
+}
+
+/// A direct run of `@out:exact @limits`, then a cold and a warm call, each
+/// set up by `low` (a low limit): the calls' output is the direct run's.
+fn cold_and_warm_like_a_direct_run(h: &Harness, low: impl Fn(Call) -> Call, what: &str) {
+    let args = ["@out:exact", "@limits"];
+    let direct = low(h.direct(&args)).run();
+    assert_success(&direct);
+    for round in ["cold", "warm"] {
+        let served = low(h.call(&args)).run();
+        assert_eq!(
+            (stdout_str(&served), stderr_str(&served)),
+            (stdout_str(&direct), stderr_str(&direct)),
+            "{:?}, {round}: through us, then directly ({what})",
+            h.side
+        );
     }
 }
 
@@ -478,17 +485,7 @@ fn low_soft_process_limit_costs_a_cold_call_nothing() {
         h.give_to(uid, gid);
         let soft = processes_of(uid) + 2;
         let low = |call: Call| call.by_user(uid, gid).soft_limit(libc::RLIMIT_NPROC, soft);
-        let args = ["@out:exact", "@limits"];
-        let direct = low(h.direct(&args)).run();
-        assert_success(&direct);
-        for round in ["cold", "warm"] {
-            let served = low(h.call(&args)).run();
-            assert_eq!(
-                (stdout_str(&served), stderr_str(&served)),
-                (stdout_str(&direct), stderr_str(&direct)),
-                "{side:?}, {round}: through us, then directly (soft limit {soft})"
-            );
-        }
+        cold_and_warm_like_a_direct_run(&h, low, &format!("soft limit of processes {soft}"));
         for (pid, _) in h.processes() {
             // SAFETY: killing a test process by pid.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };

@@ -231,6 +231,25 @@ fn a_watchers_inotify_instance_is_its_servers() {
     h.finish();
 }
 
+/// The pid of the server that serves a call made inside `holder`'s
+/// namespaces (started there, if none was).
+fn server_inside(h: &Harness, holder: &NamespaceHolder) -> u32 {
+    let out = h.call(&["@server"]).inside(holder.pid).run();
+    assert_success(&out);
+    stdout_str(&out).trim().parse().unwrap()
+}
+
+/// Takes down the server inside `holder`'s namespaces (the harness's
+/// own clean-up reaches the one outside), then ends the world.
+fn kill_inside_then_finish(h: Harness, holder: &NamespaceHolder) {
+    let out = h
+        .call_with_options(&["--kill"], &[] as &[&str])
+        .inside(holder.pid)
+        .run();
+    assert_success(&out);
+    h.finish();
+}
+
 /// A server that cannot have an inotify instance (started where the
 /// user's limit is 0) says so in its greeting (`degraded`): `--list`
 /// shows the text under its row, `--list --json` as `degraded`; a server
@@ -247,9 +266,7 @@ fn degraded_servers_say_what_they_do_without() {
         &["--user", "--map-root-user"],
         &["sh", "-c", "echo 0 >/proc/sys/user/max_inotify_instances"],
     );
-    let out = h.call(&["@server"]).inside(holder.pid).run();
-    assert_success(&out);
-    let degraded: u32 = stdout_str(&out).trim().parse().unwrap();
+    let degraded = server_inside(&h, &holder);
     assert_ne!(degraded, whole);
 
     let all = listed_json(&h);
@@ -275,12 +292,7 @@ fn degraded_servers_say_what_they_do_without() {
         ["    inotify instances 1"],
         "{table}"
     );
-    let out = h
-        .call_with_options(&["--kill"], &[] as &[&str])
-        .inside(holder.pid)
-        .run();
-    assert_success(&out);
-    h.finish();
+    kill_inside_then_finish(h, &holder);
 }
 
 /// A server started in another network namespace (`unshare -n`) shows its
@@ -295,9 +307,7 @@ fn servers_in_other_network_namespaces_show_pid_and_memory() {
     let h = Harness::new(Side::Rust);
     let outside = h.server_pid();
     let holder = NamespaceHolder::new(&["--net"]);
-    let out = h.call(&["@server"]).inside(holder.pid).run();
-    assert_success(&out);
-    let inside = stdout_str(&out).trim().parse::<u32>().unwrap();
+    let inside = server_inside(&h, &holder);
     assert_ne!(inside, outside);
 
     let from_outside = listed_json(&h);
@@ -319,12 +329,7 @@ fn servers_in_other_network_namespaces_show_pid_and_memory() {
     let text = table(&h);
     let row: Vec<&str> = row_and_notes(&text, inside)[0].split_whitespace().collect();
     assert_ne!(row[6], "-", "{text}");
-    let out = h
-        .call_with_options(&["--kill"], &[] as &[&str])
-        .inside(holder.pid)
-        .run();
-    assert_success(&out);
-    h.finish();
+    kill_inside_then_finish(h, &holder);
 }
 
 /// A script whose path holds a newline: the table's row stays one line
