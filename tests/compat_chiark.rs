@@ -222,9 +222,10 @@ fn our_client_with_chiark_perl_module() {
 }
 
 /// chiark's module does not watch its own socket (it offers nothing): our
-/// client starts a watcher for it, after its greeting, and the watcher's
-/// end (killed, or the socket removed) makes the server quit; the next
-/// call starts another.
+/// client starts a watcher for it, after its greeting, which keeps
+/// nothing of the first caller's environment; the watcher's end (killed,
+/// or the socket removed) makes the server quit; the next call starts
+/// another.
 #[test]
 fn our_client_gives_chiark_perl_module_a_watcher() {
     let h = our_client_chiark_perl();
@@ -235,6 +236,14 @@ fn our_client_gives_chiark_perl_module_a_watcher() {
         assert_success(&out);
         stdout_str(&out).trim().parse::<u32>().unwrap()
     };
+    // The call that starts the first server has a token in its
+    // environment, which the watcher must not keep (man 1, PROCESS TITLES).
+    let token = "pfi-token-5e2a71";
+    let out = h
+        .call(&["@out:x", "@err:.", "@_exit:0"])
+        .env("PFI_TOKEN", token)
+        .run();
+    assert_success(&out);
     for fault in ["watcher killed", "socket removed"] {
         let server = server_pid();
         let watchers: Vec<u32> = h
@@ -244,6 +253,13 @@ fn our_client_gives_chiark_perl_module_a_watcher() {
             .map(|(pid, _)| pid)
             .collect();
         assert_eq!(watchers.len(), 1, "{fault}: {:#?}", h.processes());
+        for part in ["environ", "cmdline"] {
+            let text = std::fs::read(format!("/proc/{}/{part}", watchers[0])).unwrap();
+            assert!(
+                !text.windows(token.len()).any(|w| w == token.as_bytes()),
+                "the watcher keeps the first caller's token in its {part}"
+            );
+        }
         if fault == "watcher killed" {
             // SAFETY: killing a test process by pid.
             unsafe { libc::kill(watchers[0] as i32, libc::SIGKILL) };
