@@ -115,8 +115,9 @@ scenario!(monitor_killed_mid_call, |side| {
 });
 
 /// Our servers watch their own socket path (capability `watch`): no
-/// watcher process is started for them, and a server with its monitor and
-/// spare holds one inotify instance, of the 128 a user has by default.
+/// watcher process is started for them, a server with its monitor and
+/// spare holds one inotify instance, of the 128 a user has by default,
+/// and the server holds no pipe (WATCHI and WATCHE closed).
 scenario!(one_inotify_instance_and_no_watcher, |side| {
     let h = Harness::new(side);
     let server = h.server_pid();
@@ -133,6 +134,19 @@ scenario!(one_inotify_instance_and_no_watcher, |side| {
         .sum();
     assert_eq!(instances, 1, "{processes:#?}");
     assert_eq!(inotify_instances(server), 1, "the server's");
+    // WATCHI and WATCHE, which no watcher holds the other ends of, are
+    // closed: the server holds no pipe.
+    let pipes: Vec<std::path::PathBuf> = std::fs::read_dir(format!("/proc/{server}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| t.to_string_lossy().starts_with("pipe:"))
+        .collect();
+    assert_eq!(
+        pipes,
+        Vec::<std::path::PathBuf>::new(),
+        "the server's pipes"
+    );
     h.finish();
 });
 
