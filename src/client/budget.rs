@@ -44,9 +44,10 @@ pub(crate) const FOLDED_IDLE_VAR: &str = "PREFORK_INTERP_FOLDED_IDLE";
 const DEFAULT_SERVER_LIMIT: usize = 32;
 const DEFAULT_FOLDED_IDLE: u64 = 3600;
 
-/// How long an eviction waits for a server's greeting: one that has not
-/// greeted by then is at its call limit, so not idle.
-const PROBE_PATIENCE: Duration = Duration::from_millis(300);
+/// How long an eviction waits for the live servers' greetings, all at
+/// once: one that has not greeted by then is at its call limit (or too
+/// slow to matter), so not a candidate.
+const PROBE_PATIENCE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Budget {
@@ -131,23 +132,26 @@ pub(crate) fn make_room(base: &Path, ours: &Path, limit: usize) -> std::io::Resu
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let paths: Vec<&Path> = live.iter().map(|(path, _)| path.as_path()).collect();
+    let greetings = connect::greet_all(&paths, PROBE_PATIENCE);
     let mut candidates: Vec<Candidate> = live
-        .into_iter()
-        .filter_map(|(socket, meta)| {
-            let key = match connect::connect_within(&socket, Some(PROBE_PATIENCE)) {
-                // (Dropped at once: a listing's hang-up, not a call.)
-                Ok(Some(server)) => match (server.running, server.idle_ms) {
-                    (Some(running), Some(idle)) => (running > 0, std::cmp::Reverse(idle)),
-                    // Not ours: idle, as far as its socket's atime says.
-                    _ => {
-                        let idle = now.saturating_sub(meta.atime().max(0) as u64);
-                        (false, std::cmp::Reverse(idle.saturating_mul(1000)))
-                    }
-                },
-                // At its call limit (busy), or gone meanwhile: not a candidate.
-                _ => return None,
+        .iter()
+        .zip(greetings)
+        .filter_map(|((socket, meta), greeting)| {
+            // At its call limit (busy), or gone meanwhile: not a candidate.
+            let server = greeting?;
+            let key = match (server.running, server.idle_ms) {
+                (Some(running), Some(idle)) => (running > 0, std::cmp::Reverse(idle)),
+                // Not ours: idle, as far as its socket's atime says.
+                _ => {
+                    let idle = now.saturating_sub(meta.atime().max(0) as u64);
+                    (false, std::cmp::Reverse(idle.saturating_mul(1000)))
+                }
             };
-            Some(Candidate { socket, key })
+            Some(Candidate {
+                socket: socket.clone(),
+                key,
+            })
         })
         .collect();
     candidates.sort_by_key(|c| c.key);

@@ -154,6 +154,55 @@ pub(crate) fn connect_within(
     }
 }
 
+/// Greets every server in `sockets` at once, waiting at most `patience`
+/// in all: what each said, or `None` for one that is gone, not ours, or
+/// has not greeted by then (at its call limit). The connections are
+/// dropped at once: hang-ups before a request, which no server counts as
+/// a call.
+pub(crate) fn greet_all(sockets: &[&Path], patience: Duration) -> Vec<Option<Greeted>> {
+    let our_uid = nix::unistd::getuid().as_raw();
+    let mut pending: Vec<(usize, UnixStream)> = sockets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, socket)| {
+            let conn = UnixStream::connect(socket).ok()?;
+            // (Our own servers only, as for a call.)
+            matches!(sys::peer_credentials(&conn), Ok((uid, _)) if uid == our_uid)
+                .then_some((i, conn))
+        })
+        .collect();
+    let mut greeted: Vec<Option<Greeted>> = sockets.iter().map(|_| None).collect();
+    let deadline = std::time::Instant::now() + patience;
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut polled: Vec<nix::poll::PollFd<'_>> = pending
+            .iter()
+            .map(|(_, conn)| nix::poll::PollFd::new(conn.as_fd(), nix::poll::PollFlags::POLLIN))
+            .collect();
+        match nix::poll::poll(&mut polled, sys::poll_timeout(left)) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let ready: Vec<bool> = polled.iter().map(|p| p.any().unwrap_or(false)).collect();
+        drop(polled);
+        let mut still = Vec::new();
+        for ((i, conn), ready) in pending.into_iter().zip(ready) {
+            if !ready {
+                still.push((i, conn));
+                continue;
+            }
+            // The greeting is one write: it is all there, or the server
+            // is going (a short read then fails, and it is no candidate).
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(50)));
+            greeted[i] = greeting(conn, sockets[i]).ok().flatten();
+        }
+        pending = still;
+    }
+    greeted
+}
+
 /// Reads the greeting on `conn` (a connection to `socket`, or the first
 /// call's socketpair); `None` if the connection ended before it.
 pub(crate) fn greeting(conn: UnixStream, socket: &Path) -> Result<Option<Greeted>, Failure> {
@@ -218,4 +267,56 @@ pub(crate) fn lock_identity(path: &Path) -> Result<IdentityLock, Failure> {
     drop(done);
     let _ = announcer.join();
     lock.map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A socket whose "server" greets every caller with `xdata`, from a
+    /// thread, or (`None`) accepts and never greets.
+    fn server(path: &Path, xdata: Option<Vec<u8>>) -> std::thread::JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            if let Some(xdata) = xdata {
+                protocol::io::send_all(&conn, &protocol::encode_greeting(&xdata)).unwrap();
+            }
+            // Held until the caller hangs up.
+            let _ = std::io::Read::read(&mut &conn, &mut [0u8; 1]);
+        })
+    }
+
+    #[test]
+    fn greet_all_waits_once_for_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let [idle, silent, gone] = ["a", "b", "c"].map(|n| dir.path().join(n));
+        let xdata = protocol::encode_greeting_xdata(
+            &[protocol::CAP_SIGNALS],
+            None,
+            None,
+            None,
+            None,
+            None,
+            protocol::ServerCounters {
+                served: 1,
+                running: 0,
+                idle_ms: 1234,
+            },
+        );
+        let threads = [server(&idle, Some(xdata)), server(&silent, None)];
+        let patience = Duration::from_millis(300);
+        let started = std::time::Instant::now();
+        let got = greet_all(&[&idle, &silent, &gone, &silent], patience);
+        let took = started.elapsed();
+        assert_eq!(got[0].as_ref().and_then(|g| g.idle_ms), Some(1234));
+        assert!(got[1].is_none() && got[2].is_none() && got[3].is_none());
+        // One wait for all: not one per silent server.
+        assert!(took >= patience && took < patience * 2, "{took:?}");
+        drop(got);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    }
 }
