@@ -151,15 +151,21 @@ fn floor_row(runs: usize) -> (String, Vec<Duration>) {
 /// Prints rows of timings; the first row is the floor for the ratios.
 fn print_table(rows: &[(String, Vec<Duration>)]) {
     let floor = median(&rows[0].1);
+    let width = rows
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0)
+        .max(48);
     println!();
     println!(
-        "{:<48} {:>6} {:>10} {:>10} {:>10} {:>11}",
+        "{:<width$} {:>6} {:>10} {:>10} {:>10} {:>11}",
         "call", "runs", "median ms", "p10 ms", "p90 ms", "x /bin/true"
     );
     for (name, times) in rows {
-        let pick = |q: f64| ms(times[((times.len() - 1) as f64 * q).round() as usize]);
+        let pick = |q: f64| quantile(times, q);
         println!(
-            "{:<48} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>11.1}",
+            "{:<width$} {:>6} {:>10.3} {:>10.3} {:>10.3} {:>11.1}",
             name,
             times.len(),
             pick(0.5),
@@ -1093,7 +1099,21 @@ fn time_on_terminal(
     stdin: Option<&Path>,
     make: impl Fn() -> Command,
 ) -> Vec<Duration> {
-    let attached = || {
+    all_succeeded(
+        runs,
+        time_commands(runs, on_terminal(term, attach, stdin, make), || {}),
+    )
+}
+
+/// `make`'s commands with the terminal as stdio (stdin from `stdin` when
+/// given), and as their controlling terminal with [`Attach::Controlling`].
+fn on_terminal<'a>(
+    term: &'a Terminal,
+    attach: Attach,
+    stdin: Option<&'a Path>,
+    make: impl Fn() -> Command + 'a,
+) -> impl Fn() -> Command + 'a {
+    move || {
         let mut cmd = make();
         if attach == Attach::Controlling {
             // SAFETY: setsid and ioctl are async-signal-safe. Each run's
@@ -1117,15 +1137,53 @@ fn time_on_terminal(
             }
         }
         cmd
-    };
-    all_succeeded(runs, time_commands(runs, attached, || {}))
+    }
+}
+
+/// `make`'s commands with no terminal at all: stdin, stdout and stderr
+/// on /dev/null.
+fn without_terminal(make: impl Fn() -> Command) -> impl Fn() -> Command {
+    move || {
+        let mut cmd = make();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+}
+
+/// Several calls timed in turn, round after round, so that what a noisy
+/// machine does weighs on each alike: each one's sorted times. Every run
+/// must succeed.
+fn time_interleaved(runs: usize, makers: &[&dyn Fn() -> Command]) -> Vec<Vec<Duration>> {
+    let mut times = vec![Vec::with_capacity(runs); makers.len()];
+    for _ in 0..runs {
+        for (make, times) in makers.iter().zip(&mut times) {
+            let mut cmd = make();
+            let start = Instant::now();
+            let status = cmd.status().expect("spawn");
+            times.push(start.elapsed());
+            assert!(status.success(), "{cmd:?}: {status}");
+        }
+    }
+    for t in &mut times {
+        t.sort();
+    }
+    times
+}
+
+/// The time at quantile `q` of sorted `times`, in ms.
+fn quantile(times: &[Duration], q: f64) -> f64 {
+    ms(times[((times.len() - 1) as f64 * q).round() as usize])
 }
 
 /// `./bench tty`: calls whose stdio is a terminal, against the same calls
-/// on pipes and /dev/null: a warm call's latency, and a chatty call's
-/// throughput (100 MB copied to the terminal), directly and through us.
-/// Today the script writes to the caller's terminal itself; these rows
-/// are what a call running on a terminal of its own must not fall behind.
+/// with no terminal: each side's warm call's latency, all taken in turn
+/// (with chiark-utils' pair, which passes the terminal as it is), and a
+/// chatty call's throughput (100 MB copied to the terminal), directly and
+/// through us; then the goals a call on a terminal must meet: at most
+/// 1.15x the same call without one, a p90 at most 1.5x its median, Perl
+/// at most 0.6x chiark-utils' pair.
 fn terminal_table(warm_runs: usize) {
     use Attach::{Controlling, StdioOnly};
     let mut world = World::new("ttybench");
@@ -1135,6 +1193,16 @@ fn terminal_table(warm_runs: usize) {
     let perl = world.script("tty-perl", &client, "perl", &perl_bench_body(true, "", ""));
     let python_bin = python().display().to_string();
     let python = world.script("tty-python", &client, &python_bin, &python_bench_body());
+    // chiark-utils' pair, which passes the terminal as it is.
+    let chiark_pair = (Path::new(CHIARK_CLIENT).exists() && Path::new(CHIARK_MODULE).exists())
+        .then(|| {
+            world.script(
+                "tty-perl-chiark",
+                Path::new(CHIARK_CLIENT),
+                "perl",
+                &perl_bench_body(false, "", ""),
+            )
+        });
     let term = Terminal::new();
     let big = world.dir.join("100MB");
     std::fs::write(&big, vec![b'x'; 100 << 20]).unwrap();
@@ -1152,7 +1220,10 @@ fn terminal_table(warm_runs: usize) {
         }
     };
     // One call each to start the servers.
-    for server in [&script, &perl, &python] {
+    for server in [&script, &perl, &python]
+        .into_iter()
+        .chain(chiark_pair.as_ref())
+    {
         world
             .command(server)
             .stdout(Stdio::null())
@@ -1160,6 +1231,43 @@ fn terminal_table(warm_runs: usize) {
             .unwrap();
     }
     let before = term.drained.load(std::sync::atomic::Ordering::Relaxed);
+    // A warm call with no terminal and on one, for each side (and
+    // chiark-utils' pair), all in turn: the ratios compare like with like.
+    let sides: Vec<(&str, PathBuf, Vec<&str>)> = [
+        Some(("Rust agent", script.clone(), vec!["@out:x"])),
+        Some(("Perl (20 modules, _exit)", perl.clone(), vec![])),
+        Some(("Python (14 modules)", python.clone(), vec![])),
+        chiark_pair
+            .clone()
+            .map(|pair| ("chiark-utils' pair, Perl", pair, vec![])),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let boxed: Vec<Box<dyn Fn() -> Command + '_>> = sides
+        .iter()
+        .flat_map(|(_, program, args)| {
+            let plain: Box<dyn Fn() -> Command> = Box::new(without_terminal(call(program, args)));
+            let tty: Box<dyn Fn() -> Command> =
+                Box::new(on_terminal(&term, Controlling, None, call(program, args)));
+            [plain, tty]
+        })
+        .collect();
+    let makers: Vec<&dyn Fn() -> Command> = boxed.iter().map(|m| m.as_ref()).collect();
+    let mut paired = time_interleaved(warm_runs, &makers).into_iter();
+    drop(makers);
+    drop(boxed);
+    let mut latency = Vec::new();
+    for (name, _, _) in &sides {
+        let (plain, tty) = (paired.next().unwrap(), paired.next().unwrap());
+        latency.push((format!("{name}, warm, no terminal"), plain));
+        let how = if name.starts_with("chiark") {
+            "passed as is"
+        } else {
+            "own pty"
+        };
+        latency.push((format!("{name}, warm, on a terminal ({how})"), tty));
+    }
     let rows = vec![
         floor_row(warm_runs),
         (
@@ -1175,10 +1283,6 @@ fn terminal_table(warm_runs: usize) {
             }),
         ),
         (
-            "Rust agent, warm, stdio /dev/null".to_string(),
-            time_runs(warm_runs, call(&script, &["@out:x"]), || {}),
-        ),
-        (
             "Rust agent, warm, stdio a terminal (passed as is)".to_string(),
             time_on_terminal(
                 &term,
@@ -1188,32 +1292,10 @@ fn terminal_table(warm_runs: usize) {
                 call(&script, &["@out:x"]),
             ),
         ),
-        (
-            "Rust agent, warm, controlling terminal (own pty)".to_string(),
-            time_on_terminal(
-                &term,
-                Controlling,
-                warm_runs,
-                None,
-                call(&script, &["@out:x"]),
-            ),
-        ),
-        (
-            "Perl (20 modules, _exit), warm, /dev/null".to_string(),
-            time_runs(warm_runs, call(&perl, &[]), || {}),
-        ),
-        (
-            "Perl, warm, controlling terminal (own pty)".to_string(),
-            time_on_terminal(&term, Controlling, warm_runs, None, call(&perl, &[])),
-        ),
-        (
-            "Python (14 modules), warm, /dev/null".to_string(),
-            time_runs(warm_runs, call(&python, &[]), || {}),
-        ),
-        (
-            "Python, warm, controlling terminal (own pty)".to_string(),
-            time_on_terminal(&term, Controlling, warm_runs, None, call(&python, &[])),
-        ),
+    ]
+    .into_iter()
+    .chain(latency)
+    .chain([
         (
             "100 MB to the terminal, agent run directly".to_string(),
             time_on_terminal(
@@ -1244,7 +1326,8 @@ fn terminal_table(warm_runs: usize) {
                 call(&script, &["@cat"]),
             ),
         ),
-    ];
+    ])
+    .collect::<Vec<_>>();
     print_table(&rows);
     let copied = term.drained.load(std::sync::atomic::Ordering::Relaxed) - before;
     let chatty = |name: &str| {
@@ -1258,6 +1341,29 @@ fn terminal_table(warm_runs: usize) {
         chatty("100 MB to the terminal, agent, warm, passed as is"),
         chatty("100 MB to the terminal, agent, warm, own pty"),
         copied >> 20
+    );
+    let row = |name: &str| rows.iter().find(|(n, _)| n.starts_with(name)).map(|r| &r.1);
+    println!("\n== goals on a terminal (issue 28), from this run ==");
+    for (name, _, _) in sides.iter().filter(|(n, _, _)| !n.starts_with("chiark")) {
+        let plain = row(&format!("{name}, warm, no terminal")).unwrap();
+        let tty = row(&format!("{name}, warm, on a terminal")).unwrap();
+        target_line(
+            &format!("{name}: on a terminal / without, medians"),
+            Some(quantile(tty, 0.5) / quantile(plain, 0.5)),
+            Goal::AtMost(1.15),
+        );
+        target_line(
+            &format!("{name}: on a terminal, p90 / median"),
+            Some(quantile(tty, 0.9) / quantile(tty, 0.5)),
+            Goal::AtMost(1.5),
+        );
+    }
+    let perl_tty = row("Perl (20 modules, _exit), warm, on a terminal").unwrap();
+    target_line(
+        "Perl on a terminal / chiark-utils' pair on it, medians",
+        row("chiark-utils' pair, Perl, warm, on a terminal")
+            .map(|chiark| quantile(perl_tty, 0.5) / quantile(chiark, 0.5)),
+        Goal::AtMost(0.6),
     );
     world.kill_all();
 }
