@@ -36,13 +36,8 @@ pub(crate) fn own_limits() -> &'static crate::protocol::CallerLimits {
 fn read_limits() -> crate::protocol::CallerLimits {
     let rlimits = (0..RESOURCES.len() as u8)
         .filter_map(|resource| {
-            let mut limit = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: getrlimit writes one rlimit through a valid pointer.
-            let r = unsafe { libc::getrlimit(resource as libc::__rlimit_resource_t, &mut limit) };
-            (r == 0).then_some((resource, limit.rlim_cur, limit.rlim_max))
+            let (soft, hard) = get_rlimit(resource)?;
+            Some((resource, soft, hard))
         })
         .collect();
     crate::protocol::CallerLimits {
@@ -88,14 +83,10 @@ pub(crate) fn raise_soft_limits() {
 /// its caller's back.
 pub(crate) fn raise_soft_limits_for_server() {
     for resource in CLIENT_RAISED {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit writes one rlimit through a valid pointer.
-        let r = unsafe { libc::getrlimit(resource as libc::__rlimit_resource_t, &mut limit) };
-        if r == 0 && limit.rlim_cur < limit.rlim_max {
-            set_rlimit(resource, limit.rlim_max, limit.rlim_max);
+        if let Some((soft, hard)) = get_rlimit(resource)
+            && soft < hard
+        {
+            set_rlimit(resource, hard, hard);
         }
     }
 }
@@ -119,13 +110,26 @@ pub(crate) fn caller_soft_limit(resource: libc::__rlimit_resource_t) -> Option<u
         .map(|&(_, soft, _)| soft)
 }
 
-fn set_rlimit(resource: u8, soft: u64, hard: u64) {
+/// Our (soft, hard) limit of `resource` (getrlimit), if it can be read.
+fn get_rlimit(resource: u8) -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    let r = unsafe { libc::getrlimit(resource as libc::__rlimit_resource_t, &mut limit) };
+    (r == 0).then_some((limit.rlim_cur, limit.rlim_max))
+}
+
+/// Sets our limit of `resource` (setrlimit); whether the kernel took it.
+/// Async-signal-safe.
+fn set_rlimit(resource: u8, soft: u64, hard: u64) -> bool {
     let limit = libc::rlimit {
         rlim_cur: soft,
         rlim_max: hard,
     };
     // SAFETY: setrlimit reads one rlimit through a valid pointer.
-    unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &limit) };
+    unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &limit) == 0 }
 }
 
 /// What a failure for want of `e` says of the limit behind it: which
@@ -137,18 +141,12 @@ pub(crate) fn limit_behind(e: &std::io::Error) -> String {
         Some(libc::EAGAIN) => (libc::RLIMIT_NPROC, "processes", "-u"),
         _ => return String::new(),
     };
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit through a valid pointer.
-    if unsafe { libc::getrlimit(resource, &mut limit) } != 0 {
+    let Some((_, hard)) = get_rlimit(resource as u8) else {
         return String::new();
-    }
+    };
     format!(
-        " (the limit of {what}: ulimit -H{} is {})",
-        &option[1..],
-        limit.rlim_max
+        " (the limit of {what}: ulimit -H{} is {hard})",
+        &option[1..]
     )
 }
 
@@ -177,12 +175,7 @@ pub(crate) fn take_limits(limits: &crate::protocol::CallerLimits) -> Result<(), 
         if mine.rlimits.contains(&(resource, soft, hard)) {
             continue;
         }
-        let limit = libc::rlimit {
-            rlim_cur: soft,
-            rlim_max: hard,
-        };
-        // SAFETY: setrlimit reads one rlimit through a valid pointer.
-        if unsafe { libc::setrlimit(resource as libc::__rlimit_resource_t, &limit) } != 0 {
+        if !set_rlimit(resource, soft, hard) {
             let shown = |v: u64| match v {
                 crate::protocol::RLIM_INFINITY => "unlimited".to_string(),
                 v => v.to_string(),
