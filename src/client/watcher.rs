@@ -27,11 +27,10 @@ use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::errno::Errno;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::{InitFlags, Inotify};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout};
 
 use crate::sys::{self, Forked};
@@ -111,10 +110,6 @@ fn plumb(stdin: OwnedFd, stderr: OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
-fn still_there(socket: &Path, dev: u64, ino: u64) -> bool {
-    matches!(std::fs::symlink_metadata(socket), Ok(m) if m.dev() == dev && m.ino() == ino)
-}
-
 /// How often the path is looked at without inotify.
 const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -133,15 +128,7 @@ fn watch(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
 fn dir_watch(socket: &Path) -> nix::Result<Inotify> {
     let dir = socket.parent().unwrap_or(Path::new("."));
     let inotify = Inotify::init(InitFlags::IN_CLOEXEC | InitFlags::IN_NONBLOCK)?;
-    inotify.add_watch(
-        dir,
-        AddWatchFlags::IN_CREATE
-            | AddWatchFlags::IN_DELETE
-            | AddWatchFlags::IN_MOVED_FROM
-            | AddWatchFlags::IN_MOVED_TO
-            | AddWatchFlags::IN_DELETE_SELF
-            | AddWatchFlags::IN_MOVE_SELF,
-    )?;
+    inotify.add_watch(dir, sys::SOCKET_DIR_MASK)?;
     Ok(inotify)
 }
 
@@ -151,7 +138,7 @@ fn look_now_and_then(socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
     // SAFETY: fd 0 stays open for the life of this process.
     let stdin = unsafe { BorrowedFd::borrow_raw(0) };
     loop {
-        if !still_there(socket, dev, ino) {
+        if !sys::still_names(socket, (dev, ino)) {
             return Ok(());
         }
         if sys::readable_within(stdin, CHECK_INTERVAL) && server_gone(stdin)? {
@@ -173,7 +160,7 @@ fn server_gone(stdin: BorrowedFd<'_>) -> io::Result<bool> {
 fn watch_with(inotify: Inotify, socket: &Path, dev: u64, ino: u64) -> io::Result<()> {
     let name: &OsStr = socket.file_name().unwrap_or_default();
     // The path may have changed before the watch existed.
-    if !still_there(socket, dev, ino) {
+    if !sys::still_names(socket, (dev, ino)) {
         return Ok(());
     }
     // SAFETY: fd 0 stays open for the life of this process.
@@ -185,19 +172,11 @@ fn watch_with(inotify: Inotify, socket: &Path, dev: u64, ino: u64) -> io::Result
         }
         if inotify_ready {
             let check = match inotify.read_events() {
-                Ok(events) => events.iter().any(|event| {
-                    event.name.as_deref() == Some(name)
-                        || event.mask.intersects(
-                            AddWatchFlags::IN_Q_OVERFLOW
-                                | AddWatchFlags::IN_DELETE_SELF
-                                | AddWatchFlags::IN_MOVE_SELF
-                                | AddWatchFlags::IN_IGNORED,
-                        )
-                }),
+                Ok(events) => events.iter().any(|event| sys::may_mean_gone(event, name)),
                 Err(Errno::EAGAIN) => false,
                 Err(e) => return Err(e.into()),
             };
-            if check && !still_there(socket, dev, ino) {
+            if check && !sys::still_names(socket, (dev, ino)) {
                 return Ok(());
             }
         }

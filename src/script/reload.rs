@@ -25,19 +25,12 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::os::unix::fs::MetadataExt;
 
 use super::log;
+use crate::sys;
 
 /// What makes a watched file worth a look.
 const WATCH_MASK: AddWatchFlags = AddWatchFlags::IN_MODIFY
     .union(AddWatchFlags::IN_ATTRIB)
     .union(AddWatchFlags::IN_CLOSE_WRITE)
-    .union(AddWatchFlags::IN_DELETE_SELF)
-    .union(AddWatchFlags::IN_MOVE_SELF);
-
-/// What in the socket's directory may mean the socket went.
-const DIR_MASK: AddWatchFlags = AddWatchFlags::IN_CREATE
-    .union(AddWatchFlags::IN_DELETE)
-    .union(AddWatchFlags::IN_MOVED_FROM)
-    .union(AddWatchFlags::IN_MOVED_TO)
     .union(AddWatchFlags::IN_DELETE_SELF)
     .union(AddWatchFlags::IN_MOVE_SELF);
 
@@ -97,7 +90,7 @@ impl Reload {
         let inotify = self.inotify.as_ref().map_err(|e| *e)?;
         let dir = socket.parent().unwrap_or(Path::new("."));
         let name = socket.file_name().unwrap_or_default().to_owned();
-        let wd = inotify.add_watch(dir, DIR_MASK)?;
+        let wd = inotify.add_watch(dir, sys::SOCKET_DIR_MASK)?;
         self.socket_dir = Some((wd, name));
         Ok(())
     }
@@ -129,16 +122,10 @@ impl Reload {
                     .map(|(_, name)| name.as_os_str());
                 let overflow = event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW);
                 match on_dir {
-                    Some(name) => {
-                        socket |= event.name.as_deref() == Some(name)
-                            || event.mask.intersects(
-                                AddWatchFlags::IN_DELETE_SELF
-                                    | AddWatchFlags::IN_MOVE_SELF
-                                    | AddWatchFlags::IN_IGNORED,
-                            )
-                    }
+                    Some(name) => socket |= sys::may_mean_gone(&event, name),
                     None => self.dirty = true,
                 }
+                // (Lost events belong to no watch: both must look.)
                 if overflow {
                     socket = true;
                     self.dirty = true;

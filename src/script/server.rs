@@ -79,10 +79,8 @@ struct OwnSocketWatch {
 
 impl OwnSocketWatch {
     fn still_there(&self) -> bool {
-        let now = std::fs::symlink_metadata(&self.path)
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
-        now.is_some() && now == self.inode
+        self.inode
+            .is_some_and(|inode| sys::still_names(&self.path, inode))
     }
 }
 

@@ -3,7 +3,9 @@
 //! nix has them: [`process`] (fork with its contract stated, pidfds,
 //! wait statuses), [`fd`] (poll, close_range, close-on-exec), [`signal`]
 //! (dispositions), [`term`] (controlling terminal, window size),
-//! [`resource`] (limits, nice, OOM score, umask). Everything else is
+//! [`resource`] (limits, nice, OOM score, umask), [`socket_path`] (a
+//! server's socket path: its file, the inotify events that may mean it
+//! went). Everything else is
 //! called through nix directly. [`procfs`] reads /proc; [`title`] sets
 //! what /proc/PID/cmdline shows. Callers use the items from here
 //! (`sys::fork`), not from the family's file.
@@ -18,6 +20,7 @@ pub(crate) mod process;
 pub(crate) mod procfs;
 pub(crate) mod resource;
 pub(crate) mod signal;
+pub(crate) mod socket_path;
 pub(crate) mod term;
 pub(crate) mod title;
 
@@ -26,4 +29,5 @@ pub(crate) use nix::unistd::Pid;
 pub(crate) use process::*;
 pub(crate) use resource::*;
 pub(crate) use signal::*;
+pub(crate) use socket_path::*;
 pub(crate) use term::*;
