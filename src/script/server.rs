@@ -173,10 +173,7 @@ impl Server {
         }
         // A folded identity's server idles out sooner (`pfi-idle`).
         let idle_limit = setup.idle_limit.map(Duration::from_secs);
-        let idle_timeout = match (options.idle_timeout, idle_limit) {
-            (Some(own), Some(limit)) => Some(own.min(limit)),
-            (own, limit) => own.or(limit),
-        };
+        let idle_timeout = options.idle_timeout.into_iter().chain(idle_limit).min();
         Ok(Server {
             listener,
             socket_watch,
@@ -457,11 +454,11 @@ impl Server {
             _ => None,
         };
         let check_left = self.check_socket_if_due();
-        match (idle_left, check_left) {
-            (Some(a), Some(b)) => sys::poll_timeout(a.min(b)),
-            (Some(left), None) | (None, Some(left)) => sys::poll_timeout(left),
-            (None, None) => PollTimeout::NONE,
-        }
+        idle_left
+            .into_iter()
+            .chain(check_left)
+            .min()
+            .map_or(PollTimeout::NONE, sys::poll_timeout)
     }
 
     /// Without inotify: looks at the socket path if it is time (quits if it
