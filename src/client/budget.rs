@@ -120,7 +120,7 @@ pub(crate) fn make_room(base: &Path, ours: &Path, limit: usize) -> std::io::Resu
     }
     // Live: listened on, in any network namespace of ours (a server
     // started in another one is as live as ours).
-    let listening = procfs::listening_sockets_everywhere(&procfs::own_processes());
+    let listening = procfs::listening_sockets_of_ours();
     let live: Vec<_> = sockets
         .into_iter()
         .filter(|(path, _)| listening.contains_key(path))

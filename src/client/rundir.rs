@@ -610,7 +610,7 @@ pub(crate) fn preclean(base: &Path, keep: usize) -> io::Result<()> {
     }
     // Live: listened on in any network namespace of ours (a server
     // started in another one is no stale socket). Stale ones go first.
-    let listening = procfs::listening_sockets_everywhere(&procfs::own_processes());
+    let listening = procfs::listening_sockets_of_ours();
     let mut sockets: Vec<_> = sockets
         .into_iter()
         .map(|(atime, name)| ((listening.contains_key(&base.join(&name)), atime), name))

@@ -189,7 +189,8 @@ pub(crate) struct OwnProcess {
     /// The inode of its network namespace (/proc/PID/ns/net).
     pub(crate) net_ns: Option<u64>,
     /// Its fds and what each is (the text of /proc/PID/fd/N:
-    /// `socket:[INODE]`, `pipe:[INODE]`, `anon_inode:inotify`, a path).
+    /// `socket:[INODE]`, `pipe:[INODE]`, `anon_inode:inotify`, a path);
+    /// empty where not read ([`listening_sockets_of_ours`]).
     pub(crate) fds: Vec<(u32, OsString)>,
 }
 
@@ -197,6 +198,18 @@ pub(crate) struct OwnProcess {
 /// process's effective uid). Others' fds are unreadable to a user, and
 /// no server of ours runs as anyone else.
 pub(crate) fn own_processes() -> Vec<OwnProcess> {
+    scan_own_processes(true)
+}
+
+/// [`listening_sockets_everywhere`] for this uid's processes, found
+/// without reading their fds (which only `--list` needs): what a client
+/// creating a server looks at, for pre-clean and eviction.
+pub(crate) fn listening_sockets_of_ours() -> HashMap<PathBuf, Vec<u64>> {
+    listening_sockets_everywhere(&scan_own_processes(false))
+}
+
+/// [`own_processes`]; with `fds` false, each one's `fds` left empty.
+fn scan_own_processes(fds: bool) -> Vec<OwnProcess> {
     use std::os::unix::fs::MetadataExt;
     let uid = nix::unistd::geteuid().as_raw();
     let Ok(dir) = fs::read_dir("/proc") else {
@@ -211,7 +224,7 @@ pub(crate) fn own_processes() -> Vec<OwnProcess> {
             Some(OwnProcess {
                 pid,
                 net_ns: namespace_inode(pid, "net"),
-                fds: fd_links(pid),
+                fds: if fds { fd_links(pid) } else { Vec::new() },
             })
         })
         .collect()
