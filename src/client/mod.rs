@@ -101,6 +101,28 @@ fn run() -> Result<i32, Failure> {
             continue;
         }
 
+        // A caller whose stdio is a terminal, or is not, where the first
+        // caller's was the other way: a server for callers like us (the
+        // identity folded by our terminals) is found at once, without a
+        // greeting from the first one's on every call. Nobody there costs
+        // one failed connect.
+        if round == 0
+            && args.mode == Mode::Normal
+            && args.given_identity.is_none()
+            && !items.iter().any(|i| matches!(i, IdentityItem::Terminals(_)))
+        {
+            let mut ours = items.clone();
+            ours.push(IdentityItem::Terminals(crate::sys::stdio_terminals()));
+            let folded_paths = identity_paths(&base, &args, &ours)?;
+            if let Some(server) = connect::connect(&folded_paths.socket)? {
+                items = ours;
+                if folded(&server, &mut items) {
+                    continue;
+                }
+                return call::call(server, &args, closed);
+            }
+        }
+
         if matches!(args.mode, Mode::Normal | Mode::Fresh)
             && let Some(server) = connect::connect(&paths.socket)?
         {
