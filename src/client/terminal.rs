@@ -285,26 +285,38 @@ impl CallTerminal {
                 return Ok(status);
             }
             let want_keys = reading_keys && !self.user_gone && status.is_none() && keys.is_empty();
-            let mut fds = [
-                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-                PollFd::new(conn.as_fd(), events(status.is_none(), false)),
-                PollFd::new(
+            let wanted = [
+                (signals.as_fd(), PollFlags::POLLIN),
+                (conn.as_fd(), events(status.is_none(), false)),
+                (
                     self.master.as_fd(),
                     events(master_open && output.is_empty(), !keys.is_empty()),
                 ),
-                PollFd::new(self.user.as_fd(), events(want_keys, !output.is_empty())),
+                (self.user.as_fd(), events(want_keys, !output.is_empty())),
             ];
             let timeout = match status {
                 Some(_) => sys::poll_timeout(LINGER.saturating_sub(last_output.elapsed())),
                 None => PollTimeout::NONE,
             };
+            // An fd we want nothing from stays out: poll reports a hang-up
+            // (the master's once the script has gone, the monitor's once it
+            // has said all) whatever is asked, and we would spin on it.
+            let mut fds: Vec<PollFd<'_>> = wanted
+                .iter()
+                .filter(|(_, interest)| !interest.is_empty())
+                .map(|&(fd, interest)| PollFd::new(fd, interest))
+                .collect();
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
+            let mut found = fds.iter().map(|fd| fd.revents().unwrap_or(PollFlags::empty()));
             let [sig, from_monitor, master, user] =
-                fds.map(|fd| fd.revents().unwrap_or(PollFlags::empty()));
+                wanted.map(|(_, interest)| match interest.is_empty() {
+                    true => PollFlags::empty(),
+                    false => found.next().unwrap_or(PollFlags::empty()),
+                });
 
             if sig.contains(PollFlags::POLLIN) {
                 self.pass_signals(conn, signals, &mut reading_keys);
