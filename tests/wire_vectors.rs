@@ -281,6 +281,29 @@ fn check_group(group: &str, v: &Value) {
                 (got, _) => panic!("got {got:?}"),
             }
         }
+        "terminal_settings" => match (decode_terminal_settings(&bytes()), error) {
+            (Ok(settings), None) => {
+                let word = |name: &str| int(&v[name]) as u32;
+                let want = TerminalSettings {
+                    iflag: word("iflag"),
+                    oflag: word("oflag"),
+                    cflag: word("cflag"),
+                    lflag: word("lflag"),
+                    ispeed: word("ispeed"),
+                    ospeed: word("ospeed"),
+                    cc: v["cc"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|c| int(c) as u8)
+                        .collect(),
+                };
+                assert_eq!(settings, want);
+                assert_eq!(encode_terminal_settings(&want), bytes());
+            }
+            (Err(e), Some(kind)) => assert_eq!(kind_of(&e), kind),
+            (got, _) => panic!("got {got:?}"),
+        },
         "caller_signals" => {
             let bits = |name: &str| {
                 v[name]
@@ -327,6 +350,7 @@ fn check_group(group: &str, v: &Value) {
                 KEEPER_STOPPED => Frame::KeeperStopped(value as i32),
                 KEEPER_STATUS => Frame::KeeperStatus(WaitStatus::from_raw(value as i32)),
                 KEEPER_FOREGROUND => Frame::KeeperForeground(value == 1),
+                FRAME_RESTORE => Frame::Restore(value),
                 other => panic!("a vector of an unknown kind {other}"),
             };
             assert_eq!(Frame::decode(all), want);
@@ -432,6 +456,7 @@ fn every_error_kind_has_an_invalid_vector() {
         "BadExecutorMessage",
         "BadSetupEnv",
         "BadLimits",
+        "BadTerminalSettings",
     ] {
         assert!(
             all.contains(&format!("\"error\":\"{kind}\"")),

@@ -47,6 +47,9 @@ pub enum ProtocolError {
     BadSetupEnv(String),
     /// A limits message's body was not as long as its count says.
     BadLimits(usize),
+    /// Terminal settings of this many bytes: fewer than
+    /// [`TERMINAL_SETTINGS_FIXED`] or more than [`MAX_TERMINAL_SETTINGS`].
+    BadTerminalSettings(usize),
 }
 
 impl fmt::Display for ProtocolError {
@@ -83,6 +86,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::BadSecondRequestByte(b) => {
                 write!(f, "second request byte {b:#04x} has unknown flags")
             }
+            ProtocolError::BadTerminalSettings(n) => write!(
+                f,
+                "terminal settings of {n} bytes ({TERMINAL_SETTINGS_FIXED} to {MAX_TERMINAL_SETTINGS})"
+            ),
             ProtocolError::BadExecutorMessage(b) => {
                 write!(f, "executor sent byte {b:#04x}, expected 'r' (ready)")
             }
@@ -157,8 +164,13 @@ pub const CAP_DISPOSITIONS: &str = "dispositions";
 /// watcher; the server ignores WATCHI and WATCHE (closes them).
 pub const CAP_WATCH: &str = "watch";
 
+/// Capability: the monitor puts the caller's terminal settings back if
+/// the client goes away while it has that terminal raw ([`FRAME_RESTORE`],
+/// [`TerminalSettings`]).
+pub const CAP_RESTORE: &str = "restore";
+
 /// The extensions this implementation speaks, in both roles.
-pub const OUR_CAPS: [&str; 7] = [
+pub const OUR_CAPS: [&str; 8] = [
     CAP_SIGNALS,
     CAP_CONTEXT,
     CAP_TTY,
@@ -166,6 +178,7 @@ pub const OUR_CAPS: [&str; 7] = [
     CAP_CLOSED,
     CAP_DISPOSITIONS,
     CAP_WATCH,
+    CAP_RESTORE,
 ];
 
 /// A server's counters, as its greeting gives them (for `--list`).
@@ -696,6 +709,71 @@ pub const FRAME_FOREGROUND: u8 = b'F';
 /// shell sees the job stop; the SIGCONT that resumes it is passed on.
 pub const FRAME_STOPPED: u8 = b'T';
 
+/// Client to monitor, with capability [`CAP_RESTORE`]: value N, then N
+/// bytes of [`TerminalSettings`] and (N > 0) one byte 0x00 carrying the
+/// caller's terminal (SCM_RIGHTS): the settings to put back on it if the
+/// client goes away before the status is sent. N = 0: nothing to put
+/// back (the client has restored them itself).
+pub const FRAME_RESTORE: u8 = b'R';
+
+/// The fixed part of [`TerminalSettings`] on the wire: four flag words
+/// and two speeds, u32be each; the control characters follow.
+pub const TERMINAL_SETTINGS_FIXED: usize = 24;
+
+/// The most terminal settings bytes a monitor takes (64 control
+/// characters: more than any platform has).
+pub const MAX_TERMINAL_SETTINGS: usize = TERMINAL_SETTINGS_FIXED + 64;
+
+/// A terminal's settings (`struct termios`), as a client sends them after
+/// [`FRAME_RESTORE`]: the flag words, the speeds as the platform's `B*`
+/// values, and the control characters (`c_cc`, as many as the sender
+/// has). Client and monitor run on one machine, so the values mean the
+/// same to both.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TerminalSettings {
+    pub iflag: u32,
+    pub oflag: u32,
+    pub cflag: u32,
+    pub lflag: u32,
+    pub ispeed: u32,
+    pub ospeed: u32,
+    pub cc: Vec<u8>,
+}
+
+/// The bytes that follow an `'R'` frame (whose value is their count).
+pub fn encode_terminal_settings(settings: &TerminalSettings) -> Vec<u8> {
+    let mut out = Vec::with_capacity(TERMINAL_SETTINGS_FIXED + settings.cc.len());
+    for word in [
+        settings.iflag,
+        settings.oflag,
+        settings.cflag,
+        settings.lflag,
+        settings.ispeed,
+        settings.ospeed,
+    ] {
+        out.extend_from_slice(&word.to_be_bytes());
+    }
+    out.extend_from_slice(&settings.cc);
+    out
+}
+
+/// Decodes the bytes after an `'R'` frame.
+pub fn decode_terminal_settings(bytes: &[u8]) -> Result<TerminalSettings, ProtocolError> {
+    if !(TERMINAL_SETTINGS_FIXED..=MAX_TERMINAL_SETTINGS).contains(&bytes.len()) {
+        return Err(ProtocolError::BadTerminalSettings(bytes.len()));
+    }
+    let word = |i: usize| u32::from_be_bytes(bytes[i * 4..i * 4 + 4].try_into().unwrap());
+    Ok(TerminalSettings {
+        iflag: word(0),
+        oflag: word(1),
+        cflag: word(2),
+        lflag: word(3),
+        ispeed: word(4),
+        ospeed: word(5),
+        cc: bytes[TERMINAL_SETTINGS_FIXED..].to_vec(),
+    })
+}
+
 /// Signals a client may have delivered to the executor's process group.
 pub const FORWARDED_SIGNALS: [i32; 10] = [
     libc::SIGINT,
@@ -729,6 +807,8 @@ pub enum Frame {
     Foreground(bool),
     /// [`FRAME_STOPPED`]: the script has stopped, by this signal.
     Stopped(i32),
+    /// [`FRAME_RESTORE`]: this many bytes of terminal settings follow.
+    Restore(u32),
     /// [`KEEPER_STOPPED`]: the keeper saw the script stop, by this signal.
     KeeperStopped(i32),
     /// [`KEEPER_STATUS`]: the keeper saw the script end; its last word.
@@ -748,6 +828,7 @@ impl Frame {
             Frame::Status(status) => (FRAME_STATUS, status.raw() as u32),
             Frame::Foreground(on) => (FRAME_FOREGROUND, u32::from(on)),
             Frame::Stopped(signal) => (FRAME_STOPPED, signal as u32),
+            Frame::Restore(len) => (FRAME_RESTORE, len),
             Frame::KeeperStopped(signal) => (KEEPER_STOPPED, signal as u32),
             Frame::KeeperStatus(status) => (KEEPER_STATUS, status.raw() as u32),
             Frame::KeeperForeground(on) => (KEEPER_FOREGROUND, u32::from(on)),
@@ -766,6 +847,7 @@ impl Frame {
             FRAME_STATUS => Frame::Status(WaitStatus::from_raw(value as i32)),
             FRAME_FOREGROUND => Frame::Foreground(value == 1),
             FRAME_STOPPED => Frame::Stopped(value as i32),
+            FRAME_RESTORE => Frame::Restore(value),
             KEEPER_STOPPED => Frame::KeeperStopped(value as i32),
             KEEPER_STATUS => Frame::KeeperStatus(WaitStatus::from_raw(value as i32)),
             KEEPER_FOREGROUND => Frame::KeeperForeground(value == 1),
