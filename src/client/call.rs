@@ -56,6 +56,7 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs, closed: [bool; 3]) -> Res
     // Without the capability, /dev/null stands in for a closed fd.
     let says_closed = extended && server.offers(protocol::CAP_CLOSED);
     let takes_signals = extended && server.offers(protocol::CAP_DISPOSITIONS);
+    let monitor_restores = server_offers_tty && server.offers(protocol::CAP_RESTORE);
     let mut conn = server.conn;
     if args.caller_dir && !context {
         return Err(Failure::new(
@@ -72,7 +73,7 @@ pub(crate) fn call(server: Greeted, args: &ClientArgs, closed: [bool; 3]) -> Res
         None
     };
     let mut terminal = if extended && server_offers_tty {
-        CallTerminal::open(stops_on_terminal_use(&caller_signals))
+        CallTerminal::open(stops_on_terminal_use(&caller_signals), monitor_restores)
     } else {
         None
     };

@@ -109,7 +109,9 @@ fn run() -> Result<i32, Failure> {
         if round == 0
             && args.mode == Mode::Normal
             && args.given_identity.is_none()
-            && !items.iter().any(|i| matches!(i, IdentityItem::Terminals(_)))
+            && !items
+                .iter()
+                .any(|i| matches!(i, IdentityItem::Terminals(_)))
         {
             let mut ours = items.clone();
             ours.push(IdentityItem::Terminals(crate::sys::stdio_terminals()));

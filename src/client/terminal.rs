@@ -78,6 +78,10 @@ pub(crate) struct CallTerminal {
     /// The caller's terminal has gone (hung up): no keys, and the
     /// script's output is dropped.
     user_gone: bool,
+    /// The monitor puts the caller's settings back if we go away while
+    /// its terminal is raw (capability `restore`): we tell it each time
+    /// we take raw mode ('R') and give it up ('R' 0).
+    monitor_restores: bool,
 }
 
 impl CallTerminal {
@@ -86,7 +90,8 @@ impl CallTerminal {
     /// `stops_on_use`: the script would stop on using its terminal from
     /// the background (it neither ignores nor blocks SIGTTIN, SIGTTOU);
     /// without that, a pipeline's script starts in the foreground.
-    pub(crate) fn open(stops_on_use: bool) -> Option<CallTerminal> {
+    /// `monitor_restores`: the server offers `restore`.
+    pub(crate) fn open(stops_on_use: bool, monitor_restores: bool) -> Option<CallTerminal> {
         let is_fifo = |fd: i32| {
             // SAFETY: fds 0..2 were checked open at start.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
@@ -126,6 +131,7 @@ impl CallTerminal {
             script_foreground: foreground && !pipeline,
             held_cr: false,
             user_gone: false,
+            monitor_restores,
         })
     }
 
@@ -184,7 +190,7 @@ impl CallTerminal {
         if resumed {
             self.pass_settings();
         }
-        self.take_raw()
+        self.take_raw(conn)
     }
 
     /// In the foreground: the caller's terminal's settings onto the
@@ -194,14 +200,16 @@ impl CallTerminal {
     /// background that stops it.)
     fn bring_script_forward(&mut self, conn: &UnixStream) -> bool {
         self.pass_settings();
-        let raw = self.take_raw();
+        let raw = self.take_raw(conn);
         self.script_foreground = true;
         send_frame(conn, Frame::Foreground(true));
         raw
     }
 
-    /// The caller's terminal in raw mode, its current settings saved.
-    fn take_raw(&mut self) -> bool {
+    /// The caller's terminal in raw mode, its current settings saved (and,
+    /// with `restore`, given to the monitor first: should we be killed
+    /// now, it puts them back).
+    fn take_raw(&mut self, conn: &UnixStream) -> bool {
         if !self.raw {
             let Ok(current) = tcgetattr(&self.user) else {
                 return false;
@@ -212,6 +220,17 @@ impl CallTerminal {
                 // The other processes of our job write to this terminal
                 // too: their line ends still need translating.
                 raw.output_flags = current.output_flags;
+            }
+            if self.monitor_restores {
+                let termios = libc::termios::from(current.clone());
+                let settings =
+                    protocol::encode_terminal_settings(&sys::terminal_settings(&termios));
+                let _ =
+                    protocol::io::send_all(conn, &Frame::Restore(settings.len() as u32).encode())
+                        .and_then(|()| protocol::io::send_all(conn, &settings))
+                        .and_then(|()| {
+                            protocol::io::send_fd(conn, protocol::FD_MESSAGE_BYTE, &self.user)
+                        });
             }
             if set_attributes(&self.user, &raw).is_err() {
                 return false;
@@ -311,7 +330,9 @@ impl CallTerminal {
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
             }
-            let mut found = fds.iter().map(|fd| fd.revents().unwrap_or(PollFlags::empty()));
+            let mut found = fds
+                .iter()
+                .map(|fd| fd.revents().unwrap_or(PollFlags::empty()));
             let [sig, from_monitor, master, user] =
                 wanted.map(|(_, interest)| match interest.is_empty() {
                     true => PollFlags::empty(),
@@ -374,6 +395,10 @@ impl CallTerminal {
             *master_open = false;
         }
         self.restore();
+        if self.monitor_restores {
+            // Stopped, the terminal is our shell's: nothing to put back.
+            send_frame(conn, Frame::Restore(0));
+        }
         stop_our_group(signal);
         // Resumed: the SIGCONT waiting in the signalfd takes the terminal
         // again if it is ours.

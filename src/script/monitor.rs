@@ -50,7 +50,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ struct Call {
     pidfd: Pidfd,
     call: UnixStream,
     phase: Phase,
+    /// The caller's terminal and the settings to put back on it if the
+    /// client goes away while it has it raw ('R', capability `restore`).
+    restore: Option<(OwnedFd, protocol::TerminalSettings)>,
 }
 
 enum Phase {
@@ -502,7 +505,9 @@ impl Monitor {
         let mut call = call;
         let status = script_status(pid, &mut call, status);
         match call.phase {
-            Phase::Running { extended, .. } => send_status(pid, &call.call, extended, status),
+            Phase::Running { extended, .. } => {
+                send_status(pid, &call.call, extended, status);
+            }
             Phase::Reported => {}
             Phase::Abandoned { .. } => log::info(&format!(
                 "client went away; script interrupted, it {}",
@@ -531,6 +536,14 @@ impl Monitor {
         let group = call.phase.group(pid);
         if *extended {
             match protocol::io::read_frame(&call.call) {
+                Ok(Frame::Restore(len)) => match read_restore(&call.call, len) {
+                    Ok(restore) => {
+                        call.restore = restore;
+                        return;
+                    }
+                    Err(e) if hung_up(&e) => {}
+                    Err(e) => log::error(&format!("call of executor {pid}: {e}")),
+                },
                 Ok(Frame::Foreground(foreground)) => {
                     // For the keeper, which moves the script's group.
                     if let Some(from_keeper) = keeper.as_ref().and_then(|k| k.from_keeper.as_ref())
@@ -544,6 +557,11 @@ impl Monitor {
                 Err(e) if hung_up(&e) => {}
                 Err(e) => log::error(&format!("call of executor {pid}: {e}")),
             }
+        }
+        // Before anything else, for the shell that ran the client: its
+        // terminal as the client found it.
+        if let Some((terminal, settings)) = call.restore.take() {
+            let _ = sys::set_terminal_settings(&terminal, &settings);
         }
         // v1: the client has nothing more to say; it left. On its own
         // terminal: that terminal is gone, and a direct run whose terminal
@@ -579,9 +597,20 @@ impl Monitor {
         if let Some(status) = keeper.status {
             let extended = *extended;
             call.phase = Phase::Reported;
+            // What the client said before the script ended: its terminal's
+            // settings, or that it has gone (the terminal's hang-up may
+            // be what ended the script).
+            let gone = hear_last_of_client(call);
             self.call_ended(protocol::MONITOR_CALL_ENDED);
-            if let Some(call) = self.calls.get(&pid) {
-                send_status(pid, &call.call, extended, status);
+            if let Some(call) = self.calls.get_mut(&pid) {
+                let delivered = !gone && send_status(pid, &call.call, extended, status);
+                // Delivered, the client restores its terminal itself; if
+                // not, it has gone, and its terminal is ours to put back.
+                if let Some((terminal, settings)) = call.restore.take()
+                    && !delivered
+                {
+                    let _ = sys::set_terminal_settings(&terminal, &settings);
+                }
             }
         }
     }
@@ -624,6 +653,7 @@ impl Monitor {
                             pidfd: spare.pidfd,
                             call,
                             phase: Phase::Waiting(spare.from_executor),
+                            restore: None,
                         },
                     );
                     return None;
@@ -685,17 +715,67 @@ fn script_status(pid: Pid, call: &mut Call, status: WaitStatus) -> WaitStatus {
     })
 }
 
+/// The rest of an 'R' frame: `len` bytes of settings and, if any, the
+/// caller's terminal; what to put back should the client go away.
+fn read_restore(
+    call: &UnixStream,
+    len: u32,
+) -> io::Result<Option<(OwnedFd, protocol::TerminalSettings)>> {
+    if len == 0 {
+        return Ok(None);
+    }
+    let len = len as usize;
+    if len > protocol::MAX_TERMINAL_SETTINGS {
+        return Err(io::Error::other(
+            protocol::ProtocolError::BadTerminalSettings(len),
+        ));
+    }
+    let mut bytes = vec![0u8; len];
+    (&*call).read_exact(&mut bytes)?;
+    let settings = protocol::decode_terminal_settings(&bytes).map_err(io::Error::other)?;
+    let (_, terminal) = recv_fd(call)?;
+    Ok(Some((terminal, settings)))
+}
+
 /// The script's wait status to its client, as the call's framing has it.
-fn send_status(pid: Pid, call: &UnixStream, extended: bool, status: WaitStatus) {
+/// Whether it was sent.
+fn send_status(pid: Pid, call: &UnixStream, extended: bool, status: WaitStatus) -> bool {
     let message = if extended {
         Frame::Status(status).encode().to_vec()
     } else {
         protocol::encode_status(status).to_vec()
     };
-    if let Err(e) = send_all(call, &message)
-        && !hung_up(&e)
-    {
-        log::error(&format!("cannot send executor {pid}'s status: {e}"));
+    match send_all(call, &message) {
+        Ok(()) => true,
+        Err(e) => {
+            if !hung_up(&e) {
+                log::error(&format!("cannot send executor {pid}'s status: {e}"));
+            }
+            false
+        }
+    }
+}
+
+/// Reads what an extended call's client sent that has not been read yet
+/// (its 'R' frames are kept; signals for an ended script go nowhere).
+/// Whether the client has gone.
+fn hear_last_of_client(call: &mut Call) -> bool {
+    loop {
+        let mut fd = [PollFd::new(call.call.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fd, PollTimeout::ZERO) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return true,
+        }
+        match protocol::io::read_frame(&call.call) {
+            Ok(Frame::Restore(len)) => match read_restore(&call.call, len) {
+                Ok(restore) => call.restore = restore,
+                Err(_) => return true,
+            },
+            Ok(_) => {}
+            Err(_) => return true,
+        }
     }
 }
 

@@ -48,3 +48,48 @@ pub(crate) fn stdio_terminals() -> u8 {
         }
     })
 }
+
+/// A terminal's settings as the wire carries them ('R', capability
+/// `restore`): what `termios` says of it. (On Linux the speeds are the
+/// CBAUD bits of the control flags, as glibc's cfgetispeed reads them.)
+pub(crate) fn terminal_settings(termios: &libc::termios) -> crate::protocol::TerminalSettings {
+    let speed = termios.c_cflag & (libc::CBAUD | libc::CBAUDEX);
+    crate::protocol::TerminalSettings {
+        iflag: termios.c_iflag,
+        oflag: termios.c_oflag,
+        cflag: termios.c_cflag,
+        lflag: termios.c_lflag,
+        ispeed: speed,
+        ospeed: speed,
+        cc: termios.c_cc.to_vec(),
+    }
+}
+
+/// Puts `settings` on `terminal` at once (TCSANOW): what a client found
+/// there before it made it raw. Fields the wire does not carry keep
+/// their current values; control characters beyond ours are ignored.
+/// (The speeds travel in the control flags' CBAUD bits too, on Linux.)
+pub(crate) fn set_terminal_settings(
+    terminal: &impl AsFd,
+    settings: &crate::protocol::TerminalSettings,
+) -> io::Result<()> {
+    let fd = terminal.as_fd().as_raw_fd();
+    // SAFETY: termios is plain data; tcgetattr fills it in.
+    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd and a valid pointer.
+    if unsafe { libc::tcgetattr(fd, &mut termios) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    termios.c_iflag = settings.iflag;
+    termios.c_oflag = settings.oflag;
+    termios.c_cflag = settings.cflag;
+    termios.c_lflag = settings.lflag;
+    for (ours, theirs) in termios.c_cc.iter_mut().zip(&settings.cc) {
+        *ours = *theirs;
+    }
+    // SAFETY: a valid fd and a valid pointer.
+    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &termios) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
