@@ -1065,6 +1065,8 @@ fn run_table(warm_runs: usize) {
 struct Terminal {
     slave: std::os::fd::OwnedFd,
     drained: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The last 4 KB drained, for the stage rows' time stamps.
+    recent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Terminal {
@@ -1080,7 +1082,8 @@ impl Terminal {
                 nix::sys::termios::tcsetattr(&pty.slave, nix::sys::termios::SetArg::TCSANOW, &t);
         }
         let drained = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let count = drained.clone();
+        let recent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, kept) = (drained.clone(), recent.clone());
         let mut master = std::fs::File::from(pty.master);
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 1 << 16];
@@ -1090,11 +1093,16 @@ impl Terminal {
                     break;
                 }
                 count.fetch_add(n as u64, Ordering::Relaxed);
+                let mut kept = kept.lock().unwrap();
+                kept.extend_from_slice(&buf[n.saturating_sub(4096)..n]);
+                let excess = kept.len().saturating_sub(4096);
+                kept.drain(..excess);
             }
         });
         Terminal {
             slave: pty.slave,
             drained,
+            recent,
         }
     }
 
@@ -1203,6 +1211,129 @@ fn time_interleaved(runs: usize, makers: &[&dyn Fn() -> Command]) -> Vec<Vec<Dur
 /// The time at quantile `q` of sorted `times`, in ms.
 fn quantile(times: &[Duration], q: f64) -> f64 {
     ms(times[((times.len() - 1) as f64 * q).round() as usize])
+}
+
+/// Like [`stages`], for calls on the terminal as their controlling
+/// terminal: the script's time stamp is the last line the terminal got.
+fn terminal_stages(term: &Terminal, make: impl Fn() -> Command, runs: usize) -> (f64, f64) {
+    let now_ns = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as f64
+    };
+    let run = on_terminal(term, Attach::Controlling, None, make);
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        term.recent.lock().unwrap().clear();
+        let mut cmd = run();
+        let spawned = now_ns();
+        let status = cmd.status().expect("spawn");
+        let done = now_ns();
+        assert!(status.success(), "{cmd:?}: {status}");
+        // The client has relayed it all before it exits; the drain
+        // thread may still be copying it out of the master.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let stamp = loop {
+            let text = String::from_utf8_lossy(&term.recent.lock().unwrap()).into_owned();
+            if let Some(stamp) = text
+                .lines()
+                .rev()
+                .find_map(|l| l.trim().parse::<f64>().ok())
+            {
+                break stamp;
+            }
+            assert!(Instant::now() < deadline, "no time stamp from {cmd:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        before.push((stamp - spawned) / 1e6);
+        after.push((done - stamp) / 1e6);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut before), median(&mut after))
+}
+
+/// The client's own work for a call on a pseudo-terminal, stage by stage,
+/// done here on the bench's terminal as the client does it on its
+/// caller's (µs, medians of `runs`): what a call on a terminal costs
+/// before any process of the script's is involved.
+fn client_terminal_stages(term: &Terminal, runs: usize) -> Vec<(&'static str, f64)> {
+    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+    use std::os::fd::AsFd;
+    let path = nix::unistd::ttyname(&term.slave).expect("ttyname");
+    let mut times: Vec<(&'static str, Vec<f64>)> = [
+        "open the caller's terminal again (/dev/tty)",
+        "read its settings and window size",
+        "openpty with those settings and size",
+        "master non-blocking",
+        "caller's terminal raw (tcsetattr, TCSADRAIN)",
+        "caller's terminal restored (tcsetattr, TCSADRAIN)",
+        "close the pseudo-terminal and the terminal",
+    ]
+    .into_iter()
+    .map(|name| (name, Vec::with_capacity(runs)))
+    .collect();
+    for _ in 0..runs {
+        let mut lap = Instant::now();
+        let mut stage = 0;
+        let mut mark = |times: &mut Vec<(&'static str, Vec<f64>)>| {
+            times[stage].1.push(lap.elapsed().as_secs_f64() * 1e6);
+            stage += 1;
+            lap = Instant::now();
+        };
+        let user = nix::fcntl::open(
+            &path,
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY | nix::fcntl::OFlag::O_NONBLOCK,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("open the terminal");
+        mark(&mut times);
+        let saved = tcgetattr(&user).unwrap();
+        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ fills in a winsize.
+        unsafe {
+            libc::ioctl(
+                std::os::fd::AsRawFd::as_raw_fd(&user),
+                libc::TIOCGWINSZ,
+                &mut size,
+            )
+        };
+        mark(&mut times);
+        let winsize = nix::pty::Winsize {
+            ws_row: size.ws_row,
+            ws_col: size.ws_col,
+            ws_xpixel: size.ws_xpixel,
+            ws_ypixel: size.ws_ypixel,
+        };
+        let pty = nix::pty::openpty(Some(&winsize), Some(&saved)).expect("openpty");
+        mark(&mut times);
+        let flags = nix::fcntl::fcntl(pty.master.as_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        let _ = nix::fcntl::fcntl(
+            pty.master.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(
+                nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK,
+            ),
+        );
+        mark(&mut times);
+        let mut raw = saved.clone();
+        cfmakeraw(&mut raw);
+        tcsetattr(&user, SetArg::TCSADRAIN, &raw).unwrap();
+        mark(&mut times);
+        tcsetattr(&user, SetArg::TCSADRAIN, &saved).unwrap();
+        mark(&mut times);
+        drop((pty, user));
+        mark(&mut times);
+    }
+    times
+        .into_iter()
+        .map(|(name, mut t)| {
+            t.sort_by(f64::total_cmp);
+            (name, t[t.len() / 2])
+        })
+        .collect()
 }
 
 /// `./bench tty`: calls whose stdio is a terminal, against the same calls
@@ -1369,6 +1500,43 @@ fn terminal_table(warm_runs: usize) {
         chatty("100 MB to the terminal, agent, warm, passed as is"),
         chatty("100 MB to the terminal, agent, warm, own pty"),
         copied >> 20
+    );
+    // Where a call's time goes, with no terminal and on one: before the
+    // script's code runs (client, pty, hand-over, the executor's fork of
+    // the script on a terminal) and after (exit, status, relay's end).
+    let stage_runs = (warm_runs / 4).max(20);
+    println!(
+        "\n== where a warm call's time goes, no terminal | on a terminal (ms, medians of {stage_runs}) =="
+    );
+    println!(
+        "{:<28} {:>14} {:>14}   {:>14} {:>14}",
+        "", "to its code", "code to end", "to its code", "code to end"
+    );
+    for (name, program) in [
+        ("Perl (20 modules, _exit)", &perl),
+        ("Python (14 modules)", &python),
+    ] {
+        let plain = call(program, &[]);
+        let (plain_to, plain_end) = stages(
+            || {
+                let mut c = plain();
+                c.stdin(Stdio::null());
+                c
+            },
+            stage_runs,
+        );
+        let (tty_to, tty_end) = terminal_stages(&term, call(program, &[]), stage_runs);
+        println!("{name:<28} {plain_to:>14.3} {plain_end:>14.3}   {tty_to:>14.3} {tty_end:>14.3}");
+    }
+    println!("\n== the client's own terminal work per call (µs, medians of {warm_runs}) ==");
+    let client_stages = client_terminal_stages(&term, warm_runs);
+    for (name, us) in &client_stages {
+        println!("{name:<60} {us:>8.1}");
+    }
+    println!(
+        "{:<60} {:>8.1}",
+        "in all",
+        client_stages.iter().map(|(_, us)| us).sum::<f64>()
     );
     let row = |name: &str| rows.iter().find(|(n, _)| n.starts_with(name)).map(|r| &r.1);
     println!("\n== goals on a terminal (issue 28), from this run ==");
