@@ -714,6 +714,87 @@ fn python313_inside(warm_runs: usize) {
     }
 }
 
+/// CPU time (user + system) of everything a script's calls run, from
+/// their own counters: our reaped children (the clients), and the
+/// script's server with every process under it, each live one's own and
+/// what it has reaped (the monitor reaps the executors). Unlike the whole
+/// machine's (cpu_per_call_ms), it holds no other work, so it can be taken
+/// over calls with pauses between them, on a busy machine.
+struct CallsCpu {
+    script: PathBuf,
+    at_start_ms: f64,
+}
+
+impl CallsCpu {
+    fn start(script: &Path) -> CallsCpu {
+        CallsCpu {
+            script: script.to_path_buf(),
+            at_start_ms: Self::so_far_ms(script),
+        }
+    }
+
+    /// CPU per call (ms) since start, over `calls` calls.
+    fn per_call_ms(&self, calls: usize) -> f64 {
+        // The last call's executor may still be exiting, and the spare
+        // forked meanwhile still copying (ours, while idle): their work
+        // is the calls' work.
+        std::thread::sleep(Duration::from_millis(200));
+        (Self::so_far_ms(&self.script) - self.at_start_ms) / calls as f64
+    }
+
+    fn so_far_ms(script: &Path) -> f64 {
+        // SAFETY: sysconf has no preconditions.
+        let ticks_per_ms = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64 / 1000.0;
+        // SAFETY: getrusage fills the struct it is given.
+        let clients = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+            let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+            ms(usage.ru_utime) + ms(usage.ru_stime)
+        };
+        let Some(server) = server_pid(script) else {
+            return clients;
+        };
+        // Every process by its parent, then the server's tree.
+        let mut parents = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>()
+                && let Some((_, ppid)) = proc_state(pid)
+            {
+                parents.push((pid, ppid));
+            }
+        }
+        let mut tree = vec![server];
+        let mut i = 0;
+        while i < tree.len() {
+            let parent = tree[i];
+            tree.extend(
+                parents
+                    .iter()
+                    .filter(|&&(_, p)| p == parent)
+                    .map(|&(c, _)| c),
+            );
+            i += 1;
+        }
+        let ticks: u64 = tree
+            .iter()
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // utime, stime, cutime, cstime: fields 14 to 17, the 12th
+                // to 15th after the command name.
+                let fields: Vec<u64> = stat[stat.rfind(')')? + 2..]
+                    .split_whitespace()
+                    .skip(11)
+                    .take(4)
+                    .filter_map(|f| f.parse().ok())
+                    .collect();
+                Some(fields.iter().sum::<u64>())
+            })
+            .sum();
+        clients + ticks as f64 / ticks_per_ms
+    }
+}
+
 fn python_table(warm_runs: usize) {
     let slow_runs = (warm_runs / 30).max(5);
     let mut world = World::new("pybench");
@@ -724,9 +805,19 @@ fn python_table(warm_runs: usize) {
     let chiark = Path::new(CHIARK_CLIENT)
         .exists()
         .then(|| world.script("chiark-client", Path::new(CHIARK_CLIENT), &python, &body));
+    // A person's pace: calls 100 ms apart, so that the spare executor has
+    // been waiting a while when each call comes (the same script, ending
+    // normally: finalisation runs).
+    let pause = || std::thread::sleep(Duration::from_millis(100));
+    let spaced_runs = (warm_runs / 5).max(20);
 
     let mut rows = vec![
         floor_row(warm_runs),
+        (
+            // A pause costs even /bin/true: the machine wakes up.
+            "/bin/true, 100 ms apart".into(),
+            time_runs(spaced_runs, || Command::new("/bin/true"), pause),
+        ),
         (
             "python3, heavy imports, run directly".into(),
             time_runs(slow_runs, direct(Path::new(&python), &ours), || {}),
@@ -739,32 +830,52 @@ fn python_table(warm_runs: usize) {
                 || world.kill_server(&client, &python, &ours),
             ),
         ),
-        (
-            "our client + our module, warm".into(),
-            world.warm(&ours, warm_runs),
-        ),
     ];
+    // Warm (World::warm, with the CPU it takes).
+    world.command(&ours).stdout(Stdio::null()).status().unwrap();
+    let cpu = CallsCpu::start(&ours);
+    let back_to_back = time_runs(warm_runs, || world.command(&ours), || {});
+    let back_to_back_cpu = cpu.per_call_ms(warm_runs);
+    rows.push(("our client + our module, warm".into(), back_to_back));
     if let Some(script) = &chiark {
         rows.push((
             "chiark client + our module, warm".into(),
             world.warm(script, warm_runs),
         ));
     }
-    // A person's pace: calls 100 ms apart, so that the spare executor has
-    // been waiting a while when each call comes (the same script, ending
-    // normally: finalisation runs).
-    let spaced_runs = (warm_runs / 5).max(20);
-    let spaced = time_runs(
-        spaced_runs,
-        || world.command(&ours),
-        || std::thread::sleep(Duration::from_millis(100)),
-    );
+    let cpu = CallsCpu::start(&ours);
+    let spaced = time_runs(spaced_runs, || world.command(&ours), pause);
+    let spaced_cpu = cpu.per_call_ms(spaced_runs);
     rows.push((
         "our client + our module, warm, calls 100 ms apart".into(),
         spaced,
     ));
+    let stage_runs = spaced_runs.min(warm_runs);
+    let stages_back_to_back = stages(|| world.command(&ours), stage_runs);
+    let stages_spaced = stages(
+        || {
+            pause();
+            world.command(&ours)
+        },
+        stage_runs,
+    );
     world.kill_all();
     print_table(&rows);
+    println!("\nwhere a warm call's time goes, and its CPU: medians (ms)");
+    println!(
+        "{:<48} {:>12} {:>12} {:>12}",
+        "our client + our module", "to script", "script to end", "CPU per call"
+    );
+    for (name, (to_script, to_end), cpu) in [
+        ("back to back", stages_back_to_back, back_to_back_cpu),
+        ("calls 100 ms apart", stages_spaced, spaced_cpu),
+    ] {
+        println!("{name:<48} {to_script:>12.3} {to_end:>12.3} {cpu:>12.2}");
+    }
+    println!(
+        "(CPU: the clients', and the server's with every process under it, \
+         the idle spare's work included)"
+    );
     let floor = median(&rows[0].1);
     let of = |name: &str| rows.iter().find(|(n, _)| n == name).map(|r| median(&r.1));
     println!();

@@ -1,7 +1,7 @@
 //! Python-only behaviour of sides/python/prefork_interp, beyond the
 //! shared conformance table: KeyboardInterrupt, per-call stream settings,
-//! sys.argv[0], module auto-reload, the environment stand-in, packaging
-//! and the manual page.
+//! sys.argv[0], module auto-reload, the environment stand-in, the idle
+//! spare's pre-copy of the heap, packaging and the manual page.
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
@@ -570,4 +570,269 @@ fn globals_made_by_a_call_are_finalised_like_a_direct_run() {
         );
     }
     h.finish();
+}
+
+// ------------------------------------------- the idle spare's pre-copy
+
+/// How much of `pid`'s anonymous memory is its own: Private_Dirty and
+/// Anonymous (kB) in /proc/PID/smaps_rollup. A spare fresh from its
+/// monitor shares nearly all of it with the server (8-13% its own, for
+/// the scripts here); once it has copied its heap in advance, over 90%.
+fn own_of_anonymous_kb(pid: u32) -> (u64, u64) {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in {path}:\n{text}"))
+    };
+    (field("Private_Dirty:"), field("Anonymous:"))
+}
+
+/// Has `pid` copied its heap: at least 80% of its anonymous memory its own?
+fn copied_its_heap(pid: u32) -> bool {
+    let (own, anonymous) = own_of_anonymous_kb(pid);
+    own * 5 >= anonymous * 4
+}
+
+/// Does `pid` share most of its anonymous memory still (under half its own)?
+fn shares_its_heap(pid: u32) -> bool {
+    let (own, anonymous) = own_of_anonymous_kb(pid);
+    own * 2 < anonymous
+}
+
+/// The live children of `parent` (its only thread's, the monitor being
+/// single-threaded), but those in `except`.
+fn children_of(parent: u32, except: &[u32]) -> Vec<u32> {
+    let listed = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        // A kernel without CONFIG_PROC_CHILDREN: every process's parent.
+        .unwrap_or_else(|_| {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .filter(|&pid| proc_state(pid).is_some_and(|(_, ppid)| ppid == parent))
+                .collect()
+        });
+    listed
+        .into_iter()
+        .filter(|pid| !except.contains(pid) && alive(pid.to_owned()))
+        .collect()
+}
+
+/// The one idle spare of the monitor `monitor` (spare_handlers=1), once
+/// forked, the call `executor` being its other child.
+fn spare_of(monitor: u32, executor: u32) -> u32 {
+    let mut spare = None;
+    wait_until("the monitor to fork the next spare", LIMIT, || {
+        spare = children_of(monitor, &[executor]).first().copied();
+        spare.is_some()
+    })
+    .unwrap();
+    spare.unwrap()
+}
+
+/// (monitor, executor) from a call's output: `os.getppid() os.getpid()`.
+fn monitor_and_executor(line: &str) -> (u32, u32) {
+    let pids: Vec<u32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap_or_else(|_| panic!("not pids: {line:?}")))
+        .collect();
+    assert_eq!(pids.len(), 2, "{line:?}");
+    (pids[0], pids[1])
+}
+
+/// What the pre-copy scripts print first in a call.
+const PRINT_PIDS: &str = "import os\nprint(os.getppid(), os.getpid(), flush=True)\n";
+
+/// A call's end writes to most of the heap it inherited (CPython's
+/// finalisation): the spare waiting for the next call copies that heap in
+/// advance, while idle, so that its call's end takes no copy-on-write
+/// faults. It does so with fast_exit=True too where that does nothing
+/// (before Python 3.12), since calls then end normally. The monitor,
+/// which runs no call, keeps sharing its memory with the server.
+#[test]
+fn an_idle_spare_copies_the_heap_in_advance() {
+    let mut options = vec![""];
+    if !python_has_monitoring() {
+        options.push("fast_exit=True");
+    }
+    for options in options {
+        let h = python_world(&format!(
+            "import json, decimal, email.parser\n\
+             import prefork_interp\n\
+             prefork_interp.initialisation_complete({options})\n{PRINT_PIDS}"
+        ));
+        let out = h.call(&[] as &[&str]).run();
+        assert_success(&out);
+        let (monitor, executor) = monitor_and_executor(&stdout_str(&out));
+        let spare = spare_of(monitor, executor);
+        wait_until("the idle spare to copy its heap", LIMIT, || {
+            copied_its_heap(spare)
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "({options}) {e}: Private_Dirty and Anonymous {:?} kB",
+                own_of_anonymous_kb(spare)
+            )
+        });
+        assert!(
+            shares_its_heap(monitor),
+            "({options}) the monitor's own of its anonymous memory: {:?} kB",
+            own_of_anonymous_kb(monitor)
+        );
+        h.finish();
+    }
+}
+
+/// The runner's calls end with os._exit, after what CPython does before
+/// its finalisation (prefork_interp/_runner.py): their end writes little
+/// of the heap, and its spares copy nothing in advance. (Seen beside a
+/// script's spare, which has copied its heap meanwhile.)
+#[test]
+fn the_runners_spares_copy_nothing_in_advance() {
+    let runner = Harness::custom(
+        Side::Python,
+        client(),
+        vec![python().into(), "-m".into(), "prefork_interp".into()],
+        None,
+        PRINT_PIDS,
+    );
+    let script = python_world(&format!(
+        "import prefork_interp\nprefork_interp.initialisation_complete()\n{PRINT_PIDS}"
+    ));
+    let out = runner
+        .call(&[] as &[&str])
+        .env("PYTHONPATH", repo().join("sides/python"))
+        .run();
+    assert_success(&out);
+    let (monitor, executor) = monitor_and_executor(&stdout_str(&out));
+    let runners_spare = spare_of(monitor, executor);
+    let out = script.call(&[] as &[&str]).run();
+    assert_success(&out);
+    let (monitor, executor) = monitor_and_executor(&stdout_str(&out));
+    let scripts_spare = spare_of(monitor, executor);
+    wait_until("the script's idle spare to copy its heap", LIMIT, || {
+        copied_its_heap(scripts_spare)
+    })
+    .unwrap();
+    assert!(
+        shares_its_heap(runners_spare),
+        "the runner's spare, idle for longer, has this much of its anonymous memory its own: \
+         {:?} kB",
+        own_of_anonymous_kb(runners_spare)
+    );
+    runner.finish();
+    script.finish();
+}
+
+/// SIGCONT to a stopped process when dropped, even by a failing test.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        // SAFETY: signalling a process of our test's server.
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// A call that comes while the spare copies its heap is taken at once:
+/// the spare looks for it between chunks of 256 KiB, and stops copying.
+/// The call then ends exactly as it would have: the script's output,
+/// buffered until the end, and its exit handler's. The spare is caught
+/// mid-copy (a 64 MiB heap, SIGSTOP as soon as it is forked) and the call
+/// handed to it while it is stopped; the call's script says how much of
+/// its memory was its own as it started.
+#[test]
+fn a_call_coming_while_the_spare_copies_is_taken_at_once() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let h = python_world(
+        "import atexit, os, sys\n\
+         import prefork_interp\n\
+         ballast = b'x' * (64 << 20)\n\
+         prefork_interp.initialisation_complete()\n\
+         if sys.argv[1:] == ['hold']:\n\
+         \x20   print(os.getppid(), os.getpid(), flush=True)\n\
+         \x20   sys.stdin.read()\n\
+         \x20   os._exit(0)\n\
+         fields = dict(line.split(':', 1) for line in open('/proc/self/smaps_rollup'))\n\
+         own, anonymous = (int(fields[n].split()[0]) for n in ('Private_Dirty', 'Anonymous'))\n\
+         atexit.register(print, 'exit handler')\n\
+         print('own %d of %d kB' % (own, anonymous))\n\
+         print('end of main')\n",
+    );
+    // Each try: a call holds the spare that took it, so that the next
+    // spare is forked now; stopped, unless it has already copied half.
+    for _ in 0..5 {
+        let mut hold = h.call(&["hold"]);
+        hold.cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut hold = hold.spawn();
+        let mut line = String::new();
+        BufReader::new(hold.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let (monitor, executor) = monitor_and_executor(&line);
+        let spare = loop {
+            if let Some(&spare) = children_of(monitor, &[executor]).first() {
+                break spare;
+            }
+        };
+        let stopped = Stopped::stop(spare);
+        let caught = shares_its_heap(spare);
+        drop(hold.stdin.take());
+        assert!(hold.wait().unwrap().success());
+        if !caught {
+            drop(stopped);
+            continue; // copied half before it could be stopped: again
+        }
+        let call = h.call(&[] as &[&str]).spawn();
+        // The monitor forks the next spare once it has handed the call to
+        // this one (it sits in the stopped spare's hand-over socket).
+        wait_until("the call to be handed to the stopped spare", LIMIT, || {
+            !children_of(monitor, &[executor, spare]).is_empty()
+        })
+        .unwrap();
+        drop(stopped);
+        let out = call.wait_with_output().unwrap();
+        assert_success(&out);
+        let said = stdout_str(&out);
+        let mut lines = said.lines();
+        let own: Vec<u64> = lines
+            .next()
+            .and_then(|l| l.strip_prefix("own "))
+            .map(|l| l.split(' ').filter_map(|w| w.parse().ok()).collect())
+            .unwrap_or_else(|| panic!("{said:?}"));
+        assert!(
+            own[0] * 2 < own[1],
+            "the call found {} of its {} kB its own: the spare copied on",
+            own[0],
+            own[1]
+        );
+        assert_eq!(lines.collect::<Vec<_>>(), ["end of main", "exit handler"]);
+        assert_eq!(stderr_str(&out), "");
+        h.finish();
+        return;
+    }
+    panic!("the spare had copied half its heap before it could be stopped, five times");
 }

@@ -555,3 +555,83 @@ fn fast_exit_does_not_flush_an_unclosed_file() {
     assert_eq!(contents("closed"), "closed in time\n");
     w.finish();
 }
+
+/// Private_Dirty and Anonymous (kB) of `pid`, from its smaps_rollup.
+fn own_of_anonymous_kb(pid: u32) -> (u64, u64) {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in {path}:\n{text}"))
+    };
+    (field("Private_Dirty:"), field("Anonymous:"))
+}
+
+/// The idle spare a call of `script` leaves: the other live child of
+/// the monitor, which the call's script names (`os.getppid()
+/// os.getpid()`).
+fn spare_after_a_call(w: &World, script: &Path) -> u32 {
+    let out = w.call(script, &[]).output().unwrap();
+    assert_success(&out);
+    let pids: Vec<u32> = stdout_str(&out)
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let [monitor, executor] = pids[..] else {
+        panic!("{out:?}")
+    };
+    let mut spare = None;
+    wait_until("the monitor to fork the next spare", LIMIT, || {
+        spare = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .find(|&pid| {
+                pid != executor
+                    && alive(pid)
+                    && proc_state(pid).is_some_and(|(_, ppid)| ppid == monitor)
+            });
+        spare.is_some()
+    })
+    .unwrap();
+    spare.unwrap()
+}
+
+/// A call that fast_exit ends writes little of the heap it inherited,
+/// so its spare, idle, copies nothing in advance; without fast_exit (a
+/// call's end runs the finalisation, which writes to most of it) the spare
+/// copies its heap (prefork_interp/_precopy.py). The fast_exit spare,
+/// forked first, is looked at once the other has copied.
+#[test]
+fn fast_exit_spares_copy_nothing_in_advance() {
+    let w = World::new();
+    let body = |options: &str| {
+        format!(
+            "import json, decimal, os\nimport prefork_interp\n\
+             prefork_interp.initialisation_complete({options})\n\
+             print(os.getppid(), os.getpid())\n"
+        )
+    };
+    let fast = w.script("fast", "/usr/bin/python3", &body("fast_exit=True"));
+    let normal = w.script("normal", "/usr/bin/python3", &body(""));
+    let fast_spare = spare_after_a_call(&w, &fast);
+    let normal_spare = spare_after_a_call(&w, &normal);
+    wait_until("the normal end's spare to copy its heap", LIMIT, || {
+        let (own, anonymous) = own_of_anonymous_kb(normal_spare);
+        own * 5 >= anonymous * 4
+    })
+    .unwrap_or_else(|e| panic!("{e}: {:?} kB", own_of_anonymous_kb(normal_spare)));
+    let (own, anonymous) = own_of_anonymous_kb(fast_spare);
+    assert!(
+        own * 2 < anonymous,
+        "the fast_exit spare has {own} of its {anonymous} kB of anonymous memory its own"
+    );
+    w.finish();
+}

@@ -114,6 +114,17 @@ _init_env_state = _init_env.InitEnv()
 _call_globals_state = _call_globals.CallGlobals()
 atexit.register(_call_globals_state.release)
 
+# Whether a call that fast_exit does not end ends with CPython's
+# finalisation (then idle spares copy the heap in advance: _precopy).
+# The runner's calls end with os._exit: it says so before its
+# initialisation_complete(), with _calls_end_without_finalisation().
+_calls_finalise = True
+
+
+def _calls_end_without_finalisation():
+    global _calls_finalise
+    _calls_finalise = False
+
 
 def autoreload_also_check(*paths):
     """Also restart the server when any of these files changes.
@@ -212,4 +223,5 @@ def _options(max_servers, idle_timeout, autoreload_modules, autoreload_extra, ma
         "spare_handlers": spare_handlers,
         "fast_exit": fast_exit,
         "interrupt_grace": interrupt_grace,
+        "calls_finalise": _calls_finalise,
     }

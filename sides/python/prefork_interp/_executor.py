@@ -22,7 +22,7 @@ import socket
 import sys
 import termios
 
-from . import _init_env, _keeper, _sys, _wire
+from . import _init_env, _keeper, _precopy, _sys, _wire
 from ._log import LOG_ERR, LOG_INFO
 
 # Linux's resource numbers, RLIMIT_CPU (0) to RLIMIT_RTTIME (15), by name.
@@ -284,6 +284,10 @@ class Executor:
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if self.settings.precopy:
+            # Idle until a call comes: copy what its end will write, and
+            # stop as soon as it is there.
+            _precopy.precopy(self.handover)
         conn, request = self.take_call()
         self.settings.titles.set("executor")
         byte, fds, context = request[0], request[2], request[5]

@@ -28,7 +28,8 @@ process as always.
 import os
 import sys
 
-from . import _init_env_state, autoreload_also_check, initialisation_complete
+from . import (_calls_end_without_finalisation, _init_env_state, autoreload_also_check,
+               initialisation_complete)
 from ._wire import ENV_VAR
 
 USAGE = "usage: python3 -m prefork_interp [--preload MOD[,MOD...]] PROGRAM [ARG...]\n"
@@ -452,6 +453,7 @@ def main():
             _preload(list(lines) + preload, lines, program)
         del source
         autoreload_also_check(program)
+        _calls_end_without_finalisation()  # _finish: its idle spares copy nothing in advance
         initialisation_complete()
         # Now in a call: sys.argv[1:], os.environ, the std streams, the
         # directory and umask are the caller's.

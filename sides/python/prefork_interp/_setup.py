@@ -32,7 +32,8 @@ import signal
 import socket
 import sys
 
-from . import _executor, _init_env, _log, _monitor, _reload, _server, _sys, _titles, _wire
+from . import (_executor, _init_env, _log, _monitor, _precopy, _reload, _server, _sys, _titles,
+               _wire)
 from ._log import LOG_ERR, LOG_INFO
 
 
@@ -56,6 +57,8 @@ class Settings:
         self.start_dependency = None
         self.terminals = None
         self.init_env_changes = []
+        # Whether idle spares copy the heap in advance (_precopy).
+        self.precopy = False
 
 
 def check_setup(value):
@@ -113,12 +116,23 @@ def run(init_env, reads, setup, options):
     log = _log.Log(sys.argv[0] if sys.argv else "python", options["facility"])
     if fast_exit_off is not None:
         log(LOG_INFO, "fast_exit: %s; calls end normally" % fast_exit_off)
+    # Only where a call's end writes most of the heap anyway: with
+    # CPython's finalisation. fast_exit, once armed, skips it in nearly
+    # every call (which of them falls back to it is known only at its
+    # end), and the runner's calls always do.
+    precopy = options["calls_finalise"] and (not options["fast_exit"] or fast_exit_off is not None)
+    if precopy:
+        precopy_off = _precopy.supported()
+        if precopy_off is not None:
+            log(LOG_INFO, "no pre-copy of the heap in idle spares: %s" % precopy_off)
+            precopy = False
     settings = Settings(options, log, titles)
     settings.world = world
     settings.env_dependency = env_dependency
     settings.start_dependency = start_dependency
     settings.terminals = terminals
     settings.init_env_changes = init_env_changes
+    settings.precopy = precopy
 
     if "limits" in setup["client_caps"]:
         # The server, monitor and spares are ours, not the caller's: under

@@ -1,7 +1,8 @@
 """Thin wrappers of what the os and signal modules lack or spell
 otherwise: the C library through ctypes (prctl, signalfd, inotify,
-fflush), pidfds, closing every fd from one on, fd and thread checks,
-blocking socket I/O, and the signals a call's client may forward."""
+fflush, madvise), pidfds, closing every fd from one on, fd and thread
+checks, blocking socket I/O, and the signals a call's client may
+forward."""
 
 import ctypes
 import errno
@@ -92,6 +93,23 @@ def recv_exact(sock, length):
             break
         data += chunk
     return data
+
+
+# madvise's advice that faults a range in, writable (Linux 5.14 or later).
+MADV_POPULATE_WRITE = 23
+_madvise = LIBC.madvise
+_madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+def populate_write(address, length):
+    """madvise(MADV_POPULATE_WRITE) over [address, address + length): each
+    page there becomes this process's own, writable, copied now if it was
+    shared copy-on-write. 0, or the errno (EINVAL: a kernel before 5.14,
+    or a mapping it cannot populate; ENOMEM: not mapped, or out of
+    memory). The os and mmap modules have no madvise of an address range."""
+    if _madvise(address, length, MADV_POPULATE_WRITE) == 0:
+        return 0
+    return ctypes.get_errno() or errno.EINVAL
 
 
 def fflush_all():
