@@ -36,7 +36,12 @@ forks it as the previous call starts) until its call comes. The spare
 is single-threaded, and its copy runs beside the call in flight on
 another core; the pages it copies are those the next call's end would
 have copied, so a call's CPU stays the same (./bench python).
-Each idle spare then holds its own copy of those pages."""
+Each idle spare then holds its own copy of those pages: at most
+MOST_BYTES (256 MiB) of them. A script that holds more (a large array
+that its calls never write to, which today's end frees without copying)
+would otherwise have every spare hold a copy of all of it, and spend
+seconds of CPU on it; past the cap, its calls' ends copy what they
+write, as before."""
 
 import ctypes
 import mmap
@@ -52,6 +57,9 @@ _PAGE = mmap.PAGESIZE
 # on this project's machine kind, a 2-core VM, so a call arriving
 # mid-chunk waits that long at most; a look costs a poll() (about 1 us).
 _CHUNK_PAGES = 64
+
+# The most a spare copies in advance (see the module's docs).
+MOST_BYTES = 256 << 20
 
 # /proc/PID/pagemap's bits (the kernel's admin-guide/mm/pagemap.rst).
 _PRESENT = 1 << 63
@@ -111,10 +119,10 @@ def runs(entries):
         yield start, len(entries) - start
 
 
-def precopy(handover):
+def precopy(handover, most_bytes=MOST_BYTES):
     """Copies the pages a write would copy (see the module), until done,
-    or a call (anything) is readable on handover; never raises an
-    OSError."""
+    most_bytes are copied, or a call (anything) is readable on handover;
+    never raises an OSError."""
     try:
         poller = select.poll()
         poller.register(handover, select.POLLIN)
@@ -124,14 +132,14 @@ def precopy(handover):
     except OSError:
         return
     try:
-        _copy(regions(maps), pagemap, poller)
+        _copy(regions(maps), pagemap, poller, most_bytes // _PAGE)
     except OSError:
         pass
     finally:
         os.close(pagemap)
 
 
-def _copy(found, pagemap, poller):
+def _copy(found, pagemap, poller, most_pages):
     for start, end in found:
         for chunk in range(start, end, _CHUNK_PAGES * _PAGE):
             if poller.poll(0):
@@ -139,5 +147,7 @@ def _copy(found, pagemap, poller):
             pages = min(_CHUNK_PAGES, (end - chunk) // _PAGE)
             data = os.pread(pagemap, pages * 8, chunk // _PAGE * 8)
             for first, count in runs(memoryview(data)[:len(data) // 8 * 8].cast("Q")):
-                if _sys.populate_write(chunk + first * _PAGE, count * _PAGE):
+                count = min(count, most_pages)
+                if count <= 0 or _sys.populate_write(chunk + first * _PAGE, count * _PAGE):
                     return
+                most_pages -= count

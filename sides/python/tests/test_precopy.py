@@ -91,7 +91,7 @@ class Copying(unittest.TestCase):
     def tearDownClass(cls):
         del cls.ballast
 
-    def in_child(self, call_now=False, call_after=None):
+    def in_child(self, call_now=False, call_after=None, most_bytes=_precopy.MOST_BYTES):
         """The child's Private_Dirty (kB) before precopy(), when a call
         came (None: none came meanwhile), and after it returned. A call
         is a byte on the hand-over socket: there before precopy() starts
@@ -115,7 +115,7 @@ class Copying(unittest.TestCase):
                 if call_after is not None:
                     signal.signal(signal.SIGALRM, call_comes)
                     signal.setitimer(signal.ITIMER_REAL, call_after)
-                _precopy.precopy(handover)
+                _precopy.precopy(handover, most_bytes)
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 seen["after"] = private_dirty_kb()
                 os.write(report_w, json.dumps(seen).encode())
@@ -132,6 +132,16 @@ class Copying(unittest.TestCase):
         before, _, after = self.in_child()
         self.assertGreater(after - before, BALLAST_KB * 9 // 10,
                            "copied %d kB of a %d kB ballast" % (after - before, BALLAST_KB))
+
+    def test_it_copies_no_more_than_its_cap(self):
+        cap_kb = BALLAST_KB // 4
+        before, _, after = self.in_child(most_bytes=cap_kb << 10)
+        # What a Python step allocates besides, a little.
+        self.assertLess(after - before, cap_kb + 1024,
+                        "copied %d kB with a cap of %d kB" % (after - before, cap_kb))
+        self.assertGreater(after - before, cap_kb * 9 // 10,
+                           "copied %d kB of its %d kB cap" % (after - before, cap_kb))
+        self.assertGreaterEqual(_precopy.MOST_BYTES, 64 << 20, "a cap that copies little")
 
     def test_a_call_waiting_stops_it_before_it_copies(self):
         before, _, after = self.in_child(call_now=True)
