@@ -37,6 +37,7 @@ my %TESTS = (
     caller_signals    => \&caller_signals,
     status            => \&status,
     frame             => \&frame,
+    terminal_settings => \&terminal_settings,
     executor_ready    => \&executor_ready,
     monitor_to_server => \&monitor_to_server,
     quit_line         => \&quit_line,
@@ -236,10 +237,38 @@ sub status {
 }
 
 sub frame {
+    # Every kind in the vectors is one of ours: a new kind is named here
+    # (and so in Wire) before this passes again.
+    my %ours = map { ($_ => 1) } FRAME_SIGNAL, FRAME_EXECUTOR_PID, FRAME_STATUS,
+        FRAME_FOREGROUND, FRAME_STOPPED, FRAME_RESTORE, KEEPER_STOPPED, KEEPER_STATUS,
+        KEEPER_FOREGROUND;
     for my $v (@_) {
+        ok($ours{ $v->{kind} }, "$v->{name}: a kind of ours ($v->{kind})");
         is_deeply([ decode_frame(unhex $v->{bytes}) ], [ $v->{kind}, $v->{value} ],
             "$v->{name}: decode");
         is(unpack('H*', encode_frame($v->{kind}, $v->{value})), $v->{bytes}, "$v->{name}: encode");
+    }
+}
+
+sub terminal_settings {
+    for my $v (@_) {
+        my $bytes = unhex $v->{bytes};
+        if ($v->{error}) {
+            dies_with($v->{error}, $v->{name}, sub { decode_terminal_settings($bytes) });
+            # The monitor's check before it reads: the same refusal.
+            dies_with($v->{error}, "$v->{name} (length alone)",
+                sub { check_terminal_settings_len(length $bytes) });
+            # The message the Rust side's ProtocolError gives.
+            eval { decode_terminal_settings($bytes) };
+            is("$@", sprintf("terminal settings of %d bytes (24 to 88)\n", length $bytes),
+                "$v->{name}: the message");
+            next;
+        }
+        my $want = { map { ($_ => $v->{$_}) } qw(iflag oflag cflag lflag ispeed ospeed cc) };
+        is_deeply(decode_terminal_settings($bytes), $want, "$v->{name}: decode");
+        is(unpack('H*', encode_terminal_settings($want)), $v->{bytes}, "$v->{name}: encode");
+        ok(eval { check_terminal_settings_len(length $bytes); 1 },
+            "$v->{name}: its length passes the monitor's check");
     }
 }
 

@@ -78,7 +78,14 @@ use constant {
     FRAME_STATUS       => 'X',
     FRAME_FOREGROUND   => 'F',
     FRAME_STOPPED      => 'T',
+    FRAME_RESTORE      => 'R',
 };
+# What follows an 'R' frame of value N > 0 (capability restore): N bytes
+# of terminal settings, the fixed part (four flag words, two speeds,
+# u32be each) then the control characters; a monitor takes at most
+# MAX_TERMINAL_SETTINGS (64 control characters, more than any platform
+# has).
+use constant { TERMINAL_SETTINGS_FIXED => 24, MAX_TERMINAL_SETTINGS => 24 + 64 };
 # Signals a client may have delivered to the script's group (by name:
 # perl's numbers are the platform's).
 use constant FORWARDED_SIGNALS => qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
@@ -91,14 +98,16 @@ our @EXPORT = qw(
     CALLER_SIGNALS_LEN MAX_SIGNAL MAX_PAYLOAD_LEN LIMITS_ENTRY_LEN
     LIMITS_TAIL_LEN OOM_SCORE_UNKNOWN MONITOR_CALL_ENDED MONITOR_CALL_DROPPED
     EXECUTOR_READY KEEPER_STOPPED KEEPER_STATUS KEEPER_FOREGROUND FRAME_LEN FRAME_SIGNAL
-    FRAME_EXECUTOR_PID FRAME_STATUS FRAME_FOREGROUND FRAME_STOPPED FORWARDED_SIGNALS
+    FRAME_EXECUTOR_PID FRAME_STATUS FRAME_FOREGROUND FRAME_STOPPED FRAME_RESTORE
+    TERMINAL_SETTINGS_FIXED MAX_TERMINAL_SETTINGS FORWARDED_SIGNALS
     encode_greeting encode_greeting_xdata trackable_env_name env_dependency env_digest
     world_digest decode_setup_env check_request_byte has_second_request_byte
     check_second_request_byte encode_request_bytes on_pty encode_executor_ready
     decode_executor_ready decode_payload_len decode_payload split_env_entry
     decode_limits encode_caller_signals decode_caller_signals encode_status decode_status encode_frame decode_frame
     encode_context_umask decode_context_umask lock_path_for_socket encode_quit_line
-    decode_last_quit
+    decode_last_quit check_terminal_settings_len encode_terminal_settings
+    decode_terminal_settings
 );
 
 {
@@ -403,6 +412,38 @@ sub encode_frame {
 
 # (KIND, VALUE); unknown kinds are the caller's to judge.
 sub decode_frame { return unpack 'a N', $_[0] }
+
+# The fields of terminal settings, in their order on the wire.
+my @TERMINAL_WORDS = qw(iflag oflag cflag lflag ispeed ospeed);
+
+# Dies unless $length bytes can be terminal settings: a monitor asks
+# before it reads them, so that an 'R' frame's value is never a read of
+# gigabytes.
+sub check_terminal_settings_len {
+    my ($length) = @_;
+    _error(BadTerminalSettings => sprintf 'terminal settings of %d bytes (%d to %d)', $length,
+        TERMINAL_SETTINGS_FIXED, MAX_TERMINAL_SETTINGS)
+        if $length < TERMINAL_SETTINGS_FIXED || $length > MAX_TERMINAL_SETTINGS;
+    return;
+}
+
+# The bytes after an 'R' frame from {iflag, oflag, cflag, lflag, ispeed,
+# ospeed, cc => [BYTE...]} (speeds: the platform's B* values).
+sub encode_terminal_settings {
+    my ($settings) = @_;
+    return pack 'N6 C*', (map { $_ & 0xffffffff } @$settings{@TERMINAL_WORDS}),
+        @{ $settings->{cc} };
+}
+
+# Those bytes decoded, as encode_terminal_settings takes them.
+sub decode_terminal_settings {
+    my ($bytes) = @_;
+    check_terminal_settings_len(length $bytes);
+    my %settings;
+    @settings{@TERMINAL_WORDS} = unpack 'N6', $bytes;
+    $settings{cc} = [ unpack 'C*', substr $bytes, TERMINAL_SETTINGS_FIXED ];
+    return \%settings;
+}
 
 # ------------------------------------------------------- run directory
 
