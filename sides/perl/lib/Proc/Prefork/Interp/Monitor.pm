@@ -9,13 +9,14 @@ package Proc::Prefork::Interp::Monitor;
 # server counts calls running by these) and then sends the status to the
 # client. Once the server has gone, it serves the calls in flight to
 # their end, then leaves. It ignores the forwarded signals, and leaves
-# with POSIX::_exit.
+# with POSIX::_exit. A client that goes away while it has its caller's
+# terminal raw has it put back first (capability restore, 'R').
 
 use strict;
 use warnings;
 
 use IO::FDPass;
-use POSIX qw(:errno_h);
+use POSIX qw(:errno_h NCCS TCSANOW);
 use Proc::Prefork::Interp::Executor;
 use Proc::Prefork::Interp::Log;
 use Proc::Prefork::Interp::Sys;
@@ -43,7 +44,7 @@ sub new {
         # once they are to leave (the server went) or have left.
         idle  => [],
         # Calls in flight, by executor pid: {pidfd, call, from, phase,
-        # extended, group, keeper, frame}. Phases: waiting (handed the
+        # extended, group, keeper, frame, restore}. Phases: waiting (handed the
         # call, no 'r' yet; from undef: it failed before its call),
         # running (got 'r'), reported (its keeper said the script's
         # status, which the client has: the keeper is on its way out),
@@ -52,7 +53,9 @@ sub new {
         # the executor's or on a pseudo-terminal of its own the script's.
         # keeper, on a pseudo-terminal of its own (the executor keeps the
         # session; the script is its child): {script, from (its 't' and
-        # 'x'; undef at EOF), status (from 'x')}.
+        # 'x'; undef at EOF), status (from 'x')}. restore: {settings,
+        # terminal} from the client's last 'R', to put back on the
+        # caller's terminal if the client goes away (see hear_client).
         calls => {},
     }, $class;
 }
@@ -238,8 +241,8 @@ sub fork_executor {
         # open in a spare would stop its client from ever seeing EOF.
         close $_ for grep {defined} $self->{control}, $handover, $from, @close,
             (map { @$_{qw(pidfd handover from)} } @{ $self->{idle} }),
-            (map { (@$_{qw(pidfd call from)}, $_->{keeper} && $_->{keeper}{from}) }
-                values %{ $self->{calls} });
+            (map { (@$_{qw(pidfd call from)}, $_->{keeper} && $_->{keeper}{from},
+                $_->{restore} && $_->{restore}{terminal}) } values %{ $self->{calls} });
         # Before its call: not on any call's path.
         $self->{titles}->set('handler');
         Proc::Prefork::Interp::Executor->new(handover => $handover_theirs,
@@ -360,6 +363,8 @@ sub hear_keeper {
 # The client's status message: a frame (extended), or the status alone.
 sub send_status {
     my ($c, $status) = @_;
+    # The call is over: the client puts its terminal back itself.
+    drop_restore($c);
     # A client that has gone is no error.
     eval {
         send_all($c->{call},
@@ -435,6 +440,9 @@ sub reap {
     }
     close $c->{call};
     close $c->{pidfd};
+    # (Normally dropped already, when the status was sent or the terminal
+    # put back: nothing of the call stays open past it.)
+    drop_restore($c);
     return;
 }
 
@@ -447,11 +455,13 @@ sub call_ended {
 }
 
 # The client of a running call has something to say: extended, a signal
-# to forward, or on a pseudo-terminal of its own where the script's group
-# belongs ('F', for the keeper); v1, nothing. Or it has left: the script's
-# group gets SIGINT (on a pseudo-terminal of its own, SIGHUP and SIGCONT:
-# its terminal has hung up, as a direct run's would), and the call waits
-# for its executor's end.
+# to forward, on a pseudo-terminal of its own where the script's group
+# belongs ('F', for the keeper), or the caller's terminal settings to put
+# back should it go away ('R'); v1, nothing. Or it has left: its
+# caller's terminal gets those settings back, then the script's group
+# gets SIGINT (on a pseudo-terminal of its own, SIGHUP and SIGCONT: its
+# terminal has hung up, as a direct run's would), and the call waits for
+# its executor's end.
 sub hear_client {
     my ($c) = @_;
     my $keeper = $c->{keeper};
@@ -468,10 +478,34 @@ sub hear_client {
             } elsif ($kind eq FRAME_FOREGROUND) {
                 eval { send_all($keeper->{from}, encode_frame(KEEPER_FOREGROUND, $value)) }
                     if $keeper && $keeper->{from};
+            } elsif ($kind eq FRAME_RESTORE) {
+                my $restore = eval { read_restore($c->{call}, $value) };
+                if (!defined $restore) {
+                    # Not sent whole: the client is taken as gone (what
+                    # an earlier 'R' gave, if any, is put back).
+                    chomp(my $why = "$@");
+                    write_log('err', "call's terminal settings: $why") if $why ne 'hung up';
+                    return gone($c);
+                }
+                # In place of what the last 'R' gave; 'R' 0: nothing.
+                drop_restore($c);
+                $c->{restore} = $restore if $value;
             }
             return;    # (unknown kinds ignored)
         }
     }
+    return gone($c);
+}
+
+# The client of a running call has gone (EOF, or any error on the call
+# socket).
+sub gone {
+    my ($c) = @_;
+    my $keeper = $c->{keeper};
+    # First, before the script's group hears of it: the shell that ran
+    # the client may already be reading its next command from that
+    # terminal.
+    put_back_terminal($c);
     if ($keeper) {
         kill 'HUP',  -$c->{group};
         kill 'CONT', -$c->{group};
@@ -480,6 +514,56 @@ sub hear_client {
     }
     $c->{phase} = 'abandoned';
     $c->{since} = Time::HiRes::time();
+    return;
+}
+
+# The rest of an 'R' frame of value $length, read from $call: that many
+# bytes of terminal settings and, if any, the caller's terminal. Returns
+# {settings, terminal}, or {} for none ($length 0). Reads block: the
+# client sends all of it at once. Dies (one line) if the client does not
+# send it whole.
+sub read_restore {
+    my ($call, $length) = @_;
+    return {} unless $length;
+    # Before reading: a wild length is no settings, and no read of it.
+    check_terminal_settings_len($length);
+    my $settings = decode_terminal_settings(read_exact($call, $length));
+    local $! = 0;    # recvmsg leaves it alone at EOF
+    my $fd = IO::FDPass::recv(fileno $call);
+    die $! ? "cannot receive the caller's terminal: $!\n" : "hung up\n" if $fd < 0;
+    return { settings => $settings, terminal => fdopen($fd, '+<') };
+}
+
+# Forgets the settings kept for a call, closing its caller's terminal.
+sub drop_restore {
+    my ($c) = @_;
+    my $restore = delete $c->{restore} or return;
+    close $restore->{terminal};
+    return;
+}
+
+# Puts the settings kept for a call back on its caller's terminal (at
+# once, TCSANOW), then closes it. Fields the wire does not carry keep the
+# terminal's values (getattr first), and only as many control characters
+# as this platform has are set. Failures are ignored: the terminal may
+# itself have gone.
+sub put_back_terminal {
+    my ($c) = @_;
+    my $restore = $c->{restore} or return;
+    my ($settings, $fd) = ($restore->{settings}, fileno $restore->{terminal});
+    my $termios = POSIX::Termios->new;
+    if (defined $termios->getattr($fd)) {
+        $termios->setiflag($settings->{iflag});
+        $termios->setoflag($settings->{oflag});
+        $termios->setcflag($settings->{cflag});
+        $termios->setlflag($settings->{lflag});
+        $termios->setispeed($settings->{ispeed});
+        $termios->setospeed($settings->{ospeed});
+        my @cc = @{ $settings->{cc} };
+        $termios->setcc($_, $cc[$_]) for 0 .. (@cc < NCCS ? @cc : NCCS) - 1;
+        $termios->setattr($fd, TCSANOW);
+    }
+    drop_restore($c);
     return;
 }
 

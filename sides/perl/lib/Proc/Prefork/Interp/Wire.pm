@@ -29,7 +29,10 @@ use constant SETUP_IDLE_PREFIX => 'pfi-idle=';
 # The greeting: magic, u32be length, xdata (at most MAX_XDATA_LEN).
 use constant { GREETING_MAGIC => "PFI\n", MAX_XDATA_LEN => 64 * 1024, CAPS_MAGIC => 'pfi-caps 1' };
 # Negotiated extensions, offered to a client that declared them.
-use constant OUR_CAPS => qw(signals context tty limits closed dispositions watch);
+# (In this order, the Rust side's: a server offers them so; "restore" only
+# as this side's monitor reads the 'R' frame, whose bytes it would
+# otherwise take for frames.)
+use constant OUR_CAPS => qw(signals context tty limits closed dispositions watch restore);
 # The namespaces a server's world is made of, in the digest's order.
 use constant WORLD_NAMESPACES => qw(mnt pid net user uts ipc cgroup time);
 

@@ -1,0 +1,342 @@
+# The monitor's side of capability "restore" ('R' frames), on a real
+# pseudo-terminal, real sockets and a real process group: this test
+# plays the client (sends 'R', the settings and its terminal, then makes
+# that terminal raw and goes away, or not) and the call's group (a child
+# that notes the terminal's state when its SIGINT or SIGHUP comes). The
+# caller's terminal must be as it was before the group hears of the
+# client's end; a call whose status was sent keeps no terminal and
+# restores nothing; no terminal fd is left open in the monitor.
+use strict;
+use warnings;
+
+BEGIN { delete $ENV{PREFORK_INTERP} }    # never a server here
+
+use Config ();
+use Fcntl qw(O_NOCTTY O_RDWR);
+use IO::FDPass;
+use POSIX qw(NCCS TCSANOW B9600 B38400 ECHO ICANON ISIG ICRNL OPOST VINTR VMIN VTIME);
+use Socket qw(AF_UNIX PF_UNSPEC SOCK_STREAM);
+use Test::More;
+
+# The terminal's lflag at each kill the monitor makes, before the signal
+# goes: whether the settings were back before the group heard of the
+# client's end, whatever the scheduler does after. (The signals are
+# still sent; the group's child checks the same, as far as its wake-up
+# allows.)
+my ($watched, @lflag_at_kill);
+BEGIN {
+    *CORE::GLOBAL::kill = sub {
+        if ($watched) {
+            my $t = POSIX::Termios->new;
+            $t->getattr(fileno $watched);
+            push @lflag_at_kill, $t->getlflag;
+        }
+        return CORE::kill($_[0], @_[ 1 .. $#_ ]);
+    };
+}
+use Proc::Prefork::Interp::Monitor;
+use Proc::Prefork::Interp::Wire;
+
+# TIOCSPTLCK and TIOCGPTN (to open a pseudo-terminal without IO::Pty)
+# are these on the ABIs whose numbers the module keeps.
+plan skip_all => "no pseudo-terminal ioctl numbers for $Config::Config{archname}"
+    unless $Config::Config{archname} =~ /\A(?:x86_64|aarch64|riscv64|loongarch64)-linux/;
+use constant { TIOCSPTLCK => 0x40045431, TIOCGPTN => 0x80045430 };
+
+# A pseudo-terminal: (master, slave), neither our controlling terminal.
+sub open_pty {
+    sysopen(my $master, '/dev/ptmx', O_RDWR | O_NOCTTY) or die "/dev/ptmx: $!\n";
+    my $unlock = pack 'l', 0;
+    ioctl($master, TIOCSPTLCK, $unlock) or die "TIOCSPTLCK: $!\n";
+    my $n = pack 'L', 0;
+    ioctl($master, TIOCGPTN, $n) or die "TIOCGPTN: $!\n";
+    my $name = '/dev/pts/' . unpack 'L', $n;
+    sysopen(my $slave, $name, O_RDWR | O_NOCTTY) or die "$name: $!\n";
+    return ($master, $slave);
+}
+
+# A terminal's settings, as the wire has them.
+sub settings_of {
+    my ($fh) = @_;
+    my $t = POSIX::Termios->new;
+    defined $t->getattr(fileno $fh) or die "tcgetattr: $!\n";
+    return { iflag => $t->getiflag, oflag => $t->getoflag, cflag => $t->getcflag,
+        lflag => $t->getlflag, ispeed => $t->getispeed, ospeed => $t->getospeed,
+        cc => [ map { $t->getcc($_) } 0 .. NCCS - 1 ] };
+}
+
+# Changes $fh's settings by $change->(TERMIOS).
+sub set_terminal {
+    my ($fh, $change) = @_;
+    my $t = POSIX::Termios->new;
+    defined $t->getattr(fileno $fh) or die "tcgetattr: $!\n";
+    $change->($t);
+    defined $t->setattr(fileno $fh, TCSANOW) or die "tcsetattr: $!\n";
+    return;
+}
+
+# What a client finds on its caller's terminal: set apart from a fresh
+# pseudo-terminal's, so that putting back the wrong thing shows.
+sub shell_settings {
+    my ($fh, $intr) = @_;
+    set_terminal($fh, sub {
+        my ($t) = @_;
+        $t->setispeed(B9600);
+        $t->setospeed(B9600);
+        $t->setcc(VINTR, $intr);
+    });
+    return settings_of($fh);
+}
+
+# What a client makes of it: raw.
+sub make_raw {
+    my ($fh) = @_;
+    set_terminal($fh, sub {
+        my ($t) = @_;
+        $t->setlflag($t->getlflag & ~(ECHO | ICANON | ISIG));
+        $t->setiflag($t->getiflag & ~ICRNL);
+        $t->setoflag($t->getoflag & ~OPOST);
+        $t->setispeed(B38400);
+        $t->setospeed(B38400);
+        $t->setcc(VMIN, 1);
+        $t->setcc(VTIME, 0);
+    });
+    return;
+}
+
+sub open_fds {
+    opendir(my $dir, '/proc/self/fd') or die "/proc/self/fd: $!\n";
+    my @fds = grep { /\A[0-9]+\z/ } readdir $dir;
+    return scalar @fds;    # (less the one of $dir, the same each time)
+}
+
+# The call's group: a child leading its own, which on SIGINT or SIGHUP
+# writes the terminal's lflag as it finds it, and leaves.
+sub start_group {
+    my ($terminal) = @_;
+    pipe(my $from, my $to) or die "pipe: $!\n";
+    my $pid = fork // die "fork: $!\n";
+    if (!$pid) {
+        close $from;
+        POSIX::setpgid(0, 0);
+        $SIG{INT} = $SIG{HUP} = sub {
+            my $t = POSIX::Termios->new;
+            $t->getattr(fileno $terminal);
+            syswrite($to, $t->getlflag . "\n");
+            POSIX::_exit(0);
+        };
+        syswrite($to, "ready\n");
+        POSIX::pause() while 1;
+    }
+    close $to;
+    POSIX::setpgid($pid, $pid);
+    chomp(my $ready = <$from> // '');
+    die "the group's child did not start\n" unless $ready eq 'ready';
+    return { pid => $pid, from => $from };
+}
+
+# What the group's child saw at its SIGINT (its terminal's lflag), or
+# undef if it was not signalled in time (then it is killed).
+sub group_saw {
+    my ($group) = @_;
+    my $line;
+    my $rin = '';
+    vec($rin, fileno $group->{from}, 1) = 1;
+    if (select(my $rout = $rin, undef, undef, 5) > 0) {
+        $line = readline $group->{from};
+        chomp $line if defined $line;
+    }
+    kill 'KILL', $group->{pid} unless defined $line;
+    waitpid($group->{pid}, 0);
+    close $group->{from};
+    return $line;
+}
+
+# A running extended call as the monitor keeps it, with the client's end.
+sub new_call {
+    my ($group) = @_;
+    socketpair(my $client, my $call, AF_UNIX, SOCK_STREAM, PF_UNSPEC) or die "socketpair: $!\n";
+    return ($client, { phase => 'running', extended => 1, call => $call,
+        group => $group->{pid}, frame => '' });
+}
+
+# The client's 'R': the settings and, if any, its terminal.
+sub send_restore {
+    my ($client, $settings, $terminal) = @_;
+    my $bytes = $settings ? encode_terminal_settings($settings) : '';
+    syswrite($client, encode_frame(FRAME_RESTORE, length $bytes) . $bytes) or die "write: $!\n";
+    IO::FDPass::send(fileno $client, fileno $terminal) or die "send fd: $!\n" if $terminal;
+    return;
+}
+
+# The monitor hears the client once (select said readable).
+sub hear { Proc::Prefork::Interp::Monitor::hear_client($_[0]) }
+
+my ($master, $slave) = open_pty();
+$watched = $slave;
+my $fds = open_fds();
+
+subtest 'the client goes away while the terminal is raw: put back, then SIGINT' => sub {
+    my $before = shell_settings($slave, 7);
+    my $group = start_group($slave);
+    my ($client, $c) = new_call($group);
+    send_restore($client, $before, $slave);
+    hear($c);
+    ok($c->{restore}, 'the settings and the terminal are kept');
+    make_raw($slave);
+    isnt(settings_of($slave)->{lflag}, $before->{lflag}, '(the terminal is raw)');
+    close $client;
+    @lflag_at_kill = ();
+    hear($c);
+    is($c->{phase}, 'abandoned', 'the call is abandoned');
+    is_deeply(settings_of($slave), $before, 'the terminal is as the client found it');
+    is_deeply(\@lflag_at_kill, [ $before->{lflag} ], 'already so when the SIGINT was sent');
+    is(group_saw($group), $before->{lflag}, 'and when the group got it');
+    ok(!$c->{restore}, 'nothing kept');
+    close $c->{call};
+    is(open_fds(), $fds, 'the terminal the client sent is closed');
+};
+
+subtest 'on a pseudo-terminal of its own (a keeper): put back, then SIGHUP and SIGCONT' => sub {
+    my $before = shell_settings($slave, 14);
+    my $group = start_group($slave);
+    my ($client, $c) = new_call($group);
+    $c->{keeper} = { script => $group->{pid} };
+    send_restore($client, $before, $slave);
+    hear($c);
+    make_raw($slave);
+    close $client;
+    @lflag_at_kill = ();
+    hear($c);
+    is($c->{phase}, 'abandoned', 'the call is abandoned');
+    is_deeply(settings_of($slave), $before, 'the terminal is as the client found it');
+    is_deeply(\@lflag_at_kill, [ ($before->{lflag}) x 2 ], 'already so when both signals were sent');
+    is(group_saw($group), $before->{lflag}, 'and when the group got its SIGHUP');
+    close $c->{call};
+    is(open_fds(), $fds, 'the terminal the client sent is closed');
+};
+
+subtest 'the status sent: nothing put back, the terminal closed' => sub {
+    my $before = shell_settings($slave, 8);
+    my $group = start_group($slave);
+    my ($client, $c) = new_call($group);
+    send_restore($client, $before, $slave);
+    hear($c);
+    make_raw($slave);
+    my $raw = settings_of($slave);
+    my $kept = open_fds();
+    Proc::Prefork::Interp::Monitor::send_status($c, 0);
+    ok(!$c->{restore}, 'nothing kept');
+    is(open_fds(), $kept - 1, 'the terminal the client sent is closed');
+    sysread($client, my $frame, 64);
+    is_deeply([ decode_frame($frame) ], [ FRAME_STATUS, 0 ], 'the client has its status');
+    is_deeply(settings_of($slave), $raw, 'the terminal left as it is (the client restores it)');
+    kill 'KILL', $group->{pid};
+    group_saw($group);
+    close $client;
+    close $c->{call};
+};
+
+subtest "'R' 0: what was kept is dropped; the client's end restores nothing" => sub {
+    my $before = shell_settings($slave, 9);
+    my $group = start_group($slave);
+    my ($client, $c) = new_call($group);
+    my $base = open_fds();
+    send_restore($client, $before, $slave);
+    hear($c);
+    send_restore($client);
+    hear($c);
+    ok(!$c->{restore}, 'nothing kept');
+    is(open_fds(), $base, 'the terminal the client sent is closed');
+    make_raw($slave);
+    my $raw = settings_of($slave);
+    close $client;
+    hear($c);
+    is($c->{phase}, 'abandoned', 'the call is abandoned');
+    is_deeply(settings_of($slave), $raw, 'the terminal left as it is');
+    is(group_saw($group), $raw->{lflag}, 'the group got its SIGINT');
+    close $c->{call};
+};
+
+subtest "a second 'R' replaces the first" => sub {
+    my $first = shell_settings($slave, 10);
+    my $group = start_group($slave);
+    my ($client, $c) = new_call($group);
+    my $base = open_fds();
+    send_restore($client, $first, $slave);
+    hear($c);
+    my $second = shell_settings($slave, 11);
+    send_restore($client, $second, $slave);
+    hear($c);
+    is(open_fds(), $base + 1, 'one terminal kept (the first closed)');
+    make_raw($slave);
+    close $client;
+    hear($c);
+    is_deeply(settings_of($slave), $second, 'the second settings put back');
+    is(group_saw($group), $second->{lflag}, 'the group got its SIGINT');
+    close $c->{call};
+    is(open_fds(), $fds, 'the terminal closed');
+};
+
+subtest 'more control characters than ours: the first NCCS set' => sub {
+    my $before = shell_settings($slave, 12);
+    my $group = start_group($slave);
+    my ($client, $c) = new_call($group);
+    send_restore($client, { %$before, cc => [ @{ $before->{cc} }, (0x55) x 8 ] }, $slave);
+    hear($c);
+    make_raw($slave);
+    close $client;
+    hear($c);
+    is_deeply(settings_of($slave), $before, 'the terminal is as the client found it');
+    is(group_saw($group), $before->{lflag}, 'the group got its SIGINT');
+    close $c->{call};
+};
+
+# [what, the 'R' frame's value, the bytes that follow it]: the last one
+# a client killed as it sends its 'R'.
+for my $bad ([ 'too short', 23, 23 ], [ 'too long', 89, 89 ], [ 'cut short', 56, 10 ]) {
+    my ($what, $length, $sent) = @$bad;
+    subtest "settings $what: the client taken as gone, what it sent before put back" => sub {
+        my $before = shell_settings($slave, 13);
+        my $group = start_group($slave);
+        my ($client, $c) = new_call($group);
+        send_restore($client, $before, $slave);
+        hear($c);
+        make_raw($slave);
+        syswrite($client, encode_frame(FRAME_RESTORE, $length) . ("\0" x $sent));
+        if ($sent == $length) {
+            IO::FDPass::send(fileno $client, fileno $slave);
+        } else {
+            close $client;
+        }
+        @lflag_at_kill = ();
+        hear($c);
+        is($c->{phase}, 'abandoned', 'the call is abandoned');
+        is_deeply(settings_of($slave), $before, 'the earlier settings put back');
+        is_deeply(\@lflag_at_kill, [ $before->{lflag} ], 'before the SIGINT was sent');
+        is(group_saw($group), $before->{lflag}, 'the group got its SIGINT');
+        close $client if $client;
+        close $c->{call};
+        is(open_fds(), $fds, 'no terminal left open');
+    };
+}
+
+subtest 'a wild length is refused before reading: no wait for 4 GiB' => sub {
+    my $group = start_group($slave);
+    my ($client, $c) = new_call($group);
+    syswrite($client, encode_frame(FRAME_RESTORE, 0xffffffff));
+    # (The monitor's own eval would take the alarm's die for a failed
+    # read: the flag tells.)
+    my $blocked;
+    local $SIG{ALRM} = sub { $blocked = 1; die "blocked\n" };
+    alarm 5;
+    hear($c);
+    alarm 0;
+    ok(!$blocked, 'heard without blocking');
+    is($c->{phase}, 'abandoned', 'the call is abandoned, the client still connected');
+    ok(defined group_saw($group), 'the group got its SIGINT');
+    close $client;
+    close $c->{call};
+};
+
+done_testing;
