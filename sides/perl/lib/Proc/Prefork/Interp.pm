@@ -407,6 +407,14 @@ as when a terminal hangs up. In the background (C<&>, C<bg>), and at
 first in a pipeline, the script's group is in its terminal's background:
 reading the terminal stops it with SIGTTIN.
 
+While such a call runs, the client has its caller's terminal raw, and
+sends the monitor that terminal and its settings from before (the
+capability C<restore>). If the client goes away without putting them
+back itself (killed with SIGKILL), the monitor puts them back as soon
+as it sees it gone, before it signals the script's group: the shell that
+ran the client finds its terminal's settings as they were before the
+call, not raw.
+
 For that call the executor starts the session (setsid), takes the
 terminal (TIOCSCTTY) and forks the script's process; it stays, as a
 shell would, the session's leader and the script's parent (a process
