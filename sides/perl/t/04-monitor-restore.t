@@ -35,6 +35,7 @@ BEGIN {
     };
 }
 use Proc::Prefork::Interp::Monitor;
+use Proc::Prefork::Interp::Sys ();
 use Proc::Prefork::Interp::Wire;
 
 # TIOCSPTLCK and TIOCGPTN (to open a pseudo-terminal without IO::Pty)
@@ -115,9 +116,13 @@ sub open_fds {
 sub start_group {
     my ($terminal) = @_;
     pipe(my $from, my $to) or die "pipe: $!\n";
+    my $test = $$;
     my $pid = fork // die "fork: $!\n";
     if (!$pid) {
         close $from;
+        # Not left pausing if this test dies or is killed midway.
+        Proc::Prefork::Interp::Sys::set_parent_death_signal(POSIX::SIGKILL());
+        POSIX::_exit(0) if getppid != $test;
         POSIX::setpgid(0, 0);
         $SIG{INT} = $SIG{HUP} = sub {
             my $t = POSIX::Termios->new;
@@ -130,22 +135,26 @@ sub start_group {
     }
     close $to;
     POSIX::setpgid($pid, $pid);
-    chomp(my $ready = <$from> // '');
-    die "the group's child did not start\n" unless $ready eq 'ready';
+    die "the group's child did not start\n" unless (read_soon($from) // '') eq "ready\n";
     return { pid => $pid, from => $from };
+}
+
+# What can be read from $fh within 5 seconds (undef: nothing, or EOF).
+sub read_soon {
+    my ($fh) = @_;
+    my $rin = '';
+    vec($rin, fileno $fh, 1) = 1;
+    return undef unless select(my $rout = $rin, undef, undef, 5) > 0;
+    my $data;
+    return sysread($fh, $data, 64) ? $data : undef;
 }
 
 # What the group's child saw at its SIGINT (its terminal's lflag), or
 # undef if it was not signalled in time (then it is killed).
 sub group_saw {
     my ($group) = @_;
-    my $line;
-    my $rin = '';
-    vec($rin, fileno $group->{from}, 1) = 1;
-    if (select(my $rout = $rin, undef, undef, 5) > 0) {
-        $line = readline $group->{from};
-        chomp $line if defined $line;
-    }
+    my $line = read_soon($group->{from});
+    chomp $line if defined $line;
     kill 'KILL', $group->{pid} unless defined $line;
     waitpid($group->{pid}, 0);
     close $group->{from};
@@ -216,25 +225,86 @@ subtest 'on a pseudo-terminal of its own (a keeper): put back, then SIGHUP and S
     is(open_fds(), $fds, 'the terminal the client sent is closed');
 };
 
-subtest 'the status sent: nothing put back, the terminal closed' => sub {
-    my $before = shell_settings($slave, 8);
+# The call's keeper says how its script ended: the monitor first reads
+# what the client sent and it has not read yet; the status goes to a
+# client still there; one gone gets its terminal put back.
+my $monitor = bless {}, 'Proc::Prefork::Interp::Monitor';    # no server to tell
+sub script_ended {
+    my ($c) = @_;
+    $c->{keeper}{status} = 0;
+    $monitor->report($c);
+    return;
+}
+
+# A call on a pseudo-terminal of its own whose client sent $first and
+# made the terminal raw: (client's end, call, group, raw settings).
+sub raw_keeper_call {
+    my ($first) = @_;
     my $group = start_group($slave);
     my ($client, $c) = new_call($group);
-    send_restore($client, $before, $slave);
+    $c->{keeper} = { script => $group->{pid} };
+    send_restore($client, $first, $slave);
     hear($c);
     make_raw($slave);
-    my $raw = settings_of($slave);
-    my $kept = open_fds();
-    Proc::Prefork::Interp::Monitor::send_status($c, 0);
-    ok(!$c->{restore}, 'nothing kept');
-    is(open_fds(), $kept - 1, 'the terminal the client sent is closed');
-    sysread($client, my $frame, 64);
-    is_deeply([ decode_frame($frame) ], [ FRAME_STATUS, 0 ], 'the client has its status');
-    is_deeply(settings_of($slave), $raw, 'the terminal left as it is (the client restores it)');
+    return ($client, $c, $group, settings_of($slave));
+}
+
+sub end_group {
+    my ($group) = @_;
     kill 'KILL', $group->{pid};
     group_saw($group);
+    return;
+}
+
+subtest "the script's status delivered: nothing put back, the terminal closed" => sub {
+    my ($client, $c, $group, $raw) = raw_keeper_call(shell_settings($slave, 8));
+    my $kept = open_fds();
+    script_ended($c);
+    ok(!$c->{restore}, 'nothing kept');
+    is(open_fds(), $kept - 1, 'the terminal the client sent is closed');
+    is_deeply([ decode_frame(read_soon($client) // '') ], [ FRAME_STATUS, 0 ],
+        'the client has its status');
+    is_deeply(settings_of($slave), $raw, 'the terminal left as it is (the client restores it)');
+    end_group($group);
     close $client;
     close $c->{call};
+};
+
+subtest 'the script ended, its client gone before its EOF was read: put back' => sub {
+    my $before = shell_settings($slave, 15);
+    my ($client, $c, $group) = raw_keeper_call($before);
+    close $client;
+    script_ended($c);
+    is_deeply(settings_of($slave), $before, 'the terminal is as the client found it');
+    ok(!$c->{restore}, 'nothing kept');
+    end_group($group);
+    close $c->{call};
+    is(open_fds(), $fds, 'the terminal the client sent is closed');
+};
+
+subtest "the script ended, an 'R' not read yet, its client gone: that one put back" => sub {
+    my ($client, $c, $group) = raw_keeper_call(shell_settings($slave, 16));
+    my $second = shell_settings($slave, 17);
+    send_restore($client, $second, $slave);
+    make_raw($slave);
+    close $client;
+    script_ended($c);
+    is_deeply(settings_of($slave), $second, 'the second settings put back');
+    end_group($group);
+    close $c->{call};
+    is(open_fds(), $fds, 'no terminal left open');
+};
+
+subtest "the script ended, 'R' 0 not read yet: nothing put back" => sub {
+    my ($client, $c, $group) = raw_keeper_call(shell_settings($slave, 18));
+    send_restore($client);
+    close $client;
+    my $raw = settings_of($slave);
+    script_ended($c);
+    is_deeply(settings_of($slave), $raw, 'the terminal left as it is');
+    end_group($group);
+    close $c->{call};
+    is(open_fds(), $fds, 'no terminal left open');
 };
 
 subtest "'R' 0: what was kept is dropped; the client's end restores nothing" => sub {

@@ -361,16 +361,14 @@ sub hear_keeper {
 }
 
 # The client's status message: a frame (extended), or the status alone.
+# Whether it was sent (a client that has gone is no error).
 sub send_status {
     my ($c, $status) = @_;
-    # The call is over: the client puts its terminal back itself.
-    drop_restore($c);
-    # A client that has gone is no error.
-    eval {
+    return eval {
         send_all($c->{call},
             $c->{extended} ? encode_frame(FRAME_STATUS, $status) : encode_status($status));
-    };
-    return;
+        1;
+    } ? 1 : 0;
 }
 
 # A running call's keeper has said how the script ended ('x'): the call
@@ -380,9 +378,38 @@ sub send_status {
 sub report {
     my ($self, $c) = @_;
     $c->{phase} = 'reported';
+    # What the client said before the script ended: its terminal's
+    # settings, or that it has gone (the hang-up of the terminal it held
+    # may be what ended the script, before its EOF was read).
+    my $gone = hear_last_of_client($c);
     $self->call_ended(MONITOR_CALL_ENDED);
-    send_status($c, $c->{keeper}{status});
+    if (!$gone && send_status($c, $c->{keeper}{status})) {
+        # Delivered: the client puts its terminal back itself.
+        drop_restore($c);
+    } else {
+        put_back_terminal($c);
+    }
     return;
+}
+
+# What the client of an extended call whose script has ended sent and
+# was not read yet: its 'R' frames are taken (signals for an ended script
+# go nowhere). Whether it has gone (EOF, an error, an 'R' not whole).
+sub hear_last_of_client {
+    my ($c) = @_;
+    while (1) {
+        my $rin = '';
+        vec($rin, fileno $c->{call}, 1) = 1;
+        my $ready = select(my $rout = $rin, undef, undef, 0);
+        next if $ready < 0 && $! == EINTR;
+        return $ready < 0 ? 1 : 0 if $ready <= 0;
+        # A frame the client began is there whole: it writes each at once.
+        my $rest = eval { read_exact($c->{call}, FRAME_LEN - length $c->{frame}) };
+        return 1 unless defined $rest;
+        my ($kind, $value) = decode_frame($c->{frame} . $rest);
+        $c->{frame} = '';
+        return 1 if $kind eq FRAME_RESTORE && !hear_restore($c, $value);
+    }
 }
 
 # The executor of a call has gone: it is reaped and the call ends; we
@@ -440,9 +467,7 @@ sub reap {
     }
     close $c->{call};
     close $c->{pidfd};
-    # (Normally dropped already, when the status was sent or the terminal
-    # put back: nothing of the call stays open past it.)
-    drop_restore($c);
+    # (A caller's terminal still kept closes with the call's record.)
     return;
 }
 
@@ -478,18 +503,10 @@ sub hear_client {
             } elsif ($kind eq FRAME_FOREGROUND) {
                 eval { send_all($keeper->{from}, encode_frame(KEEPER_FOREGROUND, $value)) }
                     if $keeper && $keeper->{from};
-            } elsif ($kind eq FRAME_RESTORE) {
-                my $restore = eval { read_restore($c->{call}, $value) };
-                if (!defined $restore) {
-                    # Not sent whole: the client is taken as gone (what
-                    # an earlier 'R' gave, if any, is put back).
-                    chomp(my $why = "$@");
-                    write_log('err', "call's terminal settings: $why") if $why ne 'hung up';
-                    return gone($c);
-                }
-                # In place of what the last 'R' gave; 'R' 0: nothing.
-                drop_restore($c);
-                $c->{restore} = $restore if $value;
+            } elsif ($kind eq FRAME_RESTORE && !hear_restore($c, $value)) {
+                # Not sent whole: the client is taken as gone (what an
+                # earlier 'R' gave, if any, is put back).
+                return gone($c);
             }
             return;    # (unknown kinds ignored)
         }
@@ -515,6 +532,22 @@ sub gone {
     $c->{phase} = 'abandoned';
     $c->{since} = Time::HiRes::time();
     return;
+}
+
+# The rest of an 'R' frame of value $value, kept on the call in place of
+# what the last 'R' gave ('R' 0: nothing). Whether it came whole (if
+# not, why is logged, unless the client just hung up).
+sub hear_restore {
+    my ($c, $value) = @_;
+    my $restore = eval { read_restore($c->{call}, $value) };
+    if (!defined $restore) {
+        chomp(my $why = "$@");
+        write_log('err', "call's terminal settings: $why") if $why ne 'hung up';
+        return 0;
+    }
+    drop_restore($c);
+    $c->{restore} = $restore if $value;
+    return 1;
 }
 
 # The rest of an 'R' frame of value $length, read from $call: that many
