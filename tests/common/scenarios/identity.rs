@@ -38,7 +38,7 @@ scenario!(list_and_kill_by_identity, |side| {
     );
     assert_eq!(
         cols[7],
-        "signals,context,tty,limits,closed,dispositions,watch"
+        "signals,context,tty,limits,closed,dispositions,watch,restore"
     );
     assert_eq!(cols[8], "-", "no environment read: {cols:?}");
     let shown = if side == Side::Rust {
@@ -104,7 +104,8 @@ scenario!(list_json_tells_what_a_server_is, |side| {
             "limits",
             "closed",
             "dispositions",
-            "watch"
+            "watch",
+            "restore"
         ])
     );
     assert_eq!(two["running"], 0);

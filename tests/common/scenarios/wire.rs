@@ -86,7 +86,7 @@ scenario!(greeting_bytes_after_one_call, |side| {
         }
     };
     let xdata = [
-        &b"pfi-caps 1\ncaps signals,context,tty,limits,closed,dispositions,watch\n"[..],
+        &b"pfi-caps 1\ncaps signals,context,tty,limits,closed,dispositions,watch,restore\n"[..],
         format!("world {world}\n").as_bytes(),
         start_line.as_bytes(),
         // (The call that started it had no terminal.)
