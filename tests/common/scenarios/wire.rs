@@ -95,7 +95,7 @@ scenario!(greeting_bytes_after_one_call, |side| {
         format!("idle {idle}\n").as_bytes(),
     ]
     .concat();
-    assert_eq!(xdata.len(), 177 + start_line.len() + idle.len());
+    assert_eq!(xdata.len(), 185 + start_line.len() + idle.len());
     let expected = [&b"PFI\n"[..], &(xdata.len() as u32).to_be_bytes(), &xdata].concat();
     let expected = expected.as_slice();
     assert!(
