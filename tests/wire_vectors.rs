@@ -49,6 +49,25 @@ fn u64_of(v: &Value) -> u64 {
     v.as_str().unwrap().parse().unwrap()
 }
 
+/// A vector's terminal settings, field by field.
+fn settings_of(v: &Value) -> TerminalSettings {
+    let word = |name: &str| int(&v[name]) as u32;
+    TerminalSettings {
+        iflag: word("iflag"),
+        oflag: word("oflag"),
+        cflag: word("cflag"),
+        lflag: word("lflag"),
+        ispeed: word("ispeed"),
+        ospeed: word("ospeed"),
+        cc: v["cc"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| int(c) as u8)
+            .collect(),
+    }
+}
+
 /// The variant name of an error, as the vectors name it.
 fn kind_of(e: &ProtocolError) -> String {
     format!("{e:?}")
@@ -283,23 +302,18 @@ fn check_group(group: &str, v: &Value) {
         }
         "terminal_settings" => match (decode_terminal_settings(&bytes()), error) {
             (Ok(settings), None) => {
-                let word = |name: &str| int(&v[name]) as u32;
-                let want = TerminalSettings {
-                    iflag: word("iflag"),
-                    oflag: word("oflag"),
-                    cflag: word("cflag"),
-                    lflag: word("lflag"),
-                    ispeed: word("ispeed"),
-                    ospeed: word("ospeed"),
-                    cc: v["cc"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|c| int(c) as u8)
-                        .collect(),
-                };
+                let want = settings_of(v);
                 assert_eq!(settings, want);
                 assert_eq!(encode_terminal_settings(&want), bytes());
+            }
+            (Err(e), Some(kind)) => assert_eq!(kind_of(&e), kind),
+            (got, _) => panic!("got {got:?}"),
+        },
+        "restore" => match (decode_restore(&bytes()), error) {
+            (Ok((put_back, left)), None) => {
+                let want = (settings_of(&v["put_back"]), settings_of(&v["left"]));
+                assert_eq!((put_back, left), want);
+                assert_eq!(encode_restore(&want.0, &want.1), bytes());
             }
             (Err(e), Some(kind)) => assert_eq!(kind_of(&e), kind),
             (got, _) => panic!("got {got:?}"),
@@ -457,6 +471,7 @@ fn every_error_kind_has_an_invalid_vector() {
         "BadSetupEnv",
         "BadLimits",
         "BadTerminalSettings",
+        "BadRestore",
     ] {
         assert!(
             all.contains(&format!("\"error\":\"{kind}\"")),

@@ -207,8 +207,8 @@ impl CallTerminal {
     }
 
     /// The caller's terminal in raw mode, its current settings saved (and,
-    /// with `restore`, given to the monitor first: should we be killed
-    /// now, it puts them back).
+    /// with `restore`, given to the monitor with the raw ones as the
+    /// terminal has them: should we be killed, it puts them back).
     fn take_raw(&mut self, conn: &UnixStream) -> bool {
         if !self.raw {
             let Ok(current) = tcgetattr(&self.user) else {
@@ -221,19 +221,22 @@ impl CallTerminal {
                 // too: their line ends still need translating.
                 raw.output_flags = current.output_flags;
             }
+            if set_attributes(&self.user, &raw).is_err() {
+                return false;
+            }
             if self.monitor_restores {
-                let termios = libc::termios::from(current.clone());
-                let settings =
-                    protocol::encode_terminal_settings(&sys::terminal_settings(&termios));
+                // As the kernel has them (it may not take every bit).
+                let left = tcgetattr(&self.user).unwrap_or(raw);
+                let settings = protocol::encode_restore(
+                    &sys::terminal_settings(&libc::termios::from(current.clone())),
+                    &sys::terminal_settings(&libc::termios::from(left)),
+                );
                 let _ =
                     protocol::io::send_all(conn, &Frame::Restore(settings.len() as u32).encode())
                         .and_then(|()| protocol::io::send_all(conn, &settings))
                         .and_then(|()| {
                             protocol::io::send_fd(conn, protocol::FD_MESSAGE_BYTE, &self.user)
                         });
-            }
-            if set_attributes(&self.user, &raw).is_err() {
-                return false;
             }
             self.saved = current;
             self.raw = true;

@@ -50,6 +50,9 @@ pub enum ProtocolError {
     /// Terminal settings of this many bytes: fewer than
     /// [`TERMINAL_SETTINGS_FIXED`] or more than [`MAX_TERMINAL_SETTINGS`].
     BadTerminalSettings(usize),
+    /// An 'R' frame's bytes, this many, are not a count byte C and twice
+    /// 24 + C bytes of settings (C at most 64).
+    BadRestore(usize),
 }
 
 impl fmt::Display for ProtocolError {
@@ -89,6 +92,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::BadTerminalSettings(n) => write!(
                 f,
                 "terminal settings of {n} bytes ({TERMINAL_SETTINGS_FIXED} to {MAX_TERMINAL_SETTINGS})"
+            ),
+            ProtocolError::BadRestore(n) => write!(
+                f,
+                "terminal restore message of {n} bytes (a count C, then twice 24 + C, C at most 64)"
             ),
             ProtocolError::BadExecutorMessage(b) => {
                 write!(f, "executor sent byte {b:#04x}, expected 'r' (ready)")
@@ -710,10 +717,12 @@ pub const FRAME_FOREGROUND: u8 = b'F';
 pub const FRAME_STOPPED: u8 = b'T';
 
 /// Client to monitor, with capability [`CAP_RESTORE`]: value N, then N
-/// bytes of [`TerminalSettings`] and (N > 0) one byte 0x00 carrying the
-/// caller's terminal (SCM_RIGHTS): the settings to put back on it if the
-/// client goes away before the status is sent. N = 0: nothing to put
-/// back (the client has restored them itself).
+/// bytes ([`encode_restore`]: the settings to put back, and those the
+/// client left on the terminal) and (N > 0) one byte 0x00 carrying the
+/// caller's terminal (SCM_RIGHTS): if the client goes away before the
+/// status is sent, and the terminal still has the settings it left, the
+/// monitor puts the others back. N = 0: nothing to put back (the client
+/// has restored them itself).
 pub const FRAME_RESTORE: u8 = b'R';
 
 /// The fixed part of [`TerminalSettings`] on the wire: four flag words
@@ -772,6 +781,44 @@ pub fn decode_terminal_settings(bytes: &[u8]) -> Result<TerminalSettings, Protoc
         ospeed: word(5),
         cc: bytes[TERMINAL_SETTINGS_FIXED..].to_vec(),
     })
+}
+
+/// The most bytes an 'R' frame's value may say: a count byte and two
+/// settings of 64 control characters each.
+pub const MAX_RESTORE_LEN: usize = 1 + 2 * MAX_TERMINAL_SETTINGS;
+
+/// The bytes after an 'R' frame: the control characters' count (the
+/// sender's NCCS, one byte), the settings to put back, then the settings
+/// the client leaves on the terminal (raw), each [`TerminalSettings`] of
+/// that many control characters. Both must have as many as `put_back`.
+pub fn encode_restore(put_back: &TerminalSettings, left: &TerminalSettings) -> Vec<u8> {
+    let count = put_back
+        .cc
+        .len()
+        .min(MAX_TERMINAL_SETTINGS - TERMINAL_SETTINGS_FIXED);
+    let mut left = left.clone();
+    left.cc.resize(count, 0);
+    let mut put_back = put_back.clone();
+    put_back.cc.truncate(count);
+    let mut out = vec![count as u8];
+    out.extend(encode_terminal_settings(&put_back));
+    out.extend(encode_terminal_settings(&left));
+    out
+}
+
+/// Decodes the bytes after an 'R' frame: (to put back, as left).
+pub fn decode_restore(bytes: &[u8]) -> Result<(TerminalSettings, TerminalSettings), ProtocolError> {
+    let bad = || ProtocolError::BadRestore(bytes.len());
+    let (&count, rest) = bytes.split_first().ok_or_else(bad)?;
+    let block = TERMINAL_SETTINGS_FIXED + count as usize;
+    if block > MAX_TERMINAL_SETTINGS || rest.len() != 2 * block {
+        return Err(bad());
+    }
+    let (put_back, left) = rest.split_at(block);
+    Ok((
+        decode_terminal_settings(put_back)?,
+        decode_terminal_settings(left)?,
+    ))
 }
 
 /// Signals a client may have delivered to the executor's process group.

@@ -72,6 +72,22 @@ struct Spare {
     from_executor: UnixStream,
 }
 
+/// What a client gave for its caller's terminal ('R'): the settings to
+/// put back, if the terminal still has those it left.
+struct Restore {
+    terminal: OwnedFd,
+    put_back: protocol::TerminalSettings,
+    left: protocol::TerminalSettings,
+}
+
+impl Restore {
+    /// Puts the settings back, unless someone (the shell that ran the
+    /// client, once it has seen it die) has set the terminal since.
+    fn put_back(self) {
+        let _ = sys::put_back_terminal_settings(&self.terminal, &self.put_back, &self.left);
+    }
+}
+
 /// A call in flight, as its executor's pid keys it.
 struct Call {
     pidfd: Pidfd,
@@ -79,7 +95,7 @@ struct Call {
     phase: Phase,
     /// The caller's terminal and the settings to put back on it if the
     /// client goes away while it has it raw ('R', capability `restore`).
-    restore: Option<(OwnedFd, protocol::TerminalSettings)>,
+    restore: Option<Restore>,
 }
 
 enum Phase {
@@ -505,9 +521,7 @@ impl Monitor {
         let mut call = call;
         let status = script_status(pid, &mut call, status);
         match call.phase {
-            Phase::Running { extended, .. } => {
-                send_status(pid, &call.call, extended, status);
-            }
+            Phase::Running { extended, .. } => status_to_client(pid, &mut call, extended, status),
             Phase::Reported => {}
             Phase::Abandoned { .. } => log::info(&format!(
                 "client went away; script interrupted, it {}",
@@ -560,8 +574,8 @@ impl Monitor {
         }
         // Before anything else, for the shell that ran the client: its
         // terminal as the client found it.
-        if let Some((terminal, settings)) = call.restore.take() {
-            let _ = sys::set_terminal_settings(&terminal, &settings);
+        if let Some(restore) = call.restore.take() {
+            restore.put_back();
         }
         // v1: the client has nothing more to say; it left. On its own
         // terminal: that terminal is gone, and a direct run whose terminal
@@ -597,20 +611,9 @@ impl Monitor {
         if let Some(status) = keeper.status {
             let extended = *extended;
             call.phase = Phase::Reported;
-            // What the client said before the script ended: its terminal's
-            // settings, or that it has gone (the terminal's hang-up may
-            // be what ended the script).
-            let gone = hear_last_of_client(call);
             self.call_ended(protocol::MONITOR_CALL_ENDED);
             if let Some(call) = self.calls.get_mut(&pid) {
-                let delivered = !gone && send_status(pid, &call.call, extended, status);
-                // Delivered, the client restores its terminal itself; if
-                // not, it has gone, and its terminal is ours to put back.
-                if let Some((terminal, settings)) = call.restore.take()
-                    && !delivered
-                {
-                    let _ = sys::set_terminal_settings(&terminal, &settings);
-                }
+                status_to_client(pid, call, extended, status);
             }
         }
     }
@@ -717,24 +720,38 @@ fn script_status(pid: Pid, call: &mut Call, status: WaitStatus) -> WaitStatus {
 
 /// The rest of an 'R' frame: `len` bytes of settings and, if any, the
 /// caller's terminal; what to put back should the client go away.
-fn read_restore(
-    call: &UnixStream,
-    len: u32,
-) -> io::Result<Option<(OwnedFd, protocol::TerminalSettings)>> {
+fn read_restore(call: &UnixStream, len: u32) -> io::Result<Option<Restore>> {
     if len == 0 {
         return Ok(None);
     }
     let len = len as usize;
-    if len > protocol::MAX_TERMINAL_SETTINGS {
-        return Err(io::Error::other(
-            protocol::ProtocolError::BadTerminalSettings(len),
-        ));
+    if len > protocol::MAX_RESTORE_LEN {
+        return Err(io::Error::other(protocol::ProtocolError::BadRestore(len)));
     }
     let mut bytes = vec![0u8; len];
     (&*call).read_exact(&mut bytes)?;
-    let settings = protocol::decode_terminal_settings(&bytes).map_err(io::Error::other)?;
+    let (put_back, left) = protocol::decode_restore(&bytes).map_err(io::Error::other)?;
     let (_, terminal) = recv_fd(call)?;
-    Ok(Some((terminal, settings)))
+    Ok(Some(Restore {
+        terminal,
+        put_back,
+        left,
+    }))
+}
+
+/// The script's status to its client, once it has ended. What the client
+/// said before that is read first: its terminal's settings, or that it
+/// has gone (its terminal's hang-up may be what ended the script). Sent,
+/// the client restores its terminal itself; if not, the client has gone,
+/// and its terminal is ours to put back.
+fn status_to_client(pid: Pid, call: &mut Call, extended: bool, status: WaitStatus) {
+    let gone = hear_last_of_client(call);
+    let delivered = !gone && send_status(pid, &call.call, extended, status);
+    if let Some(restore) = call.restore.take()
+        && !delivered
+    {
+        restore.put_back();
+    }
 }
 
 /// The script's wait status to its client, as the call's framing has it.

@@ -65,20 +65,28 @@ pub(crate) fn terminal_settings(termios: &libc::termios) -> crate::protocol::Ter
     }
 }
 
-/// Puts `settings` on `terminal` at once (TCSANOW): what a client found
-/// there before it made it raw. Fields the wire does not carry keep
-/// their current values; control characters beyond ours are ignored.
-/// (The speeds travel in the control flags' CBAUD bits too, on Linux.)
-pub(crate) fn set_terminal_settings(
+/// Puts `settings` on `terminal` at once (TCSANOW), if it still has the
+/// settings `left` (flags and control characters): what a client found
+/// there before it made it raw, unless its shell has set the terminal
+/// since. Fields the wire does not carry keep their current values;
+/// control characters beyond ours are ignored. (The speeds travel in the
+/// control flags' CBAUD bits too, on Linux.) Whether it put them back.
+pub(crate) fn put_back_terminal_settings(
     terminal: &impl AsFd,
     settings: &crate::protocol::TerminalSettings,
-) -> io::Result<()> {
+    left: &crate::protocol::TerminalSettings,
+) -> io::Result<bool> {
     let fd = terminal.as_fd().as_raw_fd();
     // SAFETY: termios is plain data; tcgetattr fills it in.
     let mut termios: libc::termios = unsafe { std::mem::zeroed() };
     // SAFETY: a valid fd and a valid pointer.
     if unsafe { libc::tcgetattr(fd, &mut termios) } < 0 {
         return Err(io::Error::last_os_error());
+    }
+    let now = terminal_settings(&termios);
+    let flags = |t: &crate::protocol::TerminalSettings| (t.iflag, t.oflag, t.cflag, t.lflag);
+    if flags(&now) != flags(left) || now.cc.iter().zip(&left.cc).any(|(a, b)| a != b) {
+        return Ok(false);
     }
     termios.c_iflag = settings.iflag;
     termios.c_oflag = settings.oflag;
@@ -91,5 +99,40 @@ pub(crate) fn set_terminal_settings(
     if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &termios) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings_of(fd: &impl AsFd) -> crate::protocol::TerminalSettings {
+        let t = nix::sys::termios::tcgetattr(fd).unwrap();
+        terminal_settings(&libc::termios::from(t))
+    }
+
+    /// The monitor's put-back: only onto the settings the client left; a
+    /// terminal its shell has set since keeps the shell's.
+    #[test]
+    fn settings_put_back_only_where_the_client_left_them() {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let cooked = settings_of(&pty.slave);
+        let mut raw = tcgetattr(&pty.slave).unwrap();
+        cfmakeraw(&mut raw);
+        tcsetattr(&pty.slave, SetArg::TCSANOW, &raw).unwrap();
+        let left = settings_of(&pty.slave);
+        assert_ne!(left, cooked);
+        assert!(put_back_terminal_settings(&pty.slave, &cooked, &left).unwrap());
+        assert_eq!(settings_of(&pty.slave), cooked);
+
+        // Raw again, then the shell's own mode (echo off, signals on).
+        tcsetattr(&pty.slave, SetArg::TCSANOW, &raw).unwrap();
+        let mut shells = tcgetattr(&pty.slave).unwrap();
+        shells.local_flags |= nix::sys::termios::LocalFlags::ISIG;
+        tcsetattr(&pty.slave, SetArg::TCSANOW, &shells).unwrap();
+        let shells = settings_of(&pty.slave);
+        assert!(!put_back_terminal_settings(&pty.slave, &cooked, &left).unwrap());
+        assert_eq!(settings_of(&pty.slave), shells);
+    }
 }
