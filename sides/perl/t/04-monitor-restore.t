@@ -169,10 +169,15 @@ sub new_call {
         group => $group->{pid}, frame => '' });
 }
 
-# The client's 'R': the settings and, if any, its terminal.
+# The client's 'R': the settings and, if any, its terminal. As our client
+# does, it makes that terminal raw first, and sends what it left there.
 sub send_restore {
     my ($client, $settings, $terminal) = @_;
-    my $bytes = $settings ? encode_terminal_settings($settings) : '';
+    my $bytes = '';
+    if ($settings) {
+        make_raw($terminal);
+        $bytes = encode_restore($settings, settings_of($terminal));
+    }
     syswrite($client, encode_frame(FRAME_RESTORE, length $bytes) . $bytes) or die "write: $!\n";
     IO::FDPass::send(fileno $client, fileno $terminal) or die "send fd: $!\n" if $terminal;
     return;
@@ -202,6 +207,26 @@ subtest 'the client goes away while the terminal is raw: put back, then SIGINT' 
     is_deeply(\@lflag_at_kill, [ $before->{lflag} ], 'already so when the SIGINT was sent');
     is(group_saw($group), $before->{lflag}, 'and when the group got it');
     ok(!$c->{restore}, 'nothing kept');
+    close $c->{call};
+    is(open_fds(), $fds, 'the terminal the client sent is closed');
+};
+
+subtest 'a shell that has set its terminal since keeps its own mode' => sub {
+    my $before = shell_settings($slave, 7);
+    my $group = start_group($slave);
+    my ($client, $c) = new_call($group);
+    send_restore($client, $before, $slave);
+    hear($c);
+    # The client is gone, and its shell (bash's readline: no echo, lines
+    # not cooked, but its signals) has taken the terminal back before the
+    # monitor heard of it.
+    set_terminal($slave, sub { $_[0]->setlflag($_[0]->getlflag | ISIG) });
+    my $shells = settings_of($slave);
+    close $client;
+    hear($c);
+    is($c->{phase}, 'abandoned', 'the call is abandoned');
+    is_deeply(settings_of($slave), $shells, "the terminal keeps the shell's mode");
+    group_saw($group);
     close $c->{call};
     is(open_fds(), $fds, 'the terminal the client sent is closed');
 };

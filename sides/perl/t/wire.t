@@ -38,6 +38,7 @@ my %TESTS = (
     status            => \&status,
     frame             => \&frame,
     terminal_settings => \&terminal_settings,
+    restore           => \&restore,
     executor_ready    => \&executor_ready,
     monitor_to_server => \&monitor_to_server,
     quit_line         => \&quit_line,
@@ -270,6 +271,27 @@ sub terminal_settings {
         ok(eval { check_terminal_settings_len(length $bytes); 1 },
             "$v->{name}: its length passes the monitor's check");
     }
+}
+
+sub restore {
+    my $fields = sub { my ($f) = @_; +{ map { ($_ => $f->{$_}) } qw(iflag oflag cflag lflag ispeed ospeed cc) } };
+    for my $v (@_) {
+        my $bytes = unhex $v->{bytes};
+        if ($v->{error}) {
+            dies_with($v->{error}, $v->{name}, sub { decode_restore($bytes) });
+            # The message the Rust side's ProtocolError gives.
+            eval { decode_restore($bytes) };
+            is("$@", sprintf("terminal restore message of %d bytes (a count C, then twice 24 + C, "
+                    . "C at most 64)\n", length $bytes), "$v->{name}: the message");
+            next;
+        }
+        my ($put_back, $left) = ($fields->($v->{put_back}), $fields->($v->{left}));
+        is_deeply([ decode_restore($bytes) ], [ $put_back, $left ], "$v->{name}: decode");
+        is(unpack('H*', encode_restore($put_back, $left)), $v->{bytes}, "$v->{name}: encode");
+        ok(eval { check_restore_len(length $bytes); 1 },
+            "$v->{name}: its length passes the monitor's check");
+    }
+    dies_with('BadRestore', 'a wild length', sub { check_restore_len(1 << 30) });
 }
 
 sub executor_ready {

@@ -550,21 +550,34 @@ sub hear_restore {
     return 1;
 }
 
-# The rest of an 'R' frame of value $length, read from $call: that many
-# bytes of terminal settings and, if any, the caller's terminal. Returns
-# {settings, terminal}, or {} for none ($length 0). Reads block: the
+# The rest of an 'R' frame of value $length, read from $call: a restore
+# message of that many bytes and, if any, the caller's terminal. Returns
+# {settings, left, terminal} (the settings to put back, and those the
+# client left), or {} for none ($length 0). Reads block: the
 # client sends all of it at once. Dies (one line) if the client does not
 # send it whole.
 sub read_restore {
     my ($call, $length) = @_;
     return {} unless $length;
     # Before reading: a wild length is no settings, and no read of it.
-    check_terminal_settings_len($length);
-    my $settings = decode_terminal_settings(read_exact($call, $length));
+    check_restore_len($length);
+    my ($settings, $left) = decode_restore(read_exact($call, $length));
     local $! = 0;    # recvmsg leaves it alone at EOF
     my $fd = IO::FDPass::recv(fileno $call);
     die $! ? "cannot receive the caller's terminal: $!\n" : "hung up\n" if $fd < 0;
-    return { settings => $settings, terminal => fdopen($fd, '+<') };
+    return { settings => $settings, left => $left, terminal => fdopen($fd, '+<') };
+}
+
+# Whether $termios (as the terminal has it now) is what the client left.
+sub _still_left {
+    my ($termios, $left) = @_;
+    return 0 if $termios->getiflag != $left->{iflag} || $termios->getoflag != $left->{oflag}
+        || $termios->getcflag != $left->{cflag} || $termios->getlflag != $left->{lflag};
+    my @cc = @{ $left->{cc} };
+    for my $i (0 .. (@cc < NCCS ? @cc : NCCS) - 1) {
+        return 0 if $termios->getcc($i) != $cc[$i];
+    }
+    return 1;
 }
 
 # Forgets the settings kept for a call, closing its caller's terminal.
@@ -576,16 +589,18 @@ sub drop_restore {
 }
 
 # Puts the settings kept for a call back on its caller's terminal (at
-# once, TCSANOW), then closes it. Fields the wire does not carry keep the
-# terminal's values (getattr first), and only as many control characters
-# as this platform has are set. Failures are ignored: the terminal may
-# itself have gone.
+# once, TCSANOW), if it still has those the client left (flags and
+# control characters: a shell that has taken its terminal back since
+# keeps its own mode), then closes it. Fields the wire does not carry
+# keep the terminal's values (getattr first), and only as many control
+# characters as this platform has are set. Failures are ignored: the
+# terminal may itself have gone.
 sub put_back_terminal {
     my ($c) = @_;
     my $restore = $c->{restore} or return;
-    my ($settings, $fd) = ($restore->{settings}, fileno $restore->{terminal});
+    my ($settings, $left, $fd) = (@$restore{qw(settings left)}, fileno $restore->{terminal});
     my $termios = POSIX::Termios->new;
-    if (defined $termios->getattr($fd)) {
+    if (defined $termios->getattr($fd) && _still_left($termios, $left)) {
         $termios->setiflag($settings->{iflag});
         $termios->setoflag($settings->{oflag});
         $termios->setcflag($settings->{cflag});

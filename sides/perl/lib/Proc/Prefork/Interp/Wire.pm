@@ -83,12 +83,14 @@ use constant {
     FRAME_STOPPED      => 'T',
     FRAME_RESTORE      => 'R',
 };
-# What follows an 'R' frame of value N > 0 (capability restore): N bytes
-# of terminal settings, the fixed part (four flag words, two speeds,
-# u32be each) then the control characters; a monitor takes at most
-# MAX_TERMINAL_SETTINGS (64 control characters, more than any platform
-# has).
+# Terminal settings (capability restore): the fixed part (four flag
+# words, two speeds, u32be each) then the control characters, at most 64
+# (more than any platform has). What follows an 'R' frame of value N > 0
+# is a restore message: a count byte C, then the settings to put back and
+# those the client left, C control characters each (MAX_RESTORE_LEN at
+# most).
 use constant { TERMINAL_SETTINGS_FIXED => 24, MAX_TERMINAL_SETTINGS => 24 + 64 };
+use constant MAX_RESTORE_LEN => 1 + 2 * MAX_TERMINAL_SETTINGS;
 # Signals a client may have delivered to the script's group (by name:
 # perl's numbers are the platform's).
 use constant FORWARDED_SIGNALS => qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
@@ -102,7 +104,7 @@ our @EXPORT = qw(
     LIMITS_TAIL_LEN OOM_SCORE_UNKNOWN MONITOR_CALL_ENDED MONITOR_CALL_DROPPED
     EXECUTOR_READY KEEPER_STOPPED KEEPER_STATUS KEEPER_FOREGROUND FRAME_LEN FRAME_SIGNAL
     FRAME_EXECUTOR_PID FRAME_STATUS FRAME_FOREGROUND FRAME_STOPPED FRAME_RESTORE
-    TERMINAL_SETTINGS_FIXED MAX_TERMINAL_SETTINGS FORWARDED_SIGNALS
+    TERMINAL_SETTINGS_FIXED MAX_TERMINAL_SETTINGS MAX_RESTORE_LEN FORWARDED_SIGNALS
     encode_greeting encode_greeting_xdata trackable_env_name env_dependency env_digest
     world_digest decode_setup_env check_request_byte has_second_request_byte
     check_second_request_byte encode_request_bytes on_pty encode_executor_ready
@@ -110,7 +112,7 @@ our @EXPORT = qw(
     decode_limits encode_caller_signals decode_caller_signals encode_status decode_status encode_frame decode_frame
     encode_context_umask decode_context_umask lock_path_for_socket encode_quit_line
     decode_last_quit check_terminal_settings_len encode_terminal_settings
-    decode_terminal_settings
+    decode_terminal_settings encode_restore decode_restore check_restore_len
 );
 
 {
@@ -446,6 +448,41 @@ sub decode_terminal_settings {
     @settings{@TERMINAL_WORDS} = unpack 'N6', $bytes;
     $settings{cc} = [ unpack 'C*', substr $bytes, TERMINAL_SETTINGS_FIXED ];
     return \%settings;
+}
+
+sub _bad_restore {
+    _error(BadRestore => sprintf
+            'terminal restore message of %d bytes (a count C, then twice 24 + C, C at most 64)',
+        $_[0]);
+}
+
+# Dies unless $length bytes can be a restore message: a monitor asks
+# before it reads them, so that an 'R' frame's value is never a read of
+# gigabytes.
+sub check_restore_len {
+    my ($length) = @_;
+    _bad_restore($length) if $length < 1 + 2 * TERMINAL_SETTINGS_FIXED || $length > MAX_RESTORE_LEN;
+    return;
+}
+
+# The restore message ('R' frame's bytes) for the settings to put back
+# and those the client left, as encode_terminal_settings takes them.
+sub encode_restore {
+    my ($put_back, $left) = @_;
+    my $count = @{ $put_back->{cc} };
+    my %left = (%$left, cc => [ (@{ $left->{cc} }, (0) x $count)[ 0 .. $count - 1 ] ]);
+    return pack('C', $count) . encode_terminal_settings($put_back) . encode_terminal_settings(\%left);
+}
+
+# A restore message decoded: ($put_back, $left).
+sub decode_restore {
+    my ($bytes) = @_;
+    my $length = length $bytes;
+    _bad_restore($length) if $length < 1;
+    my $block = TERMINAL_SETTINGS_FIXED + unpack 'C', $bytes;
+    _bad_restore($length) if $block > MAX_TERMINAL_SETTINGS || $length != 1 + 2 * $block;
+    return (decode_terminal_settings(substr $bytes, 1, $block),
+        decode_terminal_settings(substr $bytes, 1 + $block, $block));
 }
 
 # ------------------------------------------------------- run directory
