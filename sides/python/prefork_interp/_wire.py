@@ -4,6 +4,7 @@ src/protocol/codec.rs; sides/wire-vectors.json pins them
 (tests/test_wire.py). A decoder's error is a ProtocolError whose kind is
 Rust's ProtocolError variant."""
 
+import collections
 import struct
 
 ENV_VAR = "PREFORK_INTERP"
@@ -68,6 +69,19 @@ FRAME_EXECUTOR_PID = b"P"
 FRAME_STATUS = b"X"
 FRAME_FOREGROUND = b"F"
 FRAME_STOPPED = b"T"
+# Client to monitor (capability "restore"): value N, then a restore
+# message of N bytes and, N > 0, FD_MESSAGE_BYTE carrying the caller's
+# terminal: the settings to put back on it if the client goes away before
+# 'X', and those the client left there. N = 0: nothing to put back.
+FRAME_RESTORE = b"R"
+# Terminal settings: four flag words and two speeds, u32be each, then the
+# sender's control characters; a receiver takes at most 64 of those
+# (more than any platform has).
+TERMINAL_SETTINGS_FIXED = 24
+MAX_TERMINAL_SETTINGS = TERMINAL_SETTINGS_FIXED + 64
+# A restore message: a count C of control characters, then two terminal
+# settings of C control characters each.
+MAX_RESTORE_LEN = 1 + 2 * MAX_TERMINAL_SETTINGS
 
 # No limit, on the wire; the oom_score_adj a caller could not read.
 RLIM_INFINITY = 2**64 - 1
@@ -83,14 +97,15 @@ _I32 = struct.Struct(">i")
 _LIMITS_ENTRY = struct.Struct(">BQQ")
 _LIMITS_TAIL = struct.Struct(">ii")
 _CALLER_SIGNALS = struct.Struct(">QQ")
+_TERMINAL_SETTINGS_FIXED = struct.Struct(">6I")
 
 
 class ProtocolError(ValueError):
     """A message that breaks the wire format. kind: Rust's ProtocolError
     variant (BadRequestByte, BadSecondRequestByte, PayloadTooLong,
     PayloadUnterminated, PayloadNoEnvEnd, BadLimits, BadSetupEnv,
-    BadExecutorMessage, XdataTooLong, BadGreetingMagic); the message says
-    what was wrong."""
+    BadExecutorMessage, BadTerminalSettings, BadRestore, XdataTooLong,
+    BadGreetingMagic); the message says what was wrong."""
 
     def __init__(self, kind, message):
         ValueError.__init__(self, message)
@@ -368,6 +383,63 @@ def encode_frame(kind, value):
 def decode_frame(frame):
     """(kind, value) of FRAME_LEN bytes; unknown kinds decode too."""
     return _FRAME.unpack(frame)
+
+
+# A terminal's settings (struct termios), as a restore message has them:
+# speeds are the platform's B* values, cc the sender's c_cc (ints).
+TerminalSettings = collections.namedtuple(
+    "TerminalSettings", "iflag oflag cflag lflag ispeed ospeed cc")
+
+
+def encode_terminal_settings(settings):
+    return _TERMINAL_SETTINGS_FIXED.pack(settings.iflag, settings.oflag, settings.cflag,
+                                         settings.lflag, settings.ispeed,
+                                         settings.ospeed) + bytes(settings.cc)
+
+
+def decode_terminal_settings(data):
+    """TerminalSettings (cc: a list of ints) from TERMINAL_SETTINGS_FIXED
+    to MAX_TERMINAL_SETTINGS bytes."""
+    if not TERMINAL_SETTINGS_FIXED <= len(data) <= MAX_TERMINAL_SETTINGS:
+        raise ProtocolError("BadTerminalSettings", "terminal settings of %d bytes (%d to %d)"
+                            % (len(data), TERMINAL_SETTINGS_FIXED, MAX_TERMINAL_SETTINGS))
+    words = _TERMINAL_SETTINGS_FIXED.unpack_from(data)
+    return TerminalSettings(*words, cc=list(data[TERMINAL_SETTINGS_FIXED:]))
+
+
+def _bad_restore(length):
+    return ProtocolError("BadRestore", "terminal restore message of %d bytes (a count C, then "
+                         "twice 24 + C, C at most 64)" % length)
+
+
+def check_restore_len(length):
+    """An 'R' frame's value (not 0), checked before its bytes are read: a
+    monitor waits for no more than a restore message can be."""
+    if not 1 + 2 * TERMINAL_SETTINGS_FIXED <= length <= MAX_RESTORE_LEN:
+        raise _bad_restore(length)
+    return length
+
+
+def encode_restore(put_back, left):
+    """The bytes after an 'R' frame (whose value is their count): the
+    count of control characters (put_back's, at most 64), the settings to
+    put back, and those the client left on the terminal with as many
+    control characters (cut, or made up with zeros)."""
+    count = min(len(put_back.cc), MAX_TERMINAL_SETTINGS - TERMINAL_SETTINGS_FIXED)
+    left = left._replace(cc=(list(left.cc) + [0] * count)[:count])
+    return (bytes([count]) + encode_terminal_settings(put_back._replace(cc=put_back.cc[:count]))
+            + encode_terminal_settings(left))
+
+
+def decode_restore(data):
+    """A restore message as (put_back, left), TerminalSettings each."""
+    if not data:
+        raise _bad_restore(0)
+    block = TERMINAL_SETTINGS_FIXED + data[0]
+    if block > MAX_TERMINAL_SETTINGS or len(data) != 1 + 2 * block:
+        raise _bad_restore(len(data))
+    return (decode_terminal_settings(data[1:1 + block]),
+            decode_terminal_settings(data[1 + block:]))
 
 
 def encode_executor_ready(byte, script_pid=None):

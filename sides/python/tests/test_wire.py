@@ -27,6 +27,11 @@ def h(text):
     return bytes.fromhex(text)
 
 
+def settings_of(v):
+    return _wire.TerminalSettings(v["iflag"], v["oflag"], v["cflag"], v["lflag"], v["ispeed"],
+                                  v["ospeed"], v["cc"])
+
+
 def groups():
     return [name for name in VECTORS if name != "about"]
 
@@ -197,9 +202,81 @@ class WireVectors(unittest.TestCase):
             if not v.get("decode_only"):
                 self.assertEqual(_wire.encode_frame(kind, v["value"]), h(v["bytes"]))
         kinds = {_wire.FRAME_SIGNAL, _wire.FRAME_EXECUTOR_PID, _wire.FRAME_STATUS,
-                 _wire.FRAME_FOREGROUND, _wire.FRAME_STOPPED, _wire.KEEPER_STOPPED,
+                 _wire.FRAME_FOREGROUND, _wire.FRAME_STOPPED, _wire.FRAME_RESTORE,
+                 _wire.KEEPER_STOPPED,
                  _wire.KEEPER_STATUS, _wire.KEEPER_FOREGROUND}
         self.assertEqual({v["kind"].encode() for v in VECTORS["frame"]["vectors"]}, kinds)
+
+    def test_terminal_settings(self):
+        for v in self.each("terminal_settings"):
+            data = h(v["bytes"])
+            if "error" in v:
+                self.assertProtocolError(v["error"], _wire.decode_terminal_settings, data)
+                # The one line says how many bytes came, and the bounds.
+                with self.assertRaises(_wire.ProtocolError) as caught:
+                    _wire.decode_terminal_settings(data)
+                self.assertEqual(str(caught.exception),
+                                 "terminal settings of %d bytes (24 to 88)" % len(data))
+                continue
+            want = settings_of(v)
+            self.assertEqual(_wire.decode_terminal_settings(data), want)
+            self.assertEqual(_wire.encode_terminal_settings(want), data)
+
+    def test_terminal_settings_bounds(self):
+        # The vectors give one byte either side; the bounds themselves
+        # decode, every word in its place (the vectors' speeds are equal,
+        # their flags far apart).
+        for size in (_wire.TERMINAL_SETTINGS_FIXED, _wire.MAX_TERMINAL_SETTINGS):
+            with self.subTest(size=size):
+                data = bytes(range(size))
+                settings = _wire.decode_terminal_settings(data)
+                self.assertEqual(settings, _wire.TerminalSettings(
+                    0x00010203, 0x04050607, 0x08090a0b, 0x0c0d0e0f, 0x10111213, 0x14151617,
+                    list(range(_wire.TERMINAL_SETTINGS_FIXED, size))))
+                self.assertEqual(_wire.encode_terminal_settings(settings), data)
+
+    def test_restore(self):
+        for v in self.each("restore"):
+            data = h(v["bytes"])
+            if "error" in v:
+                self.assertProtocolError(v["error"], _wire.decode_restore, data)
+                with self.assertRaises(_wire.ProtocolError) as caught:
+                    _wire.decode_restore(data)
+                self.assertEqual(str(caught.exception),
+                                 "terminal restore message of %d bytes (a count C, then twice "
+                                 "24 + C, C at most 64)" % len(data))
+                continue
+            want = settings_of(v["put_back"]), settings_of(v["left"])
+            self.assertEqual(_wire.decode_restore(data), want)
+            self.assertEqual(_wire.encode_restore(*want), data)
+            # What a monitor checks before it waits for the bytes lets
+            # every good message through.
+            self.assertEqual(_wire.check_restore_len(len(data)), len(data))
+
+    def test_restore_lengths(self):
+        # The shortest and longest messages decode; a monitor refuses a
+        # length outside them before it waits for the bytes.
+        for count in (0, 64):
+            with self.subTest(count=count):
+                settings = _wire.TerminalSettings(1, 2, 3, 4, 5, 6, list(range(count)))
+                data = _wire.encode_restore(settings, settings._replace(iflag=7))
+                self.assertEqual(_wire.check_restore_len(len(data)), len(data))
+                self.assertEqual(_wire.decode_restore(data),
+                                 (settings, settings._replace(iflag=7)))
+        for length in (0, 48, _wire.MAX_RESTORE_LEN + 1, 2**32 - 1):
+            with self.subTest(length=length):
+                self.assertProtocolError("BadRestore", _wire.check_restore_len, length)
+
+    def test_restore_encodes_as_many_control_characters_as_put_back_has(self):
+        put_back = _wire.TerminalSettings(1, 2, 3, 4, 5, 6, list(range(1, 9)))
+        for left_cc, want in (([9] * 10, [9] * 8), ([9] * 3, [9, 9, 9, 0, 0, 0, 0, 0])):
+            with self.subTest(left=len(left_cc)):
+                left = put_back._replace(cc=left_cc)
+                self.assertEqual(_wire.decode_restore(_wire.encode_restore(put_back, left)),
+                                 (put_back, left._replace(cc=want)))
+        many = put_back._replace(cc=[1] * 70)
+        self.assertEqual(_wire.decode_restore(_wire.encode_restore(many, many)),
+                         (many._replace(cc=[1] * 64),) * 2)
 
     def test_executor_ready(self):
         for v in self.each("executor_ready"):
