@@ -56,7 +56,13 @@ when the client moves to its own terminal's foreground or background
 ('F' and 1 or 0, which the monitor passes on as 'f'), it moves the
 script's group there too (tcsetpgrp to it, or to its own group) and
 continues it. The client's signals go to the script's group; its going
-away is SIGHUP and SIGCONT there.
+away is SIGHUP and SIGCONT there. While the client has the caller's
+terminal raw, the monitor holds that terminal, the settings the client
+found on it and those it left (capability "restore": the 'R' frame); a
+client that goes away before the call's status (killed outright) has
+the first put back by the monitor, before that SIGHUP, as a direct run
+would leave them, if the terminal still has the second (a shell that
+has taken its terminal back keeps its own mode).
 
 A call with request flag 0x40 (capability "limits") brings the caller's
 resource limits, nice value and oom_score_adj: the script's process

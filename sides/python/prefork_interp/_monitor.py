@@ -3,12 +3,17 @@ executors-to-be in advance, hands each call the server sends to an idle
 one, and watches every call in flight in one poll loop (pidfds, the
 executors' 'r', the keepers' 't' and 'x', the clients' signal frames)
 until its end, which it tells the server ('d') and then the client (the
-status). Never runs the script's code; leaves with os._exit."""
+status). Holds the caller's terminal and its settings while a client has
+it raw ('R'), to put them back should the client go away (unless its
+shell has set that terminal since). Never runs the script's code; leaves
+with os._exit."""
 
+import array
 import os
 import select
 import signal
 import socket
+import termios
 import time
 
 from . import _executor, _sys, _wire
@@ -22,6 +27,25 @@ _REPORTED = "reported"  # its keeper said how the script ended ('x'): over
 _ABANDONED = "abandoned"  # the client went away: SIGINTed, to be reaped
 
 _QUIET = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+
+
+# Room for one fd: the kernel hands over at most one message's fds in a
+# read, and the client sends one (with an 'R').
+_FD_SPACE = socket.CMSG_SPACE(array.array("i").itemsize)
+
+
+def _recv_frames(sock):
+    """What a client has sent, without waiting: (data, the fds that came
+    with it). Not socket.recv_fds, which ignores its flags (CPython
+    gh-107898: it would block, and leave the fd inheritable); with room
+    for an fd, as a read without would close the one an 'R' brings."""
+    data, ancdata, _, _ = sock.recvmsg(4096, _FD_SPACE,
+                                       socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC)
+    fds = array.array("i")
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[:len(cdata) - len(cdata) % fds.itemsize])
+    return data, list(fds)
 
 
 class _Spare:
@@ -44,10 +68,12 @@ class _Call:
     the script its child (script: its pid, which leads the group the
     call's signals go to), and from_executor, after the 'r', is
     from_keeper (None at its EOF, or once it has said 'x': the call is
-    then over, _REPORTED, and the keeper to be reaped)."""
+    then over, _REPORTED, and the keeper to be reaped). restore: the
+    client's last 'R', (the settings to put back, those the client left,
+    the caller's terminal's fd), or None."""
 
     __slots__ = ("pid", "pidfd", "conn", "from_executor", "phase", "extended", "script",
-                 "from_keeper", "status", "frames", "abandoned_at", "killed")
+                 "from_keeper", "status", "frames", "fds", "restore", "abandoned_at", "killed")
 
     def __init__(self, spare, conn):
         self.pid = spare.pid
@@ -60,8 +86,54 @@ class _Call:
         self.from_keeper = None
         self.status = None  # the script's wait status, from the keeper's 'x'
         self.frames = b""  # the client's, read so far
+        # The fds that came with them, oldest first, each for the byte
+        # that ends an 'R' (the kernel hands an fd over with the first
+        # byte read of its message, so never after that byte).
+        self.fds = []
+        self.restore = None
         self.abandoned_at = None  # time.monotonic() of its SIGINT (SIGHUP)
         self.killed = False  # SIGKILLed after the grace
+
+    def drop_restore(self):
+        """Nothing to put back: closes the caller's terminal kept."""
+        if self.restore is not None:
+            os.close(self.restore[2])
+            self.restore = None
+
+    def forget_terminal(self):
+        """The call's end for 'R': closes the caller's terminal, kept or
+        still to be paired with its 'R'; nothing is put back."""
+        self.drop_restore()
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def put_back_terminal(self):
+        """The client has gone while it had the caller's terminal raw:
+        that terminal as the client found it (as a direct run killed
+        outright leaves it), if it still has what the client left; then
+        closed."""
+        if self.restore is not None:
+            put_back, left, fd = self.restore
+            try:
+                attrs = termios.tcgetattr(fd)
+                # tcgetattr gives VMIN and VTIME as ints in non-canonical
+                # mode, else 1-byte bytes; tcsetattr takes either.
+                cc = attrs[6]
+                now = [c if isinstance(c, int) else c[0] for c in cc]
+                # The shell that ran the client may have taken its terminal
+                # back already (bash's readline sets its own mode): that
+                # stays. Speeds are not compared: raw mode leaves them.
+                if attrs[0:4] == list(left[0:4]) and all(
+                        a == b for a, b in zip(now, left.cc)):
+                    attrs[0:6] = put_back[0:6]
+                    # As many as our NCCS.
+                    for i, char in enumerate(put_back.cc[:len(cc)]):
+                        cc[i] = char if isinstance(cc[i], int) else bytes([char])
+                    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+            except (OSError, termios.error):
+                pass  # the terminal has gone too (hung up): nothing to put back
+        self.forget_terminal()
 
     def group(self):
         """The process group the call's signals go to: the executor's, or
@@ -211,6 +283,8 @@ class Monitor:
             os.close(spare.pidfd)
         for call in self.calls.values():
             call.conn.close()
+            # Else a script would hold its caller's terminal open.
+            call.forget_terminal()
             if call.from_executor is not None:
                 call.from_executor.close()
             if call.from_keeper is not None:
@@ -450,37 +524,46 @@ class Monitor:
             # Its client sees EOF. 'h': no request came (a listing; a
             # caller that went elsewhere).
             self.call_ended(_wire.MONITOR_CALL_DROPPED)
+        call.forget_terminal()  # put back already, or the client's to restore
         call.conn.close()
 
     def send_status(self, call, status):
         """A call's end to its client, once the server has its 'd' (a
-        greeting after the client has its status counts this call out)."""
+        greeting after the client has its status counts this call out).
+        Delivered, the client restores its terminal itself; if not, the
+        client has gone, and the monitor puts back what its last 'R' gave.
+        First what the client said that is still unread: its going away
+        may be what ended the script (its terminal's hang-up), and poll
+        hands us the keeper's 'x' before the client's EOF."""
         if call.extended:
             message = _wire.encode_frame(_wire.FRAME_STATUS, status)
         else:
             message = _wire.encode_status(status)
-        try:
-            call.conn.send(message, _QUIET)
-        except OSError:
-            pass  # the client has gone
+        delivered = False
+        if not (call.extended and self.hear_last_of_client(call)):
+            try:
+                call.conn.send(message, _QUIET)
+                delivered = True
+            except OSError:
+                pass  # the client has gone
+        if delivered:
+            call.forget_terminal()
+        else:
+            call.put_back_terminal()
 
     def hear_client(self, call):
         """A running call's socket is readable. v1: the client has gone
         (it has nothing more to say). Extended: signal frames ('S' and a
         forwardable signal: to the call's group), on a pseudo-terminal of
         its own 'F' (the script to its terminal's foreground, 1, or
-        background, 0), passed to the keeper as 'f', never a signal
-        (other kinds are ignored), or EOF: the client has gone."""
-        if call.extended:
-            try:
-                data = call.conn.recv(4096, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                data = b""
-            if data:
-                self.forward(call, call.frames + data)
-                return
+        background, 0), passed to the keeper as 'f', never a signal,
+        'R' (the caller's terminal and the settings to put back on it;
+        other kinds are ignored), or EOF, an error, or an 'R' that breaks
+        the wire format: the client has gone. Then its caller's terminal
+        is put back first, for the shell that ran the client."""
+        if call.extended and self.read_client(call) is not False:
+            return
+        call.put_back_terminal()
         group = call.group()
         if call.script is None:
             kill_group(group)
@@ -492,13 +575,66 @@ class Monitor:
         call.phase = _ABANDONED
         call.abandoned_at = time.monotonic()
 
-    def forward(self, call, frames):
+    def read_client(self, call, act=True):
+        """One read of an extended call's socket, without waiting, its
+        whole frames taken (forward). None: nothing to read; True: read;
+        False: the client has gone (EOF, an error, an 'R' that breaks the
+        wire format)."""
+        try:
+            data, fds = _recv_frames(call.conn)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return False
+        call.fds += fds
+        return bool(data) and self.forward(call, call.frames + data, act)
+
+    def hear_last_of_client(self, call):
+        """What the client sent that is still unread, once the script has
+        ended: its 'R' frames are kept, its signals go nowhere (the
+        script's pid may be another process's by now). Whether the client
+        has gone."""
+        while True:
+            heard = self.read_client(call, act=False)
+            if heard is not True:
+                return heard is False
+
+    def forward(self, call, frames, act=True):
         """The client's whole frames: signals to the call's group, 'F' to
-        the keeper; keeps what is left of a frame."""
+        the keeper (both only if act), 'R' kept on the call; keeps what is
+        left of a frame (an 'R' waits for its settings and its fd, which
+        the client sends at once). False (logged): an 'R' broke the wire
+        format."""
         group = call.group()
         while len(frames) >= _wire.FRAME_LEN:
             kind, value = _wire.decode_frame(frames[:_wire.FRAME_LEN])
+            if kind == _wire.FRAME_RESTORE:
+                if not value:
+                    call.drop_restore()
+                    frames = frames[_wire.FRAME_LEN:]
+                    continue
+                try:
+                    # Refused before its bytes come: nothing waits for them.
+                    end = _wire.FRAME_LEN + _wire.check_restore_len(value)
+                    if len(frames) < end:
+                        break  # the rest is on its way: the client sends it at once
+                    put_back, left = _wire.decode_restore(frames[_wire.FRAME_LEN:end])
+                except _wire.ProtocolError as e:
+                    self.log(LOG_ERR, "call of executor %d: %s" % (call.pid, e))
+                    return False
+                if len(frames) == end:
+                    break  # so is the byte that brings the terminal
+                if not call.fds:
+                    self.log(LOG_ERR, "call of executor %d: 'R' came without the caller's "
+                             "terminal" % call.pid)
+                    return False
+                call.drop_restore()
+                call.restore = put_back, left, call.fds.pop(0)
+                frames = frames[end + 1:]
+                continue
             frames = frames[_wire.FRAME_LEN:]
+            if not act:
+                continue
             if kind == _wire.FRAME_SIGNAL and value in _sys.FORWARDED_SIGNALS:
                 kill_group(group, value)
             elif kind == _wire.FRAME_FOREGROUND and call.from_keeper is not None:
@@ -510,3 +646,4 @@ class Monitor:
                 except OSError:
                     pass  # it has gone: its EOF says so
         call.frames = frames
+        return True

@@ -15,7 +15,8 @@ MAX_XDATA_LEN = 64 * 1024
 MAX_PAYLOAD_LEN = 64 * 1024 * 1024
 CAPS_MAGIC = b"pfi-caps 1"
 # Negotiated extensions, offered to a client that declared them.
-OUR_CAPS = ("signals", "context", "tty", "limits", "closed", "dispositions", "watch")
+OUR_CAPS = ("signals", "context", "tty", "limits", "closed", "dispositions", "watch",
+            "restore")
 SETUP_CAPS_PREFIX = b"pfi-caps="
 # The setup environment's word bounding the server's idle time (seconds).
 SETUP_IDLE_PREFIX = b"pfi-idle="
