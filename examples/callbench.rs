@@ -1061,11 +1061,13 @@ fn stages(make: impl Fn() -> Command, runs: usize) -> (f64, f64) {
         before.push((stamp - spawned) / 1e6);
         after.push((done - stamp) / 1e6);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (median(&mut before), median(&mut after))
+    (median_ms(before), median_ms(after))
+}
+
+/// The median of times in ms.
+fn median_ms(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
 }
 
 /// A performance goal: a value at most, or at least, this.
@@ -1360,11 +1362,7 @@ fn terminal_stages(term: &Terminal, make: impl Fn() -> Command, runs: usize) -> 
         before.push((stamp - spawned) / 1e6);
         after.push((done - stamp) / 1e6);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (median(&mut before), median(&mut after))
+    (median_ms(before), median_ms(after))
 }
 
 /// The client's own work for a call on a pseudo-terminal, stage by stage,

@@ -574,27 +574,6 @@ fn globals_made_by_a_call_are_finalised_like_a_direct_run() {
 
 // ------------------------------------------- the idle spare's pre-copy
 
-/// How much of `pid`'s anonymous memory is its own: Private_Dirty and
-/// Anonymous (kB) in /proc/PID/smaps_rollup. A spare fresh from its
-/// monitor shares nearly all of it with the server (8-13% its own, for
-/// the scripts here); once it has copied its heap in advance, over 90%.
-fn own_of_anonymous_kb(pid: u32) -> (u64, u64) {
-    let path = format!("/proc/{pid}/smaps_rollup");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let field = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no {name} in {path}:\n{text}"))
-    };
-    (field("Private_Dirty:"), field("Anonymous:"))
-}
-
 /// Has `pid` copied its heap: at least 80% of its anonymous memory its own?
 fn copied_its_heap(pid: u32) -> bool {
     let (own, anonymous) = own_of_anonymous_kb(pid);

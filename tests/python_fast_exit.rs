@@ -556,24 +556,6 @@ fn fast_exit_does_not_flush_an_unclosed_file() {
     w.finish();
 }
 
-/// Private_Dirty and Anonymous (kB) of `pid`, from its smaps_rollup.
-fn own_of_anonymous_kb(pid: u32) -> (u64, u64) {
-    let path = format!("/proc/{pid}/smaps_rollup");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let field = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(name)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no {name} in {path}:\n{text}"))
-    };
-    (field("Private_Dirty:"), field("Anonymous:"))
-}
-
 /// The idle spare a call of `script` leaves: the other live child of
 /// the monitor, which the call's script names (`os.getppid()
 /// os.getpid()`).

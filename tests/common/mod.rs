@@ -1587,3 +1587,24 @@ pub fn assert_interpreter_variables_cover<D: AsRef<str>>(
         );
     }
 }
+
+/// How much of `pid`'s anonymous memory is its own: Private_Dirty and
+/// Anonymous (kB) in /proc/PID/smaps_rollup. A spare fresh from its
+/// monitor shares nearly all of it with the server (8-13% its own, for
+/// the scripts here); once it has copied its heap in advance, over 90%.
+pub fn own_of_anonymous_kb(pid: u32) -> (u64, u64) {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no {name} in {path}:\n{text}"))
+    };
+    (field("Private_Dirty:"), field("Anonymous:"))
+}
