@@ -84,6 +84,11 @@ scenario!(no_inotify_instance_left_calls_stay_warm, |side| {
         ),
         "{listed}"
     );
+    // A call after the listing: the server looks at its socket path as
+    // it goes back to waiting after each connection, and the listing's
+    // client leaves at once, so that look could come after the removal
+    // below; a call's client waits for its script, long after it.
+    assert_eq!(server_and_rest(&call()), (server, "exact\n".to_string()));
     // Its socket's removal is still seen, at the next look.
     std::fs::remove_file(h.socket()).unwrap();
     wait_until("the server to quit", Duration::from_secs(15), || {
