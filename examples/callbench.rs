@@ -1039,12 +1039,6 @@ fn cpu_per_call_ms(world: &World, script: &Path, runs: usize) -> f64 {
 /// and the script's code to the caller's end of the wait (the script's
 /// exit work, the monitor's reaping and status, the client's exit).
 fn stages(make: impl Fn() -> Command, runs: usize) -> (f64, f64) {
-    let now_ns = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as f64
-    };
     let (mut before, mut after) = (Vec::new(), Vec::new());
     make().output().unwrap();
     for _ in 0..runs {
@@ -1062,6 +1056,14 @@ fn stages(make: impl Fn() -> Command, runs: usize) -> (f64, f64) {
         after.push((done - stamp) / 1e6);
     }
     (median_ms(before), median_ms(after))
+}
+
+/// The wall-clock time in ns, as the bench scripts print it.
+fn now_ns() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as f64
 }
 
 /// The median of times in ms.
@@ -1329,12 +1331,6 @@ fn quantile(times: &[Duration], q: f64) -> f64 {
 /// Like [`stages`], for calls on the terminal as their controlling
 /// terminal: the script's time stamp is the last line the terminal got.
 fn terminal_stages(term: &Terminal, make: impl Fn() -> Command, runs: usize) -> (f64, f64) {
-    let now_ns = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as f64
-    };
     let run = on_terminal(term, Attach::Controlling, None, make);
     let (mut before, mut after) = (Vec::new(), Vec::new());
     for _ in 0..runs {

@@ -106,13 +106,8 @@ fn run() -> Result<i32, Failure> {
         // identity folded by our terminals) is found at once, without a
         // greeting from the first one's on every call. Nobody there costs
         // one failed connect.
-        if round == 0
-            && args.mode == Mode::Normal
-            && args.given_identity.is_none()
-            && !items
-                .iter()
-                .any(|i| matches!(i, IdentityItem::Terminals(_)))
-        {
+        // (Round 0: the identity's own items, which never name terminals.)
+        if round == 0 && args.mode == Mode::Normal && args.given_identity.is_none() {
             let mut ours = items.clone();
             ours.push(IdentityItem::Terminals(crate::sys::stdio_terminals()));
             let folded_paths = identity_paths(&base, &args, &ours)?;

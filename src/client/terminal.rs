@@ -228,8 +228,8 @@ impl CallTerminal {
                 // As the kernel has them (it may not take every bit).
                 let left = tcgetattr(&self.user).unwrap_or(raw);
                 let settings = protocol::encode_restore(
-                    &sys::terminal_settings(&libc::termios::from(current.clone())),
-                    &sys::terminal_settings(&libc::termios::from(left)),
+                    &sys::terminal_settings(&current),
+                    &sys::terminal_settings(&left),
                 );
                 let _ =
                     protocol::io::send_all(conn, &Frame::Restore(settings.len() as u32).encode())

@@ -733,8 +733,8 @@ pub const TERMINAL_SETTINGS_FIXED: usize = 24;
 /// characters: more than any platform has).
 pub const MAX_TERMINAL_SETTINGS: usize = TERMINAL_SETTINGS_FIXED + 64;
 
-/// A terminal's settings (`struct termios`), as a client sends them after
-/// [`FRAME_RESTORE`]: the flag words, the speeds as the platform's `B*`
+/// A terminal's settings (`struct termios`), two of which a client sends
+/// after [`FRAME_RESTORE`] ([`encode_restore`]): the flag words, the speeds as the platform's `B*`
 /// values, and the control characters (`c_cc`, as many as the sender
 /// has). Client and monitor run on one machine, so the values mean the
 /// same to both.
@@ -749,7 +749,7 @@ pub struct TerminalSettings {
     pub cc: Vec<u8>,
 }
 
-/// The bytes that follow an `'R'` frame (whose value is their count).
+/// One terminal's settings as a restore message holds them.
 pub fn encode_terminal_settings(settings: &TerminalSettings) -> Vec<u8> {
     let mut out = Vec::with_capacity(TERMINAL_SETTINGS_FIXED + settings.cc.len());
     for word in [
@@ -766,7 +766,7 @@ pub fn encode_terminal_settings(settings: &TerminalSettings) -> Vec<u8> {
     out
 }
 
-/// Decodes the bytes after an `'R'` frame.
+/// Decodes one terminal's settings, as [`encode_terminal_settings`] gave.
 pub fn decode_terminal_settings(bytes: &[u8]) -> Result<TerminalSettings, ProtocolError> {
     if !(TERMINAL_SETTINGS_FIXED..=MAX_TERMINAL_SETTINGS).contains(&bytes.len()) {
         return Err(ProtocolError::BadTerminalSettings(bytes.len()));
@@ -854,7 +854,7 @@ pub enum Frame {
     Foreground(bool),
     /// [`FRAME_STOPPED`]: the script has stopped, by this signal.
     Stopped(i32),
-    /// [`FRAME_RESTORE`]: this many bytes of terminal settings follow.
+    /// [`FRAME_RESTORE`]: a restore message of this many bytes follows.
     Restore(u32),
     /// [`KEEPER_STOPPED`]: the keeper saw the script stop, by this signal.
     KeeperStopped(i32),

@@ -1,7 +1,10 @@
-//! Terminals: the controlling terminal of a new session, window sizes.
+//! Terminals: the controlling terminal of a new session, window sizes,
+//! settings as the wire carries them.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
+
+use nix::sys::termios::{SetArg, Termios, tcgetattr, tcsetattr};
 
 /// Starts a session of our own (setsid) and makes `terminal` its
 /// controlling terminal (TIOCSCTTY); our process group is then the
@@ -52,7 +55,8 @@ pub(crate) fn stdio_terminals() -> u8 {
 /// A terminal's settings as the wire carries them ('R', capability
 /// `restore`): what `termios` says of it. (On Linux the speeds are the
 /// CBAUD bits of the control flags, as glibc's cfgetispeed reads them.)
-pub(crate) fn terminal_settings(termios: &libc::termios) -> crate::protocol::TerminalSettings {
+pub(crate) fn terminal_settings(termios: &Termios) -> crate::protocol::TerminalSettings {
+    let termios = libc::termios::from(termios.clone());
     let speed = termios.c_cflag & (libc::CBAUD | libc::CBAUDEX);
     crate::protocol::TerminalSettings {
         iflag: termios.c_iflag,
@@ -76,18 +80,13 @@ pub(crate) fn put_back_terminal_settings(
     settings: &crate::protocol::TerminalSettings,
     left: &crate::protocol::TerminalSettings,
 ) -> io::Result<bool> {
-    let fd = terminal.as_fd().as_raw_fd();
-    // SAFETY: termios is plain data; tcgetattr fills it in.
-    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid fd and a valid pointer.
-    if unsafe { libc::tcgetattr(fd, &mut termios) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let now = terminal_settings(&termios);
+    let current = tcgetattr(terminal)?;
+    let now = terminal_settings(&current);
     let flags = |t: &crate::protocol::TerminalSettings| (t.iflag, t.oflag, t.cflag, t.lflag);
     if flags(&now) != flags(left) || now.cc.iter().zip(&left.cc).any(|(a, b)| a != b) {
         return Ok(false);
     }
+    let mut termios = libc::termios::from(current);
     termios.c_iflag = settings.iflag;
     termios.c_oflag = settings.oflag;
     termios.c_cflag = settings.cflag;
@@ -95,10 +94,7 @@ pub(crate) fn put_back_terminal_settings(
     for (ours, theirs) in termios.c_cc.iter_mut().zip(&settings.cc) {
         *ours = *theirs;
     }
-    // SAFETY: a valid fd and a valid pointer.
-    if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &termios) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    tcsetattr(terminal, SetArg::TCSANOW, &Termios::from(termios))?;
     Ok(true)
 }
 
@@ -107,15 +103,14 @@ mod tests {
     use super::*;
 
     fn settings_of(fd: &impl AsFd) -> crate::protocol::TerminalSettings {
-        let t = nix::sys::termios::tcgetattr(fd).unwrap();
-        terminal_settings(&libc::termios::from(t))
+        terminal_settings(&tcgetattr(fd).unwrap())
     }
 
     /// The monitor's put-back: only onto the settings the client left; a
     /// terminal its shell has set since keeps the shell's.
     #[test]
     fn settings_put_back_only_where_the_client_left_them() {
-        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        use nix::sys::termios::cfmakeraw;
         let pty = nix::pty::openpty(None, None).unwrap();
         let cooked = settings_of(&pty.slave);
         let mut raw = tcgetattr(&pty.slave).unwrap();
