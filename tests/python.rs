@@ -586,52 +586,6 @@ fn shares_its_heap(pid: u32) -> bool {
     own * 2 < anonymous
 }
 
-/// The live children of `parent` (its only thread's, the monitor being
-/// single-threaded), but those in `except`.
-fn children_of(parent: u32, except: &[u32]) -> Vec<u32> {
-    let listed = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-        .map(|text| {
-            text.split_whitespace()
-                .filter_map(|pid| pid.parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        // A kernel without CONFIG_PROC_CHILDREN: every process's parent.
-        .unwrap_or_else(|_| {
-            std::fs::read_dir("/proc")
-                .unwrap()
-                .flatten()
-                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-                .filter(|&pid| proc_state(pid).is_some_and(|(_, ppid)| ppid == parent))
-                .collect()
-        });
-    listed
-        .into_iter()
-        .filter(|pid| !except.contains(pid) && alive(pid.to_owned()))
-        .collect()
-}
-
-/// The one idle spare of the monitor `monitor` (spare_handlers=1), once
-/// forked, the call `executor` being its other child.
-fn spare_of(monitor: u32, executor: u32) -> u32 {
-    let mut spare = None;
-    wait_until("the monitor to fork the next spare", LIMIT, || {
-        spare = children_of(monitor, &[executor]).first().copied();
-        spare.is_some()
-    })
-    .unwrap();
-    spare.unwrap()
-}
-
-/// (monitor, executor) from a call's output: `os.getppid() os.getpid()`.
-fn monitor_and_executor(line: &str) -> (u32, u32) {
-    let pids: Vec<u32> = line
-        .split_whitespace()
-        .map(|p| p.parse().unwrap_or_else(|_| panic!("not pids: {line:?}")))
-        .collect();
-    assert_eq!(pids.len(), 2, "{line:?}");
-    (pids[0], pids[1])
-}
-
 /// What the pre-copy scripts print first in a call.
 const PRINT_PIDS: &str = "import os\nprint(os.getppid(), os.getpid(), flush=True)\n";
 
@@ -653,10 +607,7 @@ fn an_idle_spare_copies_the_heap_in_advance() {
              import prefork_interp\n\
              prefork_interp.initialisation_complete({options})\n{PRINT_PIDS}"
         ));
-        let out = h.call(&[] as &[&str]).run();
-        assert_success(&out);
-        let (monitor, executor) = monitor_and_executor(&stdout_str(&out));
-        let spare = spare_of(monitor, executor);
+        let (monitor, spare) = monitor_and_spare(&h.call(&[] as &[&str]).run());
         wait_until("the idle spare to copy its heap", LIMIT, || {
             copied_its_heap(spare)
         })
@@ -695,13 +646,8 @@ fn the_runners_spares_copy_nothing_in_advance() {
         .call(&[] as &[&str])
         .env("PYTHONPATH", repo().join("sides/python"))
         .run();
-    assert_success(&out);
-    let (monitor, executor) = monitor_and_executor(&stdout_str(&out));
-    let runners_spare = spare_of(monitor, executor);
-    let out = script.call(&[] as &[&str]).run();
-    assert_success(&out);
-    let (monitor, executor) = monitor_and_executor(&stdout_str(&out));
-    let scripts_spare = spare_of(monitor, executor);
+    let (_, runners_spare) = monitor_and_spare(&out);
+    let (_, scripts_spare) = monitor_and_spare(&script.call(&[] as &[&str]).run());
     wait_until("the script's idle spare to copy its heap", LIMIT, || {
         copied_its_heap(scripts_spare)
     })

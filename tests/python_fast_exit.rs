@@ -556,36 +556,6 @@ fn fast_exit_does_not_flush_an_unclosed_file() {
     w.finish();
 }
 
-/// The idle spare a call of `script` leaves: the other live child of
-/// the monitor, which the call's script names (`os.getppid()
-/// os.getpid()`).
-fn spare_after_a_call(w: &World, script: &Path) -> u32 {
-    let out = w.call(script, &[]).output().unwrap();
-    assert_success(&out);
-    let pids: Vec<u32> = stdout_str(&out)
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    let [monitor, executor] = pids[..] else {
-        panic!("{out:?}")
-    };
-    let mut spare = None;
-    wait_until("the monitor to fork the next spare", LIMIT, || {
-        spare = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-            .find(|&pid| {
-                pid != executor
-                    && alive(pid)
-                    && proc_state(pid).is_some_and(|(_, ppid)| ppid == monitor)
-            });
-        spare.is_some()
-    })
-    .unwrap();
-    spare.unwrap()
-}
-
 /// A call that fast_exit ends writes little of the heap it inherited,
 /// so its spare, idle, copies nothing in advance; without fast_exit (a
 /// call's end runs the finalisation, which writes to most of it) the spare
@@ -603,8 +573,8 @@ fn fast_exit_spares_copy_nothing_in_advance() {
     };
     let fast = w.script("fast", "/usr/bin/python3", &body("fast_exit=True"));
     let normal = w.script("normal", "/usr/bin/python3", &body(""));
-    let fast_spare = spare_after_a_call(&w, &fast);
-    let normal_spare = spare_after_a_call(&w, &normal);
+    let (_, fast_spare) = monitor_and_spare(&w.call(&fast, &[]).output().unwrap());
+    let (_, normal_spare) = monitor_and_spare(&w.call(&normal, &[]).output().unwrap());
     wait_until("the normal end's spare to copy its heap", LIMIT, || {
         let (own, anonymous) = own_of_anonymous_kb(normal_spare);
         own * 5 >= anonymous * 4

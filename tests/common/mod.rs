@@ -1608,3 +1608,60 @@ pub fn own_of_anonymous_kb(pid: u32) -> (u64, u64) {
     };
     (field("Private_Dirty:"), field("Anonymous:"))
 }
+
+/// The live children of `parent` (its only thread's, the monitor being
+/// single-threaded), but those in `except`.
+pub fn children_of(parent: u32, except: &[u32]) -> Vec<u32> {
+    let listed = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        // A kernel without CONFIG_PROC_CHILDREN: every process's parent.
+        .unwrap_or_else(|_| {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .filter(|&pid| proc_state(pid).is_some_and(|(_, ppid)| ppid == parent))
+                .collect()
+        });
+    listed
+        .into_iter()
+        .filter(|pid| !except.contains(pid) && alive(pid.to_owned()))
+        .collect()
+}
+/// The one idle spare of the monitor `monitor` (spare_handlers=1), once
+/// forked, the call `executor` being its other child.
+pub fn spare_of(monitor: u32, executor: u32) -> u32 {
+    let mut spare = None;
+    wait_until(
+        "the monitor to fork the next spare",
+        Duration::from_secs(10),
+        || {
+            spare = children_of(monitor, &[executor]).first().copied();
+            spare.is_some()
+        },
+    )
+    .unwrap();
+    spare.unwrap()
+}
+/// (monitor, executor) from a call's output: `os.getppid() os.getpid()`.
+pub fn monitor_and_executor(line: &str) -> (u32, u32) {
+    let pids: Vec<u32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap_or_else(|_| panic!("not pids: {line:?}")))
+        .collect();
+    assert_eq!(pids.len(), 2, "{line:?}");
+    (pids[0], pids[1])
+}
+
+/// (monitor, its idle spare) after a call whose script printed
+/// `os.getppid() os.getpid()` (the monitor and the call's executor)
+/// and succeeded.
+pub fn monitor_and_spare(out: &Output) -> (u32, u32) {
+    assert_success(out);
+    let (monitor, executor) = monitor_and_executor(&stdout_str(out));
+    (monitor, spare_of(monitor, executor))
+}
