@@ -43,7 +43,9 @@ use nix::sys::signal::{
 };
 use nix::sys::signalfd::SignalFd;
 use nix::sys::stat::{Mode, SFlag, fstat};
-use nix::sys::termios::{SetArg, Termios, cfmakeraw, tcgetattr, tcgetsid, tcsetattr};
+use nix::sys::termios::{
+    LocalFlags, SetArg, SpecialCharacterIndices, Termios, cfmakeraw, tcgetattr, tcgetsid, tcsetattr,
+};
 use nix::unistd::{getpgrp, read, tcgetpgrp, write};
 
 use crate::protocol::{self, Frame, WaitStatus};
@@ -82,6 +84,8 @@ pub(crate) struct CallTerminal {
     /// its terminal is raw (capability `restore`): we tell it each time
     /// we take raw mode ('R') and give it up ('R' 0).
     monitor_restores: bool,
+    /// The monitor has this raw spell's settings (an 'R' since `raw`).
+    monitor_told: bool,
 }
 
 impl CallTerminal {
@@ -120,7 +124,7 @@ impl CallTerminal {
         let pty = nix::pty::openpty(size.as_ref(), Some(&saved)).ok()?;
         sys::set_nonblocking(pty.master.as_fd()).ok()?;
         let foreground = tcgetpgrp(&user).is_ok_and(|pgrp| pgrp == getpgrp());
-        Some(CallTerminal {
+        let mut terminal = CallTerminal {
             user,
             master: pty.master,
             slave: Some(pty.slave),
@@ -132,7 +136,83 @@ impl CallTerminal {
             held_cr: false,
             user_gone: false,
             monitor_restores,
-        })
+            monitor_told: false,
+        };
+        if terminal.script_foreground {
+            terminal.take_keys_typed_ahead();
+        }
+        Some(terminal)
+    }
+
+    /// The keys the caller's terminal has taken in and nobody has read
+    /// (typed while the command before us ran, or while we started)
+    /// onto the pseudo-terminal, while the script cannot have it yet,
+    /// as input its line discipline does not echo again: the caller's
+    /// already did, as it would have for a direct run, whose script then
+    /// reads them as they are. From here on the caller's terminal is raw
+    /// (that is how a line's start, not yet a whole line, can be read),
+    /// so keys typed after this are echoed by the pseudo-terminal only.
+    fn take_keys_typed_ahead(&mut self) {
+        // At most this many reads of whole lines: a terminal that has hung
+        // up reads as ends of input for ever.
+        const MOST_LINES: usize = 256;
+        let mut typed = Vec::new();
+        let mut buf = [0u8; 4096];
+        if self.saved.local_flags.contains(LocalFlags::ICANON) {
+            // Whole lines first, as a direct run's reads would have them:
+            // a read of nothing is an end of input typed (^D at a line's
+            // start, kept as a NUL that raw mode would hand us as a key),
+            // which goes on as the pseudo-terminal's own ^D.
+            let eof = self.saved.control_chars[SpecialCharacterIndices::VEOF as usize];
+            for _ in 0..MOST_LINES {
+                match read(&self.user, &mut buf) {
+                    Ok(0) if eof != libc::_POSIX_VDISABLE => typed.push(eof),
+                    Ok(n) if n > 0 => typed.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+        }
+        if !self.make_raw() {
+            return self.pass_typed_ahead(&typed);
+        }
+        while let Ok(n @ 1..) = read(&self.user, &mut buf) {
+            typed.extend_from_slice(&buf[..n]);
+        }
+        self.pass_typed_ahead(&typed);
+    }
+
+    /// `typed` into the pseudo-terminal with its echo off. Its line
+    /// discipline takes input in later, in a kernel worker: a poll of
+    /// the slave while none of it is readable yet waits for that worker
+    /// (n_tty_poll), and the settings' change after it waits for a
+    /// worker still taking it in (the terminal's termios lock), so no
+    /// key is taken in with the echo back on. (Input past one kernel
+    /// buffer, about 2 KiB, may be: a paste, not typing.)
+    fn pass_typed_ahead(&self, typed: &[u8]) {
+        let Some(slave) = &self.slave else { return };
+        if typed.is_empty() {
+            return;
+        }
+        let mut quiet = self.saved.clone();
+        quiet
+            .local_flags
+            .remove(LocalFlags::ECHO | LocalFlags::ECHONL);
+        let quieted = tcsetattr(&self.master, SetArg::TCSANOW, &quiet).is_ok();
+        let mut keys = Buffer {
+            bytes: typed.to_vec(),
+            sent: 0,
+        };
+        while keys.drain(&self.master).is_ok() && !keys.is_empty() {
+            let mut writable = [PollFd::new(self.master.as_fd(), PollFlags::POLLOUT)];
+            if poll(&mut writable, PollTimeout::NONE).is_err() {
+                break;
+            }
+        }
+        if quieted {
+            let mut taken_in = [PollFd::new(slave.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut taken_in, PollTimeout::ZERO);
+            let _ = tcsetattr(&self.master, SetArg::TCSANOW, &self.saved);
+        }
     }
 
     /// Which of fds 0, 1, 2 go as the pseudo-terminal.
@@ -210,6 +290,30 @@ impl CallTerminal {
     /// with `restore`, given to the monitor with the raw ones as the
     /// terminal has them: should we be killed, it puts them back).
     fn take_raw(&mut self, conn: &UnixStream) -> bool {
+        if !self.make_raw() {
+            return false;
+        }
+        if self.monitor_restores && !self.monitor_told {
+            // As the kernel has them (it may not take every bit).
+            if let Ok(left) = tcgetattr(&self.user) {
+                let settings = protocol::encode_restore(
+                    &sys::terminal_settings(&self.saved),
+                    &sys::terminal_settings(&left),
+                );
+                let _ =
+                    protocol::io::send_all(conn, &Frame::Restore(settings.len() as u32).encode())
+                        .and_then(|()| protocol::io::send_all(conn, &settings))
+                        .and_then(|()| {
+                            protocol::io::send_fd(conn, protocol::FD_MESSAGE_BYTE, &self.user)
+                        });
+            }
+            self.monitor_told = true;
+        }
+        true
+    }
+
+    /// The caller's terminal in raw mode, its current settings saved.
+    fn make_raw(&mut self) -> bool {
         if !self.raw {
             let Ok(current) = tcgetattr(&self.user) else {
                 return false;
@@ -224,22 +328,9 @@ impl CallTerminal {
             if set_attributes(&self.user, &raw).is_err() {
                 return false;
             }
-            if self.monitor_restores {
-                // As the kernel has them (it may not take every bit).
-                let left = tcgetattr(&self.user).unwrap_or(raw);
-                let settings = protocol::encode_restore(
-                    &sys::terminal_settings(&current),
-                    &sys::terminal_settings(&left),
-                );
-                let _ =
-                    protocol::io::send_all(conn, &Frame::Restore(settings.len() as u32).encode())
-                        .and_then(|()| protocol::io::send_all(conn, &settings))
-                        .and_then(|()| {
-                            protocol::io::send_fd(conn, protocol::FD_MESSAGE_BYTE, &self.user)
-                        });
-            }
             self.saved = current;
             self.raw = true;
+            self.monitor_told = false;
         }
         true
     }

@@ -251,6 +251,52 @@ scenario!(terminal_in_a_pipeline, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// Keys typed before the call takes its terminal (while the command
+/// before it runs, or the client starts) are echoed once, by the
+/// caller's terminal, as in a direct run: a whole line, a line's start
+/// with a key erased, and ^D at a line's start, which ends the script's
+/// input as it would a direct run's (it is neither echoed nor read as a
+/// byte).
+scenario!(terminal_keys_typed_ahead_echoed_once, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    let runs = direct_and_served(&mut t, |t, _| {
+        let mut seen = Vec::new();
+        for (line, ahead, after) in [
+            ("sleep 0.3; $X @ask @ask", "ahead\rpx\x7f", "art\r"),
+            ("sleep 0.3; $X @cat", "line\r\x04", ""),
+        ] {
+            t.start(line);
+            let from = t.position();
+            // Typed once the shell has given the terminal to `sleep`
+            // (cooked, echoing), so that the caller's terminal takes
+            // the keys in as it would for a direct run's.
+            wait_until("sleep to have the terminal", LIMIT, || t.echoes()).unwrap();
+            t.send(ahead.as_bytes());
+            if !after.is_empty() {
+                // Typed while the script waits for the rest of a line.
+                t.expect("said ahead\r\nSay: ");
+                t.send(after.as_bytes());
+            }
+            t.expect("PROMPT> ");
+            seen.push((t.since(from), t.status()));
+        }
+        seen
+    });
+    assert_same_screen(&runs);
+    assert_eq!(
+        runs[0].1,
+        [
+            (
+                "ahead\r\npx\x08 \x08Say: said ahead\r\nSay: art\r\nsaid part\r\nPROMPT> "
+                    .to_string(),
+                0
+            ),
+            ("line\r\nline\r\nPROMPT> ".to_string(), 0),
+        ]
+    );
+    terminal_done(h, t, &settings);
+});
+
 /// Inside a command substitution an interactive shell ignores SIGTSTP,
 /// SIGTTIN and SIGTTOU, and the script is in its terminal's foreground
 /// (the shell's group): a direct run sees those ignored and reads its
