@@ -139,4 +139,6 @@ mod script;
 #[cfg_attr(not(feature = "client"), allow(dead_code))]
 mod sys;
 
+#[doc(hidden)]
+pub use script::run_session_keeper;
 pub use script::{Invocation, Options, env_var, env_var_os, initialisation_complete};

@@ -66,6 +66,49 @@ fn usage_errors() {
     h.finish();
 }
 
+/// `--session-keeper PID` is for a script side's executor to exec
+/// (prefork-interp(7)): run by anyone else, with fds that are not the
+/// monitor's socket and the call's terminal, or a pid that is not its
+/// child, it says so in one line, 127, and touches nothing.
+#[test]
+fn session_keeper_refuses_what_is_not_its_call() {
+    let h = Harness::new(Side::Rust);
+    let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let cases: [(&str, Stdio, Stdio, &str); 4] = [
+        ("x", Stdio::null(), Stdio::null(), "not a process id"),
+        (
+            "1",
+            Stdio::null(),
+            Stdio::null(),
+            "fd 0 is not the monitor's socket",
+        ),
+        (
+            "1",
+            Stdio::from(std::os::fd::OwnedFd::from(sock.try_clone().unwrap())),
+            Stdio::null(),
+            "fd 1 is not the call's terminal",
+        ),
+        (
+            "1",
+            Stdio::from(std::os::fd::OwnedFd::from(sock.try_clone().unwrap())),
+            Stdio::from(pty.slave.try_clone().unwrap()),
+            "not a child of ours",
+        ),
+    ];
+    for (pid, stdin, stdout, needle) in cases {
+        let out = client_cmd(&h)
+            .args(["--session-keeper", pid])
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_one_line_failure(&out, needle);
+    }
+    h.finish();
+}
+
 /// `--run PROGRAM`: a program that cannot be run through a runner gets one
 /// line naming it and what is wrong, status 127, and nothing is started.
 #[test]

@@ -164,6 +164,7 @@ proptest! {
         fds in any::<[u16; 4]>(),
         client_caps in proptest::collection::vec("[a-z]{1,10}", 0..4),
         idle_limit in proptest::option::of(any::<u64>()),
+        keeper in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64)),
     ) {
         let setup = SetupEnv {
             started_secs,
@@ -174,6 +175,7 @@ proptest! {
             watch_err: fds[3].into(),
             client_caps,
             idle_limit,
+            keeper,
         };
         let decoded = decode_setup_env(encode_setup_env(&setup).as_bytes()).unwrap();
         prop_assert_eq!(decoded, setup);

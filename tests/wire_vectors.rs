@@ -229,6 +229,10 @@ fn check_group(group: &str, v: &Value) {
                     );
                     assert_eq!(setup.client_caps, strings(&v["client_caps"]));
                     assert_eq!(setup.idle_limit, v["idle_limit"].as_u64());
+                    assert_eq!(
+                        setup.keeper.as_deref(),
+                        v["keeper"].as_str().map(str::as_bytes)
+                    );
                 }
                 (Err(e), Some(kind)) => assert_eq!(kind_of(&e), kind),
                 (got, _) => panic!("got {got:?}"),

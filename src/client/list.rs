@@ -215,7 +215,7 @@ impl Entry {
     fn script_bytes(&self) -> Option<Vec<u8>> {
         let record = self.record.as_ref()?;
         if let Some(hex) = record.get("script_hex") {
-            return unhex(hex.as_str()?);
+            return protocol::decode_hex(hex.as_str()?.as_bytes());
         }
         let text = record.get("script")?.as_str()?;
         (!text.contains('\u{FFFD}')).then(|| text.as_bytes().to_vec())
@@ -506,17 +506,6 @@ fn cell(bytes: &[u8]) -> String {
     out
 }
 
-/// Lowercase (or uppercase) hex digits as bytes.
-fn unhex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// `1234567` ms as `20m34s`: the largest two units.
 fn human_duration(ms: u64) -> String {
     let s = ms / 1000;
@@ -603,15 +592,6 @@ mod tests {
         assert_eq!(cell(b"\x1b[31m\x7f"), "\\x1b[31m\\x7f");
         assert_eq!(cell("\u{9b}".as_bytes()), "\\xc2\\x9b");
         assert_eq!(cell(b"caf\xe9 \xff"), "caf\\xe9 \\xff");
-    }
-
-    #[test]
-    fn hex_back_to_bytes() {
-        assert_eq!(unhex("2f78e90a"), Some(b"/x\xe9\n".to_vec()));
-        assert_eq!(unhex(""), Some(Vec::new()));
-        assert_eq!(unhex("2f7"), None);
-        assert_eq!(unhex("zz"), None);
-        assert_eq!(unhex("\u{e9}a"), None);
     }
 
     #[test]

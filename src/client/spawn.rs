@@ -221,6 +221,17 @@ impl WatcherPipes {
     }
 }
 
+/// Our own program, for the server's script side to run as the keeper of
+/// a call on a pseudo-terminal of its own (`pfi-keeper`): a small
+/// program there, where a copy of the interpreter would share the
+/// script's memory and make it copy every page it writes. None if it has
+/// gone from its path (we were replaced, say).
+fn keeper_program() -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::env::current_exe().ok()?;
+    path.is_file().then(|| path.as_os_str().as_bytes().to_vec())
+}
+
 /// Runs the setup: the script, told its fds by `PREFORK_INTERP`; waits
 /// for it (it forks the server and exits).
 fn run_setup(
@@ -239,6 +250,7 @@ fn run_setup(
         // We read greeting xdata: the server may offer its extensions.
         client_caps: protocol::OUR_CAPS.iter().map(|c| c.to_string()).collect(),
         idle_limit,
+        keeper: keeper_program(),
     });
     let stdio = SetupStdio::new()?;
 

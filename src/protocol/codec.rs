@@ -1168,10 +1168,21 @@ pub struct SetupEnv {
     /// `pfi-idle=SECONDS`): its own idle timeout, if shorter, still
     /// rules. Our client sets it for a folded identity's server.
     pub idle_limit: Option<u64>,
+    /// The program a script side may exec as the session's keeper of a
+    /// call on a pseudo-terminal of its own (word `pfi-keeper=HEX`, the
+    /// path's bytes in hex: a path may hold spaces): our client's own
+    /// path, run as `PROGRAM --session-keeper SCRIPT_PID`.
+    pub keeper: Option<Vec<u8>>,
 }
 
 /// The word of `PREFORK_INTERP` that bounds the server's idle time.
 pub const SETUP_IDLE_PREFIX: &str = "pfi-idle=";
+
+/// The word of `PREFORK_INTERP` that names the keeper program.
+pub const SETUP_KEEPER_PREFIX: &str = "pfi-keeper=";
+
+/// The keeper program's first argument (then the script's pid).
+pub const KEEPER_ARGUMENT: &str = "--session-keeper";
 
 /// The third word of `PREFORK_INTERP` that our client adds.
 pub const SETUP_CAPS_PREFIX: &str = "pfi-caps=";
@@ -1193,6 +1204,9 @@ pub fn encode_setup_env(e: &SetupEnv) -> String {
     if let Some(idle) = e.idle_limit {
         value += &format!(" {SETUP_IDLE_PREFIX}{idle}");
     }
+    if let Some(keeper) = e.keeper.as_ref().filter(|k| !k.is_empty()) {
+        value += &format!(" {SETUP_KEEPER_PREFIX}{}", hex_lower(keeper));
+    }
     value
 }
 
@@ -1209,6 +1223,12 @@ pub fn decode_setup_env(value: &[u8]) -> Result<SetupEnv, ProtocolError> {
         .iter()
         .find_map(|w| w.strip_prefix(SETUP_IDLE_PREFIX.as_bytes()))
         .and_then(parse_decimal);
+    // (Likewise malformed hex.)
+    let keeper = rest
+        .iter()
+        .find_map(|w| w.strip_prefix(SETUP_KEEPER_PREFIX.as_bytes()))
+        .and_then(decode_hex)
+        .filter(|k| !k.is_empty());
     let client_caps = rest
         .iter()
         .find_map(|w| w.strip_prefix(SETUP_CAPS_PREFIX.as_bytes()))
@@ -1258,7 +1278,20 @@ pub fn decode_setup_env(value: &[u8]) -> Result<SetupEnv, ProtocolError> {
         watch_err: next_fd()?,
         client_caps,
         idle_limit,
+        keeper,
     })
+}
+
+/// Bytes from hex digits (either case), or `None` if `text` is not an
+/// even run of them.
+pub fn decode_hex(text: &[u8]) -> Option<Vec<u8>> {
+    let digit = |d: u8| char::from(d).to_digit(16);
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.chunks(2)
+        .map(|pair| Some((digit(pair[0])? << 4 | digit(pair[1])?) as u8))
+        .collect()
 }
 
 fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
@@ -1576,6 +1609,7 @@ mod tests {
             watch_err: 6,
             client_caps: Vec::new(),
             idle_limit: None,
+            keeper: None,
         };
         let s = encode_setup_env(&e);
         assert_eq!(s, "v1,1700000000.000000005 3,4,5,6");
@@ -1594,11 +1628,27 @@ mod tests {
         let s = encode_setup_env(&folded);
         assert_eq!(s, "v1,1700000000.000000005 3,4,5,6 pfi-idle=3600");
         assert_eq!(decode_setup_env(s.as_bytes()), Ok(folded));
+        let keeper = SetupEnv {
+            keeper: Some(b"/a b".to_vec()),
+            ..e.clone()
+        };
+        let s = encode_setup_env(&keeper);
+        assert_eq!(s, "v1,1700000000.000000005 3,4,5,6 pfi-keeper=2f612062");
+        assert_eq!(decode_setup_env(s.as_bytes()), Ok(keeper));
         // Extra items and words are ignored.
         assert_eq!(
             decode_setup_env(b"v1,1700000000.000000005,x 3,4,5,6,7 more"),
             Ok(e)
         );
+    }
+
+    #[test]
+    fn hex_back_to_bytes() {
+        assert_eq!(decode_hex(b"2f78E90a"), Some(b"/x\xe9\n".to_vec()));
+        assert_eq!(decode_hex(b""), Some(Vec::new()));
+        for bad in [&b"2f7"[..], b"zz", b"+f", b"\xc3\xa9"] {
+            assert_eq!(decode_hex(bad), None, "{bad:?}");
+        }
     }
 
     /// What chiark-utils 7.0.0's client set (captured from a setup run):

@@ -38,20 +38,21 @@
 //! socket, the hand-over socket and the received copies go.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{dup2_stderr, dup2_stdin, dup2_stdout, fchdir};
 
 use super::init_env;
 use super::invocation::Invocation;
+use super::keeper;
 use super::log;
 use super::title;
 use crate::protocol::io::{Request, hung_up, read_request, recv_fd, send_all};
-use crate::protocol::{self, Frame, WaitStatus};
+use crate::protocol::{self, Frame};
 use crate::sys::{self, Forked};
 
 /// Turns this freshly forked child of the monitor into an executor: waits
@@ -176,101 +177,14 @@ fn keep_session(terminal: &OwnedFd, monitor: &UnixStream, background: bool) {
                 sys::exit_now(127);
             }
         }
-        Ok(Forked::Parent(script)) => keep(script, monitor, terminal),
+        // SAFETY: `keep_here` never returns to the frames that own our
+        // other fds (the call's, the hand-over socket), which it closes.
+        Ok(Forked::Parent(script)) => unsafe { keeper::keep_here(script, monitor, terminal) },
         Err(e) => {
             log::error(&format!(
                 "call failed: cannot fork the script's process: {e}"
             ));
             sys::exit_now(127);
-        }
-    }
-}
-
-/// The session's keeper: tells the monitor when the script stops ('t')
-/// and how it ended ('x'), then exits; moves the script's group to its
-/// terminal's foreground or background when the client says so ('f',
-/// from its 'F'), and then continues it. What the script left in its group
-/// gets SIGINT while the script is a zombie (its group id cannot be
-/// reused), as the monitor does for an executor. A hang-up of the
-/// terminal, which the kernel signals to the session's leader, is the
-/// monitor's to pass on (it sees the client go).
-fn keep(script: sys::Pid, monitor: &UnixStream, terminal: &OwnedFd) -> ! {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::signal::SigSet;
-    use nix::sys::signalfd::{SfdFlags, SignalFd};
-    sys::ignore_signals(&[Signal::SIGHUP]);
-    // The monitor's death (PR_SET_PDEATHSIG) must still end us, and with
-    // us the script (its own PR_SET_PDEATHSIG).
-    let _ = SigSet::from(Signal::SIGINT).thread_unblock();
-    // SIGCHLD is blocked (since before the fork): the script's changes
-    // wait here.
-    let children = SignalFd::with_flags(
-        &SigSet::from(Signal::SIGCHLD),
-        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
-    )
-    .unwrap_or_else(|e| {
-        log::error(&format!("keeper of {script}: {e}"));
-        sys::exit_now(127)
-    });
-    let mut monitor_open = true;
-    loop {
-        while let Some(state) = sys::child_state(script).unwrap_or_else(|e| {
-            log::error(&format!("keeper of {script}: {e}"));
-            sys::exit_now(127)
-        }) {
-            match state {
-                sys::ChildState::Stopped(signal) => {
-                    let message = Frame::KeeperStopped(signal).encode();
-                    let _ = send_all(monitor, &message);
-                }
-                sys::ChildState::Exited => {
-                    let _ = killpg(script, Signal::SIGINT);
-                    let status = sys::wait_status(script).unwrap_or(WaitStatus::exited(0));
-                    // Our copies of the terminal go before the status: the
-                    // client waits for the last of them (its master's EIO)
-                    // before it ends, and need not wait for our exit too.
-                    // The monitor's socket alone stays, as fd 0.
-                    let message = Frame::KeeperStatus(status).encode();
-                    if nix::unistd::dup2_stdin(monitor).is_ok() {
-                        // SAFETY: we exit right after; nothing here uses
-                        // a closed fd again.
-                        let _ = unsafe { sys::close_from(3) };
-                        // SAFETY: fd 0 is the monitor's socket now.
-                        let to_monitor = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
-                        let _ = send_all(to_monitor, &message);
-                    } else {
-                        let _ = send_all(monitor, &message);
-                    }
-                    sys::exit_now(0);
-                }
-            }
-        }
-        let mut fds = vec![PollFd::new(children.as_fd(), PollFlags::POLLIN)];
-        if monitor_open {
-            fds.push(PollFd::new(monitor.as_fd(), PollFlags::POLLIN));
-        }
-        if let Err(e) = poll(&mut fds, PollTimeout::NONE)
-            && e != nix::errno::Errno::EINTR
-        {
-            log::error(&format!("keeper of {script}: poll: {e}"));
-            sys::exit_now(127);
-        }
-        let heard = fds.get(1).is_some_and(|fd| fd.any().unwrap_or(false));
-        while let Ok(Some(_)) = children.read_signal() {}
-        if heard {
-            match protocol::io::read_frame(monitor) {
-                Ok(Frame::KeeperForeground(true)) => {
-                    // SIGTTOU is blocked: allowed from the background.
-                    let _ = nix::unistd::tcsetpgrp(terminal, script);
-                    let _ = killpg(script, Signal::SIGCONT);
-                }
-                Ok(Frame::KeeperForeground(false)) => {
-                    let _ = nix::unistd::tcsetpgrp(terminal, nix::unistd::getpgrp());
-                    let _ = killpg(script, Signal::SIGCONT);
-                }
-                Ok(_) => {}
-                Err(_) => monitor_open = false,
-            }
         }
     }
 }

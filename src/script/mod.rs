@@ -16,6 +16,8 @@
 //! - `monitor`: one per server: forks every executor in advance, watches
 //!   each and its client.
 //! - `executor`: the script again, with the caller's fds, args and env.
+//! - `keeper`: the session's leader on a call with a pseudo-terminal of
+//!   its own, in the executor or as a program of its own.
 //! - `init_env`: what initialisation did to the environment, for every
 //!   call.
 //! - `reload`, `huge_pages`, `log`: the server's policies and its voice.
@@ -26,6 +28,7 @@ mod executor;
 mod huge_pages;
 mod init_env;
 mod invocation;
+mod keeper;
 mod log;
 mod monitor;
 mod options;
@@ -36,5 +39,7 @@ mod title;
 
 pub use init_env::{env_var, env_var_os};
 pub use invocation::Invocation;
+#[doc(hidden)]
+pub use keeper::run_program as run_session_keeper;
 pub use options::Options;
 pub use setup::initialisation_complete;

@@ -101,6 +101,14 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `fd` is a socket.
+pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|st| {
+        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
+            == nix::sys::stat::SFlag::S_IFSOCK
+    })
+}
+
 /// Is fd number `fd` open? (For fds handed to us by number: stdio, the
 /// setup's fds.)
 pub(crate) fn fd_is_open(fd: RawFd) -> bool {

@@ -139,6 +139,27 @@ pub(crate) fn child_state(pid: Pid) -> io::Result<Option<ChildState>> {
     }
 }
 
+/// Whether `pid` is a child of ours (ended or not), asked without
+/// reaping it or consuming a report of its state.
+pub(crate) fn is_child(pid: Pid) -> bool {
+    // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waitid with a valid pointer to a siginfo_t.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid.as_raw() as libc::id_t,
+                &mut info,
+                libc::WSTOPPED | libc::WEXITED | libc::WCONTINUED | libc::WNOWAIT | libc::WNOHANG,
+            )
+        };
+        if r == 0 || Errno::last() != Errno::EINTR {
+            return r == 0;
+        }
+    }
+}
+
 /// Describes a raw wait status for messages: "exited with status 3",
 /// "was killed by SIGSEGV (core dumped)".
 pub(crate) fn describe_status(status: WaitStatus) -> String {

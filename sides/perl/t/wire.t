@@ -146,8 +146,8 @@ sub setup_env {
         my $s = decode_setup_env($v->{value});
         is_deeply(
             [ @$s{qw(started_secs started_nsecs)}, [ @$s{qw(listen call watch_in watch_err)} ],
-                @$s{qw(client_caps idle_limit)} ],
-            [ @$v{qw(started_secs started_nsecs fds client_caps idle_limit)} ],
+                @$s{qw(client_caps idle_limit keeper)} ],
+            [ @$v{qw(started_secs started_nsecs fds client_caps idle_limit keeper)} ],
             "$v->{name}: decode");
     }
 }

@@ -363,6 +363,8 @@ class Executor:
                 sock.close()
             for fd in fds[:which] + fds[which + 1:] + ([context[0]] if context is not None else []):
                 os.close(fd)
+            if self.settings.keeper_program is not None:
+                _keeper.exec_program(self.settings.keeper_program, script, self.monitor, terminal)
             _keeper.keep(script, self.monitor, terminal, self.log)
         # Our keeper gone (the monitor killed): the call ends.
         _sys.set_parent_death_signal(signal.SIGINT)

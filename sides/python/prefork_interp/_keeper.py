@@ -3,7 +3,15 @@ stays, as a shell would, its session's leader, the script its child
 (why two processes: sides/python/prefork_interp/_executor.py). It tells
 the monitor when the script stops and how it ended, and moves the
 script's group to its terminal's foreground or background when the
-monitor says so. Runs none of the script's code."""
+monitor says so. Runs none of the script's code.
+
+When the client that started the server named its own program
+(PREFORK_INTERP's pfi-keeper), the executor becomes that program, which
+keeps the session as keep() does (exec_program): a keeper that is a copy
+of this interpreter shares every page of it with the script, and the
+script's writes (its reference counts, its exit's finalisation) would
+copy each page it touches; with the keeper gone from them, they are the
+script's own."""
 
 import os
 import select
@@ -65,6 +73,20 @@ def keep(script, monitor, terminal, log):
     except BaseException as e:
         log(LOG_ERR, "keeper of %d: %r" % (script, e))
         os._exit(127)
+
+
+def exec_program(program, script, monitor, terminal):
+    """Becomes the keeper program: PROGRAM --session-keeper SCRIPT with
+    the monitor's socket as fd 0 and the terminal as fd 1 (it closes our
+    other fds itself; SIGCHLD stays blocked, as keep() needs it, and
+    PR_SET_PDEATHSIG stays set). Returns only if the exec failed: keep()
+    then does the work here, with everything as it was but fds 0 and 1."""
+    try:
+        os.dup2(monitor.fileno(), 0)
+        os.dup2(terminal, 1)
+        os.execv(program, [program, _wire.KEEPER_ARGUMENT, str(script).encode()])
+    except OSError:
+        pass
 
 
 def _watch_script(script, monitor):

@@ -41,7 +41,8 @@ class Settings:
     """What the server's processes share, fixed in the setup run: the
     checked options, the log, the titles, what the greeting says (offered,
     world, env_dependency), what initialisation did to the environment
-    (init_env_changes)."""
+    (init_env_changes), the client's program to exec as a session's
+    keeper (keeper_program)."""
 
     def __init__(self, options, log, titles):
         self.max_servers = options["max_servers"]
@@ -57,6 +58,7 @@ class Settings:
         self.start_dependency = None
         self.terminals = None
         self.init_env_changes = []
+        self.keeper_program = None
         # Whether idle spares copy the heap in advance (_precopy).
         self.precopy = False
 
@@ -167,6 +169,7 @@ def _daemon(setup, settings, reload_files):
         if "signals" not in offered and "closed" in offered:
             offered.remove("closed")  # a flag of extended requests only
         settings.offered = offered
+        settings.keeper_program = setup["keeper"]
         control = server.run(socket.socket(fileno=setup["call"]))
     except BaseException as e:
         log(LOG_ERR, "server failed: %r" % (e,))

@@ -20,6 +20,9 @@ OUR_CAPS = ("signals", "context", "tty", "limits", "closed", "dispositions", "wa
 SETUP_CAPS_PREFIX = b"pfi-caps="
 # The setup environment's word bounding the server's idle time (seconds).
 SETUP_IDLE_PREFIX = b"pfi-idle="
+SETUP_KEEPER_PREFIX = b"pfi-keeper="
+# The keeper program's first argument (then the script's pid).
+KEEPER_ARGUMENT = b"--session-keeper"
 
 # The request byte: 0 (v1), or 1 (extended) with these flags.
 REQUEST_BYTE = 0x00
@@ -198,7 +201,8 @@ def decode_setup_env(value):
     """PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE [pfi-caps=...]
     [pfi-idle=SECONDS] as a dict: started_secs, started_nsecs, listen,
     call, watch_in, watch_err, client_caps (a list), idle_limit (seconds,
-    or None). The fd order is chiark-utils' client's: WATCHI is the write
+    or None), keeper (bytes: a program's path, or None; from
+    pfi-keeper=HEX). The fd order is chiark-utils' client's: WATCHI is the write
     end of the watcher's stdin, WATCHE the read end of its stderr. Extra
     words and items are ignored, and so is a malformed idle bound (as an
     unknown word would be)."""
@@ -227,6 +231,8 @@ def decode_setup_env(value):
                                            for c in caps.split(b",") if c]
     # And for a folded identity's server "pfi-idle=SECONDS".
     idle = _setup_word(words, SETUP_IDLE_PREFIX)
+    # And "pfi-keeper=HEX": its own path, to run as a session's keeper.
+    keeper = _setup_word(words, SETUP_KEEPER_PREFIX)
     return {
         "started_secs": int(secs),
         "started_nsecs": int(nsecs),
@@ -236,6 +242,7 @@ def decode_setup_env(value):
         "watch_err": watch_err,
         "client_caps": client_caps,
         "idle_limit": _decimal_u64(idle),
+        "keeper": _hex_bytes(keeper),
     }
 
 
@@ -246,6 +253,14 @@ def _setup_word(words, prefix):
         if word.startswith(prefix):
             return word[len(prefix):]
     return None
+
+
+def _hex_bytes(digits):
+    """The bytes of a non-empty, even run of hex digits (either case:
+    Rust's decode_hex), else None."""
+    if not digits or len(digits) % 2 or digits.strip(b"0123456789abcdefABCDEF"):
+        return None
+    return bytes.fromhex(digits.decode("ascii"))
 
 
 def _decimal_u64(digits):

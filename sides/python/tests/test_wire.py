@@ -129,6 +129,8 @@ class WireVectors(unittest.TestCase):
                               setup["watch_err"]], v["fds"])
             self.assertEqual(setup["client_caps"], v["client_caps"])
             self.assertEqual(setup["idle_limit"], v["idle_limit"])
+            keeper = v["keeper"]
+            self.assertEqual(setup["keeper"], None if keeper is None else keeper.encode())
 
     def decode_request(self, data):
         byte = _wire.check_request_byte(data[0])

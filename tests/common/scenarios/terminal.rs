@@ -297,6 +297,57 @@ scenario!(terminal_keys_typed_ahead_echoed_once, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// On a call with a pseudo-terminal of its own, the session's keeper
+/// (the script's parent, its session's leader) holds nothing of the call's
+/// but the monitor's socket, the terminal, its signalfd and the
+/// executor's stderr. On the Perl and Python sides it is the client's
+/// program, exec'd by the executor as `PROGRAM --session-keeper PID`
+/// (PREFORK_INTERP's `pfi-keeper`): no copy of the interpreter stays
+/// beside the script to share its pages. (The Rust side's executor keeps
+/// the session itself: src/script/keeper.rs says why.)
+scenario!(terminal_keeper_holds_no_copy_of_the_script, |side| {
+    let (h, mut t, settings) = terminal_world(side);
+    t.start("$S @pid:exe.pid @cat");
+    let script = pid_in(&h, "exe.pid");
+    let (_, keeper) = proc_state(script).unwrap();
+    let exe = || std::fs::read_link(format!("/proc/{keeper}/exe")).unwrap();
+    let command_line = || std::fs::read(format!("/proc/{keeper}/cmdline")).unwrap();
+    if side == Side::Rust {
+        assert_eq!(
+            exe(),
+            std::fs::read_link(format!("/proc/{script}/exe")).unwrap()
+        );
+    } else {
+        // (It execs as the script starts, beside it.)
+        let exec_done = wait_until("the keeper to exec", LIMIT, || exe() == client());
+        assert!(exec_done.is_ok(), "the keeper runs {}", exe().display());
+        assert_eq!(
+            String::from_utf8_lossy(&command_line()),
+            format!("{}\0--session-keeper\0{script}\0", client().display())
+        );
+    }
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{keeper}/fd"))
+        .unwrap()
+        .map(|fd| {
+            let target = std::fs::read_link(fd.unwrap().path()).unwrap();
+            let target = target.to_string_lossy();
+            match target.split_once(':') {
+                Some(("socket", _)) => "socket".to_string(),
+                _ if target.starts_with("/dev/pts/") => "terminal".to_string(),
+                _ => target.into_owned(),
+            }
+        })
+        .collect();
+    fds.sort();
+    assert_eq!(
+        fds,
+        ["/dev/null", "anon_inode:[signalfd]", "socket", "terminal"]
+    );
+    t.send(b"\x04");
+    t.expect("PROMPT> ");
+    terminal_done(h, t, &settings);
+});
+
 /// Inside a command substitution an interactive shell ignores SIGTSTP,
 /// SIGTTIN and SIGTTOU, and the script is in its terminal's foreground
 /// (the shell's group): a direct run sees those ignored and reads its

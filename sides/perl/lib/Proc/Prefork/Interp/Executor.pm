@@ -45,7 +45,8 @@ use constant RLIMIT_NAMES => qw(CPU FSIZE DATA STACK CORE RSS NPROC NOFILE MEMLO
 
 # handover (the monitor's, for the call socket), monitor (our socket to
 # it), monitor_pid, saved (the server's dispositions), titles, init_env
-# (what initialisation did to the environment), own_limits.
+# (what initialisation did to the environment), own_limits, keeper_program
+# (the client's program, to exec as a session's keeper; undef: none).
 sub new {
     my ($class, %args) = @_;
     return bless {%args}, $class;
@@ -171,6 +172,8 @@ sub keep_session {
         close $_ for @$self{qw(call handover)};
         POSIX::close($_) for grep { $_ != $terminal } @{ $self->{fds} },
             $self->{context} ? $self->{context}{cwd} : ();
+        Proc::Prefork::Interp::Keeper::exec_program($self->{keeper_program}, $script,
+            $self->{monitor}, $terminal) if defined $self->{keeper_program};
         Proc::Prefork::Interp::Keeper->new($script, $self->{monitor}, $terminal)->keep;
     }
     # Our keeper gone (the monitor killed): the call ends.

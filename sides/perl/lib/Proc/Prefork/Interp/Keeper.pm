@@ -13,6 +13,13 @@ package Proc::Prefork::Interp::Keeper;
 # A hang-up of the terminal, which the kernel signals to the session's
 # leader, is the monitor's to pass on (it sees the client go).
 #
+# When the client that started the server named its own program
+# (PREFORK_INTERP's pfi-keeper), the executor becomes that program, which
+# keeps the session as keep does (exec_program): a keeper that is a copy
+# of this interpreter shares every page of it with the script, whose
+# writes would copy each page they touch; with the keeper gone from
+# them, they are the script's own.
+#
 # Runs none of the script's code: its signal handlers are off. SIGCHLD
 # is blocked (since before the fork): the script's changes wait in a
 # signalfd. Without signalfd's number for this ABI, a handler that does
@@ -29,6 +36,19 @@ use Proc::Prefork::Interp::Sys;
 use Proc::Prefork::Interp::Wire;
 
 our $VERSION = '0.1.0';
+
+# Becomes the keeper program $program: PROGRAM --session-keeper SCRIPT,
+# with the monitor's socket ($monitor, a handle) as fd 0 and the terminal
+# ($terminal, an fd) as fd 1 (it closes our other fds itself; SIGCHLD
+# stays blocked, and PR_SET_PDEATHSIG set). Returns only if the exec
+# failed: keep then does the work here, with all as it was but fds 0, 1.
+sub exec_program {
+    my ($program, $script, $monitor, $terminal) = @_;
+    POSIX::dup2(fileno $monitor, 0) // return;
+    POSIX::dup2($terminal, 1) // return;
+    { no warnings 'exec'; exec { $program } $program, KEEPER_ARGUMENT, $script; }
+    return;
+}
 
 # $script: the script's pid; $monitor: the socket to the monitor;
 # $terminal: the terminal's fd.

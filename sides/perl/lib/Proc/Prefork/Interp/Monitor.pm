@@ -247,7 +247,7 @@ sub fork_executor {
         $self->{titles}->set('handler');
         Proc::Prefork::Interp::Executor->new(handover => $handover_theirs,
             monitor => $from_theirs, monitor_pid => $monitor,
-            map { ($_ => $self->{$_}) } qw(saved titles init_env own_limits))->run;
+            map { ($_ => $self->{$_}) } qw(saved titles init_env own_limits keeper_program))->run;
         return 0;
     }
     close $handover_theirs;

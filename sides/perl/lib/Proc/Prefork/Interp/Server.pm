@@ -58,6 +58,8 @@ sub new {
         grace        => $config->{interrupt_grace},
         titles       => $config->{titles},
         init_env     => $config->{init_env},
+        # The client's program, to exec as a session's keeper (or undef).
+        keeper_program => $setup->{keeper},
         monitor      => undef,    # {pid, pidfd, control} while there is one
         served       => 0,        # calls handed to the monitor
         busy         => 0,        # of those, not yet ended ('d')
@@ -183,7 +185,7 @@ sub spawn_monitor {
         close $_ for grep {defined} @$self{qw(listen watch_err watch_in)},
             $self->{reload}->watch, @close, $control;
         return Proc::Prefork::Interp::Monitor->new(control => $theirs,
-            map { ($_ => $self->{$_}) } qw(spare grace titles init_env));
+            map { ($_ => $self->{$_}) } qw(spare grace titles init_env keeper_program));
     }
     close $theirs;
     my $pidfd = eval { pidfd_open($pid) };

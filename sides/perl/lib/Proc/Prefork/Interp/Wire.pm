@@ -25,6 +25,9 @@ use constant { ENV_VAR => 'PREFORK_INTERP', PROTOCOL_VERSION => 'v1' };
 use constant SETUP_CAPS_PREFIX => 'pfi-caps=';
 # The word of PREFORK_INTERP that bounds the server's idle time (seconds).
 use constant SETUP_IDLE_PREFIX => 'pfi-idle=';
+use constant SETUP_KEEPER_PREFIX => 'pfi-keeper=';
+# The keeper program's first argument (then the script's pid).
+use constant KEEPER_ARGUMENT => '--session-keeper';
 
 # The greeting: magic, u32be length, xdata (at most MAX_XDATA_LEN).
 use constant { GREETING_MAGIC => "PFI\n", MAX_XDATA_LEN => 64 * 1024, CAPS_MAGIC => 'pfi-caps 1' };
@@ -96,7 +99,7 @@ use constant MAX_RESTORE_LEN => 1 + 2 * MAX_TERMINAL_SETTINGS;
 use constant FORWARDED_SIGNALS => qw(INT TERM HUP QUIT USR1 USR2 WINCH ALRM TSTP CONT);
 
 our @EXPORT = qw(
-    ENV_VAR PROTOCOL_VERSION SETUP_CAPS_PREFIX SETUP_IDLE_PREFIX GREETING_MAGIC MAX_XDATA_LEN CAPS_MAGIC OUR_CAPS
+    ENV_VAR PROTOCOL_VERSION SETUP_CAPS_PREFIX SETUP_IDLE_PREFIX SETUP_KEEPER_PREFIX KEEPER_ARGUMENT GREETING_MAGIC MAX_XDATA_LEN CAPS_MAGIC OUR_CAPS
     WORLD_NAMESPACES REQUEST_BYTE REQUEST_BYTE_EXTENDED REQUEST_FLAG_CONTEXT
     REQUEST_FLAG_PTY REQUEST_FLAG_PTY_BACKGROUND REQUEST_FLAG_LIMITS
     REQUEST_FLAG_SECOND_BYTE REQUEST_SECOND_CLOSED REQUEST_SECOND_CALLER_SIGNALS
@@ -201,12 +204,13 @@ sub world_digest {
 
 # PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE (extra words and
 # items are ignored; our client adds pfi-caps=NAME,... and may add
-# pfi-idle=SECONDS). This is the order chiark-utils' client sends:
+# pfi-idle=SECONDS and pfi-keeper=HEX). This is the order chiark-utils' client sends:
 # WATCHI is the write end of the watcher's stdin, WATCHE the read end of
 # its stderr. Returns {started_secs, started_nsecs, listen, call,
-# watch_in, watch_err, client_caps => [NAME...], idle_limit} (idle_limit:
-# undef without the word, or when its number is malformed, which is
-# ignored as an unknown word is).
+# watch_in, watch_err, client_caps => [NAME...], idle_limit, keeper}
+# (idle_limit: undef without the word, or when its number is malformed,
+# which is ignored as an unknown word is; keeper: a program's path, the
+# bytes of the word's hex digits, undef likewise).
 sub decode_setup_env {
     my ($value) = @_;
     my $bad = sub { _error(BadSetupEnv => "bad PREFORK_INTERP: $_[0]") };
@@ -225,9 +229,13 @@ sub decode_setup_env {
     my ($caps) = map { /\A\Q$prefix\E(.*)\z/s ? $1 : () } @words[2 .. $#words];
     my $idle_prefix = SETUP_IDLE_PREFIX;
     my ($idle) = map { /\A\Q$idle_prefix\E(.*)\z/s ? $1 : () } @words[2 .. $#words];
+    my $keeper_prefix = SETUP_KEEPER_PREFIX;
+    my ($keeper) = map { /\A\Q$keeper_prefix\E(.*)\z/s ? $1 : () } @words[2 .. $#words];
     my %setup = (started_secs => $secs + 0, started_nsecs => $nsecs + 0,
         client_caps => [ grep {length} split /,/, $caps // '' ],
-        idle_limit  => defined $idle && $idle =~ /\A[0-9]+\z/ ? $idle + 0 : undef);
+        idle_limit  => defined $idle && $idle =~ /\A[0-9]+\z/ ? $idle + 0 : undef,
+        keeper      => defined $keeper && $keeper =~ /\A(?:[0-9A-Fa-f]{2})+\z/
+            ? pack('H*', $keeper) : undef);
     @setup{qw(listen call watch_in watch_err)} = map { $_ + 0 } @fds[0 .. 3];
     return \%setup;
 }
