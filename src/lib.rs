@@ -97,6 +97,13 @@
 //! client's 'F' frames, passed to the executor as 'f', move the script's
 //! group to its terminal's foreground or background as the client moves.
 //!
+//! The Perl and Python executors, once they have forked the script, exec
+//! the client's own program as the keeper (`prefork-interp
+//! --session-keeper PID`, named in `PREFORK_INTERP` by the client that
+//! started the server; script/keeper): an interpreter left beside the
+//! script would share its pages, and every page the script writes would
+//! be copied first.
+//!
 //! # The tree
 //!
 //! ```text
@@ -105,12 +112,12 @@
 //! src/sys/        thin fd-typed system wrappers by family (process, fd,
 //!                 signal, term, resource), procfs (/proc), titles
 //! src/script/     the Rust script side: setup, server, monitor,
-//!                 executor, reload, huge pages, log; its API is
+//!                 executor, keeper, reload, huge pages, log; its API is
 //!                 initialisation_complete, Options, Invocation
 //! src/client/     the prefork-interp command (feature `client`): cli,
 //!                 run, rundir, connect, spawn, watcher, call, terminal,
 //!                 list, exit
-//! src/bin/        the command's main, calling client::main
+//! src/bin/        the command's main: client::main, or the session keeper
 //! sides/          the Perl and Python script sides (the same roles in
 //!                 files of the same names) and the wire vectors every
 //!                 side's unit tests read
