@@ -149,6 +149,52 @@ scenario!(terminal_job_control, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// A server whose keeper program has gone from its path (the client that
+/// started it was removed or replaced since) keeps its calls' sessions
+/// in the executor instead (the exec fails): the keeper is a copy of the
+/// script, and ^Z, `fg` and the terminal's keys work as ever.
+scenario!(terminal_keeper_program_gone, |side| {
+    let h = Harness::new(side);
+    let old_client = h.path("old-client");
+    std::fs::copy(client(), &old_client).unwrap();
+    let script = std::fs::read_to_string(&h.script).unwrap();
+    let options = script
+        .lines()
+        .next()
+        .and_then(|line| line.split_once(' '))
+        .map_or("", |(_, options)| options)
+        .to_owned();
+    // (A short command line: readline scrolls a longer one.)
+    let start_old = h.path("start-old");
+    std::fs::write(
+        &start_old,
+        format!("#!/bin/sh\nexec {} {options} \"$@\"\n", old_client.display()),
+    )
+    .unwrap();
+    set_mode(&start_old, 0o755);
+    let mut t = Terminal::shell(&h);
+    assert_eq!(t.output("./start-old $S @out:cold"), "cold\r\n");
+    std::fs::remove_file(&old_client).unwrap();
+    let settings = t.stty();
+    t.start("$S @pid:exe.pid @out:BEFORE @cat");
+    t.expect("BEFORE\r\n");
+    let script = stop_the_job(&h, &mut t, "exe.pid");
+    let (_, keeper) = proc_state(script).unwrap();
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{keeper}/exe")).unwrap(),
+        std::fs::read_link(format!("/proc/{script}/exe")).unwrap(),
+        "the keeper is a copy of the script"
+    );
+    t.start("fg");
+    wait_until("the call to take the terminal", LIMIT, || !t.echoes()).unwrap();
+    t.send(b"typed\r");
+    t.expect("typed\r\n");
+    t.send(b"\x04");
+    assert_eq!(t.until("PROMPT> "), "typed\r\n");
+    assert_eq!(t.status(), 0);
+    terminal_done(h, t, &settings);
+});
+
 /// ^Z at an interactive bash stops a job whose stdin, stdout and stderr
 /// are all elsewhere (so no pseudo-terminal: the call's signals are
 /// passed on as they come): the script and the client stop, the shell
