@@ -79,14 +79,19 @@ def exec_program(program, script, monitor, terminal):
     """Becomes the keeper program: PROGRAM --session-keeper SCRIPT with
     the monitor's socket as fd 0 and the terminal as fd 1 (it closes our
     other fds itself; SIGCHLD stays blocked, as keep() needs it, and
-    PR_SET_PDEATHSIG stays set). Returns only if the exec failed: keep()
-    then does the work here, with everything as it was but fds 0 and 1."""
+    PR_SET_PDEATHSIG stays set). Returns only if the exec failed, with
+    fds 0 and 1 on /dev/null (a copy of the terminal left there would
+    outlive say_end's closing): keep() then does the work here."""
     try:
         os.dup2(monitor.fileno(), 0)
         os.dup2(terminal, 1)
         os.execv(program, [program, _wire.KEEPER_ARGUMENT, str(script).encode()])
     except OSError:
         pass
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    os.close(null)
 
 
 def _watch_script(script, monitor):

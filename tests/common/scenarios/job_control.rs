@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::common::*;
 
 use super::terminal::{
-    Run, assert_same_screen, direct_and_served, script_waiting, terminal_done, terminal_world,
+    Run, assert_same_screen, direct_and_served, keeper_fds, script_waiting, terminal_done,
+    terminal_world,
 };
 use super::{LIMIT, Scenario, pid_in};
 
@@ -185,6 +186,10 @@ scenario!(terminal_keeper_program_gone, |side| {
         std::fs::read_link(format!("/proc/{script}/exe")).unwrap(),
         "the keeper is a copy of the script"
     );
+    // Its copy of the terminal goes with the script's end, before 'x'
+    // (the client ends at the last one's closing).
+    let fds = keeper_fds(keeper);
+    assert_eq!(fds.iter().filter(|fd| *fd == "terminal").count(), 1, "{fds:?}");
     t.start("fg");
     wait_until("the call to take the terminal", LIMIT, || !t.echoes()).unwrap();
     t.send(b"typed\r");

@@ -297,6 +297,25 @@ scenario!(terminal_keys_typed_ahead_echoed_once, |side| {
     terminal_done(h, t, &settings);
 });
 
+/// What a session's keeper's fds are, sorted: "socket", "terminal" (a
+/// pty), or where they lead.
+pub(super) fn keeper_fds(keeper: u32) -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{keeper}/fd"))
+        .unwrap()
+        .map(|fd| {
+            let target = std::fs::read_link(fd.unwrap().path()).unwrap();
+            let target = target.to_string_lossy();
+            match target.split_once(':') {
+                Some(("socket", _)) => "socket".to_string(),
+                _ if target.starts_with("/dev/pts/") => "terminal".to_string(),
+                _ => target.into_owned(),
+            }
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 /// On a call with a pseudo-terminal of its own, the session's keeper
 /// (the script's parent, its session's leader) holds nothing of the call's
 /// but the monitor's socket, the terminal, its signalfd and the
@@ -326,21 +345,8 @@ scenario!(terminal_keeper_holds_no_copy_of_the_script, |side| {
             format!("{}\0--session-keeper\0{script}\0", client().display())
         );
     }
-    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{keeper}/fd"))
-        .unwrap()
-        .map(|fd| {
-            let target = std::fs::read_link(fd.unwrap().path()).unwrap();
-            let target = target.to_string_lossy();
-            match target.split_once(':') {
-                Some(("socket", _)) => "socket".to_string(),
-                _ if target.starts_with("/dev/pts/") => "terminal".to_string(),
-                _ => target.into_owned(),
-            }
-        })
-        .collect();
-    fds.sort();
     assert_eq!(
-        fds,
+        keeper_fds(keeper),
         ["/dev/null", "anon_inode:[signalfd]", "socket", "terminal"]
     );
     t.send(b"\x04");

@@ -41,12 +41,17 @@ our $VERSION = '0.1.0';
 # with the monitor's socket ($monitor, a handle) as fd 0 and the terminal
 # ($terminal, an fd) as fd 1 (it closes our other fds itself; SIGCHLD
 # stays blocked, and PR_SET_PDEATHSIG set). Returns only if the exec
-# failed: keep then does the work here, with all as it was but fds 0, 1.
+# failed, with fds 0 and 1 on /dev/null (a copy of the terminal left there
+# would outlive keep's closing at the end): keep then does the work here.
 sub exec_program {
     my ($program, $script, $monitor, $terminal) = @_;
-    POSIX::dup2(fileno $monitor, 0) // return;
-    POSIX::dup2($terminal, 1) // return;
-    { no warnings 'exec'; exec { $program } $program, KEEPER_ARGUMENT, $script; }
+    if (defined POSIX::dup2(fileno $monitor, 0) && defined POSIX::dup2($terminal, 1)) {
+        no warnings 'exec';
+        exec { $program } $program, KEEPER_ARGUMENT, $script;
+    }
+    my $null = POSIX::open('/dev/null', POSIX::O_RDWR()) // return;
+    POSIX::dup2($null, $_) for 0, 1;
+    POSIX::close($null);
     return;
 }
 
