@@ -169,7 +169,10 @@ scenario!(terminal_keeper_program_gone, |side| {
     let start_old = h.path("start-old");
     std::fs::write(
         &start_old,
-        format!("#!/bin/sh\nexec {} {options} \"$@\"\n", old_client.display()),
+        format!(
+            "#!/bin/sh\nexec {} {options} \"$@\"\n",
+            old_client.display()
+        ),
     )
     .unwrap();
     set_mode(&start_old, 0o755);
@@ -189,7 +192,11 @@ scenario!(terminal_keeper_program_gone, |side| {
     // Its copy of the terminal goes with the script's end, before 'x'
     // (the client ends at the last one's closing).
     let fds = keeper_fds(keeper);
-    assert_eq!(fds.iter().filter(|fd| *fd == "terminal").count(), 1, "{fds:?}");
+    assert_eq!(
+        fds.iter().filter(|fd| *fd == "terminal").count(),
+        1,
+        "{fds:?}"
+    );
     t.start("fg");
     wait_until("the call to take the terminal", LIMIT, || !t.echoes()).unwrap();
     t.send(b"typed\r");
