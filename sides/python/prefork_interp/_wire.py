@@ -108,8 +108,8 @@ class ProtocolError(ValueError):
     """A message that breaks the wire format. kind: Rust's ProtocolError
     variant (BadRequestByte, BadSecondRequestByte, PayloadTooLong,
     PayloadUnterminated, PayloadNoEnvEnd, BadLimits, BadSetupEnv,
-    BadExecutorMessage, BadTerminalSettings, BadRestore, XdataTooLong,
-    BadGreetingMagic); the message says what was wrong."""
+    BadExecutorMessage, BadTerminalSettings, BadRestore: those a script
+    side decodes); the message says what was wrong."""
 
     def __init__(self, kind, message):
         ValueError.__init__(self, message)
@@ -199,13 +199,13 @@ def env_digest(names, value_of):
 
 def decode_setup_env(value):
     """PREFORK_INTERP=v1,SECS.NSECS LISTEN,CALL,WATCHI,WATCHE [pfi-caps=...]
-    [pfi-idle=SECONDS] as a dict: started_secs, started_nsecs, listen,
-    call, watch_in, watch_err, client_caps (a list), idle_limit (seconds,
-    or None), keeper (bytes: a program's path, or None; from
-    pfi-keeper=HEX). The fd order is chiark-utils' client's: WATCHI is the write
+    [pfi-idle=SECONDS] [pfi-keeper=HEX] as a dict: started_secs,
+    started_nsecs, listen, call, watch_in, watch_err, client_caps (a
+    list), idle_limit (seconds, or None), keeper (bytes: a program's path,
+    or None). The fd order is chiark-utils' client's: WATCHI is the write
     end of the watcher's stdin, WATCHE the read end of its stderr. Extra
-    words and items are ignored, and so is a malformed idle bound (as an
-    unknown word would be)."""
+    words and items are ignored, and so are a malformed idle bound and
+    keeper word (as an unknown word would be)."""
 
     def bad(why):
         return ProtocolError("BadSetupEnv", "prefork-interp: bad %s: %s" % (ENV_VAR, why))
@@ -470,9 +470,9 @@ def encode_executor_ready(byte, script_pid=None):
 def decode_executor_ready(message):
     """The request byte of an executor's 2-byte 'r' message (with a pty
     flag the script's pid follows: decode_script_pid)."""
-    if message[:1] != EXECUTOR_READY:
-        raise ProtocolError("BadExecutorMessage", "executor said %r, expected 'r'"
-                            % message[:1])
+    if len(message) != 2 or message[:1] != EXECUTOR_READY:
+        raise ProtocolError("BadExecutorMessage", "executor said %r, expected 'r' and a byte"
+                            % message)
     return check_request_byte(message[1])
 
 

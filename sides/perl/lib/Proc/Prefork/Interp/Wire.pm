@@ -326,6 +326,8 @@ sub decode_executor_ready {
     _error(BadExecutorMessage => sprintf "executor's message starts with %#04x, expected 'r'",
         ord $tag)
         unless $tag eq EXECUTOR_READY;
+    _error(BadExecutorMessage => 'executor said ' . length($message) . ' bytes, expected 2')
+        unless length $message == 2;
     return check_request_byte($byte);
 }
 
