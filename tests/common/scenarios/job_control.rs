@@ -153,7 +153,8 @@ scenario!(terminal_job_control, |side| {
 /// A server whose keeper program has gone from its path (the client that
 /// started it was removed or replaced since) keeps its calls' sessions
 /// in the executor instead (the exec fails): the keeper is a copy of the
-/// script, and ^Z, `fg` and the terminal's keys work as ever.
+/// script, and ^Z, `fg`, the terminal's keys and the SIGINT to what the
+/// script leaves behind work as ever.
 scenario!(terminal_keeper_program_gone, |side| {
     let h = Harness::new(side);
     let old_client = h.path("old-client");
@@ -204,6 +205,12 @@ scenario!(terminal_keeper_program_gone, |side| {
     t.send(b"\x04");
     assert_eq!(t.until("PROMPT> "), "typed\r\n");
     assert_eq!(t.status(), 0);
+    // What the script leaves in its group gets SIGINT from this keeper
+    // too (a child that the terminal's hang-up would not end).
+    assert_eq!(t.output("$S @spawn:child.pid @out:done @exit:5"), "done\r\n");
+    assert_eq!(t.status(), 5);
+    let child = pid_in(&h, "child.pid");
+    wait_until("the child left behind to end", LIMIT, || !alive(child)).unwrap();
     terminal_done(h, t, &settings);
 });
 
