@@ -25,5 +25,8 @@ fn ruby_side_unit_tests_pass() {
         .unwrap_or_else(|| panic!("no minitest summary:\n{said}"));
     let runs: u32 = summary.split(' ').next().unwrap().parse().unwrap();
     assert!(runs > 0, "{summary}");
-    assert!(summary.contains(" 0 failures, 0 errors, 0 skips"), "{summary}");
+    assert!(
+        summary.contains(" 0 failures, 0 errors, 0 skips"),
+        "{summary}"
+    );
 }

@@ -207,7 +207,10 @@ scenario!(terminal_keeper_program_gone, |side| {
     assert_eq!(t.status(), 0);
     // What the script leaves in its group gets SIGINT from this keeper
     // too (a child that the terminal's hang-up would not end).
-    assert_eq!(t.output("$S @spawn:child.pid @out:done @exit:5"), "done\r\n");
+    assert_eq!(
+        t.output("$S @spawn:child.pid @out:done @exit:5"),
+        "done\r\n"
+    );
     assert_eq!(t.status(), 5);
     let child = pid_in(&h, "child.pid");
     wait_until("the child left behind to end", LIMIT, || !alive(child)).unwrap();
