@@ -356,6 +356,55 @@ fn python_graph() -> BTreeMap<String, BTreeSet<String>> {
     graph
 }
 
+/// The Ruby side's files (sides/ruby/lib: prefork_interp.rb, the API,
+/// and prefork_interp/*.rb, its roles) and which of its own each loads
+/// (`require_relative "x"`, `require "prefork_interp[/x]"`), at the top
+/// or inside a method.
+fn ruby_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("sides/ruby/lib");
+    let mut files = Vec::new();
+    files_under(&lib, "rb", &mut files);
+    let mut graph = BTreeMap::new();
+    for file in files {
+        let in_roles = file.parent() != Some(lib.as_path());
+        let module = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut loads = BTreeSet::new();
+        for line in text.lines() {
+            let code = line.split('#').next().unwrap().trim();
+            let quoted = |rest: &str| {
+                rest.trim()
+                    .trim_matches(|c| c == '"' || c == '\'')
+                    .to_owned()
+            };
+            let name = if let Some(rest) = code.strip_prefix("require_relative ") {
+                let target = quoted(rest);
+                // From the API file, "prefork_interp/x"; from a role, "x".
+                match (in_roles, target.strip_prefix("prefork_interp/")) {
+                    (false, Some(role)) => role.to_owned(),
+                    (false, None) => target,
+                    (true, _) if target == "../prefork_interp" => "prefork_interp".to_owned(),
+                    (true, _) => target,
+                }
+            } else if let Some(rest) = code.strip_prefix("require ") {
+                let target = quoted(rest);
+                match target.strip_prefix("prefork_interp/") {
+                    Some(role) => role.to_owned(),
+                    None if target == "prefork_interp" => target,
+                    None => continue,
+                }
+            } else {
+                continue;
+            };
+            if name != module {
+                loads.insert(name);
+            }
+        }
+        graph.insert(module, loads);
+    }
+    graph
+}
+
 /// The rules every script side's roles keep: no cycles, the wire module
 /// imports no other module of ours, and no role loads the side's API
 /// module (the API loads the roles). The runner of `--run` (and Python's
@@ -399,4 +448,18 @@ fn python_side_roles_without_cycles() {
         "_wire",
         &["_runner", "__main__"],
     );
+}
+
+#[test]
+fn ruby_side_roles_without_cycles() {
+    let graph = ruby_graph();
+    for (module, loads) in &graph {
+        for name in loads {
+            assert!(
+                graph.contains_key(name),
+                "{module} loads {name}, no file of ours"
+            );
+        }
+    }
+    check_side(&graph, "prefork_interp", "wire", &[]);
 }

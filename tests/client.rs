@@ -469,7 +469,7 @@ fn a_server_that_never_greets_is_named() {
 #[test]
 fn low_soft_fd_limit_costs_a_cold_call_nothing() {
     let low = |call: Call| call.soft_limit(libc::RLIMIT_NOFILE, 12);
-    for side in [Side::Rust, Side::Perl, Side::Python] {
+    for side in [Side::Rust, Side::Perl, Side::Python, Side::Ruby] {
         let h = Harness::new(side);
         cold_and_warm_like_a_direct_run(&h, low, "soft limit of open files 12");
         h.finish();
@@ -523,7 +523,7 @@ fn processes_of(uid: u32) -> u64 {
 #[test]
 fn low_soft_process_limit_costs_a_cold_call_nothing() {
     let (uid, gid) = test_user("pfi-nproc");
-    for side in [Side::Rust, Side::Perl, Side::Python] {
+    for side in [Side::Rust, Side::Perl, Side::Python, Side::Ruby] {
         let h = Harness::for_other_users(side);
         h.give_to(uid, gid);
         let soft = processes_of(uid) + 2;

@@ -80,6 +80,19 @@ fn chiark_client_our_python() -> Harness {
     .with_private_run()
 }
 
+/// chiark's client with our Ruby side.
+fn chiark_client_our_ruby() -> Harness {
+    require_chiark();
+    Harness::custom(
+        Side::Ruby,
+        PathBuf::from(CHIARK_CLIENT),
+        vec![OsString::from("ruby")],
+        None,
+        &ruby_agent_body(),
+    )
+    .with_private_run()
+}
+
 /// chiark's client with our Rust library.
 fn chiark_client_our_rust() -> Harness {
     require_chiark();
@@ -181,6 +194,20 @@ fn chiark_client_with_our_python_module() {
         stdout_str(&out),
         hex_lines(&[python.to_str().unwrap().as_bytes(), script, b"@args"])
     );
+    h.finish();
+}
+
+#[test]
+fn chiark_client_with_our_ruby_side() {
+    let h = chiark_client_our_ruby();
+    check_basic_calls(&h, "exit");
+    // An uncaught exception: 1, as in a normal run.
+    assert_eq!(h.call(&["@die:boom"]).run().status.code(), Some(1));
+    // ARGV starts with the interpreter and the script path, which the C
+    // client sends as arguments.
+    let out = h.call(&["@args"]).run();
+    let script = h.script.to_str().unwrap().as_bytes();
+    assert_eq!(stdout_str(&out), hex_lines(&[b"ruby", script, b"@args"]));
     h.finish();
 }
 
@@ -353,6 +380,7 @@ fn our_servers_greet_chiarks_client_in_v1() {
     for h in [
         chiark_client_our_perl(),
         chiark_client_our_python(),
+        chiark_client_our_ruby(),
         chiark_client_our_rust(),
     ] {
         assert_success(&h.call(&["@out:x"]).run());

@@ -1,6 +1,6 @@
 //! The conformance agent for the Rust script side.
 //!
-//! Every script side (Rust, Perl, Python) has an agent that understands
+//! Every script side (Rust, Perl, Python, Ruby) has an agent that understands
 //! the same little language, so that one table of scenarios
 //! (tests/common/scenarios.rs and its theme files) drives them all. Keep them in step.
 //!
@@ -53,7 +53,8 @@
 //! |                  | writes its pid to FILE and sleeps 30 s; return once  |
 //! |                  | FILE exists (the daemon is detached)                 |
 //! | `@server`        | print the server's pid (parent of its parent)        |
-//! | `@fds`           | print its open fds, space-separated                   |
+//! | `@fds`           | print its open fds, space-separated (Ruby: not its   |
+//! |                  | interpreter's own eventfds, which a fork renumbers)  |
 //! | `@fdlink:N`      | print where fd N points                               |
 //! | `@sigdisp:SIG`   | print SIG's disposition: default, ignore or handled  |
 //! | `@onint:FILE`    | on SIGINT, create FILE and die of SIGINT             |
@@ -95,9 +96,11 @@
 //! | `@ask`           | write `Say: ` to /dev/tty, read a line from it,      |
 //! |                  | print `said LINE` (without its newline)              |
 //! | `@secret`        | read a password the language's usual way (Python:    |
-//! |                  | getpass.getpass(); Rust, Perl, as getpass does it:   |
-//! |                  | echo off on /dev/tty (TCSAFLUSH), write `Password: ` |
-//! |                  | to it, read a line, settings back, a newline to it); |
+//! |                  | getpass.getpass(); Ruby: io/console's noecho, the    |
+//! |                  | prompt written inside it; Rust, Perl, as getpass     |
+//! |                  | does it: echo off on /dev/tty (TCSAFLUSH), write     |
+//! |                  | `Password: ` to it, read a line, settings back, a    |
+//! |                  | newline to it);                                      |
 //! |                  | print `length N` (N: its length without the newline) |
 //! | `@pager:N`       | pipe the lines `line 1` to `line N` into `less`, its |
 //! |                  | child; print `less exited CODE` when it ends         |

@@ -56,6 +56,18 @@ pub enum Side {
     /// `#!prefork-interp -U,PYTHON` (the real executable: a pyenv shim on
     /// PATH would need the real HOME, which the tests replace).
     Python,
+    /// sides/ruby/lib/prefork_interp.rb, through tests/agents/agent.rb, as
+    /// `#!prefork-interp -U,ruby`.
+    Ruby,
+}
+
+/// The Ruby agent's script text (after the #! line).
+pub fn ruby_agent_body() -> String {
+    format!(
+        "$LOAD_PATH.unshift '{}'\n{}",
+        repo().join("sides/ruby/lib").display(),
+        include_str!("../agents/agent.rb")
+    )
 }
 
 /// The Python agent's script text (after the #! line).
@@ -90,6 +102,7 @@ impl Side {
             Side::Rust => vec![program.as_os_str().to_owned()],
             Side::Perl => vec!["perl".into(), "-w".into()],
             Side::Python => vec![python().into()],
+            Side::Ruby => vec!["ruby".into()],
         }
     }
 
@@ -97,7 +110,7 @@ impl Side {
     fn agent_program(&self) -> Option<PathBuf> {
         match self {
             Side::Rust => Some(example("agent")),
-            Side::Perl | Side::Python => None,
+            Side::Perl | Side::Python | Side::Ruby => None,
         }
     }
 
@@ -107,6 +120,7 @@ impl Side {
             Side::Rust => String::new(),
             Side::Perl => perl_agent_body(true),
             Side::Python => python_agent_body(),
+            Side::Ruby => ruby_agent_body(),
         }
     }
 }
@@ -416,7 +430,7 @@ impl Harness {
             Side::Rust => vec![self.program.clone().into()],
             // The #! line's interpreter and its words (perl -w; the
             // tests' python3, or /usr/bin/python3 for other users).
-            Side::Perl | Side::Python => {
+            Side::Perl | Side::Python | Side::Ruby => {
                 let mut words = self.interpreter.clone();
                 words.push(self.script.clone().into());
                 words

@@ -144,7 +144,8 @@ pub(super) fn script_waiting(h: &Harness, name: &str) -> u32 {
             .ok()
             .and_then(|text| text.split_whitespace().next()?.parse::<libc::c_long>().ok());
         // Python before 3.11 sleeps in select() (no fds, a timeout),
-        // which glibc makes x86_64's select or pselect6.
+        // which glibc makes x86_64's select or pselect6; Ruby's sleep
+        // waits in ppoll (on its own wake-up fd, with a timeout).
         #[cfg(target_arch = "x86_64")]
         const SELECT: libc::c_long = libc::SYS_select;
         #[cfg(not(target_arch = "x86_64"))]
@@ -157,6 +158,7 @@ pub(super) fn script_waiting(h: &Harness, name: &str) -> u32 {
                     libc::SYS_clock_nanosleep,
                     SELECT,
                     libc::SYS_pselect6,
+                    libc::SYS_ppoll,
                 ]
                 .contains(&call)
             })

@@ -48,7 +48,7 @@ scenario!(greeting_bytes_after_one_call, |side| {
         .and_then(|n| std::str::from_utf8(n).ok())
         .filter(|n| n.parse::<u128>().is_ok_and(|n| n <= idle_bound))
         .unwrap_or("(milliseconds, at most the time since the call began)");
-    // Perl and Python name their interpreter's start-up variables (a
+    // Perl, Python and Ruby name their interpreter's start-up variables (a
     // list of each side's own), none of which this world sets; a Rust
     // program has none.
     let start = prefork_interp::protocol::decode_start_dependency(&got[8..]);
@@ -66,10 +66,10 @@ scenario!(greeting_bytes_after_one_call, |side| {
             sorted.sort_unstable();
             sorted.dedup();
             assert_eq!(names, sorted, "sorted, unique");
-            let own = if side == Side::Perl {
-                "PERL5LIB"
-            } else {
-                "PYTHONHASHSEED"
+            let own = match side {
+                Side::Perl => "PERL5LIB",
+                Side::Ruby => "RUBYOPT",
+                _ => "PYTHONHASHSEED",
             };
             assert!(
                 names.contains(&own) && names.contains(&"LC_ALL"),
