@@ -97,8 +97,8 @@
 //! client's 'F' frames, passed to the executor as 'f', move the script's
 //! group to its terminal's foreground or background as the client moves.
 //!
-//! The Perl and Python executors, once they have forked the script, exec
-//! the client's own program as the keeper (`prefork-interp
+//! The Perl, Python and Ruby executors, once they have forked the
+//! script, exec the client's own program as the keeper (`prefork-interp
 //! --session-keeper PID`, named in `PREFORK_INTERP` by the client that
 //! started the server; script/keeper): an interpreter left beside the
 //! script would share its pages, and every page the script writes would

@@ -10,9 +10,9 @@
 //! ```
 //!
 //! The executor that forked the script is the keeper. Here it keeps the
-//! session as it is (`keep`). Perl's and Python's executors, when the
-//! client that started the server named itself in `PREFORK_INTERP`
-//! (`pfi-keeper`), exec that program as `PROGRAM --session-keeper
+//! session as it is (`keep`). Perl's, Python's and Ruby's executors,
+//! when the client that started the server named itself in
+//! `PREFORK_INTERP` (`pfi-keeper`), exec that program as `PROGRAM --session-keeper
 //! SCRIPT_PID` (`run_program`, which runs `keep`), so that the keeper
 //! holds none of the interpreter's memory: an interpreter writes all over
 //! its heap (reference counts, its exit's finalisation), and every page

@@ -321,7 +321,7 @@ pub(super) fn keeper_fds(keeper: u32) -> Vec<String> {
 /// On a call with a pseudo-terminal of its own, the session's keeper
 /// (the script's parent, its session's leader) holds nothing of the call's
 /// but the monitor's socket, the terminal, its signalfd and the
-/// executor's stderr. On the Perl and Python sides it is the client's
+/// executor's stderr. On the Perl, Python and Ruby sides it is the client's
 /// program, exec'd by the executor as `PROGRAM --session-keeper PID`
 /// (PREFORK_INTERP's `pfi-keeper`): no copy of the interpreter stays
 /// beside the script to share its pages. (The Rust side's executor keeps
