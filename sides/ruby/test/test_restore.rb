@@ -5,10 +5,13 @@
 # socketpair for the call socket, a child process in a group of its own
 # for the script. The client's frames go through the monitor's own
 # reading (hear_client, send_status), as they would after the executor's
-# 'r'. As the Python side's tests/test_restore.py, test for test; then the
-# monitor's other messages on a call (MonitorFrames): the executor's 'r',
-# the keeper's 't' and 'x', the client's 'F', 'd' to the server, and the
-# grace of an abandoned call.
+# 'r'. As the Python side's tests/test_restore.py, test for test (and that
+# the fds kept are no garbage's to close); then the spares
+# (TestMonitorSpares: forked in advance, handed the server's calls, forked
+# for a call when none is idle, let go at the server's EOF), and the
+# monitor's other messages on a call (TestMonitorFrames): the executor's
+# 'r', the keeper's 't' and 'x', the client's 'S' and 'F', 'd' and 'h' to
+# the server, and the grace of an abandoned call.
 #
 #     cd sides/ruby && ruby -Ilib -Itest test/test_restore.rb
 
@@ -153,7 +156,10 @@ class TestRestore < Minitest::Test
     trap("INT") { said.call }
     trap("WINCH") { $stdout.syswrite("winch\n") }
     $stdout.syswrite("ready\n")
-    loop { sleep }
+    # Gone with the test, should it be killed (SIGTERM is ignored here).
+    parent = Process.ppid
+    sleep 0.5 while Process.ppid == parent
+    exit!(1)
   RUBY
 
   # What a client sends of tcgetattr's list.
