@@ -102,12 +102,15 @@ def parent_of(pid)
   Integer(stat[(stat.rindex(")") + 2)..].split[1])
 end
 
-# Its open fds, space-separated (not the one listing them, nor Ruby's own
-# eventfds, its timer thread's, which a fork makes again elsewhere).
+# The fds Ruby keeps for itself (its timer thread's eventfd, and from 3.3
+# its epoll), which a fork makes again elsewhere.
+RUBYS_OWN_FDS = ["anon_inode:[eventfd]", "anon_inode:[eventpoll]"].freeze
+
+# Its open fds, space-separated (not the one listing them, nor Ruby's own).
 def open_fds
   fds = Dir.children("/proc/self/fd").filter_map do |entry|
     target = File.readlink("/proc/self/fd/#{entry}")
-    Integer(entry) unless target.end_with?("/fd") || target == "anon_inode:[eventfd]"
+    Integer(entry) unless target.end_with?("/fd") || RUBYS_OWN_FDS.include?(target)
   rescue SystemCallError
     nil
   end

@@ -54,7 +54,8 @@
 //! |                  | FILE exists (the daemon is detached)                 |
 //! | `@server`        | print the server's pid (parent of its parent)        |
 //! | `@fds`           | print its open fds, space-separated (Ruby: not its   |
-//! |                  | interpreter's own eventfds, which a fork renumbers)  |
+//! |                  | interpreter's own eventfd and epoll, which a fork    |
+//! |                  | renumbers)                                           |
 //! | `@fdlink:N`      | print where fd N points                               |
 //! | `@sigdisp:SIG`   | print SIG's disposition: default, ignore or handled  |
 //! | `@onint:FILE`    | on SIGINT, create FILE and die of SIGINT             |
