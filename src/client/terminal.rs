@@ -42,7 +42,7 @@ use nix::sys::signal::{
     SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, killpg, pthread_sigmask, sigaction,
 };
 use nix::sys::signalfd::SignalFd;
-use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::sys::stat::{Mode, SFlag};
 use nix::sys::termios::{
     LocalFlags, SetArg, SpecialCharacterIndices, Termios, cfmakeraw, tcgetattr, tcgetsid, tcsetattr,
 };
@@ -99,9 +99,7 @@ impl CallTerminal {
         let is_fifo = |fd: i32| {
             // SAFETY: fds 0..2 were checked open at start.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            fstat(fd).is_ok_and(|st| {
-                SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO
-            })
+            sys::has_file_type(fd, SFlag::S_IFIFO)
         };
         let pipeline = stops_on_use && (is_fifo(0) || is_fifo(1));
         // SAFETY: fds 0..2 were checked open at start and stay open.

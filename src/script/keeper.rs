@@ -69,7 +69,7 @@ pub unsafe fn run_program(script: &OsStr) -> ! {
     // SAFETY: fd 0 and 1 are ours alone (the caller's promise); checked
     // below to be what they must be before either is used.
     let (monitor, terminal) = unsafe { (BorrowedFd::borrow_raw(0), BorrowedFd::borrow_raw(1)) };
-    if !sys::is_socket(monitor) {
+    if !sys::has_file_type(monitor, nix::sys::stat::SFlag::S_IFSOCK) {
         fail("fd 0 is not the monitor's socket");
     }
     if !nix::unistd::isatty(terminal).unwrap_or(false) {

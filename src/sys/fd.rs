@@ -101,12 +101,10 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// Whether `fd` is a socket.
-pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
-    nix::sys::stat::fstat(fd).is_ok_and(|st| {
-        nix::sys::stat::SFlag::from_bits_truncate(st.st_mode) & nix::sys::stat::SFlag::S_IFMT
-            == nix::sys::stat::SFlag::S_IFSOCK
-    })
+/// Whether `fd` is of this file type (`S_IFSOCK`, `S_IFIFO`, ...).
+pub(crate) fn has_file_type(fd: BorrowedFd<'_>, kind: nix::sys::stat::SFlag) -> bool {
+    use nix::sys::stat::{SFlag, fstat};
+    fstat(fd).is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind)
 }
 
 /// Is fd number `fd` open? (For fds handed to us by number: stdio, the
