@@ -341,6 +341,18 @@ impl CallTerminal {
         }
     }
 
+    /// The caller's terminal as it was before we took it, and the monitor
+    /// told so ('R' 0) if it had what to put back: it holds the terminal
+    /// until then, even once our status has gone (should we be killed
+    /// before this, it puts the settings back).
+    fn restore_and_tell(&mut self, conn: &UnixStream) {
+        self.restore();
+        if self.monitor_told {
+            send_frame(conn, Frame::Restore(0));
+            self.monitor_told = false;
+        }
+    }
+
     /// The caller's terminal's settings (as they were before we made it
     /// raw) onto the pseudo-terminal.
     fn pass_settings(&self) {
@@ -373,7 +385,7 @@ impl CallTerminal {
         // Our copy goes, or the master would never report the script's end.
         self.slave = None;
         let result = self.relay_until_done(conn, signals);
-        self.restore();
+        self.restore_and_tell(conn);
         result
     }
 
@@ -486,11 +498,8 @@ impl CallTerminal {
         if self.pump_output(output).master_done {
             *master_open = false;
         }
-        self.restore();
-        if self.monitor_restores {
-            // Stopped, the terminal is our shell's: nothing to put back.
-            send_frame(conn, Frame::Restore(0));
-        }
+        // Stopped, the terminal is our shell's.
+        self.restore_and_tell(conn);
         stop_our_group(signal);
         // Resumed: the SIGCONT waiting in the signalfd takes the terminal
         // again if it is ours.

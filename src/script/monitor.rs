@@ -50,7 +50,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,15 @@ impl Restore {
     fn put_back(self) {
         let _ = sys::put_back_terminal_settings(&self.terminal, &self.put_back, &self.left);
     }
+}
+
+/// A call whose status went to a client that had its caller's terminal
+/// raw. Sent is not received: a client killed as the script ends may have
+/// closed its pseudo-terminal (which ended the script) and not yet its
+/// call socket, and so never restore its terminal.
+struct Ending {
+    call: UnixStream,
+    restore: Restore,
 }
 
 /// A call in flight, as its executor's pid keys it.
@@ -154,6 +163,10 @@ struct Monitor {
     /// Spares the server's end let go: reaped quietly.
     leaving: Vec<(Pid, Pidfd)>,
     calls: HashMap<Pid, Call>,
+    /// Calls whose status has gone, keyed by their call socket's fd,
+    /// while their clients still have the caller's terminal raw: each
+    /// until its client says it put the terminal back ('R' 0) or goes.
+    ending: HashMap<RawFd, Ending>,
     spare: usize,
     /// How long an abandoned call's script may run on after its SIGINT.
     interrupt_grace: Option<Duration>,
@@ -178,6 +191,8 @@ enum Source {
     Client(Pid),
     /// A keeper's 't' or 'x' (or EOF).
     Keeper(Pid),
+    /// What a client whose status has gone says last ('R' 0, or EOF).
+    Ending(RawFd),
 }
 
 impl Source {
@@ -190,7 +205,7 @@ impl Source {
             Source::Ready(_) => 0,
             Source::Keeper(_) => 1,
             Source::Exited(_) => 2,
-            Source::Client(_) => 3,
+            Source::Client(_) | Source::Ending(_) => 3,
             Source::Control => 4,
         }
     }
@@ -219,6 +234,7 @@ pub(crate) fn run(
         spares: Vec::new(),
         leaving: Vec::new(),
         calls: HashMap::new(),
+        ending: HashMap::new(),
         spare,
         interrupt_grace,
         short_since: None,
@@ -240,6 +256,7 @@ pub(crate) fn run(
             monitor.short_since = None;
         } else if monitor.control.is_none()
             && monitor.calls.is_empty()
+            && monitor.ending.is_empty()
             && monitor.leaving.is_empty()
         {
             sys::exit_now(0);
@@ -360,6 +377,7 @@ impl Monitor {
             spares: Vec::new(),
             leaving: Vec::new(),
             calls: HashMap::new(),
+            ending: HashMap::new(),
             spare: 0,
             interrupt_grace: None,
             short_since: None,
@@ -385,6 +403,7 @@ impl Monitor {
                 Source::Keeper(pid) => self.hear_keeper(pid),
                 Source::Exited(pid) => self.reap(pid),
                 Source::Client(pid) => self.hear_client(pid),
+                Source::Ending(fd) => self.hear_ending(fd),
                 Source::Control => return self.take_call(),
             }
         }
@@ -416,6 +435,9 @@ impl Monitor {
                 }
                 Phase::Failed | Phase::Abandoned { .. } | Phase::Reported => {}
             }
+        }
+        for (&fd, ending) in &self.ending {
+            add(ending.call.as_fd(), Source::Ending(fd));
         }
         let (fds, sources): (Vec<_>, Vec<_>) = watched.into_iter().unzip();
         let mut fds: Vec<PollFd<'_>> = fds
@@ -521,7 +543,11 @@ impl Monitor {
         let mut call = call;
         let status = script_status(pid, &mut call, status);
         match call.phase {
-            Phase::Running { extended, .. } => status_to_client(pid, &mut call, extended, status),
+            Phase::Running { extended, .. } => {
+                if let Some(ending) = status_to_client(pid, &mut call, extended, status) {
+                    self.ending.insert(ending.call.as_raw_fd(), ending);
+                }
+            }
             Phase::Reported => {}
             Phase::Abandoned { .. } => log::info(&format!(
                 "client went away; script interrupted, it {}",
@@ -593,6 +619,34 @@ impl Monitor {
         };
     }
 
+    /// A client whose status has gone said more: 'R' 0 (it put its
+    /// terminal back), or its end (it may have died first: we put the
+    /// terminal back, if it has what the client left there).
+    fn hear_ending(&mut self, fd: RawFd) {
+        let Some(ending) = self.ending.get_mut(&fd) else {
+            return;
+        };
+        match protocol::io::read_frame(&ending.call) {
+            Ok(Frame::Restore(len)) => match read_restore(&ending.call, len) {
+                Ok(Some(restore)) => {
+                    ending.restore = restore;
+                    return;
+                }
+                Ok(None) => {
+                    self.ending.remove(&fd);
+                    return;
+                }
+                Err(_) => {}
+            },
+            // A signal for a script that has ended goes nowhere.
+            Ok(_) => return,
+            Err(_) => {}
+        }
+        if let Some(ending) = self.ending.remove(&fd) {
+            ending.restore.put_back();
+        }
+    }
+
     /// A keeper's socket is readable. Once it has told the script's
     /// status, the call is over: the client has it at once, without
     /// waiting for the keeper's own exit.
@@ -612,8 +666,10 @@ impl Monitor {
             let extended = *extended;
             call.phase = Phase::Reported;
             self.call_ended(protocol::MONITOR_CALL_ENDED);
-            if let Some(call) = self.calls.get_mut(&pid) {
-                status_to_client(pid, call, extended, status);
+            if let Some(call) = self.calls.get_mut(&pid)
+                && let Some(ending) = status_to_client(pid, call, extended, status)
+            {
+                self.ending.insert(ending.call.as_raw_fd(), ending);
             }
         }
     }
@@ -741,16 +797,26 @@ fn read_restore(call: &UnixStream, len: u32) -> io::Result<Option<Restore>> {
 
 /// The script's status to its client, once it has ended. What the client
 /// said before that is read first: its terminal's settings, or that it
-/// has gone (its terminal's hang-up may be what ended the script). Sent,
-/// the client restores its terminal itself; if not, the client has gone,
-/// and its terminal is ours to put back.
-fn status_to_client(pid: Pid, call: &mut Call, extended: bool, status: WaitStatus) {
+/// has gone (its terminal's hang-up may be what ended the script). Not
+/// sent, the client has gone, and its terminal is ours to put back; sent,
+/// the client restores its terminal itself and says so, and until then
+/// the call is [`Ending`] (returned).
+fn status_to_client(
+    pid: Pid,
+    call: &mut Call,
+    extended: bool,
+    status: WaitStatus,
+) -> Option<Ending> {
     let gone = hear_last_of_client(call);
     let delivered = !gone && send_status(pid, &call.call, extended, status);
-    if let Some(restore) = call.restore.take()
-        && !delivered
-    {
+    let restore = call.restore.take()?;
+    if !delivered {
         restore.put_back();
+        return None;
+    }
+    match call.call.try_clone() {
+        Ok(call) => Some(Ending { call, restore }),
+        Err(_) => None,
     }
 }
 
