@@ -157,6 +157,10 @@ class Monitor:
         self.grace = settings.interrupt_grace  # None: never SIGKILL
         self.idle = []  # _Spare, oldest first
         self.calls = {}  # executor pid -> _Call
+        # Calls whose status has gone while their clients had the caller's
+        # terminal raw, by call socket fd: each until its client says it
+        # put the terminal back ('R' 0) or goes away (send_status).
+        self.ending = {}
         self.owed = b""  # 'd' and 'h' bytes the server has not yet been sent
         self.pid = os.getpid()
         # Executors are groups of their own and signals go to those, but
@@ -187,7 +191,7 @@ class Monitor:
                     if spare is None:
                         break  # logged; another round tries again
                     self.idle.append(spare)
-            elif not self.calls and not self.idle:
+            elif not self.calls and not self.idle and not self.ending:
                 os._exit(0)
             child = self.serve(self.kill_overdue())
             if child is not None:
@@ -237,6 +241,8 @@ class Monitor:
                 watch(call.conn.fileno(), 3, call)
             if call.from_keeper is not None:
                 watch(call.from_keeper.fileno(), 1, call)
+        for fd, call in self.ending.items():
+            watch(fd, 3, call)
         # poll's timeout is in ms, rounded up: it must not wake just
         # before the time.
         wait_ms = None if timeout is None else max(0, int(-(-timeout * 1000 // 1)))
@@ -259,7 +265,9 @@ class Monitor:
                 else:
                     self.reap(thing)
             elif order == 3:
-                if thing.phase == _RUNNING and thing.pid in self.calls:
+                if self.is_ending(thing):
+                    self.hear_ending(thing)
+                elif thing.phase == _RUNNING and thing.pid in self.calls:
                     self.hear_client(thing)
             else:
                 if mask & select.POLLOUT:
@@ -290,6 +298,9 @@ class Monitor:
             if call.from_keeper is not None:
                 call.from_keeper.close()
             os.close(call.pidfd)
+        for call in self.ending.values():
+            call.conn.close()
+            call.forget_terminal()
         for sock in close:
             sock.close()
 
@@ -496,7 +507,8 @@ class Monitor:
             kill_group(call.pid)
         _, status = os.waitpid(call.pid, 0)
         if call.phase == _REPORTED:
-            call.conn.close()  # its client has had 'd' and its status
+            if not self.is_ending(call):
+                call.conn.close()  # its client has had 'd' and its status
             return
         # A keeper has exited: all it said is there to read. The status
         # is the script's, which it reaped.
@@ -524,16 +536,20 @@ class Monitor:
             # Its client sees EOF. 'h': no request came (a listing; a
             # caller that went elsewhere).
             self.call_ended(_wire.MONITOR_CALL_DROPPED)
-        call.forget_terminal()  # put back already, or the client's to restore
-        call.conn.close()
+        if not self.is_ending(call):
+            call.forget_terminal()  # put back already
+            call.conn.close()
 
     def send_status(self, call, status):
         """A call's end to its client, once the server has its 'd' (a
         greeting after the client has its status counts this call out).
-        Delivered, the client restores its terminal itself; if not, the
-        client has gone, and the monitor puts back what its last 'R' gave.
-        First what the client said that is still unread: its going away
-        may be what ended the script (its terminal's hang-up), and poll
+        Not delivered, the client has gone, and the monitor puts back what
+        its last 'R' gave. Delivered, the client restores its terminal
+        itself and says so ('R' 0); until then the call is ending (sent is
+        not received: a client killed as the script ends may have closed
+        its pseudo-terminal, whose hang-up ended the script, and not yet
+        its call socket). First what the client said that is still
+        unread: its going away may be what ended the script, and poll
         hands us the keeper's 'x' before the client's EOF."""
         if call.extended:
             message = _wire.encode_frame(_wire.FRAME_STATUS, status)
@@ -546,10 +562,28 @@ class Monitor:
                 delivered = True
             except OSError:
                 pass  # the client has gone
-        if delivered:
-            call.forget_terminal()
-        else:
+        if not delivered:
             call.put_back_terminal()
+        elif call.restore is not None:
+            self.ending[call.conn.fileno()] = call
+        else:
+            call.forget_terminal()
+
+    def is_ending(self, call):
+        return self.ending.get(call.conn.fileno()) is call
+
+    def hear_ending(self, call):
+        """An ending call's socket is readable: 'R' 0 (its client put its
+        terminal back: nothing to do), a late signal (for a script that
+        has ended: nowhere to go), or its end (it may have died before it
+        put its terminal back: the monitor does, if the terminal still has
+        what the client left)."""
+        heard = self.read_client(call, act=False)
+        if heard is None or (heard and call.restore is not None):
+            return
+        del self.ending[call.conn.fileno()]
+        call.put_back_terminal()  # nothing, after 'R' 0
+        call.conn.close()
 
     def hear_client(self, call):
         """A running call's socket is readable. v1: the client has gone

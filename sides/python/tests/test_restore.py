@@ -213,15 +213,80 @@ class Restore(unittest.TestCase):
         self.client_gone()
         self.assertEqual(termios.tcgetattr(self.terminal), raw)
 
-    def test_status_sent_drops_them(self):
+    def status_sent(self):
+        """The script's status to the client, which still has its terminal
+        raw: the monitor keeps what to put back, the call ending; the
+        terminal, raw, is left alone."""
         self.make_raw()
         kept = self.call.restore[2]
         raw = termios.tcgetattr(self.terminal)
+        self.call.phase = _monitor._REPORTED
         self.monitor.send_status(self.call, 0)
+        self.assertEqual(self.client.recv(5), _wire.encode_frame(_wire.FRAME_STATUS, 0))
+        self.assertEqual(self.call.restore[2], kept)
+        self.assertEqual(list(self.monitor.ending.values()), [self.call])
+        self.assertEqual(termios.tcgetattr(self.terminal), raw)
+        return kept, raw
+
+    def hear_ending(self):
+        """What the monitor does when poll finds an ending call readable."""
+        self.assertTrue(select.select([self.call.conn], [], [], 5)[0])
+        self.monitor.hear_ending(self.call)
+
+    def test_status_sent_then_r_0_drops_them(self):
+        kept, raw = self.status_sent()
+        self.send(_wire.encode_frame(_wire.FRAME_RESTORE, 0))
+        self.hear_ending()
+        self.assertEqual(self.monitor.ending, {})
         self.assertIsNone(self.call.restore)
         self.assertNotOpen(kept)
-        self.assertEqual(self.client.recv(5), _wire.encode_frame(_wire.FRAME_STATUS, 0))
         self.assertEqual(termios.tcgetattr(self.terminal), raw)
+
+    def test_client_gone_after_its_status_puts_them_back(self):
+        # Killed as the script ended: its pseudo-terminal's master closed
+        # (the script's hang-up) before its call socket, which took the
+        # status.
+        kept, _ = self.status_sent()
+        self.client.close()
+        self.hear_ending()
+        self.assertEqual(self.monitor.ending, {})
+        self.assertEqual(termios.tcgetattr(self.terminal), self.found)
+        self.assertNotOpen(kept)
+        self.assertEqual(self.logged, [])
+
+    def test_a_signal_after_the_status_goes_nowhere(self):
+        kept, raw = self.status_sent()
+        self.send(_wire.encode_frame(_wire.FRAME_SIGNAL, signal.SIGWINCH))
+        self.hear_ending()
+        self.assertEqual(self.call.restore[2], kept)
+        self.assertEqual(termios.tcgetattr(self.terminal), raw)
+        self.assertIsNone(self.script_saw(timeout=0.5))
+        self.client.close()
+        self.hear_ending()
+        self.assertEqual(termios.tcgetattr(self.terminal), self.found)
+
+    def test_a_new_executor_holds_nothing_of_an_ending_call(self):
+        kept, _ = self.status_sent()
+        conn = self.call.conn.fileno()
+        said, says = os.pipe()
+        self.addCleanup(os.close, said)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                self.monitor.close_in_child(())
+                still = []
+                for fd in (kept, conn):
+                    try:
+                        os.fstat(fd)
+                        still.append(str(fd))
+                    except OSError:
+                        pass
+                os.write(says, (" ".join(still) or "closed").encode())
+            finally:
+                os._exit(0)
+        os.close(says)
+        os.waitpid(pid, 0)
+        self.assertEqual(os.read(said, 64), b"closed")
 
     def test_status_after_the_client_went_puts_them_back(self):
         # The client SIGKILLed: its terminal's hang-up ends the script,
@@ -233,7 +298,7 @@ class Restore(unittest.TestCase):
         self.assertEqual(termios.tcgetattr(self.terminal), self.found)
         self.assertIsNone(self.call.restore)
 
-    def test_status_with_an_r_unread_drops_it(self):
+    def test_status_with_an_r_unread_keeps_it(self):
         self.make_raw(hear=False)
         raw = termios.tcgetattr(self.terminal)
         # Signals unread when the script has ended go nowhere: its pid
@@ -241,7 +306,7 @@ class Restore(unittest.TestCase):
         self.send(_wire.encode_frame(_wire.FRAME_SIGNAL, signal.SIGWINCH))
         self.monitor.send_status(self.call, 0)
         self.assertEqual(self.client.recv(5), _wire.encode_frame(_wire.FRAME_STATUS, 0))
-        self.assertIsNone(self.call.restore)
+        self.assertEqual(list(self.monitor.ending.values()), [self.call])
         self.assertEqual(self.call.fds, [])
         self.assertEqual(termios.tcgetattr(self.terminal), raw)
         self.assertIsNone(self.script_saw(timeout=0.5))
