@@ -1,5 +1,6 @@
 //! The wire as another implementation, or a hostile caller, would speak it:
-//! the greeting's bytes, extended and v1 calls, other uids, bad requests.
+//! the greeting's bytes, extended and v1 calls, other uids, bad requests,
+//! a client that dies once it has its status.
 
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -302,3 +303,127 @@ scenario!(bad_requests_are_dropped, |side| {
     }
     h.finish();
 });
+
+/// Capability `restore`, after the status: a client sends its status's
+/// 'R' 0 once it has put its terminal back, and until then the monitor
+/// keeps what to put back. Sent is not received: our client killed with
+/// SIGKILL as its script waits closes its pseudo-terminal (fd 5, whose
+/// hang-up ends the script) before its call socket (fd 9), and the status
+/// went into a socket still open. Spoken here as such a client: a call
+/// on a pseudo-terminal, an 'R' for another terminal left raw, the
+/// status read; then either the socket closed without 'R' 0 (the monitor
+/// puts the settings back), or 'R' 0 first (the terminal, still raw, is
+/// the client's: the monitor lets go of it and leaves it so).
+scenario!(
+    wire_restore_kept_until_the_client_says_it_put_back,
+    |side| {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        use prefork_interp::protocol::{self, Frame, RequestKind};
+        use std::os::fd::{AsFd, AsRawFd};
+        use std::os::unix::net::UnixStream;
+
+        let h = Harness::new(side);
+        h.server_pid(); // creates the server
+        let settings = |fd: &std::os::fd::OwnedFd| {
+            let t = libc::termios::from(tcgetattr(fd).unwrap());
+            let speed = t.c_cflag & (libc::CBAUD | libc::CBAUDEX);
+            protocol::TerminalSettings {
+                iflag: t.c_iflag,
+                oflag: t.c_oflag,
+                cflag: t.c_cflag,
+                lflag: t.c_lflag,
+                ispeed: speed,
+                ospeed: speed,
+                cc: t.c_cc.to_vec(),
+            }
+        };
+        // Which processes other than this one hold `path` open.
+        let holders = |path: &std::path::Path| -> Vec<String> {
+            let me = std::process::id().to_string();
+            let mut found = Vec::new();
+            for proc in std::fs::read_dir("/proc").unwrap().flatten() {
+                let pid = proc.file_name().to_string_lossy().into_owned();
+                if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let Ok(fds) = std::fs::read_dir(proc.path().join("fd")) else {
+                    continue;
+                };
+                if fds
+                    .flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|to| to == path))
+                {
+                    found.push(pid);
+                }
+            }
+            found
+        };
+        for says_put_back in [false, true] {
+            let caller = nix::pty::openpty(None, None).unwrap();
+            let caller_path =
+                std::fs::read_link(format!("/proc/self/fd/{}", caller.slave.as_raw_fd())).unwrap();
+            let found = settings(&caller.slave);
+            let mut raw = tcgetattr(&caller.slave).unwrap();
+            cfmakeraw(&mut raw);
+            tcsetattr(&caller.slave, SetArg::TCSANOW, &raw).unwrap();
+            let left = settings(&caller.slave);
+            assert_ne!(found, left);
+
+            let call_pty = nix::pty::openpty(None, None).unwrap();
+            let conn = UnixStream::connect(h.socket()).unwrap();
+            let xdata = protocol::io::read_greeting(&conn).unwrap();
+            assert!(protocol::decode_caps(&xdata).iter().any(|c| c == "restore"));
+            let entries: Vec<Vec<u8>> = h
+                .base_env()
+                .iter()
+                .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
+                .collect();
+            let args: [&[u8]; 1] = [b"@out:x"];
+            let payload = protocol::encode_request_payload(entries.iter().map(Vec::as_slice), args);
+            let kind = RequestKind {
+                extended: true,
+                context: false,
+                pty: [true; 3],
+                pty_background: false,
+                limits: false,
+                closed: [false; 3],
+                caller_signals: false,
+            };
+            let slave = call_pty.slave.as_fd();
+            protocol::io::send_request(&conn, kind, [slave; 3], &payload, None, None, None)
+                .unwrap();
+            drop(call_pty.slave);
+            let restore = protocol::encode_restore(&found, &left);
+            protocol::io::send_all(&conn, &Frame::Restore(restore.len() as u32).encode()).unwrap();
+            protocol::io::send_all(&conn, &restore).unwrap();
+            protocol::io::send_fd(&conn, protocol::FD_MESSAGE_BYTE, &caller.slave).unwrap();
+            let status = loop {
+                match protocol::io::read_frame(&conn).unwrap() {
+                    Frame::Status(status) => break status,
+                    _ => continue,
+                }
+            };
+            assert_eq!(status, protocol::WaitStatus::exited(0));
+            assert_eq!(
+                settings(&caller.slave),
+                left,
+                "put back before 'R' 0 or EOF"
+            );
+            if says_put_back {
+                protocol::io::send_all(&conn, &Frame::Restore(0).encode()).unwrap();
+            }
+            drop(conn);
+            let let_go = wait_until("the monitor to let go of the terminal", LIMIT, || {
+                holders(&caller_path).is_empty()
+            });
+            assert!(let_go.is_ok(), "held by {:?}", holders(&caller_path));
+            let want = if says_put_back { &left } else { &found };
+            assert_eq!(
+                &settings(&caller.slave),
+                want,
+                "the caller's terminal after the client's end ('R' 0 sent: {says_put_back})"
+            );
+        }
+        h.finish();
+    }
+);
