@@ -4,8 +4,9 @@
 # that terminal raw and goes away, or not) and the call's group (a child
 # that notes the terminal's state when its SIGINT or SIGHUP comes). The
 # caller's terminal must be as it was before the group hears of the
-# client's end; a call whose status was sent keeps no terminal and
-# restores nothing; no terminal fd is left open in the monitor.
+# client's end; a call whose status was sent keeps the terminal until
+# its client says it put it back ('R' 0), and puts it back itself if the
+# client goes first; no terminal fd is left open in the monitor.
 use strict;
 use warnings;
 
@@ -253,11 +254,22 @@ subtest 'on a pseudo-terminal of its own (a keeper): put back, then SIGHUP and S
 # The call's keeper says how its script ended: the monitor first reads
 # what the client sent and it has not read yet; the status goes to a
 # client still there; one gone gets its terminal put back.
-my $monitor = bless {}, 'Proc::Prefork::Interp::Monitor';    # no server to tell
+my $monitor = Proc::Prefork::Interp::Monitor->new;    # no server to tell
 sub script_ended {
     my ($c) = @_;
     $c->{keeper}{status} = 0;
     $monitor->report($c);
+    return;
+}
+
+# The calls ending (status sent, terminal kept): {call, restore, ...}.
+sub ending { return values %{ $monitor->{ending} } }
+
+# One round of the monitor's loop (select, then what it said), as long
+# as the client has something to say within 5 seconds.
+sub monitor_round {
+    my $rout = $monitor->wait(5);
+    $monitor->dispatch($rout) if defined $rout;
     return;
 }
 
@@ -281,18 +293,132 @@ sub end_group {
     return;
 }
 
-subtest "the script's status delivered: nothing put back, the terminal closed" => sub {
-    my ($client, $c, $group, $raw) = raw_keeper_call(shell_settings($slave, 8));
+# A keeper call whose script has ended, its status delivered to a client
+# that made the terminal raw: (client's end, call, group, settings
+# before, raw settings, fds open while the terminal is kept).
+sub status_delivered {
+    my ($intr) = @_;
+    my $before = shell_settings($slave, $intr);
+    my ($client, $c, $group, $raw) = raw_keeper_call($before);
     my $kept = open_fds();
     script_ended($c);
-    ok(!$c->{restore}, 'nothing kept');
-    is(open_fds(), $kept - 1, 'the terminal the client sent is closed');
     is_deeply([ decode_frame(read_soon($client) // '') ], [ FRAME_STATUS, 0 ],
         'the client has its status');
+    return ($client, $c, $group, $before, $raw, $kept);
+}
+
+subtest "the script's status delivered: the terminal kept, untouched, until the client says" => sub {
+    my ($client, $c, $group, $before, $raw, $kept) = status_delivered(8);
+    my @ending = ending();
+    is(scalar @ending, 1, 'the call is ending');
+    ok(@ending && $ending[0]{restore}, 'the settings and the terminal are kept');
+    is(open_fds(), $kept, 'the terminal the client sent is still open');
     is_deeply(settings_of($slave), $raw, 'the terminal left as it is (the client restores it)');
+    my $call = @ending ? fileno $ending[0]{call} : -1;
+    ok($call >= 0 && !vec($monitor->wait(0), $call, 1), '(nothing to hear yet)');
+    # The client has restored its terminal, and says so.
+    send_restore($client);
+    ok($call >= 0 && vec($monitor->wait(5), $call, 1), "its 'R' 0 is watched for");
+    monitor_round();
+    ok(!ending(), "'R' 0: the call is over");
+    is(open_fds(), $kept - 2, 'the terminal and the call socket are closed');
+    is_deeply(settings_of($slave), $raw, 'the terminal left as it is');
     end_group($group);
     close $client;
-    close $c->{call};
+    ok(!$c->{call} && !$c->{restore}, "the call's record holds neither");
+    close $c->{call} if $c->{call};    # (not, unless the call kept it)
+    is(open_fds(), $fds, 'no terminal left open');
+};
+
+subtest "the status delivered, the client gone without 'R' 0: put back" => sub {
+    my ($client, $c, $group, $before) = status_delivered(19);
+    # Killed before it could restore its terminal.
+    close $client;
+    monitor_round();
+    ok(!ending(), 'the call is over');
+    is_deeply(settings_of($slave), $before, 'the terminal is as the client found it');
+    end_group($group);
+    close $c->{call} if $c->{call};    # (not, unless the call kept it)
+    is(open_fds(), $fds, 'the terminal and the call socket are closed');
+};
+
+subtest 'the status delivered, a late signal: ignored, the terminal still kept' => sub {
+    my ($client, $c, $group, $before, $raw, $kept) = status_delivered(20);
+    syswrite($client, encode_frame(FRAME_SIGNAL, POSIX::SIGINT())) or die "write: $!\n";
+    @lflag_at_kill = ();
+    monitor_round();
+    is_deeply(\@lflag_at_kill, [], 'no signal sent');
+    my @ending = ending();
+    ok(@ending && $ending[0]{restore}, 'the settings and the terminal are still kept');
+    is(open_fds(), $kept, 'the terminal the client sent is still open');
+    is_deeply(settings_of($slave), $raw, 'the terminal left as it is');
+    close $client;
+    monitor_round();
+    ok(!ending(), 'then the client goes: the call is over');
+    is_deeply(settings_of($slave), $before, 'the terminal is as the client found it');
+    end_group($group);
+    close $c->{call} if $c->{call};    # (not, unless the call kept it)
+    is(open_fds(), $fds, 'no terminal left open');
+};
+
+subtest "the status delivered, another 'R': kept in place of the first" => sub {
+    my ($client, $c, $group) = status_delivered(21);
+    my $second = shell_settings($slave, 22);
+    send_restore($client, $second, $slave);
+    monitor_round();
+    is(scalar(() = ending()), 1, 'the call is still ending');
+    make_raw($slave);
+    close $client;
+    monitor_round();
+    ok(!ending(), 'then the client goes: the call is over');
+    is_deeply(settings_of($slave), $second, 'the second settings put back');
+    end_group($group);
+    close $c->{call} if $c->{call};    # (not, unless the call kept it)
+    is(open_fds(), $fds, 'no terminal left open');
+};
+
+subtest 'an executor forked while a call is ending holds neither its socket nor its terminal' => sub {
+    my ($client, $c, $group) = status_delivered(23);
+    my ($e) = ending();
+    ok($e, 'the call is ending');
+    my @theirs = $e ? (fileno $e->{call}, fileno $e->{restore}{terminal}) : ();
+    ok(Proc::Prefork::Interp::Sys::fd_is_open($_), "(fd $_ open in the monitor)") for @theirs;
+    my $pid = fork // die "fork: $!\n";
+    if (!$pid) {
+        $monitor->close_in_child;
+        POSIX::_exit(scalar grep { Proc::Prefork::Interp::Sys::fd_is_open($_) } @theirs);
+    }
+    waitpid($pid, 0);
+    is($? >> 8, 0, 'both closed in the executor');
+    ok(Proc::Prefork::Interp::Sys::fd_is_open($_), "fd $_ still open in the monitor") for @theirs;
+    send_restore($client);
+    monitor_round();
+    ok(!ending(), "'R' 0: the call is over");
+    end_group($group);
+    close $client;
+    close $c->{call} if $c->{call};    # (not, unless the call kept it)
+    is(open_fds(), $fds, 'no terminal left open');
+};
+
+subtest 'the status delivered as the executor is reaped: the terminal kept likewise' => sub {
+    my $before = shell_settings($slave, 24);
+    my ($client, $c, $group, $raw) = raw_keeper_call($before);
+    # Its keeper's 'x' read as it is reaped (see reap).
+    $c->{keeper}{status} = 0;
+    $c->{pidfd} = Proc::Prefork::Interp::Sys::pidfd_open($group->{pid});
+    $monitor->reap($group->{pid}, $c);
+    is_deeply([ decode_frame(read_soon($client) // '') ], [ FRAME_STATUS, 0 ],
+        'the client has its status');
+    my @ending = ending();
+    ok(@ending && $ending[0]{restore}, 'the settings and the terminal are kept');
+    is_deeply(settings_of($slave), $raw, 'the terminal left as it is');
+    close $client;
+    monitor_round();
+    ok(!ending(), 'then the client goes: the call is over');
+    is_deeply(settings_of($slave), $before, 'the terminal is as the client found it');
+    group_saw($group);
+    close $c->{call} if $c->{call};    # (not, unless the call kept it)
+    is(open_fds(), $fds, 'no terminal left open');
 };
 
 subtest 'the script ended, its client gone before its EOF was read: put back' => sub {

@@ -10,7 +10,8 @@ package Proc::Prefork::Interp::Monitor;
 # client. Once the server has gone, it serves the calls in flight to
 # their end, then leaves. It ignores the forwarded signals, and leaves
 # with POSIX::_exit. A client that goes away while it has its caller's
-# terminal raw has it put back first (capability restore, 'R').
+# terminal raw has it put back first (capability restore, 'R'), even
+# once its status has been sent, until it says it has put it back.
 
 use strict;
 use warnings;
@@ -57,6 +58,11 @@ sub new {
         # terminal} from the client's last 'R', to put back on the
         # caller's terminal if the client goes away (see hear_client).
         calls => {},
+        # Calls whose status has gone to a client that still had its
+        # caller's terminal raw, by their call socket's fd: {call,
+        # restore, frame}, each until its client says it put the terminal
+        # back ('R' 0) or goes (see status_to_client).
+        ending => {},
     }, $class;
 }
 
@@ -102,7 +108,8 @@ sub serve {
                 undef $timeout;
             }
         }
-        POSIX::_exit(0) if !$self->{control} && !%$calls && !@{ $self->{idle} };
+        POSIX::_exit(0)
+            if !$self->{control} && !%$calls && !@{ $self->{idle} } && !%{ $self->{ending} };
         $timeout = $self->kill_overdue($timeout);
         my $rout = $self->wait($timeout) // next;
         return 1 if $self->dispatch($rout);
@@ -157,6 +164,7 @@ sub wait {
             vec($rin, fileno $c->{keeper}{from}, 1) = 1 if $c->{keeper} && $c->{keeper}{from};
         }
     }
+    vec($rin, fileno $_->{call}, 1) = 1 for values %{ $self->{ending} };
     my $rout;
     if (select($rout = $rin, undef, undef, $timeout) < 0) {
         return if $! == EINTR;
@@ -179,6 +187,10 @@ sub dispatch {
         $_->{phase} eq 'running' && $_->{keeper} && $_->{keeper}{from}
             && $ready->($_->{keeper}{from})
     } values %$calls;
+    # Clients whose status has gone with something to say (those ending
+    # when select began: a call socket readable then may become an
+    # ending one's below, with nothing left to read).
+    my @ending = grep { $ready->($_->{call}) } values %{ $self->{ending} };
     # Executors that have taken their call.
     for my $c (values %$calls) {
         $self->take_ready($c) if $c->{phase} eq 'waiting' && $c->{from} && $ready->($c->{from});
@@ -197,6 +209,7 @@ sub dispatch {
         my $c = $calls->{$pid};
         hear_client($c) if $c->{phase} eq 'running' && $ready->($c->{call});
     }
+    $self->hear_ending($_) for @ending;
     # The server: a call, or gone.
     return $self->{control} && $ready->($self->{control}) && $self->take_call;
 }
@@ -237,12 +250,7 @@ sub fork_executor {
         return;
     }
     if ($pid == 0) {
-        # Nothing of the monitor's stays open here: a call socket kept
-        # open in a spare would stop its client from ever seeing EOF.
-        close $_ for grep {defined} $self->{control}, $handover, $from, @close,
-            (map { @$_{qw(pidfd handover from)} } @{ $self->{idle} }),
-            (map { (@$_{qw(pidfd call from)}, $_->{keeper} && $_->{keeper}{from},
-                $_->{restore} && $_->{restore}{terminal}) } values %{ $self->{calls} });
+        $self->close_in_child($handover, $from, @close);
         # Before its call: not on any call's path.
         $self->{titles}->set('handler');
         Proc::Prefork::Interp::Executor->new(handover => $handover_theirs,
@@ -262,6 +270,20 @@ sub fork_executor {
     push @{ $self->{idle} },
         { pid => $pid, pidfd => $pidfd, handover => $handover, from => $from };
     return $pid;
+}
+
+# In an executor just forked: nothing of the monitor's stays open (nor
+# @also). A call socket kept open in a spare would stop its client from
+# ever seeing EOF; a caller's terminal, from ever being closed.
+sub close_in_child {
+    my ($self, @also) = @_;
+    close $_ for grep {defined} $self->{control}, @also,
+        (map { @$_{qw(pidfd handover from)} } @{ $self->{idle} }),
+        (map { (@$_{qw(pidfd call from)}, $_->{keeper} && $_->{keeper}{from},
+            $_->{restore} && $_->{restore}{terminal}) } values %{ $self->{calls} }),
+        (map { ($_->{call}, $_->{restore} && $_->{restore}{terminal}) }
+            values %{ $self->{ending} });
+    return;
 }
 
 # The server's next call, handed to an idle executor-to-be (forked now if
@@ -378,17 +400,61 @@ sub send_status {
 sub report {
     my ($self, $c) = @_;
     $c->{phase} = 'reported';
-    # What the client said before the script ended: its terminal's
-    # settings, or that it has gone (the hang-up of the terminal it held
-    # may be what ended the script, before its EOF was read).
-    my $gone = hear_last_of_client($c);
     $self->call_ended(MONITOR_CALL_ENDED);
-    if (!$gone && send_status($c, $c->{keeper}{status})) {
-        # Delivered: the client puts its terminal back itself.
-        drop_restore($c);
-    } else {
+    $self->status_to_client($c, $c->{keeper}{status});
+    return;
+}
+
+# The status of a call whose script has ended, to its client. What the
+# client said before that is read first: its terminal's settings, or
+# that it has gone (the hang-up of the terminal it held may be what
+# ended the script, before its EOF was read). Not sent, the client has
+# gone: its terminal is put back now. Sent, the client puts its terminal
+# back itself and says so ('R' 0); but sent is not received: a client
+# killed as the script ends closes its pseudo-terminal (which ends the
+# script) before its call socket, and never restores its terminal. So
+# until it says so, what it left is kept, and its call socket (taken
+# from the call, which closes nothing of it when reaped) is watched: the
+# call is ending (see hear_ending).
+sub status_to_client {
+    my ($self, $c, $status) = @_;
+    # (A v1 client sends nothing after its request.)
+    my $gone = $c->{extended} && hear_last_of_client($c);
+    if ($gone || !send_status($c, $status)) {
         put_back_terminal($c);
+        return;
     }
+    my $restore = delete $c->{restore} or return;
+    my $call = delete $c->{call};
+    $self->{ending}{ fileno $call } = { call => $call, restore => $restore, frame => '' };
+    return;
+}
+
+# A client whose status has gone has more to say (select said its call
+# socket is readable): 'R' 0, it has put its terminal back (what was
+# kept is dropped); or its end, and it may have died before it could
+# (its terminal is put back, if it still has what the client left
+# there); either way the call is over. Another 'R' replaces what was
+# kept; any other frame goes nowhere (a script that has ended gets no
+# signals).
+sub hear_ending {
+    my ($self, $e) = @_;
+    my $got = sysread($e->{call}, $e->{frame}, FRAME_LEN - length $e->{frame},
+        length $e->{frame});
+    return if !defined $got && ($! == EINTR || $! == EAGAIN);
+    if ($got) {
+        return if length $e->{frame} < FRAME_LEN;
+        my ($kind, $value) = decode_frame($e->{frame});
+        $e->{frame} = '';
+        return if $kind ne FRAME_RESTORE;
+        # Heard whole: another 'R' is kept in place of the first; after
+        # 'R' 0 nothing is (nor put back below). Not whole, the client is
+        # taken as gone.
+        return if hear_restore($e, $value) && $e->{restore};
+    }
+    put_back_terminal($e);
+    delete $self->{ending}{ fileno $e->{call} };
+    close $e->{call};
     return;
 }
 
@@ -421,7 +487,7 @@ sub reap {
         # What it left behind in its group; then it is reaped.
         kill 'INT', -$pid;
         waitpid($pid, 0);
-        close $c->{call};
+        close $c->{call} if $c->{call};    # (an ending call's is watched on)
         close $c->{pidfd};
         close $c->{keeper}{from} if $c->{keeper}{from};
         return;
@@ -459,15 +525,14 @@ sub reap {
             }
         }
         if ($c->{phase} eq 'running') {
-            send_status($c, $status);
+            $self->status_to_client($c, $status);
         } elsif ($status) {
             write_log('err', "executor $pid failed before its call: it "
                 . describe_status($status));
         }
     }
-    close $c->{call};
+    close $c->{call} if $c->{call};    # (an ending call's is watched on)
     close $c->{pidfd};
-    # (A caller's terminal still kept closes with the call's record.)
     return;
 }
 
