@@ -133,6 +133,15 @@ module MonitorTesting
   def assert_not_open(number)
     assert_raises(Errno::EBADF) { IO.for_fd(number, autoclose: false) }
   end
+
+  def assert_open(number)
+    assert IO.for_fd(number, autoclose: false)
+  end
+
+  # What a client sends of tcgetattr's list.
+  def wire_settings(attrs)
+    Wire::TerminalSettings.new(*attrs[0, 6], attrs[6])
+  end
 end
 
 # The 'R' frame, on a real pseudo-terminal (test_restore.py's Restore).
@@ -161,11 +170,6 @@ class TestRestore < Minitest::Test
     sleep 0.5 while Process.ppid == parent
     exit!(1)
   RUBY
-
-  # What a client sends of tcgetattr's list.
-  def wire_settings(attrs)
-    Wire::TerminalSettings.new(*attrs[0, 6], attrs[6])
-  end
 
   def setup
     make_monitor
@@ -356,15 +360,158 @@ class TestRestore < Minitest::Test
     assert_equal raw, terminal_now
   end
 
-  def test_status_sent_drops_them
+  # The script's status (after its keeper's 'x') to the client, which
+  # still has its terminal raw: sent is not received, so the monitor
+  # keeps what to put back, the call ending, and leaves the terminal
+  # alone. [the terminal's fd kept, the terminal raw]
+  def status_sent
     make_raw
     kept = @call.restore[2]
     raw = terminal_now
+    @call.phase = Monitor::REPORTED
     @monitor.send_status(@call, 0)
+    assert_equal Wire.encode_frame(Wire::FRAME_STATUS, 0), receive(@client, 5)
+    assert_equal [@call], @monitor.ending
+    assert_equal kept, @call.restore[2]
+    assert_open kept
+    refute @call.conn.closed?
+    assert_equal raw, terminal_now
+    [kept, raw]
+  end
+
+  # What the monitor does when select finds an ending call's socket
+  # readable.
+  def hear_ending
+    assert ready_within(@call.conn)
+    @monitor.hear_ending(@call)
+  end
+
+  def test_status_sent_then_r_zero_drops_them
+    kept, raw = status_sent
+    # The client has restored its terminal, and says so.
+    send_data(Wire.encode_frame(Wire::FRAME_RESTORE, 0))
+    hear_ending
+    assert_empty @monitor.ending
     assert_nil @call.restore
     assert_not_open kept
-    assert_equal Wire.encode_frame(Wire::FRAME_STATUS, 0), receive(@client, 5)
+    assert @call.conn.closed?
     assert_equal raw, terminal_now
+    assert_empty @logged.messages
+  end
+
+  def test_client_gone_after_its_status_puts_them_back
+    # Killed as the script ended: its pseudo-terminal's master closed (the
+    # script's hang-up) before its call socket, which took the status.
+    kept, = status_sent
+    @client.close
+    hear_ending
+    assert_empty @monitor.ending
+    assert_equal @found, terminal_now
+    assert_nil @call.restore
+    assert_not_open kept
+    assert @call.conn.closed?
+    # No signal: the script has ended.
+    assert_nil script_saw(0.5)
+    assert_empty @logged.messages
+  end
+
+  def test_a_signal_after_the_status_goes_nowhere
+    kept, raw = status_sent
+    send_data(Wire.encode_frame(Wire::FRAME_SIGNAL, Signal.list.fetch("WINCH")))
+    hear_ending
+    assert_equal [@call], @monitor.ending
+    assert_equal kept, @call.restore[2]
+    assert_open kept
+    assert_equal raw, terminal_now
+    assert_nil script_saw(0.5)
+    # Still held: the client's end puts them back.
+    @client.close
+    hear_ending
+    assert_empty @monitor.ending
+    assert_equal @found, terminal_now
+  end
+
+  def test_an_r_after_the_status_replaces_the_first
+    first, = status_sent
+    make_raw(hear: false) # from raw: the second settings to put back are raw
+    raw = terminal_now
+    # Its settings and its terminal may come in two reads.
+    hear_ending while @call.restore[2] == first
+    assert_equal [@call], @monitor.ending
+    assert_not_open first
+    @client.close
+    hear_ending
+    assert_empty @monitor.ending
+    assert_equal raw, terminal_now
+  end
+
+  def test_a_bad_r_after_the_status_is_the_client_gone
+    status_sent
+    send_data(Wire.encode_frame(Wire::FRAME_RESTORE, Wire::MAX_RESTORE_LEN + 1))
+    hear_ending
+    assert_empty @monitor.ending
+    assert_equal @found, terminal_now
+    assert_equal 1, @logged.messages.length
+  end
+
+  # In a new executor-to-be forked while the call is ending: whether the
+  # call's socket and its caller's terminal are closed there.
+  def assert_forked_holds_nothing(kept)
+    conn = @call.conn.fileno
+    said, says = IO.pipe
+    pid = Process.fork do
+      @monitor.close_in_child([])
+      still = [kept, conn].reject do |fd|
+        IO.for_fd(fd, autoclose: false)
+        false
+      rescue SystemCallError
+        true
+      end
+      says.syswrite(still.empty? ? "closed" : "open: #{still}")
+    ensure
+      Process.exit!(0)
+    end
+    says.close
+    Process.waitpid(pid)
+    assert_equal "closed", said.read
+  ensure
+    said&.close
+  end
+
+  def test_a_new_executor_holds_nothing_of_an_ending_call
+    # Its executor reaped: the call is the monitor's ending only.
+    kept, = status_sent
+    assert_forked_holds_nothing(kept)
+  end
+
+  def test_a_new_executor_holds_nothing_of_a_call_ending_before_its_reaping
+    # Its keeper not yet reaped: the call is in calls too (closed once).
+    kept, = status_sent
+    @call.pidfd = Sys.pidfd_open(@script)
+    pidfd = @call.pidfd
+    @monitor.calls[@script] = @call
+    assert_forked_holds_nothing(kept)
+  ensure
+    IO.for_fd(pidfd).close unless pidfd.nil?
+  end
+
+  def test_the_monitor_stays_while_a_call_is_ending
+    # The server gone and the call's executor reaped, the monitor still
+    # has the terminal to put back should the client go: it exits only
+    # then. In a child, which is the monitor here.
+    status_sent
+    @monitor.control = nil
+    pid = Process.fork do
+      @client.close
+      @monitor.run
+    ensure
+      Process.exit!(1)
+    end
+    sleep 0.5
+    assert_nil Process.waitpid(pid, Process::WNOHANG), "the monitor left"
+    @client.close
+    assert_equal 0, Process.waitpid2(pid)[1].exitstatus
+    assert_equal @found, terminal_now
   end
 
   def test_status_after_the_client_went_puts_them_back
@@ -378,7 +525,7 @@ class TestRestore < Minitest::Test
     assert_nil @call.restore
   end
 
-  def test_status_with_an_r_unread_drops_it
+  def test_status_with_an_r_unread_keeps_it
     make_raw(hear: false)
     raw = terminal_now
     # Signals unread when the script has ended go nowhere: its pid may be
@@ -386,7 +533,8 @@ class TestRestore < Minitest::Test
     send_data(Wire.encode_frame(Wire::FRAME_SIGNAL, Signal.list.fetch("WINCH")))
     @monitor.send_status(@call, 0)
     assert_equal Wire.encode_frame(Wire::FRAME_STATUS, 0), receive(@client, 5)
-    assert_nil @call.restore
+    assert_equal [@call], @monitor.ending
+    refute_nil @call.restore
     assert_equal [], @call.fds
     assert_equal raw, terminal_now
     assert_nil script_saw(0.5)
@@ -779,6 +927,38 @@ class TestMonitorFrames < Minitest::Test
     @monitor.serve(5) while @monitor.calls.key?(@pid)
     assert @conn.closed?
     assert_empty @logged.messages
+  end
+
+  def test_an_ending_call_outlives_its_keeper
+    # Through serve: the client's 'R', the keeper's 'x' (the status sent,
+    # the call ending), its reaping (the call socket stays), then the
+    # client's end, which puts the terminal back.
+    master, terminal = PTY.open
+    found = TestTermios.get(terminal.fileno)
+    executor_ready(Wire::REQUEST_BYTE_EXTENDED | 0x04, @pid)
+    terminal.raw!
+    raw = TestTermios.get(terminal.fileno)
+    message = Wire.encode_restore(wire_settings(found), wire_settings(raw))
+    @client.write(Wire.encode_frame(Wire::FRAME_RESTORE, message.bytesize) + message)
+    @client.sendmsg(Wire::FD_MESSAGE_BYTE, 0, nil, Socket::AncillaryData.unix_rights(terminal))
+    @monitor.serve(5) while @call.restore.nil?
+    @executor.write(Wire.encode_frame(Wire::KEEPER_STATUS, 0))
+    @monitor.serve(5)
+    assert_equal Wire::MONITOR_CALL_ENDED, control_said
+    assert_equal Wire.encode_frame(Wire::FRAME_STATUS, 0), receive(@client, 5)
+    assert_equal [@call], @monitor.ending
+    @feed.puts("end")
+    @monitor.serve(5) while @monitor.calls.key?(@pid)
+    refute @conn.closed?
+    assert_equal raw, TestTermios.get(terminal.fileno)
+    @client.close
+    @monitor.serve(5) until @monitor.ending.empty?
+    assert @conn.closed?
+    assert_equal found, TestTermios.get(terminal.fileno)
+    assert_empty @logged.messages
+  ensure
+    terminal&.close
+    master&.close
   end
 
   def test_a_killed_keeper_takes_its_script_with_it

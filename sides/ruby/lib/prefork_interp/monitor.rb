@@ -7,8 +7,9 @@
 # until its end, which it tells the server ('d') and then the client (the
 # status). Holds the caller's terminal and its settings while a client has
 # it raw ('R'), to put them back should the client go away (unless its
-# shell has set that terminal since). Never runs the script's code; leaves
-# with Process.exit! (os._exit).
+# shell has set that terminal since), even once it has sent the status:
+# until the client says it has put them back itself ('R' 0). Never runs
+# the script's code; leaves with Process.exit! (os._exit).
 #
 # A port of the Python side's prefork_interp/_monitor.py, name for name
 # (its _Spare and _Call are Spare and Call here, its phases WAITING...).
@@ -184,7 +185,9 @@ module PreforkInterp
     # from_keeper (nil at its EOF, or once it has said 'x': the call is
     # then over, REPORTED, and the keeper to be reaped). restore: the
     # client's last 'R', [the settings to put back, those the client left,
-    # the caller's terminal's fd], or nil.
+    # the caller's terminal's fd], or nil. A call whose status has gone
+    # while it held a restore is the monitor's ending (its call socket
+    # open, past its executor's reaping) until its client's 'R' 0 or end.
     class Call
       attr_accessor :pid, :pidfd, :conn, :from_executor, :phase, :extended, :script,
                     :from_keeper, :status, :frames, :fds, :restore, :abandoned_at, :killed
@@ -263,8 +266,8 @@ module PreforkInterp
     # Keeps `spare_handlers` executors-to-be idle; the calls in flight by
     # executor pid.
     class Monitor
-      attr_accessor :control, :settings, :log, :spare, :grace, :idle, :calls, :owed, :pid, :saved,
-                    :own_limits
+      attr_accessor :control, :settings, :log, :spare, :grace, :idle, :calls, :ending, :owed, :pid,
+                    :saved, :own_limits
 
       def initialize(control, settings)
         @control = control # nil once the server has gone
@@ -274,6 +277,10 @@ module PreforkInterp
         @grace = settings.interrupt_grace # nil: never SIGKILL
         @idle = [] # Spare, oldest first
         @calls = {} # executor pid -> Call
+        # Calls whose status has gone while their clients still have the
+        # caller's terminal raw: each until its client says it put the
+        # terminal back ('R' 0) or goes (Call, oldest first).
+        @ending = []
         @owed = "".b # 'd' and 'h' bytes the server has not yet been sent
         @pid = Process.pid
         # Executors are groups of their own and signals go to those, but
@@ -286,7 +293,8 @@ module PreforkInterp
         @own_limits = Executor.read_own_limits
       end
 
-      # Serves until the server has gone and every call has ended; returns
+      # Serves until the server has gone and every call has ended (its
+      # client's terminal put back, or the client's to put back); returns
       # only in a new executor-to-be, its Executor.
       def run
         loop do
@@ -301,7 +309,7 @@ module PreforkInterp
           if !@control.nil?
             child = fork_spares
             return child unless child.nil?
-          elsif @calls.empty? && @idle.empty?
+          elsif @calls.empty? && @idle.empty? && @ending.empty?
             Process.exit!(0)
           end
           child = serve(kill_overdue)
@@ -363,6 +371,9 @@ module PreforkInterp
         watched << [@control, 4, nil, POLLIN | (@owed.empty? ? 0 : POLLOUT)] unless @control.nil?
         @idle.each { |spare| watched << [IO.for_fd(spare.pidfd, autoclose: false), 2, spare, POLLIN] }
         @calls.each_value { |call| watch_call(watched, call) }
+        # As a running call's socket (an ending call is never RUNNING in
+        # calls: watch_call does not watch it twice).
+        @ending.each { |call| watched << [call.conn, 3, call, POLLIN] }
         watched
       end
 
@@ -432,9 +443,14 @@ module PreforkInterp
         end
       end
 
-      # serve's client frames or EOF (order 3).
+      # serve's client frames or EOF (order 3), or an ending call's last
+      # words.
       def client_said(call)
-        hear_client(call) if call.phase == RUNNING && @calls.key?(call.pid)
+        if call.phase == RUNNING && @calls.key?(call.pid)
+          hear_client(call)
+        elsif @ending.include?(call)
+          hear_ending(call)
+        end
       end
 
       # serve's control (order 4): writable, what is owed goes; readable, a
@@ -455,6 +471,12 @@ module PreforkInterp
           Fd.close(spare.pidfd)
         end
         @calls.each_value { |call| close_call_in_child(call) }
+        # Those reaped already too (again for the others: both close
+        # nothing twice).
+        @ending.each do |call|
+          call.conn.close
+          call.forget_terminal
+        end
         close.each(&:close)
       end
 
@@ -740,11 +762,11 @@ module PreforkInterp
           Sys.kill_group(call.pid, SIGINT)
         end
         status = Process.waitpid2(call.pid)[1].to_i
-        if call.phase == REPORTED
-          call.conn.close # its client has had 'd' and its status
-          return
-        end
-        report_end(call, script_status(call, status))
+        # Unless REPORTED: its client has had 'd' and its status.
+        report_end(call, script_status(call, status)) if call.phase != REPORTED
+        # Its client has the caller's terminal raw still: its socket stays.
+        return if @ending.include?(call)
+
         call.forget_terminal # put back already, or the client's to restore
         call.conn.close
       end
@@ -788,32 +810,58 @@ module PreforkInterp
       end
 
       # A call's end to its client, once the server has its 'd' (a greeting
-      # after the client has its status counts this call out). Delivered,
-      # the client restores its terminal itself; if not, the client has
-      # gone, and the monitor puts back what its last 'R' gave. First what
-      # the client said that is still unread: its going away may be what
-      # ended the script (its terminal's hang-up), and select hands us the
-      # keeper's 'x' before the client's EOF.
+      # after the client has its status counts this call out). Not
+      # delivered, the client has gone, and the monitor puts back what its
+      # last 'R' gave. Delivered, the client restores its terminal itself
+      # and says so ('R' 0); until then the call is ending, and its
+      # terminal still ours to put back: sent is not received, and a client
+      # killed as the script ends may have closed its pseudo-terminal
+      # (which ended the script) and not yet its call socket.
       def send_status(call, status)
+        if !deliver_status(call, status)
+          call.put_back_terminal
+        elsif call.restore.nil?
+          call.forget_terminal
+        else
+          @ending << call
+        end
+      end
+
+      # send_status's send: whether the client has its status (false: it
+      # has gone). First what the client said that is still unread: its
+      # going away may be what ended the script (its terminal's hang-up),
+      # and select hands us the keeper's 'x' before the client's EOF.
+      def deliver_status(call, status)
+        return false if call.extended && hear_last_of_client(call)
+
         message = if call.extended
                     Wire.encode_frame(Wire::FRAME_STATUS, status)
                   else
                     Wire.encode_status(status)
                   end
-        delivered = false
-        unless call.extended && hear_last_of_client(call)
-          begin
-            # :wait_writable is Python's BlockingIOError: not delivered.
-            delivered = call.conn.sendmsg_nonblock(message, QUIET, exception: false) != :wait_writable
-          rescue SystemCallError, IOError
-            # The client has gone.
-          end
-        end
-        if delivered
+        # :wait_writable is Python's BlockingIOError: not delivered.
+        call.conn.sendmsg_nonblock(message, QUIET, exception: false) != :wait_writable
+      rescue SystemCallError, IOError
+        false # the client has gone
+      end
+
+      # An ending call's socket is readable: what its client says last. 'R'
+      # 0: it put its terminal back, nothing is held; another 'R': held
+      # instead; other frames: ignored (a script that has ended gets no
+      # signals); its end (EOF, an error, an 'R' that breaks the wire
+      # format: it may have died before it put its terminal back): the
+      # terminal put back, if it still has what the client left there.
+      def hear_ending(call)
+        heard = read_client(call, act: false)
+        return if heard.nil? || (heard && !call.restore.nil?)
+
+        if heard
           call.forget_terminal
         else
           call.put_back_terminal
         end
+        @ending.delete(call)
+        call.conn.close
       end
 
       # A running call's socket is readable. v1: the client has gone (it
