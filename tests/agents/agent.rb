@@ -144,7 +144,10 @@ end
 # A line read from io byte by byte, without its newline.
 def read_tty_line(io)
   line = +""
-  while (byte = io.sysread(1))
+  # readpartial, not sysread: Ruby 2.7's sysread waits for the fd to be
+  # readable (ppoll) before it reads, and a wait is no use of the terminal
+  # that brings a pipeline's script forward (man 1, TERMINALS).
+  while (byte = io.readpartial(1))
     break if byte == "\n"
 
     line << byte
