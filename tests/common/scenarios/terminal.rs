@@ -266,10 +266,14 @@ scenario!(terminal_keys_typed_ahead_echoed_once, |side| {
     let (h, mut t, settings) = terminal_world(side);
     let runs = direct_and_served(&mut t, |t, _| {
         let mut seen = Vec::new();
-        for (line, ahead, after) in [
+        // Three times each: the echo put back too soon (before the line
+        // discipline's worker took the keys in) shows only when that
+        // worker is late, as it is most times, not every time.
+        let once = [
             ("sleep 0.3; $X @ask @ask", "ahead\rpx\x7f", "art\r"),
             ("sleep 0.3; $X @cat", "line\r\x04", ""),
-        ] {
+        ];
+        for (line, ahead, after) in [once; 3].concat() {
             t.start(line);
             let from = t.position();
             // Typed once the shell has given the terminal to `sleep`
@@ -288,17 +292,14 @@ scenario!(terminal_keys_typed_ahead_echoed_once, |side| {
         seen
     });
     assert_same_screen(&runs);
-    assert_eq!(
-        runs[0].1,
-        [
-            (
-                "ahead\r\npx\x08 \x08Say: said ahead\r\nSay: art\r\nsaid part\r\nPROMPT> "
-                    .to_string(),
-                0
-            ),
-            ("line\r\nline\r\nPROMPT> ".to_string(), 0),
-        ]
-    );
+    let once = [
+        (
+            "ahead\r\npx\x08 \x08Say: said ahead\r\nSay: art\r\nsaid part\r\nPROMPT> ".to_string(),
+            0,
+        ),
+        ("line\r\nline\r\nPROMPT> ".to_string(), 0),
+    ];
+    assert_eq!(runs[0].1, [once.clone(), once.clone(), once].concat());
     terminal_done(h, t, &settings);
 });
 
