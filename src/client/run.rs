@@ -1,4 +1,4 @@
-//! `--run PROGRAM [ARG ...]`: an existing Perl or Python program behind a
+//! `--run PROGRAM [ARG ...]`: an existing Perl, Python or Ruby program behind a
 //! server, unchanged. PROGRAM's own `#!` line names its interpreter; the
 //! client runs that interpreter with its language's runner, which
 //! preloads what the program uses, completes the initialisation and runs
@@ -7,6 +7,7 @@
 //! ```text
 //! #!/usr/bin/python3 -u       ->  python3 -u -m prefork_interp PROGRAM ARG...
 //! #!/usr/bin/env perl -w      ->  perl -w -MProc::Prefork::Interp::Run PROGRAM ARG...
+//! #!/usr/bin/ruby3.1           ->  ruby3.1 -rprefork_interp/run PROGRAM ARG...
 //! ```
 //!
 //! One server per program serves every directory (as `--caller-dir`).
@@ -27,6 +28,7 @@ const SHEBANG_MAX: usize = 256;
 enum Language {
     Perl,
     Python,
+    Ruby,
 }
 
 impl Language {
@@ -41,6 +43,8 @@ impl Language {
             Some(Language::Python)
         } else if is(b"perl") {
             Some(Language::Perl)
+        } else if is(b"ruby") {
+            Some(Language::Ruby)
         } else {
             None
         }
@@ -51,6 +55,7 @@ impl Language {
         match self {
             Language::Python => &["-m", "prefork_interp"],
             Language::Perl => &["-MProc::Prefork::Interp::Run"],
+            Language::Ruby => &["-rprefork_interp/run"],
         }
     }
 }
@@ -59,18 +64,56 @@ impl Language {
 /// environment as it starts (before the script's BEGIN blocks and the
 /// `use` lines above ours), where our module is in perl's own @INC; a
 /// no-op otherwise (see Proc::Prefork::Interp::InitEnv's `start`).
-/// Python needs none: our package's .pth file does this in a setup run.
 const PERL_EARLY_TRACKING: &str = "-M5;BEGIN{local($!,$@);eval{require \
      Proc::Prefork::Interp::InitEnv;Proc::Prefork::Interp::InitEnv->start}}";
 
+/// Ruby's counterpart of [`PERL_EARLY_TRACKING`]: `-r` of a missing
+/// library is fatal, so Ruby is given this file, from our run directory,
+/// which loads the side's tracking where Ruby finds it, and else nothing.
+const RUBY_EARLY_TRACKING: &str = "# Written by prefork-interp, which starts a Ruby server \
+with -r of this file: the environment its initialisation reads is\n\
+# tracked from the interpreter's start, where prefork_interp is installed.\n\
+begin\n  require \"prefork_interp/init_env\"\nrescue LoadError\n  nil\nend\n";
+
+/// Its name in the run directory (no identity's: those begin with l or s).
+const RUBY_EARLY_FILE: &str = "ruby-early.rb";
+
 /// The arguments that go after a new server's interpreter's own, before
 /// the script, so that the environment its initialisation reads is
-/// tracked from the interpreter's start.
-pub(super) fn early_tracking_arguments(interpreter: &OsStr) -> &'static [&'static str] {
+/// tracked from the interpreter's start. Ruby's is a file in `base`, the
+/// run directory, written here if it is not there as it should be; if
+/// that fails, nothing (the tracking starts at `require "prefork_interp"`).
+/// Python needs none: our package's .pth file does this in a setup run.
+pub(super) fn early_tracking_arguments(interpreter: &OsStr, base: &Path) -> Vec<OsString> {
     match Language::of(interpreter) {
-        Some(Language::Perl) => &[PERL_EARLY_TRACKING],
-        Some(Language::Python) | None => &[],
+        Some(Language::Perl) => vec![PERL_EARLY_TRACKING.into()],
+        Some(Language::Ruby) => {
+            let file = base.join(RUBY_EARLY_FILE);
+            let written = std::fs::read(&file)
+                .is_ok_and(|text| text == RUBY_EARLY_TRACKING.as_bytes())
+                || write_atomically(&file, RUBY_EARLY_TRACKING.as_bytes()).is_ok();
+            match written {
+                true => {
+                    let mut argument = OsString::from("-r");
+                    argument.push(&file);
+                    vec![argument]
+                }
+                false => Vec::new(),
+            }
+        }
+        Some(Language::Python) | None => Vec::new(),
     }
+}
+
+/// `bytes` as `path`'s whole content, never half written (another client
+/// may be starting a server, and reading it, now).
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("{}.tmp", std::process::id()));
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&temporary);
+        })
 }
 
 /// The runner's arguments for this interpreter, if it has one.
@@ -90,8 +133,8 @@ pub(crate) fn check_runner(interpreter: &[OsString]) -> Result<(), Failure> {
     let Some(language) = Language::of(&interpreter[0]) else {
         return Ok(());
     };
-    let (runner, probe, installs) = if language == Language::Python {
-        (
+    let (runner, probe, installs) = match language {
+        Language::Python => (
             "Python runner (the prefork_interp package)",
             vec![
                 "-c".to_owned(),
@@ -101,9 +144,8 @@ pub(crate) fn check_runner(interpreter: &[OsString]) -> Result<(), Failure> {
                 ),
             ],
             "pip install prefork-interp, apt install ./prefork-interp_*.deb or make install",
-        )
-    } else {
-        (
+        ),
+        Language::Perl => (
             "Perl runner (Proc::Prefork::Interp::Run)",
             vec![
                 "-e".to_owned(),
@@ -112,7 +154,21 @@ pub(crate) fn check_runner(interpreter: &[OsString]) -> Result<(), Failure> {
                 ),
             ],
             "cpanm ./sides/perl, apt install ./prefork-interp_*.deb or make install",
-        )
+        ),
+        // Where `require` looks: the load path, then (unless the
+        // interpreter's own words disable them) the installed gems.
+        Language::Ruby => (
+            "Ruby runner (prefork_interp/run)",
+            vec![
+                "-e".to_owned(),
+                format!(
+                    "f = 'prefork_interp/run.rb'; \
+                     exit($LOAD_PATH.any? {{ |d| File.file?(File.join(d, f)) }} || \
+                     (defined?(Gem) && !Gem.find_files(f).empty?) ? 0 : {MISSING})"
+                ),
+            ],
+            "gem install prefork_interp, apt install ./prefork-interp_*.deb or make install",
+        ),
     };
     // The interpreter's own words, without the runner's (the last ones).
     let own = &interpreter[1..interpreter.len() - language.runner_arguments().len()];
@@ -200,7 +256,7 @@ pub(crate) fn runner_command(program: &OsStr) -> Result<(Vec<OsString>, OsString
     };
     let Some(runner) = runner_arguments(&interpreter[0]) else {
         return Err(Failure::new(format!(
-            "--run: {shown}: its #! line names {}, which has no runner (Perl and Python programs only)",
+            "--run: {shown}: its #! line names {}, which has no runner (Perl, Python and Ruby programs only)",
             interpreter[0].display()
         )));
     };
@@ -253,7 +309,13 @@ mod tests {
                 Some(&["-MProc::Prefork::Interp::Run"][..])
             );
         }
-        for other in ["/bin/sh", "ruby", "python3-config", "perldoc"] {
+        for ruby in ["ruby", "/usr/bin/ruby3.1"] {
+            assert_eq!(
+                runner_arguments(OsStr::new(ruby)),
+                Some(&["-rprefork_interp/run"][..])
+            );
+        }
+        for other in ["/bin/sh", "rubocop", "python3-config", "perldoc"] {
             assert_eq!(runner_arguments(OsStr::new(other)), None, "{other}");
         }
     }

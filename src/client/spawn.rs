@@ -132,7 +132,9 @@ pub(crate) fn create_server(
         watch_err: pipes.server_err,
     }
     .above_callers_limit()?;
-    let status = run_setup(args, &meta, idle_limit, fds)?;
+    let base = socket.parent().unwrap_or(Path::new("."));
+    let early = run::early_tracking_arguments(&args.interpreter[0], base);
+    let status = run_setup(args, &meta, idle_limit, fds, &early)?;
     if !status.success() {
         let raw = status.into_raw();
         let wait_status = protocol::WaitStatus::from_raw(raw);
@@ -239,6 +241,7 @@ fn run_setup(
     meta: &fs::Metadata,
     idle_limit: Option<u64>,
     fds: ServerFds,
+    early_tracking: &[std::ffi::OsString],
 ) -> Result<std::process::ExitStatus, Failure> {
     let setup_env = protocol::encode_setup_env(&SetupEnv {
         started_secs: meta.mtime(),
@@ -258,7 +261,7 @@ fn run_setup(
     let mut command = Command::new(&interpreter[0]);
     command
         .args(&interpreter[1..])
-        .args(run::early_tracking_arguments(&interpreter[0]))
+        .args(early_tracking)
         .args(args.script.iter())
         .args(&args.args)
         .stdin(stdio.stdin)
