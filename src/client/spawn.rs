@@ -259,9 +259,12 @@ fn run_setup(
 
     let interpreter = &args.interpreter;
     let mut command = Command::new(&interpreter[0]);
+    // The early tracking first of all: before a runner's arguments (whose
+    // words after a file of its own are that file's), and so loaded at
+    // the interpreter's start, not with the program.
     command
-        .args(&interpreter[1..])
         .args(early_tracking)
+        .args(&interpreter[1..])
         .args(args.script.iter())
         .args(&args.args)
         .stdin(stdio.stdin)
