@@ -461,5 +461,5 @@ fn ruby_side_roles_without_cycles() {
             );
         }
     }
-    check_side(&graph, "prefork_interp", "wire", &[]);
+    check_side(&graph, "prefork_interp", "wire", &["runner"]);
 }
