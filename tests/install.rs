@@ -1,7 +1,7 @@
 //! The install command on a clean prefix: install (tools/install.sh,
 //! what `make install` runs after building), run the Perl and Python
-//! examples through the installed binary and modules, uninstall, and find
-//! nothing left.
+//! examples and a Ruby script through the installed binary and modules,
+//! uninstall, and find nothing left.
 
 mod common;
 
@@ -18,6 +18,7 @@ fn install_sh(action: &str, prefix: &Path) {
         .env("PREFIX", prefix)
         .env("CLIENT", client())
         .env("PYTHON", python())
+        .env_remove("RUBYDIR")
         .output()
         .unwrap();
     assert!(
@@ -26,6 +27,28 @@ fn install_sh(action: &str, prefix: &Path) {
         stdout_str(&out),
         stderr_str(&out)
     );
+}
+
+/// The Ruby hello (as examples/hello.py, and which file of the library it
+/// loaded), with its #! line pointing at `binary`.
+fn ruby_hello(dir: &Path, binary: &Path) -> PathBuf {
+    let path = dir.join("hello.rb");
+    std::fs::write(
+        &path,
+        format!(
+            "#!{} -U,ruby\n\
+             require \"json\"\n\
+             require \"prefork_interp\"\n\
+             PreforkInterp.initialisation_complete\n\
+             from = $LOADED_FEATURES.grep(%r{{/prefork_interp\\.rb\\z}})\n\
+             puts JSON.generate({{hello: ARGV.fetch(0, \"world\"), pid: Process.pid, from: from}})\n\
+             exit ARGV.fetch(1, \"0\").to_i\n",
+            binary.display()
+        ),
+    )
+    .unwrap();
+    set_mode(&path, 0o755);
+    path
 }
 
 /// An example script with its #! line pointing at `binary`.
@@ -63,6 +86,15 @@ fn install_run_examples_uninstall() {
     let perl_lib = perl_lib.ancestors().nth(3).unwrap();
     let python_lib = find("/prefork_interp/__init__.py");
     let python_lib = python_lib.ancestors().nth(2).unwrap();
+    // The Ruby library, the runner (prefork_interp/run) beside the API.
+    let ruby_api = find("/prefork_interp.rb");
+    let ruby_lib = ruby_api.parent().unwrap();
+    for role in ["run.rb", "runner.rb", "setup.rb", "wire.rb"] {
+        assert_eq!(
+            find(&format!("/prefork_interp/{role}")),
+            ruby_lib.join("prefork_interp").join(role)
+        );
+    }
     // Beside the package: site-packages runs it (reads above the import).
     assert_eq!(
         find("/prefork_interp_early.pth").parent().unwrap(),
@@ -73,6 +105,7 @@ fn install_run_examples_uninstall() {
         "man7/prefork-interp.7",
         "man3/Proc::Prefork::Interp.3pm",
         "man3/prefork_interp.3",
+        "man3/prefork_interp.3rb",
     ] {
         find(page);
     }
@@ -83,6 +116,7 @@ fn install_run_examples_uninstall() {
     let scripts = [
         (example_script(world.path(), "hello.pl", &binary), "perl"),
         (example_script(world.path(), "hello.py", &binary), "python3"),
+        (ruby_hello(world.path(), &binary), "ruby"),
     ];
     let call = |script: &Path, args: &[&str]| {
         Command::new(script)
@@ -90,6 +124,8 @@ fn install_run_examples_uninstall() {
             .env("XDG_RUNTIME_DIR", &run)
             .env("PERL5LIB", perl_lib)
             .env("PYTHONPATH", python_lib)
+            .env("RUBYLIB", ruby_lib)
+            .env_remove("RUBYOPT")
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -106,10 +142,20 @@ fn install_run_examples_uninstall() {
         };
         assert!(hello(&cold, "install-test"), "{cold}");
         assert!(hello(&warm, "again"), "{warm}");
+        if *interpreter == "ruby" {
+            // The installed copy, not the repository's.
+            let from = format!("\"from\":[\"{}\"]", ruby_api.display());
+            assert!(cold.contains(&from) && warm.contains(&from), "{cold}{warm}");
+        }
         let kill = Command::new(&binary)
             .arg(format!("-U,--kill,{interpreter}"))
             .arg(script)
             .env("XDG_RUNTIME_DIR", &run)
+            // (RUBYLIB is one of the values a Ruby server is chosen by.)
+            .env("PERL5LIB", perl_lib)
+            .env("PYTHONPATH", python_lib)
+            .env("RUBYLIB", ruby_lib)
+            .env_remove("RUBYOPT")
             .output()
             .unwrap();
         assert_success(&kill);

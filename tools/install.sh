@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs or uninstalls prefork-interp: the client binary, the Perl
 # modules (Proc::Prefork::Interp, its roles and ::Run: every file
-# tools/module-files lists), the Python package (with pip) and the
-# manual pages.
+# tools/module-files lists), the Python package (with pip), the Ruby
+# library (prefork_interp.rb and prefork_interp/*.rb, the runner's
+# among them: tools/module-files ruby) and the manual pages.
 #
 #   tools/install.sh install     (what `make install` runs)
 #   tools/install.sh uninstall   (what `make uninstall` runs)
@@ -17,6 +18,15 @@
 #            (/usr/local/share/perl/5.36.0 for /usr/local)
 #   PYTHON   default python3; the module goes where
 #            `$PYTHON -m pip install --prefix $PREFIX` puts it
+#   RUBY     default ruby: asked for RUBYDIR's default
+#   RUBYDIR  default: ruby's vendor directory for PREFIX=/usr
+#            (/usr/lib/ruby/vendor_ruby, where Debian's ruby packages put
+#            their libraries), else its site directory moved under PREFIX
+#            (/usr/local/lib/site_ruby for /usr/local). Both are the
+#            directories of every Ruby version (not .../site_ruby/3.1.0),
+#            so the library stays found across an upgrade of ruby. With
+#            no ruby to ask (and RUBYDIR unset) the Ruby library is left
+#            out, and install says so.
 #   CLIENT   the binary to install, default target/release/prefork-interp
 #
 # Every file installed is listed in $PREFIX/share/prefork-interp/installed-files;
@@ -39,6 +49,19 @@ if [ -z "${PERLDIR:-}" ]; then
             $d =~ s/^\Q$Config{siteprefix}\E/$ARGV[0]/; print $d' "$PREFIX")
     fi
 fi
+RUBY=${RUBY:-ruby}
+if [ -z "${RUBYDIR:-}" ] && command -v "$RUBY" >/dev/null; then
+    if [ "$PREFIX" = /usr ]; then
+        RUBYDIR=$("$RUBY" -rrbconfig -e 'c = RbConfig::CONFIG; print c["vendordir"] || c["sitedir"]')
+    else
+        # Debian's site directory is under /usr/local, a Ruby built from
+        # source has it under its own prefix: either is PREFIX's part.
+        RUBYDIR=$("$RUBY" -rrbconfig -e 'c = RbConfig::CONFIG; dir = c["sitedir"]
+            from = ["/usr/local", c["prefix"]].find { |p| dir.start_with?("#{p}/") }
+            print from ? ARGV[0] + dir.delete_prefix(from) : File.join(ARGV[0], "lib/site_ruby")' \
+            "$PREFIX")
+    fi
+fi
 MANIFEST=$PREFIX/share/prefork-interp/installed-files
 
 die() { echo "install.sh: $*" >&2; exit 1; }
@@ -59,10 +82,18 @@ do_install() {
     for module in $(tools/module-files perl); do
         put "sides/perl/lib/$module" "$PERLDIR/$module" 644
     done
+    if [ -n "${RUBYDIR:-}" ]; then
+        for module in $(tools/module-files ruby); do
+            put "sides/ruby/lib/$module" "$RUBYDIR/$module" 644
+        done
+    else
+        echo "install.sh: no $RUBY found: the Ruby library is not installed (set RUBYDIR to install it)" >&2
+    fi
     put man/prefork-interp.1 "$MANDIR/man1/prefork-interp.1" 644
     put man/prefork-interp.7 "$MANDIR/man7/prefork-interp.7" 644
     put "man/Proc::Prefork::Interp.3pm" "$MANDIR/man3/Proc::Prefork::Interp.3pm" 644
     put man/prefork_interp.3 "$MANDIR/man3/prefork_interp.3" 644
+    put man/prefork_interp.3rb "$MANDIR/man3/prefork_interp.3rb" 644
 
     # pip builds from a copy, so that no build/ lands in the tree, and
     # installs under DESTDIR; its RECORD then says what it wrote.
