@@ -34,8 +34,12 @@
 //! script run directly, and warm calls ending normally, with
 //! `fast_exit=True` and with `os._exit`, against that tree's /bin/true.
 //!
+//! `run`: programs nobody here wrote, unchanged (Debian's corelist,
+//! json_pp and rubocop; PyPI's where installed), run directly and warm
+//! through `--run`, with issue 29's rubocop goal.
+//!
 //! `all`: everything side by side in one run: latency of each script side
-//! (the Rust example, Perl, Python) cold, warm and run directly, the
+//! (the Rust example, Perl, Python, Ruby) cold, warm and run directly, the
 //! chiark-utils pairs (Perl ending with `POSIX::_exit` and with a plain
 //! `exit`, ours also with `fast_exit`), CPU per warm call, throughput
 //! with 1, 2, 8 and 32 parallel callers, server and client memory, the
@@ -565,6 +569,20 @@ fn python_bench_body_with(module_dir: &str, options: &str, end: &str) -> String 
         "import sys; sys.path.insert(0, '{module_dir}')\n{PYTHON_IMPORTS}\
          import os, prefork_interp, time\nprefork_interp.initialisation_complete({options})\n\
          print(time.time_ns())\n{end}"
+    )
+}
+
+/// Twelve standard libraries: a Ruby script's usual start-up.
+const RUBY_REQUIRES: &str = "require 'json'; require 'net/http'; require 'uri'; require 'set'; \
+require 'time'; require 'yaml'; require 'erb'; require 'optparse'; require 'fileutils'; \
+require 'digest'; require 'securerandom'; require 'logger'\n";
+
+/// The Ruby benchmark script (after its #! line, which names `-I` for our
+/// library): [`RUBY_REQUIRES`], our library, one line of output per call,
+/// and a normal end.
+fn ruby_bench_body() -> String {
+    format!(
+        "{RUBY_REQUIRES}require 'prefork_interp'\nPreforkInterp.initialisation_complete\nputs 1\n"
     )
 }
 
@@ -1098,8 +1116,11 @@ fn target_line(what: &str, value: Option<f64>, goal: Goal) {
 /// Programs nobody here wrote, run directly and through `--run` (warm):
 /// Debian's perl tools, and Python CLIs installed with the Python that
 /// runs the tests. Those not installed are left out, and said so.
-const RUN_PROGRAMS: [(&str, &[&str]); 5] = [
+const RUN_PROGRAMS: [(&str, &[&str]); 7] = [
     ("corelist", &["-v", "5.036000"]),
+    ("rubocop", &["--version"]),
+    // A file of the bench's world (see run_table).
+    ("rubocop", &["good.rb"]),
     ("json_pp", &["-v"]),
     ("pygmentize", &["-V"]),
     ("aws", &["--version"]),
@@ -1134,11 +1155,20 @@ fn run_table(warm_runs: usize) {
     let repo = env!("CARGO_MANIFEST_DIR");
     let with_runners = |mut c: Command| {
         c.env("PERL5LIB", format!("{repo}/sides/perl/lib"))
-            .env("PYTHONPATH", format!("{repo}/sides/python"));
+            .env("PYTHONPATH", format!("{repo}/sides/python"))
+            .env("RUBYLIB", format!("{repo}/sides/ruby/lib"))
+            .current_dir(&world.dir);
         c
     };
+    // What rubocop inspects: no offences.
+    std::fs::write(
+        world.dir.join("good.rb"),
+        "# frozen_string_literal: true\n\n# Says hello.\nputs 'hello'\n",
+    )
+    .unwrap();
     let mut rows = vec![floor_row(warm_runs)];
     let mut kills = Vec::new();
+    let mut killed = std::collections::BTreeSet::new();
     for (name, args) in RUN_PROGRAMS {
         let Some(program) = find_program(name) else {
             println!("{name}: not installed, left out");
@@ -1149,7 +1179,7 @@ fn run_table(warm_runs: usize) {
             slow_runs,
             || {
                 let mut c = world.command(&program);
-                c.args(args);
+                c.args(args).current_dir(&world.dir);
                 c
             },
             || {},
@@ -1162,15 +1192,28 @@ fn run_table(warm_runs: usize) {
         // One call to start the server (cold), then warm ones.
         through().stdout(Stdio::null()).status().unwrap();
         let warm = time_runs(warm_runs / 3, through, || {});
-        let mut kill = with_runners(world.command(&client));
-        kill.args(["--kill", "--run"]).arg(&program);
-        kills.push(kill);
+        if killed.insert(program.clone()) {
+            let mut kill = with_runners(world.command(&client));
+            kill.args(["--kill", "--run"]).arg(&program);
+            kills.push(kill);
+        }
         rows.push((format!("{shown}, run directly"), direct));
         rows.push((format!("{shown}, --run, warm"), warm));
     }
     print_table(&rows);
     for mut kill in kills {
         assert!(kill.status().unwrap().success(), "{kill:?}");
+    }
+    let row = |name: &str| rows.iter().find(|(n, _)| n == name).map(|(_, t)| median(t));
+    println!("\n== targets: warm calls through --run, ratios from this run ==");
+    for shown in ["rubocop --version", "rubocop good.rb"] {
+        target_line(
+            &format!("{shown}: run directly / --run, warm (issue 29)"),
+            row(&format!("{shown}, run directly"))
+                .zip(row(&format!("{shown}, --run, warm")))
+                .map(|(direct, warm)| direct / warm),
+            Goal::AtLeast(20.0),
+        );
     }
 }
 
@@ -1699,6 +1742,8 @@ fn full_table(warm_runs: usize) {
         chiark.then(|| world.script("perl-c-ours", chiark_client, "perl", &perl_body(true)));
     let python_bin = python().display().to_string();
     let python = world.script("python", &client, &python_bin, &python_bench_body());
+    let ruby_interpreter = format!("ruby,-I{}/sides/ruby/lib", env!("CARGO_MANIFEST_DIR"));
+    let ruby = world.script("ruby", &client, &ruby_interpreter, &ruby_bench_body());
     let kill = |script: &Path, interpreter: &str| world.kill_server(&client, interpreter, script);
 
     println!("== latency: one caller, calls one after another (ms) ==");
@@ -1763,6 +1808,25 @@ fn full_table(warm_runs: usize) {
         ),
     ));
     rows.push(("Python, warm".into(), world.warm(&python, warm_runs)));
+    let ruby_direct = || {
+        let mut c = Command::new("ruby");
+        c.arg(format!("-I{}/sides/ruby/lib", env!("CARGO_MANIFEST_DIR")))
+            .arg(&ruby);
+        c
+    };
+    rows.push((
+        "Ruby, 12 standard libraries, run directly".into(),
+        time_runs(slow_runs, ruby_direct, || {}),
+    ));
+    rows.push((
+        "Ruby, cold".into(),
+        time_runs(
+            slow_runs,
+            || world.command(&ruby),
+            || kill(&ruby, &ruby_interpreter),
+        ),
+    ));
+    rows.push(("Ruby, warm".into(), world.warm(&ruby, warm_runs / 3)));
     print_table(&rows);
     let row = |name: &str| rows.iter().find(|(n, _)| n == name).map(|(_, t)| median(t));
     if let Some(wrong) = chiark_plain_wrong {
@@ -1975,6 +2039,11 @@ fn full_table(warm_runs: usize) {
             "3. Python 3.13, exact fast exit: ours / /bin/true",
             py313.as_ref().map(|p| p.fast / p.floor),
             Goal::AtMost(3.0),
+        ),
+        (
+            "Ruby, normal end: ours / /bin/true (issue 29)",
+            ratio(row("Ruby, warm"), floor),
+            Goal::AtMost(10.0),
         ),
         (
             "4. Rust example: ours / /bin/true",
