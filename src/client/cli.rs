@@ -144,7 +144,7 @@ fn command() -> Command {
                 .long("run")
                 .action(ArgAction::SetTrue)
                 .conflicts_with("list")
-                .help("Run an existing Perl or Python program unchanged: its #! line names the interpreter, whose runner preloads what it uses (implies -U and --caller-dir)"),
+                .help("Run an existing Perl, Python or Ruby program unchanged: its #! line names the interpreter, whose runner preloads what it uses (implies -U and --caller-dir)"),
         )
         .arg(
             Arg::new("caller_dir")
