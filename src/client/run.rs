@@ -68,27 +68,31 @@ const PERL_EARLY_TRACKING: &str = "-M5;BEGIN{local($!,$@);eval{require \
      Proc::Prefork::Interp::InitEnv;Proc::Prefork::Interp::InitEnv->start}}";
 
 /// Ruby's counterpart of [`PERL_EARLY_TRACKING`]: `-r` of a missing
-/// library is fatal, so Ruby is given this file, from our run directory,
+/// library is fatal, so Ruby is given this file, beside our run directory,
 /// which loads the side's tracking where Ruby finds it, and else nothing.
 const RUBY_EARLY_TRACKING: &str = "# Written by prefork-interp, which starts a Ruby server \
 with -r of this file: the environment its initialisation reads is\n\
 # tracked from the interpreter's start, where prefork_interp is installed.\n\
 begin\n  require \"prefork_interp/init_env\"\nrescue LoadError\n  nil\nend\n";
 
-/// Its name in the run directory (no identity's: those begin with l or s).
-const RUBY_EARLY_FILE: &str = "ruby-early.rb";
+/// Its name, in the run directory's parent: the run directory holds the
+/// servers' sockets and locks only, which `--list` and the eviction of
+/// old servers read. (That parent is as private as the run directory:
+/// XDG_RUNTIME_DIR, /run/user/UID or ~/.prefork-interp, each checked
+/// ours and closed to others.)
+const RUBY_EARLY_FILE: &str = "prefork-interp-ruby-early.rb";
 
 /// The arguments that go after a new server's interpreter's own, before
 /// the script, so that the environment its initialisation reads is
-/// tracked from the interpreter's start. Ruby's is a file in `base`, the
-/// run directory, written here if it is not there as it should be; if
+/// tracked from the interpreter's start. Ruby's is a file beside `base`,
+/// the run directory, written here if it is not there as it should be; if
 /// that fails, nothing (the tracking starts at `require "prefork_interp"`).
 /// Python needs none: our package's .pth file does this in a setup run.
 pub(super) fn early_tracking_arguments(interpreter: &OsStr, base: &Path) -> Vec<OsString> {
     match Language::of(interpreter) {
         Some(Language::Perl) => vec![PERL_EARLY_TRACKING.into()],
         Some(Language::Ruby) => {
-            let file = base.join(RUBY_EARLY_FILE);
+            let file = base.parent().unwrap_or(base).join(RUBY_EARLY_FILE);
             let written = std::fs::read(&file)
                 .is_ok_and(|text| text == RUBY_EARLY_TRACKING.as_bytes())
                 || write_atomically(&file, RUBY_EARLY_TRACKING.as_bytes()).is_ok();

@@ -117,6 +117,10 @@ pub(crate) fn create_server(
     if args.run {
         super::run::check_runner(&args.interpreter)?;
     }
+    // Before the socket, whose time is the server's start: a file of
+    // these written after it would look changed since (autoreload).
+    let base = socket.parent().unwrap_or(Path::new("."));
+    let early = run::early_tracking_arguments(&args.interpreter[0], base);
     let (listener, meta) = listen(socket)?;
     // What ps shows for the watcher: the script it watches for.
     let script = args
@@ -132,8 +136,6 @@ pub(crate) fn create_server(
         watch_err: pipes.server_err,
     }
     .above_callers_limit()?;
-    let base = socket.parent().unwrap_or(Path::new("."));
-    let early = run::early_tracking_arguments(&args.interpreter[0], base);
     let status = run_setup(args, &meta, idle_limit, fds, &early)?;
     if !status.success() {
         let raw = status.into_raw();

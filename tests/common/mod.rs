@@ -634,14 +634,11 @@ impl Harness {
             || self.processes().is_empty(),
         )
         .unwrap_or_else(|e| panic!("{e}: {:#?}", self.processes()));
-        // What a Ruby server starts with (`-r` of it: man 1, FILES) is no
-        // server's: it stays, for the next.
-        let left: Vec<String> = self
-            .run_dir_entries()
-            .into_iter()
-            .filter(|name| name != "ruby-early.rb")
-            .collect();
-        assert_eq!(left, Vec::<String>::new(), "run directory not empty");
+        assert_eq!(
+            self.run_dir_entries(),
+            Vec::<String>::new(),
+            "run directory not empty"
+        );
     }
 }
 
