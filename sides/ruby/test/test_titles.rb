@@ -2,7 +2,10 @@
 
 # PreforkInterp::Titles in Ruby processes started for it, with argv areas
 # of known lengths: what /proc/PID/cmdline and ps show for each role's
-# title, cut to the area; and the initial environment forgotten.
+# title, cut to the area; and the initial environment forgotten. Both
+# where Ruby's Process.setproctitle works (the library required by the
+# script) and where it does not (the library loaded by a -r option, as
+# the runner's server is, before Ruby sets setproctitle up).
 #
 #     cd sides/ruby && ruby -Ilib -Itest test/test_titles.rb
 
@@ -26,7 +29,7 @@ class TestTitles < Minitest::Test
     require "json"
     require "prefork_interp/titles"
     titles = PreforkInterp::Titles::Titles.new($0)
-    report = { "area" => titles.area && titles.area[1], "roles" => {} }
+    report = { "area" => titles.area && titles.area[1], "written" => titles.written, "roles" => {} }
     %w[server monitor handler executor].each do |role|
       titles.set(role)
       ps = `ps -o args= -p \#{$$} 2>/dev/null`.chomp
@@ -41,21 +44,46 @@ class TestTitles < Minitest::Test
     report["environ_after"] = [environ.bytesize, environ.count("\\0")]
     report["env"] = ENV["PROBE_SECRET"]
     report["child_env"] = `sh -c 'echo $PROBE_SECRET'`.chomp
+    report["written_after"] = titles.written
+    puts JSON.generate(report)
+  RUBY
+
+  # The script that runs after the probe loaded as a -r library, once
+  # Ruby has set setproctitle up: what it finds, and what its own title
+  # does.
+  MAIN = <<~RUBY
+    require "json"
+    report = { "cmdline" => File.binread("/proc/self/cmdline"), "env" => ENV["PROBE_SECRET"] }
+    Process.setproctitle("main")
+    report["own_title"] = File.binread("/proc/self/cmdline")
     puts JSON.generate(report)
   RUBY
 
   # The probe run as `ruby SCRIPT ARGS...` from dir (argv[0] "ruby",
   # SCRIPT as given), with the library on RUBYLIB (so the argv area is
-  # just that): its report.
-  def probe(dir, script, *args)
-    File.write(File.join(dir, File.basename(script)), PROBE)
+  # just that): its report. required: the probe run as `ruby -rtitleprobe
+  # SCRIPT ARGS...` (titleprobe.rb on RUBYLIB too) instead, SCRIPT being
+  # MAIN: the probe's report and MAIN's.
+  def probe(dir, script, *args, required: false)
     env = { "RUBYLIB" => LIB, "PROBE_SECRET" => "hunter2" }
-    output = IO.popen(env, [[RbConfig.ruby, "ruby"], script, *args], chdir: dir, &:read)
+    options = []
+    if required
+      File.write(File.join(dir, "titleprobe.rb"), PROBE)
+      File.write(File.join(dir, File.basename(script)), MAIN)
+      env["RUBYLIB"] = "#{LIB}:#{dir}"
+      options = ["-rtitleprobe"]
+    else
+      File.write(File.join(dir, File.basename(script)), PROBE)
+    end
+    output = IO.popen(env, [[RbConfig.ruby, "ruby"], *options, script, *args], chdir: dir, &:read)
     assert $?.success?, output # rubocop:disable Style/SpecialGlobalVars
-    JSON.parse(output)
+    reports = output.lines.map { |line| JSON.parse(line) }
+    assert_equal required ? 2 : 1, reports.size, output
+    required ? reports : reports.first
   end
 
-  # The argv area's length for `ruby SCRIPT ARGS...`.
+  # The argv area's length for `ruby SCRIPT ARGS...` (or `ruby OPTION...
+  # SCRIPT ARGS...`).
   def area_of(script, *args)
     (["ruby", script] + args).sum { |arg| arg.bytesize + 1 }
   end
@@ -81,6 +109,36 @@ class TestTitles < Minitest::Test
       assert_titles(report, { "server" => "#{script} [server]", "monitor" => "#{script} [monitor]",
                               "handler" => "#{script} [handler]", "executor" => script },
                     area_of(script, "--password=secret", "first caller's argument"))
+      # Ruby's Process.setproctitle wrote them.
+      assert_equal [nil, false], [report["written"], report["written_after"]]
+    end
+  end
+
+  # `ruby -rLIB SCRIPT ARGS...`, the runner's command: while LIB loads,
+  # Process.setproctitle does nothing (Ruby sets it up after the -r
+  # libraries), and the title is written into the area by us.
+  def test_titles_from_a_required_library_hide_the_callers_arguments
+    Dir.mktmpdir do |dir|
+      script = File.join(dir, "served.rb")
+      args = ["--password=secret", "first caller's argument"]
+      report, main = probe(dir, script, *args, required: true)
+      area = area_of("-rtitleprobe", script, *args)
+      assert_titles(report, { "server" => "#{script} [server]", "monitor" => "#{script} [monitor]",
+                              "handler" => "#{script} [handler]", "executor" => script }, area)
+      assert_equal [nil, true], [report["written"], report["written_after"]]
+      args.each do |arg|
+        report["roles"].each_value { |_, cmdline, ps| refute_includes cmdline + ps.to_s, arg }
+      end
+      # The environment forgotten there too, its variables kept.
+      size, nuls = report["environ_after"]
+      assert_operator size, :>, 0
+      assert_equal size, nuls
+      assert_equal %w[hunter2 hunter2], [report["env"], report["child_env"]]
+      # The script then runs as Ruby goes on: the executor's title still
+      # shown, the variables still set, and its own title set by Ruby.
+      assert_equal script + ("\0" * (area - script.bytesize)), main["cmdline"]
+      assert_equal "hunter2", main["env"]
+      assert_equal "main#{"\0" * (area - 4)}", main["own_title"]
     end
   end
 
