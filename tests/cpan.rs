@@ -42,17 +42,10 @@ fn perl_tool(dir: &Path, program: impl AsRef<OsStr>) -> Command {
 
 #[track_caller]
 fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{cmd:?}: {e} (./test installs perl, make and cpanminus from Debian's packages)")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout_str(&out),
-        stderr_str(&out)
-    );
-    out
+    succeeded(
+        cmd,
+        "./test installs perl, make and cpanminus from Debian's packages",
+    )
 }
 
 /// The module's own tests passed, the calls through the client (t/10-client.t)

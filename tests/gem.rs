@@ -41,17 +41,7 @@ fn gem_tool(dir: &Path, home: &Path, program: &str) -> Command {
 
 #[track_caller]
 fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (./test installs Debian's ruby)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {:?}\nstdout: {}\nstderr: {}",
-        out.status,
-        stdout_str(&out),
-        stderr_str(&out)
-    );
-    out
+    succeeded(cmd, "./test installs Debian's ruby")
 }
 
 /// The Ruby side's library files (tools/module-files: the one list).

@@ -73,21 +73,11 @@ impl World {
         let direct = self.direct(program, args, stdin);
         for round in 0..3 {
             let through = self.through(program, args, stdin);
-            assert_eq!(
-                (
-                    through.status.code(),
-                    stdout_str(&through),
-                    stderr_str(&through)
-                ),
-                (
-                    direct.status.code(),
-                    stdout_str(&direct),
-                    stderr_str(&direct)
-                ),
-                "{program} {args:?}, call {round} through the runner (left) vs direct (right)"
+            assert_same_run(
+                &through,
+                &direct,
+                &format!("{program} {args:?}, call {round} through the runner"),
             );
-            assert_eq!(through.stdout, direct.stdout);
-            assert_eq!(through.stderr, direct.stderr);
         }
         let expected = self.calls[program];
         assert_eq!(self.served(program), expected, "{program}");

@@ -77,23 +77,11 @@ impl World {
         let direct = self.direct(program, args, stdin);
         for round in 0..3 {
             let through = self.through(program, args, stdin);
-            assert_eq!(
-                (
-                    through.status.code(),
-                    through.status.signal(),
-                    stdout_str(&through),
-                    stderr_str(&through)
-                ),
-                (
-                    direct.status.code(),
-                    direct.status.signal(),
-                    stdout_str(&direct),
-                    stderr_str(&direct)
-                ),
-                "{program} {args:?}, call {round} through --run (left) vs direct (right)"
+            assert_same_run(
+                &through,
+                &direct,
+                &format!("{program} {args:?}, call {round} through --run"),
             );
-            assert_eq!(through.stdout, direct.stdout);
-            assert_eq!(through.stderr, direct.stderr);
         }
         direct
     }
@@ -124,8 +112,6 @@ impl Drop for World {
         }
     }
 }
-
-use std::os::unix::process::ExitStatusExt;
 
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;

@@ -942,6 +942,44 @@ pub fn assert_success(out: &Output) {
     );
 }
 
+/// Runs `cmd` (a tool the test needs: `install` says which package brings
+/// it), which must succeed; its output.
+#[track_caller]
+pub fn succeeded(cmd: &mut Command, install: &str) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} ({install})"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout_str(&out),
+        stderr_str(&out)
+    );
+    out
+}
+
+/// A run through us (`through`) did what a direct run did: the same
+/// status, stdout and stderr, byte for byte. `what` names the run.
+#[track_caller]
+pub fn assert_same_run(through: &Output, direct: &Output, what: &str) {
+    let seen = |out: &Output| {
+        (
+            out.status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stdout_str(out),
+            stderr_str(out),
+        )
+    };
+    assert_eq!(
+        seen(through),
+        seen(direct),
+        "{what}: through us (left) vs directly (right)"
+    );
+    assert_eq!(through.stdout, direct.stdout, "{what}: stdout's bytes");
+    assert_eq!(through.stderr, direct.stderr, "{what}: stderr's bytes");
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
