@@ -118,39 +118,12 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// A program of the usual kind: a magic comment, a standard library at
-/// top level, $0, __FILE__, ARGV, STDIN, BEGIN and END, at_exit, DATA
-/// after __END__, and an ending chosen by its first argument.
+/// A program of the usual kind (shared with the runner's own tests): a
+/// magic comment, a standard library at top level, $0, __FILE__, ARGV,
+/// STDIN, BEGIN and END, at_exit, DATA after __END__, and an ending chosen
+/// by its first argument.
 fn usual_program() -> &'static str {
-    r#"# frozen_string_literal: true
-require "json"
-BEGIN { puts "begin block" }
-END { puts "end block #{$!.inspect}" }
-at_exit { puts "at_exit 1" }
-at_exit { puts "at_exit 2 #{$!.class}" }
-puts [$0, $PROGRAM_NAME, __FILE__, File.basename(__dir__), ARGV].to_json
-puts "stdin: #{$stdin.read.inspect}"
-puts "data: #{DATA.read.inspect} #{DATA.path}"
-$stdout.flush
-def deep(how)
-  case how
-  when "raise" then raise ArgumentError, "bad thing\nsecond line"
-  when "exit" then exit 3
-  when "exit_false" then exit false
-  when "exit!" then exit! 4
-  when "abort" then abort "aborted here"
-  when "throw" then throw :nowhere
-  when "int" then Process.kill(:INT, Process.pid); sleep 1
-  when "term" then Process.kill(:TERM, Process.pid); sleep 1
-  when "nomethod" then nil.frobnicate
-  end
-end
-deep(ARGV.first)
-puts "normal end"
-__END__
-the data
-  section
-"#
+    include_str!("../sides/ruby/test/programs/usual.rb")
 }
 
 #[test]
@@ -162,6 +135,8 @@ fn usual_program_ends_every_way_as_directly() {
         "raise",
         "exit",
         "exit_false",
+        "exit300",
+        "systemexit",
         "exit!",
         "abort",
         "throw",
