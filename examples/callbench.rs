@@ -34,6 +34,9 @@
 //! script run directly, and warm calls ending normally, with
 //! `fast_exit=True` and with `os._exit`, against that tree's /bin/true.
 //!
+//! `ruby`: a Ruby script requiring twelve standard libraries, run
+//! directly, cold, and warm ending normally and with `fast_exit: true`.
+//!
 //! `run`: programs nobody here wrote, unchanged (Debian's corelist,
 //! json_pp and rubocop; PyPI's where installed), run directly and warm
 //! through `--run`, with issue 29's rubocop goal.
@@ -291,7 +294,8 @@ fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mode = match args.first().map(String::as_str) {
         Some(
-            m @ ("perl" | "python" | "python313" | "python313-inside" | "run" | "tty" | "all"),
+            m @ ("perl" | "python" | "python313" | "python313-inside" | "ruby" | "run" | "tty"
+            | "all"),
         ) => {
             let m = m.to_string();
             args.remove(0);
@@ -306,6 +310,7 @@ fn main() {
     match mode.as_str() {
         "perl" => perl_tables(warm_runs, false),
         "python" => python_table(warm_runs),
+        "ruby" => ruby_table(warm_runs),
         "python313" => {
             if python313_table(warm_runs).is_none() {
                 std::process::exit(1);
@@ -581,9 +586,72 @@ require 'digest'; require 'securerandom'; require 'logger'\n";
 /// library): [`RUBY_REQUIRES`], our library, one line of output per call,
 /// and a normal end.
 fn ruby_bench_body() -> String {
+    ruby_bench_body_with("")
+}
+
+/// The Ruby benchmark script with initialisation_complete's `options`.
+fn ruby_bench_body_with(options: &str) -> String {
     format!(
-        "{RUBY_REQUIRES}require 'prefork_interp'\nPreforkInterp.initialisation_complete\nputs 1\n"
+        "{RUBY_REQUIRES}require 'prefork_interp'\nPreforkInterp.initialisation_complete({options})\n\
+         puts 1\n"
     )
+}
+
+/// `ruby`: the Ruby script ([`RUBY_REQUIRES`]) run directly, cold, warm
+/// ending normally and warm with `fast_exit: true`, against /bin/true
+/// and issue 29's goal. (Our library on the `#!` line's `-I`, as an
+/// installed one would be found: the client's early `-r` finds it, which
+/// fast_exit needs.)
+fn ruby_table(warm_runs: usize) {
+    let slow_runs = (warm_runs / 30).max(5);
+    let mut world = World::new("rubybench");
+    let client = world.client();
+    let lib = format!("-I{}/sides/ruby/lib", env!("CARGO_MANIFEST_DIR"));
+    let interpreter = format!("ruby,{lib}");
+    let normal = world.script("ruby", &client, &interpreter, &ruby_bench_body());
+    let fast = world.script(
+        "ruby-fast",
+        &client,
+        &interpreter,
+        &ruby_bench_body_with("fast_exit: true"),
+    );
+    let direct = || {
+        let mut c = Command::new("ruby");
+        c.arg(&lib).arg(&normal);
+        c
+    };
+    let rows = vec![
+        floor_row(warm_runs),
+        (
+            "Ruby, 12 standard libraries, run directly".into(),
+            time_runs(slow_runs, direct, || {}),
+        ),
+        (
+            "Ruby, cold".into(),
+            time_runs(
+                slow_runs,
+                || world.command(&normal),
+                || world.kill_server(&client, &interpreter, &normal),
+            ),
+        ),
+        ("Ruby, warm".into(), world.warm(&normal, warm_runs)),
+        (
+            "Ruby, fast_exit: true, warm".into(),
+            world.warm(&fast, warm_runs),
+        ),
+    ];
+    world.kill_all();
+    print_table(&rows);
+    let row = |name: &str| rows.iter().find(|(n, _)| n == name).map(|(_, t)| median(t));
+    let floor = row("/bin/true (exec floor)");
+    println!("\n== targets (issue 29), ratios from this run ==");
+    for name in ["Ruby, warm", "Ruby, fast_exit: true, warm"] {
+        target_line(
+            &format!("{name}: ours / /bin/true"),
+            row(name).zip(floor).map(|(ruby, floor)| ruby / floor),
+            Goal::AtMost(10.0),
+        );
+    }
 }
 
 /// Medians (ms) of the Python 3.13 table, made in the trixie tree.
