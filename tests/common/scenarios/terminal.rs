@@ -351,10 +351,13 @@ scenario!(terminal_keeper_holds_no_copy_of_the_script, |side| {
             format!("{}\0--session-keeper\0{script}\0", client().display())
         );
     }
-    assert_eq!(
-        keeper_fds(keeper),
-        ["/dev/null", "anon_inode:[signalfd]", "socket", "terminal"]
-    );
+    // Once it has settled: a keeper program just exec'd has yet to close
+    // what it does not keep and to make its signalfd.
+    let kept = ["/dev/null", "anon_inode:[signalfd]", "socket", "terminal"];
+    let settled = wait_until("the keeper's fds to settle", LIMIT, || {
+        keeper_fds(keeper) == kept
+    });
+    assert!(settled.is_ok(), "the keeper holds {:?}", keeper_fds(keeper));
     t.send(b"\x04");
     t.expect("PROMPT> ");
     terminal_done(h, t, &settings);
