@@ -1196,7 +1196,8 @@ const RUN_PROGRAMS: [(&str, &[&str]); 7] = [
 ];
 
 /// Where a program is: /usr/bin, else beside the tests' Python (not a
-/// pyenv shim, which is a shell script with no runner).
+/// pyenv shim, which is a shell script with no runner); a Perl, Python or
+/// Ruby program.
 fn find_program(name: &str) -> Option<PathBuf> {
     let python_bin = python().parent().map(Path::to_path_buf);
     [Some(PathBuf::from("/usr/bin")), python_bin]
@@ -1208,7 +1209,7 @@ fn find_program(name: &str) -> Option<PathBuf> {
                 text.starts_with(b"#!") && {
                     let line = text.split(|&b| b == b'\n').next().unwrap_or(&[]);
                     let line = String::from_utf8_lossy(line);
-                    line.contains("perl") || line.contains("python")
+                    line.contains("perl") || line.contains("python") || line.contains("ruby")
                 }
             })
         })
