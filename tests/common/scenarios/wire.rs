@@ -127,22 +127,11 @@ scenario!(wire_extended_and_v1_calls, |side| {
         let conn = UnixStream::connect(&socket).unwrap();
         let xdata = protocol::io::read_greeting(&conn).unwrap();
         assert_eq!(protocol::decode_caps(&xdata), protocol::OUR_CAPS);
-        let env = h.base_env();
-        let entries: Vec<Vec<u8>> = env
-            .iter()
-            .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
-            .collect();
         let pid_arg = format!("@pid:{}", pid_file.display());
-        let args: [&[u8]; 2] = [pid_arg.as_bytes(), b"@exit:3"];
-        let payload = protocol::encode_request_payload(entries.iter().map(Vec::as_slice), args);
+        let payload = request_payload(&h, &[pid_arg.as_bytes(), b"@exit:3"]);
         let kind = RequestKind {
             extended,
-            context: false,
-            pty: [false; 3],
-            pty_background: false,
-            limits: false,
-            closed: [false; 3],
-            caller_signals: false,
+            ..RequestKind::default()
         };
         protocol::io::send_request(&conn, kind, [null.as_fd(); 3], &payload, None, None, None)
             .unwrap();
@@ -181,6 +170,20 @@ scenario!(wire_extended_and_v1_calls, |side| {
     );
     h.finish();
 });
+
+/// A request's payload as our client sends it: the world's environment,
+/// then the script's arguments.
+fn request_payload(h: &Harness, args: &[&[u8]]) -> Vec<u8> {
+    let entries: Vec<Vec<u8>> = h
+        .base_env()
+        .iter()
+        .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
+        .collect();
+    prefork_interp::protocol::encode_request_payload(
+        entries.iter().map(Vec::as_slice),
+        args.iter().copied(),
+    )
+}
 
 /// A connection from another uid that reaches the socket (its directories
 /// opened up by hand) is refused before the greeting, and the server goes
@@ -373,21 +376,11 @@ scenario!(
             let conn = UnixStream::connect(h.socket()).unwrap();
             let xdata = protocol::io::read_greeting(&conn).unwrap();
             assert!(protocol::decode_caps(&xdata).iter().any(|c| c == "restore"));
-            let entries: Vec<Vec<u8>> = h
-                .base_env()
-                .iter()
-                .map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat())
-                .collect();
-            let args: [&[u8]; 1] = [b"@out:x"];
-            let payload = protocol::encode_request_payload(entries.iter().map(Vec::as_slice), args);
+            let payload = request_payload(&h, &[b"@out:x"]);
             let kind = RequestKind {
                 extended: true,
-                context: false,
                 pty: [true; 3],
-                pty_background: false,
-                limits: false,
-                closed: [false; 3],
-                caller_signals: false,
+                ..RequestKind::default()
             };
             let slave = call_pty.slave.as_fd();
             protocol::io::send_request(&conn, kind, [slave; 3], &payload, None, None, None)
