@@ -439,13 +439,10 @@ sub status_to_client {
 # signals).
 sub hear_ending {
     my ($self, $e) = @_;
-    my $got = sysread($e->{call}, $e->{frame}, FRAME_LEN - length $e->{frame},
-        length $e->{frame});
-    return if !defined $got && ($! == EINTR || $! == EAGAIN);
-    if ($got) {
-        return if length $e->{frame} < FRAME_LEN;
-        my ($kind, $value) = decode_frame($e->{frame});
-        $e->{frame} = '';
+    my @frame = read_client_frame($e);
+    return if !@frame;
+    if (defined $frame[0]) {
+        my ($kind, $value) = @frame;
         return if $kind ne FRAME_RESTORE;
         # Heard whole: another 'R' is kept in place of the first; after
         # 'R' 0 nothing is (nor put back below). Not whole, the client is
@@ -556,13 +553,10 @@ sub hear_client {
     my ($c) = @_;
     my $keeper = $c->{keeper};
     if ($c->{extended}) {
-        my $got = sysread($c->{call}, $c->{frame}, FRAME_LEN - length $c->{frame},
-            length $c->{frame});
-        return if !defined $got && ($! == EINTR || $! == EAGAIN);
-        if ($got) {
-            return if length $c->{frame} < FRAME_LEN;
-            my ($kind, $value) = decode_frame($c->{frame});
-            $c->{frame} = '';
+        my @frame = read_client_frame($c);
+        return if !@frame;
+        if (defined $frame[0]) {
+            my ($kind, $value) = @frame;
             if ($kind eq FRAME_SIGNAL) {
                 kill $value, -$c->{group} if $FORWARDED_NUMBER{$value};
             } elsif ($kind eq FRAME_FOREGROUND) {
@@ -577,6 +571,22 @@ sub hear_client {
         }
     }
     return gone($c);
+}
+
+# One read of a client's call socket ({call, frame}: a running call's, or
+# an ending one's), which select said is readable: its next frame once
+# whole, as (kind, value); () while it is not whole yet (or the read was
+# interrupted); (undef) at its end (EOF, or an error).
+sub read_client_frame {
+    my ($c) = @_;
+    my $got = sysread($c->{call}, $c->{frame}, FRAME_LEN - length $c->{frame},
+        length $c->{frame});
+    return () if !defined $got && ($! == EINTR || $! == EAGAIN);
+    return (undef) if !$got;
+    return () if length $c->{frame} < FRAME_LEN;
+    my @frame = decode_frame($c->{frame});
+    $c->{frame} = '';
+    return @frame;
 }
 
 # The client of a running call has gone (EOF, or any error on the call
