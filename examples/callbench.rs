@@ -597,31 +597,29 @@ fn ruby_bench_body_with(options: &str) -> String {
     )
 }
 
-/// `ruby`: the Ruby script ([`RUBY_REQUIRES`]) run directly, cold, warm
-/// ending normally and warm with `fast_exit: true`, against /bin/true
-/// and issue 29's goal. (Our library on the `#!` line's `-I`, as an
-/// installed one would be found: the client's early `-r` finds it, which
-/// fast_exit needs.)
-fn ruby_table(warm_runs: usize) {
-    let slow_runs = (warm_runs / 30).max(5);
-    let mut world = World::new("rubybench");
-    let client = world.client();
-    let lib = format!("-I{}/sides/ruby/lib", env!("CARGO_MANIFEST_DIR"));
-    let interpreter = format!("ruby,{lib}");
-    let normal = world.script("ruby", &client, &interpreter, &ruby_bench_body());
-    let fast = world.script(
-        "ruby-fast",
-        &client,
-        &interpreter,
-        &ruby_bench_body_with("fast_exit: true"),
-    );
+/// The Ruby benchmark scripts' interpreter: ruby, with our library on its
+/// `-I` (as an installed one would be found: the client's early `-r`
+/// finds it, which fast_exit needs).
+fn ruby_interpreter() -> String {
+    format!("ruby,-I{}/sides/ruby/lib", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Ruby benchmark `script` (run as [`ruby_interpreter`]) run directly,
+/// cold, and warm (`warm_runs`): its rows.
+fn ruby_rows(
+    world: &World,
+    client: &Path,
+    script: &Path,
+    slow_runs: usize,
+    warm_runs: usize,
+) -> Vec<(String, Vec<Duration>)> {
+    let interpreter = ruby_interpreter();
     let direct = || {
         let mut c = Command::new("ruby");
-        c.arg(&lib).arg(&normal);
+        c.args(interpreter.split(',').skip(1)).arg(script);
         c
     };
-    let rows = vec![
-        floor_row(warm_runs),
+    vec![
         (
             "Ruby, 12 standard libraries, run directly".into(),
             time_runs(slow_runs, direct, || {}),
@@ -630,16 +628,34 @@ fn ruby_table(warm_runs: usize) {
             "Ruby, cold".into(),
             time_runs(
                 slow_runs,
-                || world.command(&normal),
-                || world.kill_server(&client, &interpreter, &normal),
+                || world.command(script),
+                || world.kill_server(client, &interpreter, script),
             ),
         ),
-        ("Ruby, warm".into(), world.warm(&normal, warm_runs)),
-        (
-            "Ruby, fast_exit: true, warm".into(),
-            world.warm(&fast, warm_runs),
-        ),
-    ];
+        ("Ruby, warm".into(), world.warm(script, warm_runs)),
+    ]
+}
+
+/// `ruby`: the Ruby script ([`RUBY_REQUIRES`]) run directly, cold, warm
+/// ending normally and warm with `fast_exit: true`, against /bin/true
+/// and issue 29's goal.
+fn ruby_table(warm_runs: usize) {
+    let slow_runs = (warm_runs / 30).max(5);
+    let mut world = World::new("rubybench");
+    let client = world.client();
+    let normal = world.script("ruby", &client, &ruby_interpreter(), &ruby_bench_body());
+    let fast = world.script(
+        "ruby-fast",
+        &client,
+        &ruby_interpreter(),
+        &ruby_bench_body_with("fast_exit: true"),
+    );
+    let mut rows = vec![floor_row(warm_runs)];
+    rows.extend(ruby_rows(&world, &client, &normal, slow_runs, warm_runs));
+    rows.push((
+        "Ruby, fast_exit: true, warm".into(),
+        world.warm(&fast, warm_runs),
+    ));
     world.kill_all();
     print_table(&rows);
     let row = |name: &str| rows.iter().find(|(n, _)| n == name).map(|(_, t)| median(t));
@@ -1811,8 +1827,7 @@ fn full_table(warm_runs: usize) {
         chiark.then(|| world.script("perl-c-ours", chiark_client, "perl", &perl_body(true)));
     let python_bin = python().display().to_string();
     let python = world.script("python", &client, &python_bin, &python_bench_body());
-    let ruby_interpreter = format!("ruby,-I{}/sides/ruby/lib", env!("CARGO_MANIFEST_DIR"));
-    let ruby = world.script("ruby", &client, &ruby_interpreter, &ruby_bench_body());
+    let ruby = world.script("ruby", &client, &ruby_interpreter(), &ruby_bench_body());
     let kill = |script: &Path, interpreter: &str| world.kill_server(&client, interpreter, script);
 
     println!("== latency: one caller, calls one after another (ms) ==");
@@ -1877,25 +1892,7 @@ fn full_table(warm_runs: usize) {
         ),
     ));
     rows.push(("Python, warm".into(), world.warm(&python, warm_runs)));
-    let ruby_direct = || {
-        let mut c = Command::new("ruby");
-        c.arg(format!("-I{}/sides/ruby/lib", env!("CARGO_MANIFEST_DIR")))
-            .arg(&ruby);
-        c
-    };
-    rows.push((
-        "Ruby, 12 standard libraries, run directly".into(),
-        time_runs(slow_runs, ruby_direct, || {}),
-    ));
-    rows.push((
-        "Ruby, cold".into(),
-        time_runs(
-            slow_runs,
-            || world.command(&ruby),
-            || kill(&ruby, &ruby_interpreter),
-        ),
-    ));
-    rows.push(("Ruby, warm".into(), world.warm(&ruby, warm_runs / 3)));
+    rows.extend(ruby_rows(&world, &client, &ruby, slow_runs, warm_runs / 3));
     print_table(&rows);
     let row = |name: &str| rows.iter().find(|(n, _)| n == name).map(|(_, t)| median(t));
     if let Some(wrong) = chiark_plain_wrong {
