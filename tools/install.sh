@@ -96,13 +96,15 @@ do_install() {
     put man/prefork_interp.3rb "$MANDIR/man3/prefork_interp.3rb" 644
 
     # pip builds from a copy, so that no build/ lands in the tree, and
-    # installs under DESTDIR; its RECORD then says what it wrote.
+    # installs under DESTDIR; its RECORD then says what it wrote. The
+    # module alone (PREFORK_INTERP_CLIENT=omit): the client is installed
+    # above, not built a second time into the wheel (sides/python/setup.py).
     BUILD=$(mktemp -d)
     trap 'rm -f "$LISTED"; rm -rf "$BUILD"' EXIT
     cp -r sides/python/pyproject.toml sides/python/setup.py sides/python/README.md \
         sides/python/prefork_interp sides/python/prefork_interp_early.pth "$BUILD/"
     rm -rf "$BUILD/prefork_interp/__pycache__"
-    PIP_BREAK_SYSTEM_PACKAGES=1 "$PYTHON" -m pip install --quiet --no-deps \
+    PIP_BREAK_SYSTEM_PACKAGES=1 PREFORK_INTERP_CLIENT=omit "$PYTHON" -m pip install --quiet --no-deps \
         --disable-pip-version-check --no-warn-script-location --no-compile \
         --root "${DESTDIR:-/}" --prefix "$PREFIX" "$BUILD" \
         || die "pip could not install the Python module"
