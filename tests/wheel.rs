@@ -253,13 +253,7 @@ fn wheel_with_the_client_installs_and_runs_without_cargo() {
             &format!("the script, {call}"),
         );
     }
-    let listed = succeeded(
-        clean("prefork-interp", &path, world).args(["--list", "--json"]),
-        "the venv's client",
-    );
-    let servers: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(servers.as_array().unwrap().len(), 1, "{servers}");
-    assert_eq!(servers[0]["served"], 2, "cold, then warm: {servers}");
+    assert_one_server_served_twice(&path, world);
 
     // --run on a program from PyPI, installed in the venv (./test puts
     // its wheel in target/wheelhouse), named as a shell would find it.
@@ -333,6 +327,19 @@ fn wheel_with_the_client_installs_and_runs_without_cargo() {
     assert_eq!(stdout_str(&listed).trim(), "[]", "servers left");
 }
 
+/// One server, of ours (chiark-utils' client, in /usr/bin, keeps no
+/// record that ours lists), has served a cold and a warm call.
+#[track_caller]
+fn assert_one_server_served_twice(path: &str, world: &Path) {
+    let listed = succeeded(
+        clean("prefork-interp", path, world).args(["--list", "--json"]),
+        "the installed client",
+    );
+    let servers: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(servers.as_array().unwrap().len(), 1, "{servers}");
+    assert_eq!(servers[0]["served"], 2, "cold, then warm: {servers}");
+}
+
 /// A wheel that ./test downloaded from PyPI into target/wheelhouse.
 fn pypi_wheel(project: &str) -> PathBuf {
     let dir = repo().join("target/wheelhouse");
@@ -353,16 +360,9 @@ fn pypi_wheel(project: &str) -> PathBuf {
         })
 }
 
-/// The README's command, `pip install ./sides/python`, run in a copy of
-/// the repository's tracked files with a fresh venv's pip (build
-/// isolation on: pip fetches setuptools and setuptools-rust, as a user's
-/// would): the crate is found two directories up, and the venv gets the
-/// client. And the module alone (PREFORK_INTERP_CLIENT=omit, what make
-/// install uses) is a pure wheel without it.
-#[test]
-fn pip_install_of_the_source_directory_brings_the_client() {
-    let world_dir = tempfile::tempdir().unwrap();
-    let world = world_dir.path();
+/// A copy of the repository's tracked files in `world`, as a clone has
+/// them.
+fn clone_of_the_repository(world: &Path) -> PathBuf {
     let copy = world.join("prefork-interp");
     let files = succeeded(
         Command::new("git")
@@ -380,6 +380,20 @@ fn pip_install_of_the_source_directory_brings_the_client() {
             std::fs::copy(&from, &to).unwrap();
         }
     }
+    copy
+}
+
+/// The README's command, `pip install ./sides/python`, run in a copy of
+/// the repository's tracked files with a fresh venv's pip (build
+/// isolation on: pip fetches setuptools and setuptools-rust, as a user's
+/// would): the crate is found two directories up, and the venv gets the
+/// client. And the module alone (PREFORK_INTERP_CLIENT=omit, what make
+/// install uses) is a pure wheel without it.
+#[test]
+fn pip_install_of_the_source_directory_brings_the_client() {
+    let world_dir = tempfile::tempdir().unwrap();
+    let world = world_dir.path();
+    let copy = clone_of_the_repository(world);
     for (client, wanted) in [("build", true), ("omit", false)] {
         let venv = world.join(format!("venv-{client}"));
         succeeded(
@@ -422,4 +436,59 @@ fn pip_install_of_the_source_directory_brings_the_client() {
             stdout_str(&module)
         );
     }
+}
+
+/// The README's `pipx install ./sides/python` (Debian's pipx, homes of
+/// the test's own): the command on pipx's PATH directory, which runs a
+/// Perl script (the example, its module from the repository) cold and
+/// warm.
+#[test]
+fn pipx_install_puts_the_command_on_the_path() {
+    let world_dir = tempfile::tempdir().unwrap();
+    let world = world_dir.path();
+    let copy = clone_of_the_repository(world);
+    let bin = world.join("bin");
+    succeeded(
+        Command::new("pipx")
+            .args(["install", "./sides/python"])
+            .current_dir(&copy)
+            .env("PIPX_HOME", world.join("pipx"))
+            .env("PIPX_BIN_DIR", &bin)
+            .env("CARGO_TARGET_DIR", wheel_target_dir()),
+        "./test installs Debian's pipx",
+    );
+    let command = bin.join("prefork-interp");
+    std::fs::create_dir(world.join("run")).unwrap();
+    set_mode(&world.join("run"), 0o700);
+    let text = std::fs::read_to_string(repo().join("examples/hello.pl")).unwrap();
+    let script = world.join("hello.pl");
+    let rest = text.split_once('\n').unwrap().1;
+    std::fs::write(
+        &script,
+        format!("#!/usr/bin/env -S prefork-interp -U,perl,-w\n{rest}"),
+    )
+    .unwrap();
+    set_mode(&script, 0o755);
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let call = |args: &[&str]| {
+        clean(&script, &path, world)
+            .args(args)
+            .env("PERL5LIB", repo().join("sides/perl/lib"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let cold = call(&["from-pipx"]);
+    assert_success(&cold);
+    assert!(stdout_str(&cold).contains("\"from-pipx\""), "{cold:?}");
+    let warm = call(&["again", "7"]);
+    assert_eq!(warm.status.code(), Some(7), "{warm:?}");
+    assert_one_server_served_twice(&path, world);
+    succeeded(
+        clean(&command, &path, world)
+            .args(["--kill", "-U,perl,-w"])
+            .arg(&script)
+            .env("PERL5LIB", repo().join("sides/perl/lib")),
+        "the pipx-installed client",
+    );
 }
