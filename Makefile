@@ -1,6 +1,7 @@
 # make                 build the client (release)
 # make install         install the client, the Perl and Python modules, the
-#                      Ruby library and the manual pages: PREFIX (/usr/local),
+#                      Ruby library, the manual pages and the bash, zsh and
+#                      fish completions: PREFIX (/usr/local),
 #                      DESTDIR, BINDIR, MANDIR, PERLDIR, PYTHON, RUBY, RUBYDIR
 #                      (see tools/install.sh)
 # make uninstall       remove exactly what install installed

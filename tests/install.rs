@@ -1,8 +1,8 @@
 //! The install command on a clean prefix: install (tools/install.sh,
 //! what `make install` runs after building), run the Perl and Python
 //! examples and a Ruby script through the installed binary and modules,
-//! uninstall, and find nothing left. (The Python distribution on its own:
-//! tests/wheel.rs.)
+//! find the completion scripts, uninstall, and find nothing left. (The
+//! Python distribution on its own: tests/wheel.rs.)
 
 mod common;
 
@@ -109,6 +109,30 @@ fn install_run_examples_uninstall() {
         "man3/prefork_interp.3rb",
     ] {
         find(page);
+    }
+    // The completion scripts, where each shell looks under a PREFIX other
+    // than /usr, as the installed client prints them.
+    for (shell, place) in [
+        ("bash", "share/bash-completion/completions/prefork-interp"),
+        ("zsh", "share/zsh/site-functions/_prefork-interp"),
+        (
+            "fish",
+            "share/fish/vendor_completions.d/prefork-interp.fish",
+        ),
+    ] {
+        let script = find(&format!("/{place}"));
+        assert_eq!(script, prefix.join(place));
+        let printed = Command::new(&binary)
+            .args(["--completions", shell])
+            .output()
+            .unwrap();
+        assert_success(&printed);
+        assert_eq!(
+            std::fs::read(&script).unwrap(),
+            printed.stdout,
+            "{}",
+            script.display()
+        );
     }
 
     let run = world.path().join("run");

@@ -3,7 +3,15 @@
 # modules (Proc::Prefork::Interp, its roles and ::Run: every file
 # tools/module-files lists), the Python package (with pip), the Ruby
 # library (prefork_interp.rb and prefork_interp/*.rb, the runner's
-# among them: tools/module-files ruby) and the manual pages.
+# among them: tools/module-files ruby), the manual pages and the bash, zsh
+# and fish completion scripts (made by the client being installed,
+# `$CLIENT --completions SHELL`, so that they match its options):
+#   $PREFIX/share/bash-completion/completions/prefork-interp
+#   $PREFIX/share/zsh/vendor-completions/_prefork-interp for PREFIX=/usr
+#       (Debian's place for packaged zsh completions), else
+#       $PREFIX/share/zsh/site-functions/_prefork-interp (zsh's fpath has
+#       /usr/local/share/zsh/site-functions, not .../vendor-completions)
+#   $PREFIX/share/fish/vendor_completions.d/prefork-interp.fish
 #
 #   tools/install.sh install     (what `make install` runs)
 #   tools/install.sh uninstall   (what `make uninstall` runs)
@@ -75,7 +83,8 @@ put() {
 do_install() {
     [ -x "$CLIENT" ] || die "$CLIENT is missing: run cargo build --release (or make) first"
     LISTED=$(mktemp)
-    trap 'rm -f "$LISTED"' EXIT
+    GENERATED=$(mktemp -d)
+    trap 'rm -f "$LISTED"; rm -rf "$GENERATED"' EXIT
 
     put "$CLIENT" "$BINDIR/prefork-interp" 755
     local module
@@ -94,13 +103,22 @@ do_install() {
     put "man/Proc::Prefork::Interp.3pm" "$MANDIR/man3/Proc::Prefork::Interp.3pm" 644
     put man/prefork_interp.3 "$MANDIR/man3/prefork_interp.3" 644
     put man/prefork_interp.3rb "$MANDIR/man3/prefork_interp.3rb" 644
+    local shell zshdir=$PREFIX/share/zsh/site-functions
+    [ "$PREFIX" != /usr ] || zshdir=$PREFIX/share/zsh/vendor-completions
+    for shell in bash zsh fish; do
+        "$CLIENT" --completions "$shell" > "$GENERATED/$shell" \
+            || die "$CLIENT --completions $shell failed"
+    done
+    put "$GENERATED/bash" "$PREFIX/share/bash-completion/completions/prefork-interp" 644
+    put "$GENERATED/zsh" "$zshdir/_prefork-interp" 644
+    put "$GENERATED/fish" "$PREFIX/share/fish/vendor_completions.d/prefork-interp.fish" 644
 
     # pip builds from a copy, so that no build/ lands in the tree, and
     # installs under DESTDIR; its RECORD then says what it wrote. The
     # module alone (PREFORK_INTERP_CLIENT=omit): the client is installed
     # above, not built a second time into the wheel (sides/python/setup.py).
     BUILD=$(mktemp -d)
-    trap 'rm -f "$LISTED"; rm -rf "$BUILD"' EXIT
+    trap 'rm -f "$LISTED"; rm -rf "$GENERATED" "$BUILD"' EXIT
     cp -r sides/python/pyproject.toml sides/python/setup.py sides/python/README.md \
         sides/python/prefork_interp sides/python/prefork_interp_early.pth "$BUILD/"
     rm -rf "$BUILD/prefork_interp/__pycache__"

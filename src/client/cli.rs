@@ -17,11 +17,15 @@
 //!
 //! `prefork-interp --run PROGRAM [ARG ...]` runs an existing Perl or
 //! Python program through its language's runner (see `run`).
+//!
+//! `prefork-interp --completions SHELL` prints a completion script made
+//! from this same definition (see `completions`).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
-use clap::{Arg, ArgAction, Command};
+use clap::error::{ContextKind, ContextValue};
+use clap::{Arg, ArgAction, Command, ValueHint};
 
 use super::exit::Failure;
 use super::run;
@@ -66,7 +70,8 @@ pub(crate) struct ClientArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Parsed {
     Run(ClientArgs),
-    /// `--help` or `--version`: print this to stdout and exit 0.
+    /// `--help`, `--version` or `--completions`: print this to stdout and
+    /// exit 0.
     Print(String),
 }
 
@@ -88,9 +93,11 @@ Exit status:
          says so)
   127    usage error, failure of prefork-interp itself, or the script was
          killed by another signal or dumped core (a message says which)
-  0      --kill, --list, --help, --version";
+  0      --kill, --list, --help, --version, --completions";
 
-fn command() -> Command {
+/// The whole command line's definition: what parses it, --help, and
+/// the completion scripts (`completions`).
+pub(crate) fn command() -> Command {
     Command::new("prefork-interp")
         .version(env!("CARGO_PKG_VERSION"))
         .about(ABOUT)
@@ -140,6 +147,16 @@ fn command() -> Command {
                 .help("With --list: a JSON array, one object per server, with what the table shows and more (script, why the last server quit, what the identity depends on)"),
         )
         .arg(
+            Arg::new("completions")
+                .long("completions")
+                .value_name("SHELL")
+                .value_parser(super::completions::SHELLS)
+                // A mode of its own, as --help is: with anything else the
+                // command line was meant for something else.
+                .exclusive(true)
+                .help("Print the completion script for SHELL and exit"),
+        )
+        .arg(
             Arg::new("run")
                 .long("run")
                 .action(ArgAction::SetTrue)
@@ -158,6 +175,8 @@ fn command() -> Command {
                 .value_name("VAR")
                 .action(ArgAction::Append)
                 .value_parser(clap::value_parser!(OsString))
+                // Free text to the completion scripts (no file names).
+                .value_hint(ValueHint::Other)
                 .help("Identity includes environment variable VAR (its value or absence)"),
         )
         .arg(
@@ -166,6 +185,7 @@ fn command() -> Command {
                 .value_name("STRING")
                 .action(ArgAction::Append)
                 .value_parser(clap::value_parser!(OsString))
+                .value_hint(ValueHint::Other)
                 .help("Identity includes STRING"),
         )
         .arg(
@@ -173,6 +193,7 @@ fn command() -> Command {
                 .short('g')
                 .value_name("IDENT")
                 .value_parser(clap::value_parser!(OsString))
+                .value_hint(ValueHint::Other)
                 .help("Use IDENT as the identity instead of the hash"),
         )
         .arg(
@@ -181,6 +202,10 @@ fn command() -> Command {
                 .help("The interpreter, then the script and the caller's arguments")
                 .num_args(0..)
                 .trailing_var_arg(true)
+                // A command and its own arguments: zsh completes the words
+                // after it as that command's (bash's and fish's scripts
+                // leave them to file names: `completions`).
+                .value_hint(ValueHint::CommandWithArguments)
                 .value_parser(clap::value_parser!(OsString)),
         )
 }
@@ -253,6 +278,9 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
         Ok(m) => m,
         Err(e) => return help_or_usage_error(&e),
     };
+    if let Some(shell) = matches.get_one::<String>("completions") {
+        return Ok(Parsed::Print(super::completions::script(shell)));
+    }
 
     let mut command: Vec<OsString> = matches
         .get_many::<OsString>("command")
@@ -390,6 +418,11 @@ fn one_line_usage_error(e: &clap::Error) -> String {
             .map(str::trim)
             .collect();
         first = format!("{first} {}", named.join(", "));
+    }
+    // A bad or missing value of an option with a fixed set
+    // (`--completions tcsh`): the line after names the set.
+    if let Some(ContextValue::Strings(valid)) = e.get(ContextKind::ValidValue) {
+        first = format!("{first} (possible values: {})", valid.join(", "));
     }
     format!("usage error: {first}; see prefork-interp --help")
 }

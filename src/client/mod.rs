@@ -15,16 +15,18 @@
 //! exit with it, or die of the same signal
 //! ```
 //!
-//! One file per job: `cli` (the command line), `rundir` (run directory,
-//! identity, lock), `connect` (a greeted connection), `spawn` (a new
-//! server), `watcher` (the daemon tying a server that does not watch its
-//! own socket path to it), `budget` (how many servers, which goes),
-//! `call` (request, signal relay, status), `list` (`--list`), `exit`
-//! (the one error type, and how a status becomes ours).
+//! One file per job: `cli` (the command line), `completions` (its shell
+//! completion scripts), `rundir` (run directory, identity, lock),
+//! `connect` (a greeted connection), `spawn` (a new server), `watcher`
+//! (the daemon tying a server that does not watch its own socket path to
+//! it), `budget` (how many servers, which goes), `call` (request, signal
+//! relay, status), `list` (`--list`), `exit` (the one error type, and how
+//! a status becomes ours).
 
 mod budget;
 mod call;
 mod cli;
+mod completions;
 mod connect;
 mod exit;
 mod list;
