@@ -175,8 +175,8 @@ def rust_extensions():
             CLIENT,
             path=os.path.join(crate, "Cargo.toml"),
             args=["--locked"],
-            # As distributions ship programs: no symbol table (a third of
-            # the download).
+            # As distributions ship programs: Rust's symbols stripped (the
+            # client is 2.3 MB, the wheel 1.1 MB).
             strip=Strip.All,
             env={**os.environ, "RUSTFLAGS": flags},
         )
