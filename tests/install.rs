@@ -185,30 +185,8 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn python_sdist_and_wheel_install_into_a_venv() {
     let world = tempfile::tempdir().unwrap();
-    let source = world.path().join("source");
-    let copied = Command::new("cp")
-        .arg("-rL")
-        .arg(repo().join("sides/python"))
-        .arg(&source)
-        .status()
-        .unwrap();
-    assert!(copied.success());
-    let dist = world.path().join("dist");
     // (./test installs build and wheel with pip.)
-    let built = Command::new(python())
-        .args([
-            "-m",
-            "build",
-            "--no-isolation",
-            "--sdist",
-            "--wheel",
-            "--outdir",
-        ])
-        .arg(&dist)
-        .arg(&source)
-        .output()
-        .unwrap();
-    assert_success(&built);
+    let dist = python_side_build(world.path(), &["--sdist", "--wheel"], &[]);
     let mut names: Vec<String> = std::fs::read_dir(&dist)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

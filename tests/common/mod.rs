@@ -10,11 +10,15 @@
 
 #![allow(dead_code)]
 
+mod packages;
 #[path = "../support/proc_stat.rs"]
 mod proc_stat;
 #[path = "../support/python.rs"]
 mod python;
 
+// (Not every test binary builds packages.)
+#[allow(unused_imports)]
+pub use packages::*;
 pub use proc_stat::proc_state;
 pub use python::python;
 
