@@ -398,34 +398,65 @@ fn perl_runner_installs_with_cpanm() {
     );
 }
 
-/// Our runner findable, IO::FDPass not (PERL5OPT's `-M-lib=` takes
-/// Debian's module directory off @INC, as a perl without Debian's
-/// libio-fdpass-perl would lack it): the line says so, with its cpanm
-/// command (not run: IO::FDPass's source is not here to install from).
-/// IO::FDPass findable again (the same directory by another name), the
-/// program runs.
+/// Our runner findable, IO::FDPass not (in a mount namespace where
+/// Debian's IO::FDPass directories are empty, as on a machine without
+/// libio-fdpass-perl): the line says so, with its cpanm command (not run:
+/// IO::FDPass's source is not here to install from). The same module
+/// copied elsewhere and put on PERL5LIB (as cpanm -l would), the program
+/// runs.
 #[test]
 fn perl_runner_without_io_fdpass_says_so() {
+    if !running_as_root("a mount namespace") {
+        return;
+    }
     let vendorarch = succeeded(
         Command::new("/usr/bin/perl").args(["-MConfig", "-e", "print $Config{vendorarch}"]),
         "./test installs Debian's perl",
     );
     let vendorarch = PathBuf::from(stdout_str(&vendorarch));
+    let module_dirs = [vendorarch.join("IO"), vendorarch.join("auto/IO/FDPass")];
     assert!(
-        vendorarch.join("IO/FDPass.pm").is_file(),
+        module_dirs[0].join("FDPass.pm").is_file(),
         "./test installs Debian's libio-fdpass-perl into {}",
         vendorarch.display()
     );
-    let mut w = World::new();
-    w.set("PERL5LIB", repo().join("sides/perl/lib"));
-    w.set("PERL5OPT", format!("-M-lib={}", vendorarch.display()));
+    let w = World::new();
+    let copy = w.path("fdpass");
+    for (dir, under) in module_dirs.iter().zip(["IO", "auto/IO/FDPass"]) {
+        std::fs::create_dir_all(copy.join(under)).unwrap();
+        for file in std::fs::read_dir(dir).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, copy.join(under).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let empty = w.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let hidden = NamespaceHolder::after(
+        &["-m", "--propagation", "private"],
+        &[
+            "sh",
+            "-c",
+            "mount --bind \"$0\" \"$1\" && mount --bind \"$0\" \"$2\"",
+            empty.to_str().unwrap(),
+            module_dirs[0].to_str().unwrap(),
+            module_dirs[1].to_str().unwrap(),
+        ],
+    );
+    let run = |program: &Path, perl5lib: String, args: &[&str]| {
+        Call::from(w.command(program, &[("PERL5LIB", perl5lib.into())]))
+            .inside(hidden.pid)
+            .cmd
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ours = repo().join("sides/perl/lib").display().to_string();
     let program = perl_program(&w);
-    let missing = w
-        .command(client(), &[])
-        .arg("--run")
-        .arg(&program)
-        .output()
-        .unwrap();
+    let missing = run(
+        &client(),
+        ours.clone(),
+        &["--run", program.to_str().unwrap()],
+    );
     assert_eq!(missing.status.code(), Some(127), "{}", stderr_str(&missing));
     assert_eq!(
         stderr_str(&missing),
@@ -438,33 +469,18 @@ fn perl_runner_without_io_fdpass_says_so() {
     );
     assert_eq!(w.run_dir_entries(), Vec::<String>::new());
 
-    let again = w.path("vendorarch");
-    std::os::unix::fs::symlink(&vendorarch, &again).unwrap();
-    let found = [(
-        "PERL5LIB",
-        OsString::from(format!(
-            "{}:{}",
-            repo().join("sides/perl/lib").display(),
-            again.display()
-        )),
-    )];
-    let direct = w.command(&program, &found).args(ARGS).output().unwrap();
+    let found = format!("{ours}:{}", copy.display());
+    let direct = run(&program, found.clone(), &ARGS);
     assert_eq!(direct.status.code(), Some(3), "{}", stderr_str(&direct));
-    let through = w
-        .command(client(), &found)
-        .arg("--run")
-        .arg(&program)
-        .args(ARGS)
-        .output()
-        .unwrap();
-    assert_same_run(&through, &direct, "--run with IO::FDPass found");
-    let kill = w
-        .command(client(), &found)
-        .args(["--kill", "--run"])
-        .arg(&program)
-        .output()
-        .unwrap();
-    assert_success(&kill);
+    let mut through = vec!["--run", program.to_str().unwrap()];
+    through.extend(ARGS);
+    assert_same_run(
+        &run(&client(), found.clone(), &through),
+        &direct,
+        "--run with IO::FDPass found",
+    );
+    through.insert(0, "--kill");
+    assert_success(&run(&client(), found, &through[..3]));
 }
 
 /// The Ruby test program.

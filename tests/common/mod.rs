@@ -691,6 +691,14 @@ pub struct Call {
     stdin: Option<Vec<u8>>,
 }
 
+/// A command of the test's own, as a call (to run it [`inside`](Call::inside)
+/// a [`NamespaceHolder`]'s namespaces, say).
+impl From<Command> for Call {
+    fn from(cmd: Command) -> Call {
+        Call { cmd, stdin: None }
+    }
+}
+
 impl Call {
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.cmd.env(key, value);
