@@ -909,46 +909,60 @@ fn manual_page_documents_every_option() {
     assert!(seen >= 11, "only {seen} options found in --help");
 }
 
-/// `--run` where the interpreter cannot find our runner (no PERL5LIB or
-/// PYTHONPATH to the repository's, nothing installed): one line naming
-/// the missing runner and how to install it, status 127, and nothing left
-/// in the run directory; not the interpreter's own "Can't locate" or
-/// "No module named", which would read as the program failing. With the
-/// runner found, the same program runs.
+/// `--run` where the interpreter cannot find our runner (no PERL5LIB,
+/// PYTHONPATH or RUBYLIB to the repository's, nothing installed): one
+/// line naming the program, the missing runner, the interpreter and the
+/// command that installs it for that interpreter (tests/runner_install.rs
+/// runs those commands), status 127, and nothing left in the run
+/// directory; not the interpreter's own "Can't locate" or "No module
+/// named", which would read as the program failing. With the runner
+/// found, the same program runs.
 #[test]
 fn run_without_the_runner_says_so() {
     let h = Harness::new(Side::Rust);
-    for (program, text, runner, path_var, path) in [
+    for (program, text, runner, command, package, path_var, path) in [
         (
             "tool.pl",
             "#!/usr/bin/perl\nprint \"ran\\n\";\n",
-            "Perl runner",
+            "Perl runner (Proc::Prefork::Interp::Run), not installed for /usr/bin/perl",
+            "/usr/bin/perl -S cpanm",
+            "Proc::Prefork::Interp",
             "PERL5LIB",
             repo().join("sides/perl/lib"),
         ),
         (
             "tool.py",
             "#!/usr/bin/env python3\nprint('ran')\n",
-            "Python runner",
+            "Python runner (the prefork_interp package), not installed for python3",
+            // (With the options an externally managed python3 needs.)
+            "python3 -m pip install",
+            "prefork-interp",
             "PYTHONPATH",
             repo().join("sides/python"),
+        ),
+        (
+            "tool.rb",
+            "#!/usr/bin/ruby\nputs 'ran'\n",
+            "Ruby runner (prefork_interp/run), not installed for /usr/bin/ruby",
+            "/usr/bin/ruby -S gem install",
+            "prefork_interp",
+            "RUBYLIB",
+            repo().join("sides/ruby/lib"),
         ),
     ] {
         let file = h.path(program);
         std::fs::write(&file, text).unwrap();
         set_mode(&file, 0o755);
         let out = client_cmd(&h).arg("--run").arg(&file).output().unwrap();
-        assert_one_line_failure(&out, &format!("prefork-interp's {runner} ("));
-        assert!(
-            stderr_str(&out).contains("is not installed for"),
-            "{}",
-            stderr_str(&out)
+        assert_one_line_failure(
+            &out,
+            &format!(
+                "prefork-interp: --run: {} needs prefork-interp's {runner}: install it with: {command}",
+                file.display()
+            ),
         );
-        assert!(
-            stderr_str(&out).contains("install it ("),
-            "{}",
-            stderr_str(&out)
-        );
+        let err = stderr_str(&out);
+        assert!(err.ends_with(&format!(" {package}\n")), "{err}");
         assert_eq!(h.run_dir_entries(), Vec::<String>::new(), "{program}");
         let out = client_cmd(&h)
             .env(path_var, &path)

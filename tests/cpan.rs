@@ -11,34 +11,13 @@
 //! installed module runs through the client cold and warm.
 mod common;
 
-use std::ffi::OsStr;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 
 /// The version the tarball carries: the module's $VERSION, which is
 /// Cargo.toml's.
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// A command in `dir` without the caller's Perl settings (a local::lib in
-/// the environment would send installs and lookups elsewhere).
-fn perl_tool(dir: &Path, program: impl AsRef<OsStr>) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.current_dir(dir).stdin(Stdio::null());
-    for var in [
-        "PERL5LIB",
-        "PERL5OPT",
-        "PERL_MM_OPT",
-        "PERL_MB_OPT",
-        "PERL_LOCAL_LIB_ROOT",
-        "PERL_CPANM_OPT",
-        "PREFORK_INTERP",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
+const VERSION: &str = PACKAGE_VERSION;
 
 #[track_caller]
 fn run_ok(cmd: &mut Command) -> Output {
@@ -96,39 +75,7 @@ fn perl_modules() -> Vec<String> {
 #[test]
 fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
     let world = tempfile::tempdir().unwrap();
-    // sides/perl copied as it is (its LICENSE-* symlinks still point at
-    // ../../LICENSE-*, and t/wire-vectors.json at ../../wire-vectors.json,
-    // which are copied to the same places relative to it).
-    let top = world.path().join("repo");
-    std::fs::create_dir_all(top.join("sides")).unwrap();
-    run_ok(
-        Command::new("cp")
-            .arg("-a")
-            .arg(repo().join("sides/perl"))
-            .arg(top.join("sides")),
-    );
-    for licence in ["LICENSE-MIT", "LICENSE-APACHE"] {
-        std::fs::copy(repo().join(licence), top.join(licence)).unwrap();
-        let link = top.join("sides/perl").join(licence);
-        assert!(
-            link.symlink_metadata().unwrap().file_type().is_symlink(),
-            "sides/perl/{licence} should be a symlink to the root's"
-        );
-    }
-    std::fs::copy(
-        repo().join("sides/wire-vectors.json"),
-        top.join("sides/wire-vectors.json"),
-    )
-    .unwrap();
-    assert!(
-        top.join("sides/perl/t/wire-vectors.json")
-            .symlink_metadata()
-            .unwrap()
-            .file_type()
-            .is_symlink(),
-        "sides/perl/t/wire-vectors.json should be a symlink to sides/wire-vectors.json"
-    );
-    let source = top.join("sides/perl");
+    let source = perl_side_copy(world.path());
 
     run_ok(perl_tool(&source, "perl").arg("Makefile.PL"));
     run_ok(&mut perl_tool(&source, "make"));
@@ -157,10 +104,8 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
         stderr_str(&checked)
     );
 
-    run_ok(perl_tool(&source, "make").arg("dist"));
+    let tarball = perl_dist(&source);
     let name = format!("Proc-Prefork-Interp-{VERSION}");
-    let tarball = source.join(format!("{name}.tar.gz"));
-    assert!(tarball.exists(), "make dist made no {}", tarball.display());
 
     // Its entries, as `tar tv` shows them: type and path.
     let listed = run_ok(Command::new("tar").arg("-tvzf").arg(&tarball));

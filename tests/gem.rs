@@ -9,35 +9,13 @@
 //! documents the Ruby API.
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 
 /// The version the gem carries: PreforkInterp::VERSION, which must be
 /// Cargo.toml's.
-const VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// A RubyGems command in `dir`, with nothing of the caller's Ruby or gem
-/// settings and a HOME of its own (no ~/.gem, ~/.local/share/gem).
-fn gem_tool(dir: &Path, home: &Path, program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.current_dir(dir)
-        .stdin(Stdio::null())
-        .env("HOME", home)
-        .env_remove("PREFORK_INTERP");
-    for var in [
-        "RUBYLIB",
-        "RUBYOPT",
-        "GEM_HOME",
-        "GEM_PATH",
-        "GEM_SPEC_CACHE",
-        "BUNDLE_GEMFILE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
+const VERSION: &str = PACKAGE_VERSION;
 
 #[track_caller]
 fn run_ok(cmd: &mut Command) -> Output {
@@ -82,28 +60,7 @@ fn ruby_gem_builds_installs_and_runs_a_script() {
     let world = tempfile::tempdir().unwrap();
     let home = world.path().join("home");
     std::fs::create_dir(&home).unwrap();
-    // sides/ruby as it is (cp -a: a symlink stays one, as gem build would
-    // find it), less any gem an earlier build left there.
-    let source = world.path().join("ruby");
-    run_ok(
-        Command::new("cp")
-            .arg("-a")
-            .arg(repo().join("sides/ruby"))
-            .arg(&source),
-    );
-    for entry in std::fs::read_dir(&source).unwrap().flatten() {
-        if entry.file_name().to_string_lossy().ends_with(".gem") {
-            std::fs::remove_file(entry.path()).unwrap();
-        }
-    }
-    let built = run_ok(gem_tool(&source, &home, "gem").args(["build", "prefork_interp.gemspec"]));
-    let said = format!("{}{}", stdout_str(&built), stderr_str(&built));
-    let file = source.join(format!("prefork_interp-{VERSION}.gem"));
-    assert!(
-        file.exists(),
-        "gem build made no {}:\n{said}",
-        file.display()
-    );
+    let (file, said) = ruby_gem(world.path(), &home);
     // RubyGems warns of what it packs badly (a symlink), and of a missing
     // homepage, which this project has none to give.
     let warnings: Vec<&str> = said

@@ -20,8 +20,10 @@
 //! `connect` (a greeted connection), `spawn` (a new server), `watcher`
 //! (the daemon tying a server that does not watch its own socket path to
 //! it), `budget` (how many servers, which goes), `call` (request, signal
-//! relay, status), `list` (`--list`), `exit` (the one error type, and how
-//! a status becomes ours).
+//! relay, status), `list` (`--list`), `run` (`--run`: the program's
+//! interpreter and its runner), `runner_check` (whether that interpreter
+//! finds the runner, and if not the command that installs it), `exit`
+//! (the one error type, and how a status becomes ours).
 
 mod budget;
 mod call;
@@ -32,6 +34,7 @@ mod exit;
 mod list;
 mod run;
 mod rundir;
+mod runner_check;
 mod spawn;
 mod terminal;
 mod watcher;

@@ -25,7 +25,7 @@ const SHEBANG_MAX: usize = 256;
 
 /// A language we have a runner for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Language {
+pub(super) enum Language {
     Perl,
     Python,
     Ruby,
@@ -33,7 +33,7 @@ enum Language {
 
 impl Language {
     /// By the interpreter's name (`perl`, `python3.11`, a path to one).
-    fn of(interpreter: &OsStr) -> Option<Language> {
+    pub(super) fn of(interpreter: &OsStr) -> Option<Language> {
         let name = Path::new(interpreter).file_name()?.as_bytes();
         let is = |language: &[u8]| {
             name.strip_prefix(language)
@@ -51,7 +51,7 @@ impl Language {
     }
 
     /// The arguments that go between the interpreter's own and PROGRAM.
-    fn runner_arguments(self) -> &'static [&'static str] {
+    pub(super) fn runner_arguments(self) -> &'static [&'static str] {
         match self {
             Language::Python => &["-m", "prefork_interp"],
             Language::Perl => &["-MProc::Prefork::Interp::Run"],
@@ -125,73 +125,6 @@ fn runner_arguments(interpreter: &OsStr) -> Option<&'static [&'static str]> {
     Language::of(interpreter).map(Language::runner_arguments)
 }
 
-/// Checks, for a new server of `--run`, that the interpreter finds our
-/// runner (`interpreter` ends with the runner's arguments): without it
-/// the interpreter's own "Can't locate ..." or "No module named ..."
-/// would read as the program failing. Asks the interpreter with its own
-/// arguments (`-I`, `-T`, `-E` change where it looks) and environment,
-/// loading nothing: a few milliseconds, on the cold path only. An
-/// interpreter that cannot be run is left to the setup run to report.
-pub(crate) fn check_runner(interpreter: &[OsString]) -> Result<(), Failure> {
-    const MISSING: i32 = 3;
-    let Some(language) = Language::of(&interpreter[0]) else {
-        return Ok(());
-    };
-    let (runner, probe, installs) = match language {
-        Language::Python => (
-            "Python runner (the prefork_interp package)",
-            vec![
-                "-c".to_owned(),
-                format!(
-                    "import importlib.util, sys; \
-                     sys.exit(0 if importlib.util.find_spec('prefork_interp') else {MISSING})"
-                ),
-            ],
-            "pip install prefork-interp, apt install ./prefork-interp_*.deb or make install",
-        ),
-        Language::Perl => (
-            "Perl runner (Proc::Prefork::Interp::Run)",
-            vec![
-                "-e".to_owned(),
-                format!(
-                    "exit((grep {{ -f \"$_/Proc/Prefork/Interp/Run.pm\" }} @INC) ? 0 : {MISSING})"
-                ),
-            ],
-            "cpanm ./sides/perl, apt install ./prefork-interp_*.deb or make install",
-        ),
-        // Where `require` looks: the load path, then (unless the
-        // interpreter's own words disable them) the installed gems.
-        Language::Ruby => (
-            "Ruby runner (prefork_interp/run)",
-            vec![
-                "-e".to_owned(),
-                format!(
-                    "f = 'prefork_interp/run.rb'; \
-                     exit($LOAD_PATH.any? {{ |d| File.file?(File.join(d, f)) }} || \
-                     (defined?(Gem) && !Gem.find_files(f).empty?) ? 0 : {MISSING})"
-                ),
-            ],
-            "gem install prefork_interp, apt install ./prefork-interp_*.deb or make install",
-        ),
-    };
-    // The interpreter's own words, without the runner's (the last ones).
-    let own = &interpreter[1..interpreter.len() - language.runner_arguments().len()];
-    let status = std::process::Command::new(&interpreter[0])
-        .args(own)
-        .args(&probe)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
-    match status {
-        Ok(status) if status.code() == Some(MISSING) => Err(Failure::new(format!(
-            "--run: prefork-interp's {runner} is not installed for {}: install it ({installs})",
-            interpreter[0].display()
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// The interpreter and its arguments that a `#!` line names, as the kernel
 /// (and `env`, `env -S`) would run them. `None`: not a `#!` line.
 pub(crate) fn parse_shebang(first_line: &[u8]) -> Option<Vec<OsString>> {
@@ -220,14 +153,20 @@ pub(crate) fn parse_shebang(first_line: &[u8]) -> Option<Vec<OsString>> {
 /// Finds PROGRAM: a path as given, or a bare name in PATH (as a shell
 /// would for an alias).
 fn locate(program: &OsStr) -> Result<PathBuf, Failure> {
-    if program.as_bytes().contains(&b'/') {
-        return Ok(PathBuf::from(program));
+    find_in_path(program)
+        .ok_or_else(|| Failure::new(format!("--run: {}: not found in PATH", program.display())))
+}
+
+/// A path as given; a bare name, the first file of that name in PATH (as
+/// a shell, or `env`, finds a command).
+pub(super) fn find_in_path(name: &OsStr) -> Option<PathBuf> {
+    if name.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(name));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
-        .ok_or_else(|| Failure::new(format!("--run: {}: not found in PATH", program.display())))
 }
 
 /// The interpreter command (its arguments and the runner's) and the

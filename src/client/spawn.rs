@@ -115,7 +115,7 @@ pub(crate) fn create_server(
     // system, say) must not leave our lock file behind either.
     let mut cleanup = Cleanup { paths, armed: true };
     if args.run {
-        super::run::check_runner(&args.interpreter)?;
+        super::runner_check::check_runner(&args.interpreter, args.script.as_deref())?;
     }
     // Before the socket, whose time is the server's start: a file of
     // these written after it would look changed since (autoreload).

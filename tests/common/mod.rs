@@ -10,11 +10,15 @@
 
 #![allow(dead_code)]
 
+mod packages;
 #[path = "../support/proc_stat.rs"]
 mod proc_stat;
 #[path = "../support/python.rs"]
 mod python;
 
+// (Not every test binary builds packages.)
+#[allow(unused_imports)]
+pub use packages::*;
 pub use proc_stat::proc_state;
 pub use python::python;
 
@@ -685,6 +689,14 @@ fn join_commas(words: &[OsString]) -> Vec<u8> {
 pub struct Call {
     pub cmd: Command,
     stdin: Option<Vec<u8>>,
+}
+
+/// A command of the test's own, as a call (to run it [`inside`](Call::inside)
+/// a [`NamespaceHolder`]'s namespaces, say).
+impl From<Command> for Call {
+    fn from(cmd: Command) -> Call {
+        Call { cmd, stdin: None }
+    }
 }
 
 impl Call {
