@@ -137,32 +137,18 @@ sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)\n";
 fn wheel_with_the_client_installs_and_runs_without_cargo() {
     let world_dir = tempfile::tempdir().unwrap();
     let world = world_dir.path();
-    let source = world.join("source");
-    succeeded(
-        Command::new("cp")
-            .arg("-rL")
-            .arg(repo().join("sides/python"))
-            .arg(&source),
-        "coreutils",
-    );
-    let dist = world.join("dist");
     // The sdist from a copy of sides/python, which has no ../.. to find
-    // the crate in: PREFORK_INTERP_CRATE says where it is. (./test
-    // installs build, wheel and setuptools-rust with pip.)
-    let build = |args: &[&str], source: &Path, crate_dir: Option<PathBuf>| {
-        let mut cmd = Command::new(python());
-        cmd.args(["-m", "build", "--no-isolation", "--outdir"])
-            .arg(&dist)
-            .args(args)
-            .arg(source)
-            .env("CARGO_TARGET_DIR", wheel_target_dir())
-            .env_remove("PREFORK_INTERP_CRATE");
-        if let Some(dir) = crate_dir {
-            cmd.env("PREFORK_INTERP_CRATE", dir);
-        }
-        succeeded(&mut cmd, "./test installs PyPA's build and setuptools-rust");
-    };
-    build(&["--sdist"], &source, Some(repo()));
+    // the crate in: PREFORK_INTERP_CRATE says where it is.
+    let target = wheel_target_dir();
+    let target = target.to_str().unwrap();
+    let dist = python_side_build(
+        world,
+        &["--sdist"],
+        &[
+            ("PREFORK_INTERP_CRATE", repo().to_str().unwrap()),
+            ("CARGO_TARGET_DIR", target),
+        ],
+    );
     let sdist = dist.join("prefork-interp-0.1.0.tar.gz");
     // The wheel from the unpacked sdist alone, as pip builds one from
     // PyPI's sdist: its crate/ must hold all the client needs.
@@ -176,7 +162,12 @@ fn wheel_with_the_client_installs_and_runs_without_cargo() {
             .arg(&unpacked),
         "tar",
     );
-    build(&["--wheel"], &unpacked.join("prefork-interp-0.1.0"), None);
+    python_build(
+        &unpacked.join("prefork-interp-0.1.0"),
+        &dist,
+        &["--wheel"],
+        &[("CARGO_TARGET_DIR", target)],
+    );
     let mut names: Vec<String> = std::fs::read_dir(&dist)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -227,6 +218,21 @@ fn wheel_with_the_client_installs_and_runs_without_cargo() {
     let venv = venv_with(world, &[&wheel]);
     let installed = venv.join("bin/prefork-interp");
     assert!(is_static_executable(&installed), "{}", installed.display());
+    // The wheel's .pth file: a run that starts a server (PREFORK_INTERP
+    // set) has our package before its own first line; any other has not.
+    for (setup, imported) in [(true, "True"), (false, "False")] {
+        let mut python = Command::new(venv.join("bin/python3"));
+        python.args(["-c", "import sys; print('prefork_interp' in sys.modules)"]);
+        if setup {
+            python.env("PREFORK_INTERP", "v1,0.0 3,4,5,6");
+        }
+        let out = python.output().unwrap();
+        assert_eq!(
+            (stdout_str(&out).trim(), stderr_str(&out)),
+            (imported, String::new()),
+            "PREFORK_INTERP set: {setup}"
+        );
+    }
     std::fs::create_dir(world.join("run")).unwrap();
     set_mode(&world.join("run"), 0o700);
     let path = path_without_cargo(&venv);
@@ -307,7 +313,11 @@ fn wheel_with_the_client_installs_and_runs_without_cargo() {
     let said = stderr_str(&out);
     assert_eq!(said.lines().count(), 1, "one line: {said}");
     assert!(
-        said.contains("Perl runner") && said.contains("/usr/bin/perl") && said.contains("install"),
+        said.contains("needs prefork-interp's Perl runner (Proc::Prefork::Interp::Run)")
+            && said.ends_with(
+                ", not installed for /usr/bin/perl: \
+                 install it with: /usr/bin/perl -S cpanm Proc::Prefork::Interp\n"
+            ),
         "{said}"
     );
 

@@ -111,7 +111,7 @@ pub fn python_build(source: &Path, dist: &Path, formats: &[&str], env: &[(&str, 
             .arg(dist)
             .arg(source)
             .envs(env.iter().copied()),
-        "./test installs build and wheel with pip",
+        "./test installs build, wheel and setuptools-rust with pip",
     );
 }
 
