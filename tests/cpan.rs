@@ -298,3 +298,46 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
         .unwrap();
     assert_success(&kill);
 }
+
+/// The README's command, `cpanm ./sides/perl`, in a copy of the
+/// repository's files (cpanm builds in the directory it is given): the
+/// module's tests pass with the client and it installs, here into a
+/// fresh local lib with an empty mirror (nothing fetched), every module
+/// file as in the repository.
+#[test]
+fn cpanm_of_the_source_directory_installs() {
+    let world = tempfile::tempdir().unwrap();
+    let copy = clone_of_the_repository(world.path());
+    let local = world.path().join("local");
+    let empty = world.path().join("empty-mirror");
+    std::fs::create_dir(&empty).unwrap();
+    let cpanm_home = world.path().join("cpanm-home");
+    let installed = perl_tool(&copy, "cpanm")
+        .arg("-l")
+        .arg(&local)
+        .arg("--mirror")
+        .arg(format!("file://{}", empty.display()))
+        .arg("--mirror-only")
+        .arg("./sides/perl")
+        .env("PERL_CPANM_HOME", &cpanm_home)
+        .env("PREFORK_INTERP_CLIENT", client())
+        .output()
+        .expect("cpanm (./test installs Debian's cpanminus)");
+    let build_log =
+        std::fs::read_to_string(cpanm_home.join("latest-build/build.log")).unwrap_or_default();
+    assert!(
+        installed.status.success(),
+        "cpanm ./sides/perl: {:?}\n{}{}\nbuild.log:\n{build_log}",
+        installed.status,
+        stdout_str(&installed),
+        stderr_str(&installed)
+    );
+    assert_own_tests_ran(&build_log, false);
+    for module in perl_modules() {
+        assert_eq!(
+            std::fs::read(local.join("lib/perl5").join(&module)).unwrap(),
+            std::fs::read(repo().join("sides/perl/lib").join(&module)).unwrap(),
+            "{module} as cpanm ./sides/perl installed it"
+        );
+    }
+}

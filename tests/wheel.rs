@@ -370,29 +370,6 @@ fn pypi_wheel(project: &str) -> PathBuf {
         })
 }
 
-/// A copy of the repository's tracked files in `world`, as a clone has
-/// them.
-fn clone_of_the_repository(world: &Path) -> PathBuf {
-    let copy = world.join("prefork-interp");
-    let files = succeeded(
-        Command::new("git")
-            .args(["ls-files", "-z"])
-            .current_dir(repo()),
-        "git",
-    );
-    for file in files.stdout.split(|&b| b == 0).filter(|f| !f.is_empty()) {
-        let file = Path::new(std::str::from_utf8(file).unwrap());
-        let (from, to) = (repo().join(file), copy.join(file));
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        if from.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&from).unwrap(), &to).unwrap();
-        } else if from.is_file() {
-            std::fs::copy(&from, &to).unwrap();
-        }
-    }
-    copy
-}
-
 /// The README's command, `pip install ./sides/python`, run in a copy of
 /// the repository's tracked files with a fresh venv's pip (build
 /// isolation on: pip fetches setuptools and setuptools-rust, as a user's
