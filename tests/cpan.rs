@@ -11,6 +11,8 @@
 //! installed module runs through the client cold and warm.
 mod common;
 
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
@@ -25,6 +27,39 @@ fn run_ok(cmd: &mut Command) -> Output {
         cmd,
         "./test installs perl, make and cpanminus from Debian's packages",
     )
+}
+
+/// `cpanm -l WORLD/local WHAT`, run in `dir`, with the module's tests
+/// (they pass, calls through the client included). Its only mirror is an
+/// empty directory: nothing is fetched, so a prerequisite missing from
+/// the system fails here. The local lib's module directory.
+fn cpanm_into_a_local_lib(world: &Path, dir: &Path, what: &OsStr) -> PathBuf {
+    let local = world.join("local");
+    let empty = world.join("empty-mirror");
+    std::fs::create_dir(&empty).unwrap();
+    let cpanm_home = world.join("cpanm-home");
+    let installed = perl_tool(dir, "cpanm")
+        .arg("-l")
+        .arg(&local)
+        .arg("--mirror")
+        .arg(format!("file://{}", empty.display()))
+        .arg("--mirror-only")
+        .arg(what)
+        .env("PERL_CPANM_HOME", &cpanm_home)
+        .env("PREFORK_INTERP_CLIENT", client())
+        .output()
+        .expect("cpanm (./test installs Debian's cpanminus)");
+    let build_log =
+        std::fs::read_to_string(cpanm_home.join("latest-build/build.log")).unwrap_or_default();
+    assert!(
+        installed.status.success(),
+        "cpanm {what:?}: {:?}\n{}{}\nbuild.log:\n{build_log}",
+        installed.status,
+        stdout_str(&installed),
+        stderr_str(&installed)
+    );
+    assert_own_tests_ran(&build_log, false);
+    local.join("lib/perl5")
 }
 
 /// The module's own tests passed, the calls through the client (t/10-client.t)
@@ -209,32 +244,7 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
     // cpanm, from the tarball, tests included (with the client), into a
     // fresh local lib. Its only mirror is an empty directory: nothing is
     // fetched, so a prerequisite missing from the system fails here.
-    let local = world.path().join("local");
-    let empty = world.path().join("empty-mirror");
-    std::fs::create_dir(&empty).unwrap();
-    let cpanm_home = world.path().join("cpanm-home");
-    let installed = perl_tool(world.path(), "cpanm")
-        .arg("-l")
-        .arg(&local)
-        .arg("--mirror")
-        .arg(format!("file://{}", empty.display()))
-        .arg("--mirror-only")
-        .arg(&tarball)
-        .env("PERL_CPANM_HOME", &cpanm_home)
-        .env("PREFORK_INTERP_CLIENT", client())
-        .output()
-        .expect("cpanm (./test installs Debian's cpanminus)");
-    let build_log =
-        std::fs::read_to_string(cpanm_home.join("latest-build/build.log")).unwrap_or_default();
-    assert!(
-        installed.status.success(),
-        "cpanm: {:?}\n{}{}\nbuild.log:\n{build_log}",
-        installed.status,
-        stdout_str(&installed),
-        stderr_str(&installed)
-    );
-    assert_own_tests_ran(&build_log, false);
-    let lib = local.join("lib/perl5");
+    let lib = cpanm_into_a_local_lib(world.path(), world.path(), tarball.as_os_str());
     for module in perl_modules() {
         assert_eq!(
             std::fs::read(lib.join(&module)).unwrap(),
@@ -242,7 +252,7 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
             "{module} as cpanm installed it"
         );
     }
-    assert!(local.join("man/man3/Proc::Prefork::Interp.3pm").exists());
+    assert!(lib.join("../../man/man3/Proc::Prefork::Interp.3pm").exists());
 
     // A script using the installed module (found through PERL5LIB alone),
     // through the client: cold, then warm.
@@ -308,34 +318,10 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
 fn cpanm_of_the_source_directory_installs() {
     let world = tempfile::tempdir().unwrap();
     let copy = clone_of_the_repository(world.path());
-    let local = world.path().join("local");
-    let empty = world.path().join("empty-mirror");
-    std::fs::create_dir(&empty).unwrap();
-    let cpanm_home = world.path().join("cpanm-home");
-    let installed = perl_tool(&copy, "cpanm")
-        .arg("-l")
-        .arg(&local)
-        .arg("--mirror")
-        .arg(format!("file://{}", empty.display()))
-        .arg("--mirror-only")
-        .arg("./sides/perl")
-        .env("PERL_CPANM_HOME", &cpanm_home)
-        .env("PREFORK_INTERP_CLIENT", client())
-        .output()
-        .expect("cpanm (./test installs Debian's cpanminus)");
-    let build_log =
-        std::fs::read_to_string(cpanm_home.join("latest-build/build.log")).unwrap_or_default();
-    assert!(
-        installed.status.success(),
-        "cpanm ./sides/perl: {:?}\n{}{}\nbuild.log:\n{build_log}",
-        installed.status,
-        stdout_str(&installed),
-        stderr_str(&installed)
-    );
-    assert_own_tests_ran(&build_log, false);
+    let lib = cpanm_into_a_local_lib(world.path(), &copy, "./sides/perl".as_ref());
     for module in perl_modules() {
         assert_eq!(
-            std::fs::read(local.join("lib/perl5").join(&module)).unwrap(),
+            std::fs::read(lib.join(&module)).unwrap(),
             std::fs::read(repo().join("sides/perl/lib").join(&module)).unwrap(),
             "{module} as cpanm ./sides/perl installed it"
         );

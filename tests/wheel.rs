@@ -100,23 +100,28 @@ fn archive_listing(sdist: &Path, wheel: &Path) -> String {
     stdout_str(&out)
 }
 
-/// A fresh venv of the tests' python3, with `wheels` installed into it by
-/// pip from those files alone (--no-index).
-fn venv_with(world: &Path, wheels: &[&Path]) -> PathBuf {
-    let venv = world.join("venv");
+/// A fresh venv of the tests' python3 at `venv`.
+fn new_venv(venv: &Path) -> PathBuf {
     succeeded(
-        Command::new(python()).args(["-m", "venv"]).arg(&venv),
+        Command::new(python()).args(["-m", "venv"]).arg(venv),
         "python3",
     );
+    venv.to_path_buf()
+}
+
+/// `pip install` with the venv's own pip, quietly.
+fn pip_install(venv: &Path) -> Command {
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "--quiet", "--disable-pip-version-check"]);
+    pip
+}
+
+/// A fresh venv with `wheels` installed into it by pip from those files
+/// alone (--no-index).
+fn venv_with(world: &Path, wheels: &[&Path]) -> PathBuf {
+    let venv = new_venv(&world.join("venv"));
     succeeded(
-        Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--no-index",
-                "--disable-pip-version-check",
-            ])
-            .args(wheels),
+        pip_install(&venv).arg("--no-index").args(wheels),
         "python3's venv and pip",
     );
     venv
@@ -264,17 +269,7 @@ fn wheel_with_the_client_installs_and_runs_without_cargo() {
     // --run on a program from PyPI, installed in the venv (./test puts
     // its wheel in target/wheelhouse), named as a shell would find it.
     let pygments = pypi_wheel("pygments");
-    succeeded(
-        Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--no-index",
-                "--disable-pip-version-check",
-            ])
-            .arg(&pygments),
-        "pip",
-    );
+    succeeded(pip_install(&venv).arg("--no-index").arg(&pygments), "pip");
     let code = world.join("code.py");
     std::fs::write(&code, "import os\nprint(os.getpid())  # a comment\n").unwrap();
     for args in [
@@ -382,19 +377,10 @@ fn pip_install_of_the_source_directory_brings_the_client() {
     let world = world_dir.path();
     let copy = clone_of_the_repository(world);
     for (client, wanted) in [("build", true), ("omit", false)] {
-        let venv = world.join(format!("venv-{client}"));
+        let venv = new_venv(&world.join(format!("venv-{client}")));
         succeeded(
-            Command::new(python()).args(["-m", "venv"]).arg(&venv),
-            "python3",
-        );
-        succeeded(
-            Command::new(venv.join("bin/pip"))
-                .args([
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "./sides/python",
-                ])
+            pip_install(&venv)
+                .arg("./sides/python")
                 .current_dir(&copy)
                 .env("PREFORK_INTERP_CLIENT", client)
                 .env("CARGO_TARGET_DIR", wheel_target_dir()),
