@@ -252,7 +252,10 @@ fn cpan_distribution_builds_tests_packs_and_installs_with_cpanm() {
             "{module} as cpanm installed it"
         );
     }
-    assert!(lib.join("../../man/man3/Proc::Prefork::Interp.3pm").exists());
+    assert!(
+        lib.join("../../man/man3/Proc::Prefork::Interp.3pm")
+            .exists()
+    );
 
     // A script using the installed module (found through PERL5LIB alone),
     // through the client: cold, then warm.
