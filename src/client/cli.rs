@@ -279,7 +279,7 @@ pub(crate) fn parse(argv: Vec<OsString>) -> Result<Parsed, Failure> {
         Err(e) => return help_or_usage_error(&e),
     };
     if let Some(shell) = matches.get_one::<String>("completions") {
-        return Ok(Parsed::Print(super::completions::script(shell)));
+        return Ok(Parsed::Print(super::completions::script(shell, command())));
     }
 
     let mut command: Vec<OsString> = matches

@@ -22,9 +22,10 @@ pub(crate) const SHELLS: [&str; 3] = ["bash", "zsh", "fish"];
 
 const NAME: &str = "prefork-interp";
 
-/// The completion script for `shell`, one of `SHELLS`.
-pub(crate) fn script(shell: &str) -> String {
-    let mut command = super::cli::command();
+/// The completion script for `shell`, one of `SHELLS`, of `command`:
+/// the command line's whole definition, which `cli` (the one module
+/// that knows it, and imports this one) passes in.
+pub(crate) fn script(shell: &str, mut command: Command) -> String {
     let takes_value = value_options(&command);
     let generated = |shell: Shell, command: &mut Command| {
         let mut out = Vec::new();
