@@ -71,14 +71,8 @@ impl World {
     #[track_caller]
     fn same_as_direct(&mut self, program: &str, args: &[&str], stdin: &[u8]) -> Output {
         let direct = self.direct(program, args, stdin);
-        for round in 0..3 {
-            let through = self.through(program, args, stdin);
-            assert_same_run(
-                &through,
-                &direct,
-                &format!("{program} {args:?}, call {round} through the runner"),
-            );
-        }
+        let what = format!("{program} {args:?} through the runner");
+        assert_rounds_same_as_direct(&direct, 3, &what, || self.through(program, args, stdin));
         let expected = self.calls[program];
         assert_eq!(self.served(program), expected, "{program}");
         direct
@@ -117,11 +111,6 @@ impl Drop for World {
                 .output();
         }
     }
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A program of the usual kind: #! line switches, strict, BEGIN, a core

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use common::*;
@@ -75,14 +75,8 @@ impl World {
     #[track_caller]
     fn same_as_direct(&mut self, program: &str, args: &[&str], stdin: &[u8]) -> Output {
         let direct = self.direct(program, args, stdin);
-        for round in 0..3 {
-            let through = self.through(program, args, stdin);
-            assert_same_run(
-                &through,
-                &direct,
-                &format!("{program} {args:?}, call {round} through --run"),
-            );
-        }
+        let what = format!("{program} {args:?} through --run");
+        assert_rounds_same_as_direct(&direct, 3, &what, || self.through(program, args, stdin));
         direct
     }
 
@@ -111,11 +105,6 @@ impl Drop for World {
                 .output();
         }
     }
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A program of the usual kind (shared with the runner's own tests): a

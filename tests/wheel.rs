@@ -255,15 +255,12 @@ fn wheel_with_the_client_installs_and_runs_without_cargo() {
         "the venv's module: {}",
         stdout_str(&direct)
     );
-    for call in ["cold", "warm"] {
+    // Cold, then warm.
+    assert_rounds_same_as_direct(&direct, 2, "the script", || {
         let mut through = clean(&script, &path, world);
         through.args(["a b", "3"]);
-        assert_same_run(
-            &with_stdin(through, b"typed\n"),
-            &direct,
-            &format!("the script, {call}"),
-        );
-    }
+        with_stdin(through, b"typed\n")
+    });
     assert_one_server_served_twice(&path, world);
 
     // --run on a program from PyPI, installed in the venv (./test puts
@@ -282,16 +279,16 @@ fn wheel_with_the_client_installs_and_runs_without_cargo() {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        for call in ["cold", "warm"] {
-            let through = clean("prefork-interp", &path, world)
+        let what = format!("pygmentize {args:?}");
+        assert_rounds_same_as_direct(&direct, 2, &what, || {
+            clean("prefork-interp", &path, world)
                 .arg("--run")
                 .arg("pygmentize")
                 .args(args)
                 .stdin(Stdio::null())
                 .output()
-                .unwrap();
-            assert_same_run(&through, &direct, &format!("pygmentize {args:?}, {call}"));
-        }
+                .unwrap()
+        });
     }
 
     // A Perl program: the wheel brings the client, not the Perl runner.

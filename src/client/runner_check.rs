@@ -245,10 +245,9 @@ fn cpanm(interpreter: &OsStr, module: &str) -> String {
 fn debians_perl(interpreter: &OsStr) -> bool {
     let canonical = |path: &Path| std::fs::canonicalize(path).ok();
     Path::new("/etc/debian_version").exists()
-        && find_in_path(interpreter).is_some_and(|found| {
-            canonical(&found).is_some()
-                && canonical(&found) == canonical(Path::new("/usr/bin/perl"))
-        })
+        && find_in_path(interpreter)
+            .and_then(|found| canonical(&found))
+            .is_some_and(|found| Some(found) == canonical(Path::new("/usr/bin/perl")))
 }
 
 /// `word` as one word of a POSIX shell's command line, quoted only where

@@ -992,6 +992,21 @@ pub fn assert_same_run(through: &Output, direct: &Output, what: &str) {
     assert_eq!(through.stderr, direct.stderr, "{what}: stderr's bytes");
 }
 
+/// `rounds` runs through us, the first cold and the rest warm, each
+/// doing what the direct run did ([`assert_same_run`]); `what` names
+/// them, `through` makes one.
+#[track_caller]
+pub fn assert_rounds_same_as_direct(
+    direct: &Output,
+    rounds: usize,
+    what: &str,
+    mut through: impl FnMut() -> Output,
+) {
+    for round in 0..rounds {
+        assert_same_run(&through(), direct, &format!("{what}, call {round}"));
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -52,7 +52,12 @@ class RunnerWorld
   end
 
   def file(name, text)
-    path = File.join(@dir, name)
+    RunnerWorld.write_under(@dir, name, text)
+  end
+
+  # Writes text to dir/name, making the directories on the way; the path.
+  def self.write_under(dir, name, text)
+    path = File.join(dir, name)
     FileUtils.mkdir_p(File.dirname(path))
     File.write(path, text)
     path
@@ -504,10 +509,7 @@ class TestRunnerPreload < Minitest::Test
   end
 
   def write(name, text)
-    path = File.join(@dir, name)
-    FileUtils.mkdir_p(File.dirname(path))
-    File.write(path, text)
-    path
+    RunnerWorld.write_under(@dir, name, text)
   end
 
   # Preloads program in a fresh Ruby (RUBYLIB: rubylib): [load path
